@@ -1,0 +1,54 @@
+"""Alpha-beta collective costs (seconds), vectorized over arrays of sizes (bytes).
+
+Flat forms (DESIGN.md section 4; bus-bandwidth factors as nccl-tests doc/PERFORMANCE.md):
+ring all-reduce 2(n-1)/n * S/bw + 2(n-1) lat; all-gather and reduce-scatter (n-1)/n * S/bw + (n-1) lat
+(S the gathered size); all-to-all (n-1)/n * S/bw + (n-1) lat; p2p S/bw + lat.
+A group spanning NVLink domains runs hierarchically: inside each domain on NVLink, across domains on
+the NICs with 1/k of the data per GPU (k group members per domain), as NCCL's rings do across rails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUS_FACTOR = {
+    "all_reduce": lambda n: 2.0 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_to_all": lambda n: (n - 1) / n,
+}
+STEPS = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1, "all_to_all": 1}
+
+
+def flat(kind: str, size, n, bw, lat):
+    """One-tier collective of `size` bytes over n ranks at bw (bytes/s) and per-step latency lat (s)."""
+    size, n = np.asarray(size, float), np.asarray(n, float)
+    t = BUS_FACTOR[kind](n) * size / bw + STEPS[kind] * (n - 1) * lat
+    return np.where(n > 1, t, 0.0)
+
+
+def p2p(size, bw, lat):
+    """Point-to-point send of `size` bytes: S / bw + lat (seconds)."""
+    size = np.asarray(size, float)
+    return np.where(size > 0, size / bw + lat, 0.0)
+
+
+def hierarchical(kind: str, size, k, d, intra_bw, intra_lat, inter_bw, inter_lat):
+    """Collective over d domains of k members each: intra-domain phase(s) on NVLink, inter on NICs.
+
+    all_reduce: reduce-scatter in the domain, all-reduce of S/k across domains, all-gather back.
+    all_gather / reduce_scatter: the inter-domain phase moves S/k per GPU, the intra phase S.
+    all_to_all: of each rank's S, (k-1)/n stays in the domain and (n-k)/n leaves; both tiers run at once.
+    """
+    size = np.asarray(size, float)
+    if kind == "all_to_all":
+        n = np.asarray(k, float) * d
+        inside = (np.asarray(k) - 1) / n * size / intra_bw + (np.asarray(k) - 1) * intra_lat
+        outside = (n - k) / n * size / inter_bw + (np.asarray(d) - 1) * inter_lat
+        return np.maximum(inside, outside)
+    if kind == "all_reduce":
+        intra = 2 * flat("reduce_scatter", size, k, intra_bw, intra_lat)
+    else:
+        intra = flat(kind, size, k, intra_bw, intra_lat)
+    inter = flat(kind, size / np.asarray(k, float), d, inter_bw, inter_lat)
+    return intra + inter

@@ -1,0 +1,146 @@
+"""Graph -> Fabric: the tier parameters of a regular topology, then group costs by arithmetic.
+
+The networkx graph is the source of truth; a Fabric reads it once (bandwidth per GPU on each tier,
+path latencies, domains per leaf, leaf uplink ratio) and answers every later question with numpy on
+device indices, so its cost does not grow with the cluster. Racks are regular, so a template of the
+topology (at most two scale-out units) carries every figure of the whole; `fabric_for` builds that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import networkx as nx
+import numpy as np
+
+import topologies
+
+from . import collectives
+from .calibration import Calibration
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fabric:
+    """Per-tier figures: bandwidths in bytes/s per GPU per direction, latencies in seconds."""
+
+    gpus: int
+    gpus_per_domain: int
+    domains_per_unit: int  # domains under one leaf (or one rail-optimized scalable unit)
+    nvlink_bw: float
+    nvlink_lat: float
+    nic_bw: float  # a GPU's share of its domain's NICs when every GPU sends at once
+    scaleout_lat: float
+    uplink_ratio: float  # leaf uplink / downlink bandwidth: 1 / oversubscription
+
+    def domain_of(self, devices) -> np.ndarray:
+        """NVLink domain index of each device."""
+        return np.asarray(devices) // self.gpus_per_domain
+
+    def unit_of(self, devices) -> np.ndarray:
+        """Scale-out unit (leaf group) index of each device."""
+        return self.domain_of(devices) // self.domains_per_unit
+
+    def scaleout_bw(self, crosses_unit) -> np.ndarray:
+        """Per-GPU scale-out bandwidth: the NIC share, cut by oversubscription above the leaf."""
+        return np.where(crosses_unit, self.nic_bw * min(1.0, self.uplink_ratio), self.nic_bw)
+
+    def profile(self, groups: np.ndarray):
+        """(k, d, crosses_unit) per group of a (g, n) device array: members per domain, domains."""
+        groups = np.atleast_2d(groups)
+        dom = self.domain_of(groups)
+        d = _distinct_per_row(dom)
+        k = groups.shape[1] // d
+        units = self.unit_of(groups)
+        crosses = units.min(axis=1) != units.max(axis=1)
+        return k, d, crosses
+
+    def collective(self, kind: str, size, groups: np.ndarray, cal: Calibration) -> np.ndarray:
+        """Seconds for `kind` of `size` bytes over each group (rows of a device array)."""
+        k, d, crosses = self.profile(groups)
+        intra_bw = self.nvlink_bw * cal.nvlink
+        inter_bw = self.scaleout_bw(crosses) * cal.scaleout
+        flat = collectives.flat(kind, size, k, intra_bw, self.nvlink_lat)
+        hier = collectives.hierarchical(kind, size, k, d, intra_bw, self.nvlink_lat, inter_bw,
+                                        self.scaleout_lat)
+        return np.where(d > 1, hier, flat)
+
+    def p2p(self, size, src, dst, cal: Calibration) -> np.ndarray:
+        """Seconds to send `size` bytes from each src device to each dst device."""
+        same = self.domain_of(src) == self.domain_of(dst)
+        crosses = self.unit_of(src) != self.unit_of(dst)
+        bw = np.where(same, self.nvlink_bw * cal.nvlink, self.scaleout_bw(crosses) * cal.scaleout)
+        lat = np.where(same, self.nvlink_lat, self.scaleout_lat)
+        return collectives.p2p(size, bw, lat)
+
+    def tier(self, src, dst) -> np.ndarray:
+        """'nvlink' where src and dst share a domain, else 'scaleout'."""
+        same = self.domain_of(src) == self.domain_of(dst)
+        return np.where(same, "nvlink", "scaleout")
+
+
+def _distinct_per_row(a: np.ndarray) -> np.ndarray:
+    """Number of distinct values in each row of a 2-D integer array."""
+    s = np.sort(a, axis=1)
+    return 1 + (np.diff(s, axis=1) != 0).sum(axis=1)
+
+
+def from_graph(graph: nx.Graph, gpus: int) -> Fabric:
+    """Read the tier figures of a regular topology graph; `gpus` is the full cluster's size."""
+    gpu_nodes = {d["device"]: n for n, d in graph.nodes(data=True) if d["kind"] == "gpu"}
+    domain = {dev: graph.nodes[n]["domain"] for dev, n in gpu_nodes.items()}
+    per_domain = sum(1 for v in domain.values() if v == 0)
+    g0 = gpu_nodes[0]
+    nvlink_bw = sum(e["bandwidth"] for _, _, e in graph.edges(g0, data=True) if e["tier"] == "nvlink")
+    lat = lambda a, b: nx.shortest_path_length(graph, a, b, weight="latency")  # noqa: E731
+    nvlink_lat = lat(g0, gpu_nodes[1]) if per_domain > 1 else 0.0
+    nics = {n for n in nx.node_connected_component(graph, g0) if graph.nodes[n]["kind"] == "nic"
+            and any(graph.nodes[m].get("domain") == 0 for m in graph.neighbors(n))}
+    nic_up = sum(e["bandwidth"] for nic in nics for _, m, e in graph.edges(nic, data=True)
+                 if graph.nodes[m]["kind"] in ("leaf", "spine"))
+    n_domains = len(gpu_nodes) // per_domain
+    unit = _domains_per_unit(graph, nics, n_domains)
+    far = gpu_nodes.get(unit * per_domain, gpu_nodes.get(per_domain, g0))
+    return Fabric(
+        gpus=gpus, gpus_per_domain=per_domain, domains_per_unit=unit, nvlink_bw=nvlink_bw,
+        nvlink_lat=nvlink_lat, nic_bw=nic_up / per_domain,
+        scaleout_lat=lat(g0, far) if far != g0 else 0.0, uplink_ratio=_uplink_ratio(graph),
+    )
+
+
+def _domains_per_unit(graph: nx.Graph, domain0_nics: set, n_domains: int) -> int:
+    """Domains whose NICs reach domain 0's leaves without a spine."""
+    leaves = {m for nic in domain0_nics for m in graph.neighbors(nic) if graph.nodes[m]["kind"] == "leaf"}
+    nics = {m for leaf in leaves for m in graph.neighbors(leaf) if graph.nodes[m]["kind"] == "nic"}
+    gpus = {g for nic in nics for g in graph.neighbors(nic) if graph.nodes[g]["kind"] == "gpu"}
+    doms = {graph.nodes[g]["domain"] for g in gpus}
+    return max(1, min(len(doms), n_domains)) if doms else n_domains
+
+
+def _uplink_ratio(graph: nx.Graph) -> float:
+    """Uplink over downlink bandwidth of the first leaf; 1.0 where no spine exists."""
+    leaves = sorted((n for n, d in graph.nodes(data=True) if d["kind"] == "leaf"), key=str)
+    if not leaves:
+        return 1.0
+    down = up = 0.0
+    for _, m, e in graph.edges(leaves[0], data=True):
+        if graph.nodes[m]["kind"] == "spine":
+            up += e["bandwidth"]
+        else:
+            down += e["bandwidth"]
+    return up / down if up > 0 else 1.0
+
+
+def fabric_for(topology) -> Fabric:
+    """The Fabric of a TopologySpec, read from a template graph of at most two scale-out units."""
+    spec = topology.model_dump(mode="json")
+    return _cached(json.dumps(spec, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _cached(spec_json: str) -> Fabric:
+    spec = json.loads(spec_json)
+    total = spec["domains"] * spec["domain"]["gpus"]
+    template = dict(spec, domains=min(spec["domains"], 2 * max(1, spec["scaleout"]["domains_per_leaf"])))
+    return from_graph(topologies.build(template), gpus=total)

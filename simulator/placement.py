@@ -1,0 +1,74 @@
+"""Named mesh axes -> rank grid, parallel groups, and the layers of each pipeline stage.
+
+Ranks are laid out with `numpy.reshape` over the axes in `layout.order`, innermost first, and rank r
+runs on device r (devices are numbered domain-major), so the innermost axis (tp by default) lands in
+one NVLink domain. A group of an axis is a row of `moveaxis(grid, axis, -1).reshape(-1, size)`.
+Expert parallelism splits the data-parallel ranks: the mesh's `dp` axis holds dp / ep of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Rank grid and stage layout of one scenario."""
+
+    order: tuple[str, ...]  # innermost first
+    sizes: dict[str, int]
+    grid: np.ndarray  # device index, one array axis per mesh axis, outermost first
+    stage_layers: np.ndarray  # transformer layers of each pipeline stage (virtual stage), in order
+
+    def groups(self, axis: str) -> np.ndarray:
+        """(groups, size) device array: one row per group of `axis`."""
+        pos = len(self.order) - 1 - self.order.index(axis)
+        return np.moveaxis(self.grid, pos, -1).reshape(-1, self.sizes[axis])
+
+    def group_of(self, axis: str, device: int) -> np.ndarray:
+        """The devices of `axis`'s group that contains `device`."""
+        rows = self.groups(axis)
+        return rows[np.nonzero((rows == device).any(axis=1))[0][0]]
+
+    def weight_replicas(self, devices) -> np.ndarray:
+        """(len(devices), n) devices holding the same weights as each given device: equal tp and pp
+        coordinates (the data-parallel, context-parallel and expert-parallel ranks)."""
+        coords = np.argwhere(self.grid[..., None] == np.asarray(devices))  # (k, ndim + 1)
+        coords = coords[np.argsort(coords[:, -1])]
+        keep = [len(self.order) - 1 - self.order.index(a) for a in ("tp", "pp")]
+        rows = []
+        for c in coords:
+            index = tuple(c[i] if i in keep else slice(None) for i in range(self.grid.ndim))
+            rows.append(self.grid[index].ravel())
+        return np.array(rows)
+
+    def pipeline(self, device: int = 0) -> np.ndarray:
+        """Devices of the pipeline stages (pp group) that contains `device`, stage 0 first."""
+        return self.group_of("pp", device)
+
+
+def mesh_sizes(layout) -> dict[str, int]:
+    """Size of each mesh axis; the dp axis holds dp / ep ranks."""
+    return {"tp": layout.tp, "cp": layout.cp, "ep": layout.ep, "dp": layout.dp // layout.ep,
+            "pp": layout.pp}
+
+
+def split_layers(layers: int, stages: int, given=None) -> np.ndarray:
+    """Layers per stage: as given, or an even split (layers divisible by stages, checked on load)."""
+    if given is not None:
+        return np.asarray(given, dtype=int)
+    return np.full(stages, layers // stages, dtype=int)
+
+
+def place(scenario) -> Placement:
+    """The Placement of a validated scenario."""
+    lay = scenario.layout
+    sizes = mesh_sizes(lay)
+    order = tuple(lay.order)
+    shape = [sizes[a] for a in reversed(order)]
+    grid = np.arange(int(np.prod(shape))).reshape(shape)
+    stages = lay.pp * lay.chunks
+    return Placement(order=order, sizes=sizes, grid=grid,
+                     stage_layers=split_layers(scenario.model.layers, stages, lay.stage_layers))

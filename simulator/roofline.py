@@ -1,0 +1,35 @@
+"""Roofline op times, vectorized: an op takes max(FLOP / (peak * eff), bytes / (HBM * eff)) + overhead."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .calibration import Calibration
+
+
+def gemm_efficiency(shapes: np.ndarray, cal: Calibration) -> np.ndarray:
+    """Fraction of peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions waste tiles."""
+    dims = np.maximum(np.asarray(shapes, dtype=float), 1.0)
+    return cal.gemm * np.prod(dims / (dims + cal.gemm_half_dim), axis=-1)
+
+
+def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration,
+             fused_attention=None) -> np.ndarray:
+    """Seconds per op: roofline of compute and HBM traffic plus a per-kernel overhead.
+
+    flops (FLOP), nbytes (bytes), shapes (n, 3) GEMM dims; peak (FLOP/s) and hbm_bw (bytes/s) are the
+    data-sheet figures; `fused_attention` (bool per op) scales those ops' efficiency by cal.attention.
+    """
+    flops, nbytes = np.asarray(flops, float), np.asarray(nbytes, float)
+    eff = gemm_efficiency(shapes, cal)
+    if fused_attention is not None:
+        eff = np.where(fused_attention, eff * cal.attention, eff)
+    compute = np.divide(flops, peak * eff, out=np.zeros_like(flops), where=flops > 0)
+    memory = nbytes / (hbm_bw * cal.hbm)
+    active = (flops > 0) | (nbytes > 0)
+    return np.maximum(compute, memory) + np.where(active, cal.kernel_overhead, 0.0)
+
+
+def mfu(model_flops: float, step_time: float, gpus: int, peak: float) -> float:
+    """Model FLOPs utilization: model FLOP / (step time (s) * GPUs * dense peak (FLOP/s))."""
+    return model_flops / (step_time * gpus * peak)
