@@ -1,0 +1,166 @@
+"""simpy engine: one process per pipeline stage, shared links as resources -> Timeline.
+
+One event per (stage, micro-batch, phase, chunk) task and one per transfer, never per kernel. Each
+stage runs its schedule order; a task starts when the stage is free and its inputs have arrived.
+Sends hold the sender's link of their tier (NVLink port or NIC), so pipeline sends and the gradient
+reduction that cross one NIC queue behind each other. After its last task a stage waits for its
+gradient reduction (launched when its last backward starts, bucketed behind it), then steps Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from .plan import Plan
+
+KIND_INDEX = {"F": 0, "B": 1, "W": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeline:
+    """What happened: one row per task, plus per-stage totals (seconds)."""
+
+    device: np.ndarray  # stage of each task
+    kind: np.ndarray  # 0 F, 1 B, 2 W, 3 F&B pair
+    mb: np.ndarray
+    chunk: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    comm_wait: np.ndarray  # seconds a task waited on a transfer after its producer finished
+    labels: tuple[str, ...]
+    dp_start: np.ndarray  # (p,) gradient reduction
+    dp_end: np.ndarray
+    optimizer_start: np.ndarray  # (p,)
+    stage_end: np.ndarray  # (p,) end of the step on each stage
+    step_time: float
+
+
+class Link:
+    """A one-at-a-time link (a NIC or an NVLink port): transfers queue in arrival order."""
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self.resource = simpy.Resource(env, capacity=1)
+
+    def transfer(self, seconds: float, arrived: simpy.Event):
+        """Hold the link for `seconds`, then mark `arrived`."""
+        with self.resource.request() as req:
+            yield req
+            yield self.env.timeout(seconds)
+        arrived.succeed()
+
+
+class _Run:
+    """State of one engine run: arrival events, links and task records."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.table = plan, plan.table
+        self.env = simpy.Environment()
+        p = self.table.p
+        self.links = [[None, Link(self.env), Link(self.env)] for _ in range(p)]
+        self.arrival: dict[tuple, simpy.Event] = {}
+        self.produced: dict[tuple, float] = {}
+        n = sum(len(o) for o in self.table.orders)
+        self.rec = {k: np.zeros(n) for k in ("start", "end", "wait")}
+        self.meta = np.zeros((n, 4), dtype=np.int64)
+        self.labels = [""] * n
+        self.dp = np.zeros((2, p))
+        self.dp_done = [self.env.event() for _ in range(p)]
+        self.opt_start, self.stage_end = np.zeros(p), np.zeros(p)
+
+    def event(self, key: tuple) -> simpy.Event:
+        ev = self.arrival.get(key)
+        if ev is None:
+            ev = self.arrival[key] = self.env.event()
+        return ev
+
+    def key(self, kind: str, mb: int, device: int, chunk: int) -> tuple:
+        """Arrival key of the output of `kind` for micro-batch `mb` at (device, chunk)'s vstage."""
+        k = self.table.vstage_of(device, chunk, int(self.table.direction[mb]))
+        return (kind, mb, k)
+
+    def duration(self, device: int, action) -> float:
+        plan = self.plan
+        if action.paired is not None:
+            return float(plan.fb[device, action.chunk, action.paired.chunk])
+        grid = (plan.f, plan.b, plan.w)[KIND_INDEX[action.kind]]
+        return float(grid[device, action.chunk])
+
+    def finish(self, device: int, action, now: float) -> None:
+        """Publish a finished action's outputs: locally at once, remotely after a send."""
+        table, plan = self.table, self.plan
+        for a in action.halves():
+            direction = int(table.direction[a.mb])
+            k = table.vstage_of(device, a.chunk, direction)
+            key = (a.kind, a.mb, k)
+            self.produced[key] = now
+            nxt = k + 1 if a.kind == "F" else k - 1
+            if a.kind == "W" or not 0 <= nxt < table.n_vstages:
+                self.event(key).succeed()
+                continue
+            dst = int(table.routes[direction, nxt, 0])
+            side = 0 if a.kind == "F" else 1
+            seconds, tier = plan.send[device, a.chunk, side], plan.send_tier[device, a.chunk, side]
+            if dst == device or tier == 0:
+                self.event(key).succeed()
+            else:
+                self.env.process(self.links[device][tier].transfer(seconds, self.event(key)))
+
+    def needs(self, device: int, action) -> list[tuple]:
+        """Arrival keys this action waits for."""
+        return [self.key(a.kind, a.mb, dev, a.chunk) for dev, a in self.table.dependencies(device, action)]
+
+    def stage(self, device: int, first: int):
+        """Process of one pipeline stage: its order, then gradient reduction and optimizer."""
+        env, plan, order = self.env, self.plan, self.table.orders[device]
+        last_backward = max((i for i, a in enumerate(order) if a.kind in "BW"), default=-1)
+        for i, action in enumerate(order):
+            free, keys = env.now, self.needs(device, action)
+            for key in keys:
+                yield self.event(key)
+            ready = max([free] + [self.produced.get(k, free) for k in keys])
+            row = first + i
+            self.rec["start"][row], self.rec["wait"][row] = env.now, env.now - ready
+            if i == last_backward:
+                env.process(self.reduce_gradients(device))
+            yield env.timeout(self.duration(device, action))
+            self.rec["end"][row] = env.now
+            self.meta[row] = (device, 3 if action.paired else KIND_INDEX[action.kind], action.mb,
+                              action.chunk)
+            self.labels[row] = action.label()
+            self.finish(device, action, env.now)
+        if last_backward < 0:
+            self.dp[:, device] = env.now
+        else:
+            yield self.dp_done[device]
+        self.opt_start[device] = env.now
+        yield env.timeout(plan.optimizer[device] + plan.param_gather[device])
+        self.stage_end[device] = env.now
+
+    def reduce_gradients(self, device: int):
+        """Gradient reduction of a stage on its DP link, from the start of its last backward."""
+        self.dp[0, device] = self.env.now
+        done = self.env.event()
+        self.env.process(self.links[device][int(self.plan.dp_tier[device])].transfer(
+            float(self.plan.dp[device]), done))
+        yield done
+        self.dp[1, device] = self.env.now
+        self.dp_done[device].succeed()
+
+
+def run_engine(plan: Plan) -> Timeline:
+    """Simulate one training step of `plan`."""
+    run = _Run(plan)
+    first = np.cumsum([0] + [len(o) for o in plan.table.orders])
+    for device in range(plan.table.p):
+        run.env.process(run.stage(device, int(first[device])))
+    run.env.run()
+    meta = run.meta
+    return Timeline(device=meta[:, 0], kind=meta[:, 1], mb=meta[:, 2], chunk=meta[:, 3],
+                    start=run.rec["start"], end=run.rec["end"], comm_wait=run.rec["wait"],
+                    labels=tuple(run.labels), dp_start=run.dp[0], dp_end=run.dp[1],
+                    optimizer_start=run.opt_start, stage_end=run.stage_end,
+                    step_time=float(run.stage_end.max()))

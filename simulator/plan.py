@@ -1,0 +1,295 @@
+"""Schedule + placement + costs -> Plan: every task's duration and every transfer's cost, as arrays.
+
+Durations are per (device, chunk) of the simulated pipeline (one replica; TP ranks and DP replicas
+are symmetric) and computed before the engine runs. A task's time is its operators' roofline times
+plus the tensor-parallel and context-parallel communication left exposed (DESIGN.md section 4):
+forward TP collectives sit on the critical path; in the backward pass the collectives of the
+column-parallel input gradients overlap the weight-gradient GEMMs (Megatron's async all-reduce),
+unless the schedule moves those GEMMs to a separate W task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import calibration, roofline
+from .fabric import Fabric
+from .memory import Memory, activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
+from .model import (ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, build_op_table,
+                    layer_shape, model_flops_per_token, parameter_counts)
+from .placement import Placement, split_layers
+from .schedules import SCHEDULES, in_flight
+
+ADAM_BYTES_PER_PARAM = 30.0  # fp32 master, momentum, variance read+written, fp32 grad read, bf16 write
+GRAD_COMM_BYTES, PARAM_COMM_BYTES = 4.0, 2.0  # fp32 gradient reduction (Megatron), bf16 gather
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassTimes:
+    """Seconds per layer (or per edge block) of one micro-batch, with the exposed comm inside."""
+
+    f: float
+    b: float
+    w: float
+    f_tp: float  # exposed TP seconds inside f
+    b_tp: float
+    f_cp: float  # exposed CP seconds inside f
+    b_cp: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What the engine runs: a schedule and every cost it needs (seconds, bytes)."""
+
+    table: object  # ScheduleTable
+    devices: np.ndarray  # device index of each pipeline stage
+    f: np.ndarray  # (p, v) seconds of one micro-batch's forward on each device and chunk
+    b: np.ndarray  # (p, v) input-gradient (or full backward) seconds
+    w: np.ndarray  # (p, v) weight-gradient seconds (0 when the schedule does not split)
+    fb: np.ndarray  # (p, v, v) overlapped F(chunk i) & B(chunk j) pair seconds (DualPipe)
+    exposed_tp: np.ndarray  # (p, v, 3) exposed TP seconds inside F, B, W
+    exposed_cp: np.ndarray  # (p, v, 3)
+    send: np.ndarray  # (p, v, 2) seconds to pass activations forward / gradients backward
+    send_tier: np.ndarray  # (p, v, 2) 0 none, 1 nvlink, 2 scaleout
+    send_bytes: float  # bytes per stage boundary per micro-batch per rank
+    dp: np.ndarray  # (p,) seconds of the gradient reduction (overlaps the last backward)
+    dp_tier: np.ndarray  # (p,) 1 nvlink, 2 scaleout
+    param_gather: np.ndarray  # (p,) exposed seconds of the parameter all-gather after the step
+    optimizer: np.ndarray  # (p,) seconds of the optimizer step
+    memory: Memory
+    traffic: dict  # bytes per step per tier, all GPUs
+    model_flops: float  # FLOP per step, MFU's count
+    hardware_flops: float  # FLOP per step including recompute
+
+
+def layer_pass_times(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, cal,
+                     split: bool) -> dict[int, PassTimes]:
+    """PassTimes of the embedding, one transformer layer and the head."""
+    dev = scn.topology.device
+    peak, hbm = dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth
+    fused = np.array([n == "attention" for n in ops.name])
+    t = lambda fl, by: roofline.op_times(fl, by, ops.gemm, peak, hbm, cal, fused)  # noqa: E731
+    tf, tb, tw = t(ops.flops_f, ops.bytes_f), t(ops.flops_b, ops.bytes_b), t(ops.flops_w, ops.bytes_w)
+    rec = scn.workload.recompute
+    sh = layer_shape(scn)
+    size = sh.tokens * sh.hidden * ACT_BYTES
+    coll = lambda kind: float(fabric.collective(kind, size, tp_group[None], cal)[0])  # noqa: E731
+    ar, ag, rs = coll("all_reduce"), coll("all_gather"), coll("reduce_scatter")
+    sp = scn.layout.sequence_parallel
+    comm_f = 2 * (ag + rs) if sp else 2 * ar  # per layer forward, exposed
+    comm_b_exposed = 2 * ag if sp else 0.0
+    comm_b_overlap = 2 * (rs + ag) if sp else 2 * ar
+    cp_f, cp_b = _cp_ring(scn, sh, fabric, cp_group, cal)
+    out = {}
+    for block in (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD):
+        rows = ops.block == block
+        f, b, w = tf[rows].sum(), tb[rows].sum(), tw[rows].sum()
+        if block == BLOCK_LAYER:
+            attn_f = tf[rows & ops.selective].sum()
+            attn_b = tb[rows & ops.selective].sum()
+            ecp_f, ecp_b = max(0.0, cp_f - attn_f), max(0.0, cp_b - attn_b)
+            redo = {"full": f + ecp_f, "selective": attn_f, "none": 0.0}[rec]
+            redo_tp = comm_f if rec == "full" else 0.0
+            hidden_b = 0.0 if split else min(comm_b_overlap, w)
+            b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
+            out[block] = PassTimes(f=f + comm_f + ecp_f, b=b + redo + b_tp + ecp_b, w=w,
+                                   f_tp=comm_f, b_tp=b_tp, f_cp=ecp_f, b_cp=ecp_b)
+        else:
+            edge = (rs if sp else ar) if block == BLOCK_EMBED else (ag if sp else 0.0)
+            out[block] = PassTimes(f=f + edge, b=b + edge, w=w, f_tp=edge, b_tp=edge, f_cp=0, b_cp=0)
+    return out
+
+
+def _cp_ring(scn, sh, fabric, cp_group, cal) -> tuple[float, float]:
+    """Seconds of the K/V ring of context parallelism per layer: forward passes K and V (cp-1) times,
+    backward passes K, V and their gradients."""
+    cp = scn.layout.cp
+    if cp == 1:
+        return 0.0, 0.0
+    kv_bytes = 2 * sh.tokens * sh.kv_heads * sh.head_dim * ACT_BYTES
+    hop = float(fabric.p2p(kv_bytes, cp_group[0], cp_group[1], cal))
+    return (cp - 1) * hop, 2 * (cp - 1) * hop
+
+
+def stage_grid(table, stage_layers: np.ndarray):
+    """(p, v) arrays: transformer layers, embedding flag and head flag of each device's chunk."""
+    p, v = table.p, table.v
+    layers, embed, head = np.zeros((p, v)), np.zeros((p, v)), np.zeros((p, v))
+    for route in table.routes:
+        dev, chunk = route[:, 0], route[:, 1]
+        layers[dev, chunk] = stage_layers
+        embed[dev[0], chunk[0]] = 1
+        head[dev[-1], chunk[-1]] = 1
+    return layers, embed, head
+
+
+def pass_grid(times: dict[int, PassTimes], field: str, layers, embed, head) -> np.ndarray:
+    """One PassTimes field summed over each device's chunk: layers x layer + edge blocks."""
+    return (layers * getattr(times[BLOCK_LAYER], field) + embed * getattr(times[BLOCK_EMBED], field)
+            + head * getattr(times[BLOCK_HEAD], field))
+
+
+def sends(table, devices, nbytes: float, fabric: Fabric, cal, gather: float):
+    """(p, v, 2) seconds and tiers of the forward (activation) and backward (gradient) sends."""
+    send = np.zeros((table.p, table.v, 2))
+    tier = np.zeros((table.p, table.v, 2), dtype=np.int8)
+    for route in table.routes:
+        for direction, (a, b) in enumerate(((route[:-1], route[1:]), (route[1:], route[:-1]))):
+            moves = a[:, 0] != b[:, 0]
+            src, dst = devices[a[moves, 0]], devices[b[moves, 0]]
+            send[a[moves, 0], a[moves, 1], direction] = fabric.p2p(nbytes, src, dst, cal) + gather
+            same = fabric.domain_of(src) == fabric.domain_of(dst)
+            tier[a[moves, 0], a[moves, 1], direction] = np.where(same, 1, 2)
+    return send, tier
+
+
+def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
+    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs."""
+    cal = calibration.for_device(scn.topology.device)
+    lay, model = scn.layout, scn.model
+    table = SCHEDULES[lay.schedule](lay.pp, scn.micro_batches, lay.chunks)
+    devices = placement.pipeline(0)
+    tp_group, cp_group = placement.group_of("tp", 0), placement.group_of("cp", 0)
+    times = layer_pass_times(scn, ops, fabric, tp_group, cp_group, cal, table.split_backward)
+    stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
+    grid = stage_grid(table, stage_layers)
+    f, b, w = (pass_grid(times, k, *grid) for k in ("f", "b", "w"))
+    if not table.split_backward:
+        b, w = b + w, np.zeros_like(w)
+    exposed_tp = np.stack([pass_grid(times, "f_tp", *grid), pass_grid(times, "b_tp", *grid),
+                           np.zeros_like(f)], axis=-1)
+    exposed_cp = np.stack([pass_grid(times, "f_cp", *grid), pass_grid(times, "b_cp", *grid),
+                           np.zeros_like(f)], axis=-1)
+    sh = layer_shape(scn)
+    act_bytes = sh.tokens * sh.hidden * ACT_BYTES / lay.tp
+    gather = 0.0 if lay.sequence_parallel else float(
+        fabric.collective("all_gather", act_bytes * lay.tp, tp_group[None], cal)[0])
+    send, send_tier = sends(table, devices, act_bytes, fabric, cal, gather)
+    params = device_params(model, lay.tp, *grid)
+    dp_time, dp_tier, gather_time, opt = data_parallel(scn, params, placement, devices, fabric, cal)
+    zero3 = lay.zero >= 3
+    if zero3:  # parameters re-gathered for every forward and backward, prefetched behind compute
+        ag = fabric.collective("all_gather", params[:, None] * PARAM_COMM_BYTES,
+                               placement.weight_replicas(devices), cal)[:, None]
+        f, b = np.maximum(f, ag), np.maximum(b, ag)
+    fb = pair_times(f - exposed_tp[..., 0] - exposed_cp[..., 0], b - exposed_tp[..., 1] - exposed_cp[..., 1])
+    return Plan(
+        table=table, devices=devices, f=f, b=b, w=w, fb=np.maximum(fb, 0.0),
+        exposed_tp=exposed_tp, exposed_cp=exposed_cp, send=send, send_tier=send_tier,
+        send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
+        param_gather=np.maximum(0.0, gather_time - f[:, 0]), optimizer=opt,
+        memory=device_memory(scn, table, params, grid, placement),
+        traffic=step_traffic(scn, table, act_bytes, send_tier, params, placement, fabric, grid),
+        model_flops=scn.workload.global_batch * scn.workload.seq_len
+        * model_flops_per_token(model, scn.workload.seq_len),
+        hardware_flops=hardware_flops(scn, ops, grid),
+    )
+
+
+def pair_times(f_compute: np.ndarray, b_compute: np.ndarray) -> np.ndarray:
+    """(p, v, v) seconds of F of chunk i overlapped with B of chunk j: the two computes back to back,
+    their communication hidden behind each other (DualPipe's F&B)."""
+    return f_compute[:, :, None] + b_compute[:, None, :]
+
+
+def device_params(model, tp: int, layers, embed, head) -> np.ndarray:
+    """(p,) parameters held on one TP rank of each stage."""
+    c = parameter_counts(model)
+    tied = model.tied_embeddings
+    head_params = c["embedding"] if tied else c["head"]
+    per_chunk = layers * c["layer"] + embed * c["embedding"] + head * (head_params + c["final_norm"])
+    shared = tied * embed.any(axis=1) * head.any(axis=1) * c["embedding"]  # one copy when co-located
+    return (per_chunk.sum(axis=1) - shared) / tp
+
+
+def data_parallel(scn, params, placement: Placement, devices, fabric: Fabric, cal):
+    """(dp seconds, dp tier, parameter-gather seconds, optimizer seconds), each (p,).
+
+    ZeRO-0 all-reduces fp32 gradients; the distributed optimizer and ZeRO 1-3 reduce-scatter them
+    and all-gather the updated bf16 parameters. Adam streams its state through HBM once.
+    """
+    lay = scn.layout
+    groups = placement.weight_replicas(devices)
+    sharded = lay.zero >= 1 or lay.distributed_optimizer
+    grads = params * GRAD_COMM_BYTES
+    if sharded:
+        dp = fabric.collective("reduce_scatter", grads, groups, cal)
+        gather = fabric.collective("all_gather", params * PARAM_COMM_BYTES, groups, cal)
+    else:
+        dp, gather = fabric.collective("all_reduce", grads, groups, cal), np.zeros(len(params))
+    tier = np.where(fabric.profile(groups)[1] > 1, 2, 1)
+    shard = groups.shape[1] if sharded else 1
+    hbm = scn.topology.device.hbm_bandwidth * cal.hbm
+    return dp, tier, gather, params / shard * ADAM_BYTES_PER_PARAM / hbm
+
+
+def device_memory(scn, table, params, grid, placement: Placement) -> Memory:
+    """Memory of the most loaded device of the pipeline."""
+    lay, w, model = scn.layout, scn.workload, scn.model
+    replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
+    per_param = state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer)
+    layers, embed, head = grid
+    sh = layer_shape(scn)
+    kw = dict(tokens=sh.tokens, seq=w.seq_len, tp=lay.tp, sequence_parallel=lay.sequence_parallel,
+              flash=sh.flash)
+    per_layer = activation_bytes_per_layer(model, recompute=w.recompute, **kw)
+    working = activation_bytes_per_layer(model, recompute="none", **kw) if w.recompute == "full" else 0.0
+    chunk_layers = layers.sum(axis=1) / table.v
+    acts = (in_flight(table) * chunk_layers * per_layer + working
+            + head.any(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
+    totals = params * sum(per_param) + acts
+    d = int(np.argmax(totals))
+    return Memory(weights=params[d] * per_param[0], gradients=params[d] * per_param[1],
+                  optimizer=params[d] * per_param[2], activations=float(acts[d]), kv_cache=0.0,
+                  capacity=scn.topology.device.hbm_bytes)
+
+
+def hardware_flops(scn, ops: OpTable, grid) -> float:
+    """FLOP per step actually executed, recompute included (for HFU)."""
+    layers, embed, head = (g.sum() for g in grid)
+    per = lambda block: (ops.flops_f + ops.flops_b + ops.flops_w)[ops.block == block].sum()  # noqa: E731
+    layer = per(BLOCK_LAYER)
+    redo = {"full": ops.flops_f[ops.block == BLOCK_LAYER].sum(),
+            "selective": ops.flops_f[(ops.block == BLOCK_LAYER) & ops.selective].sum(),
+            "none": 0.0}[scn.workload.recompute]
+    per_mb = layers * (layer + redo) + embed * per(BLOCK_EMBED) + head * per(BLOCK_HEAD)
+    replicas = scn.gpus // (scn.layout.pp * scn.layout.tp)
+    return float(per_mb * scn.micro_batches * scn.layout.tp * replicas)
+
+
+def step_traffic(scn, table, act_bytes, send_tier, params, placement: Placement, fabric: Fabric,
+                 grid) -> dict:
+    """Bytes sent per step, all GPUs, by tier ("nvlink", "scaleout"), and per stage rank by tier.
+
+    Ring collectives send (n-1)/n of the buffer per phase; a hierarchical one sends (k-1)/k of it on
+    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs.
+    """
+    lay, m = scn.layout, scn.micro_batches
+    p = table.p
+    per_rank = np.zeros((p, 2))  # bytes one rank of each stage sends: [nvlink, scaleout]
+    for direction in (0, 1):  # pipeline sends, every micro-batch, forward and backward
+        for tier in (1, 2):
+            per_rank[:, tier - 1] += (send_tier[..., direction] == tier).sum(axis=1) * m * act_bytes
+    sh = layer_shape(scn)
+    s = sh.tokens * sh.hidden * ACT_BYTES
+    units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
+    tp_bytes = grid[0].sum(axis=1) * m * units * s * (lay.tp - 1) / max(lay.tp, 1)
+    per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
+    groups = placement.weight_replicas(placement.pipeline(0))
+    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS fp32 + AG bf16, else AR fp32 (2 phases)
+    dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
+    per_rank += _split_by_tier(fabric, groups, dp_bytes)
+    ranks = scn.gpus // p
+    return {"nvlink": float(per_rank[:, 0].sum() * ranks), "scaleout": float(per_rank[:, 1].sum() * ranks),
+            "per_rank": per_rank}
+
+
+def _split_by_tier(fabric: Fabric, groups: np.ndarray, buffer_bytes) -> np.ndarray:
+    """(len(groups) or 1, 2) bytes per rank on [nvlink, scaleout] for ring phases moving `buffer_bytes`."""
+    k, d, _ = fabric.profile(groups)
+    buffer_bytes = np.asarray(buffer_bytes, float)
+    intra = buffer_bytes * (k - 1) / np.maximum(k, 1)
+    inter = buffer_bytes / np.maximum(k, 1) * (d - 1) / np.maximum(d, 1)
+    return np.stack([intra, inter], axis=-1) * np.ones((1, 1))

@@ -1,0 +1,35 @@
+"""Timeline -> Chrome trace JSON (opens in Perfetto): one track per stage, one slice per task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .engine import Timeline
+from .plan import Plan
+
+PHASE_NAMES = ("forward", "backward", "weight-grad", "forward&backward")
+
+
+def chrome_trace(plan: Plan, tl: Timeline) -> str:
+    """Trace events in microseconds: tasks, gradient reduction and optimizer per stage."""
+    events = []
+    for stage in range(plan.table.p):
+        events.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": stage,
+                       "args": {"name": f"stage {stage} (device {int(plan.devices[stage])})"}})
+    us = lambda s: round(float(s) * 1e6, 3)  # noqa: E731
+    for i in np.argsort(tl.start, kind="stable"):
+        events.append({"ph": "X", "pid": 0, "tid": int(tl.device[i]), "name": tl.labels[i],
+                       "cat": PHASE_NAMES[tl.kind[i]], "ts": us(tl.start[i]),
+                       "dur": us(tl.end[i] - tl.start[i]), "args": {"mb": int(tl.mb[i]), "chunk": int(tl.chunk[i])}})
+    for stage in range(plan.table.p):
+        if tl.dp_end[stage] > tl.dp_start[stage]:
+            events.append({"ph": "X", "pid": 1, "tid": stage, "name": "gradient reduction", "cat": "dp",
+                           "ts": us(tl.dp_start[stage]), "dur": us(tl.dp_end[stage] - tl.dp_start[stage])})
+        events.append({"ph": "X", "pid": 0, "tid": stage, "name": "optimizer", "cat": "optimizer",
+                       "ts": us(tl.optimizer_start[stage]),
+                       "dur": us(tl.stage_end[stage] - tl.optimizer_start[stage])})
+    events.append({"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "compute"}})
+    events.append({"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "data-parallel comm"}})
+    return json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}) + "\n"
