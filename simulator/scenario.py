@@ -179,6 +179,9 @@ class Workload(_Frozen):
     """Compute dtype of the matrix multiplies."""
     recompute: Literal["none", "selective", "full"] = "selective"
     """Activation recomputation: none, selective (attention core), full (whole layer)."""
+    attention: Literal["flash", "unfused"] = "flash"
+    """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks) or
+    unfused (materializes scores, as Megatron-LM of 2022 did)."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None

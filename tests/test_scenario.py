@@ -106,7 +106,7 @@ def test_model_defaults_follow_design(tmp_path):
 def test_workload_layout_options_defaults(tmp_path):
     s = load_scenario(write(tmp_path, BASE))
     w, lay, o = s.workload, s.layout, s.options
-    assert (w.kind, w.micro_batch, w.dtype, w.recompute) == ("train", 1, "bf16", "selective")
+    assert (w.kind, w.micro_batch, w.dtype, w.recompute, w.attention) == ("train", 1, "bf16", "selective", "flash")
     assert (w.prompt_len, w.output_len, w.batch, w.arrivals, w.slo) == (None,) * 5
     assert (lay.ep, lay.cp, lay.sequence_parallel, lay.schedule, lay.chunks) == (1, 1, False, "1f1b", 1)
     assert (lay.zero, lay.distributed_optimizer, lay.stage_layers) == (0, False, None)
@@ -304,6 +304,17 @@ def test_model_presets_agree_with_published_figures():
 REAL_TOPOLOGIES = sorted(p.stem for p in scenario_module.PRESETS_DIR.glob("*.yaml") if p.stem != "devices")
 
 
+REPO_SCENARIOS = sorted(p for p in (scenario_module.MODELS_DIR.parent).rglob("*.yaml")
+                        if scenario_module.MODELS_DIR not in p.parents)
+
+
+@pytest.mark.parametrize("path", REPO_SCENARIOS or [pytest.param(None, marks=pytest.mark.skip("none"))],
+                         ids=lambda p: p.stem if p else "none")
+def test_repository_scenarios_load(path):
+    s = load_scenario(path)
+    assert s.gpus == s.layout.tp * s.layout.pp * s.layout.dp * s.layout.cp
+
+
 @pytest.mark.parametrize("name", REAL_TOPOLOGIES or [pytest.param("none", marks=pytest.mark.skip("no presets"))])
 def test_real_topology_presets_load(tmp_path, name):
     highly_divisible = 2**16 * 3**4 * 5**2 * 7**2 * 11 * 13  # any dp of a real rack divides this
@@ -364,6 +375,7 @@ BAD = [
     ("unknown-dtype", {"workload": {"dtype": "fp4"}}, "workload.dtype", ["'fp4'"]),
     ("unknown-schedule", {"layout": {"schedule": "zb-h3"}}, "layout.schedule", ["'zb-h3'", "dualpipe"]),
     ("unknown-recompute", {"workload": {"recompute": "partial"}}, "workload.recompute", ["'partial'"]),
+    ("unknown-attention-kernel", {"workload": {"attention": "fused"}}, "workload.attention", ["'fused'"]),
     ("unknown-workload-kind", {"workload": {"kind": "infer"}}, "workload.kind", ["'infer'"]),
     ("zero-stage-above-3", {"layout": {"zero": 4}}, "layout.zero", ["4"]),
     ("bad-bandwidth-unit", {"topology": {"domain": {"bandwidth": "300 GBs"}}},
