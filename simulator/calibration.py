@@ -14,13 +14,13 @@ from dataclasses import dataclass, fields, replace
 class Calibration:
     """Achieved fractions of peak (dimensionless) and fixed overheads (seconds)."""
 
-    gemm: float = 0.84
+    gemm: float = 0.80
     """Fraction of dense peak FLOP/s a large GEMM reaches."""
-    gemm_half_dim: float = 24.0
+    gemm_half_dim: float = 160.0
     """GEMM dimension (elements) at which that dimension alone halves efficiency: eff ~ x / (x + this)."""
     attention: float = 0.75
     """Fraction of the GEMM efficiency a fused (flash) attention kernel reaches."""
-    hbm: float = 0.80
+    hbm: float = 0.75
     """Fraction of HBM bandwidth a memory-bound kernel reaches."""
     nvlink: float = 0.82
     """Fraction of the NVLink per-direction bandwidth a collective reaches (NCCL bus bandwidth)."""

@@ -247,14 +247,15 @@ def device_memory(scn, table, params, grid, placement: Placement) -> Memory:
 
 
 def hardware_flops(scn, ops: OpTable, grid) -> float:
-    """FLOP per step actually executed, recompute included (for HFU)."""
+    """FLOP per step with recompute (for HFU), counted as MFU counts them: attention in full,
+    backward twice the forward, plus the forward work that recompute repeats."""
     layers, embed, head = (g.sum() for g in grid)
-    per = lambda block: (ops.flops_f + ops.flops_b + ops.flops_w)[ops.block == block].sum()  # noqa: E731
-    layer = per(BLOCK_LAYER)
-    redo = {"full": ops.flops_f[ops.block == BLOCK_LAYER].sum(),
-            "selective": ops.flops_f[(ops.block == BLOCK_LAYER) & ops.selective].sum(),
+    fwd = ops.model_flops_f
+    layer = ops.block == BLOCK_LAYER
+    redo = {"full": fwd[layer].sum(), "selective": fwd[layer & ops.selective].sum(),
             "none": 0.0}[scn.workload.recompute]
-    per_mb = layers * (layer + redo) + embed * per(BLOCK_EMBED) + head * per(BLOCK_HEAD)
+    per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
+              + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
     replicas = scn.gpus // (scn.layout.pp * scn.layout.tp)
     return float(per_mb * scn.micro_batches * scn.layout.tp * replicas)
 
