@@ -1,0 +1,144 @@
+"""Memory per device against Korthikanti et al. 2022 Table 2 and Megatron-LM's state bytes.
+
+Sources (published.yaml): korthikanti2022_activation_memory_per_layer (GPT-3 175B layer, s 2048,
+b 1, h 12288, a 96, t 8; MiB = 2^20 bytes, printed rounded to whole MiB) and
+megatron_weight_optimizer_bytes (18 bytes a parameter, 6 + 12/d with the distributed optimizer;
+GPT-3 175B at TP 8 PP 8 ~ 49.1 GB a GPU without the embedding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.memory import Memory, activation_bytes_per_layer, state_bytes_per_param
+from simulator.model import parameter_counts
+from simulator.placement import place
+from simulator.plan import device_params, make_plan
+from simulator.scenario import ModelSpec
+from simulator.fabric import fabric_for
+from simulator.model import build_op_table
+
+MIB = 2**20
+GPT3 = ModelSpec(layers=96, hidden=12288, heads=96, vocab=51200, tied_embeddings=True)
+S, B, H, A, T = 2048, 1, 12288, 96, 8
+
+# Korthikanti Table 2 row -> (tp, sequence_parallel, recompute), attention unfused (flash=False)
+TABLE2 = {
+    "no_parallelism_MiB": (1, False, "none"),
+    "tp_MiB": (T, False, "none"),
+    "tp_sp_MiB": (T, True, "none"),
+    "tp_selective_MiB": (T, False, "selective"),
+    "tp_sp_selective_MiB": (T, True, "selective"),
+    "full_recompute_MiB": (T, False, "full"),  # 2 s b h: the layer input, kept whole without SP
+}
+
+
+def _act(tp, sp, recompute, flash=False, model=GPT3, tokens=S * B):
+    return activation_bytes_per_layer(model, tokens=tokens, seq=S, tp=tp, sequence_parallel=sp,
+                                      recompute=recompute, flash=flash)
+
+
+@pytest.mark.parametrize("row", sorted(TABLE2))
+def test_korthikanti_table2_points(reference, row):
+    """Each published test point within 0.5 MiB (the paper rounds to whole MiB)."""
+    points = reference("korthikanti2022_activation_memory_per_layer")["test_points"]
+    tp, sp, recompute = TABLE2[row]
+    assert _act(tp, sp, recompute) / MIB == pytest.approx(points[row], abs=0.5)
+
+
+@pytest.mark.parametrize("row", sorted(TABLE2))
+def test_korthikanti_table2_formulas(row):
+    """The closed forms of Table 2, exactly, in bytes."""
+    sbh, r = S * B * H, A * S / H
+    formula = {
+        "no_parallelism_MiB": sbh * (34 + 5 * r),
+        "tp_MiB": sbh * (10 + 24 / T + 5 * r / T),
+        "tp_sp_MiB": sbh * (34 / T + 5 * r / T),
+        "tp_selective_MiB": sbh * (10 + 24 / T),
+        "tp_sp_selective_MiB": sbh * 34 / T,
+        "full_recompute_MiB": 2 * sbh,
+    }[row]
+    assert _act(*TABLE2[row]) == pytest.approx(formula, rel=1e-12)
+
+
+def test_full_recompute_with_sequence_parallel_keeps_a_shard():
+    """With sequence parallelism the kept layer input is split over the TP ranks: 2 s b h / t."""
+    assert _act(T, True, "full") == pytest.approx(2 * S * B * H / T, rel=1e-12)
+    assert _act(1, False, "full") == pytest.approx(2 * S * B * H, rel=1e-12)
+
+
+def test_flash_attention_keeps_no_score_matrix():
+    """A fused kernel never stores the 5 a s^2 b score terms: same as selective recompute."""
+    assert _act(T, True, "none", flash=True) == pytest.approx(_act(T, True, "selective"), rel=1e-12)
+    assert _act(T, False, "none", flash=True) == pytest.approx(S * B * H * (10 + 24 / T), rel=1e-12)
+
+
+def test_activations_scale_with_tokens():
+    assert _act(T, True, "none", tokens=4 * S) == pytest.approx(4 * _act(T, True, "none"), rel=1e-12)
+
+
+def test_state_bytes_per_param(reference):
+    rep = reference("megatron_weight_optimizer_bytes")["reported"]
+    assert rep["bytes_per_param_no_distributed_optimizer"] == 18
+    for dp in (1, 2, 8, 64):
+        assert sum(state_bytes_per_param(dp, 0, False)) == 18.0
+        assert state_bytes_per_param(dp, 0, False) == (2.0, 4.0, 12.0)
+        assert sum(state_bytes_per_param(dp, 0, True)) == pytest.approx(6 + 12 / dp, rel=1e-12)
+        assert sum(state_bytes_per_param(dp, 1, False)) == pytest.approx(6 + 12 / dp, rel=1e-12)
+
+
+@pytest.mark.parametrize("zero, expected", [
+    (0, lambda d: 2 + 4 + 12),
+    (1, lambda d: 2 + 4 + 12 / d),
+    (2, lambda d: 2 + (4 + 12) / d),
+    (3, lambda d: (2 + 4 + 12) / d),
+])
+def test_zero_stages_shard_state(zero, expected):
+    """ZeRO (Rajbhandari et al. 2020): stage 1 shards optimizer state, 2 also gradients, 3 weights."""
+    for d in (1, 4, 16):
+        assert sum(state_bytes_per_param(d, zero, False)) == pytest.approx(expected(d), rel=1e-12)
+
+
+def test_gpt3_175b_tp8_pp8_state_per_gpu(reference):
+    """A middle stage of GPT-3 175B at TP 8 PP 8 (12 layers, no embedding), 18 bytes a parameter:
+    within 2% of Megatron-LM's ~49.1 GB a GPU."""
+    point = reference("megatron_weight_optimizer_bytes")["test_points"][0]
+    tp, pp = point["tp"], point["pp"]
+    assert (tp, pp, point["d"]) == (8, 8, 1)
+    layers, zeros = np.array([[96 / pp]]), np.zeros((1, 1))
+    params = device_params(GPT3, tp, layers, zeros, zeros)
+    assert params[0] == pytest.approx(12 * 12 * H**2 / tp, rel=1e-3)  # 12 layers of 12 h^2, / tp
+    per_gpu = params[0] * sum(state_bytes_per_param(1, 0, False))
+    assert per_gpu == pytest.approx(point["approx_GB_per_gpu"] * 1e9, rel=0.02)
+
+
+def test_plan_memory_most_loaded_device(make_scenario, reference):
+    """The plan's most loaded GPU (first or last stage) adds the embedding (V h / t x 18 bytes) to
+    the test point, as published.yaml's note says; activations: Table 2 per layer x 1F1B in flight."""
+    point = reference("megatron_weight_optimizer_bytes")["test_points"][0]
+    scn = make_scenario(workload={"attention": "unfused", "recompute": "selective"},
+                        layout={"tp": 8, "pp": 8, "sequence_parallel": True})
+    assert scn.layout.dp == 1 and scn.micro_batches == 64
+    plan = make_plan(scn, build_op_table(scn), place(scn), fabric_for(scn.topology))
+    mem = plan.memory
+    assert isinstance(mem, Memory)
+    embed = parameter_counts(GPT3)["embedding"] / 8 * 18
+    state = mem.weights + mem.gradients + mem.optimizer
+    assert state == pytest.approx(point["approx_GB_per_gpu"] * 1e9 + embed, rel=0.02)
+    assert mem.gradients == pytest.approx(2 * mem.weights) and mem.optimizer == pytest.approx(6 * mem.weights)
+    # stage 0 of 1F1B holds p = 8 micro-batches of its 12 layers at s b h 34 / t each (Table 2);
+    # the last stage's fp32 logits (s x V / t x 4 bytes) may make it the most loaded instead.
+    layer = S * B * H * 34 / T
+    first = 8 * 12 * layer
+    last = 1 * 12 * layer + S * 51200 / 8 * 4
+    assert mem.activations == pytest.approx(max(first, last), rel=1e-9)
+    assert mem.capacity == 80 * 2**30
+    assert mem.fits
+
+
+def test_memory_totals_and_overflow():
+    mem = Memory(weights=1.0, gradients=2.0, optimizer=3.0, activations=4.0, kv_cache=0.5, capacity=10.0)
+    assert mem.total == 10.5 and not mem.fits
+    assert mem.as_dict() == {"weights": 1.0, "gradients": 2.0, "optimizer": 3.0, "activations": 4.0,
+                             "kv_cache": 0.5, "total": 10.5, "capacity": 10.0}
