@@ -93,8 +93,9 @@ def from_graph(graph: nx.Graph, gpus: int) -> Fabric:
     per_domain = sum(1 for v in domain.values() if v == 0)
     g0 = gpu_nodes[0]
     nvlink_bw = sum(e["bandwidth"] for _, _, e in graph.edges(g0, data=True) if e["tier"] == "nvlink")
-    lat = lambda a, b: nx.shortest_path_length(graph, a, b, weight="latency")  # noqa: E731
-    nvlink_lat = lat(g0, gpu_nodes[1]) if per_domain > 1 else 0.0
+    lat = lambda g, a, b: nx.shortest_path_length(g, a, b, weight="latency")  # noqa: E731
+    nvlink = graph.edge_subgraph((a, b) for a, b, t in graph.edges(data="tier") if t == "nvlink")
+    nvlink_lat = lat(nvlink, g0, gpu_nodes[1]) if per_domain > 1 else 0.0
     nics = {n for n in nx.node_connected_component(graph, g0) if graph.nodes[n]["kind"] == "nic"
             and any(graph.nodes[m].get("domain") == 0 for m in graph.neighbors(n))}
     nic_up = sum(e["bandwidth"] for nic in nics for _, m, e in graph.edges(nic, data=True)
@@ -105,7 +106,7 @@ def from_graph(graph: nx.Graph, gpus: int) -> Fabric:
     return Fabric(
         gpus=gpus, gpus_per_domain=per_domain, domains_per_unit=unit, nvlink_bw=nvlink_bw,
         nvlink_lat=nvlink_lat, nic_bw=nic_up / per_domain,
-        scaleout_lat=lat(g0, far) if far != g0 else 0.0, uplink_ratio=_uplink_ratio(graph),
+        scaleout_lat=lat(graph, g0, far) if far != g0 else 0.0, uplink_ratio=_uplink_ratio(graph),
     )
 
 

@@ -175,6 +175,6 @@ def model_flops_per_token(model, seq_len: int) -> float:
     """MFU's FLOP per trained token: 6 N + 12 L h s (N all parameters; causal attention in full).
 
     The definition of DESIGN.md section 8 and PaLM's appendix B; for GPT models it equals
-    Korthikanti et al.'s 72 B s l h^2 (1 + s/6h + V/16lh) to within 0.2%.
+    Korthikanti et al.'s 72 B s l h^2 (1 + s/6h + V/16lh) to within 0.5% (their head term is 4.5 V h).
     """
     return 6.0 * total_parameters(model) + 12.0 * model.layers * model.hidden * seq_len

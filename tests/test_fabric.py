@@ -67,10 +67,6 @@ def test_from_graph_reads_tier_figures(name):
         assert getattr(fab, field) == pytest.approx(value, rel=1e-12), field
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fabric.from_graph reads nvlink_lat as the latency-weighted shortest path GPU0 -> GPU1 over the "
-    "whole graph; when GPUs share a NIC (nics_per_domain < gpus) that path is GPU -> NIC -> GPU, whose "
-    "edges carry 0 s, so the NVLink latency comes out 0 instead of the domain's latency"))
 @pytest.mark.parametrize("spec", [
     dict(nics=4, domains=2),
     dict(domain_kind="nvl72", gpus=72, nvlink=900e9, nics=18, nic=100e9, domains=2),
