@@ -12,7 +12,6 @@ import typer
 
 from . import render
 from .scenario import ScenarioError, load_scenario
-from .schedules import SCHEDULES
 from .simulate import run as run_scenario
 from .trace import chrome_trace
 
@@ -68,18 +67,25 @@ def run(
 @app.command()
 def schedule(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
+    svg: Annotated[Optional[Path], typer.Option(
+        "--svg", help="draw the simulated schedule (time x stage, coloured by phase); .svg, .png or .pdf")] = None,
     overrides: SetOption = None,
 ) -> None:
-    """Print the scenario's pipeline schedule as a step x stage grid."""
+    """Print the scenario's pipeline schedule as a step x stage grid, and optionally draw it."""
     try:
         scn = load_scenario(scenario, overrides or ())
-        lay = scn.layout
-        table = SCHEDULES[lay.schedule](lay.pp, scn.micro_batches, lay.chunks)
+        result = run_scenario(scn)
     except ScenarioError as err:
         fail(str(err))
-    except ValueError as err:
-        fail(f"{scenario}: layout.schedule: {err}")
-    typer.echo(table.format_grid())
+    typer.echo(result.plan.table.format_grid())
+    if svg is not None:
+        from .plots import save_pipeline  # matplotlib only when a picture is asked for
+
+        lay = scn.layout
+        title = (f"{scn.name}: {lay.schedule}, p={lay.pp}, m={scn.micro_batches}, "
+                 f"bubble {100 * result.report.bubble_fraction:.1f}%")
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        save_pipeline(result.plan, result.timeline, svg, title)
 
 
 def main() -> None:  # pragma: no cover - console entry
