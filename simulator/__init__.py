@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from .scenario import Scenario, ScenarioError, load_scenario
+from .loader import load_scenario
+from .scenario import Scenario, ScenarioError
 from .simulate import Result, run, simulate
 from .report import Report
 

@@ -1,4 +1,4 @@
-"""simulator.scenario: loading, presets, overrides, defaults and one-line errors."""
+"""simulator.scenario and simulator.loader: loading, presets, overrides, defaults and one-line errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pydantic
 import pytest
 import yaml
 
-from simulator import scenario as scenario_module
+from simulator import loader
 from simulator.hardware import DeviceSpec
-from simulator.scenario import Layout, ModelSpec, Scenario, ScenarioError, load_scenario
+from simulator.loader import load_scenario
+from simulator.scenario import Layout, ModelSpec, Scenario, ScenarioError
 
 DELETE = object()
 """Marker in a patch: remove this key from the base scenario."""
@@ -73,7 +74,7 @@ def presets(tmp_path, monkeypatch):
     folder = tmp_path / "presets"
     write(folder, DEVICES, "devices.yaml")
     write(folder, POD, "mini-pod.yaml")
-    monkeypatch.setattr(scenario_module, "PRESETS_DIR", folder)
+    monkeypatch.setattr(loader, "PRESETS_DIR", folder)
     return folder
 
 
@@ -129,6 +130,13 @@ def test_scenario_is_frozen(tmp_path):
         s.layout.tp = 4
     with pytest.raises(pydantic.ValidationError):
         s.name = "other"
+
+
+def test_load_scenario_is_reexported_by_the_schema_module():
+    from simulator import scenario
+    assert scenario.load_scenario is load_scenario
+    with pytest.raises(AttributeError):
+        scenario.no_such_name
 
 
 def test_construction_validates_without_the_loader():
@@ -280,7 +288,7 @@ PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "publ
     ],
 )
 def test_model_presets(name, shape):
-    data = yaml.safe_load((scenario_module.MODELS_DIR / f"{name}.yaml").read_text())
+    data = yaml.safe_load((loader.MODELS_DIR / f"{name}.yaml").read_text())
     m = ModelSpec.model_validate(data)
     assert m.name == name
     assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn, m.ffn_kind, m.vocab, m.tied_embeddings) == shape
@@ -292,20 +300,20 @@ def test_model_presets_agree_with_published_figures():
     megatron = cases["korthikanti2022_iteration_times"]["config"]["models"]
     for size, cfg in megatron.items():
         m = ModelSpec.model_validate(yaml.safe_load(
-            (scenario_module.MODELS_DIR / f"megatron-{size.lower()}.yaml").read_text()))
+            (loader.MODELS_DIR / f"megatron-{size.lower()}.yaml").read_text()))
         assert (m.layers, m.hidden, m.heads) == (cfg["layers"], cfg["hidden"], cfg["heads"])
     llama = cases["scalingbook_llama3_70b_training_tpu_v5p"]["config"]["model"]
-    m = ModelSpec.model_validate(yaml.safe_load((scenario_module.MODELS_DIR / "llama3-70b.yaml").read_text()))
+    m = ModelSpec.model_validate(yaml.safe_load((loader.MODELS_DIR / "llama3-70b.yaml").read_text()))
     assert (m.layers, m.hidden, m.ffn, m.heads, m.kv_heads, m.head_dim, m.vocab) == (
         llama["layers"], llama["d_model"], llama["ffn"], llama["heads"], llama["kv_heads"], llama["head_dim"],
         llama["vocab"])
 
 
-REAL_TOPOLOGIES = sorted(p.stem for p in scenario_module.PRESETS_DIR.glob("*.yaml") if p.stem != "devices")
+REAL_TOPOLOGIES = sorted(p.stem for p in loader.PRESETS_DIR.glob("*.yaml") if p.stem != "devices")
 
 
-REPO_SCENARIOS = sorted(p for p in (scenario_module.MODELS_DIR.parent).rglob("*.yaml")
-                        if scenario_module.MODELS_DIR not in p.parents)
+REPO_SCENARIOS = sorted(p for p in (loader.MODELS_DIR.parent).rglob("*.yaml")
+                        if loader.MODELS_DIR not in p.parents)
 
 
 @pytest.mark.parametrize("path", REPO_SCENARIOS or [pytest.param(None, marks=pytest.mark.skip("none"))],
