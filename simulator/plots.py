@@ -17,10 +17,9 @@ PHASE_COLOURS = {0: "#4C72B0", 1: "#55A868", 2: "#DD8452", 3: "#8172B3"}
 PHASE_LABELS = {0: "F forward", 1: "B backward (input grads)", 2: "W weight grads", 3: "F&B overlapped"}
 
 
-def pipeline_figure(plan: Plan, tl: Timeline, title: str):
-    """A Figure with one row per stage: each task a bar from start to end, idle left blank."""
+def draw_pipeline(ax, plan: Plan, tl: Timeline, title: str) -> None:
+    """Draw one row per stage on `ax`: each task a bar from start to end (ms), idle left blank."""
     p = plan.table.p
-    fig, ax = plt.subplots(figsize=(12, 0.45 * p + 1.6))
     scale = 1e3  # milliseconds on the axis
     for kind, colour in PHASE_COLOURS.items():
         rows = tl.kind == kind
@@ -35,10 +34,17 @@ def pipeline_figure(plan: Plan, tl: Timeline, title: str):
     ax.set_xlabel("time (ms)")
     ax.set_xlim(0, tl.step_time * scale)
     ax.set_title(title, loc="left")
-    handles = [Patch(color=PHASE_COLOURS[k], label=PHASE_LABELS[k]) for k in PHASE_COLOURS
+    labels = PHASE_LABELS if plan.table.split_backward else {**PHASE_LABELS, 1: "B backward"}
+    handles = [Patch(color=PHASE_COLOURS[k], label=labels[k]) for k in PHASE_COLOURS
                if (tl.kind == k).any()] + [Patch(color="#999999", label="optimizer")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=len(handles),
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(handles),
               frameon=False, fontsize=8)
+
+
+def pipeline_figure(plan: Plan, tl: Timeline, title: str):
+    """A Figure holding the chart of `draw_pipeline`."""
+    fig, ax = plt.subplots(figsize=(12, 0.45 * plan.table.p + 1.6))
+    draw_pipeline(ax, plan, tl, title)
     fig.tight_layout()
     return fig
 
