@@ -2,8 +2,8 @@
 
 One event per (stage, micro-batch, phase, chunk) task and one per transfer, never per kernel. Each
 stage runs its schedule order; a task starts when the stage is free and its inputs have arrived.
-Sends hold the sender's link of their tier (NVLink port or NIC), so pipeline sends and the gradient
-reduction that cross one NIC queue behind each other. After its last task a stage waits for its
+Sends share the sender's link of their tier (NVLink port or NIC) fairly, so pipeline sends and the
+gradient reduction that cross one NIC slow each other down. After its last task a stage waits for its
 gradient reduction (launched when its last backward starts, bucketed behind it), then steps Adam.
 """
 
@@ -39,18 +39,48 @@ class Timeline:
 
 
 class Link:
-    """A one-at-a-time link (a NIC or an NVLink port): transfers queue in arrival order."""
+    """A link (a NIC or an NVLink port) shared fairly: n transfers in flight each get 1/n of it.
+
+    A transfer is given as its seconds at full bandwidth; the link keeps their remaining work and one
+    timer for the next completion, rescheduled when a transfer arrives or leaves (processor sharing).
+    """
 
     def __init__(self, env: simpy.Environment):
         self.env = env
-        self.resource = simpy.Resource(env, capacity=1)
+        self.remaining: dict[simpy.Event, float] = {}  # arrival event -> seconds of work left
+        self.updated = 0.0
+        self.timer = None
 
-    def transfer(self, seconds: float, arrived: simpy.Event):
-        """Hold the link for `seconds`, then mark `arrived`."""
-        with self.resource.request() as req:
-            yield req
-            yield self.env.timeout(seconds)
-        arrived.succeed()
+    def transfer(self, seconds: float, arrived: simpy.Event) -> None:
+        """Start moving `seconds` of work; `arrived` succeeds when it is done."""
+        self._advance()
+        self.remaining[arrived] = seconds
+        self._schedule()
+
+    def _advance(self) -> None:
+        """Charge the time since the last update to every transfer in flight, equally."""
+        if self.remaining:
+            share = (self.env.now - self.updated) / len(self.remaining)
+            for ev in self.remaining:
+                self.remaining[ev] -= share
+        self.updated = self.env.now
+
+    def _schedule(self) -> None:
+        if not self.remaining:
+            return
+        first = min(self.remaining.values())
+        self.timer = timer = self.env.timeout(max(first, 0.0) * len(self.remaining))
+        timer.callbacks.append(lambda _: self._complete(timer))
+
+    def _complete(self, timer) -> None:
+        if timer is not self.timer:  # superseded by a later arrival
+            return
+        self._advance()
+        first = min(self.remaining.values())
+        for ev in [e for e, left in self.remaining.items() if left <= first + 1e-15]:
+            del self.remaining[ev]
+            ev.succeed()
+        self._schedule()
 
 
 class _Run:
@@ -107,7 +137,7 @@ class _Run:
             if dst == device or tier == 0:
                 self.event(key).succeed()
             else:
-                self.env.process(self.links[device][tier].transfer(seconds, self.event(key)))
+                self.links[device][tier].transfer(seconds, self.event(key))
 
     def needs(self, device: int, action) -> list[tuple]:
         """Arrival keys this action waits for."""
@@ -144,8 +174,7 @@ class _Run:
         """Gradient reduction of a stage on its DP link, from the start of its last backward."""
         self.dp[0, device] = self.env.now
         done = self.env.event()
-        self.env.process(self.links[device][int(self.plan.dp_tier[device])].transfer(
-            float(self.plan.dp[device]), done))
+        self.links[device][int(self.plan.dp_tier[device])].transfer(float(self.plan.dp[device]), done)
         yield done
         self.dp[1, device] = self.env.now
         self.dp_done[device].succeed()
