@@ -27,6 +27,8 @@ class Timeline:
     kind: np.ndarray  # 0 F, 1 B, 2 W, 3 F&B pair
     mb: np.ndarray
     chunk: np.ndarray
+    pair_mb: np.ndarray  # micro-batch of the B half of an F&B pair, -1 for plain tasks
+    pair_chunk: np.ndarray
     start: np.ndarray
     end: np.ndarray
     comm_wait: np.ndarray  # seconds a task waited on a transfer after its producer finished
@@ -95,7 +97,7 @@ class _Run:
         self.produced: dict[tuple, float] = {}
         n = sum(len(o) for o in self.table.orders)
         self.rec = {k: np.zeros(n) for k in ("start", "end", "wait")}
-        self.meta = np.zeros((n, 4), dtype=np.int64)
+        self.meta = np.full((n, 6), -1, dtype=np.int64)
         self.labels = [""] * n
         self.dp = np.zeros((2, p))
         self.dp_done = [self.env.event() for _ in range(p)]
@@ -158,8 +160,9 @@ class _Run:
                 env.process(self.reduce_gradients(device))
             yield env.timeout(self.duration(device, action))
             self.rec["end"][row] = env.now
-            self.meta[row] = (device, 3 if action.paired else KIND_INDEX[action.kind], action.mb,
-                              action.chunk)
+            paired = action.paired
+            self.meta[row] = (device, 3 if paired else KIND_INDEX[action.kind], action.mb, action.chunk,
+                              paired.mb if paired else -1, paired.chunk if paired else -1)
             self.labels[row] = action.label()
             self.finish(device, action, env.now)
         if last_backward < 0:
@@ -189,6 +192,7 @@ def run_engine(plan: Plan) -> Timeline:
     run.env.run()
     meta = run.meta
     return Timeline(device=meta[:, 0], kind=meta[:, 1], mb=meta[:, 2], chunk=meta[:, 3],
+                    pair_mb=meta[:, 4], pair_chunk=meta[:, 5],
                     start=run.rec["start"], end=run.rec["end"], comm_wait=run.rec["wait"],
                     labels=tuple(run.labels), dp_start=run.dp[0], dp_end=run.dp[1],
                     optimizer_start=run.opt_start, stage_end=run.stage_end,

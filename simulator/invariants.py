@@ -1,0 +1,80 @@
+"""Invariants checked on every simulated step, vectorized; a violation names the scenario and the rule.
+
+No task starts before its inputs exist; a stage never runs two tasks at once; each stage's busy time
+fits in the step; the bubble is a fraction in [0, 1); memory categories add up to the total; traffic
+per tier is what the per-rank counts imply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import Timeline
+from .plan import Plan
+
+EPS = 1e-9  # seconds of slack for floating-point sums
+
+
+class InvariantError(RuntimeError):
+    """A simulated figure broke a rule that always holds: a bug in simrack, never in the input."""
+
+
+def _vstage_lookup(table) -> np.ndarray:
+    """(directions, p, v) -> virtual stage index along that direction's route (-1 where none)."""
+    lookup = np.full((table.routes.shape[0], table.p, table.v), -1)
+    for d, route in enumerate(table.routes):
+        lookup[d, route[:, 0], route[:, 1]] = np.arange(route.shape[0])
+    return lookup
+
+
+def _halves(tl: Timeline):
+    """Tasks as plain (kind, mb, chunk, device, start, end) arrays, F&B pairs split into two rows."""
+    pair = tl.kind == 3
+    kind = np.concatenate([np.where(pair, 0, tl.kind), np.ones(pair.sum(), dtype=tl.kind.dtype)])
+    cat = lambda a, b: np.concatenate([a, b[pair]])  # noqa: E731
+    return (kind, cat(tl.mb, tl.pair_mb), cat(tl.chunk, tl.pair_chunk), cat(tl.device, tl.device),
+            cat(tl.start, tl.start), cat(tl.end, tl.end))
+
+
+def check_dependencies(plan: Plan, tl: Timeline) -> None:
+    """Every task starts no earlier than the end of the task whose output it consumes."""
+    table = plan.table
+    kind, mb, chunk, device, start, end = _halves(tl)
+    n_v = table.n_vstages
+    k = _vstage_lookup(table)[table.direction[mb], device, chunk]
+    code = lambda kd, vs: (kd * table.m + mb) * n_v + vs  # noqa: E731
+    own = code(kind, k)
+    need_kind = np.select([kind == 0, (kind == 1) & (k == n_v - 1), kind == 1], [0, 0, 1], 1)
+    need_stage = np.select([kind == 0, (kind == 1) & (k == n_v - 1), kind == 1], [k - 1, k, k + 1], k)
+    has_need = ~((kind == 0) & (k == 0))
+    order = np.argsort(own)
+    pos = np.searchsorted(own[order], code(need_kind, need_stage)[has_need])
+    if (pos >= len(own)).any() or (own[order][pos] != code(need_kind, need_stage)[has_need]).any():
+        raise InvariantError("a task consumes an output that no task produced")
+    late = start[has_need] < end[order][pos] - EPS
+    if late.any():
+        raise InvariantError(f"{int(late.sum())} tasks started before their inputs were produced")
+
+
+def check_training(name: str, plan: Plan, tl: Timeline, report) -> None:
+    """All training invariants; raises InvariantError naming `name` on the first violation."""
+    try:
+        check_dependencies(plan, tl)
+        order = np.lexsort((tl.start, tl.device))
+        same = tl.device[order][1:] == tl.device[order][:-1]
+        if (tl.start[order][1:][same] < tl.end[order][:-1][same] - EPS).any():
+            raise InvariantError("a stage ran two tasks at once")
+        busy = np.bincount(tl.device, weights=tl.end - tl.start, minlength=plan.table.p)
+        if (busy > tl.step_time + EPS).any():
+            raise InvariantError("a stage was busy longer than the step")
+        if not 0.0 <= report.bubble_fraction < 1.0:
+            raise InvariantError(f"bubble fraction {report.bubble_fraction} outside [0, 1)")
+        mem = report.memory_bytes
+        parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
+        if not np.isclose(parts, mem["total"], rtol=1e-12):
+            raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
+        per_rank = plan.traffic["per_rank"].sum(axis=0) * (report.gpus // plan.table.p)
+        if not np.allclose(per_rank, [plan.traffic["nvlink"], plan.traffic["scaleout"]], rtol=1e-9):
+            raise InvariantError("traffic per tier differs from the per-rank counts")
+    except InvariantError as err:
+        raise InvariantError(f"{name}: invariant violated: {err}") from None
