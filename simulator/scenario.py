@@ -8,6 +8,7 @@ bytes/s, FLOP/s). Reading YAML files, presets and `--set` overrides live in `sim
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, model_validator
@@ -29,6 +30,7 @@ __all__ = [
     "Options",
     "Scenario",
     "ScenarioError",
+    "Routing",
     "ScaleoutSpec",
     "TopologySpec",
     "Workload",
@@ -39,6 +41,7 @@ PosInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Axis = Literal["tp", "cp", "ep", "dp", "pp"]
 Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v"]
+ExpertPlacement = Literal["contiguous", "round_robin", "domain_local", "load_balanced", "graph"]
 
 AXES: tuple[str, ...] = get_args(Axis)
 """Mesh axis names, in the default order (innermost first)."""
@@ -77,7 +80,7 @@ def _fill(model: BaseModel, **values: Any) -> None:
 
 
 class MoESpec(_Frozen):
-    """Mixture-of-experts feed-forward blocks (reserved; simulated in a later issue)."""
+    """Mixture-of-experts feed-forward blocks: routed experts, top-k, shared experts, dense first layers."""
 
     experts: PosInt
     """Routed experts per MoE layer."""
@@ -160,6 +163,27 @@ class SLO(_Frozen):
     """Time-per-output-token target, s."""
 
 
+class Routing(_Frozen):
+    """How tokens choose experts (MoE models): a popularity pmf per layer, drawn with options.seed."""
+
+    kind: Literal["uniform", "zipf", "counts"] = "uniform"
+    """uniform; zipf (the i-th most popular expert weighs i**-skew, ranks shuffled per layer); counts
+    (measured tokens per expert from counts_file)."""
+    skew: Annotated[float, Field(ge=0)] = 1.0
+    """Zipf exponent s (kind zipf); 0 is uniform."""
+    counts_file: str | None = None
+    """Kind counts: whitespace-separated tokens per expert, one row for every MoE layer or one row per
+    MoE layer; a relative path is read from the scenario file's folder."""
+    capacity_factor: Annotated[float, Field(gt=0)] | None = None
+    """Expert capacity as a multiple of the mean tokens per expert; tokens over it are dropped. None: no limit."""
+    affinity: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of a token's choices made among the experts of its topic (co-activation); 0: independent."""
+    topics: PosInt = 8
+    """Topics (groups of experts often chosen together) when affinity > 0; experts join them at random."""
+    samples: PosInt = 16
+    """Routings drawn per MoE layer (micro-batch steps); the slowest rank's time is averaged over them."""
+
+
 class Workload(_Frozen):
     """What runs: a training step (or, reserved, a serving run)."""
 
@@ -188,6 +212,8 @@ class Workload(_Frozen):
     """Serve: request arrival process."""
     slo: SLO | None = None
     """Serve: latency targets."""
+    routing: Routing | None = None
+    """MoE routing; None means uniform (MoE models only)."""
 
     @model_validator(mode="after")
     def _required(self) -> Workload:
@@ -276,7 +302,16 @@ class Layout(_Frozen):
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
     stage_layers: tuple[PosInt, ...] | None = None
-    """Layers per virtual stage (pp*chunks entries, sum = layers); None splits evenly."""
+    """Layers per virtual stage (pp*chunks entries, pp for dualpipe; sum = layers); None splits evenly."""
+    expert_placement: ExpertPlacement = "contiguous"
+    """Expert -> EP rank: contiguous, round_robin, domain_local (ep axis next to tp, so an EP group
+    spans the fewest NVLink domains), load_balanced (greedy by expected load), graph (co-chosen
+    experts share a domain: a partition of the co-activation graph)."""
+    redundant_experts: NonNegInt = 0
+    """Extra copies of the hottest experts per MoE layer (DeepSeek's EPLB); they split their tokens."""
+    ep_dispatch: Literal["flat", "dedup"] = "flat"
+    """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
+    per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
 
     def degrees(self) -> dict[str, int]:
         """Degree per mesh axis, keyed in `order` (innermost first)."""
@@ -361,30 +396,48 @@ def _check_model_split(s: Scenario) -> None:
 
 
 def _check_stages(s: Scenario) -> None:
-    """Layers split over pp*chunks virtual stages, evenly or as stage_layers says."""
+    """Layers split over pp*chunks virtual stages (pp for dualpipe, whose two pipeline copies each
+    hold the whole model), evenly or as stage_layers says."""
     m, lay = s.model, s.layout
-    stages = lay.pp * lay.chunks
+    stages = lay.pp if lay.schedule == "dualpipe" else lay.pp * lay.chunks
     if lay.stage_layers is None:
         if m.layers % stages:
             _rule("layout.pp", f"layers ({m.layers}) not divisible by pp*chunks ({lay.pp}*{lay.chunks} = "
                   f"{stages}); give layout.stage_layers for an uneven split")
         return
     if len(lay.stage_layers) != stages:
-        _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need pp*chunks = "
-              f"{lay.pp}*{lay.chunks} = {stages}")
+        need = f"pp = {lay.pp} (dualpipe)" if lay.schedule == "dualpipe" else f"pp*chunks = {lay.pp}*{lay.chunks}"
+        _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need {need} = {stages}")
     if sum(lay.stage_layers) != m.layers:
         _rule("layout.stage_layers", f"sum {sum(lay.stage_layers)} != model.layers ({m.layers})")
 
 
 def _check_experts(s: Scenario) -> None:
-    """Expert parallelism needs experts to split over."""
-    ep, moe = s.layout.ep, s.model.moe
-    if ep == 1:
-        return
+    """Expert parallelism needs experts to split over; expert slots split evenly over EP ranks."""
+    lay, moe, routing = s.layout, s.model.moe, s.workload.routing
     if moe is None:
-        _rule("layout.ep", f"ep ({ep}) > 1 needs an MoE model (model.moe)")
-    if moe.experts % ep:
-        _rule("layout.ep", f"experts ({moe.experts}) not divisible by ep ({ep})")
+        if lay.ep > 1:
+            _rule("layout.ep", f"ep ({lay.ep}) > 1 needs an MoE model (model.moe)")
+        if lay.redundant_experts:
+            _rule("layout.redundant_experts", f"{lay.redundant_experts} needs an MoE model (model.moe)")
+        if routing is not None:
+            _rule("workload.routing", "needs an MoE model (model.moe)")
+        return
+    slots = moe.experts + lay.redundant_experts
+    if slots % lay.ep:
+        extra = f" + redundant_experts ({lay.redundant_experts}) = {slots}" if lay.redundant_experts else ""
+        _rule("layout.ep", f"experts ({moe.experts}){extra} not divisible by ep ({lay.ep})")
+    if routing is not None and routing.kind == "counts":
+        _check_counts_file(s, routing.counts_file)
+
+
+def _check_counts_file(s: Scenario, name: str | None) -> None:
+    """Routing kind counts names a file that exists (relative to the scenario file)."""
+    if name is None:
+        _rule("workload.routing.counts_file", "required when routing.kind is counts")
+    path = Path(name) if Path(name).is_absolute() else Path(s.source).parent / name
+    if not path.is_file():
+        _rule("workload.routing.counts_file", f"{str(path)!r} not found")
 
 
 def _resolve_dp(s: Scenario) -> Layout:
