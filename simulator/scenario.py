@@ -24,7 +24,9 @@ __all__ = [
     "AXES",
     "SCHEDULES",
     "DomainSpec",
+    "Disaggregation",
     "Layout",
+    "MLASpec",
     "MoESpec",
     "ModelSpec",
     "Options",
@@ -40,6 +42,7 @@ __all__ = [
 PosInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Axis = Literal["tp", "cp", "ep", "dp", "pp"]
+StoreDtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v"]
 ExpertPlacement = Literal["contiguous", "round_robin", "domain_local", "load_balanced", "graph"]
 
@@ -94,6 +97,22 @@ class MoESpec(_Frozen):
     """Leading layers with a dense FFN instead of experts."""
 
 
+class MLASpec(_Frozen):
+    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed latent per token
+    and layer, shared by all heads, instead of K and V per KV head."""
+
+    kv_lora_rank: PosInt
+    """Width of the compressed KV latent c_KV (DeepSeek-V3: 512)."""
+    qk_rope_head_dim: PosInt
+    """Width of the decoupled RoPE key cached beside the latent (DeepSeek-V3: 64)."""
+    q_lora_rank: NonNegInt = 0
+    """Rank of the query down-projection (DeepSeek-V3: 1536); 0 projects queries from the hidden state."""
+    qk_nope_head_dim: PosInt | None = None
+    """Per-head query/key width without rotary embedding (DeepSeek-V3: 128); default model head_dim."""
+    v_head_dim: PosInt | None = None
+    """Per-head value width (DeepSeek-V3: 128); default model head_dim."""
+
+
 class ModelSpec(_Frozen):
     """Decoder-only transformer shape."""
 
@@ -119,6 +138,8 @@ class ModelSpec(_Frozen):
     """Whether the output layer shares the input embedding's weights."""
     moe: MoESpec | None = None
     """Mixture-of-experts settings; None for a dense model."""
+    mla: MLASpec | None = None
+    """Multi-head latent attention (compressed KV cache); None for standard (GQA/MHA) attention."""
 
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:
@@ -144,14 +165,32 @@ class ModelSpec(_Frozen):
 
 
 class Arrivals(_Frozen):
-    """Request arrivals for serving (reserved)."""
+    """Serve: request arrivals, Poisson at `rate`, or read from a trace file."""
 
-    rate: Annotated[float, Field(gt=0)]
-    """Mean arrival rate, requests/s (Poisson)."""
-    count: PosInt
-    """Requests to simulate."""
+    rate: Annotated[float, Field(gt=0)] | None = None
+    """Mean arrival rate, requests/s (Poisson); required unless the trace gives arrival times."""
+    count: PosInt | None = None
+    """Requests to simulate; required without a trace (default: every row of the trace)."""
     seed: NonNegInt = 0
     """Random seed of the arrival process."""
+    trace: str | None = None
+    """CSV file (path relative to the scenario file) with columns prompt_len, output_len and
+    optionally arrival_s; rows without arrival_s arrive as a Poisson process at `rate`."""
+
+    @model_validator(mode="after")
+    def _source(self) -> Arrivals:
+        if self.trace is None:
+            for name in ("rate", "count"):
+                if getattr(self, name) is None:
+                    _rule(name, "required without arrivals.trace")
+        return self
+
+
+class Disaggregation(_Frozen):
+    """Serve: separate prefill and decode pools (DistServe, Splitwise); KV moves over the fabric."""
+
+    prefill_replicas: PosInt
+    """Replicas (of layout.dp) that only prefill; the others only decode."""
 
 
 class SLO(_Frozen):
@@ -207,11 +246,26 @@ class Workload(_Frozen):
     output_len: PosInt | None = None
     """Serve: generated tokens per request."""
     batch: PosInt | None = None
-    """Serve: maximum requests batched together."""
+    """Serve: most requests running at once on one replica (vLLM max_num_seqs); default 256."""
     arrivals: Arrivals | None = None
-    """Serve: request arrival process."""
+    """Serve: request arrival process; default `batch` requests at time 0 (offline batch)."""
     slo: SLO | None = None
     """Serve: latency targets."""
+    weight_dtype: StoreDtype | None = None
+    """Serve: storage of the weights (bf16, fp16, fp8, int8, int4); default `dtype`. Weight-only
+    quantization reads fewer bytes; the matrix multiplies still run at `dtype`'s peak."""
+    kv_dtype: StoreDtype | None = None
+    """Serve: storage of the KV cache; default `dtype`."""
+    max_batch_tokens: PosInt = 8192
+    """Serve: most tokens one step processes (vLLM max_num_batched_tokens); a longer prompt runs alone."""
+    chunked_prefill: StrictBool = False
+    """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
+    (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
+    admission: Literal["reserve", "preempt"] = "reserve"
+    """Serve: KV cache policy: reserve prompt + output at admission (no eviction), or admit on the
+    prompt alone and preempt the newest request (recomputing it later) when the cache fills (vLLM)."""
+    disaggregated: Disaggregation | None = None
+    """Serve: prefill and decode on separate replicas; None runs both on every replica."""
     routing: Routing | None = None
     """MoE routing; None means uniform (MoE models only)."""
 
@@ -223,6 +277,9 @@ class Workload(_Frozen):
                 _rule(name, f"required when kind is {self.kind}")
         if self.seq_len is None:
             _fill(self, seq_len=self.prompt_len + self.output_len)
+        if self.kind == "serve":
+            _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
+                  kv_dtype=self.kv_dtype or self.dtype)
         return self
 
 
@@ -379,6 +436,7 @@ class Scenario(_Frozen):
         _check_mesh(self)
         _check_batch(self)
         _check_dtype(self)
+        _check_serve(self)
         return self
 
 
@@ -488,6 +546,20 @@ def _check_dtype(s: Scenario) -> None:
     dtype, device = s.workload.dtype, s.topology.device
     if dtype not in device.peak_flops:
         _rule("workload.dtype", f"{dtype} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
+
+
+def _check_serve(s: Scenario) -> None:
+    """Serving runs whole sequences on a replica (no context parallelism); pools split the replicas."""
+    w, lay = s.workload, s.layout
+    if w.kind != "serve":
+        return
+    if lay.cp != 1:
+        _rule("layout.cp", f"context parallelism is not simulated for serving, got cp {lay.cp}")
+    if lay.chunks != 1:
+        _rule("layout.chunks", f"serving runs one chunk per stage, got chunks {lay.chunks}")
+    if w.disaggregated is not None and w.disaggregated.prefill_replicas >= lay.dp:
+        _rule("workload.disaggregated.prefill_replicas", f"prefill_replicas "
+              f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp ({lay.dp})")
 
 
 def __getattr__(name: str) -> Any:
