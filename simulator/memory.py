@@ -68,3 +68,50 @@ def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequenc
 def head_activation_bytes(model, *, tokens: int, tp: int) -> float:
     """The last stage's fp32 logits of one micro-batch (cross-entropy input), on one TP rank."""
     return tokens * 4.0 * (-(-model.vocab // tp))
+
+
+def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel: bool, recompute: str) -> float:
+    """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
+    rank, for models whose op table splits layers (MoE, MLA). The 10 h bytes a token outside the TP
+    region (norm inputs, the inputs of attention and FFN, dropout masks) are counted here; inside: Q, K,
+    V and the attention output, and with MLA the two latents. Under full recompute: the layer's input.
+    MLA with selective recompute (DeepSeek-V3's: norms and up-projections run again) keeps the latents
+    and the attention output but not Q, K, V nor the norms' outputs (6 h bytes a token outside).
+    """
+    h = model.hidden
+    sp = tp if sequence_parallel else 1
+    if recompute == "full":
+        return tokens * 2.0 * h / sp
+    a = model.heads
+    if model.mla is None:
+        d, kv = model.head_dim, model.kv_heads
+        inside = 2.0 * (a * d + 2 * kv * d + a * d)
+    else:
+        from .model import mla_dims
+
+        qk, v, rope = mla_dims(model)
+        mla = model.mla
+        latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
+        if recompute == "selective":
+            return tokens * (6.0 * h / sp + (2.0 * a * v + latents) / tp)
+        inside = 2.0 * (2 * a * qk + 2 * a * v) + latents
+    return tokens * (10.0 * h / sp + inside / tp)
+
+
+def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,
+                         cached: float = 2.0) -> float:
+    """Bytes the FFN half of a layer keeps: a dense FFN's intermediates (copies None), or an MoE
+    layer's: router probabilities (fp32), shared experts' intermediates, and for each of the `copies`
+    token copies the rank's experts compute, the dispatched input and the expert intermediates.
+    `cached`: bytes per element of the experts' GEMM inputs kept for backward (1 with FP8 training,
+    which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit)."""
+    if recompute == "full":
+        return 0.0
+    gated = 2 if model.ffn_kind == "swiglu" else 1
+    if copies is None:
+        return tokens * (2.0 * model.ffn * gated + 2.0 * model.ffn) / tp
+    moe = model.moe
+    width = moe.expert_ffn / tp
+    per_copy = cached * model.hidden + 2.0 * width * gated + cached * width
+    shared = moe.shared_experts * (2.0 * width * gated + 2.0 * width)
+    return tokens * (4.0 * moe.experts + shared) + copies * per_copy

@@ -4,6 +4,9 @@ Ranks are laid out with `numpy.reshape` over the axes in `layout.order`, innermo
 runs on device r (devices are numbered domain-major), so the innermost axis (tp by default) lands in
 one NVLink domain. A group of an axis is a row of `moveaxis(grid, axis, -1).reshape(-1, size)`.
 Expert parallelism splits the data-parallel ranks: the mesh's `dp` axis holds dp / ep of them.
+An EP group is a row of the `ep` axis; `expert_placement: domain_local` moves the ep axis right after
+tp (innermost but for tp), so that an EP group spans the fewest NVLink domains (one when tp*ep fits
+in a domain). Which expert each EP rank holds is simulator.experts' business.
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ class Placement:
     def weight_replicas(self, devices) -> np.ndarray:
         """(len(devices), n) devices holding the same weights as each given device: equal tp and pp
         coordinates (the data-parallel, context-parallel and expert-parallel ranks)."""
+        return self.replicas(devices, ("tp", "pp"))
+
+    def replicas(self, devices, keep_axes) -> np.ndarray:
+        """(len(devices), n) devices sharing each given device's coordinates on `keep_axes` (an MoE
+        expert's replicas: tp, pp and ep)."""
         coords = np.argwhere(self.grid[..., None] == np.asarray(devices))  # (k, ndim + 1)
         coords = coords[np.argsort(coords[:, -1])]
-        keep = [len(self.order) - 1 - self.order.index(a) for a in ("tp", "pp")]
+        keep = [len(self.order) - 1 - self.order.index(a) for a in keep_axes]
         rows = []
         for c in coords:
             index = tuple(c[i] if i in keep else slice(None) for i in range(self.grid.ndim))
@@ -62,11 +70,20 @@ def split_layers(layers: int, stages: int, given=None) -> np.ndarray:
     return np.full(stages, layers // stages, dtype=int)
 
 
+def mesh_order(layout) -> tuple[str, ...]:
+    """Mesh axes, innermost first: layout.order, with ep moved right after tp for domain_local."""
+    order = tuple(layout.order)
+    if getattr(layout, "expert_placement", None) != "domain_local":
+        return order
+    rest = tuple(a for a in order if a not in ("tp", "ep"))
+    return ("tp", "ep") + rest
+
+
 def place(scenario) -> Placement:
     """The Placement of a validated scenario."""
     lay = scenario.layout
     sizes = mesh_sizes(lay)
-    order = tuple(lay.order)
+    order = mesh_order(lay)
     shape = [sizes[a] for a in reversed(order)]
     grid = np.arange(int(np.prod(shape))).reshape(shape)
     stages = lay.pp * lay.chunks

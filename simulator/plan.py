@@ -6,6 +6,11 @@ plus the tensor-parallel and context-parallel communication left exposed (DESIGN
 forward TP collectives sit on the critical path; in the backward pass the collectives of the
 column-parallel input gradients overlap the weight-gradient GEMMs (Megatron's async all-reduce),
 unless the schedule moves those GEMMs to a separate W task.
+
+Mixture-of-experts models (and MLA ones) cost the attention half of a layer as above and add the FFN
+half layer by layer (simulator.moe: the slowest EP rank's experts, the all-to-all dispatch and
+combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
+the other half's compute: the pair lasts max(both computes, both all-to-alls).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import numpy as np
 
 from . import calibration, roofline
 from .fabric import Fabric
+from . import moe_plan
 from .memory import Memory, activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
-from .model import (ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, build_op_table,
-                    layer_shape, model_flops_per_token, parameter_counts)
+from .model import (ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, build_op_table, layer_shape,
+                    model_flops_per_token, parameter_counts)
+from .moe import MoECosts
 from .placement import Placement, split_layers
 from .schedules import SCHEDULES, in_flight
 
@@ -62,6 +69,10 @@ class Plan:
     traffic: dict  # bytes per step per tier, all GPUs
     model_flops: float  # FLOP per step, MFU's count
     hardware_flops: float  # FLOP per step including recompute
+    exposed_ep: np.ndarray | None = None  # (p, v, 3) all-to-all seconds inside F, B, W (MoE)
+    exposed_ep_pair: np.ndarray | None = None  # (p, v, v) all-to-all seconds an F&B pair leaves exposed
+    ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
+    moe: MoECosts | None = None
 
 
 def layer_pass_times(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, cal,
@@ -156,6 +167,13 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
     stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
     grid = stage_grid(table, stage_layers)
     f, b, w = (pass_grid(times, k, *grid) for k in ("f", "b", "w"))
+    split = model.moe is not None or model.mla is not None  # attention and FFN halves costed apart
+    costs = None
+    if split:
+        costs, per_layer = moe_plan.ffn_half(scn, ops, placement, fabric, cal)
+        half = moe_plan.layer_grid(table, stage_layers, per_layer)  # (p, v, 7)
+        ep, ep_so = half[..., 3:5], half[..., 5:7]
+        f, b, w = f + half[..., 0] + ep[..., 0], b + half[..., 1] + ep[..., 1], w + half[..., 2]
     if not table.split_backward:
         b, w = b + w, np.zeros_like(w)
     exposed_tp = np.stack([pass_grid(times, "f_tp", *grid), pass_grid(times, "b_tp", *grid),
@@ -168,23 +186,38 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
         fabric.collective("all_gather", act_bytes * lay.tp, tp_group[None], cal)[0])
     send, send_tier = sends(table, devices, act_bytes, fabric, cal, gather)
     params = device_params(model, lay.tp, *grid)
-    dp_time, dp_tier, gather_time, opt = data_parallel(scn, params, placement, devices, fabric, cal)
+    dp_parts = [(params, placement.weight_replicas(devices))]
+    if split:
+        dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
+        params = dense + expert
+        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.replicas(devices, moe_plan.EXPERT_AXES))]
+    dp_time, dp_tier, gather_time, opt = data_parallel(scn, dp_parts, fabric, cal)
     zero3 = lay.zero >= 3
     if zero3:  # parameters re-gathered for every forward and backward, prefetched behind compute
         ag = fabric.collective("all_gather", params[:, None] * PARAM_COMM_BYTES,
                                placement.weight_replicas(devices), cal)[:, None]
         f, b = np.maximum(f, ag), np.maximum(b, ag)
     fb = pair_times(f - exposed_tp[..., 0] - exposed_cp[..., 0], b - exposed_tp[..., 1] - exposed_cp[..., 1])
+    moe_fields = {}
+    if split:
+        fb = fb - ep[:, :, None, 0] - ep[:, None, :, 1]
+        comm = ep[:, :, None, 0] + ep[:, None, :, 1]
+        moe_fields = dict(exposed_ep=np.stack([ep[..., 0], ep[..., 1], np.zeros_like(f)], axis=-1),
+                          exposed_ep_pair=np.maximum(comm - fb, 0.0), ep_scaleout=ep_so, moe=costs)
+        fb = np.maximum(fb, comm)
     return Plan(
         table=table, devices=devices, f=f, b=b, w=w, fb=np.maximum(fb, 0.0),
         exposed_tp=exposed_tp, exposed_cp=exposed_cp, send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
         param_gather=np.maximum(0.0, gather_time - f[:, 0]), optimizer=opt,
-        memory=device_memory(scn, table, params, grid, placement),
-        traffic=step_traffic(scn, table, act_bytes, send_tier, params, placement, fabric, grid),
+        memory=(moe_plan.split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers)
+                if split else device_memory(scn, table, params, grid, placement)),
+        traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
+                             moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
         model_flops=scn.workload.global_batch * scn.workload.seq_len
         * model_flops_per_token(model, scn.workload.seq_len),
-        hardware_flops=hardware_flops(scn, ops, grid),
+        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, ops, grid),
+        **moe_fields,
     )
 
 
@@ -204,25 +237,32 @@ def device_params(model, tp: int, layers, embed, head) -> np.ndarray:
     return (per_chunk.sum(axis=1) - shared) / tp
 
 
-def data_parallel(scn, params, placement: Placement, devices, fabric: Fabric, cal):
+def data_parallel(scn, parts, fabric: Fabric, cal):
     """(dp seconds, dp tier, parameter-gather seconds, optimizer seconds), each (p,).
 
+    `parts`: (parameters (p,), replica groups (p, n)) pairs, reduced one after the other (dense
+    parameters over all data-parallel ranks; an MoE model's experts over their own replicas).
     ZeRO-0 all-reduces fp32 gradients; the distributed optimizer and ZeRO 1-3 reduce-scatter them
     and all-gather the updated bf16 parameters. Adam streams its state through HBM once.
     """
     lay = scn.layout
-    groups = placement.weight_replicas(devices)
     sharded = lay.zero >= 1 or lay.distributed_optimizer
-    grads = params * GRAD_COMM_BYTES
-    if sharded:
-        dp = fabric.collective("reduce_scatter", grads, groups, cal)
-        gather = fabric.collective("all_gather", params * PARAM_COMM_BYTES, groups, cal)
-    else:
-        dp, gather = fabric.collective("all_reduce", grads, groups, cal), np.zeros(len(params))
-    tier = np.where(fabric.profile(groups)[1] > 1, 2, 1)
-    shard = groups.shape[1] if sharded else 1
     hbm = scn.topology.device.hbm_bandwidth * cal.hbm
-    return dp, tier, gather, params / shard * ADAM_BYTES_PER_PARAM / hbm
+    out = []
+    for params, groups in parts:
+        grads = params * GRAD_COMM_BYTES
+        if sharded:
+            dp = fabric.collective("reduce_scatter", grads, groups, cal)
+            gather = fabric.collective("all_gather", params * PARAM_COMM_BYTES, groups, cal)
+        else:
+            dp, gather = fabric.collective("all_reduce", grads, groups, cal), np.zeros(len(params))
+        tier = np.where(fabric.profile(groups)[1] > 1, 2, 1)
+        shard = groups.shape[1] if sharded else 1
+        out.append((dp, tier, gather, params / shard * ADAM_BYTES_PER_PARAM / hbm))
+    if len(out) == 1:
+        return out[0]
+    return (sum(o[0] for o in out), np.max([o[1] for o in out], axis=0), sum(o[2] for o in out),
+            sum(o[3] for o in out))
 
 
 def device_memory(scn, table, params, grid, placement: Placement) -> Memory:
@@ -260,12 +300,14 @@ def hardware_flops(scn, ops: OpTable, grid) -> float:
     return float(per_mb * scn.micro_batches * scn.layout.tp * replicas)
 
 
-def step_traffic(scn, table, act_bytes, send_tier, params, placement: Placement, fabric: Fabric,
-                 grid) -> dict:
+def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placement, fabric: Fabric,
+                 grid, ep=None) -> dict:
     """Bytes sent per step, all GPUs, by tier ("nvlink", "scaleout"), and per stage rank by tier.
 
     Ring collectives send (n-1)/n of the buffer per phase; a hierarchical one sends (k-1)/k of it on
-    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs.
+    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs. `ep`: (mean, busiest) all-to-all
+    bytes per stage rank (p, 2) of an MoE model; "ep" then holds its share and "per_rank_peak" the
+    busiest EP rank's links.
     """
     lay, m = scn.layout, scn.micro_batches
     p = table.p
@@ -278,13 +320,18 @@ def step_traffic(scn, table, act_bytes, send_tier, params, placement: Placement,
     units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
     tp_bytes = grid[0].sum(axis=1) * m * units * s * (lay.tp - 1) / max(lay.tp, 1)
     per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
-    groups = placement.weight_replicas(placement.pipeline(0))
     sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS fp32 + AG bf16, else AR fp32 (2 phases)
-    dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
-    per_rank += _split_by_tier(fabric, groups, dp_bytes)
+    for params, groups in dp_parts:
+        dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
+        per_rank += _split_by_tier(fabric, groups, dp_bytes)
     ranks = scn.gpus // p
+    out = {}
+    if ep is not None:
+        out = {"ep": {"nvlink": float(ep[0][:, 0].sum() * ranks), "scaleout": float(ep[0][:, 1].sum() * ranks)},
+               "per_rank_peak": per_rank + ep[1], "ep_per_rank": ep[0], "ep_per_rank_peak": ep[1]}
+        per_rank = per_rank + ep[0]
     return {"nvlink": float(per_rank[:, 0].sum() * ranks), "scaleout": float(per_rank[:, 1].sum() * ranks),
-            "per_rank": per_rank}
+            "per_rank": per_rank, **out}
 
 
 def _split_by_tier(fabric: Fabric, groups: np.ndarray, buffer_bytes) -> np.ndarray:

@@ -3,6 +3,12 @@
 bubble_fraction: mean over pipeline stages of (step - compute - exposed waits for communication) /
 step, so that with equal stages and free communication 1F1B gives (p-1)/(m+p-1). Exposed
 communication per kind is the mean over stages of the seconds the kind added to the step.
+
+MoE models: `exposed_comm_s.ep` is the all-to-all time left on the critical path (all of it in plain
+tasks; in DualPipe's F&B pairs what the other half's compute does not cover), and `extra["ep"]`
+splits it by the tier that bounded each all-to-all, with the EP traffic per tier, the busiest EP
+link, the load imbalance (max / mean tokens per EP rank) and the dropped fraction. `extra["params"]`
+gives total and active parameters.
 """
 
 from __future__ import annotations
@@ -72,9 +78,51 @@ def exposed_comm(plan: Plan, tl: Timeline) -> dict:
     tp = per_task(plan.exposed_tp) * ~pair
     cp = per_task(plan.exposed_cp) * ~pair
     dp = np.maximum(0.0, tl.dp_end - _last_task_end(plan, tl)) + plan.param_gather
-    out = {"tp": tp.sum() / p, "pp": tl.comm_wait.sum() / p, "dp": float(dp.mean()), "ep": 0.0,
+    ep = ep_exposed(plan, tl).sum() if plan.exposed_ep is not None else 0.0
+    out = {"tp": tp.sum() / p, "pp": tl.comm_wait.sum() / p, "dp": float(dp.mean()), "ep": ep,
            "cp": cp.sum() / p}
     return {k: float(out[k]) for k in COMM_KINDS}
+
+
+def ep_exposed(plan: Plan, tl: Timeline) -> np.ndarray:
+    """(2,) mean over stages of the exposed all-to-all seconds, [nvlink-bound, scale-out-bound]."""
+    p = plan.table.p
+    kinds = np.minimum(tl.kind, 2)
+    pair = tl.kind == 3
+    plain = plan.exposed_ep[tl.device, tl.chunk, kinds] * ~pair
+    paired = plan.exposed_ep_pair[tl.device, tl.chunk, np.maximum(tl.pair_chunk, 0)] * pair
+    so = np.concatenate([plan.ep_scaleout, np.zeros(plan.ep_scaleout.shape[:2] + (1,))], axis=-1)
+    total = np.concatenate([plan.exposed_ep[..., :2], np.ones(so.shape[:2] + (1,))], axis=-1)
+    share = np.divide(so, total, out=np.zeros_like(so), where=total > 0)
+    # a pair's exposed time is split by the shares of its two halves' all-to-alls
+    pair_share = 0.5 * (share[tl.device, tl.chunk, 0] + share[tl.device, np.maximum(tl.pair_chunk, 0), 1])
+    scaleout = plain * share[tl.device, tl.chunk, kinds] + paired * pair_share
+    return np.array([(plain + paired - scaleout).sum(), scaleout.sum()]) / p
+
+
+def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
+    """The EP breakdown of an MoE step: exposed seconds and bytes by tier, the busiest EP link."""
+    from .model import active_parameters, total_parameters
+
+    costs = plan.moe
+    exposed = ep_exposed(plan, tl)
+    per_rank = plan.traffic["ep_per_rank_peak"]
+    bw = np.array([fabric.nvlink_bw, fabric.nic_bw])
+    util = per_rank / (bw * tl.step_time)
+    stage, tier = np.unravel_index(int(np.argmax(util)), util.shape)
+    a2a = (plan.exposed_ep[..., 0] + plan.exposed_ep[..., 1]).sum(axis=1).mean()
+    return {
+        "ep": {"exposed_s": {"nvlink": float(exposed[0]), "scaleout": float(exposed[1])},
+               "traffic_bytes": dict(plan.traffic["ep"]),
+               "all_to_all_s_per_micro_batch": float(a2a),
+               "busiest_link": {"tier": ("nvlink", "scaleout")[tier], "stage": int(stage),
+                                "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])},
+               "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
+               "domains_per_group": int(len(np.unique(costs.rank_domain))),
+               "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
+        "params": {"total": total_parameters(scn.model), "active": active_parameters(scn.model)},
+    }
+
 
 
 def bubble_fraction(plan: Plan, tl: Timeline) -> float:
@@ -92,8 +140,9 @@ def _last_task_end(plan: Plan, tl: Timeline) -> np.ndarray:
 
 
 def busiest_link(scn, plan: Plan, fabric, step_time: float) -> dict:
-    """The rank link (NVLink port or NIC share) with the highest utilization over the step."""
-    per_rank = plan.traffic["per_rank"]
+    """The rank link (NVLink port or NIC share) with the highest utilization over the step; with
+    experts, the busiest EP rank's link in its busier direction."""
+    per_rank = plan.traffic.get("per_rank_peak", plan.traffic["per_rank"])
     bw = np.array([fabric.nvlink_bw, fabric.nic_bw])
     util = per_rank / (bw * step_time)
     stage, tier = np.unravel_index(int(np.argmax(util)), util.shape)
@@ -124,4 +173,5 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         traffic_bytes={"nvlink": plan.traffic["nvlink"], "scaleout": plan.traffic["scaleout"]},
         busiest_link=busiest_link(scn, plan, fabric, step),
         cost_per_million_tokens=scn.gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6,
+        extra=ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {},
     )

@@ -1,0 +1,165 @@
+"""Routing: how many tokens each expert receives, drawn with numpy from a popularity pmf per MoE layer.
+
+The load model. Each MoE layer has a popularity pmf p over its E routed experts: uniform; Zipf with
+exponent s (the i-th most popular expert weighs i**-s, which expert is i-th is shuffled per layer);
+or measured counts read from a file. A token visits k distinct experts, so no expert can be chosen
+by more than 1/k of the choices: p is clipped to 1/k by water-filling (the excess goes to the others
+in proportion), which leaves p alone whenever k * max(p) <= 1. The T tokens of an EP group's
+micro-batch make T*k choices; the tokens per expert are Multinomial(T*k, p), one draw per layer and
+sampled micro-batch step, so E[load_e] = T*k*p_e exactly and the total is exactly T*k. With a
+capacity factor c, an expert keeps at most c*T*k/E tokens and drops the rest.
+
+Co-activation (which experts a token picks together) is a separate, token-level sample: tokens belong
+to topics, experts to topics (at random), and a fraction `affinity` of a token's k choices is drawn
+from its topic's experts; the pmf of each choice is still p, so the marginal loads are unchanged.
+That sample feeds the graph placement and the de-duplicated dispatch (distinct domains per token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TOKEN_SAMPLE = 1024  # tokens per MoE layer in the co-activation sample
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routing:
+    """Drawn routing of every MoE layer (arrays; loads in tokens)."""
+
+    pmf: np.ndarray  # (L, E) popularity of each expert per MoE layer, clipped to <= 1/k
+    loads: np.ndarray  # (S, L, E) tokens each expert keeps, per sampled micro-batch step and layer
+    dropped: np.ndarray  # (S, L) tokens dropped by the capacity limit
+    choices: np.ndarray | None  # (L, n, k) expert ids chosen by a sample of tokens; None if not needed
+    assignments: int  # tokens * top_k per EP group and micro-batch step
+
+
+def zipf_pmf(experts: int, skew: float) -> np.ndarray:
+    """Zipf pmf over `experts` ranks: weight i**-skew for i = 1..experts, normalized (most popular first)."""
+    w = np.arange(1, experts + 1, dtype=float) ** -skew
+    return w / w.sum()
+
+
+def clip_to_top_k(pmf: np.ndarray, k: int) -> np.ndarray:
+    """Water-fill a pmf (..., E) so no entry exceeds 1/k, spreading the excess over the rest pro rata.
+
+    A top-k router picks k distinct experts per token: expert e is in at most every token's set, so at
+    most a fraction 1/k of all choices. Entries already below the cap keep their ratios.
+    """
+    p = np.array(pmf, dtype=float)
+    cap = 1.0 / k
+    for _ in range(p.shape[-1]):
+        over = p > cap * (1 + 1e-12)
+        if not over.any():
+            break
+        fixed = np.where(over | np.isclose(p, cap), cap, 0.0)
+        free = np.where(fixed > 0, 0.0, p)
+        room = 1.0 - fixed.sum(axis=-1, keepdims=True)
+        scale = np.divide(room, free.sum(axis=-1, keepdims=True), out=np.ones_like(room),
+                          where=free.sum(axis=-1, keepdims=True) > 0)
+        p = fixed + free * scale
+    return p
+
+
+def popularity(routing, moe, layers: int, rng: np.random.Generator, base_dir: Path) -> np.ndarray:
+    """(layers, E) pmf of each MoE layer from a workload.routing spec (None: uniform), clipped to 1/k."""
+    e = moe.experts
+    kind = "uniform" if routing is None else routing.kind
+    if kind == "uniform" or (kind == "zipf" and routing.skew == 0):
+        p = np.full((layers, e), 1.0 / e)
+    elif kind == "zipf":
+        ranks = np.argsort(rng.random((layers, e)), axis=1)  # a random permutation per layer
+        p = zipf_pmf(e, routing.skew)[ranks]
+    else:
+        p = read_counts(base_dir, routing.counts_file, layers, e)
+    return clip_to_top_k(p, moe.top_k)
+
+
+def read_counts(base_dir: Path, name: str, layers: int, experts: int) -> np.ndarray:
+    """(layers, E) pmf from a text file of tokens per expert: one row for all layers, or one per layer."""
+    path = Path(name) if Path(name).is_absolute() else Path(base_dir) / name
+    counts = np.atleast_2d(np.loadtxt(path, dtype=float))
+    if counts.shape[1] != experts or counts.shape[0] not in (1, layers) or (counts < 0).any():
+        raise ValueError(f"{path}: expected 1 or {layers} rows of {experts} non-negative counts, "
+                         f"got shape {counts.shape}")
+    counts = np.broadcast_to(counts, (layers, experts))
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def draw_loads(pmf: np.ndarray, assignments: int, samples: int, rng: np.random.Generator,
+               capacity_factor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(S, L, E) tokens per expert, Multinomial(assignments, pmf) per layer and sample; (S, L) dropped.
+
+    With a capacity factor c an expert keeps at most floor(c * assignments / E) tokens.
+    """
+    loads = rng.multinomial(assignments, pmf, size=(samples, pmf.shape[0])).astype(float)
+    if capacity_factor is None:
+        return loads, np.zeros(loads.shape[:2])
+    cap = np.floor(capacity_factor * assignments / pmf.shape[1])
+    kept = np.minimum(loads, cap)
+    return kept, (loads - kept).sum(axis=-1)
+
+
+def sample_choices(pmf: np.ndarray, k: int, tokens: int, rng: np.random.Generator,
+                   affinity: float = 0.0, topics: int = 1) -> np.ndarray:
+    """(L, tokens, k) expert ids chosen by a sample of tokens, each choice with marginal pmf.
+
+    A token's topic g is drawn with probability P(g) = sum of p over g's experts; each of its k
+    choices is, with probability `affinity`, drawn from p restricted to g's experts, else from p.
+    Choices are drawn with replacement (at these sizes repeats are rare and only matter to the
+    co-activation sample, not to the loads).
+    """
+    L, e = pmf.shape
+    topic_of = rng.integers(0, topics, size=e) if affinity > 0 else np.zeros(e, dtype=int)
+    order = np.argsort(topic_of, kind="stable")  # experts grouped by topic
+    p_sorted = pmf[:, order]
+    cdf = np.cumsum(p_sorted, axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random((L, tokens, k))
+    glob = _search(cdf, u)
+    if affinity <= 0:
+        return order[glob]
+    bounds = np.searchsorted(topic_of[order], np.arange(topics + 1))  # topic g: [bounds[g], bounds[g+1])
+    lo = np.concatenate([np.zeros((L, 1)), cdf], axis=1)[:, bounds]  # (L, topics + 1) cdf at bounds
+    mass = np.diff(lo, axis=1)
+    topic = _search(np.cumsum(mass, axis=1), rng.random((L, tokens, 1)))  # (L, tokens, 1)
+    start = np.take_along_axis(lo[:, :-1], topic[..., 0], axis=1)[..., None]
+    width = np.take_along_axis(mass, topic[..., 0], axis=1)[..., None]
+    local = _search(cdf, np.minimum(start + rng.random((L, tokens, k)) * width, 1.0 - 1e-12))
+    pick = np.where(rng.random((L, tokens, k)) < affinity, local, glob)
+    return order[pick]
+
+
+def _search(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Per layer l, the index i with cdf[l, i-1] <= u < cdf[l, i] (vectorized searchsorted by row)."""
+    L, n = cdf.shape
+    offset = np.arange(L)[:, None] * 2.0
+    flat = (cdf + offset).ravel()
+    idx = np.searchsorted(flat, (u + offset.reshape(L, *([1] * (u.ndim - 1)))).ravel(), side="right")
+    return np.minimum(idx.reshape(u.shape) - np.arange(L).reshape(L, *([1] * (u.ndim - 1))) * n, n - 1)
+
+
+def coactivation(choices: np.ndarray, experts: int) -> np.ndarray:
+    """(E, E) tokens of the sample that chose both experts (summed over layers), zero diagonal."""
+    flat = choices.reshape(-1, choices.shape[-1])
+    pairs = flat[:, :, None] * experts + flat[:, None, :]  # every ordered pair of one token's choices
+    c = np.bincount(pairs.ravel(), minlength=experts * experts).reshape(experts, experts).astype(float)
+    np.fill_diagonal(c, 0.0)
+    return c
+
+
+def draw(scn, moe_layers: int, ep: int, tokens_per_rank: int, need_choices: bool) -> Routing:
+    """The routing of a scenario: pmf, loads of `ep` ranks' micro-batches, and the token sample."""
+    moe, spec = scn.model.moe, scn.workload.routing
+    rng = np.random.default_rng(scn.options.seed)
+    pmf = popularity(spec, moe, moe_layers, rng, Path(scn.source).parent)
+    assignments = ep * tokens_per_rank * moe.top_k
+    samples = 16 if spec is None else spec.samples
+    loads, dropped = draw_loads(pmf, assignments, samples, rng, None if spec is None else spec.capacity_factor)
+    choices = None
+    if need_choices:
+        aff, topics = (0.0, 1) if spec is None else (spec.affinity, spec.topics)
+        choices = sample_choices(pmf, moe.top_k, TOKEN_SAMPLE, rng, aff, topics)
+    return Routing(pmf=pmf, loads=loads, dropped=dropped, choices=choices, assignments=assignments)
