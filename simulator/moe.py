@@ -52,7 +52,7 @@ class MoECosts:
     imbalance: float  # mean over layers and samples of max / mean tokens per EP rank
     dropped: float  # fraction of token choices dropped by the capacity factor
     tokens: int  # T: tokens an EP rank brings per micro-batch
-    ep_devices: np.ndarray  # (n,) devices of the first EP group
+    ep_devices: np.ndarray  # (n,) devices of the costed EP group (the one spanning most domains)
     rank_domain: np.ndarray  # (n,) NVLink domain of each of its ranks
     experts: ExpertPlacement
 
@@ -65,7 +65,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     peak, hbm = dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth
     n_moe = model.layers - moe.dense_layers
     tokens = layer_shape(scn).tokens
-    ep_devices = placement.group_of("ep", 0)
+    ep_devices = slowest_group(placement, fabric)
     rank_domain = fabric.domain_of(ep_devices)
     dedup = lay.ep_dispatch == "dedup" and len(np.unique(rank_domain)) > 1
     need = dedup or lay.expert_placement == "graph"
@@ -95,6 +95,15 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
         dropped=float(drawn.dropped.sum() / (drawn.assignments * drawn.dropped.size)), tokens=tokens,
         ep_devices=ep_devices, rank_domain=rank_domain, experts=placed,
     )
+
+
+def slowest_group(placement, fabric) -> np.ndarray:
+    """Devices of the EP group that spans the most NVLink domains (the first such): EP groups of the
+    data-parallel replicas run the same layers independently and meet at the gradient reduction, so
+    the step waits for the slowest one (e.g. EP 32 on 72-GPU racks: some groups straddle two racks)."""
+    groups = placement.groups("ep")
+    _, d, crosses = fabric.profile(groups)
+    return groups[int(np.argmax(d * 2 + crosses))]
 
 
 def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal) -> np.ndarray:
