@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .report import Report
+from .serve_report import ServeReport
 from .units import fmt_bytes, fmt_time
 
 
-def to_json(report: Report) -> str:
+def to_json(report: Report | ServeReport) -> str:
     """Stable JSON (sorted keys, fixed float precision): same scenario and seed, same bytes."""
     return json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n"
 
@@ -30,7 +31,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def to_csv(reports: list[Report]) -> str:
+def to_csv(reports: list[Report | ServeReport]) -> str:
     """One row per report, one column per flattened key."""
     rows = [flatten(r.to_dict()) for r in reports]
     fields = list(dict.fromkeys(k for row in rows for k in row))
@@ -46,8 +47,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def table(report: Report) -> Table:
+def table(report: Report | ServeReport) -> Table:
     """The report as a two-column rich table."""
+    if isinstance(report, ServeReport):
+        return serve_table(report)
     r = report
     lay = r.layout
     t = Table(title=f"simrack: {r.scenario}", show_header=False, title_justify="left")
@@ -73,6 +76,48 @@ def table(report: Report) -> Table:
         ("busiest link", f"{r.busiest_link['tier']} of stage {r.busiest_link['stage']}: "
                          f"{_pct(r.busiest_link['utilization'])} busy"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _lat(d: dict) -> str:
+    if d["p50"] is None or d["p50"] != d["p50"]:
+        return "n/a"
+    return f"p50 {fmt_time(d['p50'])}, p90 {fmt_time(d['p90'])}, p99 {fmt_time(d['p99'])}"
+
+
+def serve_table(r: ServeReport) -> Table:
+    """A serving report as a two-column rich table."""
+    t = Table(title=f"simrack: {r.scenario} (serve)", show_header=False, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    lay, mem = r.layout, r.memory_bytes
+    pools = (f", {lay['prefill_replicas']} prefill + {lay['decode_replicas']} decode replicas"
+             if lay["prefill_replicas"] else "")
+    slo = ("no target" if r.slo_met is None else
+           f"{'met' if r.slo_met else 'MISSED'} (p99 rule; {_pct(r.slo_attainment)} of requests within both)")
+    rows = [
+        ("GPUs / layout", f"{r.gpus} / TP{lay['tp']} PP{lay['pp']} x {lay['dp']} replicas{pools}, batch "
+                          f"<= {lay['batch']}, {'chunked prefill' if lay['chunked_prefill'] else 'prefill first'}, "
+                          f"weights {lay['weight_dtype']}, KV {lay['kv_dtype']}"),
+        ("requests", f"{r.completed} completed, {r.rejected} rejected, {r.preemptions} preemptions "
+                     f"of {r.requests}"),
+        ("TTFT", _lat(r.ttft_s)),
+        ("TPOT", _lat(r.tpot_s)),
+        ("end to end", _lat(r.e2e_latency_s)),
+        ("SLO", slo),
+        ("throughput", f"{r.requests_per_s:,.2f} requests/s, {r.output_tokens_per_s:,.0f} output tokens/s "
+                       f"({r.output_tokens_per_s_per_gpu:,.1f} per GPU), MFU {_pct(r.mfu)}"),
+        ("step costs", f"prefill {fmt_time(r.prefill_s)} a prompt; decode {fmt_time(r.decode_step_s)} at batch "
+                       f"{lay['batch']} ({r.decode_bound}-bound), TP comm {fmt_time(r.exposed_comm_s['tp'])}"),
+        ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])} (weights "
+                         f"{fmt_bytes(mem['weights'])}, KV peak {fmt_bytes(mem['kv_cache'])}, activations "
+                         f"{fmt_bytes(mem['activations'])})" + ("" if r.fits_in_memory else "  OUT OF MEMORY")),
+        ("KV capacity", f"{r.kv_cache_tokens_capacity:,} tokens a replica"),
+        ("cost", f"${r.cost_per_million_tokens:.3f} per million output tokens"
+                 if r.cost_per_million_tokens == r.cost_per_million_tokens else "n/a"),
     ]
     for k, v in rows:
         t.add_row(k, v)

@@ -25,7 +25,10 @@ class Result:
 
 
 def run(scenario: Scenario) -> Result:
-    """Simulate one training step of `scenario`; schedule constraints become ScenarioErrors."""
+    """Simulate one training step of `scenario` (or, for workload.kind serve, its requests);
+    schedule constraints become ScenarioErrors."""
+    if scenario.workload.kind == "serve":
+        return run_serve(scenario)
     fabric = fabric_for(scenario.topology)
     try:
         plan = make_plan(scenario, build_op_table(scenario), place(scenario), fabric)
@@ -33,6 +36,18 @@ def run(scenario: Scenario) -> Result:
         raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
     timeline = run_engine(plan)
     return Result(scenario, fabric, plan, timeline, summarize(scenario, plan, timeline, fabric))
+
+
+def run_serve(scenario: Scenario) -> Result:
+    """Serving: step costs -> request-level simulation -> ServeReport (plan: StepCosts, timeline: ServeTimeline)."""
+    from .serve_report import summarize_serving
+    from .serving import Simulation
+
+    fabric = fabric_for(scenario.topology)
+    sim = Simulation(scenario, fabric=fabric)
+    timeline = sim.run()
+    report = summarize_serving(scenario, sim.costs, sim.memory, timeline, fabric, sim.devices)
+    return Result(scenario, fabric, sim.costs, timeline, report)
 
 
 def simulate(scenario: Scenario) -> Report:
