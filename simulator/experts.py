@@ -1,9 +1,11 @@
 """Expert -> EP rank placement: which rank of an EP group holds each expert (and each redundant copy).
 
 Each MoE layer has E experts and R redundant slots; every one of the ep ranks holds (E + R) / ep slots.
-Redundant slots copy the hottest experts by expected load (DeepSeek's EPLB rule: repeatedly copy the
-expert whose tokens per copy are highest); the copies of an expert split its tokens evenly. Placement
-uses expected loads (the pmf, as EPLB uses past statistics), never the drawn ones.
+The load-aware strategies (load_balanced, graph) give redundant slots to the hottest experts by
+expected load (DeepSeek's EPLB rule: repeatedly copy the expert whose tokens per copy are highest);
+the static ones (contiguous, round_robin, domain_local) copy experts 0..R-1, blind to load. The copies
+of an expert split its tokens evenly. Placement uses expected loads (the pmf, as EPLB uses past
+statistics), never the drawn ones.
 
 Strategies (`layout.expert_placement`):
 - contiguous: slots in expert order, copies beside their expert, (E + R) / ep consecutive slots a rank.
@@ -95,7 +97,10 @@ def place_experts(strategy: str, expected: np.ndarray, ep: int, redundant: int, 
     co-activation counts (for graph).
     """
     L, e = expected.shape
-    copies = replicate(expected, redundant)
+    if strategy in ("load_balanced", "graph"):
+        copies = replicate(expected, redundant)
+    else:  # static placements do not know the loads: copies of the first experts by id
+        copies = np.broadcast_to(1 + redundant // e + (np.arange(e) < redundant % e), (L, e)).copy()
     if strategy == "graph":
         return _graph(expected, copies, ep, rank_domain, coact, seed)
     slots = _slot_list(copies)

@@ -179,7 +179,7 @@ def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_t
     if p_touch is None:
         per_source = total / n
         share = np.divide(own, total, out=np.zeros_like(own), where=total > 0)
-        send_so = per_source * (1.0 - share)
+        send_so = per_source * np.clip(1.0 - share, 0.0, None)  # exactly 0 inside one domain
         send_nv = np.divide(own - rank, total, out=np.zeros_like(own), where=total > 0) * per_source
         recv_so = rank * (n - n_d) / n
         recv_nv = rank * (n_d - 1) / n

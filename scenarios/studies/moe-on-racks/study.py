@@ -1,0 +1,122 @@
+"""MoE on racks: DeepSeek-V3's expert layers laid over GB200 NVL72 racks and 8-GPU H800 nodes.
+
+Run from the repository root:  python scenarios/studies/moe-on-racks/study.py
+Writes results.md, results.csv and moe.png beside this file (about 10 s).
+
+Axes: expert-parallel size (GB200: 8, 32, 72 = one rack, 144 = two racks; H800: 64 = eight nodes),
+routing (uniform, Zipf skew 0.5), balancing (static: contiguous placement with only the redundant
+slots the EP size needs to divide 256 experts, copied blind to load; EPLB: load-balanced placement
+with redundant copies of the hottest experts), and the all-to-all (flat, or de-duplicated per domain).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from simulator import load_scenario, run  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+H800 = HERE.parents[1] / "deepseek-v3-h800.yaml"
+# (system, scenario file, EP, redundant slots when static, redundant slots with EPLB)
+CASES = [("GB200", HERE / "gb200.yaml", 8, 0, 32), ("GB200", HERE / "gb200.yaml", 32, 0, 32),
+         ("GB200", HERE / "gb200.yaml", 72, 32, 32), ("GB200", HERE / "gb200.yaml", 144, 32, 32),
+         ("H800", H800, 64, 0, 64)]
+ROUTING = {"uniform": ["workload.routing.kind=uniform"],
+           "zipf-0.5": ["workload.routing.kind=zipf", "workload.routing.skew=0.5"]}
+BALANCE = {"static": "contiguous", "eplb": "load_balanced"}
+DISPATCH = ("flat", "dedup")
+
+
+def one(system, path, ep, redundant, routing, balance, dispatch) -> dict:
+    """One simulated step as a table row."""
+    scn = load_scenario(path, [f"layout.ep={ep}", f"layout.redundant_experts={redundant}",
+                               f"layout.expert_placement={BALANCE[balance]}", f"layout.ep_dispatch={dispatch}",
+                               *ROUTING[routing]])
+    res = run(scn)
+    r, e = res.report, res.report.extra["ep"]
+    return {"system": system, "ep": ep, "domains": e["domains_per_group"], "routing": routing,
+            "balance": balance, "redundant": redundant, "dispatch": dispatch,
+            "step_s": r.step_time_s, "tokens_per_s_per_gpu": r.tokens_per_s_per_gpu, "mfu": r.mfu,
+            "a2a_ms_per_mb": 1e3 * e["all_to_all_s_per_micro_batch"], "exposed_ep_s": r.exposed_comm_s["ep"],
+            "exposed_ep_scaleout_s": e["exposed_s"]["scaleout"], "exposed_dp_s": r.exposed_comm_s["dp"],
+            "imbalance": e["load_imbalance"], "ep_scaleout_TB": e["traffic_bytes"]["scaleout"] / 1e12,
+            "memory_GiB": r.memory_bytes["total"] / 2**30, "fits": r.fits_in_memory}
+
+
+def grid() -> list[dict]:
+    rows = []
+    for system, path, ep, r_static, r_eplb in CASES:
+        for routing in ROUTING:
+            for balance, redundant in (("static", r_static), ("eplb", r_eplb)):
+                for dispatch in DISPATCH:
+                    rows.append(one(system, path, ep, redundant, routing, balance, dispatch))
+    return rows
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def markdown(rows: list[dict], fmt: dict) -> str:
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
+    return head + body
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    pick = lambda **kw: [r for r in rows if all(r[k] == v for k, v in kw.items())]  # noqa: E731
+    for dispatch, style in (("flat", "--"), ("dedup", "-")):
+        pts = pick(system="GB200", routing="uniform", balance="static", dispatch=dispatch)
+        axes[0].plot([r["ep"] for r in pts], [r["a2a_ms_per_mb"] for r in pts], style, marker="o",
+                     label=f"GB200 NVL72, {dispatch}")
+        h = pick(system="H800", routing="uniform", balance="static", dispatch=dispatch)[0]
+        axes[0].plot([h["ep"]], [h["a2a_ms_per_mb"]], marker="s", linestyle="none", color="k",
+                     fillstyle="none" if dispatch == "flat" else "full", label=f"H800 EP64 (8 nodes), {dispatch}")
+    axes[0].axvline(72, color="grey", lw=0.8)
+    axes[0].text(74, axes[0].get_ylim()[1] * 0.9, "one rack", color="grey")
+    axes[0].set(xscale="log", xlabel="expert-parallel GPUs", ylabel="all-to-all ms per micro-batch and stage",
+                title="all-to-all time, uniform routing")
+    for routing, balance, color in (("uniform", "static", "C0"), ("zipf-0.5", "static", "C3"),
+                                    ("zipf-0.5", "eplb", "C2")):
+        pts = pick(system="GB200", routing=routing, balance=balance, dispatch="dedup")
+        x, y = [r["ep"] for r in pts], [r["step_s"] for r in pts]
+        axes[1].plot(x, y, color=color, label=f"{routing}, {balance}")
+        for r in pts:
+            axes[1].plot(r["ep"], r["step_s"], "o", color=color, fillstyle="full" if r["fits"] else "none")
+    axes[1].axvline(72, color="grey", lw=0.8)
+    axes[1].set(xscale="log", xlabel="expert-parallel GPUs", ylabel="step time (s)",
+                title="GB200 step (dedup dispatch, DualPipe); hollow: out of memory")
+    for ax in axes:
+        ax.set_xticks([8, 32, 72, 144], ["8", "32", "72", "144"])
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main() -> int:
+    rows = grid()
+    write_table(rows, HERE / "results.csv")
+    fmt = {"step_s": "{:.2f}", "tokens_per_s_per_gpu": "{:.0f}", "mfu": "{:.1%}", "a2a_ms_per_mb": "{:.0f}",
+           "exposed_ep_s": "{:.2f}", "exposed_ep_scaleout_s": "{:.2f}", "exposed_dp_s": "{:.2f}",
+           "imbalance": "{:.2f}", "ep_scaleout_TB": "{:.0f}", "memory_GiB": "{:.0f}"}
+    (HERE / "results.md").write_text("# MoE on racks: every simulated step\n\n" + markdown(rows, fmt))
+    plot(rows, HERE / "moe.png")
+    print((HERE / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
