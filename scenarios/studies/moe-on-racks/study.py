@@ -1,14 +1,15 @@
 """MoE on racks: DeepSeek-V3's expert layers laid over GB200 NVL72 racks and 8-GPU H800 nodes.
 
 Run from the repository root:  python scenarios/studies/moe-on-racks/study.py
-Writes results.md, results.csv and moe.png beside this file (about 8 s).
+Writes results.md, results.csv, moe.png and decode.png beside this file (about 8 s).
 
 Axes: expert-parallel size (GB200: 8, 32, 72 = one rack, 144 = two racks; H800: 64 = eight nodes),
 routing (uniform, Zipf skew 0.5), balancing (static: contiguous placement with only the redundant
 slots the EP size needs to divide 256 experts, copied blind to load; EPLB: load-balanced placement
 with redundant copies of the hottest experts), and the all-to-all (flat, or de-duplicated per domain).
 A second table: co-activated experts (a token makes 80% of its choices inside one of 8 topics) on the
-H800 cluster, placed contiguously or by the co-activation graph.
+H800 cluster, placed contiguously or by the co-activation graph. A third: decode (serving) of the same
+model with EP 72 in one rack and EP 144 over two, against the batch (simulator.moe_serving).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from simulator import load_scenario, run  # noqa: E402
+from simulator.moe_serving import compute_bound_batch, decode_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 H800 = HERE.parents[1] / "deepseek-v3-h800.yaml"
@@ -78,6 +82,51 @@ def graph_view() -> list[dict]:
     return rows
 
 
+DECODE = [("EP 72, one rack", 72, "dedup"), ("EP 144, two racks, dedup", 144, "dedup"),
+          ("EP 144, two racks, flat", 144, "flat")]
+BATCHES = (1, 4, 16, 64, 128, 256, 512)
+CONTEXT = 4096
+
+
+def decode_view() -> tuple[list[dict], dict]:
+    """Decode of DeepSeek-V3 (fp8 weights, bf16 KV cache, 4096 tokens of context): TPOT and cost per
+    million output tokens against the sequences each GPU decodes; and where the experts turn compute-bound."""
+    rows = []
+    for label, ep, dispatch in DECODE:
+        scn = load_scenario(HERE / "gb200.yaml", [f"layout.ep={ep}", f"layout.ep_dispatch={dispatch}"])
+        d = decode_step(scn, np.array(BATCHES), CONTEXT)
+        kv_seq = scn.model.layers * 576 * 2.0 * CONTEXT  # MLA latent + rope, bf16
+        fit = int((scn.topology.device.hbm_bytes - d["weight_bytes"]) // kv_seq)
+        price = scn.options.gpu_hour_price
+        for i, b in enumerate(BATCHES):
+            rows.append({"replica": label, "batch_per_gpu": b, "tpot_ms": 1e3 * d["step"][i],
+                         "all_to_all_ms": 1e3 * d["all_to_all"][i], "experts_ms": 1e3 * d["experts"][i],
+                         "tokens_per_s_per_gpu": d["tokens_per_s_per_gpu"][i],
+                         "usd_per_million_tokens": price / 3600 * 1e6 / d["tokens_per_s_per_gpu"][i],
+                         "kv_fits": b <= fit})
+    scn = load_scenario(HERE / "gb200.yaml")
+    bound = {"calibrated": compute_bound_batch(scn.model, scn.topology.device, "bf16", "bf16")}
+    return rows, bound
+
+
+def plot_decode(rows: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for label, _, _ in DECODE:
+        pts = [r for r in rows if r["replica"] == label]
+        x = [r["batch_per_gpu"] for r in pts]
+        axes[0].plot(x, [r["tpot_ms"] for r in pts], marker="o", label=label)
+        axes[1].plot(x, [r["usd_per_million_tokens"] for r in pts], marker="o", label=label)
+    axes[0].set(xscale="log", xlabel="sequences decoded per GPU", ylabel="time per output token (ms)",
+                title="DeepSeek-V3 decode on GB200 NVL72")
+    axes[1].set(xscale="log", yscale="log", xlabel="sequences decoded per GPU", ylabel="$ per million output tokens",
+                title="cost per token ($3 per GPU-hour)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def write_table(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -131,9 +180,16 @@ def main() -> int:
            "exposed_ep_s": "{:.2f}", "exposed_ep_scaleout_s": "{:.2f}", "exposed_dp_s": "{:.2f}",
            "imbalance": "{:.2f}", "ep_scaleout_TB": "{:.0f}", "memory_GiB": "{:.0f}"}
     graph = graph_view()
+    decode, bound = decode_view()
+    fmt.update({"tpot_ms": "{:.1f}", "all_to_all_ms": "{:.1f}", "experts_ms": "{:.1f}",
+                "usd_per_million_tokens": "{:.2f}"})
     (HERE / "results.md").write_text("# MoE on racks: every simulated step\n\n" + markdown(rows, fmt)
                                      + "\n## Co-activated experts on H800 EP64 (affinity 0.8, 8 topics)\n\n"
-                                     + markdown(graph, fmt))
+                                     + markdown(graph, fmt)
+                                     + "\n## Decode, 4096 tokens of context, fp8 weights\n\n" + markdown(decode, fmt)
+                                     + f"\nExperts compute-bound from {bound['calibrated']} tokens a step of an EP "
+                                     "group (bf16, simrack's calibration).\n")
+    plot_decode(decode, HERE / "decode.png")
     plot(rows, HERE / "moe.png")
     print((HERE / "results.md").read_text())
     return 0
