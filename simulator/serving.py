@@ -1,7 +1,8 @@
 """Request-level serving simulation (simpy): arrivals, continuous batching, KV capacity, disaggregation.
 
 Each model replica (tp x pp devices, layout.dp of them) runs one scheduler per pipeline stage
-("virtual engines", as vLLM runs pipeline parallelism), each a simpy process that loops over steps:
+("virtual engines", as vLLM runs pipeline parallelism; they share the replica's KV cache and take turns
+on each stage), each a simpy process that loops over steps:
 take the requests that arrived, choose the step's tokens, wait the step's time from
 simulator.inference, advance every running sequence at once (numpy over the running batch). One
 simpy event per step (per stage with pp > 1), never one per token.
@@ -135,7 +136,6 @@ class _Engine:
     replica: int
     index: int
     role: str  # serve | prefill | decode
-    capacity: int  # KV tokens
     feed: np.ndarray  # request ids routed here, in arrival order (pulled as time passes)
     pos: int = 0
     waiting: deque = field(default_factory=deque)
@@ -145,7 +145,6 @@ class _Engine:
     ctx: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens in the KV cache
     todo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens to process before the next emission
     gen: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # tokens emitted so far
-    reserved: int = 0  # KV tokens reserved (reserve policy; prefill role: held until transferred)
 
     def keep(self, mask: np.ndarray) -> None:
         self.ids, self.ctx, self.todo, self.gen = self.ids[mask], self.ctx[mask], self.todo[mask], self.gen[mask]
@@ -174,7 +173,8 @@ class Simulation:
         self.transfers: list[tuple] = []
         self.kv_now = np.zeros((dp, self.pp))
         self.kv_peak = np.zeros(dp)
-        self.capacity = self.memory.kv_tokens // self.pp if self.memory.fits_weights else 0
+        self.capacity = self.memory.kv_tokens if self.memory.fits_weights else 0  # a replica's, shared by its engines
+        self.reserved = np.zeros(dp, dtype=np.int64)  # KV tokens reserved (reserve policy) or held for transfer
         self.rejected = (self.req.prompt + self.req.output) > self.capacity
         self.engines = self._build_engines()
 
@@ -188,7 +188,7 @@ class Simulation:
                 feed = np.zeros(0, int)
                 if role != "decode":
                     feed = ok[front.index(r) + len(front) * e::len(front) * self.pp]
-                engines.append(_Engine(replica=r, index=e, role=role, capacity=self.capacity, feed=feed))
+                engines.append(_Engine(replica=r, index=e, role=role, feed=feed))
         self.decoders = [g for g in engines if g.role == "decode"]
         return engines
 
@@ -277,7 +277,7 @@ class Simulation:
         new = np.where(g.todo == 1, 1.0, 0.0)
         left = self.budget - new.sum()
         if not self.reserve:  # chunks only into free cache
-            left = min(left, g.capacity - g.ctx.sum() - new.sum())
+            left = min(left, self.capacity - self._others(g) - g.ctx.sum() - new.sum())
         for i in np.flatnonzero(g.todo > 1):
             if left <= 0:
                 break
@@ -289,14 +289,15 @@ class Simulation:
         """Admit waiting requests FIFO while slots, the token budget and the KV cache allow; how many."""
         held = self.reserve or g.role == "prefill"
         # preempt policy: keep room for one more token of every running sequence (a watermark)
-        used = float(g.reserved) if held else float(g.ctx.sum() + g.todo[g.todo > 1].sum() + len(g.ids))
+        used = (float(self.reserved[g.replica]) if held else
+                self._others(g) + float(g.ctx.sum() + g.todo[g.todo > 1].sum() + len(g.ids)))
         rows, tokens = [], 0.0
         while g.waiting and len(g.ids) + len(rows) < self.batch and tokens < budget:
             rid = g.waiting[0]
             gen, ctx, todo, need = self._entry(g, rid)
             if whole and rows and tokens + todo > budget:
                 break
-            if used + need > g.capacity:
+            if used + need > self.capacity:
                 break
             g.waiting.popleft()
             self.evicted_gen.pop(rid, None)
@@ -304,7 +305,7 @@ class Simulation:
             tokens += todo
             used += need
             if held:
-                g.reserved += need
+                self.reserved[g.replica] += need
         if rows:
             ids, gen, ctx, todo = (np.array(c) for c in zip(*rows))
             g.ids, g.gen = np.concatenate([g.ids, ids.astype(int)]), np.concatenate([g.gen, gen.astype(int)])
@@ -329,9 +330,14 @@ class Simulation:
             need = int(ctx + todo)
         return gen, ctx, todo, need
 
+    def _others(self, g: _Engine) -> float:
+        """KV tokens the replica's other engines held at the end of their last step."""
+        row = self.kv_now[g.replica]
+        return float(row.sum() - row[g.index])
+
     def _make_room(self, g: _Engine, growth: int) -> None:
         """Preempt policy: evict the newest running requests until this step's new tokens fit."""
-        while len(g.ids) > 1 and g.ctx.sum() + growth > g.capacity:
+        while len(g.ids) > 1 and self._others(g) + g.ctx.sum() + growth > self.capacity:
             last = len(g.ids) - 1
             rid = int(g.ids[last])
             growth -= int(g.todo[last] == 1)
@@ -351,14 +357,15 @@ class Simulation:
         self.first[first] = np.where(np.isnan(self.first[first]), now, self.first[first])
         done = emit & (g.gen >= self.req.output[ids])
         g.todo[emit] = 1.0
-        self.kv_now[g.replica, g.index] = g.ctx.sum() if g.role != "prefill" else g.reserved
-        self.kv_peak[g.replica] = max(self.kv_peak[g.replica], self.kv_now[g.replica].sum())
+        self.kv_now[g.replica, g.index] = g.ctx.sum()
+        held = self.reserved[g.replica] if g.role == "prefill" else self.kv_now[g.replica].sum()
+        self.kv_peak[g.replica] = max(self.kv_peak[g.replica], held)
         if done.any():
             self.finish[ids[done]] = now
             self.in_flight -= int(done.sum())
             if self.reserve or g.role == "prefill":
                 held = self.req.prompt[ids[done]] + (0 if g.role == "prefill" else self.req.output[ids[done]])
-                g.reserved -= int(held.sum())
+                self.reserved[g.replica] -= int(held.sum())
         if g.role == "prefill":
             for rid in ids[emit & ~done]:
                 self.env.process(self._transfer(g, int(rid)))
@@ -380,7 +387,7 @@ class Simulation:
             yield req
             start = env.now
             yield env.timeout(seconds)
-        g.reserved -= int(prompt)
+        self.reserved[g.replica] -= int(prompt)
         self.transfers.append((rid, g.replica, start, env.now, float(nbytes.sum()) * self.scn.layout.tp))
         dst.inbox.append(rid)
         for engine in (dst, g):
