@@ -190,6 +190,7 @@ class Simulation:
                     feed = ok[front.index(r) + len(front) * e::len(front) * self.pp]
                 engines.append(_Engine(replica=r, index=e, role=role, feed=feed))
         self.decoders = [g for g in engines if g.role == "decode"]
+        self.by_replica = [[g for g in engines if g.replica == r] for r in range(len(self.roles))]
         return engines
 
     # --- run -----------------------------------------------------------------------------------
@@ -223,6 +224,7 @@ class Simulation:
             emit = sel & (g.todo == new)
             kind = _kind(g.todo[sel])
             start, m = env.now, int(new.sum())
+            self.kv_now[g.replica, g.index] = g.ctx.sum() + m  # what this step will hold, for the siblings
             stage_t, flops = self.costs.stage_times(new[sel], g.ctx[sel], int(emit.sum()))
             if self.pp == 1:
                 yield env.timeout(float(stage_t[0]))
@@ -265,7 +267,7 @@ class Simulation:
             return np.where(refill, g.todo, 0.0)
         if not self.reserve:
             self._make_room(g, len(g.ids))
-        return np.ones(len(g.ids))
+        return np.ones(len(g.ids)) if len(g.ids) else None
 
     def _choose_chunked(self, g: _Engine):
         """Token budget: every decode, then prompt chunks in admission order, then new admissions."""
@@ -336,8 +338,10 @@ class Simulation:
         return float(row.sum() - row[g.index])
 
     def _make_room(self, g: _Engine, growth: int) -> None:
-        """Preempt policy: evict the newest running requests until this step's new tokens fit."""
-        while len(g.ids) > 1 and self._others(g) + g.ctx.sum() + growth > self.capacity:
+        """Preempt policy: evict the newest running requests until this step's new tokens fit (the last
+        one too when sibling engines hold the cache: it waits for them)."""
+        others = self._others(g)
+        while len(g.ids) > (0 if others else 1) and others + g.ctx.sum() + growth > self.capacity:
             last = len(g.ids) - 1
             rid = int(g.ids[last])
             growth -= int(g.todo[last] == 1)
@@ -372,6 +376,8 @@ class Simulation:
         leave = emit if g.role == "prefill" else done
         if leave.any():
             g.keep(~leave)
+        if done.any() and self.pp > 1:
+            self._wake(self.by_replica[g.replica])  # siblings waiting for the shared cache
         if self.in_flight == 0 and not self.all_done.triggered:
             self.all_done.succeed()
 
@@ -390,7 +396,12 @@ class Simulation:
         self.reserved[g.replica] -= int(prompt)
         self.transfers.append((rid, g.replica, start, env.now, float(nbytes.sum()) * self.scn.layout.tp))
         dst.inbox.append(rid)
-        for engine in (dst, g):
+        self._wake([dst, *self.by_replica[g.replica]])
+
+    @staticmethod
+    def _wake(engines) -> None:
+        """Wake the engines that sleep waiting for work or cache."""
+        for engine in engines:
             if engine.wake is not None and not engine.wake.triggered:
                 engine.wake.succeed()
 

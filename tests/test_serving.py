@@ -122,6 +122,24 @@ def test_full_cache_waits_or_preempts_and_every_request_completes(serve, admissi
     assert np.all(lat["ttft"] > 0) and np.all(lat["e2e"] >= lat["ttft"])
 
 
+@pytest.mark.parametrize("admission", ["reserve", "preempt"])
+def test_pipeline_engines_share_the_cache_and_conserve_requests(serve, admission):
+    """PP2: two virtual engines take turns on the stages and draw on one KV cache of the replica."""
+    topo = {"preset": "dgx-h100-superpod", "domains": 1, "device": {"preset": "h100-sxm", "hbm": "20 GB"}}
+    scn = serve(topology=topo, layout={"tp": 4, "pp": 2}, prompt_len=1024, output_len=512, admission=admission,
+                arrivals={"rate": 50.0, "count": 120, "seed": 5})
+    res = run(scn)
+    r, st = res.report, res.timeline.steps
+    assert r.completed + r.rejected == r.requests == 120 and r.rejected == 0
+    assert set(st["engine"]) == {0, 1}
+    assert res.timeline.kv_tokens_peak.max() <= r.kv_cache_tokens_capacity + 2  # + a token per engine in flight
+    # a stage runs one engine's step at a time: each engine's steps never overlap themselves
+    for e in (0, 1):
+        mine = np.argsort(st["start"][st["engine"] == e])
+        start, end = st["start"][st["engine"] == e][mine], st["end"][st["engine"] == e][mine]
+        assert np.all(start[1:] >= end[:-1] - 1e-12)
+
+
 def test_offline_batch_by_default(serve):
     res = run(serve(batch=16))
     assert res.report.requests == res.report.completed == 16
