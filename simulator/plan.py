@@ -136,6 +136,16 @@ def stage_grid(table, stage_layers: np.ndarray):
     return layers, embed, head
 
 
+def chunk_micro_batches(table) -> np.ndarray:
+    """(p, v) micro-batches that pass through each device's chunk in one step (DualPipe's two
+    directions each carry their own half; ZB-V's V passes every micro-batch through both chunks)."""
+    counts = np.zeros((table.p, table.v))
+    per_direction = np.bincount(table.direction, minlength=table.routes.shape[0])
+    for route, n in zip(table.routes, per_direction):
+        counts[route[:, 0], route[:, 1]] += n
+    return counts
+
+
 def pass_grid(times: dict[int, PassTimes], field: str, layers, embed, head) -> np.ndarray:
     """One PassTimes field summed over each device's chunk: layers x layer + edge blocks."""
     return (layers * getattr(times[BLOCK_LAYER], field) + embed * getattr(times[BLOCK_EMBED], field)
@@ -194,7 +204,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
     dp_time, dp_tier, gather_time, opt = data_parallel(scn, dp_parts, fabric, cal)
     zero3 = lay.zero >= 3
     if zero3:  # parameters re-gathered for every forward and backward, prefetched behind compute
-        ag = fabric.collective("all_gather", params[:, None] * PARAM_COMM_BYTES,
+        ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES,
                                placement.weight_replicas(devices), cal)[:, None]
         f, b = np.maximum(f, ag), np.maximum(b, ag)
     fb = pair_times(f - exposed_tp[..., 0] - exposed_cp[..., 0], b - exposed_tp[..., 1] - exposed_cp[..., 1])
@@ -216,7 +226,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
                              moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
         model_flops=scn.workload.global_batch * scn.workload.seq_len
         * model_flops_per_token(model, scn.workload.seq_len),
-        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, ops, grid),
+        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, table, ops, grid),
         **moe_fields,
     )
 
@@ -286,10 +296,11 @@ def device_memory(scn, table, params, grid, placement: Placement) -> Memory:
                   capacity=scn.topology.device.hbm_bytes)
 
 
-def hardware_flops(scn, ops: OpTable, grid) -> float:
+def hardware_flops(scn, table, ops: OpTable, grid) -> float:
     """FLOP per step with recompute (for HFU), counted as MFU counts them: attention in full,
     backward twice the forward, plus the forward work that recompute repeats."""
-    layers, embed, head = (g.sum() for g in grid)
+    counts = chunk_micro_batches(table)
+    layers, embed, head = ((g * counts).sum() for g in grid)  # layer- and block-passes per step
     fwd = ops.model_flops_f
     layer = ops.block == BLOCK_LAYER
     redo = {"full": fwd[layer].sum(), "selective": fwd[layer & ops.selective].sum(),
@@ -297,7 +308,7 @@ def hardware_flops(scn, ops: OpTable, grid) -> float:
     per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
               + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
     replicas = scn.gpus // (scn.layout.pp * scn.layout.tp)
-    return float(per_mb * scn.micro_batches * scn.layout.tp * replicas)
+    return float(per_mb * scn.layout.tp * replicas)
 
 
 def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placement, fabric: Fabric,
@@ -309,16 +320,16 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     bytes per stage rank (p, 2) of an MoE model; "ep" then holds its share and "per_rank_peak" the
     busiest EP rank's links.
     """
-    lay, m = scn.layout, scn.micro_batches
+    lay, counts = scn.layout, chunk_micro_batches(table)
     p = table.p
     per_rank = np.zeros((p, 2))  # bytes one rank of each stage sends: [nvlink, scaleout]
     for direction in (0, 1):  # pipeline sends, every micro-batch, forward and backward
         for tier in (1, 2):
-            per_rank[:, tier - 1] += (send_tier[..., direction] == tier).sum(axis=1) * m * act_bytes
+            per_rank[:, tier - 1] += ((send_tier[..., direction] == tier) * counts).sum(axis=1) * act_bytes
     sh = layer_shape(scn)
     s = sh.tokens * sh.hidden * ACT_BYTES
     units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
-    tp_bytes = grid[0].sum(axis=1) * m * units * s * (lay.tp - 1) / max(lay.tp, 1)
+    tp_bytes = (grid[0] * counts).sum(axis=1) * units * s * (lay.tp - 1) / max(lay.tp, 1)
     per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
     sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS fp32 + AG bf16, else AR fp32 (2 phases)
     for params, groups in dp_parts:

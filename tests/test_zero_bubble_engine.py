@@ -312,17 +312,13 @@ def test_lm_head_on_last_stage_lengthens_1f1b_step():
     assert big.report.bubble_fraction > small.report.bubble_fraction
 
 
-# --- bugs found (xfail, strict): DualPipe's two pipeline copies counted as if every micro-batch ran
-# --- through both ---------------------------------------------------------------------------------
+# --- DualPipe's two pipeline copies: each micro-batch runs through one of them ---------------------
 
 def _selene(schedule: str, chunks: int):
     return run(load_scenario(SCENARIO, [f"layout.schedule={schedule}", f"layout.chunks={chunks}",
                                         "workload.global_batch=64"]))
 
 
-@pytest.mark.xfail(strict=True, reason="plan.hardware_flops sums the layers of both DualPipe "
-                   "routes (plan.py:252 `layers, embed, head = (g.sum() for g in grid)`), "
-                   "but each micro-batch runs through one route: 2x the FLOP, HFU 1.28 > 1")
 def test_dualpipe_hardware_flops_equal_1f1b():
     """Same model, batch and recompute: the hardware FLOP of a step do not depend on the schedule."""
     one, dual = _selene("1f1b", 1), _selene("dualpipe", 2)
@@ -330,10 +326,6 @@ def test_dualpipe_hardware_flops_equal_1f1b():
     assert dual.report.hfu <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="plan.step_traffic counts m micro-batches on every chunk "
-                   "(TP, plan.py:279 `grid[0].sum(axis=1) * m`; PP, plan.py:275 `(send_tier[..., "
-                   "direction] == tier).sum(axis=1) * m`), but DualPipe sends m/2 through each of "
-                   "its two chunks: 2x the bytes")
 def test_dualpipe_traffic_equals_1f1b():
     """DP 1 (no gradient traffic): each micro-batch crosses the same p-1 stage boundaries each way
     and the same TP collectives, in DualPipe as in 1F1B, so the bytes per tier are equal."""

@@ -1,0 +1,113 @@
+"""Generated scenarios, valid and invalid, through `simrack run`: each simulates (report written,
+invariants hold) or is rejected with one line and exit status 2 (no traceback, no file).
+
+The default run tries a few hundred cases; `pytest -m slow tests/test_properties.py` runs 10,000.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+import json
+import tempfile
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+from typer.testing import CliRunner
+
+from simulator import load_scenario, run
+from simulator.cli import app
+from simulator.invariants import check_training
+
+runner = CliRunner()
+SCHEDULES = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v"]
+MODELS = ["gpt3-175b", "megatron-22b", "llama3-8b", "llama3-70b"]
+TOPOLOGIES = ["dgx-a100-superpod", "dgx-h100-superpod", "hgx-h200", "hgx-b200", "gb200-nvl72", "hgx-h800"]
+GPUS_PER_DOMAIN = {"dgx-a100-superpod": 8, "dgx-h100-superpod": 8, "hgx-h200": 8, "hgx-b200": 8,
+                   "gb200-nvl72": 72, "hgx-h800": 8}
+GARBAGE = st.sampled_from([-1, 0, "many", 1.5, None, [1], "1 parsec"])
+FIELDS = [("model", "layers"), ("model", "hidden"), ("workload", "seq_len"), ("workload", "global_batch"),
+          ("workload", "micro_batch"), ("workload", "dtype"), ("workload", "recompute"), ("layout", "tp"),
+          ("layout", "pp"), ("layout", "chunks"), ("layout", "zero"), ("layout", "order"),
+          ("layout", "schedule"), ("layout", "cp"), ("topology", "domains"), ("options", "seed"),
+          ("layout", "colour"), ("workload", "attention")]
+
+
+@st.composite
+def valid_base(draw) -> dict:
+    """A scenario built to satisfy the cross-field rules most of the time (schedules may still refuse)."""
+    preset = draw(st.sampled_from(TOPOLOGIES))
+    domains = draw(st.sampled_from([1, 2, 4]))
+    gpus = domains * GPUS_PER_DOMAIN[preset]
+    tp = draw(st.sampled_from([t for t in (1, 2, 4, 8) if gpus % t == 0]))
+    pp = draw(st.sampled_from([q for q in (1, 2, 4) if gpus % (tp * q) == 0]))
+    schedule = draw(st.sampled_from(SCHEDULES))
+    chunks = {"interleaved": draw(st.sampled_from([2, 3])), "zb-v": 2, "dualpipe": 2, "dualpipe-v": 2}.get(schedule, 1)
+    layers = pp * chunks * draw(st.integers(1, 4)) * (2 if schedule == "dualpipe" else 1)
+    heads = draw(st.sampled_from([8, 16, 32]))
+    micro_batch, m = draw(st.sampled_from([1, 2])), pp * draw(st.integers(1, 8)) * 2
+    model = draw(st.one_of(
+        st.sampled_from(MODELS).map(lambda name: {"preset": name, "layers": layers}),
+        st.just({"layers": layers, "hidden": heads * 64, "heads": heads, "vocab": 32000}),
+        st.just({"layers": layers, "hidden": heads * 128, "heads": heads, "kv_heads": 8, "ffn_kind": "swiglu",
+                 "ffn": heads * 128 * 3, "vocab": 50000})))
+    return {
+        "model": model, "topology": {"preset": preset, "domains": domains},
+        "workload": {"kind": "train", "seq_len": draw(st.sampled_from([512, 2048, 4096])),
+                     "global_batch": gpus // (tp * pp) * micro_batch * m, "micro_batch": micro_batch,
+                     "recompute": draw(st.sampled_from(["none", "selective", "full"])),
+                     "attention": draw(st.sampled_from(["flash", "unfused"]))},
+        "layout": {"tp": tp, "pp": pp, "schedule": schedule, "chunks": chunks,
+                   "zero": draw(st.integers(0, 3)), "sequence_parallel": draw(st.booleans()),
+                   "distributed_optimizer": draw(st.booleans())},
+        "options": {"seed": draw(st.integers(0, 3))},
+    }
+
+
+@st.composite
+def scenario_cases(draw) -> dict:
+    """A valid base, half the time with one field replaced by garbage."""
+    case = draw(valid_base())
+    if draw(st.booleans()):
+        section, field = draw(st.sampled_from(FIELDS))
+        case.setdefault(section, {})
+        if isinstance(case[section], dict):
+            case[section][field] = draw(GARBAGE)
+    return case
+
+
+scenario = scenario_cases()
+
+
+def check_one(case: dict) -> None:
+    """The property: simulate (report + invariants) or one-line rejection with exit 2, no file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = Path(tmp) / "gen.yaml", Path(tmp) / "report.json"
+        path.write_text(yaml.safe_dump(case))
+        result = runner.invoke(app, ["run", str(path), "--json", str(out), "-q"])
+        if result.exit_code == 0:
+            report = json.loads(out.read_text())
+            assert report["step_time_s"] > 0 and 0 <= report["bubble_fraction"] < 1
+            r = run(load_scenario(path))
+            check_training("generated", r.plan, r.timeline, r.report)
+        else:
+            assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+            message = result.stderr.strip()
+            assert message.startswith("simrack: ") and "\n" not in message and "Traceback" not in message
+            assert "gen.yaml" in message
+            assert not out.exists()
+
+
+COMMON = dict(deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+@settings(max_examples=250, **COMMON)
+@given(scenario)
+def test_generated_scenarios(case):
+    check_one(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, **COMMON)
+@given(scenario)
+def test_generated_scenarios_10k(case):
+    check_one(case)
