@@ -114,12 +114,14 @@ class _Run:
         k = self.table.vstage_of(device, chunk, int(self.table.direction[mb]))
         return (kind, mb, k)
 
-    def duration(self, device: int, action) -> float:
+    def duration(self, device: int, action, row: int) -> float:
+        """Seconds of one task: its (device, chunk) grid entry, times the plan's per-task factor if any."""
         plan = self.plan
         if action.paired is not None:
-            return float(plan.fb[device, action.chunk, action.paired.chunk])
-        grid = (plan.f, plan.b, plan.w)[KIND_INDEX[action.kind]]
-        return float(grid[device, action.chunk])
+            seconds = float(plan.fb[device, action.chunk, action.paired.chunk])
+        else:
+            seconds = float((plan.f, plan.b, plan.w)[KIND_INDEX[action.kind]][device, action.chunk])
+        return seconds if plan.task_scale is None else seconds * float(plan.task_scale[row])
 
     def finish(self, device: int, action, now: float) -> None:
         """Publish a finished action's outputs: locally at once, remotely after a send."""
@@ -158,7 +160,7 @@ class _Run:
             self.rec["start"][row], self.rec["wait"][row] = env.now, env.now - ready
             if i == last_backward:
                 env.process(self.reduce_gradients(device))
-            yield env.timeout(self.duration(device, action))
+            yield env.timeout(self.duration(device, action, row))
             self.rec["end"][row] = env.now
             paired = action.paired
             self.meta[row] = (device, 3 if paired else KIND_INDEX[action.kind], action.mb, action.chunk,

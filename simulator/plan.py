@@ -73,6 +73,7 @@ class Plan:
     exposed_ep_pair: np.ndarray | None = None  # (p, v, v) all-to-all seconds an F&B pair leaves exposed
     ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
     moe: MoECosts | None = None
+    task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
 
 
 def layer_pass_times(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, cal,
@@ -166,13 +167,22 @@ def sends(table, devices, nbytes: float, fabric: Fabric, cal, gather: float):
     return send, tier
 
 
-def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric) -> Plan:
-    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs."""
+def mesh_ranks(scn) -> int:
+    """GPUs the mesh uses: tp*pp*dp*cp (scn.gpus for a loaded scenario; fewer after a relayout)."""
+    lay = scn.layout
+    return lay.tp * lay.pp * lay.dp * lay.cp
+
+
+def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: int = 0) -> Plan:
+    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs.
+
+    `anchor`: a device of the replica simulated (its pipeline and TP group); replicas are symmetric,
+    so any one serves, and a fault names the one that holds the faulty GPU."""
     cal = calibration.for_device(scn.topology.device)
     lay, model = scn.layout, scn.model
     table = SCHEDULES[lay.schedule](lay.pp, scn.micro_batches, lay.chunks)
-    devices = placement.pipeline(0)
-    tp_group, cp_group = placement.group_of("tp", 0), placement.group_of("cp", 0)
+    devices = placement.pipeline(anchor)
+    tp_group, cp_group = placement.group_of("tp", anchor), placement.group_of("cp", anchor)
     times = layer_pass_times(scn, ops, fabric, tp_group, cp_group, cal, table.split_backward)
     stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
     grid = stage_grid(table, stage_layers)
@@ -307,7 +317,7 @@ def hardware_flops(scn, table, ops: OpTable, grid) -> float:
             "none": 0.0}[scn.workload.recompute]
     per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
               + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
-    replicas = scn.gpus // (scn.layout.pp * scn.layout.tp)
+    replicas = mesh_ranks(scn) // (scn.layout.pp * scn.layout.tp)
     return float(per_mb * scn.layout.tp * replicas)
 
 
@@ -335,7 +345,7 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     for params, groups in dp_parts:
         dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
         per_rank += _split_by_tier(fabric, groups, dp_bytes)
-    ranks = scn.gpus // p
+    ranks = mesh_ranks(scn) // p
     out = {}
     if ep is not None:
         out = {"ep": {"nvlink": float(ep[0][:, 0].sum() * ranks), "scaleout": float(ep[0][:, 1].sum() * ranks)},

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .engine import Timeline
-from .plan import Plan
+from .plan import Plan, mesh_ranks
 
 COMM_KINDS = ("tp", "pp", "dp", "ep", "cp")
 
@@ -160,18 +160,19 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
     cats = {k: v for k, v in mem.as_dict().items() if k not in ("total", "capacity")}
     overflow = sorted(cats, key=cats.get, reverse=True) if not mem.fits else []
     lay = scn.layout
+    gpus = mesh_ranks(scn)  # scn.gpus, or the survivors a relayout uses
     return Report(
-        scenario=scn.name, kind="train", gpus=scn.gpus,
+        scenario=scn.name, kind="train", gpus=gpus,
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "cp": lay.cp,
                 "schedule": lay.schedule, "chunks": lay.chunks, "micro_batches": scn.micro_batches,
                 "micro_batch": scn.workload.micro_batch, "zero": lay.zero},
-        step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_gpu=tokens / step / scn.gpus,
-        mfu=plan.model_flops / (step * scn.gpus * peak),
-        hfu=plan.hardware_flops / (step * scn.gpus * peak),
+        step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_gpu=tokens / step / gpus,
+        mfu=plan.model_flops / (step * gpus * peak),
+        hfu=plan.hardware_flops / (step * gpus * peak),
         bubble_fraction=bubble_fraction(plan, tl), exposed_comm_s=exposed,
         memory_bytes=mem.as_dict(), fits_in_memory=mem.fits, memory_overflow=overflow,
         traffic_bytes={"nvlink": plan.traffic["nvlink"], "scaleout": plan.traffic["scaleout"]},
         busiest_link=busiest_link(scn, plan, fabric, step),
-        cost_per_million_tokens=scn.gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6,
+        cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6,
         extra=ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {},
     )

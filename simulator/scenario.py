@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AXES",
     "SCHEDULES",
+    "DegradedLink",
     "DomainSpec",
+    "FailedNode",
+    "Faults",
+    "Jitter",
+    "Straggler",
     "Disaggregation",
     "Layout",
     "MLASpec",
@@ -396,6 +401,62 @@ class Options(_Frozen):
     """Price of one GPU-hour in dollars, for cost per million tokens."""
 
 
+class Straggler(_Frozen):
+    """Faults: one GPU slower than the rest (thermal throttling, a bad HBM stack)."""
+
+    gpu: NonNegInt
+    """Global device index of the slow GPU."""
+    slowdown: Annotated[float, Field(ge=1)]
+    """Factor (>= 1) by which the GPU's kernels take longer; its TP group and stage wait for it."""
+
+
+class DegradedLink(_Frozen):
+    """Faults: one GPU's link of one tier runs below line rate (a flapping NIC, a degraded NVLink)."""
+
+    gpu: NonNegInt
+    """Global device index whose link is degraded."""
+    tier: Literal["nvlink", "scaleout"]
+    """Which link: the GPU's NVLink port or its NIC share."""
+    fraction: Annotated[float, Field(gt=0, le=1)]
+    """Bandwidth left, a fraction in (0, 1] of the healthy figure."""
+
+
+class FailedNode(_Frozen):
+    """Faults: one NVLink domain (node or rack) fails; a spare replaces it or the job re-lays out."""
+
+    domain: NonNegInt
+    """Index of the failed NVLink domain."""
+    policy: Literal["spare", "relayout"] = "spare"
+    """spare: a standby domain swaps in (step unchanged); relayout: continue on the survivors with
+    the largest valid dp, global batch kept."""
+    restart_s: Seconds = 600.0
+    """Seconds to detect the failure and restart from the last checkpoint (default 600 s)."""
+    checkpoint_interval_s: Annotated[Seconds, Field(gt=0)]
+    """Seconds between checkpoints; on average half an interval of work is lost."""
+
+
+class Jitter(_Frozen):
+    """Faults: every task's duration times a lognormal factor of mean 1."""
+
+    cv: Annotated[float, Field(ge=0, le=10)]
+    """Coefficient of variation of the factor (0: no jitter)."""
+    seed: NonNegInt = 0
+    """Seed of the draw, combined with options.seed."""
+
+
+class Faults(_Frozen):
+    """What goes wrong in a training step (simulator.faults); each entry optional."""
+
+    straggler: Straggler | None = None
+    """One slow GPU."""
+    degraded_link: DegradedLink | None = None
+    """One GPU's link bandwidth cut."""
+    failed_node: FailedNode | None = None
+    """One failed NVLink domain."""
+    jitter: Jitter | None = None
+    """Random per-task compute-time noise."""
+
+
 class Scenario(_Frozen):
     """A whole scenario, cross-checked: every layout degree fits the model and the rack."""
 
@@ -413,6 +474,8 @@ class Scenario(_Frozen):
     """How it is split."""
     options: Options = Options()
     """Run options."""
+    faults: Faults | None = None
+    """What-ifs: stragglers, degraded links, a failed node, jitter (training only)."""
 
     @property
     def gpus(self) -> int:
@@ -437,6 +500,7 @@ class Scenario(_Frozen):
         _check_batch(self)
         _check_dtype(self)
         _check_serve(self)
+        _check_faults(self)
         return self
 
 
@@ -560,6 +624,28 @@ def _check_serve(s: Scenario) -> None:
     if w.disaggregated is not None and w.disaggregated.prefill_replicas >= lay.dp:
         _rule("workload.disaggregated.prefill_replicas", f"prefill_replicas "
               f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp ({lay.dp})")
+
+
+def _check_faults(s: Scenario) -> None:
+    """Faults apply to training and name GPUs and domains that exist."""
+    f = s.faults
+    if f is None:
+        return
+    if s.workload.kind != "train":
+        _rule("faults", f"faults are simulated for training only, got workload.kind {s.workload.kind}")
+    for name in ("straggler", "degraded_link"):
+        entry = getattr(f, name)
+        if entry is not None and entry.gpu >= s.gpus:
+            _rule(f"faults.{name}.gpu", f"gpu {entry.gpu} out of range: the scenario has {s.gpus} GPUs")
+    node = f.failed_node
+    if node is not None:
+        if node.domain >= s.topology.domains:
+            _rule("faults.failed_node.domain", f"domain {node.domain} out of range: the topology has "
+                  f"{s.topology.domains} domains")
+        inner = s.layout.tp * s.layout.pp * s.layout.cp * s.layout.ep
+        if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
+            _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
+                  f"fewer than one replica (tp*pp*cp*ep = {inner})")
 
 
 def __getattr__(name: str) -> Any:

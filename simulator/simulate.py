@@ -29,6 +29,8 @@ def run(scenario: Scenario) -> Result:
     schedule constraints become ScenarioErrors."""
     if scenario.workload.kind == "serve":
         return run_serve(scenario)
+    if scenario.faults is not None:
+        return run_faulty(scenario)
     fabric = fabric_for(scenario.topology)
     try:
         plan = make_plan(scenario, build_op_table(scenario), place(scenario), fabric)
@@ -36,6 +38,50 @@ def run(scenario: Scenario) -> Result:
         raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
     timeline = run_engine(plan)
     return Result(scenario, fabric, plan, timeline, summarize(scenario, plan, timeline, fabric))
+
+
+def run_faulty(scenario: Scenario) -> Result:
+    """A training step with `faults:` (simulator.faults), the healthy step beside it; the report's
+    extra["faults"] gives the healthy step, the slowdown, what dominates and the time lost."""
+    import dataclasses
+
+    from . import faults as fl
+
+    healthy = run(scenario.model_copy(update={"faults": None}))
+    f = scenario.faults
+    node, info, lost, scn = f.failed_node, {}, 0.0, scenario
+    if node is not None:
+        lost = fl.recovery_seconds(node)
+        info["failed_node"] = f"failed domain {node.domain} ({node.policy})"
+        if node.policy == "relayout":
+            scn, dp = fl.relayout(scenario)
+            if scn is None:
+                raise ScenarioError(f"{scenario.source}: faults.failed_node.policy: no dp fits the "
+                                    f"{scenario.gpus - scenario.topology.domain.gpus} surviving GPUs")
+            info["failed_node"] = (f"failed domain {node.domain} (relayout dp {scenario.layout.dp} -> {dp}, "
+                                   f"{scn.micro_batches} micro-batches)")
+            scn = scn.model_copy(update={"faults": f.model_copy(update={"failed_node": None})})
+    rest = scn.faults is not None and any(getattr(scn.faults, k) is not None
+                                          for k in ("straggler", "degraded_link", "jitter"))
+    if rest or scn is not scenario:
+        fabric = fabric_for(scn.topology)
+        ops, placement = build_op_table(scn), place(scn)
+        try:
+            if rest:
+                plan, more = fl.apply(scn, ops, placement, fabric)
+                info.update(more)
+            else:
+                plan = make_plan(scn, ops, placement, fabric)
+        except ValueError as err:
+            raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
+        timeline = run_engine(plan)
+        report = summarize(scn, plan, timeline, fabric)
+    else:  # a spare swapped in: the step is the healthy one
+        fabric, plan, timeline, report = healthy.fabric, healthy.plan, healthy.timeline, healthy.report
+    stage = fl.dominant_stage(healthy.plan, plan, healthy.timeline, timeline) if rest else 0
+    block = fl.summary(scenario, healthy.report.step_time_s, report.step_time_s, info, lost, stage)
+    report = dataclasses.replace(report, scenario=scenario.name, extra={**report.extra, "faults": block})
+    return Result(scn, fabric, plan, timeline, report)
 
 
 def run_serve(scenario: Scenario) -> Result:
