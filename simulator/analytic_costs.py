@@ -1,0 +1,301 @@
+"""What every candidate layout's pipeline costs, as arrays: the Plan's figures without the Plan.
+
+For a group of candidates that share a schedule, pp and chunks, `group_costs` returns the (N, p, v)
+forward, backward and weight-gradient seconds, the (N, p, v, 2) pipeline sends, the (N, p) gradient
+reduction, optimizer and parameter-gather seconds and the memory of the most loaded device: the
+numbers simulator/plan.py would put in each candidate's Plan, computed once per distinct key and
+broadcast. It calls plan.py's own functions wherever they take arrays (layer pass times, the
+fabric's collectives and sends, parameter and memory formulas), so that the two stay equal;
+tests/test_analytic.py checks it against make_plan on random layouts.
+
+Keys: layer costs depend on (tp, cp, micro-batch, sequence parallelism, recompute, split backward);
+the data-parallel reduction on the mesh (tp, cp, pp, dp) and the parameters each stage holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import calibration, collectives
+from .fabric import fabric_for
+from .layouts import RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, stage_split, virtual_stages
+from .memory import activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
+from .model import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, build_op_table, layer_shape, parameter_counts
+from .plan import ADAM_BYTES_PER_PARAM, GRAD_COMM_BYTES, PARAM_COMM_BYTES, layer_pass_times, stage_grid
+from .placement import place, split_layers
+from .schedules.routes import dual_routes, looped_routes, v_routes
+
+SPLIT_BACKWARD = {"gpipe": False, "1f1b": False, "interleaved": False, "zb-h1": True, "zb-h2": True,
+                  "zb-v": True, "dualpipe": True, "dualpipe-v": True}
+PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
+BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
+
+
+def routes_of(schedule: str, p: int, v: int) -> np.ndarray:
+    """(directions, vstages, 2) routes of a schedule family, as its ScheduleTable has them."""
+    if schedule in ("zb-v", "dualpipe-v"):
+        return v_routes(p)
+    if schedule == "dualpipe":
+        return dual_routes(p)
+    return looped_routes(p, v)
+
+
+@dataclass(frozen=True)
+class _Routes:
+    """The part of a ScheduleTable that plan.stage_grid reads."""
+
+    p: int
+    v: int
+    routes: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupCosts:
+    """Per-candidate pipeline figures of one (schedule, pp, chunks) group, SI units."""
+
+    f: np.ndarray  # (N, p, v) seconds
+    b: np.ndarray
+    w: np.ndarray
+    fb: np.ndarray  # (N, p, v, v)
+    tp: np.ndarray  # (N, p, v, 2) exposed TP seconds inside F and B
+    send: np.ndarray  # (N, p, v, 2)
+    send_tier: np.ndarray  # (N, p, v, 2) 0 none, 1 nvlink, 2 scaleout
+    dp: np.ndarray  # (N, p)
+    dp_tier: np.ndarray  # (N, p)
+    optimizer: np.ndarray  # (N, p)
+    param_gather: np.ndarray  # (N, p)
+    memory: dict  # category -> (N,) bytes on the most loaded device, plus "capacity"
+
+
+class CostModel:
+    """Cost model of one base scenario (model, workload, topology) for candidate layouts."""
+
+    def __init__(self, scn):
+        if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
+            raise ValueError("the analytic pass covers dense models (no MoE or MLA) for now")
+        self.scn = scn
+        self.fabric = fabric_for(scn.topology)
+        self.cal = calibration.for_device(scn.topology.device)
+        self.counts = parameter_counts(scn.model)
+        self._layer_cache = _LAYER_CACHE.setdefault(_identity(scn), {})
+        self._dp_cache: dict = {}
+
+    # --- scenario copies for plan.py's functions -------------------------------------------------
+    def variant(self, *, tp=1, cp=1, pp=1, dp=None, mb=None, sp=False, recompute=None, zero=0):
+        """The base scenario with these layout and workload fields (no validation: they are valid)."""
+        scn = self.scn
+        lay = scn.layout.model_copy(update=dict(
+            tp=int(tp), cp=int(cp), pp=int(pp), dp=int(dp if dp is not None else scn.gpus // (tp * cp * pp)),
+            ep=1, sequence_parallel=bool(sp), zero=int(zero), stage_layers=None))
+        work = scn.workload.model_copy(update=dict(
+            micro_batch=int(mb or scn.workload.micro_batch), recompute=recompute or scn.workload.recompute))
+        return scn.model_copy(update=dict(layout=lay, workload=work))
+
+    def strides(self, sizes: dict) -> dict:
+        """Rank stride of each mesh axis for these sizes (innermost axis first in layout.order)."""
+        out, step = {}, np.ones_like(sizes["tp"])
+        for axis in self.scn.layout.order:
+            out[axis] = step
+            step = step * sizes[axis]
+        return out
+
+    # --- per-layer costs --------------------------------------------------------------------------
+    def layer(self, tp, cp, mb, sp, rec, split, strides_key):
+        """(3 blocks, 7 fields) pass times, exposed TP all-gather of a send, activation bytes."""
+        key = (tp, cp, mb, sp, rec, split, strides_key)
+        hit = self._layer_cache.get(key)
+        if hit is not None:
+            return hit
+        scn = self.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
+        s_tp, s_cp = strides_key
+        tp_group, cp_group = np.arange(tp) * s_tp, np.arange(cp) * s_cp
+        times = layer_pass_times(scn, build_op_table(scn), self.fabric, tp_group, cp_group, self.cal, split)
+        table = np.array([[getattr(times[blk], k) for k in PASS_FIELDS] for blk in BLOCKS])
+        sh = layer_shape(scn)
+        act = sh.tokens * sh.hidden * ACT_BYTES / tp
+        gather = 0.0 if sp else float(self.fabric.collective("all_gather", act * tp, tp_group[None], self.cal)[0])
+        w = scn.workload
+        kw = dict(tokens=sh.tokens, seq=w.seq_len, tp=tp, sequence_parallel=sp, flash=sh.flash)
+        per_layer = activation_bytes_per_layer(scn.model, recompute=w.recompute, **kw)
+        working = activation_bytes_per_layer(scn.model, recompute="none", **kw) if w.recompute == "full" else 0.0
+        head_bytes = head_activation_bytes(scn.model, tokens=sh.tokens, tp=tp)
+        out = (table, act, gather, np.array([per_layer, working, head_bytes]))
+        self._layer_cache[key] = out
+        return out
+
+    def prepare(self, c: Candidates, split: bool) -> dict:
+        """Per-candidate layer figures: pass times (N, 3 blocks, 7 fields), send bytes, the TP
+        all-gather before a send (no sequence parallelism), activation bytes (N, 3), pp stride."""
+        sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
+        st = self.strides(sizes)
+        keys = np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1)
+        uniq, inverse = _unique_rows(keys)
+        parts = [self.layer(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)))
+                 for tp, cp, mb, sp, rec, a, b in uniq]
+        inverse = inverse.ravel()
+        return {"pass": np.stack([q[0] for q in parts])[inverse], "act": np.array([q[1] for q in parts])[inverse],
+                "gather": np.array([q[2] for q in parts])[inverse], "mem": np.stack([q[3] for q in parts])[inverse],
+                "stride_pp": st["pp"]}
+
+    # --- data-parallel groups ---------------------------------------------------------------------
+    def dp_groups(self, tp, cp, pp, dp):
+        """(pipeline devices (p,), weight-replica groups (p, n)) of the mesh, as placement has them."""
+        key = (tp, cp, pp, dp)
+        hit = self._dp_cache.get(key)
+        if hit is None:
+            placement = place(self.variant(tp=tp, cp=cp, pp=pp, dp=dp))
+            devices = placement.pipeline(0)
+            groups = placement.weight_replicas(devices)
+            hit = self._dp_cache[key] = (devices, groups, self.fabric.profile(groups))
+        return hit
+
+
+_LAYER_CACHE: dict = {}
+"""Layer figures per base scenario (model, workload, topology) and key: pure functions, memoized
+across searches of one process (a search over several GPU counts, repeated benchmark rounds)."""
+
+
+def _identity(scn) -> str:
+    import json
+
+    return json.dumps({k: scn.model_dump(mode="json")[k] for k in ("model", "workload", "topology")},
+                      sort_keys=True)
+
+
+@lru_cache(maxsize=512)
+def _grid(schedule: str, p: int, v: int, layers: int):
+    """(layers, embed, head) (p, v) arrays of a schedule family with the search's stage split."""
+    routes = routes_of(schedule, p, v)
+    split = stage_split(layers, routes.shape[1])
+    return stage_grid(_Routes(p, v, routes), split_layers(layers, routes.shape[1], split))
+
+
+def _sends(cm: CostModel, routes, devices, nbytes, gather):
+    """(N, p, v, 2) send seconds and tiers, as plan.sends computes them, for N candidates."""
+    N, p = devices.shape
+    v = int(routes[..., 1].max()) + 1
+    send, tier = np.zeros((N, p, v, 2)), np.zeros((N, p, v, 2), dtype=np.int8)
+    for route in routes:
+        for direction, (a, b) in enumerate(((route[:-1], route[1:]), (route[1:], route[:-1]))):
+            moves = a[:, 0] != b[:, 0]
+            src, dst = devices[:, a[moves, 0]], devices[:, b[moves, 0]]
+            t = cm.fabric.p2p(nbytes[:, None], src, dst, cm.cal) + gather[:, None]
+            send[:, a[moves, 0], a[moves, 1], direction] = t
+            same = cm.fabric.domain_of(src) == cm.fabric.domain_of(dst)
+            tier[:, a[moves, 0], a[moves, 1], direction] = np.where(same, 1, 2)
+    return send, tier
+
+
+def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray) -> GroupCosts:
+    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p)."""
+    scn, model = cm.scn, cm.scn.model
+    N = len(c)
+    split = SPLIT_BACKWARD[schedule]
+    layers, embed, head = _grid(schedule, p, v, model.layers)
+    lt = cm.prepare(c, split)
+    pt, act, gather, mem_layer, stride_pp = lt["pass"], lt["act"], lt["gather"], lt["mem"], lt["stride_pp"]
+    grid = lambda k: (layers[None] * pt[:, 1, k, None, None] + embed[None] * pt[:, 0, k, None, None]  # noqa: E731
+                      + head[None] * pt[:, 2, k, None, None])
+    f, b, w = grid(0), grid(1), grid(2)
+    if not split:
+        b, w = b + w, np.zeros_like(w)
+    exp_tp = np.stack([grid(3), grid(4)], axis=-1)
+    exp_cp = np.stack([grid(5), grid(6)], axis=-1)
+    devices = np.arange(p)[None] * stride_pp[:, None]
+    send, tier = _sends(cm, routes_of(schedule, p, v), devices, act, gather)
+    params = _device_params(model, c.tp, layers, embed, head)  # (N, p)
+    dp_time, dp_tier, gather_time, opt, ag3 = _data_parallel(cm, c, p, params)
+    zero3 = (c.zero >= 3)[:, None, None]
+    f = np.where(zero3, np.maximum(f, ag3[:, :, None]), f)
+    b = np.where(zero3, np.maximum(b, ag3[:, :, None]), b)
+    fb = (f - exp_tp[..., 0] - exp_cp[..., 0])[:, :, :, None] + (b - exp_tp[..., 1] - exp_cp[..., 1])[:, :, None, :]
+    memory = _memory(scn, c, params, layers, head, v, in_flight, mem_layer)
+    return GroupCosts(f=f, b=b, w=w, fb=np.maximum(fb, 0.0), tp=exp_tp, send=send, send_tier=tier, dp=dp_time,
+                      dp_tier=dp_tier, optimizer=opt, param_gather=np.maximum(0.0, gather_time - f[:, :, 0]),
+                      memory=memory)
+
+
+def _device_params(model, tp, layers, embed, head) -> np.ndarray:
+    """(N, p) parameters on one TP rank of each stage (plan.device_params over candidates)."""
+    cnt = parameter_counts(model)
+    head_params = cnt["embedding"] if model.tied_embeddings else cnt["head"]
+    per_chunk = layers * cnt["layer"] + embed * cnt["embedding"] + head * (head_params + cnt["final_norm"])
+    shared = model.tied_embeddings * embed.any(axis=1) * head.any(axis=1) * cnt["embedding"]
+    return (per_chunk.sum(axis=1) - shared)[None, :] / tp[:, None]
+
+
+def _data_parallel(cm: CostModel, c: Candidates, p: int, params: np.ndarray):
+    """(N, p) gradient reduction, its tier, parameter gather, Adam, and ZeRO-3's per-pass gather.
+
+    The replica groups' profiles (members per domain, domains, leaf crossing) come from placement and
+    Fabric.profile once per mesh; the alpha-beta times are Fabric.collective's over all candidates."""
+    N = len(c)
+    k, d, crosses, n = (np.zeros((N, p)) for _ in range(4))
+    uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp], axis=1))
+    for u, (tp, cp, dp) in enumerate(uniq):
+        _, groups, (kk, dd, cc) = cm.dp_groups(int(tp), int(cp), p, int(dp))
+        rows = inverse == u
+        k[rows], d[rows], crosses[rows], n[rows] = kk, dd, cc, groups.shape[1]
+    crosses = crosses.astype(bool)
+    coll = lambda kind, size: _collective(cm, kind, size, k, d, crosses)  # noqa: E731
+    sharded = ((c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer))[:, None]
+    dp_time = np.where(sharded, coll("reduce_scatter", params * GRAD_COMM_BYTES),
+                       coll("all_reduce", params * GRAD_COMM_BYTES))
+    ag = coll("all_gather", params * PARAM_COMM_BYTES)
+    gather = np.where(sharded, ag, 0.0)
+    hbm = cm.scn.topology.device.hbm_bandwidth * cm.cal.hbm
+    opt = params / np.where(sharded, n, 1) * ADAM_BYTES_PER_PARAM / hbm
+    return dp_time, np.where(d > 1, 2, 1), gather, opt, ag
+
+
+def _collective(cm: CostModel, kind: str, size, k, d, crosses):
+    """Fabric.collective given the groups' profiles (k members per domain, d domains, crossing)."""
+    fab, cal = cm.fabric, cm.cal
+    intra_bw = fab.nvlink_bw * cal.nvlink
+    inter_bw = fab.scaleout_bw(crosses) * cal.scaleout
+    flat = collectives.flat(kind, size, k, intra_bw, fab.nvlink_lat)
+    hier = collectives.hierarchical(kind, size, k, d, intra_bw, fab.nvlink_lat, inter_bw, fab.scaleout_lat)
+    return np.where(d > 1, hier, flat)
+
+
+def _memory(scn, c: Candidates, params, layers, head, v, in_flight, mem_layer) -> dict:
+    """Memory of the most loaded device (plan.device_memory over candidates)."""
+    replicas = c.dp * c.cp
+    per_param = np.zeros((len(c), 3))
+    uniq, inverse = _unique_rows(np.stack([replicas, c.zero], axis=1))
+    for u, (rep, zero) in enumerate(uniq):
+        per_param[inverse.ravel() == u] = state_bytes_per_param(int(rep), int(zero),
+                                                                scn.layout.distributed_optimizer)
+    chunk_layers = layers.sum(axis=1) / v  # (p,)
+    acts = (in_flight * chunk_layers[None] * mem_layer[:, 0, None] + mem_layer[:, 1, None]
+            + head.any(axis=1)[None] * mem_layer[:, 2, None])
+    totals = params * per_param.sum(axis=1)[:, None] + acts
+    d = np.argmax(totals, axis=1)
+    pick = lambda a: np.take_along_axis(a, d[:, None], axis=1)[:, 0]  # noqa: E731
+    prm = pick(params)
+    out = {"weights": prm * per_param[:, 0], "gradients": prm * per_param[:, 1],
+           "optimizer": prm * per_param[:, 2], "activations": pick(acts), "kv_cache": np.zeros(len(c))}
+    out["total"] = out["weights"] + out["gradients"] + out["optimizer"] + out["activations"]
+    out["capacity"] = np.full(len(c), float(scn.topology.device.hbm_bytes))
+    return out
+
+
+def _unique_rows(keys: np.ndarray):
+    """(unique rows, inverse index) of a small non-negative integer matrix, by one 1-D unique."""
+    keys = np.asarray(keys, dtype=np.int64)
+    span = keys.max(axis=0) + 1
+    code = np.zeros(len(keys), dtype=np.int64)
+    for col in range(keys.shape[1]):
+        code = code * span[col] + keys[:, col]
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return keys[first], inverse.ravel()
+
+
+def schedule_name(code: int) -> str:
+    return SCHEDULE_NAMES[int(code)]
+
+
+__all__ = ["CostModel", "GroupCosts", "group_costs", "routes_of", "virtual_stages"]
