@@ -1,0 +1,86 @@
+"""Scale: a 101,376-GPU training step and a 1,152-GPU DeepSeek-V3 decode step, time and peak memory.
+
+Run with `pytest benchmarks/bench_scale.py -m benchmark`. Time is pytest-benchmark's; peak memory is
+measured in a fresh subprocess (resource.getrusage ru_maxrss: the whole interpreter with numpy, simpy,
+networkx and pydantic loaded, plus tracemalloc's peak of the simulation's own allocations), so earlier
+tests in the session do not inflate it. Limits (issue 7): under 10 s and under 2 GiB each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulator import load_scenario, simulate
+from simulator.fabric import _cached as fabric_cache
+
+pytestmark = pytest.mark.benchmark
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scenarios" / "scale" / "dense-2t-gb200-100k.yaml"
+SERVE = ROOT / "scenarios" / "scale" / "deepseek-v3-serve-gb200-1152.yaml"
+SECONDS, PEAK_BYTES = 10.0, 2 * 2**30
+
+_PROBE = """
+import json, resource, sys, time, tracemalloc
+import numpy as np
+from simulator import load_scenario, simulate
+from simulator.moe_serving import decode_step
+kind, path = sys.argv[1], sys.argv[2]
+tracemalloc.start()
+t = time.perf_counter()
+scn = load_scenario(path)
+if kind == "train":
+    figure = simulate(scn).step_time_s
+else:
+    figure = float(decode_step(scn, np.arange(1, 513), 4096)["step"][127])
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "traced_peak": tracemalloc.get_traced_memory()[1],
+                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "figure": figure}))
+"""
+
+
+def probe(kind: str, path: Path) -> dict:
+    """Seconds, traced peak bytes and max resident bytes of one cold run in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", _PROBE, kind, str(path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cold(scenario):
+    fabric_cache.cache_clear()
+    return simulate(scenario)
+
+
+@pytest.mark.benchmark(group="scale")
+def test_dense_2t_on_101376_gpus(benchmark):
+    """2.1T dense, TP8 PP32 DP396 on 1,408 NVL72 racks: one step simulated in < 10 s and < 2 GiB."""
+    scenario = load_scenario(TRAIN)
+    assert scenario.gpus == 101_376 and scenario.micro_batches == 64
+    report = benchmark.pedantic(_cold, args=(scenario,), rounds=3, iterations=1)
+    assert report.step_time_s > 0 and report.fits_in_memory
+    figures = probe("train", TRAIN)
+    benchmark.extra_info.update(figures)
+    assert figures["seconds"] < SECONDS
+    assert figures["maxrss"] < PEAK_BYTES and figures["traced_peak"] < PEAK_BYTES
+
+
+@pytest.mark.benchmark(group="scale")
+def test_deepseek_v3_decode_on_1152_gpus(benchmark):
+    """DeepSeek-V3 decode, EP288 x 4 groups on 16 racks: step costs for 512 batch sizes, < 10 s, < 2 GiB.
+
+    The request-level serving simulator refuses MoE models; this times moe_serving.decode_step."""
+    from simulator.moe_serving import decode_step
+
+    scenario = load_scenario(SERVE)
+    assert scenario.gpus == 1152
+    costs = benchmark(decode_step, scenario, np.arange(1, 513), 4096)
+    assert (np.diff(costs["step"]) >= 0).all()
+    figures = probe("serve", SERVE)
+    benchmark.extra_info.update(figures)
+    assert figures["seconds"] < SECONDS
+    assert figures["maxrss"] < PEAK_BYTES and figures["traced_peak"] < PEAK_BYTES
