@@ -77,6 +77,10 @@ def table(report: Report | ServeReport) -> Table:
                          f"{_pct(r.busiest_link['utilization'])} busy"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
     ]
+    fl = r.extra.get("faults")
+    if fl:
+        rows.append(("faults", f"{fl['slowdown']:.3f}x healthy {fmt_time(fl['healthy_step_time_s'])}; "
+                               f"dominant: {fl['dominant']}; time lost {fmt_time(fl['time_lost_s'])}"))
     for k, v in rows:
         t.add_row(k, v)
     return t
