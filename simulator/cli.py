@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -86,6 +87,242 @@ def schedule(
                  f"bubble {100 * result.report.bubble_fraction:.1f}%")
         svg.parent.mkdir(parents=True, exist_ok=True)
         save_pipeline(result.plan, result.timeline, svg, title)
+
+
+# --- what-if commands: sweep, search, check, validate (docs/whatif.md) ---------------------------
+
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")]
+CsvOut = Annotated[Optional[Path], typer.Option("--csv", help="write the results as CSV here")]
+Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="local processes (default: all cores)")]
+Cluster = Annotated[Optional[str], typer.Option(
+    "--cluster", help="send the simulations to a Dask distributed scheduler, e.g. tcp://host:8786")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no table on the terminal")]
+
+
+def _progress(n: int, quiet: bool) -> bool:
+    """A progress bar on long runs, when stderr is a terminal."""
+    return not quiet and n >= 8 and sys.stderr.isatty()
+
+
+def _render_plot(path: Optional[Path], draw) -> Optional[str]:
+    """Draw into a temporary file beside `path` (renamed into place by _commit), or None."""
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        draw(Path(tmp))
+    except Exception:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _commit(outputs: dict, plot: Optional[Path], tmp: Optional[str]) -> None:
+    write_all(outputs)
+    if plot is not None and tmp is not None:
+        os.replace(tmp, plot)
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
+    grid: Annotated[list[str], typer.Option("--grid", help="FIELD=V1,V2,... ; repeat for a cross product")],
+    overrides: SetOption = None,
+    json_out: JsonOut = None,
+    csv_out: CsvOut = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="draw the Pareto front (.png/.svg)")] = None,
+    workers: Workers = None,
+    cluster: Cluster = None,
+    quiet: Quiet = False,
+) -> None:
+    """Simulate every point of the cross product of --grid fields; failures are reported per point."""
+    from . import whatif_views as views
+    from .sweep import jobs, parse_grid, sweep as run_sweep
+
+    try:
+        fields = parse_grid(grid)
+        load_scenario(scenario, overrides or ())  # the base must load (points may still be invalid)
+        n = len(jobs(scenario, fields))
+        points = run_sweep(scenario, fields, overrides or (), workers=workers, cluster=cluster,
+                           progress=_progress(n, quiet))
+        tmp = _render_plot(plot, lambda out: _sweep_plot(points, fields, out))
+    except (ScenarioError, ValueError) as err:
+        fail(str(err))
+    _commit({json_out: views.sweep_json(points) if json_out else "",
+             csv_out: views.sweep_csv(points) if csv_out else ""}, plot, tmp)
+    if not quiet:
+        bad = sum(p.status != "ok" for p in points)
+        out = views.console()
+        out.print(views.sweep_table(points, f"simrack sweep: {scenario.name}, {len(points)} points"
+                                    + (f", {bad} failed or out of memory" if bad else "")))
+        for line in views.sweep_notes(points):
+            out.print(line, highlight=False, soft_wrap=True)
+
+
+def _sweep_plot(points, fields, out: Path) -> None:
+    from .pareto import plot_front
+
+    good = [p for p in points if p.status == "ok"]
+    if not good:
+        raise ValueError("--plot: no point simulated successfully")
+    label = lambda p: " ".join(f"{k.split('.')[-1]}={v}" for k, v in p.values.items())  # noqa: E731
+    if "ttft_s" in good[0].report:  # serving: throughput per GPU against latency per user
+        pts = [{"x": p.report["tpot_s"]["p50"], "y": p.report["output_tokens_per_s"] / p.report["gpus"],
+                "label": label(p)} for p in good]
+        plot_front(pts, "x", "y", out, title="serving: throughput per GPU against latency per user",
+                   x_label="TPOT p50 (s)", y_label="output tokens/s per GPU", maximize_y=True)
+        return
+    by_gpus = len({p.report["gpus"] for p in good}) > 1
+    pts = [{"x": float(p.report["gpus"] if by_gpus else p.report["cost_per_million_tokens"]),
+            "y": p.report["step_time_s"], "label": label(p)} for p in good]
+    chosen = min(pts, key=lambda q: q["y"])
+    plot_front(pts, "x", "y", out, title=f"training: step time against {'GPUs' if by_gpus else 'cost'}",
+               x_label="GPUs" if by_gpus else "$ per million tokens", y_label="step time (s)", chosen=chosen,
+               log_x=by_gpus)
+
+
+@app.command()
+def search(
+    scenario: Annotated[Path, typer.Argument(help="training scenario YAML (model, workload, topology)")],
+    gpus: Annotated[Optional[str], typer.Option(
+        "--gpus", help="GPU count, or several: 1024,2048,4096 (default: the scenario's)")] = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", help="tokens_per_s | cost_per_million_tokens | step_time")] = "tokens_per_s",
+    constraint: Annotated[Optional[list[str]], typer.Option(
+        "--constraint", help="KEY<VALUE in SI units, e.g. memory_bytes.total<70e9 or mfu>0.4")] = None,
+    top: Annotated[int, typer.Option("--top", help="layouts re-simulated with the engine")] = 10,
+    overrides: SetOption = None,
+    json_out: JsonOut = None,
+    csv_out: CsvOut = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="draw the Pareto front (.png/.svg)")] = None,
+    workers: Workers = None,
+    cluster: Cluster = None,
+    quiet: Quiet = False,
+) -> None:
+    """Rank every valid layout analytically, re-simulate the best with the engine, say why the others lost."""
+    from . import whatif_views as views
+    from .search import parse_constraint, search as run_search
+
+    try:
+        counts = [int(g) for g in gpus.split(",")] if gpus else None
+    except ValueError:
+        fail(f"--gpus {gpus!r}: expected a number or a comma-separated list of numbers")
+    if top < 1:
+        fail(f"--top {top}: must be at least 1")
+    try:
+        cons = [parse_constraint(c) for c in constraint or ()]
+        if counts is None:
+            counts = [load_scenario(scenario, overrides or ()).gpus]
+        res = run_search(scenario, gpus=counts, objective=objective, constraints=cons, top=top,
+                         scenario_overrides=overrides or (), workers=workers, cluster=cluster,
+                         progress=not quiet and sys.stderr.isatty())
+        tmp = _render_plot(plot, lambda out: _search_plot(res, out))
+    except (ScenarioError, ValueError) as err:
+        fail(str(err))
+    _commit({json_out: views.search_json(res) if json_out else "",
+             csv_out: views.search_csv(res) if csv_out else ""}, plot, tmp)
+    if not quiet:
+        out = views.console()
+        out.print(views.search_table(res, f"simrack search: {scenario.name}, objective {objective}"))
+        for line in views.search_summary(res):
+            out.print(line, highlight=False, soft_wrap=True)
+    if res.best is None:
+        typer.echo("simrack: no layout fits in memory and meets the constraints", err=True)
+
+
+def _search_plot(res, out: Path) -> None:
+    from .pareto import plot_front
+
+    if not res.front:
+        raise ValueError("--plot: no layout fits in memory and meets the constraints")
+    by_gpus = len(res.gpus) > 1
+    key = "gpus" if by_gpus else "cost_per_million_tokens"
+    chosen = None
+    if res.best is not None:
+        chosen = {key: float(res.best.row["gpus"] if by_gpus else res.best.report["cost_per_million_tokens"]),
+                  "step_time_s": res.best.report["step_time_s"], "label": res.best.label}
+    plot_front(res.front, key, "step_time_s", out, title="training search: analytic Pareto front",
+               x_label="GPUs" if by_gpus else "$ per million tokens", y_label="step time (s)", chosen=chosen,
+               log_x=by_gpus)
+
+
+@app.command()
+def check(
+    scenarios: Annotated[list[Path], typer.Argument(help="scenario YAML files")],
+    baseline: Annotated[Path, typer.Option("--baseline", help="baseline JSON (written by --update)")],
+    tolerance: Annotated[str, typer.Option("--tolerance", help="allowed worsening, e.g. 2% or 0.02")] = "2%",
+    update: Annotated[bool, typer.Option("--update", help="rewrite the baseline with the current figures")] = False,
+    overrides: SetOption = None,
+    workers: Workers = None,
+) -> None:
+    """Exit 1 with one line per scenario whose throughput, step time, latency or memory got worse."""
+    from . import check as chk
+    from .sweep import Job, evaluate, run_jobs
+
+    try:
+        tol = chk.parse_tolerance(tolerance)
+        old = {} if update and not baseline.exists() else chk.load_baseline(baseline)
+        todo = [Job(i, str(p), tuple(overrides or ()), {}) for i, p in enumerate(scenarios)]
+        points = run_jobs(todo, evaluate, workers=workers if len(todo) > 1 else 1)
+    except ValueError as err:
+        fail(str(err))
+    for p in points:
+        if p.report is None:
+            fail(p.error or f"{scenarios[p.index]}: could not be simulated")
+    keys = [chk.baseline_key(p, baseline) for p in scenarios]
+    if update:
+        write_all({baseline: chk.updated(old, {k: chk.entry(p.report) for k, p in zip(keys, points)})})
+        typer.echo(f"simrack: wrote {baseline} ({len(points)} scenario{'s' * (len(points) != 1)})")
+        return
+    findings = [chk.compare(k, chk.figures(p.report), (old.get(k) or {}).get("metrics"), tol)
+                for k, p in zip(keys, points)]
+    for f in findings:
+        if f.missing:
+            typer.echo(f"simrack: {f.key}: not in {baseline} (add it with --update)", err=True)
+        for line in f.improvements:
+            typer.echo(f"simrack: {f.key}: improved: {line}", err=True)
+    bad = [f for f in findings if f.regressions]
+    for f in bad:
+        typer.echo(f.line())
+    if bad:
+        raise typer.Exit(1)
+    typer.echo(f"simrack: {len(findings)} scenario{'s' * (len(findings) != 1)} within {100 * tol:g}% of {baseline}")
+
+
+@app.command()
+def validate(
+    folder: Annotated[Optional[Path], typer.Argument(help="folder with cases.yml (default: scenarios/validation)")] = None,
+    json_out: JsonOut = None,
+    csv_out: CsvOut = None,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Simulate the validation cases and print published, simulated, error, mean and max."""
+    from . import validate as val
+    from . import whatif_views as views
+    from .sweep import Job, evaluate, run_jobs
+
+    try:
+        cases = val.load_cases(folder or val.DEFAULT_DIR)
+        points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,
+                          workers=workers)
+    except ValueError as err:
+        fail(str(err))
+    outcomes = [val.outcome(c, p) for c, p in zip(cases, points)]
+    mean, worst = val.summary(outcomes)
+    rows = val.rows(outcomes)
+    write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst}, indent=2,
+                                     sort_keys=True) + "\n") if json_out else "",
+               csv_out: views._csv(rows) if csv_out else ""})
+    if not quiet:
+        views.console().print(views.validate_table(outcomes, mean, worst))
+    failed = [o for o in outcomes if o.error is None]
+    for o in failed:
+        typer.echo(f"simrack: {o.case.scenario.name}: {o.problem}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,104 @@
+"""Layout search: the Korthikanti 175B case, constraints, reasons, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from simulator import load_scenario, simulate
+from simulator.cli import app
+from simulator.layouts import SearchSpace, enumerate_layouts, overrides, stage_split
+from simulator.search import parse_constraint, search
+
+ROOT = Path(__file__).resolve().parents[1]
+KORTHIKANTI = ROOT / "scenarios" / "validation" / "korthikanti-175b-seqsel.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def result():
+    return search(KORTHIKANTI, gpus=[64], top=5, workers=2)
+
+
+def test_best_is_no_worse_than_the_published_layout(result):
+    published = simulate(load_scenario(KORTHIKANTI))
+    assert result.best is not None and result.best.status == "ok"
+    assert result.best.report["step_time_s"] <= published.step_time_s
+    own = [r for r in result.refined if r.source != "search"]
+    assert len(own) == 1 and own[0].report["step_time_s"] == pytest.approx(published.step_time_s)
+
+
+def test_runners_up_say_why_they_lost(result):
+    assert result.refined[0] is result.best
+    for r in result.refined[1:]:
+        assert r.reason and "\n" not in r.reason
+        if r.status == "ok":
+            assert r.report["tokens_per_s"] <= result.best.report["tokens_per_s"]
+    assert result.dropped and all(n > 0 for n in result.dropped.values())
+    assert any(k.startswith("out of memory") for k in result.dropped)
+
+
+def test_counts_add_up(result):
+    c = result.counts
+    assert c["enumerated"] == c["out_of_memory"] + c["constrained"] + c["ranked"]
+    assert c["constrained"] == 0
+
+
+def test_engine_confirms_the_analytic_memory_filter(result):
+    for r in result.refined:
+        if r.source == "search":
+            assert r.report["fits_in_memory"]
+            assert r.report["memory_bytes"]["total"] == pytest.approx(r.analytic["memory_bytes.total"], rel=1e-9)
+
+
+def test_constraint_filters_analytically_and_on_the_engine():
+    cap = 60 * 2**30
+    res = search(KORTHIKANTI, gpus=[64], top=3, constraints=[parse_constraint(f"memory_bytes.total<{cap}")],
+                 workers=1)
+    assert res.counts["constrained"] > 0
+    for r in res.refined:
+        if r.source == "search":
+            assert r.analytic["memory_bytes.total"] < cap
+    assert res.best.report["memory_bytes"]["total"] < cap
+
+
+@pytest.mark.parametrize("text", ["mfu", "mfu<>0.3", "tpot_s.p99<0.05", "mfu<fast"])
+def test_bad_constraints(text):
+    with pytest.raises(ValueError):
+        parse_constraint(text)
+
+
+def test_every_enumerated_layout_loads_as_a_scenario():
+    base = load_scenario(KORTHIKANTI)
+    c = enumerate_layouts(base, 64, SearchSpace())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(c), size=60, replace=False):
+        scn = load_scenario(KORTHIKANTI, overrides(c.row(i), base.model.layers, 8, 64))
+        assert scn.micro_batches == c.m[i]
+
+
+def test_stage_split_is_llama_style():
+    assert stage_split(126, 16) == (7,) + (8,) * 14 + (7,)
+    assert stage_split(96, 8) is None
+    split = stage_split(100, 7)
+    assert sum(split) == 100 and max(split) - min(split) == 1
+
+
+def test_cli_writes_outputs_and_rejects_bad_input(tmp_path):
+    out_json, out_csv, out_png = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "s.png"
+    result = runner.invoke(app, ["search", str(KORTHIKANTI), "--top", "2", "--json", str(out_json), "--csv",
+                                 str(out_csv), "--plot", str(out_png), "-q", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["best"]["report"]["step_time_s"] > 0 and data["counts"]["enumerated"] > 1000
+    assert out_csv.read_text().startswith("rank,label")
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    for args in (["--gpus", "60"], ["--gpus", "x"], ["--objective", "speed"], ["--constraint", "mfu"],
+                 ["--top", "0"]):
+        bad = runner.invoke(app, ["search", str(KORTHIKANTI), *args, "--json", str(tmp_path / "bad.json")])
+        assert bad.exit_code == 2 and "\n" not in bad.stderr.strip(), args
+        assert not (tmp_path / "bad.json").exists()
