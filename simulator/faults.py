@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 
 from .fabric import Fabric
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, mesh_ranks  # noqa: F401  (mesh_ranks: simulate.run_faulty)
 from .placement import Placement
 
 
@@ -129,6 +129,21 @@ def relayout(scn):
             continue
         return scn.model_copy(update={"layout": lay.model_copy(update={"dp": dp}), "faults": None}), dp
     return None, None
+
+
+def renumber(faults, node, gpus_per_domain: int, used: int):
+    """The straggler and degraded link after a relayout: survivors are renumbered past the failed
+    domain; a fault on a failed GPU, or on one the smaller mesh leaves idle, no longer matters."""
+    update = {"failed_node": None}
+    lo = node.domain * gpus_per_domain
+    for name in ("straggler", "degraded_link"):
+        entry = getattr(faults, name)
+        if entry is None:
+            continue
+        gpu = entry.gpu - gpus_per_domain if entry.gpu >= lo + gpus_per_domain else entry.gpu
+        gone = lo <= entry.gpu < lo + gpus_per_domain or gpu >= used
+        update[name] = None if gone else entry.model_copy(update={"gpu": gpu})
+    return faults.model_copy(update=update)
 
 
 def apply(scn, ops, placement: Placement, fabric: Fabric) -> tuple[Plan, dict]:

@@ -60,7 +60,8 @@ def run_faulty(scenario: Scenario) -> Result:
                                     f"{scenario.gpus - scenario.topology.domain.gpus} surviving GPUs")
             info["failed_node"] = (f"failed domain {node.domain} (relayout dp {scenario.layout.dp} -> {dp}, "
                                    f"{scn.micro_batches} micro-batches)")
-            scn = scn.model_copy(update={"faults": f.model_copy(update={"failed_node": None})})
+            used = fl.mesh_ranks(scn)
+            scn = scn.model_copy(update={"faults": fl.renumber(f, node, scenario.topology.domain.gpus, used)})
     rest = scn.faults is not None and any(getattr(scn.faults, k) is not None
                                           for k in ("straggler", "degraded_link", "jitter"))
     if rest or scn is not scenario:

@@ -143,3 +143,53 @@ def test_faults_rejected_for_serving_and_out_of_range():
         load_scenario(LLAMA, SMALL + ["faults={straggler: {gpu: 5000, slowdown: 2}}"])
     with pytest.raises(ScenarioError, match="faults.degraded_link.fraction"):
         load_scenario(LLAMA, SMALL + ["faults={degraded_link: {gpu: 1, tier: nvlink, fraction: 0}}"])
+
+
+def test_relayout_renumbers_a_straggler_past_the_failed_domain():
+    """Domain 5 fails: gpu 100 (domain 12) becomes gpu 92 of the survivors; a fault inside domain 5
+    disappears with it."""
+    base = "failed_node: {domain: 5, policy: relayout, checkpoint_interval_s: 1800}"
+    moved = run(load_scenario(LLAMA, SMALL + [f"faults={{{base}, straggler: {{gpu: 100, slowdown: 2}}}}"]))
+    assert "gpu 92," in moved.report.extra["faults"]["applied"]["straggler"]
+    gone = run(load_scenario(LLAMA, SMALL + [f"faults={{{base}, straggler: {{gpu: 43, slowdown: 2}}}}"]))
+    assert "straggler" not in gone.report.extra["faults"]["applied"]
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_GPUS = 64  # gpt3-175b-selene: 8 DGX A100, TP8 PP8
+
+
+@st.composite
+def _faults(draw):
+    out = {}
+    if draw(st.booleans()):
+        out["straggler"] = {"gpu": draw(st.integers(0, _GPUS + 8)), "slowdown": draw(st.floats(0.5, 4.0))}
+    if draw(st.booleans()):
+        out["degraded_link"] = {"gpu": draw(st.integers(0, _GPUS)), "tier": draw(st.sampled_from(["nvlink", "scaleout", "pcie"])),
+                                "fraction": draw(st.floats(-0.1, 1.2))}
+    if draw(st.booleans()):
+        out["failed_node"] = {"domain": draw(st.integers(0, 9)), "policy": draw(st.sampled_from(["spare", "relayout"])),
+                              "checkpoint_interval_s": draw(st.sampled_from([1800, "30 s", 0, "1 parsec"]))}
+    if draw(st.booleans()):
+        out["jitter"] = {"cv": draw(st.floats(0.0, 1.0)), "seed": draw(st.integers(0, 3))}
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_faults())
+def test_any_faults_simulate_with_invariants_or_fail_in_one_line(faults):
+    from simulator.scenario import ScenarioError
+
+    try:
+        scn = load_scenario("scenarios/gpt3-175b-selene.yaml", [f"faults={json.dumps(faults)}"])
+    except ScenarioError as err:
+        assert "\n" not in str(err) and "faults" in str(err)
+        return
+    try:
+        res = run(scn)
+    except ScenarioError as err:  # e.g. relayout with no dp that fits the survivors
+        assert "\n" not in str(err)
+        return
+    check_training(scn.name, res.plan, res.timeline, res.report)
+    assert res.report.extra["faults"]["slowdown"] > 0
