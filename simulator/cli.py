@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import render
-from .scenario import ScenarioError, load_scenario
+from .loader import load_scenario
+from .scenario import ScenarioError
 from .simulate import run as run_scenario
 from .trace import chrome_trace
 
@@ -75,6 +76,8 @@ def schedule(
     """Print the scenario's pipeline schedule as a step x stage grid, and optionally draw it."""
     try:
         scn = load_scenario(scenario, overrides or ())
+        if scn.workload.kind != "train":
+            fail(f"{scenario}: workload.kind: {scn.workload.kind} has no pipeline schedule; use simrack run")
         result = run_scenario(scn)
     except ScenarioError as err:
         fail(str(err))

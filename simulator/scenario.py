@@ -3,13 +3,13 @@
 Every field has a docstring; cross-field rules raise at a dotted field path and quote the numbers.
 Human units ("900 GB/s") are parsed by `simulator.units`; the models hold SI floats (seconds, bytes,
 bytes/s, FLOP/s). Reading YAML files, presets and `--set` overrides live in `simulator.loader`;
-`load_scenario` is re-exported here, resolved lazily so the two modules do not import each other.
+`simulator.loader.load_scenario` reads YAML into these models.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, get_args
+from typing import Annotated, Any, Literal, NoReturn, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
@@ -17,8 +17,6 @@ from pydantic_core import PydanticCustomError
 from simulator.hardware import DeviceSpec
 from simulator.units import BytesPerSecond, Seconds
 
-if TYPE_CHECKING:
-    from simulator.loader import load_scenario
 
 __all__ = [
     "AXES",
@@ -41,7 +39,6 @@ __all__ = [
     "ScaleoutSpec",
     "TopologySpec",
     "Workload",
-    "load_scenario",
 ]
 
 PosInt = Annotated[int, Field(strict=True, ge=1)]
@@ -646,11 +643,3 @@ def _check_faults(s: Scenario) -> None:
         if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
             _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
                   f"fewer than one replica (tp*pp*cp*ep = {inner})")
-
-
-def __getattr__(name: str) -> Any:
-    """`load_scenario`, from `simulator.loader`, imported on first use (the loader imports this module)."""
-    if name == "load_scenario":
-        from simulator.loader import load_scenario
-        return load_scenario
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

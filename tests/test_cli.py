@@ -124,3 +124,9 @@ def test_schedule_command_prints_grid(tmp_path):
                                  "--set", "layout.chunks=1"])
     assert result.exit_code == 0
     assert len(result.output.strip().splitlines()) == 8
+
+
+def test_schedule_of_a_serving_scenario_is_one_line():
+    serve = ROOT / "scenarios" / "serve-llama3-70b-h100.yaml"
+    result = runner.invoke(app, ["schedule", str(serve)])
+    assert result.exit_code == 2 and "workload.kind" in result.stderr and "\n" not in result.stderr.strip()

@@ -132,12 +132,6 @@ def test_scenario_is_frozen(tmp_path):
         s.name = "other"
 
 
-def test_load_scenario_is_reexported_by_the_schema_module():
-    from simulator import scenario
-    assert scenario.load_scenario is load_scenario
-    with pytest.raises(AttributeError):
-        scenario.no_such_name
-
 
 def test_construction_validates_without_the_loader():
     layout = Layout(tp=2)
