@@ -28,7 +28,6 @@ state), or at the exact m when it is small.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -117,13 +116,12 @@ class Structure:
         object.__setattr__(self, "pred", pred)
 
 
-def _entries(table, k: int, v: int):
+def _entries(table, k: int, v: int, types: list[int]):
     """Entry slots of device k: the first slot of each type, and in the warm-up (up to one slot past
     the first backward) the first and last slot of each type and every slot where the spacing of that
     type changes. A staircase entry's value is linear along slots of one type spaced evenly, so these
     ends of runs are where the maximum lies."""
     order = table.orders[k]
-    types = _types(order, v)
     first_b = next((i for i, a in enumerate(order) if any(h.kind == "B" for h in a.halves())), len(order) - 1)
     warm = min(first_b + 2, len(order))
     picks, first, seen = set(), {}, {}
@@ -144,7 +142,8 @@ def _extract(table, rank) -> dict:
     p, v = table.p, table.v
     S = slot_types(v)
     dirs, n = table.routes.shape[0], table.routes.shape[1]
-    ents = [_entries(table, k, v) for k in range(p)]
+    types_all = [_types(table.orders[k], v) for k in range(p)]
+    ents = [_entries(table, k, v, types_all[k]) for k in range(p)]
     E = max(len(e) for e in ents)
     ent_valid, ent_first = np.zeros((p, E), bool), np.zeros((p, E), bool)
     ent_half = np.full((p, E, 2, 4), -1, dtype=np.int64)
@@ -152,7 +151,7 @@ def _extract(table, rank) -> dict:
     cum, where, types_of = [], {}, []
     for k in range(p):
         order = table.orders[k]
-        types = np.array(_types(order, v))
+        types = np.array(types_all[k])
         types_of.append(types)
         onehot = np.zeros((len(order) + 1, S))
         np.add.at(onehot, (np.arange(1, len(order) + 1), types), 1)
@@ -214,22 +213,31 @@ def steady_from(schedule: str, p: int, v: int) -> tuple[int, int]:
             "dualpipe": (2 * p + 2, 2)}[schedule]
 
 
-@lru_cache(maxsize=1024)
+STRUCTURES: dict[tuple, Structure] = {}
+"""Structures built in this process, by (schedule, p, v, m) (m None: the linear one). Pure functions of
+the schedule; workers of estimate() send theirs back, so that later passes reuse them."""
+
+
 def structure(schedule: str, p: int, v: int, m: int) -> Structure:
     """The Structure of SCHEDULES[schedule](p, m, v); exact for small m, linear in m past m1."""
     m1, period = steady_from(schedule, p, v)
-    if m < m1 + period or (m - m1) % period:
-        t = SCHEDULES[schedule](p, m, v)
-        a = _extract(t, _ranks(t))
-        zero = lambda x: np.zeros_like(x)  # noqa: E731
-        return Structure(p=p, v=v, m_ref=m, x_upto_slope=zero(a["x_upto"]), x_after_slope=zero(a["x_after"]),
-                         total_slope=zero(a["total"]),
-                         in_flight_slope=zero(a["in_flight"]), ent_before_slope=zero(a["ent_before"]),
-                         ent_rank_slope=np.zeros(a["ent_half"].shape[:3]), **a)
-    return _linear(schedule, p, v, m1, period)
+    linear = not (m < m1 + period or (m - m1) % period)
+    key = (schedule, p, v, None if linear else m)
+    hit = STRUCTURES.get(key)
+    if hit is None:
+        hit = STRUCTURES[key] = _linear(schedule, p, v, m1, period) if linear else _exact(schedule, p, v, m)
+    return hit
 
 
-@lru_cache(maxsize=256)
+def _exact(schedule: str, p: int, v: int, m: int) -> Structure:
+    t = SCHEDULES[schedule](p, m, v)
+    a = _extract(t, _ranks(t))
+    zero = lambda x: np.zeros_like(x)  # noqa: E731
+    return Structure(p=p, v=v, m_ref=m, x_upto_slope=zero(a["x_upto"]), x_after_slope=zero(a["x_after"]),
+                     total_slope=zero(a["total"]), in_flight_slope=zero(a["in_flight"]),
+                     ent_before_slope=zero(a["ent_before"]), ent_rank_slope=np.zeros(a["ent_half"].shape[:3]), **a)
+
+
 def _linear(schedule: str, p: int, v: int, m1: int, period: int) -> Structure:
     t1, t2 = SCHEDULES[schedule](p, m1, v), SCHEDULES[schedule](p, m1 + period, v)
     a, b = _extract(t1, _ranks(t1)), _extract(t2, _ranks(t2))
@@ -290,22 +298,43 @@ def _prefix(fr, br, sf, sb, pred, D, dev):
     a = fr + sf
     C = np.concatenate([np.zeros((N, 1)), np.cumsum(a, axis=1)[:, :-1]], axis=1)
     MF = np.maximum.accumulate(fr, axis=1)
-    PF = C.copy()
-    for s in np.nonzero(pred[:, 0] >= 0)[0]:
-        sp, j, t = pred[s]
-        hop = np.maximum(C[:, sp] + j * MF[:, sp], PF[:, sp] + j * fr[:, sp]) + D[:, dev[s], t]
-        PF[:, s:] = np.maximum(PF[:, s:], (np.maximum(PF[:, s], hop) - C[:, s])[:, None] + C[:, s:])
+    hops = np.nonzero(pred[:, 0] >= 0)[0]
+    if len(hops):  # PF = C + G, G non-decreasing, raised at each hop: sequential over hops only
+        G = np.zeros((N, n))
+        g, seen = np.zeros(N), {}  # seen: running max of G after each hop position
+        for s in hops:
+            sp, j, t = pred[s]
+            before = [h for h in seen if h <= sp]
+            pf_sp = C[:, sp] + (seen[max(before)] if before else 0.0)
+            hop = np.maximum(C[:, sp] + j * MF[:, sp], pf_sp + j * fr[:, sp]) + D[:, dev[s], t]
+            g = np.maximum(g, hop - C[:, s])
+            G[:, s] = seen[s] = g
+        PF = C + np.maximum.accumulate(G, axis=1)
+    else:
+        PF = None
     MB = np.maximum.accumulate(br[:, ::-1], axis=1)[:, ::-1]
     back = np.cumsum((br + sb)[:, ::-1], axis=1)[:, ::-1]  # sum over s' >= s
     tail = np.concatenate([back[:, 1:], np.zeros((N, 1))], axis=1)
     pure = (np.concatenate([C, (C[:, -1] + fr[:, -1])[:, None] + tail], axis=1),
             np.concatenate([MF, np.maximum(MF[:, -1:], MB)], axis=1))
+    if PF is None:  # without hops the other bound is PF = C with slope f <= max f: never larger
+        return pure, None
     hopped = (np.concatenate([PF, (PF[:, -1] + fr[:, -1])[:, None] + tail], axis=1),
               np.concatenate([fr, np.maximum(fr[:, -1:], MB)], axis=1))
     return pure, hopped
 
 
 _EXIT_CACHE: dict = {}
+
+
+def _entry_counts(st: Structure, slope: bool = False) -> np.ndarray:
+    """(p, S, E + 1) task counts before each entry and in the whole order (cached per structure)."""
+    key = (id(st), "entries", slope)
+    hit = _EXIT_CACHE.get(key)
+    if hit is None or hit[0] is not st:
+        before, total = (st.ent_before_slope, st.total_slope) if slope else (st.ent_before, st.total)
+        hit = _EXIT_CACHE[key] = (st, np.concatenate([before, total[:, None, :]], axis=1).transpose(0, 2, 1).copy())
+    return hit[1]
 
 
 def _exit_counts(st: Structure, r: int, Dk: np.ndarray, dm: np.ndarray) -> np.ndarray:
@@ -318,16 +347,20 @@ def _exit_counts(st: Structure, r: int, Dk: np.ndarray, dm: np.ndarray) -> np.nd
         dev = st.routes[r, :, 0]
         perm = np.argsort(dev, kind="stable")
         cnt = len(dev) // p
-        X = np.stack([st.x_upto[0, r], st.x_upto_slope[0, r], st.x_after[0, r], st.x_after_slope[0, r],
-                      st.x_upto[1, r], st.x_upto_slope[1, r], st.x_after[1, r], st.x_after_slope[1, r]])
-        X = X[:, perm].reshape(8, p, cnt, S).transpose(1, 3, 0, 2).reshape(p, S, 8 * cnt)
-        hit = _EXIT_CACHE[key] = (st, perm, cnt, X)
-    _, perm, cnt, X = hit
-    Y = np.matmul(Dk, X).reshape(p, N, 8, cnt).transpose(2, 1, 0, 3).reshape(8, N, p * cnt)
+        sloped = bool(st.x_upto_slope[:, r].any() or st.x_after_slope[:, r].any())
+        parts = [st.x_upto[0, r], st.x_after[0, r], st.x_upto[1, r], st.x_after[1, r]]
+        if sloped:
+            parts += [st.x_upto_slope[0, r], st.x_after_slope[0, r], st.x_upto_slope[1, r], st.x_after_slope[1, r]]
+        X = np.stack(parts)
+        X = X[:, perm].reshape(len(parts), p, cnt, S).transpose(1, 3, 0, 2).reshape(p, S, len(parts) * cnt)
+        hit = _EXIT_CACHE[key] = (st, perm, cnt, X, len(parts))
+    _, perm, cnt, X, k = hit
+    Y = np.matmul(Dk, X).reshape(p, N, k, cnt).transpose(2, 1, 0, 3).reshape(k, N, p * cnt)
     out = np.empty_like(Y)
     out[:, :, perm] = Y
-    d = dm[:, None]
-    return np.stack([[out[0] + d * out[1], out[2] + d * out[3]], [out[4] + d * out[5], out[6] + d * out[7]]])
+    if k == 8:
+        out = out[:4] + dm[None, :, None] * out[4:]
+    return out.reshape(2, 2, N, p * cnt)
 
 
 def longest_paths(st: Structure, m: np.ndarray, f, b, w, fb, send, dp, optimizer, param_gather):
@@ -339,33 +372,50 @@ def longest_paths(st: Structure, m: np.ndarray, f, b, w, fb, send, dp, optimizer
     pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0]) for r, ra in enumerate(routes)]
     # entries: start bound (a staircase path of micro-batch j) minus the tasks before them on their device
     n = st.routes.shape[1]
+    both = all(q[1] is not None for q in pre)
+    if not both:  # a direction without hops: its hopped bound is its pure one
+        pre = [(q[0], q[1] if q[1] is not None else q[0]) for q in pre]
     bounds = [(np.concatenate([q[w][0] for q in pre], axis=1), np.concatenate([q[w][1] for q in pre], axis=1))
-              for w in range(2)]  # [forward | backward] stages of each direction
-    P = np.full((N, p, st.ent_valid.shape[1]), NEG)
+              for w in range(2 if any(q[1] is not q[0] for q in pre) else 1)]
+    P = None
     for hi in range(2):
         kind, r, s, j = (st.ent_half[:, :, hi, q] for q in range(4))
         valid = kind >= 0
+        if not valid.any():
+            continue
         idx = np.where(valid, r * 2 * n + kind * n + s, 0)
-        j = j[None] + dm[:, None, None] * st.ent_rank_slope[None, :, :, hi]
-        val = np.maximum(*(base[:, idx] + j * slope[:, idx] for base, slope in bounds))
-        P = np.maximum(P, np.where(valid[None], val, NEG))
+        if st.ent_rank_slope[..., hi].any():
+            j = j[None] + dm[:, None, None] * st.ent_rank_slope[None, :, :, hi]
+        vals = [base[:, idx] + j * slope[:, idx] for base, slope in bounds]
+        val = vals[0] if len(vals) == 1 else np.maximum(vals[0], vals[1])
+        val = np.where(valid[None], val, NEG)
+        P = val if P is None else np.maximum(P, val)
     P = np.where(st.ent_first[None], np.maximum(P, 0.0), P)
     Dk = D.transpose(1, 0, 2)  # (p, N, S)
-    before = np.matmul(Dk, st.ent_before.transpose(0, 2, 1)).transpose(1, 0, 2)
-    if st.ent_before_slope.any():
-        before = before + dm[:, None, None] * np.matmul(Dk, st.ent_before_slope.transpose(0, 2, 1)).transpose(1, 0, 2)
-    A = P - before
-    A = np.where(st.ent_valid[None], A, NEG)
-    L = A.max(axis=2) + (D * (st.total[None] + dm[:, None, None] * st.total_slope[None])).sum(axis=2)
-    Acum = np.maximum.accumulate(A, axis=2)  # entries are sorted by position: masks are prefixes
+    E = st.ent_before.shape[1]
+    counts = _entry_counts(st)  # (p, S, E + 1): tasks before each entry, and all tasks
+    before = np.matmul(Dk, counts).transpose(1, 0, 2)  # (N, p, E + 1)
+    total = before[..., E]
+    if st.ent_before_slope.any() or st.total_slope.any():
+        slopes = np.matmul(Dk, _entry_counts(st, slope=True)).transpose(1, 0, 2)
+        before = before + dm[:, None, None] * slopes
+        total = before[..., E]
+    A = np.where(st.ent_valid[None], P - before[..., :E], NEG)
+    Amax = A.max(axis=2)
+    L = Amax + total
+    full = st.x_mask.all()
+    Acum = None if full else np.maximum.accumulate(A, axis=2)  # entries sorted by position: masks are prefixes
     for r, (fr, br, sf, sb) in enumerate(routes):
         n = fr.shape[1]
         dev = st.routes[r, :, 0]
         terms = _exit_counts(st, r, Dk, dm)  # (2, 2, N, n): forward/backward exit, upto/after
         ends = []
         for x in range(2):  # 0: forward exits, 1: backward exits of the last micro-batch
-            count = st.x_mask[x, r].sum(axis=1)
-            amax = np.where(count > 0, Acum[:, dev, np.maximum(count - 1, 0)], NEG)
+            if full:
+                amax = Amax[:, dev]
+            else:
+                count = st.x_mask[x, r].sum(axis=1)
+                amax = np.where(count > 0, Acum[:, dev, np.maximum(count - 1, 0)], NEG)
             upto, after = terms[x]
             ends.append((amax + upto, D[:, dev, st.x_type[x, r]], after, upto))
         (qf, durf, aftf, uptof), (qb, durb, aftb, uptob) = ends
@@ -409,7 +459,7 @@ OUT_FIELDS = ("step_time", "busy", "exposed_tp", "tail", "bubble")
 MEM_FIELDS = ("weights", "gradients", "optimizer", "activations", "kv_cache", "total", "capacity")
 
 
-def _jobs(c) -> list[tuple]:
+def _jobs(c, chunk: int = 8192) -> list[tuple]:
     """(schedule, p, v, m or None, rows): candidates sharing one Structure (m None: the linear one)."""
     from .analytic_costs import schedule_name
 
@@ -424,15 +474,36 @@ def _jobs(c) -> list[tuple]:
             m1, period = steady_from(name, p, v)
             m = c.m[rows]
             key_m[rows] = np.where((m >= m1 + period) & ((m - m1) % period == 0), -1, m)
-    keys = np.stack([c.schedule, c.pp, c.chunks, key_m], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    order = np.argsort(inverse.ravel(), kind="stable")
-    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(uniq) + 1))
-    return [(names[s], int(p), int(v), None if m < 0 else int(m), order[bounds[u]:bounds[u + 1]])
-            for u, (s, p, v, m) in enumerate(uniq)]
+    from .analytic_costs import _unique_rows
+
+    uniq, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks, key_m + 1], axis=1))
+    uniq[:, 3] -= 1
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    out = []
+    for u, (s, p, v, m) in enumerate(uniq):
+        rows = order[bounds[u]:bounds[u + 1]]
+        for start in range(0, len(rows), chunk):  # bounded pieces: memory, and balanced workers
+            out.append((names[s], int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
+    return out
 
 
-def _run_jobs(cm, c, jobs) -> tuple[np.ndarray, dict, dict]:
+def _prepared(cm, c) -> dict:
+    """CostModel.prepare of every candidate, once per split-backward flag: {flag: (rows map, arrays)}."""
+    from .analytic_costs import SPLIT_BACKWARD, schedule_name
+
+    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule]
+    out = {}
+    for flag in (False, True):
+        rows = np.nonzero(split == flag)[0]
+        if len(rows):
+            pos = np.full(len(c), -1)
+            pos[rows] = np.arange(len(rows))
+            out[flag] = (pos, cm.prepare(c.take(rows), flag))
+    return out
+
+
+def _run_jobs(cm, c, jobs, skip_oom: bool = False, lts: dict | None = None) -> tuple[np.ndarray, dict, dict]:
     """Evaluate jobs in this process; (rows, out fields, memory fields) over the rows covered."""
     from .analytic_costs import group_costs
 
@@ -445,7 +516,11 @@ def _run_jobs(cm, c, jobs) -> tuple[np.ndarray, dict, dict]:
         st = structure(name, p, v, int(sub.m[0]) if m is not None else steady_from(name, p, v)[0]
                        + steady_from(name, p, v)[1])
         local = np.arange(start, start + len(idx))
-        _estimate_group(cm, sub, st, name, local, out, mem, group_costs)
+        from .analytic_costs import SPLIT_BACKWARD
+
+        pos, arrays = lts[SPLIT_BACKWARD[name]]
+        lt = {k: v[pos[idx]] for k, v in arrays.items()}
+        _estimate_group(cm, sub, st, name, local, out, mem, group_costs, skip_oom, lt)
         start += len(idx)
     return rows, out, mem
 
@@ -454,22 +529,26 @@ _FORKED: tuple = ()
 
 
 def _worker(jobs):
-    cm, c = _FORKED
-    return _run_jobs(cm, c, jobs)
+    cm, c, skip_oom, lts = _FORKED
+    known = set(STRUCTURES)
+    result = _run_jobs(cm, c, jobs, skip_oom, lts)
+    return result, {k: v for k, v in STRUCTURES.items() if k not in known}
 
 
-def estimate(cm, c, *, workers: int = 1) -> Estimates:
+def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
     """Analytic figures of every candidate in `c` for the cost model `cm` (analytic_costs.CostModel).
 
     workers > 1 splits the (schedule, pp, chunks) groups over that many forked processes, balanced by
-    their size; the results are the same as in one process."""
+    their size; the results are the same as in one process. skip_oom: compute memory first and the
+    step time only of the layouts that fit (the others get NaN timings)."""
     from .model import model_flops_per_token
 
     global _FORKED
     N = len(c)
     out = {k: np.zeros(N) for k in OUT_FIELDS}
     mem = {k: np.zeros(N) for k in MEM_FIELDS}
-    jobs = _jobs(c)
+    jobs = _jobs(c, chunk=8192 if workers <= 1 else 2048)
+    lts = _prepared(cm, c)
     if workers > 1 and N >= 4096:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -479,14 +558,17 @@ def estimate(cm, c, *, workers: int = 1) -> Estimates:
             k = int(np.argmin(load))
             bins[k].append(job)
             load[k] += len(job[4]) * job[1] * job[2] + 200 * job[1] * job[2]
-        _FORKED = (cm, c)
+        _FORKED = (cm, c, skip_oom, lts)
         try:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                parts = list(pool.map(_worker, bins))
+                parts = []
+                for part, built in pool.map(_worker, bins):
+                    parts.append(part)
+                    STRUCTURES.update(built)
         finally:
             _FORKED = ()
     else:
-        parts = [_run_jobs(cm, c, jobs)]
+        parts = [_run_jobs(cm, c, jobs, skip_oom, lts)]
     for rows, o, mm in parts:
         for k in OUT_FIELDS:
             out[k][rows] = o[k]
@@ -504,8 +586,47 @@ def estimate(cm, c, *, workers: int = 1) -> Estimates:
         cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6)
 
 
-def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: dict, group_costs) -> None:
-    g = group_costs(cm, c, schedule, st.p, st.v, in_flight_of(st, c.m))
+def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: dict, group_costs,
+                    skip_oom: bool, lt: dict) -> None:
+    from .analytic_costs import group_memory
+
+    infl = in_flight_of(st, c.m)
+    if skip_oom:  # memory first; durations only for the layouts that fit
+        memory = group_memory(cm, c, schedule, st.p, st.v, infl, lt)
+        for k in mem:
+            mem[k][idx] = memory[k]
+        fit = np.nonzero(memory["total"] <= memory["capacity"])[0]
+        for k in out:
+            out[k][idx] = np.nan
+        if not len(fit):
+            return
+        c, idx, infl = c.take(fit), idx[fit], infl[fit]
+        lt = {k: v[fit] for k, v in lt.items()}
+        # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
+        from .analytic_costs import _unique_rows
+
+        sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
+        zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
+        keys = np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass], axis=1)
+        _, inverse = _unique_rows(keys)
+        first = np.zeros(inverse.max() + 1, dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(c))[::-1]
+        if len(first) < len(c):
+            sub_out = {k: np.zeros(len(first)) for k in out}
+            _timings(cm, c.take(first), st, schedule, np.arange(len(first)), sub_out, infl[first],
+                     {k: v[first] for k, v in lt.items()}, group_costs)
+            for k in out:
+                out[k][idx] = sub_out[k][inverse]
+            return
+    g = _timings(cm, c, st, schedule, idx, out, infl, lt, group_costs, with_memory=not skip_oom)
+    if not skip_oom:
+        for k in mem:
+            mem[k][idx] = g.memory[k]
+
+
+def _timings(cm, c, st: Structure, schedule: str, idx, out: dict, infl, lt, group_costs, with_memory=False):
+    """Step time, busiest device, exposed TP, tail and bubble of candidates c into out[...][idx]."""
+    g = group_costs(cm, c, schedule, st.p, st.v, infl, lt, with_memory=with_memory)
     step, L, stage_end = longest_paths(st, c.m, g.f, g.b, g.w, g.fb, g.send, g.dp, g.optimizer, g.param_gather)
     D = slot_durations(st, g.f, g.b, g.w, g.fb, g.send)
     dm = (c.m - st.m_ref).astype(float)[:, None]
@@ -523,5 +644,4 @@ def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: di
     out["tail"][idx] = pick(stage_end - L)
     idle = step[:, None] - busy - g.optimizer - g.param_gather
     out["bubble"][idx] = np.clip(idle, 0.0, None).mean(axis=1) / step
-    for k in mem:
-        mem[k][idx] = g.memory[k]
+    return g

@@ -81,7 +81,7 @@ class CostModel:
         self.cal = calibration.for_device(scn.topology.device)
         self.counts = parameter_counts(scn.model)
         self._layer_cache = _LAYER_CACHE.setdefault(_identity(scn), {})
-        self._dp_cache: dict = {}
+        self._dp_cache = _LAYER_CACHE.setdefault("dp:" + _identity(scn), {})
 
     # --- scenario copies for plan.py's functions -------------------------------------------------
     def variant(self, *, tp=1, cp=1, pp=1, dp=None, mb=None, sp=False, recompute=None, zero=0):
@@ -173,8 +173,13 @@ def _grid(schedule: str, p: int, v: int, layers: int):
     return stage_grid(_Routes(p, v, routes), split_layers(layers, routes.shape[1], split))
 
 
-def _sends(cm: CostModel, routes, devices, nbytes, gather):
-    """(N, p, v, 2) send seconds and tiers, as plan.sends computes them, for N candidates."""
+def _sends(cm: CostModel, routes, devices, nbytes, gather, keys):
+    """(N, p, v, 2) send seconds and tiers, as plan.sends computes them, once per distinct key (the
+    layout fields that fix the pipeline's devices, the bytes and the gather) and shared."""
+    uniq, inverse = _unique_rows(keys)
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inverse] = np.arange(len(keys))
+    devices, nbytes, gather = devices[first], nbytes[first], gather[first]
     N, p = devices.shape
     v = int(routes[..., 1].max()) + 1
     send, tier = np.zeros((N, p, v, 2)), np.zeros((N, p, v, 2), dtype=np.int8)
@@ -186,16 +191,18 @@ def _sends(cm: CostModel, routes, devices, nbytes, gather):
             send[:, a[moves, 0], a[moves, 1], direction] = t
             same = cm.fabric.domain_of(src) == cm.fabric.domain_of(dst)
             tier[:, a[moves, 0], a[moves, 1], direction] = np.where(same, 1, 2)
-    return send, tier
+    return send[inverse], tier[inverse]
 
 
-def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray) -> GroupCosts:
-    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p)."""
+def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
+                lt: dict | None = None, with_memory: bool = True) -> GroupCosts:
+    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p); lt: the
+    candidates' CostModel.prepare, when already computed."""
     scn, model = cm.scn, cm.scn.model
     N = len(c)
     split = SPLIT_BACKWARD[schedule]
     layers, embed, head = _grid(schedule, p, v, model.layers)
-    lt = cm.prepare(c, split)
+    lt = cm.prepare(c, split) if lt is None else lt
     pt, act, gather, mem_layer, stride_pp = lt["pass"], lt["act"], lt["gather"], lt["mem"], lt["stride_pp"]
     grid = lambda k: (layers[None] * pt[:, 1, k, None, None] + embed[None] * pt[:, 0, k, None, None]  # noqa: E731
                       + head[None] * pt[:, 2, k, None, None])
@@ -205,17 +212,27 @@ def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_
     exp_tp = np.stack([grid(3), grid(4)], axis=-1)
     exp_cp = np.stack([grid(5), grid(6)], axis=-1)
     devices = np.arange(p)[None] * stride_pp[:, None]
-    send, tier = _sends(cm, routes_of(schedule, p, v), devices, act, gather)
+    send, tier = _sends(cm, routes_of(schedule, p, v), devices, act, gather,
+                        np.stack([c.tp, c.cp, c.dp, c.mb, c.sp], axis=1))
     params = _device_params(model, c.tp, layers, embed, head)  # (N, p)
     dp_time, dp_tier, gather_time, opt, ag3 = _data_parallel(cm, c, p, params)
     zero3 = (c.zero >= 3)[:, None, None]
     f = np.where(zero3, np.maximum(f, ag3[:, :, None]), f)
     b = np.where(zero3, np.maximum(b, ag3[:, :, None]), b)
     fb = (f - exp_tp[..., 0] - exp_cp[..., 0])[:, :, :, None] + (b - exp_tp[..., 1] - exp_cp[..., 1])[:, :, None, :]
-    memory = _memory(scn, c, params, layers, head, v, in_flight, mem_layer)
+    memory = _memory(scn, c, params, layers, head, v, in_flight, mem_layer) if with_memory else {}
     return GroupCosts(f=f, b=b, w=w, fb=np.maximum(fb, 0.0), tp=exp_tp, send=send, send_tier=tier, dp=dp_time,
                       dp_tier=dp_tier, optimizer=opt, param_gather=np.maximum(0.0, gather_time - f[:, :, 0]),
                       memory=memory)
+
+
+def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
+                 lt: dict | None = None) -> dict:
+    """Only the memory of group_costs (cheap: no durations), to drop what does not fit first."""
+    layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
+    lt = cm.prepare(c, SPLIT_BACKWARD[schedule]) if lt is None else lt
+    params = _device_params(cm.scn.model, c.tp, layers, embed, head)
+    return _memory(cm.scn, c, params, layers, head, v, in_flight, lt["mem"])
 
 
 def _device_params(model, tp, layers, embed, head) -> np.ndarray:
@@ -231,24 +248,26 @@ def _data_parallel(cm: CostModel, c: Candidates, p: int, params: np.ndarray):
     """(N, p) gradient reduction, its tier, parameter gather, Adam, and ZeRO-3's per-pass gather.
 
     The replica groups' profiles (members per domain, domains, leaf crossing) come from placement and
-    Fabric.profile once per mesh; the alpha-beta times are Fabric.collective's over all candidates."""
-    N = len(c)
-    k, d, crosses, n = (np.zeros((N, p)) for _ in range(4))
-    uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp], axis=1))
-    for u, (tp, cp, dp) in enumerate(uniq):
-        _, groups, (kk, dd, cc) = cm.dp_groups(int(tp), int(cp), p, int(dp))
-        rows = inverse == u
-        k[rows], d[rows], crosses[rows], n[rows] = kk, dd, cc, groups.shape[1]
-    crosses = crosses.astype(bool)
+    Fabric.profile once per mesh; the alpha-beta times are Fabric.collective's, computed once per
+    distinct (tp, cp, dp, sharded) and shared by the candidates that differ only elsewhere."""
+    sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
+    uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, sharded], axis=1))
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inverse] = np.arange(len(c))  # any row of each key: params depend on tp only here
+    prm = params[first]
+    prof = [cm.dp_groups(int(tp), int(cp), p, int(dp)) for tp, cp, dp, _ in uniq]
+    k = np.stack([q[2][0] for q in prof]).astype(float)
+    d = np.stack([q[2][1] for q in prof]).astype(float)
+    crosses = np.stack([q[2][2] for q in prof])
+    n = np.array([float(q[1].shape[1]) for q in prof])[:, None]
     coll = lambda kind, size: _collective(cm, kind, size, k, d, crosses)  # noqa: E731
-    sharded = ((c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer))[:, None]
-    dp_time = np.where(sharded, coll("reduce_scatter", params * GRAD_COMM_BYTES),
-                       coll("all_reduce", params * GRAD_COMM_BYTES))
-    ag = coll("all_gather", params * PARAM_COMM_BYTES)
-    gather = np.where(sharded, ag, 0.0)
+    sh = uniq[:, 3:4].astype(bool)
+    dp_time = np.where(sh, coll("reduce_scatter", prm * GRAD_COMM_BYTES), coll("all_reduce", prm * GRAD_COMM_BYTES))
+    ag = coll("all_gather", prm * PARAM_COMM_BYTES)
     hbm = cm.scn.topology.device.hbm_bandwidth * cm.cal.hbm
-    opt = params / np.where(sharded, n, 1) * ADAM_BYTES_PER_PARAM / hbm
-    return dp_time, np.where(d > 1, 2, 1), gather, opt, ag
+    opt = prm / np.where(sh, n, 1) * ADAM_BYTES_PER_PARAM / hbm
+    return (dp_time[inverse], np.where(d > 1, 2, 1)[inverse], np.where(sh, ag, 0.0)[inverse], opt[inverse],
+            ag[inverse])
 
 
 def _collective(cm: CostModel, kind: str, size, k, d, crosses):
@@ -264,11 +283,9 @@ def _collective(cm: CostModel, kind: str, size, k, d, crosses):
 def _memory(scn, c: Candidates, params, layers, head, v, in_flight, mem_layer) -> dict:
     """Memory of the most loaded device (plan.device_memory over candidates)."""
     replicas = c.dp * c.cp
-    per_param = np.zeros((len(c), 3))
     uniq, inverse = _unique_rows(np.stack([replicas, c.zero], axis=1))
-    for u, (rep, zero) in enumerate(uniq):
-        per_param[inverse.ravel() == u] = state_bytes_per_param(int(rep), int(zero),
-                                                                scn.layout.distributed_optimizer)
+    per_param = np.array([state_bytes_per_param(int(rep), int(zero), scn.layout.distributed_optimizer)
+                          for rep, zero in uniq])[inverse]
     chunk_layers = layers.sum(axis=1) / v  # (p,)
     acts = (in_flight * chunk_layers[None] * mem_layer[:, 0, None] + mem_layer[:, 1, None]
             + head.any(axis=1)[None] * mem_layer[:, 2, None])
@@ -290,6 +307,15 @@ def _unique_rows(keys: np.ndarray):
     code = np.zeros(len(keys), dtype=np.int64)
     for col in range(keys.shape[1]):
         code = code * span[col] + keys[:, col]
+    total = int(np.prod(span.astype(float)))
+    if total <= 4 * len(keys) + 4096:  # dense codes: a lookup table instead of a sort
+        present = np.zeros(total, dtype=bool)
+        present[code] = True
+        remap = np.cumsum(present) - 1
+        inverse = remap[code]
+        first = np.zeros(int(present.sum()), dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(keys))[::-1]
+        return keys[first], inverse
     _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
     return keys[first], inverse.ravel()
 
@@ -298,4 +324,4 @@ def schedule_name(code: int) -> str:
     return SCHEDULE_NAMES[int(code)]
 
 
-__all__ = ["CostModel", "GroupCosts", "group_costs", "routes_of", "virtual_stages"]
+__all__ = ["CostModel", "GroupCosts", "group_costs", "group_memory", "routes_of", "virtual_stages"]

@@ -159,24 +159,30 @@ def _schedules(pp: int, m: int, layers: int, space: SearchSpace):
 def enumerate_layouts(scn, gpus: int, space: SearchSpace = SearchSpace()) -> Candidates:
     """Every valid layout of `scn`'s dense model and training workload on `gpus` GPUs."""
     model, w = scn.model, scn.workload
-    cols: dict[str, list] = {f.name: [] for f in fields(Candidates)}
     rec = np.array([RECOMPUTE_NAMES.index(r) for r in space.recompute])
+    base, zeros = [], []  # one row per (mesh, micro-batch, schedule, sp); ZeRO and recompute crossed below
     for tp, cp, pp, dp in _meshes(scn, gpus, space):
         sp_ok = tp > 1 and (w.seq_len // cp) % tp == 0
         sp_values = [sp_ok] if space.sequence_parallel == "auto" else ([False, True] if sp_ok else [False])
-        zero = np.array(space.zero if dp * cp > 1 else [0])  # nothing to shard over one replica
+        zero = space.zero if dp * cp > 1 else (0,)  # nothing to shard over one replica
         for mb in space.micro_batches:
             if w.global_batch % (mb * dp):
                 continue
             m = w.global_batch // (mb * dp)
-            for (sched, v) in _schedules(pp, m, model.layers, space):
+            for sched, v in _schedules(pp, m, model.layers, space):
                 for sp in sp_values:
-                    n = len(zero) * len(rec)
-                    for key, val in (("tp", tp), ("cp", cp), ("pp", pp), ("dp", dp), ("mb", mb), ("m", m),
-                                     ("chunks", v), ("schedule", sched), ("sp", sp)):
-                        cols[key].append(np.full(n, val))
-                    cols["zero"].append(np.repeat(zero, len(rec)))
-                    cols["recompute"].append(np.tile(rec, len(zero)))
-    dtypes = {"sp": bool}
-    return Candidates(**{k: (np.concatenate(v) if v else np.zeros(0)).astype(dtypes.get(k, np.int64))
-                         for k, v in cols.items()})
+                    base.append((tp, cp, pp, dp, mb, m, v, sched, sp))
+                    zeros.append(zero)
+    if not base:
+        z = np.zeros(0, dtype=np.int64)
+        return Candidates(tp=z, cp=z, pp=z, dp=z, mb=z, m=z, chunks=z, schedule=z, zero=z, recompute=z,
+                          sp=z.astype(bool))
+    rows = np.array(base, dtype=np.int64)
+    nz = np.array([len(z) for z in zeros])
+    reps = nz * len(rec)
+    expanded = np.repeat(rows, reps, axis=0)
+    zero_col = np.concatenate([np.repeat(np.array(z), len(rec)) for z in zeros])
+    rec_col = np.concatenate([np.tile(rec, n) for n in nz])
+    cols = dict(zip(("tp", "cp", "pp", "dp", "mb", "m", "chunks", "schedule", "sp"), expanded.T))
+    return Candidates(**{k: v for k, v in cols.items() if k != "sp"}, sp=cols["sp"].astype(bool),
+                      zero=zero_col.astype(np.int64), recompute=rec_col.astype(np.int64))

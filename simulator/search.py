@@ -136,7 +136,7 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
         cands = enumerate_layouts(base, g, space)
         timing["enumerate"] += time.perf_counter() - t
         t = time.perf_counter()
-        ests.append(estimate(CostModel(base), cands, workers=workers))
+        ests.append(estimate(CostModel(base), cands, workers=workers, skip_oom=True))
         timing["analytic"] += time.perf_counter() - t
         parts.append(cands)
         gcol.append(np.full(len(cands), g))

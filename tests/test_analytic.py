@@ -179,3 +179,19 @@ def test_memory_filter_matches_engine_reports(sample):
         report = run(load_scenario(GPT3, overrides(row, base.model.layers, 8, base.gpus))).report
         assert bool(est.fits[i]) == report.fits_in_memory
         assert est.memory["total"][i] == pytest.approx(report.memory_bytes["total"], rel=1e-12)
+
+
+def test_memory_first_and_shared_timings_change_nothing():
+    """skip_oom (memory first, ZeRO 1/2 timed once) gives the same figures for the layouts that fit;
+    two worker processes give the same as one."""
+    from simulator.analytic import estimate
+
+    base = load_scenario(GPT3, ["topology.domains=16"])
+    c = enumerate_layouts(base, 128, SearchSpace(micro_batches=(1, 2)))
+    full = estimate(CostModel(base), c)
+    fast = estimate(CostModel(base), c, skip_oom=True, workers=2)
+    np.testing.assert_array_equal(full.fits, fast.fits)
+    np.testing.assert_array_equal(full.memory["total"], fast.memory["total"])
+    for name in ("step_time", "busy", "exposed_tp", "tail", "bubble"):
+        np.testing.assert_array_equal(getattr(full, name)[full.fits], getattr(fast, name)[fast.fits], err_msg=name)
+    assert np.isnan(fast.step_time[~fast.fits]).all()

@@ -1,0 +1,76 @@
+"""Speed of layout search (pytest-benchmark; `python -m pytest benchmarks/bench_search.py -m benchmark`).
+
+- analytic-rank: enumerate every valid GPT-3 175B layout on 1,024 / 2,048 / 4,096 A100 (global batch
+  1536) and rank them with the vectorized pass (memory filter, step time, sort), on all cores; the
+  candidates per second are in extra_info. "warm" keeps the schedule structures and layer costs that
+  an earlier pass in the process computed (a search over several GPU counts, or these rounds);
+  "cold" clears every cache first.
+- search-end-to-end: `simrack search` of Llama 3 405B on 16,384 H100, engine refinement of the top
+  10 included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simulator.analytic as analytic
+import simulator.analytic_costs as analytic_costs
+from simulator import load_scenario
+from simulator.fabric import _cached as fabric_cache
+from simulator.layouts import enumerate_layouts
+from simulator.search import search
+from simulator.sweep import default_workers
+
+pytestmark = pytest.mark.benchmark
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+def _clear():
+    analytic.STRUCTURES.clear()
+    analytic._EXIT_CACHE.clear()
+    analytic_costs._LAYER_CACHE.clear()
+    analytic_costs._grid.cache_clear()
+    fabric_cache.cache_clear()
+
+
+def _rank(base, gpus):
+    cands = enumerate_layouts(base, gpus)
+    est = analytic.estimate(analytic_costs.CostModel(base), cands, workers=default_workers(), skip_oom=True)
+    fits = np.nonzero(est.fits)[0]
+    order = fits[np.argsort(est.step_time[fits], kind="stable")]
+    return len(cands), order
+
+
+@pytest.mark.benchmark(group="analytic-rank")
+@pytest.mark.parametrize("cache", ["warm", "cold"])
+@pytest.mark.parametrize("gpus", [1024, 2048, 4096])
+def test_rank_gpt3_175b(benchmark, gpus, cache):
+    base = load_scenario(SCENARIOS / "gpt3-175b-selene.yaml",
+                         ["workload.global_batch=1536", f"topology.domains={gpus // 8}"])
+    if cache == "warm":
+        _rank(base, gpus)
+        n, order = benchmark(_rank, base, gpus)
+    else:
+        n, order = benchmark.pedantic(_rank, args=(base, gpus), setup=_clear, rounds=3, iterations=1)
+    benchmark.extra_info["candidates"] = n
+    benchmark.extra_info["fit_in_memory"] = int(len(order))
+    benchmark.extra_info["candidates_per_s_median"] = n / benchmark.stats.stats.median
+    assert len(order) > 0
+
+
+@pytest.mark.benchmark(group="search-end-to-end")
+def test_search_llama3_405b_16384_gpus(benchmark):
+    path = SCENARIOS / "llama3-405b-h100.yaml"
+
+    def run():
+        _clear()
+        return search(path, gpus=[16384], top=10)
+
+    res = benchmark.pedantic(run, rounds=2, iterations=1)
+    benchmark.extra_info["candidates"] = res.counts["enumerated"]
+    benchmark.extra_info["analytic_s"] = res.timings["analytic"]
+    benchmark.extra_info["engine_s"] = res.timings["engine"]
+    assert res.best is not None and len(res.refined) >= 10
