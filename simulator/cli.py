@@ -183,7 +183,7 @@ def _sweep_plot(points, fields, out: Path) -> None:
     chosen = min(pts, key=lambda q: q["y"])
     plot_front(pts, "x", "y", out, title=f"training: step time against {'GPUs' if by_gpus else 'cost'}",
                x_label="GPUs" if by_gpus else "$ per million tokens", y_label="step time (s)", chosen=chosen,
-               log_x=by_gpus)
+               log_x=by_gpus, log_y=True)
 
 
 @app.command()
@@ -246,9 +246,10 @@ def _search_plot(res, out: Path) -> None:
     if res.best is not None:
         chosen = {key: float(res.best.row["gpus"] if by_gpus else res.best.report["cost_per_million_tokens"]),
                   "step_time_s": res.best.report["step_time_s"], "label": res.best.label}
-    plot_front(res.front, key, "step_time_s", out, title="training search: analytic Pareto front",
+    points = res.front + [dict(q, label="") for q in res.cloud]  # labelled first: they win ties
+    plot_front(points, key, "step_time_s", out, title="training search: analytic Pareto front",
                x_label="GPUs" if by_gpus else "$ per million tokens", y_label="step time (s)", chosen=chosen,
-               log_x=by_gpus)
+               log_x=by_gpus, log_y=True)
 
 
 @app.command()

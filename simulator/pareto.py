@@ -25,7 +25,8 @@ def front(x, y, *, maximize_y: bool = False) -> np.ndarray:
 
 
 def plot_front(points: list[dict], x_key: str, y_key: str, path: Path, *, title: str, x_label: str,
-               y_label: str, chosen: dict | None = None, maximize_y: bool = False, log_x: bool = False) -> None:
+               y_label: str, chosen: dict | None = None, maximize_y: bool = False, log_x: bool = False,
+               log_y: bool = False) -> None:
     """Scatter every point, draw the front, label the front's points and the chosen one."""
     import matplotlib
 
@@ -39,14 +40,16 @@ def plot_front(points: list[dict], x_key: str, y_key: str, path: Path, *, title:
     ax.scatter(xs, ys, s=10, color="#B0B7C3", label="layouts")
     ax.step(xs[keep], ys[keep], where="post", color="#4C72B0", linewidth=1.5)
     ax.scatter(xs[keep], ys[keep], s=28, color="#4C72B0", label="Pareto front", zorder=3)
-    for i in keep[:12]:
-        ax.annotate(points[i].get("label", ""), (xs[i], ys[i]), fontsize=6, xytext=(4, 4),
+    for i in [i for i in keep if points[i].get("label")][:12]:
+        ax.annotate(points[i]["label"], (xs[i], ys[i]), fontsize=6, xytext=(4, 4),
                     textcoords="offset points")
     if chosen is not None:
         ax.scatter([chosen[x_key]], [chosen[y_key]], s=90, marker="*", color="#DD8452", zorder=4,
                    label=f"chosen: {chosen.get('label', '')}")
     if log_x:
         ax.set_xscale("log", base=2)
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.set_title(title, loc="left", fontsize=10)

@@ -90,6 +90,7 @@ class SearchResult:
     dropped: dict  # reason -> count, for layouts that never reached the engine
     timings: dict  # seconds: enumerate, analytic, engine
     front: list[dict] = field(default_factory=list)  # analytic Pareto points (gpus, cost, step, label)
+    cloud: list[dict] = field(default_factory=list)  # up to 2000 other feasible layouts, for the picture
     best: Refined | None = None
 
 
@@ -163,7 +164,7 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
     timing["total"] = time.perf_counter() - t0
     return SearchResult(objective=objective, gpus=list(gpus), constraints=list(constraints), counts=counts,
                         refined=refined, dropped=dropped, timings=timing, best=best,
-                        front=_front(values, cands, gcol, ok))
+                        front=_front(values, cands, gcol, ok), cloud=_cloud(values, ok))
 
 
 def _row(cands: Candidates, i: int, g: int) -> dict:
@@ -324,6 +325,14 @@ def _front(values, cands, gcol, ok) -> list[dict]:
     return [{"gpus": int(gcol[i]), "cost_per_million_tokens": float(values["cost_per_million_tokens"][i]),
              "step_time_s": float(values["step_time_s"][i]), "label": label(_row(cands, i, gcol[i]))}
             for i in keep]
+
+
+def _cloud(values, ok, limit: int = 2000) -> list[dict]:
+    """An evenly spaced sample (by rank order of index) of the feasible layouts' analytic points."""
+    idx = np.nonzero(ok)[0]
+    idx = idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(int)] if len(idx) else idx
+    return [{"gpus": float(values["gpus"][i]), "cost_per_million_tokens": float(values["cost_per_million_tokens"][i]),
+             "step_time_s": float(values["step_time_s"][i])} for i in idx]
 
 
 def stage_layers_of(row: dict, layers: int):

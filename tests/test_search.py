@@ -102,3 +102,20 @@ def test_cli_writes_outputs_and_rejects_bad_input(tmp_path):
         bad = runner.invoke(app, ["search", str(KORTHIKANTI), *args, "--json", str(tmp_path / "bad.json")])
         assert bad.exit_code == 2 and "\n" not in bad.stderr.strip(), args
         assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("maximize_y", [False, True])
+def test_pareto_front_is_exactly_the_non_dominated_points(maximize_y):
+    from simulator.pareto import front
+
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 30, 400).astype(float), rng.integers(0, 30, 400).astype(float)
+    keep = set(front(x, y, maximize_y=maximize_y).tolist())
+    yy = -y if maximize_y else y
+    for i in range(len(x)):
+        dominated = ((x <= x[i]) & (yy <= yy[i]) & ((x < x[i]) | (yy < yy[i]))).any()
+        if i in keep:
+            assert not dominated
+        else:  # dominated, or a duplicate of a kept point
+            assert dominated or any(x[k] == x[i] and y[k] == y[i] for k in keep)
+    assert np.all(np.diff(x[sorted(keep, key=lambda k: x[k])]) > 0)
