@@ -103,8 +103,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no table on the term
 
 
 def _progress(n: int, quiet: bool) -> bool:
-    """A progress bar on long runs, when stderr is a terminal."""
-    return not quiet and n >= 8 and sys.stderr.isatty()
+    """A progress bar (transient, on stderr) on long runs, when stderr is a terminal; -q only drops
+    the table."""
+    return n >= 8 and sys.stderr.isatty()
 
 
 def _render_plot(path: Optional[Path], draw) -> Optional[str]:
@@ -220,7 +221,7 @@ def search(
             counts = [load_scenario(scenario, overrides or ()).gpus]
         res = run_search(scenario, gpus=counts, objective=objective, constraints=cons, top=top,
                          scenario_overrides=overrides or (), workers=workers, cluster=cluster,
-                         progress=not quiet and sys.stderr.isatty())
+                         progress=sys.stderr.isatty())
         tmp = _render_plot(plot, lambda out: _search_plot(res, out))
     except (ScenarioError, ValueError) as err:
         fail(str(err))
