@@ -33,7 +33,11 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def to_csv(reports: list[Report | ServeReport]) -> str:
     """One row per report, one column per flattened key."""
-    rows = [flatten(r.to_dict()) for r in reports]
+    return rows_to_csv([flatten(r.to_dict()) for r in reports])
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """CSV of flat rows: the union of their keys as columns, lists joined by ';'."""
     fields = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 
@@ -11,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .check import lookup
-from .render import flatten
+from .render import flatten, rows_to_csv
 from .units import fmt_bytes, fmt_time
 
 def console() -> Console:
@@ -81,17 +79,7 @@ def sweep_csv(points) -> str:
         row = {**{f"sweep.{k}": _value(v) for k, v in p.values.items()}, "status": p.status, "error": p.error or ""}
         row.update(flatten(p.report or {}))
         rows.append(row)
-    return _csv(rows)
-
-
-def _csv(rows: list[dict]) -> str:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()})
-    return buf.getvalue()
+    return rows_to_csv(rows)
 
 
 # --- search -------------------------------------------------------------------------------------
@@ -156,7 +144,7 @@ def search_csv(res) -> str:
                **{f"analytic.{k}": v for k, v in r.analytic.items()}}
         row.update(flatten(r.report or {}))
         rows.append(row)
-    return _csv(rows)
+    return rows_to_csv(rows)
 
 
 # --- validate -----------------------------------------------------------------------------------
