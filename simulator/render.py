@@ -36,6 +36,14 @@ def to_csv(reports: list[Report | ServeReport]) -> str:
     return rows_to_csv([flatten(r.to_dict()) for r in reports])
 
 
+def markdown_table(rows: list[dict], fmt: dict | None = None) -> str:
+    """A Markdown table of flat rows (columns from the first row); `fmt` maps a column to a format."""
+    fmt = fmt or {}
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
+    return head + body
+
+
 def rows_to_csv(rows: list[dict]) -> str:
     """CSV of flat rows: the union of their keys as columns, lists joined by ';'."""
     fields = list(dict.fromkeys(k for row in rows for k in row))

@@ -8,7 +8,6 @@ simulation against it: an offline batch's TPOT is the step time.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
 from simulator.inference import max_batch, step_costs  # noqa: E402
+from simulator.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BATCHES = [2**k for k in range(13)]  # 1 .. 4096
@@ -77,19 +77,6 @@ def simulated_tpot() -> list[dict]:
     return out
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def markdown(rows: list[dict], fmt: dict) -> str:
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
-    return head + body
-
-
 def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     keys = (("step_ms", "decode step = time per output token (ms)"),
@@ -121,14 +108,14 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     rows = sweep()
-    write_csv(rows, HERE / "results.csv")
+    (HERE / "results.csv").write_text(rows_to_csv(rows))
     checks = simulated_tpot()
     fmt = {"step_ms": "{:.2f}", "tokens_per_s_per_gpu": "{:.0f}", "usd_per_million_output_tokens": "{:.3f}",
            "simulated_tpot_ms": "{:.2f}", "decode_step_ms": "{:.2f}"}
     knees = ", ".join(f"{v}: batch {crossover(v)} (peak / bandwidth x bytes / 2 = {rule_of_thumb(v):.0f})"
                       for v in VARIANTS)
-    text = (markdown(rows, fmt) + f"\nSmallest FLOP-bound batch: {knees}.\n\n"
-            "## Request-level check (offline batch, TPOT p50 against the decode step)\n\n" + markdown(checks, fmt))
+    text = (markdown_table(rows, fmt) + f"\nSmallest FLOP-bound batch: {knees}.\n\n"
+            "## Request-level check (offline batch, TPOT p50 against the decode step)\n\n" + markdown_table(checks, fmt))
     (HERE / "results.md").write_text(text)
     plot(rows, HERE / "batch.png")
     print(text)

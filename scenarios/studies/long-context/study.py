@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from simulator import load_scenario  # noqa: E402
 from simulator.inference import kv_bytes_per_token, serve_memory, step_costs  # noqa: E402
+from simulator.render import markdown_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS = [2048 * 2**k for k in range(10)]  # 2K .. 1M (2K and 4K show where the GQA knee starts)
@@ -46,12 +47,6 @@ def point(name: str, context: int) -> dict:
         row.update(step_ms=1e3 * step, tokens_per_s_per_gpu=rate / scn.gpus,
                    usd_per_million_output_tokens=scn.gpus * scn.options.gpu_hour_price / 3600 / rate * 1e6)
     return row
-
-
-def markdown(rows: list[dict], fmt: dict) -> str:
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
-    return head + body
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -88,7 +83,7 @@ def main() -> int:
         w.writerows(rows)
     fmt = {"kv_per_sequence_GB": "{:.2f}", "kv_per_sequence_per_GPU_GB": "{:.2f}", "step_ms": "{:.1f}",
            "tokens_per_s_per_gpu": "{:.1f}", "usd_per_million_output_tokens": "{:.2f}"}
-    text = markdown(rows, fmt)
+    text = markdown_table(rows, fmt)
     (HERE / "results.md").write_text(text)
     plot(rows, HERE / "context.png")
     print(text)

@@ -14,7 +14,6 @@ model with EP 72 in one rack and EP 144 over two, against the batch (simulator.m
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
 from simulator.moe_serving import compute_bound_batch, decode_step  # noqa: E402
+from simulator.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 H800 = HERE.parents[1] / "deepseek-v3-h800.yaml"
@@ -127,19 +127,6 @@ def plot_decode(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_table(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def markdown(rows: list[dict], fmt: dict) -> str:
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
-    return head + body
-
-
 def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     pick = lambda **kw: [r for r in rows if all(r[k] == v for k, v in kw.items())]  # noqa: E731
@@ -175,7 +162,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     rows = grid()
-    write_table(rows, HERE / "results.csv")
+    (HERE / "results.csv").write_text(rows_to_csv(rows))
     fmt = {"step_s": "{:.2f}", "tokens_per_s_per_gpu": "{:.0f}", "mfu": "{:.1%}", "a2a_ms_per_mb": "{:.0f}",
            "exposed_ep_s": "{:.2f}", "exposed_ep_scaleout_s": "{:.2f}", "exposed_dp_s": "{:.2f}",
            "imbalance": "{:.2f}", "ep_scaleout_TB": "{:.0f}", "memory_GiB": "{:.0f}"}
@@ -183,10 +170,10 @@ def main() -> int:
     decode, bound = decode_view()
     fmt.update({"tpot_ms": "{:.1f}", "all_to_all_ms": "{:.1f}", "experts_ms": "{:.1f}",
                 "usd_per_million_tokens": "{:.2f}"})
-    (HERE / "results.md").write_text("# MoE on racks: every simulated step\n\n" + markdown(rows, fmt)
+    (HERE / "results.md").write_text("# MoE on racks: every simulated step\n\n" + markdown_table(rows, fmt)
                                      + "\n## Co-activated experts on H800 EP64 (affinity 0.8, 8 topics)\n\n"
-                                     + markdown(graph, fmt)
-                                     + "\n## Decode, 4096 tokens of context, fp8 weights\n\n" + markdown(decode, fmt)
+                                     + markdown_table(graph, fmt)
+                                     + "\n## Decode, 4096 tokens of context, fp8 weights\n\n" + markdown_table(decode, fmt)
                                      + f"\nExperts compute-bound from {bound['calibrated']} tokens a step of an EP "
                                      "group (bf16, simrack's calibration).\n")
     plot_decode(decode, HERE / "decode.png")

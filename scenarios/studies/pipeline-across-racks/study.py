@@ -6,7 +6,6 @@ Writes results.md, results.csv, bubble.png and schedules.png beside this file.
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from simulator import calibration, load_scenario, run  # noqa: E402
 from simulator.fabric import fabric_for  # noqa: E402
 from simulator.model import total_parameters  # noqa: E402
 from simulator.plots import draw_pipeline  # noqa: E402
+from simulator.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = {"gpipe": 1, "1f1b": 1, "interleaved": 2, "zb-h1": 1, "zb-v": 2, "dualpipe": 2}
@@ -66,19 +66,6 @@ def inference_view() -> list[dict]:
     return rows
 
 
-def write_table(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def markdown(rows: list[dict], fmt: dict) -> str:
-    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
-    return head + body
-
-
 def plot_bubbles(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for schedule in SCHEDULES:
@@ -115,13 +102,13 @@ def plot_schedules(path: Path) -> None:
 
 def main() -> int:
     rows = training_grid()
-    write_table(rows, HERE / "results.csv")
+    (HERE / "results.csv").write_text(rows_to_csv(rows))
     infer = inference_view()
     fmt = {"step_s": "{:.2f}", "bubble": "{:.1%}", "mfu": "{:.1%}", "peak_memory_GiB": "{:.1f}",
            "pp_scaleout_GB": "{:.0f}", "exposed_pp_s": "{:.3f}", "token_latency_ms": "{:.2f}",
            "weights_per_gpu_GiB": "{:.1f}"}
-    (HERE / "results.md").write_text("## Training step\n\n" + markdown(rows, fmt)
-                                     + "\n## Inference, one request\n\n" + markdown(infer, fmt))
+    (HERE / "results.md").write_text("## Training step\n\n" + markdown_table(rows, fmt)
+                                     + "\n## Inference, one request\n\n" + markdown_table(infer, fmt))
     plot_bubbles(rows, HERE / "bubble.png")
     plot_schedules(HERE / "schedules.png")
     print((HERE / "results.md").read_text())
