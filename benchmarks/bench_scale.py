@@ -1,4 +1,5 @@
-"""Scale: a 101,376-GPU training step and a 1,152-GPU DeepSeek-V3 decode step, time and peak memory.
+"""Scale: a 101,376-GPU training step and 40,000 requests served by DeepSeek-V3 on 1,152 GPUs, time and
+peak memory.
 
 Run with `pytest benchmarks/bench_scale.py -m benchmark`. Time is pytest-benchmark's; peak memory is
 measured in a fresh subprocess (resource.getrusage ru_maxrss: the whole interpreter with numpy, simpy,
@@ -13,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from simulator import load_scenario, simulate
@@ -27,17 +27,12 @@ SECONDS, PEAK_BYTES = 10.0, 2 * 2**30
 
 _PROBE = """
 import json, resource, sys, time, tracemalloc
-import numpy as np
 from simulator import load_scenario, simulate
-from simulator.moe_serving import decode_step
 kind, path = sys.argv[1], sys.argv[2]
 tracemalloc.start()
 t = time.perf_counter()
-scn = load_scenario(path)
-if kind == "train":
-    figure = simulate(scn).step_time_s
-else:
-    figure = float(decode_step(scn, np.arange(1, 513), 4096)["step"][127])
+report = simulate(load_scenario(path))
+figure = report.step_time_s if kind == "train" else report.tpot_s["p50"]
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "traced_peak": tracemalloc.get_traced_memory()[1],
                   "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "figure": figure}))
@@ -70,16 +65,13 @@ def test_dense_2t_on_101376_gpus(benchmark):
 
 
 @pytest.mark.benchmark(group="scale")
-def test_deepseek_v3_decode_on_1152_gpus(benchmark):
-    """DeepSeek-V3 decode, EP288 x 4 groups on 16 racks: step costs for 512 batch sizes, < 10 s, < 2 GiB.
-
-    The request-level serving simulator refuses MoE models; this times moe_serving.decode_step."""
-    from simulator.moe_serving import decode_step
-
+def test_deepseek_v3_serving_on_1152_gpus(benchmark):
+    """DeepSeek-V3, 4 EP units of 288 GPUs on 16 racks, 40,000 requests: `simrack run`'s simulation in
+    < 10 s and < 2 GiB."""
     scenario = load_scenario(SERVE)
-    assert scenario.gpus == 1152
-    costs = benchmark(decode_step, scenario, np.arange(1, 513), 4096)
-    assert (np.diff(costs["step"]) >= 0).all()
+    assert scenario.gpus == 1152 and scenario.workload.arrivals.count == 40_000
+    report = benchmark.pedantic(_cold, args=(scenario,), rounds=3, iterations=1)
+    assert report.completed == 40_000 and report.fits_in_memory
     figures = probe("serve", SERVE)
     benchmark.extra_info.update(figures)
     assert figures["seconds"] < SECONDS

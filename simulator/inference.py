@@ -30,7 +30,6 @@ import numpy as np
 from . import calibration, roofline
 from .fabric import Fabric, fabric_for
 from .placement import place, split_layers
-from .scenario import ScenarioError
 
 ACT = 2.0  # bytes of a 16-bit activation
 LOGIT = 4.0  # bytes of an fp32 logit
@@ -106,16 +105,10 @@ def attention_dims(model, tp: int) -> dict:
             "group": heads, "mla": True, "latent": m.kv_lora_rank, "rope": m.qk_rope_head_dim}
 
 
-def layer_linear_ops(model, tp: int, sequence_parallel: bool = False) -> LinearOps:
-    """Norms, projections, FFN and residuals of one layer on one TP rank (Megatron split).
-
-    Norms and residuals touch the full hidden state on every rank, or 1/tp of the tokens with sequence
-    parallelism (the all-reduces become reduce-scatter + all-gather: the same bytes and latencies).
-    """
+def attention_rows(model, tp: int, sequence_parallel: bool = False) -> list[tuple]:
+    """Rows of a layer's attention half on one TP rank: norm, projections, output projection, residual."""
     h, a = model.hidden, attention_dims(model, tp)
     hs = h / tp if sequence_parallel else h
-    ffn = model.ffn // tp
-    gated = model.ffn_kind == "swiglu"
     if not a["mla"]:
         attn = [_gemm("qkv", (a["heads"] + 2 * a["kv_heads"]) * a["qk"], h)]
     else:
@@ -125,12 +118,34 @@ def layer_linear_ops(model, tp: int, sequence_parallel: bool = False) -> LinearO
              else [_gemm("q", a["heads"] * a["qk"], h)])
         attn = q + [_gemm("kv-down", a["latent"] + a["rope"], h), _elementwise("kv-norm", 2 * a["latent"]),
                     _gemm("kv-up", a["heads"] * (a["qk"] - a["rope"] + a["v"]), a["latent"])]
-    return LinearOps.of([
-        _elementwise("norm1", 2 * hs), *attn, _gemm("proj", h, a["heads"] * a["v"]),
-        _elementwise("residual1", 3 * hs), _elementwise("norm2", 2 * hs),
-        _gemm("fc1", ffn * (2 if gated else 1), h), _elementwise("activation", ffn * (3 if gated else 2)),
-        _gemm("fc2", h, ffn), _elementwise("residual2", 3 * hs),
-    ])
+    return [_elementwise("norm1", 2 * hs), *attn, _gemm("proj", h, a["heads"] * a["v"]),
+            _elementwise("residual1", 3 * hs)]
+
+
+def ffn_rows(model, tp: int, sequence_parallel: bool = False, width: int | None = None,
+             router: int = 0) -> list[tuple]:
+    """Rows of a layer's FFN half on one TP rank: norm, an FFN of `width` (default model.ffn; 0: none),
+    a replicated router GEMM of `router` experts (MoE layers), residual."""
+    h = model.hidden
+    hs = h / tp if sequence_parallel else h
+    ffn = (model.ffn if width is None else width) // tp
+    gated = model.ffn_kind == "swiglu"
+    rows = [_elementwise("norm2", 2 * hs)]
+    if router:
+        rows.append(_gemm("router", router, h))
+    if ffn:
+        rows += [_gemm("fc1", ffn * (2 if gated else 1), h), _elementwise("activation", ffn * (3 if gated else 2)),
+                 _gemm("fc2", h, ffn)]
+    return rows + [_elementwise("residual2", 3 * hs)]
+
+
+def layer_linear_ops(model, tp: int, sequence_parallel: bool = False) -> LinearOps:
+    """Norms, projections, FFN and residuals of one dense layer on one TP rank (Megatron split).
+
+    Norms and residuals touch the full hidden state on every rank, or 1/tp of the tokens with sequence
+    parallelism (the all-reduces become reduce-scatter + all-gather: the same bytes and latencies).
+    """
+    return LinearOps.of(attention_rows(model, tp, sequence_parallel) + ffn_rows(model, tp, sequence_parallel))
 
 
 def head_linear_ops(model, tp: int) -> LinearOps:
@@ -145,7 +160,7 @@ def layer_weight_elements(model, tp: int) -> float:
     return float(layer_linear_ops(model, tp).weights.sum() + 2 * model.hidden)
 
 
-def _linear_times(ops: LinearOps, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
+def linear_times(ops: LinearOps, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
     """(len(m),) seconds of all rows of `ops` at M = m tokens each (0 tokens: 0 s)."""
     m = np.asarray(m, dtype=float)[:, None]
     gemm = ops.n > 0
@@ -156,9 +171,19 @@ def _linear_times(ops: LinearOps, m: np.ndarray, w_bytes: float, peak: float, hb
     return np.where(m > 0, t, 0.0).sum(axis=1)
 
 
-def _linear_flops(ops: LinearOps) -> float:
+def linear_flops(ops: LinearOps) -> float:
     """FLOP per token of the GEMM rows."""
     return float((2.0 * ops.n * ops.k).sum())
+
+
+def tabulated(tables: dict, name: str, fn, upto: int) -> np.ndarray:
+    """The table `name` of fn(np.arange(size)) with size > upto, grown (doubled) on demand."""
+    tab = tables.get(name)
+    if tab is None or len(tab) <= upto:
+        size = max(upto + 1, 2 * (0 if tab is None else len(tab)), 1024)
+        tab = fn(np.arange(size))
+        tables[name] = tab
+    return tab
 
 
 # --- the step cost of one replica --------------------------------------------------------------
@@ -170,6 +195,9 @@ class StepCosts:
 
     `stage_times(new, ctx, sampled)` returns the seconds of each pipeline stage for a step in which
     sequence i processes new[i] tokens on ctx[i] cached ones and `sampled` sequences emit a token.
+    An MoE model's replica is an EP unit of `ranks` = ep attention replicas stepping in lockstep
+    (`moe`: simulator.moe_serving.ServeExperts); each sequence lives on one of them (`ranks` argument
+    of stage_times), and every per-token cost but the experts' is the busiest attention replica's.
     """
 
     tp: int
@@ -178,7 +206,7 @@ class StepCosts:
     peak: float
     hbm_bw: float
     cal: calibration.Calibration
-    layer_ops: LinearOps
+    layer_ops: LinearOps  # what every layer runs (an MoE model: the attention half)
     head_ops: LinearOps
     w_bytes: float
     kv_rank_layer: float  # KV bytes per token per layer on one rank
@@ -189,21 +217,20 @@ class StepCosts:
     ar_lat: float
     ar_hier: object  # callable(size) -> seconds when the TP group spans domains, else None
     hop: object  # callable(size) -> seconds of a stage-boundary p2p
+    ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
+    moe: object = None  # simulator.moe_serving.ServeExperts of an MoE model
     _tables: dict = field(default_factory=dict)
 
-    # tables over token counts, grown on demand
     def _table(self, name: str, fn, upto: int) -> np.ndarray:
-        tab = self._tables.get(name)
-        if tab is None or len(tab) <= upto:
-            size = max(upto + 1, 2 * (0 if tab is None else len(tab)), 1024)
-            tab = fn(np.arange(size))
-            self._tables[name] = tab
-        return tab
+        return tabulated(self._tables, name, fn, upto)
+
+    def times(self, ops: LinearOps, m) -> np.ndarray:
+        """Seconds of the rows of `ops` at each token count of m (array)."""
+        return linear_times(ops, m, self.w_bytes, self.peak, self.hbm_bw, self.cal)
 
     def linear(self, m: int) -> float:
-        """Seconds of one layer's token-proportional operators at M = m tokens."""
-        return self._table("layer", lambda x: _linear_times(self.layer_ops, x, self.w_bytes, self.peak,
-                                                            self.hbm_bw, self.cal), m)[m]
+        """Seconds of the token-proportional operators every layer runs, at M = m tokens."""
+        return self._table("layer", lambda x: self.times(self.layer_ops, x), m)[m]
 
     def embed(self, m: int) -> float:
         """Seconds of the embedding lookup of m tokens (memory-bound)."""
@@ -213,8 +240,7 @@ class StepCosts:
     def head(self, s: int) -> float:
         """Seconds of the LM head, logits all-gather and sampling for s sequences."""
         def fn(x):
-            t = _linear_times(self.head_ops, x, self.w_bytes, self.peak, self.hbm_bw, self.cal)
-            return t + np.where(x > 0, self.all_gather(x * self.vocab * ACT), 0.0)
+            return self.times(self.head_ops, x) + np.where(x > 0, self.all_gather(x * self.vocab * ACT), 0.0)
         return self._table("head", fn, s)[s]
 
     def tp_comm(self, m: int) -> float:
@@ -246,8 +272,9 @@ class StepCosts:
         return self._table("hop", lambda x: np.where(
             x > 0, self.hop(x * self.hidden * ACT / self.tp) + self.all_gather(x * self.hidden * ACT), 0.0), m)[m]
 
-    def attention(self, new: np.ndarray, ctx: np.ndarray) -> tuple[float, float]:
-        """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]."""
+    def attention(self, new: np.ndarray, ctx: np.ndarray, ranks=None) -> tuple[float, float]:
+        """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]
+        (the busiest attention replica's seconds when `ranks` gives each sequence's; FLOP of all)."""
         a = self.attn
         new = np.asarray(new, dtype=float)
         keys = ctx + new
@@ -259,26 +286,48 @@ class StepCosts:
             per_pair = 4.0 * a["heads"] * a["qk"]
             width, io = a["qk"], new * a["heads"] * 2 * a["qk"] * ACT
         flops = per_pair * pairs
-        shapes = np.stack([new * a["group"], keys, np.full_like(keys, width)], axis=-1)
-        eff = roofline.gemm_efficiency(shapes, self.cal) * self.cal.attention
-        compute = float((flops / eff).sum()) / self.peak
-        memory = float((keys * self.kv_rank_layer + io).sum()) / (self.hbm_bw * self.cal.hbm)
-        return max(compute, memory) + self.cal.kernel_overhead, float(flops.sum())
+        eff = (self.cal.gemm * self.cal.attention * float(roofline.tile_factor(width, self.cal))
+               * roofline.tile_factor(new * a["group"], self.cal) * roofline.tile_factor(keys, self.cal))
+        compute = flops / eff / self.peak
+        memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
+        if ranks is None:
+            busiest = max(float(compute.sum()), float(memory.sum()))
+        else:
+            busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
+                                       np.bincount(ranks, memory, self.ranks)).max())
+        return busiest + self.cal.kernel_overhead, float(flops.sum())
 
-    def stage_times(self, new, ctx, sampled: int) -> tuple[np.ndarray, float]:
-        """((pp,) seconds of each stage, attention FLOP of one layer on one rank) for one step (hops excluded)."""
-        m = int(np.sum(new))
-        attn, flops = self.attention(new, ctx)
-        per_layer = self.linear(m) + attn + self.tp_comm(m)
+    def _ranks(self, n: int, ranks):
+        """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""
+        if self.ranks == 1:
+            return None
+        return np.arange(n) % self.ranks if ranks is None else np.asarray(ranks)
+
+    def busiest(self, new, ranks=None) -> int:
+        """New tokens of the busiest attention replica (all of them for one replica)."""
+        ranks = self._ranks(len(new), ranks)
+        return int(np.sum(new)) if ranks is None else int(np.bincount(ranks, new, self.ranks).max())
+
+    def stage_times(self, new, ctx, sampled: int, ranks=None) -> tuple[np.ndarray, float]:
+        """((pp,) seconds of each stage, attention FLOP of one layer on one rank) for one step (hops excluded).
+
+        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin."""
+        ranks = self._ranks(len(new), ranks)
+        m, busiest = int(np.sum(new)), self.busiest(new, ranks)
+        attn, flops = self.attention(new, ctx, ranks)
+        per_layer = self.linear(busiest) + attn + self.tp_comm(busiest)
         t = self.stage_layers * per_layer
-        t[0] += self.embed(m)
-        t[-1] += self.head(sampled)
+        if self.moe is not None:
+            t = t + self.moe.stage_times(busiest, m)
+        t[0] += self.embed(busiest)
+        t[-1] += self.head(-(-sampled // self.ranks))
         return t, flops
 
-    def step_time(self, new, ctx, sampled: int) -> float:
+    def step_time(self, new, ctx, sampled: int, ranks=None) -> float:
         """Seconds from the first stage's start to the last stage's end of one step."""
-        m = int(np.sum(new))
-        return float(self.stage_times(new, ctx, sampled)[0].sum()) + (self.pp - 1) * self.pp_hop(m)
+        ranks = self._ranks(len(new), ranks)
+        return float(self.stage_times(new, ctx, sampled, ranks)[0].sum()) + (self.pp - 1) * self.pp_hop(
+            self.busiest(new, ranks))
 
     # one-number views for reports, tests and studies
     def decode_step(self, batch: int, context: int) -> float:
@@ -290,7 +339,10 @@ class StepCosts:
         return self.step_time(np.full(sequences, float(prompt)), np.zeros(sequences), sequences)
 
     def decode_bound(self, batch: int) -> str:
-        """'compute' when one layer's GEMMs at M = batch are FLOP-bound, else 'memory'."""
+        """'compute' when one layer's GEMMs at M = batch (an MoE model: its routed experts) are
+        FLOP-bound, else 'memory'."""
+        if self.moe is not None:
+            return self.moe.bound(batch)
         m = np.array([float(batch)])[:, None]
         ops = self.layer_ops
         gemm = ops.n > 0
@@ -301,7 +353,8 @@ class StepCosts:
 
     def flops_per_token(self) -> float:
         """Linear FLOP per token over the whole replica (all ranks, all layers, head excluded)."""
-        return _linear_flops(self.layer_ops) * self.tp * float(self.stage_layers.sum())
+        every = linear_flops(self.layer_ops) * self.tp * float(self.stage_layers.sum())
+        return every + (self.moe.flops_per_token() if self.moe is not None else 0.0)
 
 
 def replica_devices(scn) -> np.ndarray:
@@ -312,14 +365,8 @@ def replica_devices(scn) -> np.ndarray:
     return grid.reshape(grid.shape[:3] + (-1,))[..., 0]
 
 
-def _check_model(scn) -> None:
-    if scn.model.moe is not None:
-        raise ScenarioError(f"{scn.source}: model.moe: serving of mixture-of-experts models is not simulated yet")
-
-
 def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
-    """The StepCosts of one replica of a serve scenario."""
-    _check_model(scn)
+    """The StepCosts of one replica (an MoE model: one EP unit) of a serve scenario."""
     fabric = fabric or fabric_for(scn.topology)
     dev, w, lay, model = scn.topology.device, scn.workload, scn.layout, scn.model
     cal = calibration.for_device(dev)
@@ -330,14 +377,21 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     if int(d[0]) > 1:
         ar_hier = lambda size: fabric.collective("all_reduce", size, tp_group, cal)[0]  # noqa: E731
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
-    return StepCosts(
+    costs = StepCosts(
         tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),
         peak=dev.peak_flops[w.dtype], hbm_bw=dev.hbm_bandwidth, cal=cal,
-        layer_ops=layer_linear_ops(model, lay.tp, lay.sequence_parallel), head_ops=head_linear_ops(model, lay.tp),
+        layer_ops=LinearOps.of(attention_rows(model, lay.tp, lay.sequence_parallel) + (
+            ffn_rows(model, lay.tp, lay.sequence_parallel) if model.moe is None else [])),
+        head_ops=head_linear_ops(model, lay.tp),
         w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
         attn=attention_dims(model, lay.tp), hidden=model.hidden, vocab=model.vocab,
-        ar_bw=fabric.nvlink_bw * cal.nvlink, ar_lat=fabric.nvlink_lat, ar_hier=ar_hier, hop=hop,
+        ar_bw=fabric.nvlink_bw * cal.nvlink, ar_lat=fabric.nvlink_lat, ar_hier=ar_hier, hop=hop, ranks=lay.ep,
     )
+    if model.moe is not None:
+        from .moe_serving import serve_experts
+
+        costs.moe = serve_experts(scn, costs, fabric)
+    return costs
 
 
 # --- memory --------------------------------------------------------------------------------------
@@ -345,26 +399,31 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
 
 @dataclass(frozen=True)
 class ServeMemory:
-    """Bytes per device of each pipeline stage (arrays of pp), and the replica's KV capacity in tokens."""
+    """Bytes per device of each pipeline stage (arrays of pp), and the replica's KV capacity in tokens.
+
+    An MoE EP unit spans `ranks` attention replicas, each caching its own sequences."""
 
     weights: np.ndarray
     activations: np.ndarray
     kv_per_token: np.ndarray  # KV bytes a cached token takes on one device of each stage
     capacity: float  # HBM bytes of one device
+    ranks: int = 1
 
     @property
     def kv_tokens(self) -> int:
-        """Tokens of KV cache one replica holds: the tightest stage's free HBM over its bytes a token."""
+        """Tokens of KV cache one replica holds: the tightest stage's free HBM over its bytes a token,
+        times the attention replicas."""
         free = self.capacity - self.weights - self.activations
-        return int(max(0.0, float(np.min(np.floor(free / self.kv_per_token)))))
+        return self.ranks * int(max(0.0, float(np.min(np.floor(free / self.kv_per_token)))))
 
     @property
     def fits_weights(self) -> bool:
         return bool(np.all(self.weights + self.activations < self.capacity))
 
     def by_category(self, kv_tokens_peak: float) -> dict:
-        """DESIGN section 8 memory_bytes of the most loaded device at the KV cache's peak."""
-        kv = kv_tokens_peak * self.kv_per_token
+        """DESIGN section 8 memory_bytes of the most loaded device at the KV cache's peak (spread evenly
+        over the attention replicas)."""
+        kv = kv_tokens_peak / self.ranks * self.kv_per_token
         total = self.weights + self.activations + kv
         s = int(np.argmax(total))
         return {"weights": float(self.weights[s]), "gradients": 0.0, "optimizer": 0.0,
@@ -376,25 +435,33 @@ def serve_memory(scn) -> ServeMemory:
     """Weights, transient activations and KV bytes per token on one device of each stage.
 
     Weights: the stage's layers / tp at weight_dtype, plus the embedding table (first stage) and the LM
-    head (last stage; the same table when tied). Activations: one layer's working set for the largest
-    step (max_batch_tokens tokens: hidden states, QKV, FFN intermediates) plus the fp32 logits of the
-    batch; they are reused layer after layer.
+    head (last stage; the same table when tied); an MoE model's layers hold their dense FFN, or router,
+    shared experts and the EP rank's routed experts. Activations: one layer's working set for the
+    largest step (max_batch_tokens tokens: hidden states, QKV, FFN intermediates; with experts, the
+    copies a rank receives) plus the fp32 logits of the batch; they are reused layer after layer.
     """
-    _check_model(scn)
     m, w, lay = scn.model, scn.workload, scn.layout
     layers = split_layers(m.layers, lay.pp, lay.stage_layers).astype(float)
     wb = DTYPE_BYTES[w.weight_dtype]
     table = -(-m.vocab // lay.tp) * m.hidden * wb
-    weights = layers * layer_weight_elements(m, lay.tp) * wb
+    tokens = max(w.max_batch_tokens, w.batch)
+    if m.moe is None:
+        weights = layers * layer_weight_elements(m, lay.tp) * wb
+        ops, experts = layer_linear_ops(m, lay.tp), 0.0
+    else:
+        from . import moe_serving
+
+        attention = LinearOps.of(attention_rows(m, lay.tp)).weights.sum() + 2 * m.hidden
+        weights = (layers * attention + moe_serving.ffn_weight_elements(scn)) * wb
+        ops = LinearOps.of(attention_rows(m, lay.tp) + ffn_rows(m, lay.tp))
+        experts = moe_serving.expert_working_set(scn, tokens)
     weights[0] += table
     weights[-1] += 0.0 if (m.tied_embeddings and lay.pp == 1) else table
-    ops = layer_linear_ops(m, lay.tp)
-    widest = float(np.max(ops.n))
-    tokens = max(w.max_batch_tokens, w.batch)
-    act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + widest))
+    act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + float(np.max(ops.n))) + experts)
     act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
     kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
-    return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes)
+    return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
+                       ranks=lay.ep)
 
 
 def max_batch(scn, context: int) -> int:

@@ -16,20 +16,26 @@ HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a w
 activation): about peak/HBM = 295 on H100 in bf16. With B tokens a step an expert gets B k / E, so the
 layer turns compute-bound at B ~ 295 x E / k: sparsity multiplies the batch a replica needs.
 
-The serving simulator (simulator.inference) does not run MoE models yet; `decode_step` is this
-module's own step model, with the same roofline and calibration, for studies and tests.
+`ServeExperts` is the FFN half of the request-level serving simulator's step (simulator.inference) for
+an MoE model: an EP unit of ep attention replicas (tp x pp devices each) steps in lockstep, every EP
+rank holding (experts + redundant) / ep experts of each of its stage's MoE layers, split over its TP
+ranks by width; routing is uniform (the load a rank receives is its mean: EPLB-style balance).
+`decode_step` is the closed-form decode step of a tp = pp = 1 unit over an array of batches, for
+studies; a test holds the two to each other.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import calibration, roofline
 from .fabric import fabric_for
+from .inference import DTYPE_BYTES, LinearOps, ffn_rows, linear_flops, tabulated
 from .model import ACT_BYTES, parameter_counts
 from .moe import dispatch_volumes
-
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+from .placement import place, split_layers
 
 
 def _gemm_times(m, n, k, weight_bytes: float, peak: float, hbm: float, cal, reads=None):
@@ -52,8 +58,10 @@ def expert_gemms(model, tp: int = 1) -> list[tuple[int, int]]:
     return [(f * (2 if gated else 1), model.hidden), (model.hidden, f)]
 
 
-def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype: str, cal=None) -> dict:
-    """One GPU's routed-expert seconds for an MoE layer at `tokens` copies received in all (array).
+def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype: str, cal=None,
+                       tp: int = 1) -> dict:
+    """One GPU's routed-expert seconds for an MoE layer at `tokens` copies received in all (array),
+    its `slots` experts split over `tp` ranks by width.
 
     Returns compute and memory terms and the roofline time (sum over the GPU's `slots` experts of
     max(compute, memory), plus one grouped-GEMM launch per matrix)."""
@@ -62,7 +70,7 @@ def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype:
     m = np.asarray(tokens, float) / slots
     reads = 1.0 - np.exp(-m)  # P(an expert received at least one token), Poisson arrivals
     compute = memory = time = 0.0
-    for n, k in expert_gemms(model):
+    for n, k in expert_gemms(model, tp):
         c, w = _gemm_times(m, n, k, DTYPE_BYTES[weight_dtype], peak, hbm, cal, reads)
         compute, memory = compute + slots * c, memory + slots * w
         time = time + slots * np.maximum(c, w) + cal.kernel_overhead
@@ -148,31 +156,163 @@ def decode_step(scn, batch, context: int, weight_dtype: str = "fp8", kv_dtype: s
 
 
 def decode_all_to_all(scn, b, cal) -> np.ndarray:
-    """Seconds of one MoE layer's dispatch (weight dtype fp8: 1 byte, else 2) and combine (16-bit) per
-    decode step, every GPU sending its b tokens' k copies (uniform routing; dedup: a token needs
-    domain D with probability 1 - (1 - share of D's experts)^k)."""
-    lay, model = scn.layout, scn.model
-    fabric = fabric_for(scn.topology)
-    n, k = lay.ep, model.moe.top_k
-    devices = np.arange(n)
-    dom = fabric.domain_of(devices)
+    """Seconds of one MoE layer's dispatch and combine per decode step of the tp = pp = 1 EP group of
+    devices 0..ep-1, every GPU sending its b tokens' k copies (array b)."""
+    return all_to_all_seconds(scn, np.arange(scn.layout.ep), None, cal, b)
+
+
+def _unit_volumes(scn, devices) -> dict:
+    """Copies each EP rank sends and receives per tier when every rank brings one token (uniform
+    routing; dedup: a token needs domain D with probability 1 - (1 - share of D's experts)^k). The
+    volumes are linear in the tokens a rank brings."""
+    n, k = len(devices), scn.model.moe.top_k
+    dom = fabric_for(scn.topology).domain_of(devices)
     doms, idx = np.unique(dom, return_inverse=True)
-    rank = np.broadcast_to(np.asarray(b, float)[..., None, None] * k, (*np.shape(b), 1, n))
     p_touch = None
-    if lay.ep_dispatch == "dedup" and len(doms) > 1:
-        share = np.bincount(idx) / n
-        p_touch = (1 - (1 - share) ** k)[None]
-    out = np.zeros(np.shape(b))
-    crosses = bool(fabric.profile(devices[None])[2][0])
+    if scn.layout.ep_dispatch == "dedup" and len(doms) > 1:
+        p_touch = (1 - (1 - np.bincount(idx) / n) ** k)[None]
+    vol = dispatch_volumes(np.full((1, 1, n), float(k)), 1, dom, p_touch)
+    return {key: v.reshape(-1) for key, v in vol.items() if key != "domain_out"}
+
+
+def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
+    """Seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
+    when every rank of the EP group `devices` brings `tokens` tokens (array). A copy is h / tp
+    elements a TP rank; with tp > 1 the received copies are all-gathered over `tp_group` before the
+    experts and reduce-scattered after (on NVLink). Each tier is a per-rank link: its time is the
+    busiest rank's larger direction over the bandwidth plus (ranks - 1) latencies; the tiers overlap."""
+    fabric, model = fabric_for(scn.topology), scn.model
+    tp = scn.layout.tp
+    b = np.asarray(tokens, float)
+    vol = _unit_volumes(scn, devices)
+    doms, idx = np.unique(fabric.domain_of(devices), return_inverse=True)
+    crosses = bool(fabric.profile(np.asarray(devices)[None])[2][0])
     bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
     lat = {"nv": (np.bincount(idx).max() - 1) * fabric.nvlink_lat, "so": (len(doms) - 1) * fabric.scaleout_lat}
-    for i, bi in enumerate(np.atleast_1d(b)):
-        vol = dispatch_volumes(rank.reshape(-1, 1, n)[i:i + 1], float(bi), dom, p_touch)
-        total = 0.0
-        for width in (1.0 if scn.workload.dtype == "fp8" else ACT_BYTES, ACT_BYTES):
-            t = [np.where(most > 0, most * model.hidden * width / bw[tier] + lat[tier], 0.0) for tier, most in
-                 (("nv", np.maximum(vol["send_nv"], vol["recv_nv"]).max()),
-                  ("so", np.maximum(vol["send_so"], vol["recv_so"]).max()))]
-            total += max(float(t[0]), float(t[1]))
-        out.flat[i] = total
-    return out
+    gather = 0.0
+    if tp > 1:
+        size = (b * model.moe.top_k * model.hidden * ACT_BYTES).ravel()
+        groups = np.repeat(np.asarray(tp_group)[None], size.size, axis=0)
+        gather = (fabric.collective("all_gather", size, groups, cal)
+                  + fabric.collective("reduce_scatter", size, groups, cal)).reshape(b.shape)
+    total = 0.0
+    for width in (1.0 if scn.workload.dtype == "fp8" else ACT_BYTES, ACT_BYTES):
+        tiers = []
+        for t in ("nv", "so"):
+            most = float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b
+            tiers.append(np.where(most > 0, most * model.hidden / tp * width / bw[t] + lat[t], 0.0))
+        total = total + np.maximum(tiers[0] + gather, tiers[1])
+    return np.where(b > 0, total, 0.0)
+
+
+# --- the FFN half of the serving simulator's step ---------------------------------------------------
+
+
+def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
+    """((pp,) dense-FFN layers, (pp,) MoE layers) of each pipeline stage: the first dense_layers are dense."""
+    layers = split_layers(scn.model.layers, scn.layout.pp, scn.layout.stage_layers)
+    start = np.cumsum(layers) - layers
+    dense = np.clip(scn.model.moe.dense_layers - start, 0, layers)
+    return dense.astype(float), (layers - dense).astype(float)
+
+
+def ffn_ops(scn) -> tuple[LinearOps, LinearOps]:
+    """(a dense layer's FFN half, an MoE layer's router and shared experts) on one TP rank."""
+    model, lay = scn.model, scn.layout
+    moe = model.moe
+    dense = LinearOps.of(ffn_rows(model, lay.tp, lay.sequence_parallel))
+    shared = ffn_rows(model, lay.tp, lay.sequence_parallel, moe.shared_experts * moe.expert_ffn, moe.experts)
+    return dense, LinearOps.of(shared)
+
+
+def slots_per_rank(scn) -> int:
+    """Routed experts (redundant copies included) an EP rank holds in each MoE layer."""
+    return (scn.model.moe.experts + scn.layout.redundant_experts) // scn.layout.ep
+
+
+def ffn_weight_elements(scn) -> np.ndarray:
+    """(pp,) weight elements of the FFN halves of each stage on one device: dense FFNs, routers, shared
+    experts and the rank's routed experts, over TP ranks."""
+    dense_ops, moe_ops = ffn_ops(scn)
+    dense, moe = stage_layer_kinds(scn)
+    expert = sum(n * k for n, k in expert_gemms(scn.model, scn.layout.tp))
+    return dense * dense_ops.weights.sum() + moe * (moe_ops.weights.sum() + slots_per_rank(scn) * expert)
+
+
+def expert_working_set(scn, tokens: int) -> float:
+    """Bytes of the copies an EP rank's experts hold at once when each attention replica runs `tokens`
+    (uniform routing: tokens * k copies a rank): inputs and the widest intermediate, 16-bit."""
+    widest = max(n for n, _ in expert_gemms(scn.model, scn.layout.tp))
+    return ACT_BYTES * tokens * scn.model.moe.top_k * (scn.model.hidden + widest)
+
+
+@dataclass
+class ServeExperts:
+    """The FFN halves of an MoE model's serving step on one EP unit, SI units.
+
+    Per stage: dense layers x dense FFN(busiest replica's tokens) + MoE layers x (router and shared
+    experts(busiest) + routed experts(copies a rank receives) + dispatch and combine(busiest))."""
+
+    stage_dense: np.ndarray  # (pp,) dense-FFN layers of each stage
+    stage_moe: np.ndarray  # (pp,) MoE layers of each stage
+    dense_ffn: LinearOps  # one dense layer's FFN half on one TP rank
+    moe_ffn: LinearOps  # one MoE layer's router and shared experts on one TP rank
+    ranks: int  # EP ranks = attention replicas of the unit
+    tp: int
+    top_k: int
+    times: object  # callable(ops, m array) -> seconds (StepCosts.times)
+    experts: object  # callable(copies received by a rank, array) -> seconds of its experts
+    a2a: object  # callable(tokens of the busiest replica, array) -> dispatch + combine seconds
+    compute_memory: object  # callable(copies, array) -> (compute, memory) seconds of a rank's experts
+    expert_flops: float  # FLOP per token copy of one routed expert (all TP ranks)
+    ep_bytes: dict  # bytes a token sends per MoE layer on each tier (dispatch + combine, all TP ranks)
+    _tables: dict = field(default_factory=dict)
+    _experts: dict = field(default_factory=dict)
+
+    def stage_times(self, busiest: int, total: int) -> np.ndarray:
+        """(pp,) seconds of each stage's FFN halves when the busiest replica runs `busiest` tokens of
+        the unit's `total`."""
+        tab = lambda name, fn, m: tabulated(self._tables, name, fn, m)[m]  # noqa: E731
+        dense = tab("dense", lambda x: self.times(self.dense_ffn, x), busiest)
+        half = tab("half", lambda x: self.times(self.moe_ffn, x), busiest)
+        experts = self._experts.get(total)
+        if experts is None:  # the unit's tokens reach millions: memoized, not tabulated
+            experts = self._experts[total] = float(self.experts(np.array([total * self.top_k / self.ranks]))[0])
+        a2a = tab("a2a", self.a2a, busiest)
+        return self.stage_dense * dense + self.stage_moe * (half + experts + a2a)
+
+    def flops_per_token(self) -> float:
+        """FLOP a token costs in the FFN halves of all layers (all TP ranks; its top_k routed experts)."""
+        dense = linear_flops(self.dense_ffn) * self.tp * self.stage_dense.sum()
+        moe = (linear_flops(self.moe_ffn) * self.tp + self.top_k * self.expert_flops) * self.stage_moe.sum()
+        return float(dense + moe)
+
+    def bound(self, batch: int) -> str:
+        """'compute' when a rank's routed experts are FLOP-bound at the unit's `batch` decode tokens."""
+        compute, memory = self.compute_memory(np.array([batch * self.top_k / self.ranks]))
+        return "compute" if float(compute[0]) > float(memory[0]) else "memory"
+
+
+def serve_experts(scn, costs, fabric) -> ServeExperts:
+    """The ServeExperts of an MoE serve scenario's EP unit, timed with `costs` (a StepCosts)."""
+    model, lay, dev, w = scn.model, scn.layout, scn.topology.device, scn.workload
+    placement = place(scn)
+    ep_group, tp_group = placement.group_of("ep", 0), placement.group_of("tp", 0)
+    slots = slots_per_rank(scn)
+    dense, moe = stage_layer_kinds(scn)
+    dense_ops, moe_ops = ffn_ops(scn)
+
+    def rank_experts(copies):
+        return expert_layer_times(model, copies, slots, dev, w.dtype, w.weight_dtype, costs.cal, lay.tp)
+
+    vol = _unit_volumes(scn, ep_group)
+    widths = (1.0 if w.dtype == "fp8" else ACT_BYTES) + ACT_BYTES
+    ep_bytes = {tier: float(vol[f"send_{t}"].mean()) * model.hidden * widths
+                for tier, t in (("nvlink", "nv"), ("scaleout", "so"))}
+    return ServeExperts(
+        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep, tp=lay.tp,
+        top_k=model.moe.top_k, times=costs.times, experts=lambda c: rank_experts(c)["time"],
+        a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
+        compute_memory=lambda c: (lambda t: (t["compute"], t["memory"]))(rank_experts(c)),
+        expert_flops=2.0 * sum(n * k for n, k in expert_gemms(model)), ep_bytes=ep_bytes,
+    )

@@ -104,6 +104,13 @@ def _lat(d: dict) -> str:
     return f"p50 {fmt_time(d['p50'])}, p90 {fmt_time(d['p90'])}, p99 {fmt_time(d['p99'])}"
 
 
+def _replicas(lay: dict) -> str:
+    """'N replicas', or for an MoE model 'N EP units of ep' (an EP unit steps its ep replicas together)."""
+    if lay["ep"] == 1:
+        return f"{lay['dp']} replicas"
+    return f"{lay['dp'] // lay['ep']} EP units of {lay['ep']} attention replicas"
+
+
 def serve_table(r: ServeReport) -> Table:
     """A serving report as a two-column rich table."""
     t = Table(title=f"simrack: {r.scenario} (serve)", show_header=False, title_justify="left")
@@ -115,7 +122,7 @@ def serve_table(r: ServeReport) -> Table:
     slo = ("no target" if r.slo_met is None else
            f"{'met' if r.slo_met else 'MISSED'} (p99 rule; {_pct(r.slo_attainment)} of requests within both)")
     rows = [
-        ("GPUs / layout", f"{r.gpus} / TP{lay['tp']} PP{lay['pp']} x {lay['dp']} replicas{pools}, batch "
+        ("GPUs / layout", f"{r.gpus} / TP{lay['tp']} PP{lay['pp']} x {_replicas(lay)}{pools}, batch "
                           f"<= {lay['batch']}, {'chunked prefill' if lay['chunked_prefill'] else 'prefill first'}, "
                           f"weights {lay['weight_dtype']}, KV {lay['kv_dtype']}"),
         ("requests", f"{r.completed} completed, {r.rejected} rejected, {r.preemptions} preemptions "
@@ -127,11 +134,13 @@ def serve_table(r: ServeReport) -> Table:
         ("throughput", f"{r.requests_per_s:,.2f} requests/s, {r.output_tokens_per_s:,.0f} output tokens/s "
                        f"({r.output_tokens_per_s_per_gpu:,.1f} per GPU), MFU {_pct(r.mfu)}"),
         ("step costs", f"prefill {fmt_time(r.prefill_s)} a prompt; decode {fmt_time(r.decode_step_s)} at batch "
-                       f"{lay['batch']} ({r.decode_bound}-bound), TP comm {fmt_time(r.exposed_comm_s['tp'])}"),
+                       f"{lay['batch'] * lay['ep']} ({r.decode_bound}-bound), TP comm "
+                       f"{fmt_time(r.exposed_comm_s['tp'])}" + (f", EP all-to-all {fmt_time(r.exposed_comm_s['ep'])}"
+                                                                if lay["ep"] > 1 else "")),
         ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])} (weights "
                          f"{fmt_bytes(mem['weights'])}, KV peak {fmt_bytes(mem['kv_cache'])}, activations "
                          f"{fmt_bytes(mem['activations'])})" + ("" if r.fits_in_memory else "  OUT OF MEMORY")),
-        ("KV capacity", f"{r.kv_cache_tokens_capacity:,} tokens a replica"),
+        ("KV capacity", f"{r.kv_cache_tokens_capacity:,} tokens {'a replica' if lay['ep'] == 1 else 'an EP unit'}"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million output tokens"
                  if r.cost_per_million_tokens == r.cost_per_million_tokens else "n/a"),
     ]

@@ -13,6 +13,12 @@ def gemm_efficiency(shapes: np.ndarray, cal: Calibration) -> np.ndarray:
     return cal.gemm * np.prod(dims / (dims + cal.gemm_half_dim), axis=-1)
 
 
+def tile_factor(dim, cal: Calibration) -> np.ndarray:
+    """One GEMM dimension's factor of gemm_efficiency: d / (d + gemm_half_dim), d at least 1."""
+    d = np.maximum(np.asarray(dim, dtype=float), 1.0)
+    return d / (d + cal.gemm_half_dim)
+
+
 def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration,
              fused_attention=None) -> np.ndarray:
     """Seconds per op: roofline of compute and HBM traffic plus a per-kernel overhead.

@@ -248,7 +248,8 @@ class Workload(_Frozen):
     output_len: PosInt | None = None
     """Serve: generated tokens per request."""
     batch: PosInt | None = None
-    """Serve: most requests running at once on one replica (vLLM max_num_seqs); default 256."""
+    """Serve: most requests running at once on one replica (vLLM max_num_seqs); default 256. With an
+    MoE model each of the ep attention replicas of an EP unit runs this many (the unit ep times)."""
     arrivals: Arrivals | None = None
     """Serve: request arrival process; default `batch` requests at time 0 (offline batch)."""
     slo: SLO | None = None
@@ -259,7 +260,8 @@ class Workload(_Frozen):
     kv_dtype: StoreDtype | None = None
     """Serve: storage of the KV cache; default `dtype`."""
     max_batch_tokens: PosInt = 8192
-    """Serve: most tokens one step processes (vLLM max_num_batched_tokens); a longer prompt runs alone."""
+    """Serve: most tokens one step processes (vLLM max_num_batched_tokens), per attention replica as
+    `batch`; a longer prompt runs alone."""
     chunked_prefill: StrictBool = False
     """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
     (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
@@ -618,9 +620,10 @@ def _check_serve(s: Scenario) -> None:
         _rule("layout.cp", f"context parallelism is not simulated for serving, got cp {lay.cp}")
     if lay.chunks != 1:
         _rule("layout.chunks", f"serving runs one chunk per stage, got chunks {lay.chunks}")
-    if w.disaggregated is not None and w.disaggregated.prefill_replicas >= lay.dp:
+    replicas = lay.dp // lay.ep  # an MoE model's replica is an EP unit of ep attention replicas
+    if w.disaggregated is not None and w.disaggregated.prefill_replicas >= replicas:
         _rule("workload.disaggregated.prefill_replicas", f"prefill_replicas "
-              f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp ({lay.dp})")
+              f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp/ep ({replicas})")
 
 
 def _check_faults(s: Scenario) -> None:

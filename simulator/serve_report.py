@@ -108,7 +108,8 @@ def _slo(scn, lat: dict, done: np.ndarray) -> tuple[dict, bool | None, float | N
 
 
 def _traffic(scn, costs: StepCosts, tl: ServeTimeline, fabric, devices) -> dict:
-    """Bytes over NVLink and scale-out in the whole run: TP all-reduces, PP hops, KV transfers."""
+    """Bytes over NVLink and scale-out in the whole run: TP all-reduces, PP hops, EP dispatch and
+    combine, KV transfers."""
     tiers = {"nvlink": 0.0, "scaleout": 0.0}
     tokens = float(tl.steps["tokens"].sum()) if len(tl.steps["tokens"]) else 0.0
     tp, pp = scn.layout.tp, scn.layout.pp
@@ -120,6 +121,9 @@ def _traffic(scn, costs: StepCosts, tl: ServeTimeline, fabric, devices) -> dict:
         tier = fabric.tier(devices[0, :-1, 0], devices[0, 1:, 0])
         for t in tier:
             tiers[str(t)] += tokens * scn.model.hidden * ACT
+    if costs.moe is not None:
+        for tier, per_layer in costs.moe.ep_bytes.items():
+            tiers[tier] += tokens * per_layer * float(costs.moe.stage_moe.sum())
     if len(tl.transfers["bytes"]):
         roles = np.array(tl.roles)
         src = devices[tl.transfers["replica"], 0, 0]
@@ -142,7 +146,7 @@ def _model_flops(scn, costs: StepCosts, tl: ServeTimeline) -> float:
 
 def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimeline, fabric, devices) -> ServeReport:
     """The ServeReport of one simulated serving run."""
-    w, lay = scn.workload, scn.layout
+    w = scn.workload
     req = tl.requests
     done = np.isfinite(tl.finish)
     lat = request_latencies(tl)
@@ -154,7 +158,8 @@ def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimel
     peak = scn.topology.device.peak_flops[w.dtype]
     targets, met, attain = _slo(scn, lat, done)
     context = int(w.prompt_len + w.output_len / 2)
-    decode_s = costs.decode_step(w.batch, context)
+    batch = w.batch * costs.ranks  # sequences of one replica (an MoE EP unit: every attention replica's)
+    decode_s = costs.decode_step(batch, context)
     kv_peak_tokens = float(tl.kv_tokens_peak.max()) if len(tl.kv_tokens_peak) else 0.0
     mem = memory.by_category(kv_peak_tokens)
     return ServeReport(
@@ -167,8 +172,8 @@ def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimel
         tokens_per_s=per_s(all_tokens), tokens_per_s_per_gpu=per_s(all_tokens) / scn.gpus,
         output_tokens_per_s_per_gpu=per_s(out_tokens) / scn.gpus,
         mfu=per_s(_model_flops(scn, costs, tl)) / (scn.gpus * peak),
-        prefill_s=costs.prefill(w.prompt_len), decode_step_s=decode_s, decode_bound=costs.decode_bound(w.batch),
-        exposed_comm_s=_step_comm(costs, w.batch), kv_cache_bytes_peak=mem["kv_cache"],
+        prefill_s=costs.prefill(w.prompt_len), decode_step_s=decode_s, decode_bound=costs.decode_bound(batch),
+        exposed_comm_s=_step_comm(costs, batch), kv_cache_bytes_peak=mem["kv_cache"],
         kv_cache_tokens_capacity=memory.kv_tokens, memory_bytes=mem,
         fits_in_memory=bool(memory.fits_weights and memory.kv_tokens > 0),
         traffic_bytes=_traffic(scn, costs, tl, fabric, devices), slo=targets, slo_met=met, slo_attainment=attain,
@@ -180,15 +185,17 @@ def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimel
 
 
 def _step_comm(costs: StepCosts, batch: int) -> dict:
-    """Seconds of TP and PP communication inside one decode step of `batch` sequences."""
+    """Seconds of TP, PP and EP communication inside one decode step of `batch` sequences."""
     layers = float(costs.stage_layers.sum())
-    return {"tp": layers * costs.tp_comm(batch), "pp": (costs.pp - 1) * costs.pp_hop(batch),
-            "dp": 0.0, "ep": 0.0, "cp": 0.0}
+    busiest = -(-batch // costs.ranks)
+    ep = float(costs.moe.stage_moe.sum()) * float(costs.moe.a2a(np.array([busiest]))[0]) if costs.moe else 0.0
+    return {"tp": layers * costs.tp_comm(busiest), "pp": (costs.pp - 1) * costs.pp_hop(busiest),
+            "dp": 0.0, "ep": ep, "cp": 0.0}
 
 
 def _layout(scn, tl: ServeTimeline) -> dict:
     w, lay = scn.workload, scn.layout
-    return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "prefill_replicas": tl.roles.count("prefill"),
+    return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "prefill_replicas": tl.roles.count("prefill"),
             "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_batch_tokens": w.max_batch_tokens,
             "chunked_prefill": w.chunked_prefill, "admission": w.admission, "weight_dtype": w.weight_dtype,
             "kv_dtype": w.kv_dtype, "dtype": w.dtype}

@@ -163,9 +163,10 @@ class Simulation:
         self.first, self.finish = np.full(n, np.nan), np.full(n, np.nan)
         self.preempted = np.zeros(n, int)
         self.evicted_gen: dict[int, int] = {}  # request id -> tokens it had emitted when evicted
-        self.batch, self.budget = w.batch, w.max_batch_tokens
+        self.ranks = scn.layout.ep  # attention replicas of an MoE EP unit, stepping together
+        self.batch, self.budget = w.batch * self.ranks, w.max_batch_tokens * self.ranks
         self.chunked, self.reserve = w.chunked_prefill, w.admission == "reserve"
-        self.pp, dp = scn.layout.pp, scn.layout.dp
+        self.pp, dp = scn.layout.pp, scn.layout.dp // self.ranks
         prefill = w.disaggregated.prefill_replicas if w.disaggregated else 0
         self.roles = tuple("serve" if not prefill else ("prefill" if r < prefill else "decode") for r in range(dp))
         self.devices = replica_devices(scn)
@@ -176,6 +177,7 @@ class Simulation:
         self.capacity = self.memory.kv_tokens if self.memory.fits_weights else 0  # a replica's, shared by its engines
         self.reserved = np.zeros(dp, dtype=np.int64)  # KV tokens reserved (reserve policy) or held for transfer
         self.rejected = (self.req.prompt + self.req.output) > self.capacity
+        self.rank = np.zeros(n, int)  # each request's attention replica in its EP unit
         self.engines = self._build_engines()
 
     def _build_engines(self) -> list[_Engine]:
@@ -188,6 +190,7 @@ class Simulation:
                 feed = np.zeros(0, int)
                 if role != "decode":
                     feed = ok[front.index(r) + len(front) * e::len(front) * self.pp]
+                    self.rank[feed] = np.arange(len(feed)) % self.ranks
                 engines.append(_Engine(replica=r, index=e, role=role, feed=feed))
         self.decoders = [g for g in engines if g.role == "decode"]
         self.by_replica = [[g for g in engines if g.replica == r] for r in range(len(self.roles))]
@@ -225,11 +228,13 @@ class Simulation:
             kind = _kind(g.todo[sel])
             start, m = env.now, int(new.sum())
             self.kv_now[g.replica, g.index] = g.ctx.sum() + m  # what this step will hold, for the siblings
-            stage_t, flops = self.costs.stage_times(new[sel], g.ctx[sel], int(emit.sum()))
+            ranks = self.rank[g.ids[sel]] if self.ranks > 1 else None
+            stage_t, flops = self.costs.stage_times(new[sel], g.ctx[sel], int(emit.sum()), ranks)
             if self.pp == 1:
                 yield env.timeout(float(stage_t[0]))
             else:
-                yield from self._through_stages(env, g.replica, stage_t, self.costs.pp_hop(m))
+                yield from self._through_stages(env, g.replica, stage_t,
+                                                self.costs.pp_hop(self.costs.busiest(new[sel], ranks)))
             self.steps.append((g.replica, g.index, start, env.now, kind, int(sel.sum()), m, int(emit.sum()),
                                float(g.ctx.sum()) + m, flops))
             self._advance(g, new, emit, env.now)

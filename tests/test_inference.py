@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator import ScenarioError
 from simulator.inference import (DTYPE_BYTES, kv_bytes_per_token, kv_bytes_per_token_per_rank, layer_weight_elements,
                                  max_batch, serve_memory, step_costs)
 from simulator.model import parameter_counts
@@ -149,10 +148,3 @@ def test_weights_that_do_not_fit(make_scenario):
     # tp 1 on 8 GPUs: dp 8 replicas, each holding all 141 GB of weights on one 80 GiB GPU
     mem = serve_memory(scn)
     assert not mem.fits_weights and mem.kv_tokens == 0
-
-
-def test_moe_serving_is_refused(make_scenario):
-    model = {"name": "tiny-moe", "layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "vocab": 32000,
-             "moe": {"experts": 8, "top_k": 2}}
-    with pytest.raises(ScenarioError, match="model.moe"):
-        step_costs(serve(make_scenario, model=model))

@@ -84,3 +84,125 @@ def test_flat_dispatch_across_racks_costs_more_at_large_batch():
     flat = decode_step(load_scenario(path, ["layout.ep=144", "layout.ep_dispatch=flat"]), np.array([512]), 4096)
     dedup = decode_step(load_scenario(path, ["layout.ep=144"]), np.array([512]), 4096)
     assert flat["all_to_all"][0] > 1.5 * dedup["all_to_all"][0]
+
+
+# --- the request-level simulator with an MoE model (simulator.inference + ServeExperts) -------------
+
+TINY_MOE = {"name": "tiny-moe", "layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "vocab": 32000,
+            "ffn_kind": "swiglu", "moe": {"experts": 16, "top_k": 2, "shared_experts": 1, "expert_ffn": 1024,
+                                          "dense_layers": 1}}
+
+
+def _serve_moe(make_scenario, *, model=None, topology=None, layout=None, **workload):
+    wl = {"kind": "serve", "prompt_len": 256, "output_len": 32, "batch": 16, "global_batch": None, **workload}
+    lay = {"tp": 1, "ep": 8, **(layout or {})}
+    return make_scenario(model=model or TINY_MOE, topology=topology or {"preset": "dgx-h100-superpod", "domains": 2},
+                         workload=wl, layout=lay)
+
+
+def test_moe_serving_runs_through_simrack_run(make_scenario, tmp_path):
+    """An MoE serve scenario simulates end to end: 16 GPUs at ep 8 are 2 EP units; every request
+    completes; the report names the EP degree and charges EP all-to-all traffic."""
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    scn = _serve_moe(make_scenario, arrivals={"rate": 200, "count": 300, "seed": 1})
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", str(scn.source), "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["completed"] == 300 and report["rejected"] == 0
+    assert report["layout"]["ep"] == 8 and report["exposed_comm_s"]["ep"] > 0
+    assert report["traffic_bytes"]["nvlink"] > 0
+
+
+def test_moe_flops_per_token_are_twice_the_active_linear_parameters(make_scenario):
+    """FLOP a token costs in the linear layers = 2 x (attention projections of every layer, the dense
+    FFN of the dense layers, router + shared + top_k routed experts of the MoE layers): the parameter
+    counts of simulator.model, exact but for the MLA latent norms (elementwise, not GEMMs)."""
+    from simulator.inference import step_costs
+    from simulator.model import parameter_counts
+
+    for name in ("deepseek-v3", "qwen3-235b-a22b"):
+        model = yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text())
+        scn = _serve_moe(make_scenario, model=model, topology={"preset": "gb200-nvl72", "domains": 1},
+                         layout={"ep": 8, "tp": 1})
+        m, c = scn.model, parameter_counts(scn.model)
+        moe_layers, dense_layers = m.layers - m.moe.dense_layers, m.moe.dense_layers
+        norms = 2 * m.hidden + (m.mla.q_lora_rank + m.mla.kv_lora_rank if m.mla else 0)
+        active = (m.layers * (c["attention"] - norms) + dense_layers * (c["layer"] - c["attention"])
+                  + moe_layers * (c["router"] + c["shared"] + m.moe.top_k * c["expert"]))
+        assert step_costs(scn).flops_per_token() == pytest.approx(2 * active, rel=1e-12)
+
+
+def test_moe_weights_per_device_are_the_parameter_counts(make_scenario):
+    """DeepSeek-V3 at tp 1, ep 72 with 32 redundant experts, fp8 weights: one GPU holds every
+    non-routed parameter (1 byte each) and 4 routed experts of each of the 58 MoE layers."""
+    from simulator.inference import serve_memory
+    from simulator.model import parameter_counts
+
+    model = yaml.safe_load((MODELS_DIR / "deepseek-v3.yaml").read_text())
+    scn = _serve_moe(make_scenario, model=model, topology={"preset": "gb200-nvl72", "domains": 1},
+                     layout={"ep": 72, "redundant_experts": 32}, dtype="fp8")
+    m, c = scn.model, parameter_counts(scn.model)
+    moe_layers, dense_layers = m.layers - m.moe.dense_layers, m.moe.dense_layers
+    latent_norms = m.mla.q_lora_rank + m.mla.kv_lora_rank
+    expected = (m.layers * (c["attention"] - latent_norms) + dense_layers * (c["layer"] - c["attention"])
+                + moe_layers * (c["router"] + c["shared"] + 4 * c["expert"]) + c["embedding"] + c["head"])
+    assert serve_memory(scn).weights[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_flat_dispatch_in_one_domain_is_the_closed_form(make_scenario):
+    """Flat dispatch inside one NVL72 rack, bf16: each of n ranks sends and receives b k (n - 1) / n
+    copies of h 16-bit values on NVLink, for dispatch and for combine: 2 x (b k (n-1)/n h 2 / bw +
+    (n - 1) latencies); the report's EP bytes a token and MoE layer are k (n - 1)/n h (2 + 2)."""
+    from simulator.fabric import fabric_for
+    from simulator.inference import step_costs
+
+    scn = _serve_moe(make_scenario, topology={"preset": "gb200-nvl72", "domains": 1},
+                     layout={"ep": 8, "ep_dispatch": "flat"})
+    costs = step_costs(scn)
+    fabric, cal, n, k, h = fabric_for(scn.topology), costs.cal, 8, 2, 1024
+    b = np.array([1, 7, 64, 300])
+    by_hand = 2 * (b * k * (n - 1) / n * h * 2 / (fabric.nvlink_bw * cal.nvlink) + (n - 1) * fabric.nvlink_lat)
+    np.testing.assert_allclose(costs.moe.a2a(b), by_hand, rtol=1e-12)
+    assert costs.moe.ep_bytes["nvlink"] == pytest.approx(k * (n - 1) / n * h * 4, rel=1e-12)
+    assert costs.moe.ep_bytes["scaleout"] == 0.0
+
+
+def test_unit_step_and_decode_step_model_agree_on_experts_and_all_to_all():
+    """The serving step's routed experts and all-to-all of an EP unit at b sequences per attention
+    replica (unit total b x ep, copies a rank receives b k) equal the closed-form decode step model's
+    at per-GPU batch b: two bookkeepings of one physics, on 1,152 GB200 GPUs with dedup dispatch."""
+    from simulator.inference import step_costs
+
+    scn = load_scenario(ROOT / "scenarios" / "scale" / "deepseek-v3-serve-gb200-1152.yaml")
+    costs, ep = step_costs(scn), scn.layout.ep
+    moe = costs.moe
+    layers = float(moe.stage_moe.sum())
+    for b in (1, 16, 128):
+        part = (float(moe.stage_times(b, b * ep)[0]) - float(moe.stage_dense[0] * moe.times(moe.dense_ffn, [b])[0])
+                - layers * float(moe.times(moe.moe_ffn, [b])[0]))
+        ref = decode_step(scn, np.array([b]), 4096, weight_dtype="fp8", kv_dtype="fp8")
+        assert part == pytest.approx(float(ref["experts"][0] + ref["all_to_all"][0]), rel=1e-9)
+
+
+def test_the_busiest_attention_replica_sets_the_step(make_scenario):
+    """A unit steps in lockstep: the same 32 decoding sequences cost more piled on one attention
+    replica than spread over all 8, and the piled step equals one replica running all 32 alone
+    (every term but the experts', which see the same 64 copies either way)."""
+    from simulator.inference import step_costs
+
+    costs = step_costs(_serve_moe(make_scenario))
+    new, ctx = np.ones(32), np.full(32, 512.0)
+    spread = costs.stage_times(new, ctx, 32, np.arange(32) % 8)[0]
+    piled = costs.stage_times(new, ctx, 32, np.zeros(32, int))[0]
+    assert piled.sum() > spread.sum()
+    alone = costs.stage_layers * (costs.linear(32) + costs.attention(new, ctx)[0] + costs.tp_comm(32))
+    alone = alone + costs.moe.stage_times(32, 32)
+    alone[0] += costs.embed(32)
+    alone[-1] += costs.head(4)
+    np.testing.assert_allclose(piled, alone, rtol=1e-12)
