@@ -1,4 +1,5 @@
-"""simrack command line: parse, call the API, render. A ScenarioError is one line and exit status 2."""
+"""simrack command line: parse, call the API, render. A ScenarioError is one line and exit status 2;
+a broken invariant (a bug in simrack) one line and exit status 3."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import render
+from .invariants import InvariantError
 from .loader import load_scenario
 from .scenario import ScenarioError
 from .simulate import run as run_scenario
@@ -28,6 +30,12 @@ def fail(message: str) -> None:
     """Print one line to stderr and exit with status 2."""
     typer.echo(f"simrack: {message}", err=True)
     raise typer.Exit(2)
+
+
+def bug(err: InvariantError) -> None:
+    """A broken invariant: one line naming the scenario and the rule, exit status 3 (simrack's fault)."""
+    typer.echo(f"simrack: bug, please report it with the scenario: {err}", err=True)
+    raise typer.Exit(3)
 
 
 def write_all(outputs: dict[Optional[Path], str]) -> None:
@@ -56,6 +64,8 @@ def run(
         result = run_scenario(load_scenario(scenario, overrides or ()))
     except ScenarioError as err:
         fail(str(err))
+    except InvariantError as err:
+        bug(err)
     report = result.report
     write_all({
         json_out: render.to_json(report) if json_out else "",
@@ -81,6 +91,8 @@ def schedule(
         result = run_scenario(scn)
     except ScenarioError as err:
         fail(str(err))
+    except InvariantError as err:
+        bug(err)
     typer.echo(result.plan.table.format_grid())
     if svg is not None:
         from .plots import save_pipeline  # matplotlib only when a picture is asked for

@@ -1,8 +1,11 @@
-"""Invariants checked on every simulated step, vectorized; a violation names the scenario and the rule.
+"""Invariants checked on every simulation (simulate.run calls them), vectorized; a violation names
+the scenario and the rule: it is a bug in simrack, never a number to report.
 
-No task starts before its inputs exist; a stage never runs two tasks at once; each stage's busy time
-fits in the step; the bubble is a fraction in [0, 1); memory categories add up to the total; traffic
-per tier is what the per-rank counts imply.
+Training: no task starts before its inputs exist; a stage never runs two tasks at once; each stage's
+busy time fits in the step; the bubble is a fraction in [0, 1); memory categories add up to the total;
+traffic per tier is what the per-rank counts imply (bytes sent = bytes received per tier).
+Serving: every request completes or is rejected; tokens come after arrival; an engine runs one step at
+a time and no longer than the run; the KV cache stays within capacity; memory adds up.
 """
 
 from __future__ import annotations
@@ -76,5 +79,42 @@ def check_training(name: str, plan: Plan, tl: Timeline, report) -> None:
         per_rank = plan.traffic["per_rank"].sum(axis=0) * (report.gpus // plan.table.p)
         if not np.allclose(per_rank, [plan.traffic["nvlink"], plan.traffic["scaleout"]], rtol=1e-9):
             raise InvariantError("traffic per tier differs from the per-rank counts")
+    except InvariantError as err:
+        raise InvariantError(f"{name}: invariant violated: {err}") from None
+
+
+def check_serving(name: str, tl, report, capacity: int) -> None:
+    """All serving invariants; raises InvariantError naming `name` on the first violation.
+
+    Every request completes or is rejected (never both, never neither); a token comes after its
+    request's arrival and the last after the first; a replica (one pipeline stage, or a whole pipeline
+    pass per engine) never runs two steps at once nor works longer than the run; the KV cache never
+    holds more than its capacity; memory categories add up to the total."""
+    try:
+        done = np.isfinite(tl.finish)
+        if (done == tl.rejected).any():
+            raise InvariantError(f"{int((done == tl.rejected).sum())} requests neither completed nor were "
+                                 f"rejected, or both")
+        req = tl.requests
+        if (tl.first_token[done] < req.arrival[done] - EPS).any() or (tl.finish[done] < tl.first_token[done] - EPS).any():
+            raise InvariantError("a token was emitted before its request arrived or before its first token")
+        st = tl.steps
+        if len(st["start"]):
+            if (st["end"] < st["start"]).any():
+                raise InvariantError("a step ended before it started")
+            lane = st["replica"] * tl.engines + st["engine"]
+            order = np.lexsort((st["start"], lane))
+            same = lane[order][1:] == lane[order][:-1]
+            if (st["start"][order][1:][same] < st["end"][order][:-1][same] - EPS).any():
+                raise InvariantError("an engine ran two steps at once")
+            busy = np.bincount(lane, weights=st["end"] - st["start"])
+            if (busy > tl.end_time + EPS).any():
+                raise InvariantError("an engine was busy longer than the run")
+        if (tl.kv_tokens_peak > capacity).any():
+            raise InvariantError(f"the KV cache held {int(tl.kv_tokens_peak.max())} tokens, capacity {capacity}")
+        mem = report.memory_bytes
+        parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
+        if not np.isclose(parts, mem["total"], rtol=1e-12):
+            raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
     except InvariantError as err:
         raise InvariantError(f"{name}: invariant violated: {err}") from None

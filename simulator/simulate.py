@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .engine import Timeline, run_engine
 from .fabric import Fabric, fabric_for
+from .invariants import check_serving, check_training
 from .model import build_op_table
 from .placement import place
 from .plan import Plan, make_plan
@@ -37,7 +38,9 @@ def run(scenario: Scenario) -> Result:
     except ValueError as err:  # a schedule's constraint on p, m or v
         raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
     timeline = run_engine(plan)
-    return Result(scenario, fabric, plan, timeline, summarize(scenario, plan, timeline, fabric))
+    report = summarize(scenario, plan, timeline, fabric)
+    check_training(scenario.name, plan, timeline, report)
+    return Result(scenario, fabric, plan, timeline, report)
 
 
 def run_faulty(scenario: Scenario) -> Result:
@@ -77,6 +80,7 @@ def run_faulty(scenario: Scenario) -> Result:
             raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
         timeline = run_engine(plan)
         report = summarize(scn, plan, timeline, fabric)
+        check_training(scenario.name, plan, timeline, report)
     else:  # a spare swapped in: the step is the healthy one
         fabric, plan, timeline, report = healthy.fabric, healthy.plan, healthy.timeline, healthy.report
     stage = fl.dominant_stage(healthy.plan, plan, healthy.timeline, timeline) if rest else 0
@@ -94,6 +98,7 @@ def run_serve(scenario: Scenario) -> Result:
     sim = Simulation(scenario, fabric=fabric)
     timeline = sim.run()
     report = summarize_serving(scenario, sim.costs, sim.memory, timeline, fabric, sim.devices)
+    check_serving(scenario.name, timeline, report, sim.capacity)
     return Result(scenario, fabric, sim.costs, timeline, report)
 
 
