@@ -63,7 +63,7 @@ def _flops_units() -> dict[str, float]:
 
 _BYTES = _byte_units()
 _BANDWIDTH = _bandwidth_units()
-_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
+_TIME = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 _FLOPS = _flops_units()
 
 
@@ -98,7 +98,7 @@ def parse_bandwidth(value: object) -> float:
 
 
 def parse_time(value: object) -> float:
-    """Seconds from "2 us", "2 µs", "5 ns", "412 ms", "13.7 s", or a bare number of seconds."""
+    """Seconds from "2 us", "2 µs", "5 ns", "412 ms", "13.7 s", "5 min", "2 h", or a bare number of seconds."""
     return _parse(value, _TIME, "time", "2 us")
 
 

@@ -38,6 +38,8 @@ from simulator.units import (
         pytest.param(parse_time, "2 \u00b5s", 2e-6, id="time-micro-sign"),
         pytest.param(parse_time, "2 \u03bcs", 2e-6, id="time-greek-mu"),
         pytest.param(parse_time, "5 ns", 5e-9, id="time-ns"),
+        pytest.param(parse_time, "5 min", 300.0, id="time-min"),
+        pytest.param(parse_time, "1.5 h", 5400.0, id="time-h"),
         pytest.param(parse_time, "412 ms", 0.412, id="time-ms"),
         pytest.param(parse_time, "13.7 s", 13.7, id="time-s"),
         pytest.param(parse_time, 0, 0.0, id="time-bare-zero"),
