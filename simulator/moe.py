@@ -18,8 +18,8 @@ All-to-all volumes, in token copies per rank (a copy is h activations, split ove
   on NVLink to the target ranks; combine reduces inside the domain before sending back.
 Each tier is a per-rank link: a tier's time is max over ranks of max(sent, received) bytes / bandwidth
 (NVLink at calibration.nvlink of line rate; NICs at calibration.scaleout, cut by oversubscription when
-the group crosses leaf units), plus (ranks-1) latencies; the tiers run at once, the a2a takes the
-slower. Dispatch carries fp8 activations when the workload's dtype is fp8 (as DeepSeek-V3), else 16-bit;
+the group crosses leaf units), plus one latency (a rank's sends to its peers are in flight at once,
+as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries fp8 activations when the workload's dtype is fp8 (as DeepSeek-V3), else 16-bit;
 combine and the backward pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
 """
 
@@ -200,11 +200,9 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
     """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
     lay, h = scn.layout, scn.model.hidden
-    doms, idx = np.unique(fabric.domain_of(ep_devices), return_inverse=True)
-    k_max, d = int(np.bincount(idx).max()), len(doms)
     crosses = bool(fabric.profile(ep_devices[None])[2][0])
     bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
-    lat = {"nv": (k_max - 1) * fabric.nvlink_lat, "so": (d - 1) * fabric.scaleout_lat}
+    lat = {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}  # sends to all peers in flight at once
     copy = h / lay.tp  # elements of one token copy per TP rank
     dispatch_bytes = 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
 

@@ -117,7 +117,8 @@ def test_dedup_sends_one_copy_per_remote_domain(make_scenario, monkeypatch):
 def test_ep_group_spanning_two_domains_costs_the_bandwidth_ratio(make_scenario):
     """EP 8 inside one node vs. 4 + 4 GPUs on two nodes (flat dispatch, uniform routing). Inside, a rank
     receives 7/8 of its copies over NVLink; spanning, 4/8 over its NIC and 3/8 over NVLink at once.
-    Exposed EP time grows by [0.5 / nic + lat_ib] / [0.875 / nvlink + 7 lat_nv] per copy byte (within 10%)."""
+    Exposed EP time grows by [0.5 / nic + lat_ib] / [0.875 / nvlink + lat_nv] per copy byte (within 10%):
+    one latency a tier, the sends to all peers in flight at once."""
     inside = run(_small(make_scenario, workload={"seq_len": 16384, "global_batch": 16}))
     across = run(_small(make_scenario, workload={"seq_len": 16384, "global_batch": 16},
                         layout={"order": ["tp", "cp", "dp", "ep", "pp"]}))
@@ -126,8 +127,8 @@ def test_ep_group_spanning_two_domains_costs_the_bandwidth_ratio(make_scenario):
     cal = calibration.DEFAULT
     nvlink, nic = 200e9 * cal.nvlink, 50e9 * cal.scaleout
     copy_bytes = 16384 * 8 * 1024 * 2  # A = T * k copies of h bf16 values per a2a
-    t_in = 7 / 8 * copy_bytes / nvlink + 7 * 2e-6
-    t_across = max(4 / 8 * copy_bytes / nic + 5e-6, 3 / 8 * copy_bytes / nvlink + 3 * 2e-6)
+    t_in = 7 / 8 * copy_bytes / nvlink + 2e-6
+    t_across = max(4 / 8 * copy_bytes / nic + 5e-6, 3 / 8 * copy_bytes / nvlink + 2e-6)
     ratio = across.report.exposed_comm_s["ep"] / inside.report.exposed_comm_s["ep"]
     assert ratio == pytest.approx(t_across / t_in, rel=0.10)
     assert across.report.extra["ep"]["exposed_s"]["scaleout"] == pytest.approx(
