@@ -311,17 +311,35 @@ class StepCosts:
     def stage_times(self, new, ctx, sampled: int, ranks=None) -> tuple[np.ndarray, float]:
         """((pp,) seconds of each stage, attention FLOP of one layer on one rank) for one step (hops excluded).
 
-        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin."""
+        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin. With
+        two-batch overlap the sequences split in two halves (alternately on each replica) and each MoE
+        layer takes the longer of both halves' compute and both halves' all-to-alls."""
+        new, ctx = np.asarray(new, dtype=float), np.asarray(ctx, dtype=float)
         ranks = self._ranks(len(new), ranks)
+        if self.moe is not None and self.moe.overlap and len(new) > 1:
+            half = _alternate(ranks, len(new))
+            parts = [self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h])
+                     for h in (0, 1)]
+            every, compute, comm, flops = (sum(p[i] for p in parts) for i in range(4))
+            t = every + np.maximum(compute, comm)
+        else:
+            every, compute, comm, flops = self._layer_parts(new, ctx, ranks)
+            t = every + compute + comm
+        t[0] += self.embed(self.busiest(new, ranks))
+        t[-1] += self.head(-(-sampled // self.ranks))
+        return t, flops
+
+    def _layer_parts(self, new, ctx, ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(pp,) seconds of each stage's layers that no all-to-all overlaps, of its MoE layers' compute
+        and of their all-to-alls, and the attention FLOP of one layer."""
         m, busiest = int(np.sum(new)), self.busiest(new, ranks)
         attn, flops = self.attention(new, ctx, ranks)
         per_layer = self.linear(busiest) + attn + self.tp_comm(busiest)
-        t = self.stage_layers * per_layer
-        if self.moe is not None:
-            t = t + self.moe.stage_times(busiest, m)
-        t[0] += self.embed(busiest)
-        t[-1] += self.head(-(-sampled // self.ranks))
-        return t, flops
+        if self.moe is None:
+            zero = np.zeros(self.pp)
+            return self.stage_layers * per_layer, zero, zero, flops
+        dense, compute, comm = self.moe.parts(busiest, m)
+        return self.moe.stage_dense * per_layer + dense, self.moe.stage_moe * per_layer + compute, comm, flops
 
     def step_time(self, new, ctx, sampled: int, ranks=None) -> float:
         """Seconds from the first stage's start to the last stage's end of one step."""
@@ -355,6 +373,17 @@ class StepCosts:
         """Linear FLOP per token over the whole replica (all ranks, all layers, head excluded)."""
         every = linear_flops(self.layer_ops) * self.tp * float(self.stage_layers.sum())
         return every + (self.moe.flops_per_token() if self.moe is not None else 0.0)
+
+
+def _alternate(ranks, n: int) -> np.ndarray:
+    """(n,) 0 or 1: every other sequence of each attention replica (of the one replica if ranks is None)."""
+    if ranks is None:
+        return np.arange(n) % 2
+    order = np.argsort(ranks, kind="stable")
+    sorted_ranks = ranks[order]
+    half = np.empty(n, dtype=int)
+    half[order] = (np.arange(n) - np.searchsorted(sorted_ranks, sorted_ranks)) % 2
+    return half
 
 
 def replica_devices(scn) -> np.ndarray:

@@ -180,15 +180,14 @@ def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
     when every rank of the EP group `devices` brings `tokens` tokens (array). A copy is h / tp
     elements a TP rank; with tp > 1 the received copies are all-gathered over `tp_group` before the
     experts and reduce-scattered after (on NVLink). Each tier is a per-rank link: its time is the
-    busiest rank's larger direction over the bandwidth plus (ranks - 1) latencies; the tiers overlap."""
+    busiest rank's larger direction over the bandwidth plus one latency; the tiers overlap."""
     fabric, model = fabric_for(scn.topology), scn.model
     tp = scn.layout.tp
     b = np.asarray(tokens, float)
     vol = _unit_volumes(scn, devices)
-    doms, idx = np.unique(fabric.domain_of(devices), return_inverse=True)
     crosses = bool(fabric.profile(np.asarray(devices)[None])[2][0])
     bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
-    lat = {"nv": (np.bincount(idx).max() - 1) * fabric.nvlink_lat, "so": (len(doms) - 1) * fabric.scaleout_lat}
+    lat = {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}  # sends to all peers in flight at once
     gather = 0.0
     if tp > 1:
         size = (b * model.moe.top_k * model.hidden * ACT_BYTES).ravel()
@@ -258,6 +257,7 @@ class ServeExperts:
     dense_ffn: LinearOps  # one dense layer's FFN half on one TP rank
     moe_ffn: LinearOps  # one MoE layer's router and shared experts on one TP rank
     ranks: int  # EP ranks = attention replicas of the unit
+    overlap: bool  # two micro-batches a step, each one's all-to-alls behind the other's compute
     tp: int
     top_k: int
     times: object  # callable(ops, m array) -> seconds (StepCosts.times)
@@ -269,9 +269,10 @@ class ServeExperts:
     _tables: dict = field(default_factory=dict)
     _experts: dict = field(default_factory=dict)
 
-    def stage_times(self, busiest: int, total: int) -> np.ndarray:
-        """(pp,) seconds of each stage's FFN halves when the busiest replica runs `busiest` tokens of
-        the unit's `total`."""
+    def parts(self, busiest: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pp,) seconds of each stage's dense FFNs, MoE layers' compute (router, shared and routed
+        experts) and their dispatch and combine, when the busiest replica runs `busiest` tokens of the
+        unit's `total`."""
         tab = lambda name, fn, m: tabulated(self._tables, name, fn, m)[m]  # noqa: E731
         dense = tab("dense", lambda x: self.times(self.dense_ffn, x), busiest)
         half = tab("half", lambda x: self.times(self.moe_ffn, x), busiest)
@@ -279,7 +280,11 @@ class ServeExperts:
         if experts is None:  # the unit's tokens reach millions: memoized, not tabulated
             experts = self._experts[total] = float(self.experts(np.array([total * self.top_k / self.ranks]))[0])
         a2a = tab("a2a", self.a2a, busiest)
-        return self.stage_dense * dense + self.stage_moe * (half + experts + a2a)
+        return self.stage_dense * dense, self.stage_moe * (half + experts), self.stage_moe * a2a
+
+    def stage_times(self, busiest: int, total: int) -> np.ndarray:
+        """(pp,) seconds of each stage's FFN halves, nothing overlapped."""
+        return sum(self.parts(busiest, total))
 
     def flops_per_token(self) -> float:
         """FLOP a token costs in the FFN halves of all layers (all TP ranks; its top_k routed experts)."""
@@ -310,7 +315,7 @@ def serve_experts(scn, costs, fabric) -> ServeExperts:
     ep_bytes = {tier: float(vol[f"send_{t}"].mean()) * model.hidden * widths
                 for tier, t in (("nvlink", "nv"), ("scaleout", "so"))}
     return ServeExperts(
-        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep, tp=lay.tp,
+        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep, overlap=w.two_batch_overlap, tp=lay.tp,
         top_k=model.moe.top_k, times=costs.times, experts=lambda c: rank_experts(c)["time"],
         a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
         compute_memory=lambda c: (lambda t: (t["compute"], t["memory"]))(rank_experts(c)),

@@ -265,6 +265,9 @@ class Workload(_Frozen):
     chunked_prefill: StrictBool = False
     """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
     (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
+    two_batch_overlap: StrictBool = False
+    """Serve, MoE: split each step's sequences into two micro-batches, each one's all-to-alls
+    overlapping the other's compute (DeepSeek-V3's decode, SGLang's two-batch overlap)."""
     admission: Literal["reserve", "preempt"] = "reserve"
     """Serve: KV cache policy: reserve prompt + output at admission (no eviction), or admit on the
     prompt alone and preempt the newest request (recomputing it later) when the cache fills (vLLM)."""
@@ -614,6 +617,9 @@ def _check_dtype(s: Scenario) -> None:
 def _check_serve(s: Scenario) -> None:
     """Serving runs whole sequences on a replica (no context parallelism); pools split the replicas."""
     w, lay = s.workload, s.layout
+    if w.two_batch_overlap and (w.kind != "serve" or s.model.moe is None):
+        _rule("workload.two_batch_overlap", "overlaps the all-to-alls of an MoE model's serving steps; "
+              f"got workload.kind {w.kind}{'' if s.model.moe else ' and a dense model'}")
     if w.kind != "serve":
         return
     if lay.cp != 1:

@@ -58,11 +58,12 @@ class Requests:
 
 
 def make_requests(scn) -> Requests:
-    """The requests of a serve scenario: Poisson arrivals, a trace file, or `batch` requests at t = 0."""
+    """The requests of a serve scenario: Poisson arrivals, a trace file, or `batch` requests at t = 0
+    for every attention replica of an EP unit (one unit: `batch` x ep)."""
     w = scn.workload
     arr = w.arrivals
     if arr is None:
-        n = w.batch
+        n = w.batch * scn.layout.ep
         return Requests(np.zeros(n), np.full(n, w.prompt_len), np.full(n, w.output_len))
     rng = np.random.default_rng(arr.seed)
     if arr.trace is None:
