@@ -1,27 +1,23 @@
-"""Decode with expert parallelism: one MoE layer and one decode step against the batch (vectorized).
+"""Serving with expert parallelism: the MoE layers of the serving simulator's step (vectorized).
 
-A serving replica in DeepSeek-V3's style (its section 3.4): attention data-parallel (every GPU runs its
-own b sequences, no TP), the routed experts spread over an EP group of n GPUs, each holding
-(experts + redundant) / n of them. One decode step moves B = n b tokens through every MoE layer:
+A serving replica in DeepSeek-V3's style (its section 3.4) is an EP unit: ep attention replicas (tp x
+pp devices each, running their own sequences), the routed experts spread over the unit, each EP rank
+holding (experts + redundant) / ep of them. Each MoE layer of a step with b tokens on the busiest
+replica and B on the unit runs:
 
-- the attention half (projections, router, shared experts; dense FFN in the dense layers) reads its
-  weights once a step and runs b tokens: rooflines at M = b;
-- attention reads each sequence's KV cache (MLA: the latent of kv_lora_rank + rope a token a layer);
-- a GPU's experts receive b k copies in all (uniform routing), M = b k / slots each; an expert reads
-  its weights only if it received a token (probability 1 - exp(-M), tokens arriving as Poisson);
-- dispatch and combine of the b k copies (simulator.moe's per-tier volumes and timing).
+- the router and shared experts at M = b (weights read once a step);
+- a rank's experts on the B k / ep copies it receives (uniform routing: the mean load, EPLB-style
+  balance), M = B k / (ep slots) each; an expert reads its weights only if it received a token
+  (probability 1 - exp(-M), tokens arriving as Poisson);
+- dispatch and combine of the copies (simulator.moe's per-tier volumes, linear in b).
 
 An expert GEMM (M x N x K) turns compute-bound when 2 M N K / peak >= (weight + activation bytes) /
 HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a weight and an
 activation): about peak/HBM = 295 on H100 in bf16. With B tokens a step an expert gets B k / E, so the
 layer turns compute-bound at B ~ 295 x E / k: sparsity multiplies the batch a replica needs.
 
-`ServeExperts` is the FFN half of the request-level serving simulator's step (simulator.inference) for
-an MoE model: an EP unit of ep attention replicas (tp x pp devices each) steps in lockstep, every EP
-rank holding (experts + redundant) / ep experts of each of its stage's MoE layers, split over its TP
-ranks by width; routing is uniform (the load a rank receives is its mean: EPLB-style balance).
-`decode_step` is the closed-form decode step of a tp = pp = 1 unit over an array of batches, for
-studies; a test holds the two to each other.
+`ServeExperts` holds these FFN halves for simulator.inference.StepCosts (experts split over a rank's TP
+ranks by width); `decode_table` tabulates the unit's decode step over batches, for studies.
 """
 
 from __future__ import annotations
@@ -33,7 +29,7 @@ import numpy as np
 from . import calibration, roofline
 from .fabric import fabric_for
 from .inference import DTYPE_BYTES, LinearOps, ffn_rows, linear_flops, tabulated
-from .model import ACT_BYTES, parameter_counts
+from .model import ACT_BYTES
 from .moe import dispatch_volumes
 from .placement import place, split_layers
 
@@ -88,77 +84,21 @@ def compute_bound_batch(model, dev, dtype: str = "bf16", weight_dtype: str = "bf
     return int(grid[bound[0]]) if len(bound) else -1
 
 
-def _dense_half(model) -> list[tuple[int, int]]:
-    """(N, K) of the GEMMs a token runs outside the routed experts in an MoE layer, tp = 1."""
-    h = model.hidden
-    gated = 2 if model.ffn_kind == "swiglu" else 1
-    if model.mla is None:
-        attn = [((model.heads + 2 * model.kv_heads) * model.head_dim, h), (h, model.heads * model.head_dim)]
-    else:
-        m = model.mla
-        qk = (m.qk_nope_head_dim or model.head_dim) + m.qk_rope_head_dim
-        v = m.v_head_dim or model.head_dim
-        q = [(m.q_lora_rank, h), (model.heads * qk, m.q_lora_rank)] if m.q_lora_rank else [(model.heads * qk, h)]
-        attn = q + [(m.kv_lora_rank + m.qk_rope_head_dim, h),
-                    (model.heads * (qk - m.qk_rope_head_dim + v), m.kv_lora_rank), (h, model.heads * v)]
-    moe = model.moe
-    shared = [(moe.shared_experts * moe.expert_ffn * gated, h), (h, moe.shared_experts * moe.expert_ffn)] \
-        if moe.shared_experts else []
-    return attn + [(moe.experts, h)] + shared
+def decode_table(scn, batch_per_replica, context: int) -> dict:
+    """Decode steps of an MoE serve scenario's EP unit with `batch_per_replica` sequences (array) on
+    every attention replica, each with `context` cached tokens (the serving simulator's own step costs).
 
+    Returns arrays: step, experts and all_to_all (seconds a step, over all MoE layers) and
+    tokens_per_s_per_gpu."""
+    from .inference import step_costs
 
-def _kv_elements(model) -> int:
-    if model.mla is not None:
-        return model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
-    return 2 * model.kv_heads * model.head_dim
-
-
-def decode_step(scn, batch, context: int, weight_dtype: str = "fp8", kv_dtype: str = "bf16") -> dict:
-    """Seconds of one decode step of a DeepSeek-style EP replica, per GPU batch `batch` (array).
-
-    The replica is the EP group of `scn.layout.ep` consecutive GPUs (tp = pp = 1), with
-    `layout.redundant_experts` and `layout.ep_dispatch`; every GPU decodes `batch` sequences of
-    `context` cached tokens. Returns arrays: attention, dense, experts, all_to_all, head, step (s),
-    tokens_per_s_per_gpu, and the per-GPU weight bytes.
-    """
-    model, lay, dev = scn.model, scn.layout, scn.topology.device
-    dtype, cal = scn.workload.dtype, calibration.for_device(dev)
-    peak, hbm = dev.peak_flops[dtype], dev.hbm_bandwidth
-    b = np.asarray(batch, float)
-    moe, n = model.moe, lay.ep
-    slots = (moe.experts + lay.redundant_experts) // n
-    wb = DTYPE_BYTES[weight_dtype]
-    moe_layers, dense_layers = model.layers - moe.dense_layers, moe.dense_layers
-
-    def gemms(shapes):
-        return sum(np.maximum(*_gemm_times(b, nn, kk, wb, peak, hbm, cal)) + cal.kernel_overhead
-                   for nn, kk in shapes)
-
-    half = gemms(_dense_half(model))
-    gated = 2 if model.ffn_kind == "swiglu" else 1
-    dense_ffn = gemms([(model.ffn * gated, model.hidden), (model.hidden, model.ffn)])
-    router_shared = gemms(_dense_half(model)[-(1 + 2 * bool(moe.shared_experts)):])
-    kv = b * context * _kv_elements(model) * DTYPE_BYTES[kv_dtype]
-    attention = kv / (hbm * cal.hbm) + cal.kernel_overhead
-    experts = expert_layer_times(model, b * moe.top_k, slots, dev, dtype, weight_dtype, cal)["time"]
-    a2a = decode_all_to_all(scn, b, cal)
-    head = gemms([(model.vocab, model.hidden)])
-    layer_moe = half + attention + experts + a2a
-    layer_dense = half - router_shared + dense_ffn + attention
-    step = moe_layers * layer_moe + dense_layers * layer_dense + head
-    c = parameter_counts(model)
-    dense_params = (model.layers * c["attention"] + moe_layers * (c["router"] + c["shared"])
-                    + dense_layers * (c["layer"] - c["attention"]) + c["embedding"] + c["head"])
-    return {"attention": model.layers * attention, "dense": moe_layers * half + dense_layers * (half - router_shared
-            + dense_ffn), "experts": moe_layers * experts, "all_to_all": moe_layers * a2a, "head": head,
-            "step": step, "tokens_per_s_per_gpu": b / step,
-            "weight_bytes": wb * (dense_params + moe_layers * slots * c["expert"])}
-
-
-def decode_all_to_all(scn, b, cal) -> np.ndarray:
-    """Seconds of one MoE layer's dispatch and combine per decode step of the tp = pp = 1 EP group of
-    devices 0..ep-1, every GPU sending its b tokens' k copies (array b)."""
-    return all_to_all_seconds(scn, np.arange(scn.layout.ep), None, cal, b)
+    costs = step_costs(scn)
+    moe, gpus = costs.moe, scn.layout.ep * scn.layout.tp * scn.layout.pp
+    b = np.asarray(batch_per_replica, dtype=int)
+    step = np.array([costs.decode_step(int(x) * moe.ranks, context) for x in b])
+    layers = float(moe.stage_moe.sum())
+    return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
+            "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}
 
 
 def _unit_volumes(scn, devices) -> dict:

@@ -1,7 +1,7 @@
 """MoE on racks: DeepSeek-V3's expert layers laid over GB200 NVL72 racks and 8-GPU H800 nodes.
 
 Run from the repository root:  python scenarios/studies/moe-on-racks/study.py
-Writes results.md, results.csv, moe.png and decode.png beside this file (about 8 s).
+Writes results.md, results.csv, moe.png and decode.png beside this file (about 12 s).
 
 Axes: expert-parallel size (GB200: 8, 32, 72 = one rack, 144 = two racks; H800: 64 = eight nodes),
 routing (uniform, Zipf skew 0.5), balancing (static: contiguous placement with only the redundant
@@ -9,7 +9,8 @@ slots the EP size needs to divide 256 experts, copied blind to load; EPLB: load-
 with redundant copies of the hottest experts), and the all-to-all (flat, or de-duplicated per domain).
 A second table: co-activated experts (a token makes 80% of its choices inside one of 8 topics) on the
 H800 cluster, placed contiguously or by the co-activation graph. A third: decode (serving) of the same
-model with EP 72 in one rack and EP 144 over two, against the batch (simulator.moe_serving).
+model with EP 72 in one rack and EP 144 over two, against the batch (gb200-serve.yaml, the serving
+simulator's step costs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
-from simulator.moe_serving import compute_bound_batch, decode_step  # noqa: E402
+from simulator.inference import serve_memory  # noqa: E402
+from simulator.moe_serving import compute_bound_batch, decode_table  # noqa: E402
 from simulator.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -93,10 +95,10 @@ def decode_view() -> tuple[list[dict], dict]:
     million output tokens against the sequences each GPU decodes; and where the experts turn compute-bound."""
     rows = []
     for label, ep, dispatch in DECODE:
-        scn = load_scenario(HERE / "gb200.yaml", [f"layout.ep={ep}", f"layout.ep_dispatch={dispatch}"])
-        d = decode_step(scn, np.array(BATCHES), CONTEXT)
-        kv_seq = scn.model.layers * 576 * 2.0 * CONTEXT  # MLA latent + rope, bf16
-        fit = int((scn.topology.device.hbm_bytes - d["weight_bytes"]) // kv_seq)
+        scn = load_scenario(HERE / "gb200-serve.yaml", [f"layout.ep={ep}", f"layout.ep_dispatch={dispatch}"])
+        d = decode_table(scn, np.array(BATCHES), CONTEXT)
+        mem = serve_memory(scn)
+        fit = int((mem.capacity - mem.weights[0] - mem.activations[0]) // (mem.kv_per_token[0] * CONTEXT))
         price = scn.options.gpu_hour_price
         for i, b in enumerate(BATCHES):
             rows.append({"replica": label, "batch_per_gpu": b, "tpot_ms": 1e3 * d["step"][i],
