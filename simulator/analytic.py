@@ -20,9 +20,11 @@ pipeline busy from its entry to its exit, which is the regime of balanced and co
 pipelines). docs/whatif.md states the class precisely; tests/test_analytic.py checks both facts.
 
 The structure (positions of entries and exits in each device's order, task counts before and after
-them) comes from the schedule's own table, built once per (schedule, pp, chunks) at two micro-batch
+them) comes from the schedule's own orders, built once per (schedule, pp, chunks) at two micro-batch
 counts past the warm-up and extended linearly in m (more micro-batches only lengthen the steady
-state), or at the exact m when it is small.
+state), or at the exact m when it is small. The orders are the tables' as integer arrays
+(schedules.codes), read with numpy for every micro-batch count of a (schedule, pp, chunks) at once;
+tests/test_schedule_codes.py checks them and the structures against the ScheduleTables.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schedules import SCHEDULES, in_flight
-from .schedules.table import Action
+from .schedules.codes import Codes, codes_batch
 
 NEG = -np.inf
 
@@ -49,17 +50,15 @@ def slot_types(v: int) -> int:
     return 3 * v + v * v + v
 
 
-def _slot_type(a: Action, v: int, prev: Action | None = None) -> int:
-    if a.paired is not None:
-        return 3 * v + a.chunk * v + a.paired.chunk
-    if (ENGINE_LOCAL_WAITS_FOR_SEND and a.kind == "W" and prev is not None
-            and any(h.kind == "B" and h.mb == a.mb and h.chunk == a.chunk for h in prev.halves())):
-        return 3 * v + v * v + a.chunk
-    return "FBW".index(a.kind) * v + a.chunk
-
-
-def _types(order, v: int) -> list[int]:
-    return [_slot_type(a, v, order[i - 1] if i else None) for i, a in enumerate(order)]
+def _slot_types(t: Codes, first: np.ndarray) -> np.ndarray:
+    """Slot type of every slot of a schedule (flat; first: the slots that start a device's order)."""
+    v = t.v
+    b_mb = np.where(t.kind == 1, t.mb, t.pmb)  # the B half of each slot, -1 when none
+    b_chunk = np.where(t.kind == 1, t.chunk, t.pchunk)
+    after_b = (ENGINE_LOCAL_WAITS_FOR_SEND & (t.kind == 2) & ~first & (np.r_[-1, b_mb[:-1]] == t.mb)
+               & (np.r_[-1, b_chunk[:-1]] == t.chunk))
+    return np.where(t.pmb >= 0, 3 * v + t.chunk * v + t.pchunk,
+                    np.where(after_b, 3 * v + v * v + t.chunk, t.kind * v + t.chunk))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -116,92 +115,154 @@ class Structure:
         object.__setattr__(self, "pred", pred)
 
 
-def _entries(table, k: int, v: int, types: list[int]):
-    """Entry slots of device k: the first slot of each type, and in the warm-up (up to one slot past
-    the first backward) the first and last slot of each type and every slot where the spacing of that
-    type changes. A staircase entry's value is linear along slots of one type spaced evenly, so these
-    ends of runs are where the maximum lies."""
-    order = table.orders[k]
-    first_b = next((i for i, a in enumerate(order) if any(h.kind == "B" for h in a.halves())), len(order) - 1)
-    warm = min(first_b + 2, len(order))
-    picks, first, seen = set(), {}, {}
-    for i, t in enumerate(types):
-        first.setdefault(t, i)
-        if i < warm:
-            seen.setdefault(t, []).append(i)
-    for pos in seen.values():
-        picks.update((pos[0], pos[-1]))
-        gaps = np.diff(pos)
-        picks.update(pos[j] for j in range(1, len(gaps)) if gaps[j] != gaps[j - 1])
-        picks.update(pos[j + 1] for j in range(1, len(gaps)) if gaps[j] != gaps[j - 1])
-    return sorted(picks | set(first.values()))
+def _entries(t: Codes, types, row, pos, length, first) -> np.ndarray:
+    """(slots,) bool: the entry slots of each device: the first slot of each type (first), and in the
+    warm-up (up to one slot past the first backward) the first and last slot of each type and every
+    slot where the spacing of that type changes. A staircase entry's value is linear along slots of
+    one type spaced evenly, so these ends of runs are where the maximum lies."""
+    has_b = (t.kind == 1) | (t.pmb >= 0)
+    first_b = np.minimum.reduceat(np.where(has_b, pos, len(pos)), t.start[:-1])
+    warm = np.minimum(np.where(first_b < len(pos), first_b, length - 1) + 2, length)
+    j = np.nonzero(pos < warm[row])[0]
+    j = j[np.lexsort((pos[j], types[j], row[j]))]  # runs of one (device, type), by position
+    k, i, ty = row[j], pos[j], types[j]
+    same = (k[1:] == k[:-1]) & (ty[1:] == ty[:-1])
+    has_prev, has_next = np.r_[False, same], np.r_[same, False]
+    gap = np.diff(i)
+    turn = has_prev & has_next & (np.r_[0, gap] != np.r_[gap, 0])  # spacing changes here
+    pick = ~has_prev | ~has_next | turn | (has_prev & np.r_[False, turn[:-1]])
+    out = first.copy()
+    out[j[pick]] = True
+    return out
 
 
-def _extract(table, rank) -> dict:
-    """Structure arrays of one concrete ScheduleTable (see Structure)."""
-    p, v = table.p, table.v
+def _extract(t: Codes) -> list[dict]:
+    """Structure arrays (see Structure) of each table of t, vectorized over all their slots."""
+    p, v, T = t.p, t.v, len(t.m)
     S = slot_types(v)
-    dirs, n = table.routes.shape[0], table.routes.shape[1]
-    types_all = [_types(table.orders[k], v) for k in range(p)]
-    ents = [_entries(table, k, v, types_all[k]) for k in range(p)]
-    E = max(len(e) for e in ents)
-    ent_valid, ent_first = np.zeros((p, E), bool), np.zeros((p, E), bool)
-    ent_half = np.full((p, E, 2, 4), -1, dtype=np.int64)
-    ent_before, ent_pos = np.zeros((p, E, S)), np.full((p, E), 1 << 40, dtype=np.int64)
-    cum, where, types_of = [], {}, []
-    for k in range(p):
-        order = table.orders[k]
-        types = np.array(types_all[k])
-        types_of.append(types)
-        onehot = np.zeros((len(order) + 1, S))
-        np.add.at(onehot, (np.arange(1, len(order) + 1), types), 1)
-        cum.append(np.cumsum(onehot, axis=0))
-        for i, a in enumerate(order):
-            for h in a.halves():
-                where[(k, h.kind, h.mb, h.chunk)] = i
-        for e, i in enumerate(ents[k]):
-            ent_valid[k, e], ent_first[k, e], ent_pos[k, e] = True, i == 0, i
-            ent_before[k, e] = cum[k][i]
-            for hi, h in enumerate(order[i].halves()):
-                if h.kind in "FB":
-                    r = int(table.direction[h.mb])
-                    ent_half[k, e, hi] = ("FB".index(h.kind), r, table.vstage_of(k, h.chunk, r), rank[h.mb])
-    x_type = np.zeros((2, dirs, n), dtype=np.int64)
-    x_upto, x_after = np.zeros((2, dirs, n, S)), np.zeros((2, dirs, n, S))
-    x_mask = np.zeros((2, dirs, n, E), bool)
-    last = [int(np.nonzero(table.direction == r)[0][-1]) for r in range(dirs)]
+    start = t.start
+    R, N = len(start) - 1, len(t.kind)
+    length = np.diff(start)
+    row = np.repeat(np.arange(R), length)
+    pos = np.arange(N) - start[row]
+    starts = np.zeros(N, bool)
+    starts[start[:-1]] = True
+    types = _slot_types(t, starts)
+    # C[j]: slots of each type among the first j (compact columns `used`, scattered to S by counts)
+    present = np.bincount(types, minlength=S) > 0
+    used = np.nonzero(present)[0]
+    col = np.cumsum(present) - 1
+    C = np.zeros((len(used), N + 1), np.int32)
+    C[col[types], np.arange(1, N + 1)] = 1
+    C = np.cumsum(C, axis=1, dtype=np.int32)
+
+    def counts(k, i):
+        out = np.zeros(np.shape(k) + (S,))
+        out[..., used] = np.moveaxis(C[:, start[k] + i] - C[:, start[k]], 0, -1)
+        return out
+
+    first = C[col[types], np.arange(N)] == C[col[types], start[row]]  # first slot of its type on its device
+    table, dev = np.repeat(np.arange(T), p), np.tile(np.arange(p), T)
+    rank, dirs, n = _ranks(t.direction), t.routes.shape[0], t.routes.shape[1]
+    vstage = np.full((dirs, p, v), -1, dtype=np.int64)
     for r in range(dirs):
-        for s, (k, c) in enumerate(table.routes[r]):
-            for x, kind in enumerate("FB"):
-                i = where[(int(k), kind, last[r], int(c))]
-                x_type[x, r, s] = types_of[k][i]
-                x_upto[x, r, s] = cum[k][i + 1]
-                x_after[x, r, s] = cum[k][-1] - cum[k][i + 1]
-                x_mask[x, r, s] = ent_pos[k] <= i
-    pred = np.full((dirs, n, 3), -1, dtype=np.int64)
-    first = [int(np.nonzero(table.direction == r)[0][0]) for r in range(dirs)]
+        vstage[r, t.routes[r, :, 0], t.routes[r, :, 1]] = np.arange(n)
+    # entries, sorted by position per device and padded
+    pj = np.nonzero(_entries(t, types, row, pos, length, first))[0]
+    n_ent = np.bincount(row[pj], minlength=R)
+    E = int(n_ent.max())
+    ent_valid = np.arange(E)[None] < n_ent[:, None]
+    ent_pos = np.full((R, E), 1 << 40, dtype=np.int64)
+    ent_pos[ent_valid] = pos[pj]
+    ek = row[pj]
+    ent_before = np.zeros((R, E, S))
+    ent_before[ent_valid] = counts(ek, pos[pj])
+    ent_half = np.full((R, E, 2, 4), -1, dtype=np.int64)
+    halves = ((t.kind, t.mb, t.chunk), (np.where(t.pmb >= 0, 1, -1), t.pmb, t.pchunk))  # a slot, a pair's B
+    for hi, (kind, mb, chunk) in enumerate(halves):
+        kd, j, c = kind[pj], mb[pj], chunk[pj]
+        ok = (kd == 0) | (kd == 1)
+        tt, j, kk = table[ek[ok]], j[ok], dev[ek[ok]]
+        r = t.direction[tt, j]
+        half = np.full((len(pj), 4), -1, dtype=np.int64)
+        half[ok] = np.stack([kd[ok], r, vstage[r, kk, c[ok]], rank[tt, j]], axis=1)
+        ent_half[ent_valid, hi] = half
+    # where each micro-batch's forward and backward run on each device
+    M = t.direction.shape[1]
+    pos_f, pos_b = np.full((R, M, v), -1, dtype=np.int64), np.full((R, M, v), -1, dtype=np.int64)
+    for at, sel, mb, chunk in ((pos_f, t.kind == 0, t.mb, t.chunk), (pos_b, t.kind == 1, t.mb, t.chunk),
+                               (pos_b, t.pmb >= 0, t.pmb, t.pchunk)):
+        at[row[sel], mb[sel], chunk[sel]] = pos[sel]
+    total = counts(np.arange(R), length)
+    x_type = np.zeros((T, 2, dirs, n), dtype=np.int64)
+    x_upto, x_after = np.zeros((T, 2, dirs, n, S)), np.zeros((T, 2, dirs, n, S))
+    x_mask = np.zeros((T, 2, dirs, n, E), bool)
+    pred = np.full((T, dirs, n, 3), -1, dtype=np.int64)
+    ends = [_ends(t.direction == r) for r in range(dirs)]  # (first, last) micro-batch of each direction
     for r in range(dirs):
-        for s, (k, c) in enumerate(table.routes[r]):
-            i = where[(int(k), "F", first[r], int(c))]
-            a = table.orders[k][i - 1] if i else None
-            if a is not None and a.paired is None and a.kind == "F" and int(table.direction[a.mb]) == r:
-                sp = table.vstage_of(int(k), a.chunk, r)
-                if sp < s:
-                    pred[r, s] = (sp, rank[a.mb], types_of[k][i - 1])
-    last_type = np.array([t[-1] for t in types_of])
-    if any(o[-1].paired is not None or o[-1].kind == "F" for o in table.orders):
-        raise ValueError(f"{table.name}: a device ends on a forward; the tail formula needs a B or W")
-    return dict(routes=table.routes, ent_valid=ent_valid, ent_half=ent_half, ent_first=ent_first,
-                ent_before=ent_before, ent_pos=ent_pos, x_type=x_type, x_upto=x_upto, x_after=x_after,
-                x_mask=x_mask, total=np.stack([c[-1] for c in cum]), last_type=last_type, pred=pred,
-                x_last_rank=np.array([rank[j] for j in last]), in_flight=in_flight(table).astype(float))
+        rows = np.arange(T)[:, None] * p + t.routes[r, :, 0][None]  # (T, n)
+        c = t.routes[r, :, 1][None]
+        for x, at in enumerate((pos_f, pos_b)):
+            i = at[rows, ends[r][1][:, None], c]
+            x_type[:, x, r] = types[start[rows] + i]
+            x_upto[:, x, r] = counts(rows, i + 1)
+            x_after[:, x, r] = total[rows] - x_upto[:, x, r]
+            x_mask[:, x, r] = ent_pos[rows] <= i[..., None]
+        pred[:, r] = _pred(t, r, pos_f[rows, ends[r][0][:, None], c], rows, vstage, rank, types)
+    last = start[1:] - 1
+    if np.any(t.kind[last] == 0):
+        raise ValueError(f"{t.name}: a device ends on a forward; the tail formula needs a B or W")
+    in_flight = _in_flight(t).astype(float)
+    x_last_rank = np.stack([rank[np.arange(T), e[1]] for e in ends], axis=1)
+    out = []
+    for u in range(T):
+        rows = slice(u * p, (u + 1) * p)
+        Eu = int(n_ent[rows].max())
+        out.append(dict(routes=t.routes, ent_valid=ent_valid[rows, :Eu], ent_half=ent_half[rows, :Eu],
+                        ent_first=ent_valid[rows, :Eu] & (ent_pos[rows, :Eu] == 0),
+                        ent_before=ent_before[rows, :Eu], ent_pos=ent_pos[rows, :Eu], x_type=x_type[u],
+                        x_upto=x_upto[u], x_after=x_after[u], x_mask=x_mask[u, ..., :Eu], total=total[rows],
+                        last_type=types[last[rows]], pred=pred[u], x_last_rank=x_last_rank[u],
+                        in_flight=in_flight[rows]))
+    return out
 
 
-def _ranks(table) -> np.ndarray:
-    rank = np.zeros(table.m, dtype=np.int64)
-    for r in range(table.routes.shape[0]):
-        idx = np.nonzero(table.direction == r)[0]
-        rank[idx] = np.arange(len(idx))
+def _ends(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) True column of each row of a (T, M) mask."""
+    return np.argmax(mask, axis=1), mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+
+
+def _pred(t: Codes, r: int, i: np.ndarray, rows: np.ndarray, vstage, rank, types) -> np.ndarray:
+    """(T, n, 3) Structure.pred of direction r; i: (T, n) position of the first micro-batch's forward
+    at each stage (on its device's row)."""
+    j = t.start[rows] + np.maximum(i - 1, 0)
+    kind, mb, chunk = t.kind[j], t.mb[j], t.chunk[j]
+    tt = rows // t.p
+    sp = vstage[r, rows % t.p, chunk]
+    hop = ((i > 0) & (kind == 0) & (t.pmb[j] < 0) & (t.direction[tt, mb] == r)
+           & (sp < np.arange(rows.shape[1])[None]))
+    out = np.full(rows.shape + (3,), -1, dtype=np.int64)
+    out[hop] = np.stack([sp[hop], rank[tt[hop], mb[hop]], types[j[hop]]], axis=1)
+    return out
+
+
+def _in_flight(t: Codes) -> np.ndarray:
+    """(rows,) peak activations held per device (schedules.in_flight over Codes)."""
+    release = 2 if t.split_backward else 1
+    first = (t.kind == 0).astype(np.int64) - (t.kind == release)
+    second = -((t.pmb >= 0) & (release == 1)).astype(np.int64)  # a pair's B, after its F
+    held = np.cumsum(first + second)
+    before = np.r_[0, held][t.start[:-1]]
+    peak = np.maximum.reduceat(held - second, t.start[:-1]) - before
+    return np.maximum(peak, 0)
+
+
+def _ranks(direction: np.ndarray) -> np.ndarray:
+    """(T, M) rank of each micro-batch among those of its direction (direction -1: none)."""
+    rank = np.zeros(direction.shape, dtype=np.int64)
+    for r in range(int(direction.max()) + 1):
+        mask = direction == r
+        rank[mask] = (np.cumsum(mask, axis=1) - 1)[mask]
     return rank
 
 
@@ -218,29 +279,49 @@ STRUCTURES: dict[tuple, Structure] = {}
 the schedule; workers of estimate() send theirs back, so that later passes reuse them."""
 
 
+def structure_key(schedule: str, p: int, v: int, m: int) -> tuple:
+    """Key of the Structure serving m micro-batches: m None past m1 on the period (the linear one)."""
+    m1, period = steady_from(schedule, p, v)
+    return schedule, p, v, (None if m >= m1 and (m - m1) % period == 0 else m)
+
+
 def structure(schedule: str, p: int, v: int, m: int) -> Structure:
     """The Structure of SCHEDULES[schedule](p, m, v); exact for small m, linear in m past m1."""
-    m1, period = steady_from(schedule, p, v)
-    linear = not (m < m1 + period or (m - m1) % period)
-    key = (schedule, p, v, None if linear else m)
-    hit = STRUCTURES.get(key)
-    if hit is None:
-        hit = STRUCTURES[key] = _linear(schedule, p, v, m1, period) if linear else _exact(schedule, p, v, m)
-    return hit
+    key = structure_key(schedule, p, v, m)
+    if key not in STRUCTURES:
+        build_structures([key])
+    return STRUCTURES[key]
 
 
-def _exact(schedule: str, p: int, v: int, m: int) -> Structure:
-    t = SCHEDULES[schedule](p, m, v)
-    a = _extract(t, _ranks(t))
+def build_structures(keys) -> None:
+    """Build the Structures of these keys into STRUCTURES, the tables of each (schedule, p, v) in one
+    batch of Codes."""
+    keys = [k for k in dict.fromkeys(keys) if k not in STRUCTURES]
+    families = {}
+    for name, p, v, m in keys:
+        m1, period = steady_from(name, p, v)
+        families.setdefault((name, p, v), set()).update((m1, m1 + period) if m is None else (m,))
+    families = [(name, p, v, tuple(sorted(ms))) for (name, p, v), ms in families.items()]
+    arrays = {}
+    for (name, p, v, ms), codes in zip(families, codes_batch(families)):
+        arrays.update(((name, p, v, m), a) for m, a in zip(ms, _extract(codes)))
+    for name, p, v, m in keys:
+        if m is None:
+            m1, period = steady_from(name, p, v)
+            STRUCTURES[name, p, v, m] = _linear(arrays[name, p, v, m1], arrays[name, p, v, m1 + period],
+                                                name, p, v, m1, period)
+        else:
+            STRUCTURES[name, p, v, m] = _exact(arrays[name, p, v, m], p, v, m)
+
+
+def _exact(a: dict, p: int, v: int, m: int) -> Structure:
     zero = lambda x: np.zeros_like(x)  # noqa: E731
     return Structure(p=p, v=v, m_ref=m, x_upto_slope=zero(a["x_upto"]), x_after_slope=zero(a["x_after"]),
                      total_slope=zero(a["total"]), in_flight_slope=zero(a["in_flight"]),
                      ent_before_slope=zero(a["ent_before"]), ent_rank_slope=np.zeros(a["ent_half"].shape[:3]), **a)
 
 
-def _linear(schedule: str, p: int, v: int, m1: int, period: int) -> Structure:
-    t1, t2 = SCHEDULES[schedule](p, m1, v), SCHEDULES[schedule](p, m1 + period, v)
-    a, b = _extract(t1, _ranks(t1)), _extract(t2, _ranks(t2))
+def _linear(a: dict, b: dict, schedule: str, p: int, v: int, m1: int, period: int) -> Structure:
     same = ("ent_valid", "ent_first", "x_type", "x_mask", "last_type", "pred")
     for key in same:
         if a[key].shape != b[key].shape or not np.array_equal(a[key], b[key]):
@@ -279,48 +360,46 @@ def slot_durations(st: Structure, f, b, w, fb, send) -> np.ndarray:
 
 
 def _route_arrays(st: Structure, r: int, f, b, send):
-    """Per virtual stage of direction r: f, b, forward send out, backward send out; (N, n) each."""
+    """Per virtual stage of direction r: f, b, forward send out, backward send out; (n, N) each, from
+    candidate-last arrays f, b (p, v, N) and send (p, v, 2, N)."""
     dev, chunk = st.routes[r, :, 0], st.routes[r, :, 1]
-    fr, br = f[:, dev, chunk], b[:, dev, chunk]
-    sf, sb = send[:, dev, chunk, 0].copy(), send[:, dev, chunk, 1].copy()
-    sf[:, -1] = 0.0
-    sb[:, 0] = 0.0
-    return fr, br, sf, sb
+    sf, sb = send[dev, chunk, 0], send[dev, chunk, 1]
+    sf[-1] = 0.0
+    sb[0] = 0.0
+    return f[dev, chunk], b[dev, chunk], sf, sb
 
 
 def _prefix(fr, br, sf, sb, pred, D, dev):
     """Start bounds of micro-batch j's forward and backward at each stage, as two (base, slope) pairs
-    over [forward | backward] stages: the pure staircase from the step's start (C + j max f), and the
-    path reaching micro-batch 0's task through chain hops, then advancing on that stage (PF + j f).
-    A hop: where a device runs another forward just before the first micro-batch's, that forward's
-    bound plus its duration."""
-    N, n = fr.shape
-    a = fr + sf
-    C = np.concatenate([np.zeros((N, 1)), np.cumsum(a, axis=1)[:, :-1]], axis=1)
-    MF = np.maximum.accumulate(fr, axis=1)
+    over [forward | backward] stages, (2n, N) each: the pure staircase from the step's start
+    (C + j max f), and the path reaching micro-batch 0's task through chain hops, then advancing on
+    that stage (PF + j f). A hop: where a device runs another forward just before the first
+    micro-batch's, that forward's bound plus its duration (D: (p, S, N) slot seconds)."""
+    n, N = fr.shape
+    C = np.zeros((n, N))
+    np.cumsum((fr + sf)[:-1], axis=0, out=C[1:])
+    MF = np.maximum.accumulate(fr, axis=0)
     hops = np.nonzero(pred[:, 0] >= 0)[0]
     if len(hops):  # PF = C + G, G non-decreasing, raised at each hop: sequential over hops only
-        G = np.zeros((N, n))
+        G = np.zeros((n, N))
         g, seen = np.zeros(N), {}  # seen: running max of G after each hop position
         for s in hops:
             sp, j, t = pred[s]
             before = [h for h in seen if h <= sp]
-            pf_sp = C[:, sp] + (seen[max(before)] if before else 0.0)
-            hop = np.maximum(C[:, sp] + j * MF[:, sp], pf_sp + j * fr[:, sp]) + D[:, dev[s], t]
-            g = np.maximum(g, hop - C[:, s])
-            G[:, s] = seen[s] = g
-        PF = C + np.maximum.accumulate(G, axis=1)
+            pf_sp = C[sp] + (seen[max(before)] if before else 0.0)
+            hop = np.maximum(C[sp] + j * MF[sp], pf_sp + j * fr[sp]) + D[dev[s], t]
+            g = np.maximum(g, hop - C[s])
+            G[s] = seen[s] = g
+        PF = C + np.maximum.accumulate(G, axis=0)
     else:
         PF = None
-    MB = np.maximum.accumulate(br[:, ::-1], axis=1)[:, ::-1]
-    back = np.cumsum((br + sb)[:, ::-1], axis=1)[:, ::-1]  # sum over s' >= s
-    tail = np.concatenate([back[:, 1:], np.zeros((N, 1))], axis=1)
-    pure = (np.concatenate([C, (C[:, -1] + fr[:, -1])[:, None] + tail], axis=1),
-            np.concatenate([MF, np.maximum(MF[:, -1:], MB)], axis=1))
+    MB = np.maximum.accumulate(br[::-1], axis=0)[::-1]
+    tail = np.zeros((n, N))
+    np.cumsum((br + sb)[:0:-1], axis=0, out=tail[-2::-1])  # sum over s' > s
+    pure = (np.concatenate([C, (C[-1] + fr[-1]) + tail]), np.concatenate([MF, np.maximum(MF[-1], MB)]))
     if PF is None:  # without hops the other bound is PF = C with slope f <= max f: never larger
         return pure, None
-    hopped = (np.concatenate([PF, (PF[:, -1] + fr[:, -1])[:, None] + tail], axis=1),
-              np.concatenate([fr, np.maximum(fr[:, -1:], MB)], axis=1))
+    hopped = (np.concatenate([PF, (PF[-1] + fr[-1]) + tail]), np.concatenate([fr, np.maximum(fr[-1], MB)]))
     return pure, hopped
 
 
@@ -328,19 +407,19 @@ _EXIT_CACHE: dict = {}
 
 
 def _entry_counts(st: Structure, slope: bool = False) -> np.ndarray:
-    """(p, S, E + 1) task counts before each entry and in the whole order (cached per structure)."""
+    """(p, E + 1, S) task counts before each entry and in the whole order (cached per structure)."""
     key = (id(st), "entries", slope)
     hit = _EXIT_CACHE.get(key)
     if hit is None or hit[0] is not st:
         before, total = (st.ent_before_slope, st.total_slope) if slope else (st.ent_before, st.total)
-        hit = _EXIT_CACHE[key] = (st, np.concatenate([before, total[:, None, :]], axis=1).transpose(0, 2, 1).copy())
+        hit = _EXIT_CACHE[key] = (st, np.concatenate([before, total[:, None, :]], axis=1))
     return hit[1]
 
 
-def _exit_counts(st: Structure, r: int, Dk: np.ndarray, dm: np.ndarray) -> np.ndarray:
-    """(2 F/B exits, 2 upto/after, N, n) task seconds up to and after each exit of direction r: one
-    batched matrix product per device (BLAS) instead of an (N, n, S) broadcast."""
-    p, N, S = Dk.shape
+def _exit_counts(st: Structure, r: int, D: np.ndarray, dm: np.ndarray) -> np.ndarray:
+    """(2 F/B exits, 2 upto/after, n, N) task seconds up to and after each exit of direction r: one
+    batched matrix product per device (BLAS) instead of an (n, S, N) broadcast (D: (p, S, N))."""
+    p, S, N = D.shape
     key = (id(st), r)
     hit = _EXIT_CACHE.get(key)
     if hit is None or hit[0] is not st:
@@ -351,31 +430,45 @@ def _exit_counts(st: Structure, r: int, Dk: np.ndarray, dm: np.ndarray) -> np.nd
         parts = [st.x_upto[0, r], st.x_after[0, r], st.x_upto[1, r], st.x_after[1, r]]
         if sloped:
             parts += [st.x_upto_slope[0, r], st.x_after_slope[0, r], st.x_upto_slope[1, r], st.x_after_slope[1, r]]
-        X = np.stack(parts)
-        X = X[:, perm].reshape(len(parts), p, cnt, S).transpose(1, 3, 0, 2).reshape(p, S, len(parts) * cnt)
-        hit = _EXIT_CACHE[key] = (st, perm, cnt, X, len(parts))
+        X = np.stack(parts)[:, perm].reshape(len(parts), p, cnt, S).transpose(1, 0, 2, 3)
+        hit = _EXIT_CACHE[key] = (st, perm, cnt, X.reshape(p, len(parts) * cnt, S).copy(), len(parts))
     _, perm, cnt, X, k = hit
-    Y = np.matmul(Dk, X).reshape(p, N, k, cnt).transpose(2, 1, 0, 3).reshape(k, N, p * cnt)
+    Y = np.matmul(X, D).reshape(p, k, cnt, N).transpose(1, 0, 2, 3).reshape(k, p * cnt, N)
     out = np.empty_like(Y)
-    out[:, :, perm] = Y
+    out[:, perm] = Y
     if k == 8:
-        out = out[:4] + dm[None, :, None] * out[4:]
-    return out.reshape(2, 2, N, p * cnt)
+        out = out[:4] + dm * out[4:]
+    return out.reshape(2, 2, p * cnt, N)
 
 
 def longest_paths(st: Structure, m: np.ndarray, f, b, w, fb, send, dp, optimizer, param_gather):
     """(step seconds (N,), last-task end (N, p), stage end (N, p)) of N candidates of one group."""
-    N, p = f.shape[:2]
     D = slot_durations(st, f, b, w, fb, send)
+    L = last_task_end(st, m, D, f, b, send)
+    stage_end = L + np.maximum(0.0, dp - last_slot(st, D)) + optimizer + param_gather
+    return stage_end.max(axis=1), L, stage_end
+
+
+def last_slot(st: Structure, D: np.ndarray) -> np.ndarray:
+    """(N, p) seconds of each device's last task."""
+    return np.take_along_axis(D, st.last_type[None, :, None], axis=2)[..., 0]
+
+
+def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np.ndarray:
+    """(N, p) end of each device's last task: the maximum over the path families (D: slot_durations).
+    Computed candidate-last ((p, ..., N) arrays): gathers over stages and entries copy whole rows."""
+    N, p = f.shape[:2]
     dm = (m - st.m_ref).astype(float)
+    f, b = np.ascontiguousarray(f.transpose(1, 2, 0)), np.ascontiguousarray(b.transpose(1, 2, 0))
+    send, D = np.ascontiguousarray(send.transpose(1, 2, 3, 0)), np.ascontiguousarray(D.transpose(1, 2, 0))
     routes = [_route_arrays(st, r, f, b, send) for r in range(st.routes.shape[0])]
     pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0]) for r, ra in enumerate(routes)]
     # entries: start bound (a staircase path of micro-batch j) minus the tasks before them on their device
     n = st.routes.shape[1]
-    both = all(q[1] is not None for q in pre)
-    if not both:  # a direction without hops: its hopped bound is its pure one
+    if not all(q[1] is not None for q in pre):  # a direction without hops: its hopped bound is its pure one
         pre = [(q[0], q[1] if q[1] is not None else q[0]) for q in pre]
-    bounds = [(np.concatenate([q[w][0] for q in pre], axis=1), np.concatenate([q[w][1] for q in pre], axis=1))
+    none = (np.full((1, N), NEG), np.zeros((1, N)))  # the bound of no task: index -1
+    bounds = [tuple(np.concatenate([q[w][x] for q in pre] + [none[x]]) for x in range(2))
               for w in range(2 if any(q[1] is not q[0] for q in pre) else 1)]
     P = None
     for hi in range(2):
@@ -383,58 +476,48 @@ def longest_paths(st: Structure, m: np.ndarray, f, b, w, fb, send, dp, optimizer
         valid = kind >= 0
         if not valid.any():
             continue
-        idx = np.where(valid, r * 2 * n + kind * n + s, 0)
-        if st.ent_rank_slope[..., hi].any():
-            j = j[None] + dm[:, None, None] * st.ent_rank_slope[None, :, :, hi]
-        vals = [base[:, idx] + j * slope[:, idx] for base, slope in bounds]
+        idx = np.where(valid, r * 2 * n + kind * n + s, -1)
+        j = j[..., None] + (st.ent_rank_slope[:, :, hi, None] * dm if st.ent_rank_slope[..., hi].any() else 0)
+        vals = [base[idx] + j * slope[idx] for base, slope in bounds]
         val = vals[0] if len(vals) == 1 else np.maximum(vals[0], vals[1])
-        val = np.where(valid[None], val, NEG)
         P = val if P is None else np.maximum(P, val)
-    P = np.where(st.ent_first[None], np.maximum(P, 0.0), P)
-    Dk = D.transpose(1, 0, 2)  # (p, N, S)
+    fk, fe = np.nonzero(st.ent_first)  # a device's first task starts no earlier than 0
+    P[fk, fe] = np.maximum(P[fk, fe], 0.0)
     E = st.ent_before.shape[1]
-    counts = _entry_counts(st)  # (p, S, E + 1): tasks before each entry, and all tasks
-    before = np.matmul(Dk, counts).transpose(1, 0, 2)  # (N, p, E + 1)
-    total = before[..., E]
+    before = np.matmul(_entry_counts(st), D)  # (p, E + 1, N): tasks before each entry, and all tasks
     if st.ent_before_slope.any() or st.total_slope.any():
-        slopes = np.matmul(Dk, _entry_counts(st, slope=True)).transpose(1, 0, 2)
-        before = before + dm[:, None, None] * slopes
-        total = before[..., E]
-    A = np.where(st.ent_valid[None], P - before[..., :E], NEG)
-    Amax = A.max(axis=2)
-    L = Amax + total
+        before += dm * np.matmul(_entry_counts(st, slope=True), D)
+    A = P - before[:, :E]  # -inf where no entry (P is -inf there)
     full = st.x_mask.all()
-    Acum = None if full else np.maximum.accumulate(A, axis=2)  # entries sorted by position: masks are prefixes
+    Acum = None if full else np.maximum.accumulate(A, axis=1)  # entries sorted by position: masks are prefixes
+    Amax = A.max(axis=1) if full else Acum[:, -1]
+    L = Amax + before[:, E]
     for r, (fr, br, sf, sb) in enumerate(routes):
-        n = fr.shape[1]
         dev = st.routes[r, :, 0]
-        terms = _exit_counts(st, r, Dk, dm)  # (2, 2, N, n): forward/backward exit, upto/after
+        terms = _exit_counts(st, r, D, dm)  # (2, 2, n, N): forward/backward exit, upto/after
         ends = []
         for x in range(2):  # 0: forward exits, 1: backward exits of the last micro-batch
             if full:
-                amax = Amax[:, dev]
+                amax = Amax[dev]
             else:
                 count = st.x_mask[x, r].sum(axis=1)
-                amax = np.where(count > 0, Acum[:, dev, np.maximum(count - 1, 0)], NEG)
+                amax = np.where((count > 0)[:, None], Acum[dev, np.maximum(count - 1, 0)], NEG)
             upto, after = terms[x]
-            ends.append((amax + upto, D[:, dev, st.x_type[x, r]], after, upto))
+            ends.append((amax + upto, D[dev, st.x_type[x, r]], after, upto))
         (qf, durf, aftf, uptof), (qb, durb, aftb, uptob) = ends
         # forward scan Q[s] = max(qf[s], Q[s-1] + send + slot) as a max-plus prefix: C + cummax(qf - C)
-        step = np.concatenate([np.zeros((N, 1)), sf[:, :-1] + durf[:, 1:]], axis=1)
-        C = np.cumsum(step, axis=1)
-        Q = C + np.maximum.accumulate(qf - C, axis=1)
+        C = np.zeros((n, N))
+        np.cumsum(sf[:-1] + durf[1:], axis=0, out=C[1:])
+        Q = C + np.maximum.accumulate(qf - C, axis=0)
         # backward scan R[s] = max(qb[s], R[s+1] + send + slot), entered at the last stage from Q
-        qb = qb.copy()
-        qb[:, -1] = np.maximum(qb[:, -1], Q[:, -1] + uptob[:, -1] - uptof[:, -1])
-        e = np.concatenate([sb[:, 1:] + durb[:, :-1], np.zeros((N, 1))], axis=1)
-        E = np.cumsum(e[:, ::-1], axis=1)[:, ::-1]  # E[s] - E[t] = sum of e[s..t-1]
-        R = E + np.maximum.accumulate((qb - E)[:, ::-1], axis=1)[:, ::-1]
+        qb[-1] = np.maximum(qb[-1], Q[-1] + uptob[-1] - uptof[-1])
+        Eb = np.zeros((n, N))  # Eb[s] - Eb[t] = sum of e[s..t-1]
+        np.cumsum((sb[1:] + durb[:-1])[::-1], axis=0, out=Eb[-2::-1])
+        R = Eb + np.maximum.accumulate((qb - Eb)[::-1], axis=0)[::-1]
         land = np.maximum(Q + aftf, R + aftb)
         perm = np.argsort(dev, kind="stable")
-        L = np.maximum(L, land[:, perm].reshape(N, p, -1).max(axis=2))
-    last = np.take_along_axis(D, st.last_type[None, :, None], axis=2)[..., 0]
-    stage_end = L + np.maximum(0.0, dp - last) + optimizer + param_gather
-    return stage_end.max(axis=1), L, stage_end
+        L = np.maximum(L, land[perm].reshape(p, -1, N).max(axis=1))
+    return L.T
 
 
 # --- the whole pass: costs, structure, longest paths, over every candidate --------------------------
@@ -461,21 +544,12 @@ MEM_FIELDS = ("weights", "gradients", "optimizer", "activations", "kv_cache", "t
 
 def _jobs(c, chunk: int = 8192) -> list[tuple]:
     """(schedule, p, v, m or None, rows): candidates sharing one Structure (m None: the linear one)."""
-    from .analytic_costs import schedule_name
+    from .analytic_costs import _unique_rows, schedule_name
 
-    key_m = np.empty(len(c), dtype=np.int64)
-    names = [schedule_name(i) for i in range(8)]
-    for i, name in enumerate(names):
-        sel = c.schedule == i
-        if not sel.any():
-            continue
-        for p, v in set(zip(c.pp[sel].tolist(), c.chunks[sel].tolist())):
-            rows = sel & (c.pp == p) & (c.chunks == v)
-            m1, period = steady_from(name, p, v)
-            m = c.m[rows]
-            key_m[rows] = np.where((m >= m1 + period) & ((m - m1) % period == 0), -1, m)
-    from .analytic_costs import _unique_rows
-
+    uniq, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
+    steady = np.array([steady_from(schedule_name(s), int(p), int(v)) for s, p, v in uniq])[inverse]
+    m1, period = steady[:, 0], steady[:, 1]
+    key_m = np.where((c.m >= m1) & ((c.m - m1) % period == 0), -1, c.m)  # as structure_key
     uniq, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks, key_m + 1], axis=1))
     uniq[:, 3] -= 1
     order = np.argsort(inverse, kind="stable")
@@ -484,91 +558,151 @@ def _jobs(c, chunk: int = 8192) -> list[tuple]:
     for u, (s, p, v, m) in enumerate(uniq):
         rows = order[bounds[u]:bounds[u + 1]]
         for start in range(0, len(rows), chunk):  # bounded pieces: memory, and balanced workers
-            out.append((names[s], int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
+            out.append((schedule_name(s), int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
     return out
 
 
-def _prepared(cm, c) -> dict:
-    """CostModel.prepare of every candidate, once per split-backward flag: {flag: (rows map, arrays)}."""
+def _prepared(cm, c, rows: np.ndarray | None = None) -> dict:
+    """CostModel.prepare of the candidates at `rows` (all by default), once per split-backward flag:
+    {flag: (position of each candidate of c in the arrays, arrays)}."""
     from .analytic_costs import SPLIT_BACKWARD, schedule_name
 
-    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule]
+    rows = np.arange(len(c)) if rows is None else rows
+    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule[rows]]
     out = {}
     for flag in (False, True):
-        rows = np.nonzero(split == flag)[0]
-        if len(rows):
+        sel = rows[split == flag]
+        if len(sel):
             pos = np.full(len(c), -1)
-            pos[rows] = np.arange(len(rows))
-            out[flag] = (pos, cm.prepare(c.take(rows), flag))
+            pos[sel] = np.arange(len(sel))
+            out[flag] = (pos, cm.prepare(c.take(sel), flag))
     return out
 
 
 def _run_jobs(cm, c, jobs, skip_oom: bool = False, lts: dict | None = None) -> tuple[np.ndarray, dict, dict]:
     """Evaluate jobs in this process; (rows, out fields, memory fields) over the rows covered."""
-    from .analytic_costs import group_costs
+    from .analytic_costs import SPLIT_BACKWARD
 
     rows = np.concatenate([j[4] for j in jobs]) if jobs else np.zeros(0, dtype=np.int64)
     out = {k: np.zeros(len(rows)) for k in OUT_FIELDS}
     mem = {k: np.zeros(len(rows)) for k in MEM_FIELDS}
+    build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
     start = 0
     for name, p, v, m, idx in jobs:
         sub = c.take(idx)
-        st = structure(name, p, v, int(sub.m[0]) if m is not None else steady_from(name, p, v)[0]
-                       + steady_from(name, p, v)[1])
-        local = np.arange(start, start + len(idx))
-        from .analytic_costs import SPLIT_BACKWARD
-
+        st = STRUCTURES[name, p, v, m]
         pos, arrays = lts[SPLIT_BACKWARD[name]]
-        lt = {k: v[pos[idx]] for k, v in arrays.items()}
-        _estimate_group(cm, sub, st, name, local, out, mem, group_costs, skip_oom, lt)
+        lt = {k: a[pos[idx]] for k, a in arrays.items()}
+        _estimate_group(cm, sub, st, name, np.arange(start, start + len(idx)), out, mem, skip_oom, lt)
         start += len(idx)
     return rows, out, mem
 
 
 _FORKED: tuple = ()
+"""What the processes forked by _on_processes read: set before they fork, so never pickled."""
 
 
-def _worker(jobs):
-    cm, c, skip_oom, lts = _FORKED
-    known = set(STRUCTURES)
-    result = _run_jobs(cm, c, jobs, skip_oom, lts)
-    return result, {k: v for k, v in STRUCTURES.items() if k not in known}
+def _on_processes(fn, tasks: list, state: tuple, workers: int) -> list:
+    """[fn(task) for task in tasks], computed by this process and workers - 1 processes forked from
+    it (they see `state` as _FORKED[0]): each takes the next task no process has taken, so that the
+    work balances itself (give the largest tasks first)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _FORKED
+    ctx = mp.get_context("fork")
+    _FORKED = (state, fn, tasks, ctx.Value("l", 0))
+    try:
+        with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool:
+            futures = [pool.submit(_take) for _ in range(workers - 1)]
+            done = _take()
+            for f in futures:
+                done.update(f.result())
+    finally:
+        _FORKED = ()
+    return [done[i] for i in range(len(tasks))]
+
+
+def _take() -> dict:
+    """{task index: fn(task)} of the tasks this process took from the shared counter."""
+    _, fn, tasks, taken = _FORKED
+    done = {}
+    while True:
+        with taken.get_lock():
+            i = taken.value
+            taken.value += 1
+        if i >= len(tasks):
+            return done
+        done[i] = fn(tasks[i])
+
+
+def _fill(task: tuple):
+    """Build one task of missing work: Structures (keys) or cache entries (cm.fill tasks)."""
+    kind, items = task
+    if kind == "structures":
+        build_structures(items)
+        return kind, {k: STRUCTURES[k] for k in items}
+    return kind, _FORKED[0][0].fill(items)
+
+
+def _evaluate(job):
+    """_run_jobs of one job, in whichever process took it."""
+    cm, c, skip_oom, lts = _FORKED[0]
+    return _run_jobs(cm, c, [job], skip_oom, lts)
+
+
+def _table_slots(key: tuple) -> int:
+    """Slots of the schedule tables a Structure key needs (the work of building it)."""
+    name, p, v, m = key
+    m1, period = steady_from(name, p, v)
+    return p * v * (2 * m1 + period if m is None else m)
+
+
+def _missing(cm, c, jobs: list) -> list[tuple]:
+    """What no process has computed for these jobs, as _fill tasks, largest first: the Structures of
+    each (schedule, pp, chunks) family (zb-h2's together: one simulation), then layer costs by
+    (tp, cp, micro-batch) (they share collectives and operator tables), then replica groups."""
+    families = {}
+    for k in dict.fromkeys(j[:4] for j in jobs):
+        if k not in STRUCTURES:
+            families.setdefault(k[:3] if k[0] != "zb-h2" else "zb-h2", []).append(k)
+    out = [("structures", f) for f in sorted(families.values(), key=lambda f: -sum(map(_table_slots, f)))]
+    groups = {}
+    for t in cm.missing(c):
+        groups.setdefault((t[0],) + t[1][:3], []).append(t)
+    return out + [("entries", g) for g in groups.values()]
+
+
+def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool) -> list:
+    """_run_jobs over `workers` processes (this one and forked ones): first what no process has
+    computed yet (kept here for later passes), then the jobs, largest first."""
+    tasks = _missing(cm, c, jobs)
+    if tasks:
+        for kind, built in _on_processes(_fill, tasks, (cm,), workers):
+            if kind == "structures":
+                STRUCTURES.update(built)
+            else:
+                cm.learn(built)
+    jobs = sorted(jobs, key=lambda j: -(len(j[4]) * j[1] * j[2] + 200 * j[1] * j[2]))
+    return _on_processes(_evaluate, jobs, (cm, c, skip_oom, _prepared(cm, c)), workers)
 
 
 def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
     """Analytic figures of every candidate in `c` for the cost model `cm` (analytic_costs.CostModel).
 
-    workers > 1 splits the (schedule, pp, chunks) groups over that many forked processes, balanced by
-    their size; the results are the same as in one process. skip_oom: compute memory first and the
-    step time only of the layouts that fit (the others get NaN timings)."""
+    workers > 1 splits the work over that many processes (this one and forked ones); the results are
+    the same as in one process. skip_oom: compute memory first and the step time only of the layouts
+    that fit (the others get NaN timings)."""
     from .model import model_flops_per_token
 
-    global _FORKED
     N = len(c)
     out = {k: np.zeros(N) for k in OUT_FIELDS}
     mem = {k: np.zeros(N) for k in MEM_FIELDS}
     jobs = _jobs(c, chunk=8192 if workers <= 1 else 2048)
-    lts = _prepared(cm, c)
     if workers > 1 and N >= 4096:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        bins, load = [[] for _ in range(workers)], np.zeros(workers)
-        for job in sorted(jobs, key=lambda j: -len(j[4]) * j[1] * j[2]):
-            k = int(np.argmin(load))
-            bins[k].append(job)
-            load[k] += len(job[4]) * job[1] * job[2] + 200 * job[1] * job[2]
-        _FORKED = (cm, c, skip_oom, lts)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                parts = []
-                for part, built in pool.map(_worker, bins):
-                    parts.append(part)
-                    STRUCTURES.update(built)
-        finally:
-            _FORKED = ()
+        parts = _parallel(cm, c, jobs, workers, skip_oom)
     else:
-        parts = [_run_jobs(cm, c, jobs, skip_oom, lts)]
+        parts = [_run_jobs(cm, c, jobs, skip_oom, _prepared(cm, c))]
     for rows, o, mm in parts:
         for k in OUT_FIELDS:
             out[k][rows] = o[k]
@@ -586,62 +720,84 @@ def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
         cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6)
 
 
-def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: dict, group_costs,
-                    skip_oom: bool, lt: dict) -> None:
-    from .analytic_costs import group_memory
+def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: dict, skip_oom: bool,
+                    lt: dict) -> None:
+    """Memory and timings of one group's candidates c into mem[...][idx] and out[...][idx]; skip_oom:
+    timings only of those that fit (NaN for the others)."""
+    from .analytic_costs import _unique_rows, group_memory
 
-    infl = in_flight_of(st, c.m)
-    if skip_oom:  # memory first; durations only for the layouts that fit
-        memory = group_memory(cm, c, schedule, st.p, st.v, infl, lt)
-        for k in mem:
-            mem[k][idx] = memory[k]
+    memory = group_memory(cm, c, schedule, st.p, st.v, in_flight_of(st, c.m), lt)
+    for k in mem:
+        mem[k][idx] = memory[k]
+    if skip_oom:
         fit = np.nonzero(memory["total"] <= memory["capacity"])[0]
         for k in out:
             out[k][idx] = np.nan
         if not len(fit):
             return
-        c, idx, infl = c.take(fit), idx[fit], infl[fit]
-        lt = {k: v[fit] for k, v in lt.items()}
-        # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
-        from .analytic_costs import _unique_rows
-
-        sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
-        zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
-        keys = np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass], axis=1)
-        _, inverse = _unique_rows(keys)
-        first = np.zeros(inverse.max() + 1, dtype=np.int64)
-        first[inverse[::-1]] = np.arange(len(c))[::-1]
-        if len(first) < len(c):
-            sub_out = {k: np.zeros(len(first)) for k in out}
-            _timings(cm, c.take(first), st, schedule, np.arange(len(first)), sub_out, infl[first],
-                     {k: v[first] for k, v in lt.items()}, group_costs)
-            for k in out:
-                out[k][idx] = sub_out[k][inverse]
-            return
-    g = _timings(cm, c, st, schedule, idx, out, infl, lt, group_costs, with_memory=not skip_oom)
-    if not skip_oom:
-        for k in mem:
-            mem[k][idx] = g.memory[k]
+        c, idx, lt = c.take(fit), idx[fit], {k: v[fit] for k, v in lt.items()}
+    # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
+    sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
+    zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
+    _, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass], axis=1))
+    first = _firsts(inverse)
+    timed = _timings(cm, c.take(first), st, schedule, {k: v[first] for k, v in lt.items()})
+    for k in out:
+        out[k][idx] = timed[k][inverse]
 
 
-def _timings(cm, c, st: Structure, schedule: str, idx, out: dict, infl, lt, group_costs, with_memory=False):
-    """Step time, busiest device, exposed TP, tail and bubble of candidates c into out[...][idx]."""
-    g = group_costs(cm, c, schedule, st.p, st.v, infl, lt, with_memory=with_memory)
-    step, L, stage_end = longest_paths(st, c.m, g.f, g.b, g.w, g.fb, g.send, g.dp, g.optimizer, g.param_gather)
-    D = slot_durations(st, g.f, g.b, g.w, g.fb, g.send)
-    dm = (c.m - st.m_ref).astype(float)[:, None]
+def _firsts(inverse: np.ndarray) -> np.ndarray:
+    """Index of the first row of each class of an inverse index."""
+    first = np.zeros(inverse.max() + 1, dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return first
+
+
+def _distinct(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct value, inverse index) over the rows of arrays with equal first axes:
+    rows grouped by a random projection, then checked equal (else every row stands alone)."""
+    rows = np.concatenate([np.asarray(a, dtype=float).reshape(len(a), -1) for a in arrays], axis=1)
+    _, first, inverse = np.unique(rows @ np.random.default_rng(0).random(rows.shape[1]), return_index=True,
+                                  return_inverse=True)
+    if not np.array_equal(rows[first][inverse], rows):
+        return np.arange(len(rows)), np.arange(len(rows))
+    return first, inverse.ravel()
+
+
+def _timings(cm, c, st: Structure, schedule: str, lt: dict) -> dict:
+    """Step time, busiest device, exposed TP, tail and bubble (N,) of candidates c, seconds.
+
+    The longest paths run once per distinct pipeline: candidates that differ only in ZeRO share their
+    pass and send seconds (ZeRO changes the tail), unless ZeRO-3's gathers lengthen passes."""
+    from .analytic_costs import _unique_rows, data_parallel_costs, pair_seconds, pipeline_costs
+
+    dp, _, gather, opt, ag3 = data_parallel_costs(cm, c, schedule, st.p, st.v)
+    _, q = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute], axis=1))
+    first = _firsts(q)
+    pairs = bool(((st.used >= 3 * st.v) & (st.used < 3 * st.v + st.v * st.v)).any())
+    pc = pipeline_costs(cm, c.take(first), schedule, st.p, st.v, {k: v[first] for k, v in lt.items()}, pairs)
+    own = np.nonzero((c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1))[0]
+    src = np.concatenate([np.arange(len(first)), q[own]])  # pipelines: each key's, then ZeRO-3's own
+    q = q.copy()
+    q[own] = len(first) + np.arange(len(own))  # ZeRO-3 gathers lengthen some passes of these
+    lift = np.zeros((len(src), st.p, 1))
+    lift[len(first):, :, 0] = ag3[own]
+    f, b, w, tp, send, m = (np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift), pc.w[src], pc.tp[src],
+                            pc.send[src], c.m[first][src])
+    D = slot_durations(st, f, b, w, pair_seconds(f, b, tp, pc.cp[src]) if pairs else None, send)
+    u, same = _distinct(m, D, f, b, send)  # e.g. ZeRO-3 rows whose passes all last the gather
+    L = last_task_end(st, m[u], D[u], f[u], b[u], send[u])[same]
+    dm = (m - st.m_ref).astype(float)[:, None]
     busy = (D * (st.total[None] + dm[..., None] * st.total_slope[None])).sum(axis=2)
-    v = st.v
-    fbcols = np.nonzero(st.used < 2 * v)[0]  # plain F and B slots carry exposed TP
-    tp_all = np.concatenate([g.tp[..., 0], g.tp[..., 1]], axis=2)[..., st.used[fbcols]]
+    fbcols = np.nonzero(st.used < 2 * st.v)[0]  # plain F and B slots carry exposed TP
+    tp_all = np.concatenate([tp[..., 0], tp[..., 1]], axis=2)[..., st.used[fbcols]]
     counts = st.total[None][..., fbcols] + dm[..., None] * st.total_slope[None][..., fbcols]
-    tp = (counts * tp_all).sum(axis=2)
+    tp_dev = (counts * tp_all).sum(axis=2)
+    param_gather = np.maximum(0.0, gather - f[q, :, 0])
+    stage_end = L[q] + np.maximum(0.0, dp - last_slot(st, D)[q]) + opt + param_gather
+    step = stage_end.max(axis=1)
     crit = np.argmax(stage_end, axis=1)
     pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
-    out["step_time"][idx] = step
-    out["busy"][idx] = busy.max(axis=1)
-    out["exposed_tp"][idx] = pick(tp)
-    out["tail"][idx] = pick(stage_end - L)
-    idle = step[:, None] - busy - g.optimizer - g.param_gather
-    out["bubble"][idx] = np.clip(idle, 0.0, None).mean(axis=1) / step
-    return g
+    idle = step[:, None] - busy[q] - opt - param_gather
+    return {"step_time": step, "busy": busy.max(axis=1)[q], "exposed_tp": pick(tp_dev[q]),
+            "tail": pick(stage_end - L[q]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}

@@ -82,6 +82,8 @@ class CostModel:
         self.counts = parameter_counts(scn.model)
         self._layer_cache = _LAYER_CACHE.setdefault(_identity(scn), {})
         self._dp_cache = _LAYER_CACHE.setdefault("dp:" + _identity(scn), {})
+        self._ops = {}  # (tp, cp, mb, sp) -> OpTable: shared by recompute modes and backward splits
+        self._collectives = _Remembered(self.fabric)
 
     # --- scenario copies for plan.py's functions -------------------------------------------------
     def variant(self, *, tp=1, cp=1, pp=1, dp=None, mb=None, sp=False, recompute=None, zero=0):
@@ -109,14 +111,18 @@ class CostModel:
         hit = self._layer_cache.get(key)
         if hit is not None:
             return hit
+        if (tp, cp, mb, sp) not in self._ops:  # build_op_table reads tp, cp, sp and the micro-batch only
+            self._ops[tp, cp, mb, sp] = build_op_table(self.variant(tp=tp, cp=cp, mb=mb, sp=sp))
         scn = self.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
+        ops = self._ops[tp, cp, mb, sp]
         s_tp, s_cp = strides_key
         tp_group, cp_group = np.arange(tp) * s_tp, np.arange(cp) * s_cp
-        times = layer_pass_times(scn, build_op_table(scn), self.fabric, tp_group, cp_group, self.cal, split)
+        times = layer_pass_times(scn, ops, self._collectives, tp_group, cp_group, self.cal, split)
         table = np.array([[getattr(times[blk], k) for k in PASS_FIELDS] for blk in BLOCKS])
         sh = layer_shape(scn)
         act = sh.tokens * sh.hidden * ACT_BYTES / tp
-        gather = 0.0 if sp else float(self.fabric.collective("all_gather", act * tp, tp_group[None], self.cal)[0])
+        gather = 0.0 if sp else float(self._collectives.collective("all_gather", act * tp, tp_group[None],
+                                                                   self.cal)[0])
         w = scn.workload
         kw = dict(tokens=sh.tokens, seq=w.seq_len, tp=tp, sequence_parallel=sp, flash=sh.flash)
         per_layer = activation_bytes_per_layer(scn.model, recompute=w.recompute, **kw)
@@ -126,19 +132,46 @@ class CostModel:
         self._layer_cache[key] = out
         return out
 
+    def layer_keys(self, c: Candidates, split: bool):
+        """(distinct layer() keys of the candidates, inverse index, pp rank stride)."""
+        sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
+        st = self.strides(sizes)
+        uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1))
+        keys = [(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)))
+                for tp, cp, mb, sp, rec, a, b in uniq]
+        return keys, inverse.ravel(), st["pp"]
+
     def prepare(self, c: Candidates, split: bool) -> dict:
         """Per-candidate layer figures: pass times (N, 3 blocks, 7 fields), send bytes, the TP
         all-gather before a send (no sequence parallelism), activation bytes (N, 3), pp stride."""
-        sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
-        st = self.strides(sizes)
-        keys = np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1)
-        uniq, inverse = _unique_rows(keys)
-        parts = [self.layer(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)))
-                 for tp, cp, mb, sp, rec, a, b in uniq]
-        inverse = inverse.ravel()
+        keys, inverse, stride_pp = self.layer_keys(c, split)
+        parts = [self.layer(*k) for k in keys]
         return {"pass": np.stack([q[0] for q in parts])[inverse], "act": np.array([q[1] for q in parts])[inverse],
                 "gather": np.array([q[2] for q in parts])[inverse], "mem": np.stack([q[3] for q in parts])[inverse],
-                "stride_pp": st["pp"]}
+                "stride_pp": stride_pp}
+
+    # --- what a pass needs, computed elsewhere (another process) ----------------------------------
+    def missing(self, c: Candidates) -> list[tuple]:
+        """The cache entries the candidates need that this model has not computed: ("layer", key) and
+        ("dp", key) tasks for fill()."""
+        split = np.array([SPLIT_BACKWARD[name] for name in SCHEDULE_NAMES])[c.schedule]
+        out = []
+        for flag in (False, True):
+            if (split == flag).any():
+                keys = self.layer_keys(c.take(np.nonzero(split == flag)[0]), flag)[0]
+                out += [("layer", k) for k in keys if k not in self._layer_cache]
+        uniq, _ = _unique_rows(np.stack([c.tp, c.cp, c.pp, c.dp], axis=1))
+        keys = [tuple(int(x) for x in k) for k in uniq]
+        return out + [("dp", k) for k in keys if k not in self._dp_cache]
+
+    def fill(self, tasks: list[tuple]) -> dict:
+        """{task: entry} of missing() tasks, computed here (and kept)."""
+        return {t: self.layer(*t[1]) if t[0] == "layer" else self.dp_groups(*t[1]) for t in tasks}
+
+    def learn(self, entries: dict) -> None:
+        """Keep entries that fill() computed in another process."""
+        for (kind, key), value in entries.items():
+            (self._layer_cache if kind == "layer" else self._dp_cache)[key] = value
 
     # --- data-parallel groups ---------------------------------------------------------------------
     def dp_groups(self, tp, cp, pp, dp):
@@ -150,6 +183,27 @@ class CostModel:
             devices = placement.pipeline(0)
             groups = placement.weight_replicas(devices)
             hit = self._dp_cache[key] = (devices, groups, self.fabric.profile(groups))
+        return hit
+
+
+class _Remembered:
+    """A Fabric that computes each collective of one size over one group once: the layer costs ask
+    the same TP collectives under every recompute mode and backward split."""
+
+    def __init__(self, fabric):
+        self.fabric, self.seen = fabric, {}
+
+    def __getattr__(self, name):
+        return getattr(self.fabric, name)
+
+    def collective(self, kind: str, size, groups, cal) -> np.ndarray:
+        if np.ndim(size):
+            return self.fabric.collective(kind, size, groups, cal)
+        groups = np.asarray(groups)
+        key = (kind, float(size), groups.shape, groups.tobytes(), id(cal))
+        hit = self.seen.get(key)
+        if hit is None:
+            hit = self.seen[key] = self.fabric.collective(kind, size, groups, cal)
         return hit
 
 
@@ -194,36 +248,69 @@ def _sends(cm: CostModel, routes, devices, nbytes, gather, keys):
     return send[inverse], tier[inverse]
 
 
-def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
-                lt: dict | None = None, with_memory: bool = True) -> GroupCosts:
-    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p); lt: the
-    candidates' CostModel.prepare, when already computed."""
-    scn, model = cm.scn, cm.scn.model
-    N = len(c)
+@dataclass(frozen=True, kw_only=True)
+class PipelineCosts:
+    """The part of GroupCosts that ZeRO does not change (before ZeRO-3's gathers), SI units."""
+
+    f: np.ndarray  # (N, p, v) seconds
+    b: np.ndarray
+    w: np.ndarray
+    tp: np.ndarray  # (N, p, v, 2) exposed TP seconds inside F and B
+    cp: np.ndarray | None  # (N, p, v, 2) exposed CP seconds inside F and B (None: not asked for)
+    send: np.ndarray  # (N, p, v, 2)
+    send_tier: np.ndarray  # (N, p, v, 2)
+
+
+def pipeline_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, lt: dict | None = None,
+                   pairs: bool = True) -> PipelineCosts:
+    """Pass and send seconds of candidates `c` (all with this schedule, pp = p, chunks = v); pairs:
+    whether the exposed CP seconds are needed (they only shorten overlapped F&B pairs)."""
     split = SPLIT_BACKWARD[schedule]
-    layers, embed, head = _grid(schedule, p, v, model.layers)
+    layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
     lt = cm.prepare(c, split) if lt is None else lt
-    pt, act, gather, mem_layer, stride_pp = lt["pass"], lt["act"], lt["gather"], lt["mem"], lt["stride_pp"]
+    pt, act, gather, stride_pp = lt["pass"], lt["act"], lt["gather"], lt["stride_pp"]
     grid = lambda k: (layers[None] * pt[:, 1, k, None, None] + embed[None] * pt[:, 0, k, None, None]  # noqa: E731
                       + head[None] * pt[:, 2, k, None, None])
     f, b, w = grid(0), grid(1), grid(2)
     if not split:
         b, w = b + w, np.zeros_like(w)
-    exp_tp = np.stack([grid(3), grid(4)], axis=-1)
-    exp_cp = np.stack([grid(5), grid(6)], axis=-1)
     devices = np.arange(p)[None] * stride_pp[:, None]
     send, tier = _sends(cm, routes_of(schedule, p, v), devices, act, gather,
                         np.stack([c.tp, c.cp, c.dp, c.mb, c.sp], axis=1))
-    params = _device_params(model, c.tp, layers, embed, head)  # (N, p)
-    dp_time, dp_tier, gather_time, opt, ag3 = _data_parallel(cm, c, p, params)
-    zero3 = (c.zero >= 3)[:, None, None]
-    f = np.where(zero3, np.maximum(f, ag3[:, :, None]), f)
-    b = np.where(zero3, np.maximum(b, ag3[:, :, None]), b)
-    fb = (f - exp_tp[..., 0] - exp_cp[..., 0])[:, :, :, None] + (b - exp_tp[..., 1] - exp_cp[..., 1])[:, :, None, :]
-    memory = _memory(scn, c, params, layers, head, v, in_flight, mem_layer) if with_memory else {}
-    return GroupCosts(f=f, b=b, w=w, fb=np.maximum(fb, 0.0), tp=exp_tp, send=send, send_tier=tier, dp=dp_time,
-                      dp_tier=dp_tier, optimizer=opt, param_gather=np.maximum(0.0, gather_time - f[:, :, 0]),
-                      memory=memory)
+    return PipelineCosts(f=f, b=b, w=w, tp=np.stack([grid(3), grid(4)], axis=-1),
+                         cp=np.stack([grid(5), grid(6)], axis=-1) if pairs else None, send=send, send_tier=tier)
+
+
+def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int):
+    """(N, p) gradient reduction, its tier, parameter gather, Adam, and ZeRO-3's per-pass gather."""
+    layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
+    return _data_parallel(cm, c, p, lambda tp: _device_params(cm.scn.model, tp, layers, embed, head))
+
+
+def gathered(x: np.ndarray, zero3: np.ndarray, ag3: np.ndarray) -> np.ndarray:
+    """(N, p, v) pass seconds under ZeRO-3, which gathers a pass's parameters first: at least ag3."""
+    return np.where(zero3[:, None, None], np.maximum(x, ag3[:, :, None]), x)
+
+
+def pair_seconds(f, b, tp, cp) -> np.ndarray:
+    """(N, p, v, v) seconds of an overlapped F&B pair: both computations, without their exposed TP/CP."""
+    fb = (f - tp[..., 0] - cp[..., 0])[:, :, :, None] + (b - tp[..., 1] - cp[..., 1])[:, :, None, :]
+    return np.maximum(fb, 0.0)
+
+
+def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
+                lt: dict | None = None) -> GroupCosts:
+    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p); lt: the
+    candidates' CostModel.prepare, when already computed."""
+    lt = cm.prepare(c, SPLIT_BACKWARD[schedule]) if lt is None else lt
+    pc = pipeline_costs(cm, c, schedule, p, v, lt)
+    dp_time, dp_tier, gather_time, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
+    zero3 = c.zero >= 3
+    f, b = gathered(pc.f, zero3, ag3), gathered(pc.b, zero3, ag3)
+    return GroupCosts(f=f, b=b, w=pc.w, fb=pair_seconds(f, b, pc.tp, pc.cp), tp=pc.tp, send=pc.send,
+                      send_tier=pc.send_tier, dp=dp_time, dp_tier=dp_tier, optimizer=opt,
+                      param_gather=np.maximum(0.0, gather_time - f[:, :, 0]),
+                      memory=group_memory(cm, c, schedule, p, v, in_flight, lt))
 
 
 def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
@@ -244,17 +331,16 @@ def _device_params(model, tp, layers, embed, head) -> np.ndarray:
     return (per_chunk.sum(axis=1) - shared)[None, :] / tp[:, None]
 
 
-def _data_parallel(cm: CostModel, c: Candidates, p: int, params: np.ndarray):
-    """(N, p) gradient reduction, its tier, parameter gather, Adam, and ZeRO-3's per-pass gather.
+def _data_parallel(cm: CostModel, c: Candidates, p: int, params):
+    """(N, p) gradient reduction, its tier, parameter gather, Adam, and ZeRO-3's per-pass gather;
+    params(tp) -> (len(tp), p) parameters on a TP rank of each stage.
 
     The replica groups' profiles (members per domain, domains, leaf crossing) come from placement and
     Fabric.profile once per mesh; the alpha-beta times are Fabric.collective's, computed once per
     distinct (tp, cp, dp, sharded) and shared by the candidates that differ only elsewhere."""
     sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
     uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, sharded], axis=1))
-    first = np.zeros(len(uniq), dtype=np.int64)
-    first[inverse] = np.arange(len(c))  # any row of each key: params depend on tp only here
-    prm = params[first]
+    prm = params(uniq[:, 0])
     prof = [cm.dp_groups(int(tp), int(cp), p, int(dp)) for tp, cp, dp, _ in uniq]
     k = np.stack([q[2][0] for q in prof]).astype(float)
     d = np.stack([q[2][1] for q in prof]).astype(float)
@@ -311,13 +397,14 @@ def _unique_rows(keys: np.ndarray):
     if total <= 4 * len(keys) + 4096:  # dense codes: a lookup table instead of a sort
         present = np.zeros(total, dtype=bool)
         present[code] = True
-        remap = np.cumsum(present) - 1
-        inverse = remap[code]
-        first = np.zeros(int(present.sum()), dtype=np.int64)
-        first[inverse[::-1]] = np.arange(len(keys))[::-1]
-        return keys[first], inverse
-    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-    return keys[first], inverse.ravel()
+        inverse = (np.cumsum(present) - 1)[code]
+        count = int(present.sum())
+    else:
+        uniq, inverse = np.unique(code, return_inverse=True)
+        inverse, count = inverse.ravel(), len(uniq)
+    first = np.zeros(count, dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(keys))[::-1]
+    return keys[first], inverse
 
 
 def schedule_name(code: int) -> str:

@@ -178,11 +178,18 @@ def enumerate_layouts(scn, gpus: int, space: SearchSpace = SearchSpace()) -> Can
         return Candidates(tp=z, cp=z, pp=z, dp=z, mb=z, m=z, chunks=z, schedule=z, zero=z, recompute=z,
                           sp=z.astype(bool))
     rows = np.array(base, dtype=np.int64)
-    nz = np.array([len(z) for z in zeros])
+    zero_sets = [np.array(z) for z in dict.fromkeys(zeros)]  # at most two: all stages, and (0,)
+    which = np.array([next(i for i, z in enumerate(zero_sets) if tuple(z) == zs) for zs in zeros])
+    nz = np.array([len(z) for z in zero_sets])[which]
     reps = nz * len(rec)
     expanded = np.repeat(rows, reps, axis=0)
-    zero_col = np.concatenate([np.repeat(np.array(z), len(rec)) for z in zeros])
-    rec_col = np.concatenate([np.tile(rec, n) for n in nz])
+    j = np.arange(len(expanded)) - np.repeat(np.cumsum(reps) - reps, reps)  # index within a row's block
+    owner = np.repeat(which, reps)
+    zero_col = np.zeros(len(expanded), dtype=np.int64)
+    for i, z in enumerate(zero_sets):
+        sel = owner == i
+        zero_col[sel] = z[j[sel] // len(rec)]
+    rec_col = rec[j % len(rec)]
     cols = dict(zip(("tp", "cp", "pp", "dp", "mb", "m", "chunks", "schedule", "sp"), expanded.T))
     return Candidates(**{k: v for k, v in cols.items() if k != "sp"}, sp=cols["sp"].astype(bool),
                       zero=zero_col.astype(np.int64), recompute=rec_col.astype(np.int64))

@@ -26,10 +26,11 @@ import pytest
 
 import simulator.engine as engine
 from simulator import load_scenario
-from simulator.analytic import _extract, _ranks, in_flight_of, longest_paths, steady_from, structure
+from simulator.analytic import _extract, in_flight_of, longest_paths, steady_from, structure
 from simulator.analytic_costs import CostModel, group_costs
 from simulator.layouts import SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides, virtual_stages
 from simulator.schedules import SCHEDULES, in_flight
+from simulator.schedules.codes import codes_of
 from simulator.simulate import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +161,7 @@ def test_structure_extends_linearly(name, v, p):
     linear = structure(name, p, v, m1 + period)
     for m in (m1 + period, m1 + 3 * period, m1 + 7 * period):
         table = SCHEDULES[name](p, m, v)
-        exact = _extract(table, _ranks(table))
+        exact = _extract(codes_of(table))[0]
         dm = m - linear.m_ref
         np.testing.assert_allclose(linear.total + linear.total_slope * dm, exact["total"][..., linear.used])
         np.testing.assert_allclose(linear.x_upto + linear.x_upto_slope * dm, exact["x_upto"][..., linear.used])

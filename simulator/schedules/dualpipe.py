@@ -26,10 +26,11 @@ def dual_recipe(half: int, h: int, n: int) -> list[tuple]:
     out: list[tuple] = [("F", 0)] * (2 * (half - h - 1))
     out += [("F", 0), ("F", 1)] * (h + 1)
     out += [("B", 1, True), ("W",), ("F", 1)] * (half - h - 1)
-    for i in range(n - 2 * half + h + 1):
-        lone = i == 0 and h == half - 1  # middle device: its first F and B not overlapped
-        out += [("F", 0), ("B", 1, False)] if lone else [("FB", 0, 1)]
-        out.append(("FB", 1, 0))
+    steady = max(n - 2 * half + h + 1, 0)
+    if steady and h == half - 1:  # middle device: its first F and B not overlapped
+        out += [("F", 0), ("B", 1, False), ("FB", 1, 0)]
+        steady -= 1
+    out += [("FB", 0, 1), ("FB", 1, 0)] * steady
     out += [("B", 1, False), ("FB", 1, 0)] * (half - h - 1)
     defer = False
     for i in range(h + 1):  # the later half of these backwards defer their W

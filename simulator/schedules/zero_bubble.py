@@ -111,9 +111,10 @@ def zb_v_recipe(p: int, d: int, n: int) -> list[tuple]:
     out: list[tuple] = [("F", 0)] * (2 * (p - d) - 1)
     out += [("F", 1), ("F", 0)] * d
     out += [("F", 1), ("B", 1, False)] * (p - d)
-    lead = n - (2 * p - d - 1)  # steady cycles that still have a chunk-0 forward
-    for i in range(n - p):
-        out += ([("F", 0)] if i < lead else []) + [("B", 0, False), ("F", 1), ("B", 1, False)]
+    cycles = max(n - p, 0)
+    lead = min(max(n - (2 * p - d - 1), 0), cycles)  # steady cycles that still have a chunk-0 forward
+    out += [("F", 0), ("B", 0, False), ("F", 1), ("B", 1, False)] * lead
+    out += [("B", 0, False), ("F", 1), ("B", 1, False)] * (cycles - lead)
     out += [("B", 0, True), ("B", 1, True)] * d
     out += [("B", 0, True), ("W",)] * (p - d)
     return out + [("W",)] * (2 * d)
