@@ -100,11 +100,31 @@ def test_missing_file(tmp_path):
     assert result.exit_code == 2 and "nope.yaml" in result.stderr and "\n" not in result.stderr.strip()
 
 
-def test_same_scenario_gives_identical_json(tmp_path):
+SMALL_MOE_SERVE = [ROOT / "scenarios" / "deepseek-v3-serve-h800.yaml", "--set", "workload.arrivals.count=300"]
+
+
+@pytest.mark.parametrize("args", [[GOOD], [ROOT / "scenarios" / "serve-llama3-70b-h100.yaml"], SMALL_MOE_SERVE],
+                         ids=["train", "serve", "moe-serve"])
+def test_same_scenario_gives_identical_json(tmp_path, args):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out in (a, b):
-        assert runner.invoke(app, ["run", str(GOOD), "--json", str(out), "-q"]).exit_code == 0
+        assert runner.invoke(app, ["run", *map(str, args), "--json", str(out), "-q"]).exit_code == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_another_arrival_seed_changes_only_what_is_random(tmp_path):
+    """Serving: a different arrivals seed moves the latencies, not the step costs or the memory."""
+    reports = []
+    for seed in (0, 1):
+        out = tmp_path / f"{seed}.json"
+        args = [*map(str, SMALL_MOE_SERVE), "--set", f"workload.arrivals.seed={seed}", "--json", str(out), "-q"]
+        assert runner.invoke(app, ["run", *args]).exit_code == 0
+        reports.append(json.loads(out.read_text()))
+    a, b = reports
+    assert a["ttft_s"] != b["ttft_s"]
+    for key in ("prefill_s", "decode_step_s", "kv_cache_tokens_capacity", "gpus", "layout"):
+        assert a[key] == b[key], key
+    assert a["memory_bytes"]["weights"] == b["memory_bytes"]["weights"]
 
 
 def test_console_script_runs_as_a_process(tmp_path):
