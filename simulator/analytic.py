@@ -562,39 +562,49 @@ def _jobs(c, chunk: int = 8192) -> list[tuple]:
     return out
 
 
-def _prepared(cm, c, rows: np.ndarray | None = None) -> dict:
-    """CostModel.prepare of the candidates at `rows` (all by default), once per split-backward flag:
-    {flag: (position of each candidate of c in the arrays, arrays)}."""
+def _prepared(cm, c) -> dict:
+    """CostModel.layer_table of the candidates, once per split-backward flag: {flag: (position of each
+    candidate of c among those with the flag, key table, key index and pp stride of those)}."""
     from .analytic_costs import SPLIT_BACKWARD, schedule_name
 
-    rows = np.arange(len(c)) if rows is None else rows
-    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule[rows]]
+    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule]
     out = {}
     for flag in (False, True):
-        sel = rows[split == flag]
+        sel = np.nonzero(split == flag)[0]
         if len(sel):
             pos = np.full(len(c), -1)
             pos[sel] = np.arange(len(sel))
-            out[flag] = (pos, cm.prepare(c.take(sel), flag))
+            out[flag] = (pos, *cm.layer_table(c.take(sel), flag))
     return out
 
 
-def _run_jobs(cm, c, jobs, skip_oom: bool = False, lts: dict | None = None) -> tuple[np.ndarray, dict, dict]:
-    """Evaluate jobs in this process; (rows, out fields, memory fields) over the rows covered."""
+def _layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
+    """CostModel.prepare of the candidates at idx, from _prepared's tables."""
     from .analytic_costs import SPLIT_BACKWARD
 
+    pos, table, key, stride_pp = lts[SPLIT_BACKWARD[schedule]]
+    at = pos[idx]
+    return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
+
+
+def _run_jobs(cm, c, jobs, skip_oom: bool, lts: dict) -> tuple[np.ndarray, dict, dict]:
+    """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time; (rows, out fields,
+    memory fields) over the rows covered."""
     rows = np.concatenate([j[4] for j in jobs]) if jobs else np.zeros(0, dtype=np.int64)
     out = {k: np.zeros(len(rows)) for k in OUT_FIELDS}
     mem = {k: np.zeros(len(rows)) for k in MEM_FIELDS}
     build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
-    start = 0
-    for name, p, v, m, idx in jobs:
-        sub = c.take(idx)
-        st = STRUCTURES[name, p, v, m]
-        pos, arrays = lts[SPLIT_BACKWARD[name]]
-        lt = {k: a[pos[idx]] for k, a in arrays.items()}
-        _estimate_group(cm, sub, st, name, np.arange(start, start + len(idx)), out, mem, skip_oom, lt)
-        start += len(idx)
+    starts = np.cumsum([0] + [len(j[4]) for j in jobs])
+    families = {}
+    for i, job in enumerate(jobs):
+        families.setdefault(job[:3], []).append(i)
+    for (name, _, _), members in families.items():
+        idx = np.concatenate([jobs[i][4] for i in members])
+        at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in members])
+        group = np.repeat(np.arange(len(members)), [len(jobs[i][4]) for i in members])
+        sts = [STRUCTURES[jobs[i][:4]] for i in members]
+        lt = _layer_figures(lts, name, idx)
+        _estimate_family(cm, c.take(idx), sts, group, name, at, out, mem, skip_oom, lt)
     return rows, out, mem
 
 
@@ -636,19 +646,12 @@ def _take() -> dict:
         done[i] = fn(tasks[i])
 
 
-def _fill(task: tuple):
-    """Build one task of missing work: Structures (keys) or cache entries (cm.fill tasks)."""
-    kind, items = task
-    if kind == "structures":
-        build_structures(items)
-        return kind, {k: STRUCTURES[k] for k in items}
-    return kind, _FORKED[0][0].fill(items)
-
-
-def _evaluate(job):
-    """_run_jobs of one job, in whichever process took it."""
+def _evaluate(jobs: list) -> tuple:
+    """_run_jobs of one family's jobs, in whichever process took them, and the Structures it built
+    for them (to keep in the process that asked)."""
     cm, c, skip_oom, lts = _FORKED[0]
-    return _run_jobs(cm, c, [job], skip_oom, lts)
+    new = [k for k in dict.fromkeys(j[:4] for j in jobs) if k not in STRUCTURES]
+    return _run_jobs(cm, c, jobs, skip_oom, lts), {k: STRUCTURES[k] for k in new}
 
 
 def _table_slots(key: tuple) -> int:
@@ -658,33 +661,28 @@ def _table_slots(key: tuple) -> int:
     return p * v * (2 * m1 + period if m is None else m)
 
 
-def _missing(cm, c, jobs: list) -> list[tuple]:
-    """What no process has computed for these jobs, as _fill tasks, largest first: the Structures of
-    each (schedule, pp, chunks) family (zb-h2's together: one simulation), then layer costs by
-    (tp, cp, micro-batch) (they share collectives and operator tables), then replica groups."""
+def _families(jobs: list) -> list[list]:
+    """The jobs by (schedule, pp, chunks) family, the most work first (rows times stages, and building
+    the Structures no process has built: about 5 row-stages a table slot)."""
     families = {}
-    for k in dict.fromkeys(j[:4] for j in jobs):
-        if k not in STRUCTURES:
-            families.setdefault(k[:3] if k[0] != "zb-h2" else "zb-h2", []).append(k)
-    out = [("structures", f) for f in sorted(families.values(), key=lambda f: -sum(map(_table_slots, f)))]
-    groups = {}
-    for t in cm.missing(c):
-        groups.setdefault((t[0],) + t[1][:3], []).append(t)
-    return out + [("entries", g) for g in groups.values()]
+    for j in jobs:
+        families.setdefault(j[:3], []).append(j)
+
+    def work(family):
+        keys = [k for k in dict.fromkeys(j[:4] for j in family) if k not in STRUCTURES]
+        return sum((len(j[4]) + 200) * j[1] * j[2] for j in family) + 5 * sum(map(_table_slots, keys))
+
+    return sorted(families.values(), key=work, reverse=True)
 
 
 def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool) -> list:
-    """_run_jobs over `workers` processes (this one and forked ones): first what no process has
-    computed yet (kept here for later passes), then the jobs, largest first."""
-    tasks = _missing(cm, c, jobs)
-    if tasks:
-        for kind, built in _on_processes(_fill, tasks, (cm,), workers):
-            if kind == "structures":
-                STRUCTURES.update(built)
-            else:
-                cm.learn(built)
-    jobs = sorted(jobs, key=lambda j: -(len(j[4]) * j[1] * j[2] + 200 * j[1] * j[2]))
-    return _on_processes(_evaluate, jobs, (cm, c, skip_oom, _prepared(cm, c)), workers)
+    """_run_jobs over `workers` processes (this one and forked ones), a family of jobs at a time: the
+    process that takes a family builds the Structures it lacks, and they come back with the results
+    (kept here for later passes)."""
+    parts = _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, _prepared(cm, c)), workers)
+    for _, built in parts:
+        STRUCTURES.update(built)
+    return [part for part, _ in parts]
 
 
 def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
@@ -720,13 +718,18 @@ def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
         cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6)
 
 
-def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: dict, skip_oom: bool,
-                    lt: dict) -> None:
-    """Memory and timings of one group's candidates c into mem[...][idx] and out[...][idx]; skip_oom:
-    timings only of those that fit (NaN for the others)."""
+def _estimate_family(cm, c, sts: list[Structure], group, schedule: str, idx, out: dict, mem: dict,
+                     skip_oom: bool, lt: dict) -> None:
+    """Memory and timings of one family's candidates c into mem[...][idx] and out[...][idx] (group:
+    each candidate's index in sts, the Structures of its jobs); skip_oom: timings only of those that
+    fit (NaN for the others)."""
     from .analytic_costs import _unique_rows, group_memory
 
-    memory = group_memory(cm, c, schedule, st.p, st.v, in_flight_of(st, c.m), lt)
+    in_flight = np.zeros((len(c), sts[0].p))
+    for g, st in enumerate(sts):
+        sel = group == g
+        in_flight[sel] = in_flight_of(st, c.m[sel])
+    memory = group_memory(cm, c, schedule, sts[0].p, sts[0].v, in_flight, lt)
     for k in mem:
         mem[k][idx] = memory[k]
     if skip_oom:
@@ -735,13 +738,13 @@ def _estimate_group(cm, c, st: Structure, schedule: str, idx, out: dict, mem: di
             out[k][idx] = np.nan
         if not len(fit):
             return
-        c, idx, lt = c.take(fit), idx[fit], {k: v[fit] for k, v in lt.items()}
+        c, idx, group, lt = c.take(fit), idx[fit], group[fit], {k: v[fit] for k, v in lt.items()}
     # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
     sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
     zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
-    _, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass], axis=1))
+    _, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass, group], axis=1))
     first = _firsts(inverse)
-    timed = _timings(cm, c.take(first), st, schedule, {k: v[first] for k, v in lt.items()})
+    timed = _timings(cm, c.take(first), sts, group[first], schedule, {k: v[first] for k, v in lt.items()})
     for k in out:
         out[k][idx] = timed[k][inverse]
 
@@ -764,27 +767,50 @@ def _distinct(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.ravel()
 
 
-def _timings(cm, c, st: Structure, schedule: str, lt: dict) -> dict:
-    """Step time, busiest device, exposed TP, tail and bubble (N,) of candidates c, seconds.
+def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dict:
+    """Step time, busiest device, exposed TP, tail and bubble (N,) of candidates c, seconds (group:
+    each candidate's index in sts).
 
     The longest paths run once per distinct pipeline: candidates that differ only in ZeRO share their
     pass and send seconds (ZeRO changes the tail), unless ZeRO-3's gathers lengthen passes."""
     from .analytic_costs import _unique_rows, data_parallel_costs, pair_seconds, pipeline_costs
 
-    dp, _, gather, opt, ag3 = data_parallel_costs(cm, c, schedule, st.p, st.v)
-    _, q = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute], axis=1))
+    p, v = sts[0].p, sts[0].v
+    dp, _, gather, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
+    _, q = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, group], axis=1))
     first = _firsts(q)
-    pairs = bool(((st.used >= 3 * st.v) & (st.used < 3 * st.v + st.v * st.v)).any())
-    pc = pipeline_costs(cm, c.take(first), schedule, st.p, st.v, {k: v[first] for k, v in lt.items()}, pairs)
+    pairs = any(((st.used >= 3 * v) & (st.used < 3 * v + v * v)).any() for st in sts)
+    pc = pipeline_costs(cm, c.take(first), schedule, p, v, {k: x[first] for k, x in lt.items()}, pairs)
     own = np.nonzero((c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1))[0]
     src = np.concatenate([np.arange(len(first)), q[own]])  # pipelines: each key's, then ZeRO-3's own
     q = q.copy()
     q[own] = len(first) + np.arange(len(own))  # ZeRO-3 gathers lengthen some passes of these
-    lift = np.zeros((len(src), st.p, 1))
+    lift = np.zeros((len(src), p, 1))
     lift[len(first):, :, 0] = ag3[own]
     f, b, w, tp, send, m = (np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift), pc.w[src], pc.tp[src],
                             pc.send[src], c.m[first][src])
-    D = slot_durations(st, f, b, w, pair_seconds(f, b, tp, pc.cp[src]) if pairs else None, send)
+    fb = pair_seconds(f, b, tp, pc.cp[src]) if pairs else None
+    L, last, busy, tp_dev = (np.zeros((len(src), p)) for _ in range(4))
+    pipe_group = group[first][src]
+    for g, st in enumerate(sts):
+        k = np.nonzero(pipe_group == g)[0]
+        if len(k):
+            L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[k], b[k], w[k], None if fb is None else fb[k],
+                                                       tp[k], send[k])
+    param_gather = np.maximum(0.0, gather - f[q, :, 0])
+    stage_end = L[q] + np.maximum(0.0, dp - last[q]) + opt + param_gather
+    step = stage_end.max(axis=1)
+    crit = np.argmax(stage_end, axis=1)
+    pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
+    idle = step[:, None] - busy[q] - opt - param_gather
+    return {"step_time": step, "busy": busy.max(axis=1)[q], "exposed_tp": pick(tp_dev[q]),
+            "tail": pick(stage_end - L[q]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}
+
+
+def _paths(st: Structure, m, f, b, w, fb, tp, send) -> tuple:
+    """(last-task end, last task's seconds, busy seconds, exposed TP seconds), (N, p) each, of N
+    pipelines of one Structure."""
+    D = slot_durations(st, f, b, w, fb, send)
     u, same = _distinct(m, D, f, b, send)  # e.g. ZeRO-3 rows whose passes all last the gather
     L = last_task_end(st, m[u], D[u], f[u], b[u], send[u])[same]
     dm = (m - st.m_ref).astype(float)[:, None]
@@ -792,12 +818,4 @@ def _timings(cm, c, st: Structure, schedule: str, lt: dict) -> dict:
     fbcols = np.nonzero(st.used < 2 * st.v)[0]  # plain F and B slots carry exposed TP
     tp_all = np.concatenate([tp[..., 0], tp[..., 1]], axis=2)[..., st.used[fbcols]]
     counts = st.total[None][..., fbcols] + dm[..., None] * st.total_slope[None][..., fbcols]
-    tp_dev = (counts * tp_all).sum(axis=2)
-    param_gather = np.maximum(0.0, gather - f[q, :, 0])
-    stage_end = L[q] + np.maximum(0.0, dp - last_slot(st, D)[q]) + opt + param_gather
-    step = stage_end.max(axis=1)
-    crit = np.argmax(stage_end, axis=1)
-    pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
-    idle = step[:, None] - busy[q] - opt - param_gather
-    return {"step_time": step, "busy": busy.max(axis=1)[q], "exposed_tp": pick(tp_dev[q]),
-            "tail": pick(stage_end - L[q]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}
+    return L, last_slot(st, D), busy, (counts * tp_all).sum(axis=2)

@@ -23,15 +23,14 @@ from . import calibration, collectives
 from .fabric import fabric_for
 from .layouts import RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, stage_split, virtual_stages
 from .memory import activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
-from .model import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, build_op_table, layer_shape, parameter_counts
-from .plan import ADAM_BYTES_PER_PARAM, GRAD_COMM_BYTES, PARAM_COMM_BYTES, layer_pass_times, stage_grid
-from .placement import place, split_layers
+from .model import ACT_BYTES, build_op_table, layer_shape, parameter_counts
+from .plan import (ADAM_BYTES_PER_PARAM, GRAD_COMM_BYTES, PARAM_COMM_BYTES, block_seconds, cp_ring_seconds, pass_table,
+                   stage_grid)
+from .placement import mesh_order, replica_groups, split_layers
 from .schedules.routes import dual_routes, looped_routes, v_routes
 
 SPLIT_BACKWARD = {"gpipe": False, "1f1b": False, "interleaved": False, "zb-h1": True, "zb-h2": True,
                   "zb-v": True, "dualpipe": True, "dualpipe-v": True}
-PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
-BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
 
 
 def routes_of(schedule: str, p: int, v: int) -> np.ndarray:
@@ -82,8 +81,7 @@ class CostModel:
         self.counts = parameter_counts(scn.model)
         self._layer_cache = _LAYER_CACHE.setdefault(_identity(scn), {})
         self._dp_cache = _LAYER_CACHE.setdefault("dp:" + _identity(scn), {})
-        self._ops = {}  # (tp, cp, mb, sp) -> OpTable: shared by recompute modes and backward splits
-        self._collectives = _Remembered(self.fabric)
+        self._ops = {}  # (tp, cp, mb, sp) -> (OpTable, LayerShape): shared by recompute modes and splits
 
     # --- scenario copies for plan.py's functions -------------------------------------------------
     def variant(self, *, tp=1, cp=1, pp=1, dp=None, mb=None, sp=False, recompute=None, zero=0):
@@ -105,35 +103,64 @@ class CostModel:
         return out
 
     # --- per-layer costs --------------------------------------------------------------------------
-    def layer(self, tp, cp, mb, sp, rec, split, strides_key):
-        """(3 blocks, 7 fields) pass times, exposed TP all-gather of a send, activation bytes."""
-        key = (tp, cp, mb, sp, rec, split, strides_key)
-        hit = self._layer_cache.get(key)
-        if hit is not None:
-            return hit
-        if (tp, cp, mb, sp) not in self._ops:  # build_op_table reads tp, cp, sp and the micro-batch only
-            self._ops[tp, cp, mb, sp] = build_op_table(self.variant(tp=tp, cp=cp, mb=mb, sp=sp))
-        scn = self.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
-        ops = self._ops[tp, cp, mb, sp]
-        s_tp, s_cp = strides_key
-        tp_group, cp_group = np.arange(tp) * s_tp, np.arange(cp) * s_cp
-        times = layer_pass_times(scn, ops, self._collectives, tp_group, cp_group, self.cal, split)
-        table = np.array([[getattr(times[blk], k) for k in PASS_FIELDS] for blk in BLOCKS])
-        sh = layer_shape(scn)
-        act = sh.tokens * sh.hidden * ACT_BYTES / tp
-        gather = 0.0 if sp else float(self._collectives.collective("all_gather", act * tp, tp_group[None],
-                                                                   self.cal)[0])
-        w = scn.workload
-        kw = dict(tokens=sh.tokens, seq=w.seq_len, tp=tp, sequence_parallel=sp, flash=sh.flash)
-        per_layer = activation_bytes_per_layer(scn.model, recompute=w.recompute, **kw)
-        working = activation_bytes_per_layer(scn.model, recompute="none", **kw) if w.recompute == "full" else 0.0
-        head_bytes = head_activation_bytes(scn.model, tokens=sh.tokens, tp=tp)
-        out = (table, act, gather, np.array([per_layer, working, head_bytes]))
-        self._layer_cache[key] = out
-        return out
+    def layers(self, keys: list[tuple]) -> list[tuple]:
+        """Entries of layer keys (tp, cp, mb, sp, recompute, split, (tp stride, cp stride)): (3 blocks,
+        7 PASS_FIELDS) seconds, send bytes, exposed TP all-gather of a send (s), activation bytes (3,).
+        Cached; the missing ones are computed together (plan.py's formulas over arrays of keys)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self._layer_cache]
+        if todo:
+            self._layer_cache.update(zip(todo, self._compute_layers(todo)))
+        return [self._layer_cache[k] for k in keys]
+
+    def _compute_layers(self, keys: list[tuple]) -> list[tuple]:
+        """layers() entries of these keys, computed (plan.layer_pass_times over arrays of keys)."""
+        ops_keys = list(dict.fromkeys(k[:4] for k in keys))
+        for k in ops_keys:
+            if k not in self._ops:  # build_op_table reads tp, cp, mb and sp only
+                scn = self.variant(tp=k[0], cp=k[1], mb=k[2], sp=k[3])
+                self._ops[k] = (build_op_table(scn), layer_shape(scn))
+        index = {k: i for i, k in enumerate(ops_keys)}
+        which = np.array([index[k[:4]] for k in keys])
+        shapes = [self._ops[k][1] for k in ops_keys]
+        dev = self.scn.topology.device
+        sums = block_seconds([self._ops[k][0] for k in ops_keys], dev.peak_flops[self.scn.workload.dtype],
+                             dev.hbm_bandwidth, self.cal)[which]
+        tp, cp, _, sp, rec, split = (np.array([k[i] for k in keys]) for i in range(6))
+        s_tp, s_cp = np.array([k[6] for k in keys]).T
+        tokens = np.array([sh.tokens for sh in shapes])[which]
+        size = tokens * np.array([sh.hidden for sh in shapes])[which] * ACT_BYTES
+        act = size / tp
+        comm, gather = self._tp_collectives(tp, s_tp, size, act * tp)
+        kv = 2 * tokens * np.array([sh.kv_heads * sh.head_dim for sh in shapes])[which] * ACT_BYTES
+        ring = cp_ring_seconds(self.fabric, self.cal, cp, kv, 0, np.where(cp > 1, s_cp, 0))
+        table = pass_table(sums, comm, ring, rec, sp, split)
+        gather = np.where(sp, 0.0, gather)
+        return [(table[i], float(act[i]), float(gather[i]), self._activations(k, shapes[which[i]]))
+                for i, k in enumerate(keys)]
+
+    def _tp_collectives(self, tp, stride, size, gathered):
+        """((all-reduce, all-gather, reduce-scatter) of `size` bytes, all-gather of `gathered` bytes)
+        seconds (K,) over each key's TP group (tp ranks `stride` apart)."""
+        comm, gather = np.zeros((3, len(tp))), np.zeros(len(tp))
+        for t, s in dict.fromkeys(zip(tp.tolist(), stride.tolist())):
+            sel = (tp == t) & (stride == s)
+            group = np.arange(t)[None] * s
+            for i, kind in enumerate(("all_reduce", "all_gather", "reduce_scatter")):
+                comm[i, sel] = self.fabric.collective(kind, size[sel], group, self.cal)
+            gather[sel] = self.fabric.collective("all_gather", gathered[sel], group, self.cal)
+        return comm, gather
+
+    def _activations(self, key: tuple, sh) -> np.ndarray:
+        """(per layer, full recompute's working layer, head) activation bytes of a layer key."""
+        tp, _, _, sp, rec = key[:5]
+        model, recompute = self.scn.model, RECOMPUTE_NAMES[rec]
+        kw = dict(tokens=sh.tokens, seq=self.scn.workload.seq_len, tp=tp, sequence_parallel=sp, flash=sh.flash)
+        per_layer = activation_bytes_per_layer(model, recompute=recompute, **kw)
+        working = activation_bytes_per_layer(model, recompute="none", **kw) if recompute == "full" else 0.0
+        return np.array([per_layer, working, head_activation_bytes(model, tokens=sh.tokens, tp=tp)])
 
     def layer_keys(self, c: Candidates, split: bool):
-        """(distinct layer() keys of the candidates, inverse index, pp rank stride)."""
+        """(distinct layers() keys of the candidates, inverse index, pp rank stride)."""
         sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
         st = self.strides(sizes)
         uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1))
@@ -141,69 +168,33 @@ class CostModel:
                 for tp, cp, mb, sp, rec, a, b in uniq]
         return keys, inverse.ravel(), st["pp"]
 
-    def prepare(self, c: Candidates, split: bool) -> dict:
-        """Per-candidate layer figures: pass times (N, 3 blocks, 7 fields), send bytes, the TP
-        all-gather before a send (no sequence parallelism), activation bytes (N, 3), pp stride."""
+    def layer_table(self, c: Candidates, split: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+        """(figures of each distinct layer key: pass times (K, 3 blocks, 7 fields), send bytes, the TP
+        all-gather before a send (no sequence parallelism), activation bytes (K, 3); each candidate's
+        key index; each candidate's pp rank stride)."""
         keys, inverse, stride_pp = self.layer_keys(c, split)
-        parts = [self.layer(*k) for k in keys]
-        return {"pass": np.stack([q[0] for q in parts])[inverse], "act": np.array([q[1] for q in parts])[inverse],
-                "gather": np.array([q[2] for q in parts])[inverse], "mem": np.stack([q[3] for q in parts])[inverse],
-                "stride_pp": stride_pp}
+        parts = self.layers(keys)
+        table = {"pass": np.stack([q[0] for q in parts]), "act": np.array([q[1] for q in parts]),
+                 "gather": np.array([q[2] for q in parts]), "mem": np.stack([q[3] for q in parts])}
+        return table, inverse, stride_pp
 
-    # --- what a pass needs, computed elsewhere (another process) ----------------------------------
-    def missing(self, c: Candidates) -> list[tuple]:
-        """The cache entries the candidates need that this model has not computed: ("layer", key) and
-        ("dp", key) tasks for fill()."""
-        split = np.array([SPLIT_BACKWARD[name] for name in SCHEDULE_NAMES])[c.schedule]
-        out = []
-        for flag in (False, True):
-            if (split == flag).any():
-                keys = self.layer_keys(c.take(np.nonzero(split == flag)[0]), flag)[0]
-                out += [("layer", k) for k in keys if k not in self._layer_cache]
-        uniq, _ = _unique_rows(np.stack([c.tp, c.cp, c.pp, c.dp], axis=1))
-        keys = [tuple(int(x) for x in k) for k in uniq]
-        return out + [("dp", k) for k in keys if k not in self._dp_cache]
-
-    def fill(self, tasks: list[tuple]) -> dict:
-        """{task: entry} of missing() tasks, computed here (and kept)."""
-        return {t: self.layer(*t[1]) if t[0] == "layer" else self.dp_groups(*t[1]) for t in tasks}
-
-    def learn(self, entries: dict) -> None:
-        """Keep entries that fill() computed in another process."""
-        for (kind, key), value in entries.items():
-            (self._layer_cache if kind == "layer" else self._dp_cache)[key] = value
+    def prepare(self, c: Candidates, split: bool) -> dict:
+        """Per-candidate layer figures: layer_table's, (N, ...) each, and the pp stride."""
+        table, inverse, stride_pp = self.layer_table(c, split)
+        return {**{k: a[inverse] for k, a in table.items()}, "stride_pp": stride_pp}
 
     # --- data-parallel groups ---------------------------------------------------------------------
     def dp_groups(self, tp, cp, pp, dp):
-        """(pipeline devices (p,), weight-replica groups (p, n)) of the mesh, as placement has them."""
+        """(pipeline devices (p,), weight-replica groups (p, n), their Fabric.profile) of the mesh, as
+        placement has them (Placement.pipeline(0), weight_replicas), from the ranks' strides."""
         key = (tp, cp, pp, dp)
         hit = self._dp_cache.get(key)
         if hit is None:
-            placement = place(self.variant(tp=tp, cp=cp, pp=pp, dp=dp))
-            devices = placement.pipeline(0)
-            groups = placement.weight_replicas(devices)
+            sizes = {"tp": tp, "cp": cp, "ep": 1, "dp": dp, "pp": pp}
+            order = mesh_order(self.scn.layout)
+            devices = np.arange(pp) * int(np.prod([sizes[a] for a in order[:order.index("pp")]]))
+            groups = replica_groups(sizes, order, devices, ("tp", "pp"))
             hit = self._dp_cache[key] = (devices, groups, self.fabric.profile(groups))
-        return hit
-
-
-class _Remembered:
-    """A Fabric that computes each collective of one size over one group once: the layer costs ask
-    the same TP collectives under every recompute mode and backward split."""
-
-    def __init__(self, fabric):
-        self.fabric, self.seen = fabric, {}
-
-    def __getattr__(self, name):
-        return getattr(self.fabric, name)
-
-    def collective(self, kind: str, size, groups, cal) -> np.ndarray:
-        if np.ndim(size):
-            return self.fabric.collective(kind, size, groups, cal)
-        groups = np.asarray(groups)
-        key = (kind, float(size), groups.shape, groups.tobytes(), id(cal))
-        hit = self.seen.get(key)
-        if hit is None:
-            hit = self.seen[key] = self.fabric.collective(kind, size, groups, cal)
         return hit
 
 

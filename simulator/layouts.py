@@ -164,7 +164,7 @@ def enumerate_layouts(scn, gpus: int, space: SearchSpace = SearchSpace()) -> Can
     for tp, cp, pp, dp in _meshes(scn, gpus, space):
         sp_ok = tp > 1 and (w.seq_len // cp) % tp == 0
         sp_values = [sp_ok] if space.sequence_parallel == "auto" else ([False, True] if sp_ok else [False])
-        zero = space.zero if dp * cp > 1 else (0,)  # nothing to shard over one replica
+        zero = tuple(space.zero) if dp * cp > 1 else (0,)  # nothing to shard over one replica
         for mb in space.micro_batches:
             if w.global_batch % (mb * dp):
                 continue
@@ -178,8 +178,9 @@ def enumerate_layouts(scn, gpus: int, space: SearchSpace = SearchSpace()) -> Can
         return Candidates(tp=z, cp=z, pp=z, dp=z, mb=z, m=z, chunks=z, schedule=z, zero=z, recompute=z,
                           sp=z.astype(bool))
     rows = np.array(base, dtype=np.int64)
-    zero_sets = [np.array(z) for z in dict.fromkeys(zeros)]  # at most two: all stages, and (0,)
-    which = np.array([next(i for i, z in enumerate(zero_sets) if tuple(z) == zs) for zs in zeros])
+    index = {z: i for i, z in enumerate(dict.fromkeys(zeros))}  # at most two: all stages, and (0,)
+    zero_sets = [np.array(z) for z in index]
+    which = np.array([index[z] for z in zeros])
     nz = np.array([len(z) for z in zero_sets])[which]
     reps = nz * len(rec)
     expanded = np.repeat(rows, reps, axis=0)

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import calibration, roofline
 from .fabric import Fabric
+from .layouts import RECOMPUTE_NAMES
 from . import moe_plan
 from .memory import Memory, activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
 from .model import (ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, build_op_table, layer_shape,
@@ -76,53 +77,74 @@ class Plan:
     task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
 
 
+PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
+BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
+
+
 def layer_pass_times(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, cal,
                      split: bool) -> dict[int, PassTimes]:
     """PassTimes of the embedding, one transformer layer and the head."""
     dev = scn.topology.device
-    peak, hbm = dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth
-    fused = np.array([n == "attention" for n in ops.name])
-    t = lambda fl, by: roofline.op_times(fl, by, ops.gemm, peak, hbm, cal, fused)  # noqa: E731
-    tf, tb, tw = t(ops.flops_f, ops.bytes_f), t(ops.flops_b, ops.bytes_b), t(ops.flops_w, ops.bytes_w)
-    rec = scn.workload.recompute
+    sums = block_seconds([ops], dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth, cal)
     sh = layer_shape(scn)
     size = sh.tokens * sh.hidden * ACT_BYTES
-    coll = lambda kind: float(fabric.collective(kind, size, tp_group[None], cal)[0])  # noqa: E731
-    ar, ag, rs = coll("all_reduce"), coll("all_gather"), coll("reduce_scatter")
-    sp = scn.layout.sequence_parallel
-    comm_f = 2 * (ag + rs) if sp else 2 * ar  # per layer forward, exposed
-    comm_b_exposed = 2 * ag if sp else 0.0
-    comm_b_overlap = 2 * (rs + ag) if sp else 2 * ar
-    cp_f, cp_b = _cp_ring(scn, sh, fabric, cp_group, cal)
-    out = {}
-    for block in (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD):
-        rows = ops.block == block
-        f, b, w = tf[rows].sum(), tb[rows].sum(), tw[rows].sum()
-        if block == BLOCK_LAYER:
-            attn_f = tf[rows & ops.selective].sum()
-            attn_b = tb[rows & ops.selective].sum()
-            ecp_f, ecp_b = max(0.0, cp_f - attn_f), max(0.0, cp_b - attn_b)
-            redo = {"full": f + ecp_f, "selective": attn_f, "none": 0.0}[rec]
-            redo_tp = comm_f if rec == "full" else 0.0
-            hidden_b = 0.0 if split else min(comm_b_overlap, w)
-            b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
-            out[block] = PassTimes(f=f + comm_f + ecp_f, b=b + redo + b_tp + ecp_b, w=w,
-                                   f_tp=comm_f, b_tp=b_tp, f_cp=ecp_f, b_cp=ecp_b)
-        else:
-            edge = (rs if sp else ar) if block == BLOCK_EMBED else (ag if sp else 0.0)
-            out[block] = PassTimes(f=f + edge, b=b + edge, w=w, f_tp=edge, b_tp=edge, f_cp=0, b_cp=0)
+    comm = [fabric.collective(kind, size, tp_group[None], cal) for kind in ("all_reduce", "all_gather",
+                                                                            "reduce_scatter")]
+    lay = scn.layout
+    kv_bytes = 2 * sh.tokens * sh.kv_heads * sh.head_dim * ACT_BYTES
+    cp_ring = cp_ring_seconds(fabric, cal, np.array([lay.cp]), kv_bytes, cp_group[0], cp_group[1 % lay.cp])
+    rec = np.array([RECOMPUTE_NAMES.index(scn.workload.recompute)])
+    table = pass_table(sums, comm, cp_ring, rec, np.array([lay.sequence_parallel]), np.array([split]))[0]
+    return {blk: PassTimes(**{k: float(x) for k, x in zip(PASS_FIELDS, row)}) for blk, row in zip(BLOCKS, table)}
+
+
+def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal) -> np.ndarray:
+    """(tables, 3 blocks, 5) roofline seconds of the embedding, one layer and the head: F, B, W, and
+    F, B of the selective-recompute ops; tables of one model (the same operators, other sizes)."""
+    first = tables[0]
+    fused = np.array([n == "attention" for n in first.name])
+    stack = lambda k: np.stack([getattr(t, k) for t in tables])  # noqa: E731
+    gemm = stack("gemm")
+    times = [roofline.op_times(stack("flops_" + x), stack("bytes_" + x), gemm, peak, hbm, cal, fused)
+             for x in "fbw"]
+    out = np.zeros((len(tables), 3, 5))
+    for i, block in enumerate(BLOCKS):
+        ops = np.nonzero(first.block == block)[0]
+        sel = np.nonzero((first.block == block) & first.selective)[0]
+        # np.take keeps each table's ops contiguous: every sum is that table's 1-D sum, bit for bit
+        out[:, i] = np.stack([np.take(t, ops, axis=1).sum(axis=1) for t in times]
+                             + [np.take(t, sel, axis=1).sum(axis=1) for t in times[:2]], axis=1)
     return out
 
 
-def _cp_ring(scn, sh, fabric, cp_group, cal) -> tuple[float, float]:
-    """Seconds of the K/V ring of context parallelism per layer: forward passes K and V (cp-1) times,
-    backward passes K, V and their gradients."""
-    cp = scn.layout.cp
-    if cp == 1:
-        return 0.0, 0.0
-    kv_bytes = 2 * sh.tokens * sh.kv_heads * sh.head_dim * ACT_BYTES
-    hop = float(fabric.p2p(kv_bytes, cp_group[0], cp_group[1], cal))
-    return (cp - 1) * hop, 2 * (cp - 1) * hop
+def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split) -> np.ndarray:
+    """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
+    (K, 3, 5) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
+    activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
+    recompute: (K,) index of none / selective / full; sp, split: (K,) bool."""
+    ar, ag, rs = comm
+    f, b, w, attn_f, attn_b = (sums[:, 1, j] for j in range(5))
+    comm_f = np.where(sp, 2 * (ag + rs), 2 * ar)  # per layer forward, exposed
+    comm_b_exposed = np.where(sp, 2 * ag, 0.0)
+    comm_b_overlap = np.where(sp, 2 * (rs + ag), 2 * ar)
+    ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
+    redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
+    redo_tp = np.where(recompute == 2, comm_f, 0.0)
+    hidden_b = np.where(split, 0.0, np.minimum(comm_b_overlap, w))
+    b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
+    layer = [f + comm_f + ecp_f, b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]
+    out = np.zeros((len(f), 3, 7))
+    out[:, 1] = np.stack(layer, axis=1)
+    for i, edge in ((0, np.where(sp, rs, ar)), (2, np.where(sp, ag, 0.0))):
+        out[:, i, :5] = np.stack([sums[:, i, 0] + edge, sums[:, i, 1] + edge, sums[:, i, 2], edge, edge], axis=1)
+    return out
+
+
+def cp_ring_seconds(fabric: Fabric, cal, cp, kv_bytes, src, dst) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) seconds of context parallelism's K/V ring per layer, (K,) each: forward passes
+    K and V (cp-1) times, backward passes K, V and their gradients; kv_bytes per hop from src to dst."""
+    hop = fabric.p2p(kv_bytes, src, dst, cal)
+    return np.where(cp > 1, (cp - 1) * hop, 0.0), np.where(cp > 1, 2 * (cp - 1) * hop, 0.0)
 
 
 def stage_grid(table, stage_layers: np.ndarray):

@@ -28,7 +28,11 @@ import simulator.engine as engine
 from simulator import load_scenario
 from simulator.analytic import _extract, in_flight_of, longest_paths, steady_from, structure
 from simulator.analytic_costs import CostModel, group_costs
-from simulator.layouts import SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides, virtual_stages
+from simulator.layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides,
+                               virtual_stages)
+from simulator.model import build_op_table
+from simulator.placement import mesh_order, place, replica_groups
+from simulator.plan import PASS_FIELDS, layer_pass_times
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
 from simulator.simulate import run
@@ -196,3 +200,29 @@ def test_memory_first_and_shared_timings_change_nothing():
     for name in ("step_time", "busy", "exposed_tp", "tail", "bubble"):
         np.testing.assert_array_equal(getattr(full, name)[full.fits], getattr(fast, name)[fast.fits], err_msg=name)
     assert np.isnan(fast.step_time[~fast.fits]).all()
+
+
+def test_layer_costs_equal_layer_pass_times_exactly():
+    """CostModel.layers (plan.py's formulas over arrays of keys) gives layer_pass_times' seconds bit for
+    bit, and the replica groups from strides are Placement's."""
+    base = load_scenario(GPT3, ["topology.domains=16"])
+    c = enumerate_layouts(base, 128, SearchSpace(sequence_parallel="both"))
+    cm = CostModel(base)
+    keys = cm.layer_keys(c, True)[0] + cm.layer_keys(c, False)[0]
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(keys), size=40, replace=False):
+        tp, cp, mb, sp, rec, split, (s_tp, s_cp) = keys[i]
+        scn = cm.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
+        times = layer_pass_times(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
+                                 cm.cal, split)
+        expected = [[getattr(times[blk], k) for k in PASS_FIELDS] for blk in sorted(times)]
+        np.testing.assert_array_equal(cm.layers([keys[i]])[0][0], expected)
+    for tp, cp, pp in ((8, 1, 4), (2, 4, 2), (1, 2, 8), (4, 2, 1)):
+        scn = cm.variant(tp=tp, cp=cp, pp=pp)
+        placement = place(scn)
+        devices = placement.pipeline(0)
+        np.testing.assert_array_equal(
+            replica_groups(placement.sizes, mesh_order(scn.layout), devices, ("tp", "pp")),
+            placement.weight_replicas(devices))
+        np.testing.assert_array_equal(cm.dp_groups(tp, cp, pp, 128 // (tp * cp * pp))[1],
+                                      placement.weight_replicas(devices))
