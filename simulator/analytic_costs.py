@@ -284,9 +284,12 @@ def gathered(x: np.ndarray, zero3: np.ndarray, ag3: np.ndarray) -> np.ndarray:
 
 
 def pair_seconds(f, b, tp, cp) -> np.ndarray:
-    """(N, p, v, v) seconds of an overlapped F&B pair: both computations, without their exposed TP/CP."""
-    fb = (f - tp[..., 0] - cp[..., 0])[:, :, :, None] + (b - tp[..., 1] - cp[..., 1])[:, :, None, :]
-    return np.maximum(fb, 0.0)
+    """(N, p, v, v) seconds of an overlapped F&B pair: max(both computations, both exposed TP + CP
+    communications), as plan.pair_times."""
+    comm_f, comm_b = tp[..., 0] + cp[..., 0], tp[..., 1] + cp[..., 1]
+    compute = (f - comm_f)[:, :, :, None] + (b - comm_b)[:, :, None, :]
+    comm = comm_f[:, :, :, None] + comm_b[:, :, None, :]
+    return np.maximum(np.maximum(compute, comm), 0.0)
 
 
 def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,

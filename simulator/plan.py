@@ -239,14 +239,15 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES,
                                placement.weight_replicas(devices), cal)[:, None]
         f, b = np.maximum(f, ag), np.maximum(b, ag)
-    fb = pair_times(f - exposed_tp[..., 0] - exposed_cp[..., 0], b - exposed_tp[..., 1] - exposed_cp[..., 1])
+    comm_f = exposed_tp[..., 0] + exposed_cp[..., 0] + (ep[..., 0] if split else 0.0)
+    comm_b = exposed_tp[..., 1] + exposed_cp[..., 1] + (ep[..., 1] if split else 0.0)
+    compute, comm = pair_times(f - comm_f, b - comm_b), pair_times(comm_f, comm_b)
+    fb = np.maximum(compute, comm)
     moe_fields = {}
     if split:
-        fb = fb - ep[:, :, None, 0] - ep[:, None, :, 1]
-        comm = ep[:, :, None, 0] + ep[:, None, :, 1]
+        exposed = np.minimum(np.maximum(comm - compute, 0.0), pair_times(ep[..., 0], ep[..., 1]))
         moe_fields = dict(exposed_ep=np.stack([ep[..., 0], ep[..., 1], np.zeros_like(f)], axis=-1),
-                          exposed_ep_pair=np.maximum(comm - fb, 0.0), ep_scaleout=ep_so, moe=costs)
-        fb = np.maximum(fb, comm)
+                          exposed_ep_pair=exposed, ep_scaleout=ep_so, moe=costs)
     return Plan(
         table=table, devices=devices, f=f, b=b, w=w, fb=np.maximum(fb, 0.0),
         exposed_tp=exposed_tp, exposed_cp=exposed_cp, send=send, send_tier=send_tier,
@@ -263,10 +264,11 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     )
 
 
-def pair_times(f_compute: np.ndarray, b_compute: np.ndarray) -> np.ndarray:
-    """(p, v, v) seconds of F of chunk i overlapped with B of chunk j: the two computes back to back,
-    their communication hidden behind each other (DualPipe's F&B)."""
-    return f_compute[:, :, None] + b_compute[:, None, :]
+def pair_times(f_part: np.ndarray, b_part: np.ndarray) -> np.ndarray:
+    """(p, v, v) seconds of a part of F of chunk i and of B of chunk j back to back. DualPipe's F&B
+    pair lasts max(the two computes, the two communications: TP, CP and EP), each half's
+    communication running behind the other half's compute."""
+    return f_part[:, :, None] + b_part[:, None, :]
 
 
 def device_params(model, tp: int, layers, embed, head) -> np.ndarray:
