@@ -1,10 +1,12 @@
 """Scale: a 101,376-GPU training step and 40,000 requests served by DeepSeek-V3 on 1,152 GPUs, time and
 peak memory.
 
-Run with `pytest benchmarks/bench_scale.py -m benchmark`. Time is pytest-benchmark's; peak memory is
-measured in a fresh subprocess (resource.getrusage ru_maxrss: the whole interpreter with numpy, simpy,
-networkx and pydantic loaded, plus tracemalloc's peak of the simulation's own allocations), so earlier
-tests in the session do not inflate it. Limits (issue 7): under 10 s and under 2 GiB each.
+Run with `pytest benchmarks/bench_scale.py -m benchmark`. Time is pytest-benchmark's, and once more in
+a fresh interpreter (load + simulate, cold caches); peak memory is measured in fresh subprocesses too
+(resource.getrusage ru_maxrss: the whole interpreter with numpy, simpy, networkx and pydantic loaded;
+and, in a second run, tracemalloc's peak of the simulation's own allocations, timed apart because
+tracing slows allocation), so earlier tests in the session do not inflate them. Limits (issue 7):
+under 10 s and under 2 GiB each.
 """
 
 from __future__ import annotations
@@ -28,22 +30,30 @@ SECONDS, PEAK_BYTES = 10.0, 2 * 2**30
 _PROBE = """
 import json, resource, sys, time, tracemalloc
 from simulator import load_scenario, simulate
-kind, path = sys.argv[1], sys.argv[2]
-tracemalloc.start()
+kind, path, traced = sys.argv[1], sys.argv[2], sys.argv[3] == "traced"
+if traced:
+    tracemalloc.start()
 t = time.perf_counter()
 report = simulate(load_scenario(path))
-figure = report.step_time_s if kind == "train" else report.tpot_s["p50"]
 seconds = time.perf_counter() - t
-print(json.dumps({"seconds": seconds, "traced_peak": tracemalloc.get_traced_memory()[1],
+figure = report.step_time_s if kind == "train" else report.tpot_s["p50"]
+print(json.dumps({"seconds": seconds, "traced_peak": tracemalloc.get_traced_memory()[1] if traced else None,
                   "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "figure": figure}))
 """
 
 
-def probe(kind: str, path: Path) -> dict:
-    """Seconds, traced peak bytes and max resident bytes of one cold run in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", _PROBE, kind, str(path)], capture_output=True, text=True,
+def _run_probe(kind: str, path: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PROBE, kind, str(path), mode], capture_output=True, text=True,
                          cwd=ROOT, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def probe(kind: str, path: Path) -> dict:
+    """Seconds and max resident bytes of one cold run in a fresh interpreter, and the traced peak
+    bytes of the simulation's allocations from a second, traced run."""
+    timed = _run_probe(kind, path, "timed")
+    traced = _run_probe(kind, path, "traced")
+    return {**timed, "traced_peak": traced["traced_peak"], "traced_seconds": traced["seconds"]}
 
 
 def _cold(scenario):
