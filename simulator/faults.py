@@ -62,7 +62,7 @@ def straggle(plan: Plan, stage: int, s: float) -> Plan:
     opt[stage] *= s
     pre = cf[stage][:, None] + cb[stage][None, :]  # the pair's two computes, back to back
     hidden = plan.exposed_ep_pair[stage] if plan.exposed_ep_pair is not None else 0.0
-    fb[stage] = np.maximum(s * pre, pre + hidden)  # the all-to-all still ends no earlier
+    fb[stage] = np.maximum(s * pre, plan.fb[stage])  # max(compute, communication): the latter unchanged
     extra = {}
     if plan.exposed_ep_pair is not None:
         pair = plan.exposed_ep_pair.copy()
