@@ -18,6 +18,7 @@ import pytest
 
 import simulator.analytic as analytic
 import simulator.analytic_costs as analytic_costs
+import simulator.structures as structures
 from simulator import load_scenario
 from simulator.fabric import _cached as fabric_cache
 from simulator.layouts import enumerate_layouts
@@ -29,7 +30,7 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def _clear():
-    analytic.STRUCTURES.clear()
+    structures.STRUCTURES.clear()
     analytic._EXIT_CACHE.clear()
     analytic_costs._LAYER_CACHE.clear()
     analytic_costs._grid.cache_clear()

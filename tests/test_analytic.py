@@ -26,7 +26,7 @@ import pytest
 
 import simulator.engine as engine
 from simulator import load_scenario
-from simulator.analytic import _extract, in_flight_of, longest_paths, steady_from, structure
+from simulator.analytic import longest_paths
 from simulator.analytic_costs import CostModel, group_costs
 from simulator.layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides,
                                virtual_stages)
@@ -35,6 +35,7 @@ from simulator.placement import mesh_order, place, replica_groups
 from simulator.plan import PASS_FIELDS, layer_pass_times
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
+from simulator.structures import _extract, in_flight_of, steady_from, structure
 from simulator.simulate import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 1. codes: CODES[name](p, ms, v) (numpy, several m at once; zb-h2's list schedule run on counters)
    holds, slot by slot, the orders of SCHEDULES[name](p, m, v);
-2. structure: the vectorized extraction (analytic._extract) equals a per-Action reading of the table
+2. structure: the vectorized extraction (structures._extract) equals a per-Action reading of the table
    (the reference below, the way the pass read tables before it was vectorized), for exact and linear
    structures, over a grid of (schedule, p, m, v).
 """
@@ -14,8 +14,8 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from simulator.analytic import (ENGINE_LOCAL_WAITS_FOR_SEND, Structure, _exact, _extract, _linear, slot_types,
-                                steady_from)
+from simulator.structures import (ENGINE_LOCAL_WAITS_FOR_SEND, Structure, _exact, _extract, _linear, slot_types,
+                                  steady_from)
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import CODES, codes_batch, codes_of
 
