@@ -622,6 +622,10 @@ def _check_serve(s: Scenario) -> None:
               f"got workload.kind {w.kind}{'' if s.model.moe else ' and a dense model'}")
     if w.kind != "serve":
         return
+    r = w.routing
+    if r is not None and (r.kind != "uniform" or r.capacity_factor is not None or r.affinity):
+        _rule("workload.routing", "serving assumes uniform expert load (EPLB-balanced ranks); skewed "
+              "routing, capacity and affinity are simulated for training only")
     if lay.cp != 1:
         _rule("layout.cp", f"context parallelism is not simulated for serving, got cp {lay.cp}")
     if lay.chunks != 1:

@@ -235,3 +235,12 @@ def test_deepseek_decode_throughput_against_its_published_service():
     tpot = np.array([costs.decode_step(int(b) * ep, 4096) for b in batches])
     b_star = batches[np.searchsorted(tpot, 1 / 21) - 1]
     assert float(b_star * 21) == pytest.approx(1850, rel=0.35)
+
+
+def test_skewed_routing_is_refused_for_serving(make_scenario):
+    """Serving costs experts at the mean load; a skewed routing would be ignored, so it is refused."""
+    from simulator import ScenarioError
+
+    with pytest.raises(ScenarioError, match="workload.routing: serving assumes uniform expert load"):
+        _serve_moe(make_scenario, routing={"kind": "zipf", "skew": 0.5})
+    assert _serve_moe(make_scenario, routing={"kind": "uniform"}).workload.routing.kind == "uniform"
