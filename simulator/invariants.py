@@ -59,6 +59,13 @@ def check_dependencies(plan: Plan, tl: Timeline) -> None:
         raise InvariantError(f"{int(late.sum())} tasks started before their inputs were produced")
 
 
+def check_memory(mem: dict) -> None:
+    """The memory categories of a report's memory_bytes add up to its total."""
+    parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
+    if not np.isclose(parts, mem["total"], rtol=1e-12):
+        raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
+
+
 def check_training(name: str, plan: Plan, tl: Timeline, report) -> None:
     """All training invariants; raises InvariantError naming `name` on the first violation."""
     try:
@@ -72,10 +79,7 @@ def check_training(name: str, plan: Plan, tl: Timeline, report) -> None:
             raise InvariantError("a stage was busy longer than the step")
         if not 0.0 <= report.bubble_fraction < 1.0:
             raise InvariantError(f"bubble fraction {report.bubble_fraction} outside [0, 1)")
-        mem = report.memory_bytes
-        parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
-        if not np.isclose(parts, mem["total"], rtol=1e-12):
-            raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
+        check_memory(report.memory_bytes)
         per_rank = plan.traffic["per_rank"].sum(axis=0) * (report.gpus // plan.table.p)
         if not np.allclose(per_rank, [plan.traffic["nvlink"], plan.traffic["scaleout"]], rtol=1e-9):
             raise InvariantError("traffic per tier differs from the per-rank counts")
@@ -112,9 +116,6 @@ def check_serving(name: str, tl, report, capacity: int) -> None:
                 raise InvariantError("an engine was busy longer than the run")
         if (tl.kv_tokens_peak > capacity).any():
             raise InvariantError(f"the KV cache held {int(tl.kv_tokens_peak.max())} tokens, capacity {capacity}")
-        mem = report.memory_bytes
-        parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
-        if not np.isclose(parts, mem["total"], rtol=1e-12):
-            raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
+        check_memory(report.memory_bytes)
     except InvariantError as err:
         raise InvariantError(f"{name}: invariant violated: {err}") from None

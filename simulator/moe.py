@@ -196,6 +196,11 @@ def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_t
     return dict(send_nv=send_nv, recv_nv=recv_nv, send_so=send_so, recv_so=recv_so, domain_out=domain_out)
 
 
+def dispatch_width(scn) -> float:
+    """Bytes a dispatched activation takes: 1 with fp8 GEMMs (as DeepSeek-V3), else 16-bit."""
+    return 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
+
+
 def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, cal) -> dict:
     """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
@@ -204,7 +209,7 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
     bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
     lat = {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}  # sends to all peers in flight at once
     copy = h / lay.tp  # elements of one token copy per TP rank
-    dispatch_bytes = 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
+    dispatch_bytes = dispatch_width(scn)
 
     def tier(t: str, width: float) -> np.ndarray:  # (S, Lm) seconds of one a2a on tier t
         most = np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1)

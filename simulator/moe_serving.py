@@ -30,7 +30,7 @@ from . import calibration, roofline
 from .fabric import fabric_for
 from .inference import DTYPE_BYTES, LinearOps, ffn_rows, linear_flops, tabulated
 from .model import ACT_BYTES
-from .moe import dispatch_volumes
+from .moe import dispatch_volumes, dispatch_width
 from .placement import place, split_layers
 
 
@@ -135,7 +135,7 @@ def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
         gather = (fabric.collective("all_gather", size, groups, cal)
                   + fabric.collective("reduce_scatter", size, groups, cal)).reshape(b.shape)
     total = 0.0
-    for width in (1.0 if scn.workload.dtype == "fp8" else ACT_BYTES, ACT_BYTES):
+    for width in (dispatch_width(scn), ACT_BYTES):
         tiers = []
         for t in ("nv", "so"):
             most = float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b
@@ -201,13 +201,16 @@ class ServeExperts:
     tp: int
     top_k: int
     times: object  # callable(ops, m array) -> seconds (StepCosts.times)
-    experts: object  # callable(copies received by a rank, array) -> seconds of its experts
+    rank_experts: object  # callable(copies received by a rank, array) -> expert_layer_times' dict
     a2a: object  # callable(tokens of the busiest replica, array) -> dispatch + combine seconds
-    compute_memory: object  # callable(copies, array) -> (compute, memory) seconds of a rank's experts
     expert_flops: float  # FLOP per token copy of one routed expert (all TP ranks)
     ep_bytes: dict  # bytes a token sends per MoE layer on each tier (dispatch + combine, all TP ranks)
     _tables: dict = field(default_factory=dict)
     _experts: dict = field(default_factory=dict)
+
+    def experts(self, copies) -> np.ndarray:
+        """Seconds of a rank's routed experts at `copies` received (array)."""
+        return self.rank_experts(copies)["time"]
 
     def parts(self, busiest: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pp,) seconds of each stage's dense FFNs, MoE layers' compute (router, shared and routed
@@ -234,8 +237,8 @@ class ServeExperts:
 
     def bound(self, batch: int) -> str:
         """'compute' when a rank's routed experts are FLOP-bound at the unit's `batch` decode tokens."""
-        compute, memory = self.compute_memory(np.array([batch * self.top_k / self.ranks]))
-        return "compute" if float(compute[0]) > float(memory[0]) else "memory"
+        t = self.rank_experts(np.array([batch * self.top_k / self.ranks]))
+        return "compute" if float(t["compute"][0]) > float(t["memory"][0]) else "memory"
 
 
 def serve_experts(scn, costs, fabric) -> ServeExperts:
@@ -251,13 +254,12 @@ def serve_experts(scn, costs, fabric) -> ServeExperts:
         return expert_layer_times(model, copies, slots, dev, w.dtype, w.weight_dtype, costs.cal, lay.tp)
 
     vol = _unit_volumes(scn, ep_group)
-    widths = (1.0 if w.dtype == "fp8" else ACT_BYTES) + ACT_BYTES
+    widths = dispatch_width(scn) + ACT_BYTES
     ep_bytes = {tier: float(vol[f"send_{t}"].mean()) * model.hidden * widths
                 for tier, t in (("nvlink", "nv"), ("scaleout", "so"))}
     return ServeExperts(
-        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep, overlap=w.two_batch_overlap, tp=lay.tp,
-        top_k=model.moe.top_k, times=costs.times, experts=lambda c: rank_experts(c)["time"],
-        a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
-        compute_memory=lambda c: (lambda t: (t["compute"], t["memory"]))(rank_experts(c)),
+        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep,
+        overlap=w.two_batch_overlap, tp=lay.tp, top_k=model.moe.top_k, times=costs.times,
+        rank_experts=rank_experts, a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
         expert_flops=2.0 * sum(n * k for n, k in expert_gemms(model)), ep_bytes=ep_bytes,
     )
