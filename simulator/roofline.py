@@ -9,12 +9,11 @@ from .calibration import Calibration
 
 def gemm_efficiency(shapes: np.ndarray, cal: Calibration) -> np.ndarray:
     """Fraction of peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions waste tiles."""
-    dims = np.maximum(np.asarray(shapes, dtype=float), 1.0)
-    return cal.gemm * np.prod(dims / (dims + cal.gemm_half_dim), axis=-1)
+    return cal.gemm * np.prod(tile_factor(shapes, cal), axis=-1)
 
 
 def tile_factor(dim, cal: Calibration) -> np.ndarray:
-    """One GEMM dimension's factor of gemm_efficiency: d / (d + gemm_half_dim), d at least 1."""
+    """Each GEMM dimension's factor of gemm_efficiency: d / (d + gemm_half_dim), d at least 1 (array)."""
     d = np.maximum(np.asarray(dim, dtype=float), 1.0)
     return d / (d + cal.gemm_half_dim)
 
