@@ -59,6 +59,17 @@ def check_dependencies(plan: Plan, tl: Timeline) -> None:
         raise InvariantError(f"{int(late.sum())} tasks started before their inputs were produced")
 
 
+PLAN_SECONDS = ("f", "b", "w", "fb", "send", "dp", "optimizer", "param_gather")
+
+
+def check_plan(name: str, plan: Plan) -> None:
+    """Every duration of a plan is finite, before the engine runs it (an infinite transfer would never
+    let the fair-share links finish)."""
+    for field in PLAN_SECONDS:
+        if not np.isfinite(getattr(plan, field)).all():
+            raise InvariantError(f"{name}: invariant violated: non-finite seconds in the plan's {field}")
+
+
 def check_memory(mem: dict) -> None:
     """The memory categories of a report's memory_bytes add up to its total."""
     parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))

@@ -419,8 +419,9 @@ class DegradedLink(_Frozen):
     """Global device index whose link is degraded."""
     tier: Literal["nvlink", "scaleout"]
     """Which link: the GPU's NVLink port or its NIC share."""
-    fraction: Annotated[float, Field(gt=0, le=1)]
-    """Bandwidth left, a fraction in (0, 1] of the healthy figure."""
+    fraction: Annotated[float, Field(ge=1e-6, le=1)]
+    """Bandwidth left, a fraction in [1e-6, 1] of the healthy figure (below that the link is dead:
+    a failed node)."""
 
 
 class FailedNode(_Frozen):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .engine import Timeline, run_engine
 from .fabric import Fabric, fabric_for
-from .invariants import check_serving, check_training
+from .invariants import check_plan, check_serving, check_training
 from .model import build_op_table
 from .placement import place
 from .plan import Plan, make_plan
@@ -37,6 +37,7 @@ def run(scenario: Scenario) -> Result:
         plan = make_plan(scenario, build_op_table(scenario), place(scenario), fabric)
     except ValueError as err:  # a schedule's constraint on p, m or v
         raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
+    check_plan(scenario.name, plan)
     timeline = run_engine(plan)
     report = summarize(scenario, plan, timeline, fabric)
     check_training(scenario.name, plan, timeline, report)
@@ -78,6 +79,7 @@ def run_faulty(scenario: Scenario) -> Result:
                 plan = make_plan(scn, ops, placement, fabric)
         except ValueError as err:
             raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
+        check_plan(scenario.name, plan)
         timeline = run_engine(plan)
         report = summarize(scn, plan, timeline, fabric)
         check_training(scenario.name, plan, timeline, report)

@@ -196,7 +196,7 @@ def _faults(draw):
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(_faults())
 def test_any_faults_simulate_with_invariants_or_fail_in_one_line(faults):
     from simulator.scenario import ScenarioError
@@ -213,3 +213,13 @@ def test_any_faults_simulate_with_invariants_or_fail_in_one_line(faults):
         return
     check_training(scn.name, res.plan, res.timeline, res.report)
     assert res.report.extra["faults"]["slowdown"] > 0
+
+
+@pytest.mark.parametrize("fraction", [5e-324, 1e-300, 9.9e-7])
+def test_a_dead_link_is_refused_not_simulated_forever(fraction):
+    """A fraction so small that transfer times overflow once hung the fair-share links (inf - inf):
+    below 1e-6 the input is refused in one line; a link that slow is a failed node."""
+    from simulator.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="faults.degraded_link.fraction"):
+        load_scenario(LLAMA, SMALL + [f"faults={{degraded_link: {{gpu: 3, tier: scaleout, fraction: {fraction}}}}}"])

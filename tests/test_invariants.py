@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simulator import load_scenario, run
-from simulator.invariants import InvariantError, check_serving, check_training
+from simulator.invariants import InvariantError, check_plan, check_serving, check_training
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml"
 SCHEDULES = [("gpipe", 1), ("1f1b", 1), ("interleaved", 3), ("zb-h1", 1), ("zb-h2", 1), ("zb-v", 2),
@@ -113,3 +113,12 @@ def test_simulate_checks_invariants_and_the_cli_reports_a_bug(monkeypatch, tmp_p
     assert result.exit_code == 3 and not out.exists()
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith("simrack: bug") and "gpt3-175b-selene" in line
+
+
+def test_a_plan_with_infinite_seconds_is_caught_before_the_engine():
+    r = _run()
+    send = r.plan.send.copy()
+    send.flat[0] = np.inf
+    check_plan("selene", r.plan)
+    with pytest.raises(InvariantError, match="selene: invariant violated: non-finite seconds in the plan's send"):
+        check_plan("selene", replace(r.plan, send=send))
