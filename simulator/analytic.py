@@ -25,6 +25,7 @@ simulator.structures.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,14 +76,15 @@ def _prefix(fr, br, sf, sb, pred, D, dev):
     hops = np.nonzero(pred[:, 0] >= 0)[0]
     if len(hops):  # PF = C + G, G non-decreasing, raised at each hop: sequential over hops only
         G = np.zeros((n, N))
-        g, seen = np.zeros(N), {}  # seen: running max of G after each hop position
-        for s in hops:
-            sp, j, t = pred[s]
-            before = [h for h in seen if h <= sp]
-            pf_sp = C[sp] + (seen[max(before)] if before else 0.0)
+        g, at, seen = np.zeros(N), [], []  # seen[i]: G after the hop at stage at[i] (increasing)
+        for s, (sp, j, t) in zip(hops.tolist(), pred[hops].tolist()):
+            k = bisect_right(at, sp)  # the last hop at or before sp raised G there to seen[k - 1]
+            pf_sp = C[sp] + seen[k - 1] if k else C[sp]
             hop = np.maximum(C[sp] + j * MF[sp], pf_sp + j * fr[sp]) + D[dev[s], t]
             g = np.maximum(g, hop - C[s])
-            G[s] = seen[s] = g
+            G[s] = g
+            at.append(s)
+            seen.append(g)
         PF = C + np.maximum.accumulate(G, axis=0)
     else:
         PF = None
@@ -280,13 +282,15 @@ def _layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
     return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
 
 
-def _run_jobs(cm, c, jobs, skip_oom: bool, lts: dict) -> tuple[np.ndarray, dict, dict]:
+def _run_jobs(cm, c, jobs, skip_oom: bool, lts) -> tuple[np.ndarray, dict, dict]:
     """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time; (rows, out fields,
-    memory fields) over the rows covered."""
+    memory fields) over the rows covered. lts: _prepared's tables, or a callable that gives them
+    (asked once the Structures are built)."""
     rows = np.concatenate([j[4] for j in jobs]) if jobs else np.zeros(0, dtype=np.int64)
     out = {k: np.zeros(len(rows)) for k in OUT_FIELDS}
     mem = {k: np.zeros(len(rows)) for k in MEM_FIELDS}
     build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
+    lts = lts() if callable(lts) else lts
     starts = np.cumsum([0] + [len(j[4]) for j in jobs])
     families = {}
     for i, job in enumerate(jobs):
@@ -305,36 +309,67 @@ _FORKED: tuple = ()
 """What the processes forked by _on_processes read: set before they fork, so never pickled."""
 
 
-def _on_processes(fn, tasks: list, state: tuple, workers: int) -> list:
+def _on_processes(fn, tasks: list, state: tuple, workers: int, late=None) -> list:
     """[fn(task) for task in tasks], computed by this process and workers - 1 processes forked from
     it (they see `state` as _FORKED[0]): each takes the next task no process has taken, so that the
-    work balances itself (give the largest tasks first)."""
+    work balances itself (give the largest tasks first).
+
+    late: a function this process calls once the workers run; every process reads its value by
+    calling state[-1], a _Late (workers receive it through a pipe at their first call)."""
     import multiprocessing as mp
+    import threading
     from concurrent.futures import ProcessPoolExecutor
 
     global _FORKED
     ctx = mp.get_context("fork")
+    held = state[-1] if late is not None else None
+    if held is not None:
+        held.pipe = ctx.SimpleQueue()
     _FORKED = (state, fn, tasks, ctx.Value("l", 0))
     try:
         with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool:
             futures = [pool.submit(_take) for _ in range(workers - 1)]
+            if held is not None:  # computed while the workers start on their first tasks
+                try:
+                    held.value = late()
+                finally:  # on an error the workers get None, fail, and the pool can close
+                    held.loaded = True
+                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures])
+                    sender.start()
             done = _take()
             for f in futures:
                 done.update(f.result())
+            if held is not None:
+                sender.join()
     finally:
         _FORKED = ()
     return [done[i] for i in range(len(tasks))]
 
 
+class _Late:
+    """A value of _on_processes's state that the parent computes after forking (see there)."""
+
+    def __init__(self):
+        self.pipe, self.value, self.loaded = None, None, False
+
+    def __call__(self):
+        if not self.loaded:
+            self.value, self.loaded = self.pipe.get(), True
+        return self.value
+
+
 def _take() -> dict:
-    """{task index: fn(task)} of the tasks this process took from the shared counter."""
-    _, fn, tasks, taken = _FORKED
+    """{task index: fn(task)} of the tasks this process took from the shared counter (a worker that
+    never asked for the late value reads it on leaving, so that the parent's sends all complete)."""
+    state, fn, tasks, taken = _FORKED
     done = {}
     while True:
         with taken.get_lock():
             i = taken.value
             taken.value += 1
         if i >= len(tasks):
+            if isinstance(state[-1], _Late):
+                state[-1]()
             return done
         done[i] = fn(tasks[i])
 
@@ -371,8 +406,10 @@ def _families(jobs: list) -> list[list]:
 def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool) -> list:
     """_run_jobs over `workers` processes (this one and forked ones), a family of jobs at a time: the
     process that takes a family builds the Structures it lacks, and they come back with the results
-    (kept here for later passes)."""
-    parts = _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, _prepared(cm, c)), workers)
+    (kept here for later passes). The layer tables are computed here while the workers build their
+    first Structures."""
+    parts = _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, _Late()), workers,
+                          late=lambda: _prepared(cm, c))
     for _, built in parts:
         STRUCTURES.update(built)
     return [part for part, _ in parts]
@@ -451,13 +488,20 @@ def _firsts(inverse: np.ndarray) -> np.ndarray:
 
 def _distinct(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first row of each distinct value, inverse index) over the rows of arrays with equal first axes:
-    rows grouped by a random projection, then checked equal (else every row stands alone)."""
-    rows = np.concatenate([np.asarray(a, dtype=float).reshape(len(a), -1) for a in arrays], axis=1)
-    _, first, inverse = np.unique(rows @ np.random.default_rng(0).random(rows.shape[1]), return_index=True,
-                                  return_inverse=True)
-    if not np.array_equal(rows[first][inverse], rows):
-        return np.arange(len(rows)), np.arange(len(rows))
-    return first, inverse.ravel()
+    rows grouped by a random projection, then the duplicates checked equal to their group's first row
+    (else every row stands alone)."""
+    flat = [np.asarray(a, dtype=float).reshape(len(a), -1) for a in arrays]
+    rng = np.random.default_rng(0)
+    h = sum(a @ rng.random(a.shape[1]) for a in flat)
+    order = np.argsort(h, kind="stable")
+    new = np.r_[True, h[order][1:] != h[order][:-1]]
+    first = order[new]  # the smallest index of each group (stable sort)
+    inverse = np.empty(len(h), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    dup = np.nonzero(first[inverse] != np.arange(len(h)))[0]
+    if len(dup) and not all(np.array_equal(a[dup], a[first[inverse[dup]]]) for a in flat):
+        return np.arange(len(h)), np.arange(len(h))
+    return first, inverse
 
 
 def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dict:

@@ -381,23 +381,33 @@ def _memory(scn, c: Candidates, params, layers, head, v, in_flight, mem_layer) -
 
 
 def _unique_rows(keys: np.ndarray):
-    """(unique rows, inverse index) of a small non-negative integer matrix, by one 1-D unique."""
+    """(unique rows, inverse index) of a small non-negative integer matrix, ordered as np.unique orders
+    them, by one 1-D code per row (a lookup table when the codes are dense, else a stable sort)."""
     keys = np.asarray(keys, dtype=np.int64)
-    span = keys.max(axis=0) + 1
-    code = np.zeros(len(keys), dtype=np.int64)
-    for col in range(keys.shape[1]):
-        code = code * span[col] + keys[:, col]
-    total = int(np.prod(span.astype(float)))
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int64)
+    span = (keys.max(axis=0) + 1).tolist()
+    total = int(np.prod(span, dtype=object))
+    if total >= 1 << 62:  # codes would overflow: compare whole rows
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        return uniq, inverse.ravel()
+    weights = np.cumprod([1] + span[:0:-1])[::-1]  # code = sum of keys[:, c] * prod(span[c + 1:])
+    code = keys @ weights
     if total <= 4 * len(keys) + 4096:  # dense codes: a lookup table instead of a sort
         present = np.zeros(total, dtype=bool)
         present[code] = True
         inverse = (np.cumsum(present) - 1)[code]
-        count = int(present.sum())
+        count = int(inverse.max()) + 1
+        first = np.zeros(count, dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(keys))[::-1]
     else:
-        uniq, inverse = np.unique(code, return_inverse=True)
-        inverse, count = inverse.ravel(), len(uniq)
-    first = np.zeros(count, dtype=np.int64)
-    first[inverse[::-1]] = np.arange(len(keys))[::-1]
+        order = np.argsort(code, kind="stable")
+        new = np.empty(len(code), dtype=bool)
+        new[0] = True
+        np.not_equal(code[order[1:]], code[order[:-1]], out=new[1:])
+        first = order[new]  # stable: the first row of each code
+        inverse = np.empty(len(code), dtype=np.int64)
+        inverse[order] = np.cumsum(new) - 1
     return keys[first], inverse
 
 
