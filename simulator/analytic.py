@@ -25,6 +25,7 @@ simulator.structures.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -282,27 +283,21 @@ def _layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
     return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
 
 
-def _run_jobs(cm, c, jobs, skip_oom: bool, lts) -> tuple[np.ndarray, dict, dict]:
-    """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time; (rows, out fields,
-    memory fields) over the rows covered. lts: _prepared's tables, or a callable that gives them
-    (asked once the Structures are built)."""
-    rows = np.concatenate([j[4] for j in jobs]) if jobs else np.zeros(0, dtype=np.int64)
-    out = {k: np.zeros(len(rows)) for k in OUT_FIELDS}
-    mem = {k: np.zeros(len(rows)) for k in MEM_FIELDS}
+def _run_jobs(cm, c, jobs, skip_oom: bool, lts, out: dict, mem: dict) -> None:
+    """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time, into out[field] and
+    mem[field] at the candidates' indices ((N,) arrays). lts: _prepared's tables, or a callable that
+    gives them (asked once the Structures are built)."""
     build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
     lts = lts() if callable(lts) else lts
-    starts = np.cumsum([0] + [len(j[4]) for j in jobs])
     families = {}
     for i, job in enumerate(jobs):
         families.setdefault(job[:3], []).append(i)
     for (name, _, _), members in families.items():
         idx = np.concatenate([jobs[i][4] for i in members])
-        at = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in members])
         group = np.repeat(np.arange(len(members)), [len(jobs[i][4]) for i in members])
         sts = [STRUCTURES[jobs[i][:4]] for i in members]
         lt = _layer_figures(lts, name, idx)
-        _estimate_family(cm, c.take(idx), sts, group, name, at, out, mem, skip_oom, lt)
-    return rows, out, mem
+        _estimate_family(cm, c.take(idx), sts, group, name, idx, out, mem, skip_oom, lt)
 
 
 _FORKED: tuple = ()
@@ -333,8 +328,8 @@ def _on_processes(fn, tasks: list, state: tuple, workers: int, late=None) -> lis
                 try:
                     held.value = late()
                 finally:  # on an error the workers get None, fail, and the pool can close
-                    held.loaded = True
-                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures])
+                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
+                                              daemon=True)  # a worker that died cannot block the exit
                     sender.start()
             done = _take()
             for f in futures:
@@ -347,14 +342,15 @@ def _on_processes(fn, tasks: list, state: tuple, workers: int, late=None) -> lis
 
 
 class _Late:
-    """A value of _on_processes's state that the parent computes after forking (see there)."""
+    """A value of _on_processes's state that the parent computes after forking (see there): a forked
+    process reads it from the pipe exactly once, whenever it was forked."""
 
     def __init__(self):
-        self.pipe, self.value, self.loaded = None, None, False
+        self.pipe, self.value, self.parent, self.received = None, None, os.getpid(), False
 
     def __call__(self):
-        if not self.loaded:
-            self.value, self.loaded = self.pipe.get(), True
+        if os.getpid() != self.parent and not self.received:
+            self.value, self.received = self.pipe.get(), True
         return self.value
 
 
@@ -374,12 +370,13 @@ def _take() -> dict:
         done[i] = fn(tasks[i])
 
 
-def _evaluate(jobs: list) -> tuple:
-    """_run_jobs of one family's jobs, in whichever process took them, and the Structures it built
-    for them (to keep in the process that asked)."""
-    cm, c, skip_oom, lts = _FORKED[0]
+def _evaluate(jobs: list) -> dict:
+    """_run_jobs of one family's jobs, in whichever process took them (its figures land in the shared
+    arrays); the Structures it built for them, to keep in the process that asked."""
+    cm, c, skip_oom, out, mem, lts = _FORKED[0]
     new = [k for k in dict.fromkeys(j[:4] for j in jobs) if k not in STRUCTURES]
-    return _run_jobs(cm, c, jobs, skip_oom, lts), {k: STRUCTURES[k] for k in new}
+    _run_jobs(cm, c, jobs, skip_oom, lts, out, mem)
+    return {k: STRUCTURES[k] for k in new}
 
 
 def _table_slots(key: tuple) -> int:
@@ -403,16 +400,27 @@ def _families(jobs: list) -> list[list]:
     return sorted(families.values(), key=work, reverse=True)
 
 
-def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool) -> list:
-    """_run_jobs over `workers` processes (this one and forked ones), a family of jobs at a time: the
-    process that takes a family builds the Structures it lacks, and they come back with the results
-    (kept here for later passes). The layer tables are computed here while the workers build their
-    first Structures."""
-    parts = _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, _Late()), workers,
-                          late=lambda: _prepared(cm, c))
-    for _, built in parts:
+def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool, out: dict, mem: dict) -> None:
+    """_run_jobs over `workers` processes (this one and forked ones), a family of jobs at a time, into
+    out and mem: the workers write into shared copies. The process that takes a family builds the
+    Structures it lacks; they come back to be kept here for later passes. The layer tables are
+    computed here while the workers build their first Structures."""
+    shared = {k: _shared(len(c)) for k in (*OUT_FIELDS, *MEM_FIELDS)}
+    so, sm = {k: shared[k] for k in OUT_FIELDS}, {k: shared[k] for k in MEM_FIELDS}
+    for built in _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, so, sm, _Late()), workers,
+                               late=lambda: _prepared(cm, c)):
         STRUCTURES.update(built)
-    return [part for part, _ in parts]
+    for k in OUT_FIELDS:
+        out[k][:] = so[k]
+    for k in MEM_FIELDS:
+        mem[k][:] = sm[k]
+
+
+def _shared(n: int) -> np.ndarray:
+    """(n,) float array in memory that forked processes share (an anonymous shared mapping)."""
+    import mmap
+
+    return np.frombuffer(mmap.mmap(-1, max(n, 1) * 8), dtype=float)[:n]
 
 
 def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
@@ -428,14 +436,9 @@ def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
     mem = {k: np.zeros(N) for k in MEM_FIELDS}
     jobs = _jobs(c, chunk=8192 if workers <= 1 else 2048)
     if workers > 1 and N >= 4096:
-        parts = _parallel(cm, c, jobs, workers, skip_oom)
+        _parallel(cm, c, jobs, workers, skip_oom, out, mem)
     else:
-        parts = [_run_jobs(cm, c, jobs, skip_oom, _prepared(cm, c))]
-    for rows, o, mm in parts:
-        for k in OUT_FIELDS:
-            out[k][rows] = o[k]
-        for k in MEM_FIELDS:
-            mem[k][rows] = mm[k]
+        _run_jobs(cm, c, jobs, skip_oom, _prepared(cm, c), out, mem)
     scn = cm.scn
     tokens = scn.workload.global_batch * scn.workload.seq_len
     gpus = scn.gpus
