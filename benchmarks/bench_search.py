@@ -37,6 +37,7 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 def _clear():
     structures.STRUCTURES.clear()
     analytic._EXIT_CACHE.clear()
+    analytic._projection.cache_clear()
     analytic_costs._LAYER_CACHE.clear()
     analytic_costs._grid.cache_clear()
     fabric_cache.cache_clear()

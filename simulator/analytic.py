@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -489,22 +490,32 @@ def _firsts(inverse: np.ndarray) -> np.ndarray:
     return first
 
 
-def _distinct(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each distinct value, inverse index) over the rows of arrays with equal first axes:
-    rows grouped by a random projection, then the duplicates checked equal to their group's first row
-    (else every row stands alone)."""
-    flat = [np.asarray(a, dtype=float).reshape(len(a), -1) for a in arrays]
-    rng = np.random.default_rng(0)
-    h = sum(a @ rng.random(a.shape[1]) for a in flat)
+@lru_cache(maxsize=None)
+def _projection(role: int, size: int) -> np.ndarray:
+    """A fixed random vector of `size` numbers in [0, 1) for hashing the arrays of one role."""
+    return np.random.default_rng((role, size)).random(size)
+
+
+def _distinct_pipelines(f, b, src, m, rest: list) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct pipeline, inverse index) of pipelines given by their passes f and b
+    (n, p, v) and the row of the cost arrays they take the rest from (src: into m (micro-batches) and
+    each array of rest): rows grouped by a random projection, then the duplicates checked equal to
+    their group's first row (else every row stands alone)."""
+    n = len(src)
+    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    h = flat(f) @ _projection(0, f[0].size) + flat(b) @ _projection(1, b[0].size)
+    h += (m * _projection(2, 1)[0] + sum(flat(a) @ _projection(3 + i, a[0].size) for i, a in enumerate(rest)))[src]
     order = np.argsort(h, kind="stable")
     new = np.r_[True, h[order][1:] != h[order][:-1]]
     first = order[new]  # the smallest index of each group (stable sort)
-    inverse = np.empty(len(h), dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.cumsum(new) - 1
-    dup = np.nonzero(first[inverse] != np.arange(len(h)))[0]
-    if len(dup) and not all(np.array_equal(a[dup], a[first[inverse[dup]]]) for a in flat):
-        return np.arange(len(h)), np.arange(len(h))
-    return first, inverse
+    dup = np.nonzero(first[inverse] != np.arange(n))[0]
+    rep = first[inverse[dup]]
+    other = src[dup] != src[rep]  # duplicates that take the rest from another row
+    same = (np.array_equal(f[dup], f[rep]) and np.array_equal(b[dup], b[rep])
+            and all(np.array_equal(a[src[dup[other]]], a[src[rep[other]]]) for a in (m, *rest)))
+    return (first, inverse) if same else (np.arange(n), np.arange(n))
 
 
 def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dict:
@@ -521,38 +532,47 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
     first = _firsts(q)
     pairs = any(((st.used >= 3 * v) & (st.used < 3 * v + v * v)).any() for st in sts)
     pc = pipeline_costs(cm, c.take(first), schedule, p, v, {k: x[first] for k, x in lt.items()}, pairs)
-    own = np.nonzero((c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1))[0]
-    src = np.concatenate([np.arange(len(first)), q[own]])  # pipelines: each key's, then ZeRO-3's own
-    q = q.copy()
-    q[own] = len(first) + np.arange(len(own))  # ZeRO-3 gathers lengthen some passes of these
+    lifted = (c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1)
+    own = np.nonzero(lifted)[0]  # ZeRO-3 gathers lengthen some passes of these
+    keys = np.unique(q[~lifted])  # the keys' pipelines some candidate runs unlifted
+    src = np.concatenate([keys, q[own]])  # pipelines: those keys', then ZeRO-3's own
+    at = np.full(len(first), -1)
+    at[keys] = np.arange(len(keys))
+    q = at[q]
+    q[own] = len(keys) + np.arange(len(own))
     lift = np.zeros((len(src), p, 1))
-    lift[len(first):, :, 0] = ag3[own]
-    f, b, w, tp, send, m = (np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift), pc.w[src], pc.tp[src],
-                            pc.send[src], c.m[first][src])
-    fb = pair_seconds(f, b, tp, pc.cp[src]) if pairs else None
-    L, last, busy, tp_dev = (np.zeros((len(src), p)) for _ in range(4))
-    pipe_group = group[first][src]
+    lift[len(keys):, :, 0] = ag3[own]
+    f, b = np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift)
+    m_first = c.m[first]
+    # the longest paths of the distinct pipelines only (e.g. ZeRO-3 rows whose passes all last the gather)
+    rest = [pc.w, pc.tp, pc.send] + ([pc.cp] if pairs else [])
+    u, same = _distinct_pipelines(f, b, src, m_first, rest)
+    s = src[u]
+    w, tp, send, m = pc.w[s], pc.tp[s], pc.send[s], m_first[s]
+    fb = pair_seconds(f[u], b[u], tp, pc.cp[s]) if pairs else None
+    L, last, busy, tp_dev = (np.zeros((len(u), p)) for _ in range(4))
+    pipe_group = group[first][s]
     for g, st in enumerate(sts):
         k = np.nonzero(pipe_group == g)[0]
         if len(k):
-            L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[k], b[k], w[k], None if fb is None else fb[k],
-                                                       tp[k], send[k])
+            L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[u[k]], b[u[k]], w[k],
+                                                       None if fb is None else fb[k], tp[k], send[k])
+    r = same[q]  # each candidate's distinct pipeline
     param_gather = np.maximum(0.0, gather - f[q, :, 0])
-    stage_end = L[q] + np.maximum(0.0, dp - last[q]) + opt + param_gather
+    stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather
     step = stage_end.max(axis=1)
     crit = np.argmax(stage_end, axis=1)
     pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
-    idle = step[:, None] - busy[q] - opt - param_gather
-    return {"step_time": step, "busy": busy.max(axis=1)[q], "exposed_tp": pick(tp_dev[q]),
-            "tail": pick(stage_end - L[q]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}
+    idle = step[:, None] - busy[r] - opt - param_gather
+    return {"step_time": step, "busy": busy.max(axis=1)[r], "exposed_tp": pick(tp_dev[r]),
+            "tail": pick(stage_end - L[r]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}
 
 
 def _paths(st: Structure, m, f, b, w, fb, tp, send) -> tuple:
     """(last-task end, last task's seconds, busy seconds, exposed TP seconds), (N, p) each, of N
     pipelines of one Structure."""
     D = slot_durations(st, f, b, w, fb, send)
-    u, same = _distinct(m, D, f, b, send)  # e.g. ZeRO-3 rows whose passes all last the gather
-    L = last_task_end(st, m[u], D[u], f[u], b[u], send[u])[same]
+    L = last_task_end(st, m, D, f, b, send)
     dm = (m - st.m_ref).astype(float)[:, None]
     busy = (D * (st.total[None] + dm[..., None] * st.total_slope[None])).sum(axis=2)
     fbcols = np.nonzero(st.used < 2 * st.v)[0]  # plain F and B slots carry exposed TP
