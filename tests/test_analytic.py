@@ -188,18 +188,23 @@ def test_memory_filter_matches_engine_reports(sample):
 
 
 def test_memory_first_and_shared_timings_change_nothing():
-    """skip_oom (memory first, ZeRO 1/2 timed once) gives the same figures for the layouts that fit;
-    two worker processes give the same as one."""
+    """skip_oom (memory first, ZeRO 1/2 timed once) gives the same figures for the layouts that fit,
+    to the last bits: a pipeline computed in another batch of rows can round differently (BLAS tiles
+    the matrix products by position), so within 1e-13 relative; two worker processes give exactly
+    the figures of one (the same batches)."""
     from simulator.analytic import estimate
 
     base = load_scenario(GPT3, ["topology.domains=16"])
     c = enumerate_layouts(base, 128, SearchSpace(micro_batches=(1, 2)))
     full = estimate(CostModel(base), c)
     fast = estimate(CostModel(base), c, skip_oom=True, workers=2)
+    one = estimate(CostModel(base), c, skip_oom=True, workers=1)
     np.testing.assert_array_equal(full.fits, fast.fits)
     np.testing.assert_array_equal(full.memory["total"], fast.memory["total"])
     for name in ("step_time", "busy", "exposed_tp", "tail", "bubble"):
-        np.testing.assert_array_equal(getattr(full, name)[full.fits], getattr(fast, name)[fast.fits], err_msg=name)
+        np.testing.assert_allclose(getattr(fast, name)[fast.fits], getattr(full, name)[full.fits], rtol=1e-13,
+                                   atol=0, err_msg=name)
+        np.testing.assert_array_equal(getattr(one, name), getattr(fast, name), err_msg=name)
     assert np.isnan(fast.step_time[~fast.fits]).all()
 
 
