@@ -79,8 +79,9 @@ class CostModel:
         self.fabric = fabric_for(scn.topology)
         self.cal = calibration.for_device(scn.topology.device)
         self.counts = parameter_counts(scn.model)
-        self._layer_cache = _LAYER_CACHE.setdefault(_identity(scn), {})
-        self._dp_cache = _LAYER_CACHE.setdefault("dp:" + _identity(scn), {})
+        identity = _identity(scn, self.fabric)
+        self._layer_cache = _LAYER_CACHE.setdefault(identity, {})
+        self._dp_cache = _LAYER_CACHE.setdefault("dp:" + identity, {})
         self._ops = {}  # (tp, cp, mb, sp) -> (OpTable, LayerShape): shared by recompute modes and splits
 
     # --- scenario copies for plan.py's functions -------------------------------------------------
@@ -199,15 +200,20 @@ class CostModel:
 
 
 _LAYER_CACHE: dict = {}
-"""Layer figures per base scenario (model, workload, topology) and key: pure functions, memoized
+"""Layer figures and replica groups per identity (see _identity) and key: pure functions, memoized
 across searches of one process (a search over several GPU counts, repeated benchmark rounds)."""
 
 
-def _identity(scn) -> str:
+def _identity(scn, fabric) -> str:
+    """Everything the cached figures read: the model, the workload, the device, the mesh order and the
+    fabric's tier figures, but not the cluster's size (a search over GPU counts shares them)."""
+    import dataclasses
     import json
 
-    return json.dumps({k: scn.model_dump(mode="json")[k] for k in ("model", "workload", "topology")},
-                      sort_keys=True)
+    dump = scn.model_dump(mode="json")
+    fab = {k: v for k, v in dataclasses.asdict(fabric).items() if k != "gpus"}
+    return json.dumps({"model": dump["model"], "workload": dump["workload"], "device": dump["topology"]["device"],
+                       "order": dump["layout"]["order"], "fabric": fab}, sort_keys=True)
 
 
 @lru_cache(maxsize=512)

@@ -232,3 +232,28 @@ def test_layer_costs_equal_layer_pass_times_exactly():
             placement.weight_replicas(devices))
         np.testing.assert_array_equal(cm.dp_groups(tp, cp, pp, 128 // (tp * cp * pp))[1],
                                       placement.weight_replicas(devices))
+
+
+def test_layer_figures_are_shared_across_cluster_sizes_not_mesh_orders():
+    """The cached layer figures and replica groups key on what they read (model, workload, device,
+    fabric tiers, mesh order), not on the GPU count: a pass on 512 GPUs after one on 256 gives the
+    figures of a pass on 512 alone, bit for bit; a cluster smaller than a leaf (another fabric) and
+    another mesh order get their own."""
+    import simulator.analytic_costs as ac
+    from simulator.analytic import estimate
+
+    space = SearchSpace(micro_batches=(1, 2))
+    ac._LAYER_CACHE.clear()
+    base = load_scenario(GPT3, ["topology.domains=64"])
+    alone = estimate(CostModel(base), enumerate_layouts(base, 512, space))
+    ac._LAYER_CACHE.clear()
+    smaller = load_scenario(GPT3, ["topology.domains=32"])  # Selene's leaves hold 20 nodes: same fabric
+    estimate(CostModel(smaller), enumerate_layouts(smaller, 256, space))
+    assert CostModel(smaller)._layer_cache is CostModel(base)._layer_cache
+    after = estimate(CostModel(base), enumerate_layouts(base, 512, space))
+    for name in ("step_time", "busy", "exposed_tp", "tail", "bubble"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(alone, name), err_msg=name)
+    one_leaf = load_scenario(GPT3, ["topology.domains=16"])
+    assert CostModel(one_leaf)._layer_cache is not CostModel(base)._layer_cache
+    other = load_scenario(GPT3, ["topology.domains=64", "layout.order=[tp,dp,cp,ep,pp]"])
+    assert CostModel(other)._dp_cache is not CostModel(base)._dp_cache
