@@ -25,13 +25,13 @@ simulator.structures.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from . import forked
 from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
 
 NEG = -np.inf
@@ -301,80 +301,10 @@ def _run_jobs(cm, c, jobs, skip_oom: bool, lts, out: dict, mem: dict) -> None:
         _estimate_family(cm, c.take(idx), sts, group, name, idx, out, mem, skip_oom, lt)
 
 
-_FORKED: tuple = ()
-"""What the processes forked by _on_processes read: set before they fork, so never pickled."""
-
-
-def _on_processes(fn, tasks: list, state: tuple, workers: int, late=None) -> list:
-    """[fn(task) for task in tasks], computed by this process and workers - 1 processes forked from
-    it (they see `state` as _FORKED[0]): each takes the next task no process has taken, so that the
-    work balances itself (give the largest tasks first).
-
-    late: a function this process calls once the workers run; every process reads its value by
-    calling state[-1], a _Late (workers receive it through a pipe at their first call)."""
-    import multiprocessing as mp
-    import threading
-    from concurrent.futures import ProcessPoolExecutor
-
-    global _FORKED
-    ctx = mp.get_context("fork")
-    held = state[-1] if late is not None else None
-    if held is not None:
-        held.pipe = ctx.SimpleQueue()
-    _FORKED = (state, fn, tasks, ctx.Value("l", 0))
-    try:
-        with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool:
-            futures = [pool.submit(_take) for _ in range(workers - 1)]
-            if held is not None:  # computed while the workers start on their first tasks
-                try:
-                    held.value = late()
-                finally:  # on an error the workers get None, fail, and the pool can close
-                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
-                                              daemon=True)  # a worker that died cannot block the exit
-                    sender.start()
-            done = _take()
-            for f in futures:
-                done.update(f.result())
-            if held is not None:
-                sender.join()
-    finally:
-        _FORKED = ()
-    return [done[i] for i in range(len(tasks))]
-
-
-class _Late:
-    """A value of _on_processes's state that the parent computes after forking (see there): a forked
-    process reads it from the pipe exactly once, whenever it was forked."""
-
-    def __init__(self):
-        self.pipe, self.value, self.parent, self.received = None, None, os.getpid(), False
-
-    def __call__(self):
-        if os.getpid() != self.parent and not self.received:
-            self.value, self.received = self.pipe.get(), True
-        return self.value
-
-
-def _take() -> dict:
-    """{task index: fn(task)} of the tasks this process took from the shared counter (a worker that
-    never asked for the late value reads it on leaving, so that the parent's sends all complete)."""
-    state, fn, tasks, taken = _FORKED
-    done = {}
-    while True:
-        with taken.get_lock():
-            i = taken.value
-            taken.value += 1
-        if i >= len(tasks):
-            if isinstance(state[-1], _Late):
-                state[-1]()
-            return done
-        done[i] = fn(tasks[i])
-
-
 def _evaluate(jobs: list) -> dict:
     """_run_jobs of one family's jobs, in whichever process took them (its figures land in the shared
     arrays); the Structures it built for them, to keep in the process that asked."""
-    cm, c, skip_oom, out, mem, lts = _FORKED[0]
+    cm, c, skip_oom, out, mem, lts = forked.state()
     new = [k for k in dict.fromkeys(j[:4] for j in jobs) if k not in STRUCTURES]
     _run_jobs(cm, c, jobs, skip_oom, lts, out, mem)
     return {k: STRUCTURES[k] for k in new}
@@ -406,22 +336,15 @@ def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool, out: dict, mem: d
     out and mem: the workers write into shared copies. The process that takes a family builds the
     Structures it lacks; they come back to be kept here for later passes. The layer tables are
     computed here while the workers build their first Structures."""
-    shared = {k: _shared(len(c)) for k in (*OUT_FIELDS, *MEM_FIELDS)}
-    so, sm = {k: shared[k] for k in OUT_FIELDS}, {k: shared[k] for k in MEM_FIELDS}
-    for built in _on_processes(_evaluate, _families(jobs), (cm, c, skip_oom, so, sm, _Late()), workers,
-                               late=lambda: _prepared(cm, c)):
+    so = {k: forked.shared_array(len(c)) for k in OUT_FIELDS}
+    sm = {k: forked.shared_array(len(c)) for k in MEM_FIELDS}
+    for built in forked.run(_evaluate, _families(jobs), (cm, c, skip_oom, so, sm, forked.Late()), workers,
+                            late=lambda: _prepared(cm, c)):
         STRUCTURES.update(built)
     for k in OUT_FIELDS:
         out[k][:] = so[k]
     for k in MEM_FIELDS:
         mem[k][:] = sm[k]
-
-
-def _shared(n: int) -> np.ndarray:
-    """(n,) float array in memory that forked processes share (an anonymous shared mapping)."""
-    import mmap
-
-    return np.frombuffer(mmap.mmap(-1, max(n, 1) * 8), dtype=float)[:n]
 
 
 def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
