@@ -23,6 +23,7 @@ import pytest
 
 import simulator.analytic as analytic
 import simulator.analytic_costs as analytic_costs
+import simulator.layouts as layouts
 import simulator.structures as structures
 from simulator import load_scenario
 from simulator.fabric import _cached as fabric_cache
@@ -41,6 +42,7 @@ def _clear():
     analytic_costs._LAYER_CACHE.clear()
     analytic_costs._grid.cache_clear()
     fabric_cache.cache_clear()
+    layouts._schedules.cache_clear()
 
 
 def _rank(base, gpus):

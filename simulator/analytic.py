@@ -243,16 +243,15 @@ def _jobs(c, chunk: int = 8192) -> list[tuple]:
     """(schedule, p, v, m or None, rows): candidates sharing one Structure (m None: the linear one)."""
     from .analytic_costs import _unique_rows, schedule_name
 
-    uniq, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
-    steady = np.array([steady_from(schedule_name(s), int(p), int(v)) for s, p, v in uniq])[inverse]
+    family, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
+    steady = np.array([steady_from(schedule_name(s), int(p), int(v)) for s, p, v in family])[inverse]
     m1, period = steady[:, 0], steady[:, 1]
     key_m = np.where((c.m >= m1) & ((c.m - m1) % period == 0), -1, c.m)  # as structure_key
-    uniq, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks, key_m + 1], axis=1))
-    uniq[:, 3] -= 1
+    uniq, inverse = _unique_rows(np.stack([inverse, key_m + 1], axis=1))  # the family's order, then m's
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
     out = []
-    for u, (s, p, v, m) in enumerate(uniq):
+    for u, ((s, p, v), m) in enumerate(zip(family[uniq[:, 0]], uniq[:, 1] - 1)):
         rows = order[bounds[u]:bounds[u + 1]]
         for start in range(0, len(rows), chunk):  # bounded pieces: memory, and balanced workers
             out.append((schedule_name(s), int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))

@@ -12,6 +12,7 @@ embedding and the head), as Llama 3 405B's 7/8/.../8/7 split over 16 stages.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -137,7 +138,8 @@ def _meshes(scn, gpus: int, space: SearchSpace):
     return out
 
 
-def _schedules(pp: int, m: int, layers: int, space: SearchSpace):
+@lru_cache(maxsize=4096)
+def _schedules(pp: int, m: int, layers: int, space: SearchSpace) -> tuple:
     """(schedule index, chunks) pairs valid for pp stages and m micro-batches."""
     out = []
     for i, name in enumerate(SCHEDULE_NAMES):
@@ -153,7 +155,7 @@ def _schedules(pp: int, m: int, layers: int, space: SearchSpace):
             continue
         if virtual_stages(name, pp, v) <= layers:
             out.append((i, v))
-    return out
+    return tuple(out)
 
 
 def enumerate_layouts(scn, gpus: int, space: SearchSpace = SearchSpace()) -> Candidates:
