@@ -423,15 +423,13 @@ def _distinct_pipelines(f, b, src, m, rest: list) -> tuple[np.ndarray, np.ndarra
     (n, p, v) and the row of the cost arrays they take the rest from (src: into m (micro-batches) and
     each array of rest): rows grouped by a random projection, then the duplicates checked equal to
     their group's first row (else every row stands alone)."""
+    from .analytic_costs import sorted_groups
+
     n = len(src)
     flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
     h = flat(f) @ _projection(0, f[0].size) + flat(b) @ _projection(1, b[0].size)
     h += (m * _projection(2, 1)[0] + sum(flat(a) @ _projection(3 + i, a[0].size) for i, a in enumerate(rest)))[src]
-    order = np.argsort(h, kind="stable")
-    new = np.r_[True, h[order][1:] != h[order][:-1]]
-    first = order[new]  # the smallest index of each group (stable sort)
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
+    first, inverse = sorted_groups(h)
     dup = np.nonzero(first[inverse] != np.arange(n))[0]
     rep = first[inverse[dup]]
     other = src[dup] != src[rep]  # duplicates that take the rest from another row

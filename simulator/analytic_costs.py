@@ -407,14 +407,20 @@ def _unique_rows(keys: np.ndarray):
         first = np.zeros(count, dtype=np.int64)
         first[inverse[::-1]] = np.arange(len(keys))[::-1]
     else:
-        order = np.argsort(code, kind="stable")
-        new = np.empty(len(code), dtype=bool)
-        new[0] = True
-        np.not_equal(code[order[1:]], code[order[:-1]], out=new[1:])
-        first = order[new]  # stable: the first row of each code
-        inverse = np.empty(len(code), dtype=np.int64)
-        inverse[order] = np.cumsum(new) - 1
+        first, inverse = sorted_groups(code)
     return keys[first], inverse
+
+
+def sorted_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first index of each distinct value of a 1-D array, in ascending order of the values; inverse
+    index), by one stable sort."""
+    order = np.argsort(key, kind="stable")
+    new = np.empty(len(key), dtype=bool)
+    new[:1] = True
+    np.not_equal(key[order[1:]], key[order[:-1]], out=new[1:])
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
 
 
 def schedule_name(code: int) -> str:

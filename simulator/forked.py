@@ -8,6 +8,7 @@ the workers' first tasks. Results can land in shared arrays instead of travellin
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing as mp
 import os
 import threading
@@ -87,6 +88,4 @@ def _take() -> dict:
 
 def shared_array(n: int) -> np.ndarray:
     """(n,) float array, zeros, in memory that forked processes share (an anonymous shared mapping)."""
-    import mmap
-
     return np.frombuffer(mmap.mmap(-1, max(n, 1) * 8), dtype=float)[:n]
