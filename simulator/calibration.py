@@ -2,7 +2,7 @@
 
 A device preset may override any field under `efficiency:`; nothing else in simrack tunes a constant.
 Fitted once against the Korthikanti et al. 2022 iteration times and checked against the NCCL figures
-in ../shared/reference/ (see docs/calibration.md for the fit and its residuals).
+of simulator/data/published.yaml (see docs/calibration.md for the fit and its residuals).
 """
 
 from __future__ import annotations

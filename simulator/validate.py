@@ -1,7 +1,7 @@
 """`simrack validate`: the shipped validation scenarios against the figures they were published with.
 
 scenarios/validation/cases.yml maps each scenario to a published figure (the case id in
-../shared/reference/published.yaml, the report metric, the value). Every case is simulated; the
+simulator/data/published.yaml, the report metric, the value). Every case is simulated; the
 result is a table of case, published, simulated and error, with the mean and maximum absolute error,
 so that any user can see how far to trust the numbers.
 """

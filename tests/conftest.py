@@ -1,20 +1,16 @@
 """Shared fixtures: the published reference figures and a scenario factory.
 
-REFERENCE is ../shared/reference/published.yaml (kept beside the repository), keyed by case id.
+REFERENCE is the package's published.yaml (simulator/data/published.yaml), keyed by case id.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-REFERENCE_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "published.yaml"
-REFERENCE: dict[str, dict] = (
-    {case["id"]: case for case in yaml.safe_load(REFERENCE_PATH.read_text(encoding="utf-8"))["cases"]}
-    if REFERENCE_PATH.is_file() else {}
-)
+from simulator.data import reference as published
+
+REFERENCE: dict[str, dict] = published()
 
 GPT3_175B = {"layers": 96, "hidden": 12288, "heads": 96, "ffn": 49152, "ffn_kind": "gelu",
              "vocab": 51200, "tied_embeddings": True}
@@ -23,10 +19,8 @@ GPT3_175B = {"layers": 96, "hidden": 12288, "heads": 96, "ffn": 49152, "ffn_kind
 
 @pytest.fixture
 def reference():
-    """reference(case_id) -> the case mapping of published.yaml; skips when the file is absent."""
+    """reference(case_id) -> the case mapping of published.yaml (KeyError for an unknown id)."""
     def get(case_id: str) -> dict:
-        if not REFERENCE:
-            pytest.skip(f"reference figures not found at {REFERENCE_PATH}")
         return REFERENCE[case_id]
     return get
 

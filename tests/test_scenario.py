@@ -265,9 +265,6 @@ def test_overrides_reach_into_an_expanded_preset(tmp_path, presets):
 
 # --- real presets -------------------------------------------------------------------------------
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published.yaml"
-
-
 @pytest.mark.parametrize(
     ("name", "shape"),
     [
@@ -288,15 +285,13 @@ def test_model_presets(name, shape):
     assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn, m.ffn_kind, m.vocab, m.tied_embeddings) == shape
 
 
-@pytest.mark.skipif(not PUBLISHED.is_file(), reason="shared reference figures not present")
-def test_model_presets_agree_with_published_figures():
-    cases = {c["id"]: c for c in yaml.safe_load(PUBLISHED.read_text())["cases"]}
-    megatron = cases["korthikanti2022_iteration_times"]["config"]["models"]
+def test_model_presets_agree_with_published_figures(reference):
+    megatron = reference("korthikanti2022_iteration_times")["config"]["models"]
     for size, cfg in megatron.items():
         m = ModelSpec.model_validate(yaml.safe_load(
             (loader.MODELS_DIR / f"megatron-{size.lower()}.yaml").read_text()))
         assert (m.layers, m.hidden, m.heads) == (cfg["layers"], cfg["hidden"], cfg["heads"])
-    llama = cases["scalingbook_llama3_70b_training_tpu_v5p"]["config"]["model"]
+    llama = reference("scalingbook_llama3_70b_training_tpu_v5p")["config"]["model"]
     m = ModelSpec.model_validate(yaml.safe_load((loader.MODELS_DIR / "llama3-70b.yaml").read_text()))
     assert (m.layers, m.hidden, m.ffn, m.heads, m.kv_heads, m.head_dim, m.vocab) == (
         llama["layers"], llama["d_model"], llama["ffn"], llama["heads"], llama["kv_heads"], llama["head_dim"],

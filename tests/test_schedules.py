@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from schedule_executor import Deadlock, execute
 from simulator.schedules import CHUNKS, SCHEDULES, Action, ScheduleTable, in_flight, pair
-
-PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published.yaml"
-
 
 def _valid_m(name: str, p: int) -> list[int]:
     ms = sorted({p, 2 * p, 4 * p, 2 * p + 2, 3, 1})
@@ -158,21 +154,17 @@ def test_dualpipe_table2_is_upper_bound(name, p):
         assert execute(t, F=1, B=1, W=1, FB=FB).idle.max() == pytest.approx(k, abs=1e-9)
 
 
-def test_published_bubble_points():
+def test_published_bubble_points(reference):
     """bubble_deepseek_v3_table2 and bubble_1f1b_gpipe_narayanan test points."""
-    yaml = pytest.importorskip("yaml")
-    if not PUBLISHED.exists():
-        pytest.skip(f"{PUBLISHED} not present")
-    cases = {c["id"]: c for c in yaml.safe_load(PUBLISHED.read_text())["cases"]}
-    table2 = cases["bubble_deepseek_v3_table2"]["test_points"][0]  # PP=16, F=1, B=2, W=1
+    table2 = reference("bubble_deepseek_v3_table2")["test_points"][0]  # PP=16, F=1, B=2, W=1
     one = execute(SCHEDULES["1f1b"](16, 64, 1), F=1, B=2)
     zb = execute(SCHEDULES["zb-h1"](16, 64, 1), F=1, B=1, W=1)
     assert one.idle.max() == pytest.approx(table2["1F1B"])
     assert zb.idle.max() == pytest.approx(table2["ZB1P"])
-    overlapped = cases["bubble_deepseek_v3_table2"]["test_points"][1]  # F&B = 2
+    overlapped = reference("bubble_deepseek_v3_table2")["test_points"][1]  # F&B = 2
     dual = execute(SCHEDULES["dualpipe"](16, 64, 2), F=1, B=1, W=1, FB=2 - 1)
     assert dual.idle.max() == pytest.approx(overlapped["DualPipe"])
-    for point in cases["bubble_1f1b_gpipe_narayanan"]["test_points"]:
+    for point in reference("bubble_1f1b_gpipe_narayanan")["test_points"]:
         p, m = point["p"], point["m"]
         run = execute(SCHEDULES["1f1b"](p, m, 1))
         assert run.idle.mean() / (run.makespan - run.idle.mean()) == pytest.approx(point["bubble_fraction"], abs=1e-6)

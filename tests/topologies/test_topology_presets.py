@@ -1,16 +1,14 @@
-"""Preset YAMLs: exact keys, human units, figures against ../shared/reference/published.yaml."""
+"""Preset YAMLs: exact keys, human units, figures against the package's published.yaml."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import pytest
 import yaml
 
 import topologies
+from simulator.data import reference
 
-PUBLISHED = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "published.yaml"
 SYSTEMS = ["dgx-a100-superpod", "dgx-h100-superpod", "gb200-nvl72", "hgx-b200", "hgx-h200",
            "hgx-h800"]
 DEVICES = ["a100-40gb", "a100-80gb", "h100-sxm", "h200", "h800", "b200", "gb200"]
@@ -43,11 +41,7 @@ def load(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def hw() -> dict:
-    if not PUBLISHED.is_file():
-        pytest.skip(f"reference file {PUBLISHED} is not beside the repository")
-    cases = yaml.safe_load(PUBLISHED.read_text())
-    cases = cases["cases"] if isinstance(cases, dict) else cases
-    return {c["id"]: c["reported"] for c in cases if str(c["id"]).startswith("hw_")}
+    return {k: c["reported"] for k, c in reference().items() if k.startswith("hw_")}
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator import load_scenario, simulate
+from simulator.data import reference
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference" / "published.yaml"
 SIZES, MODES = ("22B", "175B", "530B", "1T"), ("full", "seqsel")
+CASE = reference()["korthikanti2022_iteration_times"]
 
 
 def published():
-    cases = yaml.safe_load(REFERENCE.read_text())["cases"]
-    case = next(c for c in cases if c["id"] == "korthikanti2022_iteration_times")
-    return case["reported"]
+    return CASE["reported"]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +33,7 @@ def results():
 
 
 def test_scenarios_match_the_published_configs(results):
-    cfg = yaml.safe_load(REFERENCE.read_text())
-    models = next(c for c in cfg["cases"] if c["id"] == "korthikanti2022_iteration_times")["config"]["models"]
+    models = CASE["config"]["models"]
     for (size, _), (report, _) in results.items():
         m = models[size]
         lay = report.layout
@@ -60,8 +57,7 @@ def test_mfu_of_seqsel_within_ten_percent(results):
 def test_selective_recompute_speedup(results):
     """Sequence parallelism + selective recompute is 29-32% faster than full recompute (paper's
     derived speedup); simulated within 10 percentage points."""
-    cases = yaml.safe_load(REFERENCE.read_text())["cases"]
-    derived = next(c for c in cases if c["id"] == "korthikanti2022_iteration_times")["derived"]["speedup_pct"]
+    derived = CASE["derived"]["speedup_pct"]
     for size in SIZES:
         full, _ = results[size, "full"]
         sel, _ = results[size, "seqsel"]
