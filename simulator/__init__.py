@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .loader import load_scenario
 from .scenario import Scenario, ScenarioError
 from .simulate import Result, run, simulate
 from .report import Report
 
-__all__ = ["Report", "Result", "Scenario", "ScenarioError", "load_scenario", "run", "simulate"]
+__all__ = ["__version__", "Report", "Result", "Scenario", "ScenarioError", "load_scenario", "run", "simulate"]

@@ -9,7 +9,7 @@ regression: one line per scenario, exit status 1. `--update` writes the current 
 The baseline is JSON keyed by the scenario file's path relative to the baseline's directory, so the
 same file works from any working directory:
 
-    {"simrack_baseline": 1, "scenarios": {"../scenarios/gpt3-175b-selene.yaml":
+    {"simrack_baseline": 1, "simrack_version": "0.1.0", "scenarios": {"../scenarios/gpt3-175b-selene.yaml":
         {"kind": "train", "metrics": {"step_time_s": 13.06, "tokens_per_s": 10032.1, ...}}}}
 """
 
@@ -19,6 +19,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ._version import __version__
 
 VERSION = 1
 
@@ -129,11 +131,12 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def updated(old: dict, entries: dict[str, dict]) -> str:
-    """Baseline JSON with `entries` replacing their keys in `old` (other scenarios kept)."""
+    """Baseline JSON with `entries` replacing their keys in `old` (other scenarios kept), stamped with the
+    simrack_version that wrote it (informational: a baseline without it loads the same)."""
     scenarios = dict(old)
     scenarios.update(entries)
-    return json.dumps({"simrack_baseline": VERSION, "scenarios": dict(sorted(scenarios.items()))},
-                      indent=2, sort_keys=True) + "\n"
+    return json.dumps({"simrack_baseline": VERSION, "simrack_version": __version__,
+                       "scenarios": dict(sorted(scenarios.items()))}, indent=2, sort_keys=True) + "\n"
 
 
 def entry(report: dict) -> dict:

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import render
+from ._version import __version__
 from .invariants import InvariantError
 from .loader import load_scenario
 from .scenario import ScenarioError
@@ -21,6 +22,20 @@ from .trace import chrome_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Simulate LLM parallelism layouts on GPU racks.")
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"simrack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print simrack's version and exit.")] = False,
+) -> None:
+    """Simulate LLM parallelism layouts on GPU racks."""
+
 
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a scenario field by its dotted path, e.g. --set layout.pp=16.")]
@@ -310,7 +325,7 @@ def check(
 
 @app.command()
 def validate(
-    folder: Annotated[Optional[Path], typer.Argument(help="folder with cases.yml (default: scenarios/validation)")] = None,
+    folder: Annotated[Optional[Path], typer.Argument(help="folder with cases.yml (default: the shipped cases)")] = None,
     json_out: JsonOut = None,
     csv_out: CsvOut = None,
     workers: Workers = None,
@@ -330,8 +345,9 @@ def validate(
     outcomes = [val.outcome(c, p) for c, p in zip(cases, points)]
     mean, worst = val.summary(outcomes)
     rows = val.rows(outcomes)
-    write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst}, indent=2,
-                                     sort_keys=True) + "\n") if json_out else "",
+    write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst,
+                                      "simrack_version": __version__}, indent=2, sort_keys=True) + "\n")
+               if json_out else "",
                csv_out: views._csv(rows) if csv_out else ""})
     if not quiet:
         views.console().print(views.validate_table(outcomes, mean, worst))

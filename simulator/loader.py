@@ -17,15 +17,16 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+import topologies
+from simulator import data
 from simulator.scenario import Scenario, ScenarioError
 
 __all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
 
-_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = _ROOT / "scenarios" / "models"
-"""Model presets: scenarios/models/<name>.yaml."""
-PRESETS_DIR = _ROOT / "topologies" / "presets"
-"""Topology presets (<name>.yaml) and device data sheets (devices.yaml)."""
+MODELS_DIR = data.MODELS_DIR
+"""Model presets: <name>.yaml in the package data (simulator/data/models)."""
+PRESETS_DIR = topologies.PRESETS_DIR
+"""Topology presets (<name>.yaml) and device data sheets (devices.yaml): topologies/presets."""
 _OVERRIDE = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*=(.*)", re.S)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ._version import __version__
 from .engine import Timeline
 from .plan import Plan, mesh_ranks
 
@@ -47,8 +48,9 @@ class Report:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready mapping; floats rounded to 12 significant digits for stable output."""
-        return _round(asdict(self))
+        """Plain JSON-ready mapping, with the simrack_version that wrote it; floats rounded to 12
+        significant digits for stable output."""
+        return {**_round(asdict(self)), "simrack_version": __version__}
 
 
 def _round(x):

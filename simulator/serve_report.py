@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ._version import __version__
 from .inference import ACT, ServeMemory, StepCosts
 from .report import _round
 from .serving import DECODE, ServeTimeline
@@ -60,8 +61,9 @@ class ServeReport:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready mapping; floats rounded to 12 significant digits; NaN becomes null."""
-        return _nulls(_round(asdict(self)))
+        """Plain JSON-ready mapping, with the simrack_version that wrote it; floats rounded to 12
+        significant digits; NaN becomes null."""
+        return {**_nulls(_round(asdict(self))), "simrack_version": __version__}
 
 
 def _nulls(x):

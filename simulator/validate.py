@@ -1,9 +1,9 @@
 """`simrack validate`: the shipped validation scenarios against the figures they were published with.
 
-scenarios/validation/cases.yml maps each scenario to a published figure (the case id in
-simulator/data/published.yaml, the report metric, the value). Every case is simulated; the
-result is a table of case, published, simulated and error, with the mean and maximum absolute error,
-so that any user can see how far to trust the numbers.
+The package's validation/cases.yml (simulator/data/validation) maps each scenario to a published
+figure (the case id in simulator/data/published.yaml, the report metric, the value). Every case is
+simulated; the result is a table of case, published, simulated and error, with the mean and maximum
+absolute error, so that any user can see how far to trust the numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 import yaml
 
 from .check import lookup
+from .data import VALIDATION_DIR
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "validation"
+DEFAULT_DIR = VALIDATION_DIR
+"""The shipped validation scenarios and cases.yml (package data: simulator/data/validation)."""
 CASE_KEYS = {"scenario", "label", "case", "reported", "metric", "value", "unit"}
 
 
@@ -43,8 +45,8 @@ class Outcome:
 def load_cases(folder: Path = DEFAULT_DIR) -> list[Case]:
     """The cases of `folder`/cases.yml (or cases.yaml); ValueError (one line) when missing or malformed.
 
-    The repository's file is cases.yml: tests/test_scenario.py loads every *.yaml under scenarios/ as
-    a scenario."""
+    The shipped file is cases.yml: tests/test_scenario.py loads every *.yaml of the folder as a
+    scenario."""
     path = Path(folder) / "cases.yml"
     if not path.exists() and (Path(folder) / "cases.yaml").exists():
         path = Path(folder) / "cases.yaml"

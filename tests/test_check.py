@@ -114,3 +114,14 @@ def test_missing_baseline_or_invalid_scenario_exit_2(tmp_path, setup):
     bad.write_text(SCENARIO.replace("tp: 8", "tp: 7"))
     result = _check(bad, "--baseline", base)
     assert result.exit_code == 2 and "bad.yaml" in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_baseline_records_the_version_and_loads_without_it(setup):
+    from simulator import __version__
+
+    a, b, base = setup
+    data = json.loads(base.read_text())
+    assert data["simrack_version"] == __version__ and __version__ != "0+unknown"
+    del data["simrack_version"]  # a baseline written before simrack recorded its version
+    base.write_text(json.dumps(data))
+    assert _check(a, b, "--baseline", base).exit_code == 0

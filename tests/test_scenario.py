@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from simulator import loader
+from simulator.data import VALIDATION_DIR
 from simulator.hardware import DeviceSpec
 from simulator.loader import load_scenario
 from simulator.scenario import Layout, ModelSpec, Scenario, ScenarioError
@@ -301,8 +302,8 @@ def test_model_presets_agree_with_published_figures(reference):
 REAL_TOPOLOGIES = sorted(p.stem for p in loader.PRESETS_DIR.glob("*.yaml") if p.stem != "devices")
 
 
-REPO_SCENARIOS = sorted(p for p in (loader.MODELS_DIR.parent).rglob("*.yaml")
-                        if loader.MODELS_DIR not in p.parents)
+REPO_SCENARIOS = sorted([*(Path(__file__).resolve().parents[1] / "scenarios").rglob("*.yaml"),
+                         *VALIDATION_DIR.glob("*.yaml")])
 
 
 @pytest.mark.parametrize("path", REPO_SCENARIOS or [pytest.param(None, marks=pytest.mark.skip("none"))],

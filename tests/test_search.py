@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from simulator import load_scenario, simulate
 from simulator.cli import app
+from simulator.data import VALIDATION_DIR
 from simulator.layouts import SearchSpace, enumerate_layouts, overrides, stage_split
 from simulator.search import parse_constraint, search
 
 ROOT = Path(__file__).resolve().parents[1]
-KORTHIKANTI = ROOT / "scenarios" / "validation" / "korthikanti-175b-seqsel.yaml"
+KORTHIKANTI = VALIDATION_DIR / "korthikanti-175b-seqsel.yaml"
 runner = CliRunner()
 
 

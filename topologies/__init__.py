@@ -17,6 +17,7 @@ This package never imports `simulator`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib.resources import files
 from pathlib import Path
 
 import networkx as nx
@@ -39,8 +40,10 @@ BUILDERS = {**DOMAIN_BUILDERS, **SCALEOUT_BUILDERS}
 DEFAULT_GPUS = {"hgx": 8, "nvl72": 72}
 NODE_KINDS = ("gpu", "nvswitch", "nic", "leaf", "spine")
 TIERS = ("nvlink", "scaleout")
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-"""Folder of the preset YAMLs (human units): devices.yaml and one file per system."""
+_presets = files(__name__).joinpath("presets")
+PRESETS_DIR = _presets if isinstance(_presets, Path) else Path(str(_presets))
+"""Folder of the preset YAMLs (human units): devices.yaml and one file per system (package data,
+found through importlib.resources; simrack installs unzipped)."""
 
 _DOMAIN_KEYS = {"kind", "gpus", "bandwidth", "latency"}
 _SCALEOUT_KEYS = {"kind", "nic_bandwidth", "nics_per_domain", "oversubscription", "latency",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from simulator import load_scenario, simulate
-from simulator.data import reference
+from simulator.data import VALIDATION_DIR, reference
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES, MODES = ("22B", "175B", "530B", "1T"), ("full", "seqsel")
@@ -27,7 +27,7 @@ def results():
     out = {}
     for size in SIZES:
         for mode in MODES:
-            scn = load_scenario(ROOT / "scenarios" / "validation" / f"korthikanti-{size.lower()}-{mode}.yaml")
+            scn = load_scenario(VALIDATION_DIR / f"korthikanti-{size.lower()}-{mode}.yaml")
             out[size, mode] = (simulate(scn), ref["iteration_time_s"][size][mode])
     return out
 
