@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import simulator
 from simulator import _version, data, load_scenario, simulate
+from simulator.check import baseline_key, load_baseline
 from simulator.cli import app
 from simulator.render import to_json
 from simulator.serve_report import ServeReport
@@ -169,3 +170,36 @@ def test_wheel_validates_and_says_its_version(installed):
     assert result["mean_abs_error"] <= 0.05 and result["max_abs_error"] <= 0.10  # the README's bar
     version = _call([bin_ / "simrack", "--version"], work, env).stdout
     assert version == f"simrack {metadata.version('simrack')}\n"
+
+
+# --- CI: a copy of the checkout, the README's commands, the committed baseline -------------------
+
+def _readme_block_line(start: str) -> str:
+    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    found = [line for line in lines if line.startswith(start)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_ci_checks_the_shipped_scenarios_as_the_readme_says():
+    command = _readme_block_line("simrack check ")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in ci
+    baseline = ROOT / command.split("--baseline ")[1].split()[0]
+    scenarios = sorted([*ROOT.glob("scenarios/*.yaml"), *ROOT.glob("scenarios/scale/*.yaml")])
+    assert len(scenarios) > 2
+    stored = load_baseline(baseline)
+    assert set(stored) == {baseline_key(p, baseline) for p in scenarios}
+    for key, entry in stored.items():
+        assert entry["kind"] in {"train", "serve"}, key
+        assert ("step_time_s" if entry["kind"] == "train" else "ttft_s.p99") in entry["metrics"], key
+    assert json.loads(baseline.read_text())["simrack_version"]
+
+
+def test_ci_runs_the_readme_test_command_in_a_copy_of_the_checkout():
+    readme = _readme_block_line("python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'")
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = readme.split(" && ")[-1]
+    assert test_command == "python -m pytest -q" and f"\n{test_command} " in ci
+    assert "git ls-files -z | xargs -0 cp --parents" in ci and "mktemp -d" in ci
+    assert ci.index("cd \"$copy\"") < ci.index("pip install") < ci.index(test_command)
