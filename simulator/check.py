@@ -123,11 +123,11 @@ def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tole
 def _fmt(metric: str, value: float) -> str:
     from .units import fmt_bytes, fmt_time
 
+    if "per_s" in metric:  # a rate: tokens_per_s also ends in _s
+        return f"{value:,.1f}/s"
     if metric.endswith("_s") or "_s." in metric:
         return fmt_time(value)
-    if "bytes" in metric:
-        return fmt_bytes(value)
-    return f"{value:,.1f}/s" if "per_s" in metric else f"{value:g}"
+    return fmt_bytes(value) if "bytes" in metric else f"{value:g}"
 
 
 def updated(old: dict, entries: dict[str, dict]) -> str:

@@ -125,3 +125,11 @@ def test_baseline_records_the_version_and_loads_without_it(setup):
     del data["simrack_version"]  # a baseline written before simrack recorded its version
     base.write_text(json.dumps(data))
     assert _check(a, b, "--baseline", base).exit_code == 0
+
+
+def test_regression_lines_give_rates_per_second_and_times_in_seconds():
+    then = {"step_time_s": 10.0, "tokens_per_s": 1000.0, "output_tokens_per_s": 500.0}
+    now = {"step_time_s": 12.0, "tokens_per_s": 800.0, "output_tokens_per_s": 400.0}
+    line = compare("k", now, then, 0.02).line()
+    assert "throughput 1,000.0/s -> 800.0/s" in line and "output tokens/s 500.0/s -> 400.0/s" in line
+    assert "step time 10" in line and "s -> 12" in line
