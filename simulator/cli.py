@@ -332,7 +332,7 @@ def validate(
     rows = val.rows(outcomes)
     write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst}, indent=2,
                                      sort_keys=True) + "\n") if json_out else "",
-               csv_out: views._csv(rows) if csv_out else ""})
+               csv_out: views.validate_csv(rows) if csv_out else ""})
     if not quiet:
         views.console().print(views.validate_table(outcomes, mean, worst))
     failed = [o for o in outcomes if o.error is None]
