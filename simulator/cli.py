@@ -342,6 +342,23 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def schema(
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the schema here instead of stdout")] = None,
+) -> None:
+    """Write the JSON Schema of the scenario format, for editors (yaml-language-server)."""
+    from .schema import scenario_schema
+
+    text = json.dumps(scenario_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        write_all({out: text})
+    except OSError as err:
+        fail(f"{out}: --out: cannot write ({err.strerror or err})")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="simrack")
 
