@@ -24,16 +24,16 @@ from ._version import __version__
 
 VERSION = 1
 
-# (dotted report key, label, which way is better)
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("step_time_s", "step time", "lower"),
-    ("tokens_per_s", "throughput", "higher"),
-    ("ttft_s.p99", "TTFT p99", "lower"),
-    ("tpot_s.p99", "TPOT p99", "lower"),
-    ("e2e_latency_s.p99", "latency p99", "lower"),
-    ("output_tokens_per_s", "output tokens/s", "higher"),
-    ("kv_cache_bytes_peak", "peak KV cache", "lower"),
-    ("memory_bytes.total", "memory per GPU", "lower"),
+# (dotted report key, label, which way is better, unit: time | rate (tokens/s) | bytes)
+METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("step_time_s", "step time", "lower", "time"),
+    ("tokens_per_s", "throughput", "higher", "rate"),
+    ("ttft_s.p99", "TTFT p99", "lower", "time"),
+    ("tpot_s.p99", "TPOT p99", "lower", "time"),
+    ("e2e_latency_s.p99", "latency p99", "lower", "time"),
+    ("output_tokens_per_s", "output throughput", "higher", "rate"),
+    ("kv_cache_bytes_peak", "peak KV cache", "lower", "bytes"),
+    ("memory_bytes.total", "memory per GPU", "lower", "bytes"),
 )
 
 
@@ -50,7 +50,7 @@ def lookup(report: dict, key: str):
 def figures(report: dict) -> dict[str, float]:
     """The METRICS a report has, by key."""
     out = {}
-    for key, _, _ in METRICS:
+    for key, *_ in METRICS:
         value = lookup(report, key)
         if value is not None:
             out[key] = value
@@ -107,12 +107,12 @@ def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tole
     if then is None:
         return Finding(key, [], [], True)
     worse, better = [], []
-    for metric, label, way in METRICS:
+    for metric, label, way, unit in METRICS:
         if metric not in now or metric not in then or then[metric] == 0:
             continue
         change = now[metric] / then[metric] - 1
         loss = change if way == "lower" else -change
-        text = f"{label} {_fmt(metric, then[metric])} -> {_fmt(metric, now[metric])} ({100 * change:+.1f}%"
+        text = f"{label} {_fmt(unit, then[metric])} -> {_fmt(unit, now[metric])} ({100 * change:+.1f}%"
         if loss > tolerance:
             worse.append(f"{text} > {100 * tolerance:.1f}%)")
         elif -loss > tolerance:
@@ -120,14 +120,17 @@ def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tole
     return Finding(key, worse, better, False)
 
 
-def _fmt(metric: str, value: float) -> str:
+def _fmt(unit: str, value: float) -> str:
+    """A figure in its METRICS unit: time (s), rate (tokens/s) or bytes."""
     from .units import fmt_bytes, fmt_time
 
-    if "per_s" in metric:  # a rate: tokens_per_s also ends in _s
-        return f"{value:,.1f}/s"
-    if metric.endswith("_s") or "_s." in metric:
+    if unit == "time":
         return fmt_time(value)
-    return fmt_bytes(value) if "bytes" in metric else f"{value:g}"
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "rate":
+        return f"{value:,.1f} tokens/s"
+    raise ValueError(f"unknown unit {unit!r}")
 
 
 def updated(old: dict, entries: dict[str, dict]) -> str:

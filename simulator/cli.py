@@ -348,7 +348,7 @@ def validate(
     write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst,
                                       "simrack_version": __version__}, indent=2, sort_keys=True) + "\n")
                if json_out else "",
-               csv_out: views._csv(rows) if csv_out else ""})
+               csv_out: views.validate_csv(rows) if csv_out else ""})
     if not quiet:
         views.console().print(views.validate_table(outcomes, mean, worst))
     failed = [o for o in outcomes if o.error is None]
@@ -356,6 +356,23 @@ def validate(
         typer.echo(f"simrack: {o.case.scenario.name}: {o.problem}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the schema here instead of stdout")] = None,
+) -> None:
+    """Write the JSON Schema of the scenario format, for editors (yaml-language-server)."""
+    from .schema import scenario_schema
+
+    text = json.dumps(scenario_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        write_all({out: text})
+    except OSError as err:
+        fail(f"{out}: --out: cannot write ({err.strerror or err})")
 
 
 def main() -> None:  # pragma: no cover - console entry

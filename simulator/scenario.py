@@ -84,6 +84,14 @@ def _fill(model: BaseModel, **values: Any) -> None:
         object.__setattr__(model, name, value)
 
 
+def _derived(model: BaseModel, **values: Any) -> BaseModel:
+    """A copy of `model` with derived values that, like _fill's, stay out of model_fields_set (so
+    simulator.api.to_raw writes what was given, and an override re-derives them)."""
+    out = model.model_copy(update=values)
+    out.__pydantic_fields_set__.difference_update(values)
+    return out
+
+
 class MoESpec(_Frozen):
     """Mixture-of-experts feed-forward blocks: routed experts, top-k, shared experts, dense first layers."""
 
@@ -163,7 +171,7 @@ class ModelSpec(_Frozen):
         if moe.dense_layers >= self.layers:
             _rule("moe.dense_layers", f"dense_layers ({moe.dense_layers}) leaves no MoE layer of {self.layers}")
         if moe.expert_ffn is None:
-            _fill(self, moe=moe.model_copy(update={"expert_ffn": ffn}))
+            _fill(self, moe=_derived(moe, expert_ffn=ffn))
 
 
 class Arrivals(_Frozen):
@@ -574,7 +582,7 @@ def _resolve_dp(s: Scenario) -> Layout:
     if s.gpus % inner:
         _rule("layout.dp", f"auto needs gpus ({s.gpus}) divisible by tp*pp*cp "
               f"({lay.tp}*{lay.pp}*{lay.cp} = {inner})")
-    return lay.model_copy(update={"dp": s.gpus // inner})
+    return _derived(lay, dp=s.gpus // inner)
 
 
 def _check_mesh(s: Scenario) -> None:

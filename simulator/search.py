@@ -24,7 +24,7 @@ import numpy as np
 from .analytic import estimate
 from .analytic_costs import CostModel
 from .layouts import Candidates, SearchSpace, enumerate_layouts, label, overrides, stage_split, virtual_stages
-from .scenario import ScenarioError
+from .scenario import Scenario, ScenarioError
 from .sweep import Job, evaluate, run_jobs
 
 OBJECTIVES = {  # name -> (report key, better)
@@ -117,17 +117,17 @@ def _analytic_values(est, gpus: np.ndarray) -> dict[str, np.ndarray]:
 def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constraints: Sequence[Constraint] = (),
            top: int = 10, scenario_overrides: Sequence[str] = (), space: SearchSpace = SearchSpace(),
            workers: int | None = None, cluster: str | None = None, progress: bool = False) -> SearchResult:
-    """Search the layouts of the training scenario at `path` on each GPU count in `gpus`."""
-    from .loader import load_scenario
+    """Search the layouts of the training scenario at `path` (or a Scenario) on each GPU count in `gpus`."""
+    from .api import as_scenario
     from .sweep import default_workers
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    scn = load_scenario(path, scenario_overrides)
+    scn = as_scenario(path, scenario_overrides)
     if scn.workload.kind != "train":
-        raise ScenarioError(f"{path}: workload.kind: search covers training scenarios for now (got serve)")
+        raise ScenarioError(f"{scn.source}: workload.kind: search covers training scenarios for now (got serve)")
     if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
-        raise ScenarioError(f"{path}: model: search covers dense models for now (this one has MoE or MLA)")
+        raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
@@ -185,20 +185,22 @@ def _same_layout(a: dict, b: dict) -> bool:
 
 
 def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress, timing):
-    """Engine runs of the chosen candidates and of the scenario's own layout."""
+    """Engine runs of the chosen candidates and of the scenario's own layout (`path` may be a Scenario)."""
     layers, per = scn.model.layers, scn.topology.domain.gpus
+    base = path if isinstance(path, Scenario) else None
+    where = scn.source if base is not None else str(path)
     items, meta = [], []
     for i in chosen:
         row = _row(cands, i, gcol[i])
         sets = tuple(scenario_overrides) + tuple(overrides(row, layers, per, row["gpus"]))
-        items.append(Job(len(items), str(path), sets, {}))
+        items.append(Job(len(items), where, sets, {}, base))
         meta.append(Refined(row=row, label=label(row), analytic={k: float(v[i]) for k, v in values.items()},
                             report=None, status="", error=None))
     own = _scenario_row(scn)
     if not any(_same_layout(own, m.row) for m in meta):
         match = _find(cands, gcol, own)
         analytic = {k: float(v[match]) for k, v in values.items()} if match is not None else {}
-        items.append(Job(len(items), str(path), tuple(scenario_overrides), {}))
+        items.append(Job(len(items), where, tuple(scenario_overrides), {}, base))
         meta.append(Refined(row=own, label=label(own), analytic=analytic, report=None, status="", error=None,
                             source="scenario"))
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .engine import Timeline, run_engine
@@ -12,6 +14,7 @@ from .placement import place
 from .plan import Plan, make_plan
 from .report import Report, summarize
 from .scenario import Scenario, ScenarioError
+from .serve_report import ServeReport
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ def run_serve(scenario: Scenario) -> Result:
     return Result(scenario, fabric, sim.costs, timeline, report)
 
 
-def simulate(scenario: Scenario) -> Report:
-    """The Report of one training step of `scenario`."""
-    return run(scenario).report
+def simulate(scenario: Scenario | str | os.PathLike, overrides: Sequence[str] = ()) -> Report | ServeReport:
+    """The Report of one training step of a Scenario or scenario file (with `dotted.path=value`
+    overrides), or its ServeReport for workload.kind serve."""
+    from .api import as_scenario
+
+    return run(as_scenario(scenario, overrides)).report

@@ -30,12 +30,14 @@ CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
 
 @dataclass(frozen=True)
 class Job:
-    """One point to simulate: the scenario file, its overrides, and its place in the grid."""
+    """One point to simulate: the scenario file (or a Scenario, sent to the workers with the job; `path`
+    is then its source), its overrides, and its place in the grid."""
 
     index: int
     path: str
     overrides: tuple[str, ...]
     values: dict
+    scenario: object = None  # a simulator.scenario.Scenario, or None to read `path`
 
 
 @dataclass(frozen=True)
@@ -101,22 +103,26 @@ def _text(value) -> str:
 
 
 def jobs(path, grid: list[tuple[str, list]], overrides: Sequence[str] = ()) -> list[Job]:
-    """One Job per point of the cross product (first field outermost)."""
+    """One Job per point of the cross product (first field outermost); `path` may be a Scenario."""
+    from .scenario import Scenario
+
+    scn = path if isinstance(path, Scenario) else None
+    where = scn.source if scn is not None else str(path)
     fields = [f for f, _ in grid]
     out = []
     for i, combo in enumerate(itertools.product(*(v for _, v in grid))):
         sets = tuple(overrides) + tuple(f"{f}={_text(v)}" for f, v in zip(fields, combo))
-        out.append(Job(i, str(path), sets, dict(zip(fields, combo))))
+        out.append(Job(i, where, sets, dict(zip(fields, combo)), scn))
     return out
 
 
 def evaluate(job: Job) -> Point:
     """Load and simulate one point; every failure becomes the point's status, never an exception."""
-    from .loader import load_scenario
+    from .api import as_scenario
     from .simulate import simulate
 
     try:
-        report = simulate(load_scenario(job.path, job.overrides))
+        report = simulate(as_scenario(job.path if job.scenario is None else job.scenario, job.overrides))
     except ScenarioError as err:
         return Point(job.index, job.values, "invalid", str(err), None)
     except Exception as err:  # noqa: BLE001 - a point's failure is its result
@@ -215,7 +221,7 @@ def _on_cluster(items: list, fn: Callable, address: str, bar: Bar) -> list:
 
 def sweep(path, grid: list[tuple[str, list]], overrides: Sequence[str] = (), *, workers: int | None = None,
           cluster: str | None = None, progress: bool = False) -> list[Point]:
-    """Simulate every point of `grid` over the scenario at `path` (see the module docstring)."""
+    """Simulate every point of `grid` over the scenario at `path`, or a Scenario (see the module docstring)."""
     todo = jobs(path, grid, overrides)
     if not cluster and (workers is None and len(todo) <= 2):
         workers = 1

@@ -162,3 +162,8 @@ def validate_table(outcomes, mean: float, worst: float) -> Table:
                   fmt(o.simulated) if o.simulated is not None else (o.problem or "failed"),
                   f"{100 * o.error:+.1f}%" if o.error is not None else "")
     return t
+
+
+def validate_csv(rows: list[dict]) -> str:
+    """CSV of validate's rows (simulator.validate.rows): one line per case."""
+    return rows_to_csv(rows)

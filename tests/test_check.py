@@ -127,9 +127,37 @@ def test_baseline_records_the_version_and_loads_without_it(setup):
     assert _check(a, b, "--baseline", base).exit_code == 0
 
 
-def test_regression_lines_give_rates_per_second_and_times_in_seconds():
-    then = {"step_time_s": 10.0, "tokens_per_s": 1000.0, "output_tokens_per_s": 500.0}
-    now = {"step_time_s": 12.0, "tokens_per_s": 800.0, "output_tokens_per_s": 400.0}
-    line = compare("k", now, then, 0.02).line()
-    assert "throughput 1,000.0/s -> 800.0/s" in line and "output tokens/s 500.0/s -> 400.0/s" in line
-    assert "step time 10" in line and "s -> 12" in line
+# (metric, baseline, now, the regression line by hand: fmt_time 3 significant digits, fmt_bytes in GiB
+# (2**30 bytes), rates with one decimal)
+UNIT_CASES = [
+    ("step_time_s", 13.06, 14.1, "step time 13.1 s -> 14.1 s (+8.0% > 2.0%)"),
+    ("tokens_per_s", 10708.0, 8048.0, "throughput 10,708.0 tokens/s -> 8,048.0 tokens/s (-24.8% > 2.0%)"),
+    ("ttft_s.p99", 0.2, 0.3, "TTFT p99 200 ms -> 300 ms (+50.0% > 2.0%)"),
+    ("tpot_s.p99", 0.02, 0.025, "TPOT p99 20 ms -> 25 ms (+25.0% > 2.0%)"),
+    ("e2e_latency_s.p99", 2.0, 2.5, "latency p99 2 s -> 2.5 s (+25.0% > 2.0%)"),
+    ("output_tokens_per_s", 900.0, 800.0,
+     "output throughput 900.0 tokens/s -> 800.0 tokens/s (-11.1% > 2.0%)"),
+    ("kv_cache_bytes_peak", 3 * 2**30, 4 * 2**30, "peak KV cache 3 GiB -> 4 GiB (+33.3% > 2.0%)"),
+    ("memory_bytes.total", 50e9, 52e9, "memory per GPU 46.6 GiB -> 48.4 GiB (+4.0% > 2.0%)"),
+]
+
+
+@pytest.mark.parametrize("metric, then, now, line", UNIT_CASES, ids=[c[0] for c in UNIT_CASES])
+def test_each_metric_is_printed_in_its_unit(metric, then, now, line):
+    assert compare("k", {metric: now}, {metric: then}, 0.02).regressions == [line]
+
+
+def test_every_metric_has_a_unit_case():
+    from simulator.check import METRICS
+
+    assert {m for m, *_ in METRICS} == {c[0] for c in UNIT_CASES}
+
+
+def test_cli_regression_line_gives_throughput_in_tokens_per_s(setup):
+    a, b, base = setup
+    a.write_text(SCENARIO.replace("recompute: selective", "recompute: full"))
+    line = _check(a, b, "--baseline", base).stdout.strip()
+    throughput = next(p for p in line.split("; ") if p.startswith("throughput"))
+    assert throughput.count(" tokens/s") == 2 and " s " not in throughput
+    step = next(p for p in line.split(": ", 1)[1].split("; ") if p.startswith("step time"))
+    assert step.split(" -> ")[0].endswith(" s")

@@ -24,10 +24,12 @@ def test_cluster_results_equal_local():
 
 
 def test_unreachable_cluster_is_one_line(monkeypatch):
-    import simulator.sweep
+    import importlib
+
     from simulator.scenario import ScenarioError
 
-    monkeypatch.setattr(simulator.sweep, "CONNECT_TIMEOUT", "1s")
+    # the module, not simulator.sweep the function (simulator/__init__.py rebinds the name)
+    monkeypatch.setattr(importlib.import_module("simulator.sweep"), "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ScenarioError) as err:
         sweep(GPT3, parse_grid(["layout.pp=8"]), cluster="tcp://127.0.0.1:9")
     assert "\n" not in str(err.value)

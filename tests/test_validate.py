@@ -68,3 +68,27 @@ def test_a_case_that_fails_to_simulate_is_reported(tmp_path):
                                         "metric: step_time_s, value: 1.0}\n")
     result = runner.invoke(app, ["validate", str(tmp_path), "-q"])
     assert result.exit_code == 1 and "broken.yaml" in result.stderr
+
+
+def test_csv_has_the_json_rows(tmp_path):
+    """--csv writes one line per case with the same figures as --json (it used to end in a traceback)."""
+    import csv
+
+    (tmp_path / "small.yaml").write_text(
+        "model: gpt3-175b\ntopology: {preset: dgx-a100-superpod, domains: 8}\n"
+        "workload: {kind: train, seq_len: 2048, global_batch: 64, micro_batch: 1, dtype: fp16}\n"
+        "layout: {tp: 8, pp: 8, schedule: 1f1b}\n")
+    (tmp_path / "cases.yml").write_text("cases:\n  - {scenario: small.yaml, label: small, case: made-up, "
+                                        "reported: step, metric: step_time_s, value: 10.0, unit: s}\n")
+    out_json, out_csv = tmp_path / "v.json", tmp_path / "out" / "v.csv"
+    result = runner.invoke(app, ["validate", str(tmp_path), "--json", str(out_json), "--csv", str(out_csv), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
+    (want,) = json.loads(out_json.read_text())["cases"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == set(want)
+    assert row["case"] == "small" and row["scenario"] == "small.yaml" and row["metric"] == "step_time_s"
+    assert float(row["published"]) == 10.0
+    assert float(row["simulated"]) == pytest.approx(want["simulated"], rel=1e-12)
+    assert float(row["error"]) == pytest.approx((float(row["simulated"]) - 10.0) / 10.0, rel=1e-9)
