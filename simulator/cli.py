@@ -242,7 +242,7 @@ def search(
     if not quiet:
         out = views.console()
         out.print(views.search_table(res, f"simrack search: {scenario.name}, objective {objective}"))
-        for line in views.search_summary(res):
+        for line in ["reproduce with:", *views.search_commands(res, scenario), *views.search_summary(res)]:
             out.print(line, highlight=False, soft_wrap=True)
     if res.best is None:
         typer.echo("simrack: no layout fits in memory and meets the constraints", err=True)
