@@ -53,28 +53,52 @@ def bug(err: InvariantError) -> None:
     raise typer.Exit(3)
 
 
+def _file_mode() -> int:
+    """Mode of a new file under the ordinary umask: 0666 & ~umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _is_stdout(path: Optional[Path]) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def to_stdout(*paths: Optional[Path]) -> bool:
+    """Whether an output is '-' (standard output; then no table goes there); two of them is an error."""
+    if sum(map(_is_stdout, paths)) > 1:
+        fail("only one of --json, --csv, --trace may be '-' (standard output)")
+    return any(map(_is_stdout, paths))
+
+
 def write_all(outputs: dict[Optional[Path], str]) -> None:
-    """Write every requested file, each atomically (temp file + rename), after all were rendered."""
+    """Write every requested file, each atomically (temp file + rename, mode 0666 & ~umask), after all
+    were rendered; a '-' output goes to standard output, last."""
     for path, text in outputs.items():
-        if path is None:
+        if path is None or _is_stdout(path):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
+    for path, text in outputs.items():
+        if _is_stdout(path):
+            typer.echo(text, nl=False)
 
 
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML")],
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the JSON report here")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write a CSV row here")] = None,
-    trace_out: Annotated[Optional[Path], typer.Option("--trace", help="write a Chrome trace here")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the JSON report here (-: stdout)")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write a CSV row here (-: stdout)")] = None,
+    trace_out: Annotated[Optional[Path], typer.Option("--trace", help="write a Chrome trace here (-: stdout)")] = None,
     overrides: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no table on the terminal")] = False,
 ) -> None:
     """Simulate one training step and print the report."""
+    quiet = to_stdout(json_out, csv_out, trace_out) or quiet
     try:
         result = run_scenario(load_scenario(scenario, overrides or ()))
     except ScenarioError as err:
@@ -121,8 +145,8 @@ def schedule(
 
 # --- what-if commands: sweep, search, check, validate (docs/whatif.md) ---------------------------
 
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")]
-CsvOut = Annotated[Optional[Path], typer.Option("--csv", help="write the results as CSV here")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here (-: stdout)")]
+CsvOut = Annotated[Optional[Path], typer.Option("--csv", help="write the results as CSV here (-: stdout)")]
 Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="local processes (default: all cores)")]
 Cluster = Annotated[Optional[str], typer.Option(
     "--cluster", help="send the simulations to a Dask distributed scheduler, e.g. tcp://host:8786")]
@@ -141,6 +165,7 @@ def _render_plot(path: Optional[Path], draw) -> Optional[str]:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         draw(Path(tmp))
@@ -168,17 +193,20 @@ def sweep(
     cluster: Cluster = None,
     quiet: Quiet = False,
 ) -> None:
-    """Simulate every point of the cross product of --grid fields; failures are reported per point."""
+    """Simulate every point of the cross product of --grid fields; failures are reported per point
+    (exit status 1 when no point simulates and fits in memory)."""
     from . import whatif_views as views
     from .sweep import jobs, parse_grid, sweep as run_sweep
 
+    quiet = to_stdout(json_out, csv_out) or quiet
     try:
         fields = parse_grid(grid)
         load_scenario(scenario, overrides or ())  # the base must load (points may still be invalid)
         n = len(jobs(scenario, fields))
         points = run_sweep(scenario, fields, overrides or (), workers=workers, cluster=cluster,
                            progress=_progress(n, quiet))
-        tmp = _render_plot(plot, lambda out: _sweep_plot(points, fields, out))
+        none_ok = not any(p.status == "ok" for p in points)
+        tmp = _render_plot(None if none_ok else plot, lambda out: _sweep_plot(points, fields, out))
     except (ScenarioError, ValueError) as err:
         fail(str(err))
     _commit({json_out: views.sweep_json(points) if json_out else "",
@@ -190,6 +218,10 @@ def sweep(
                                     + (f", {bad} failed or out of memory" if bad else "")))
         for line in views.sweep_notes(points):
             out.print(line, highlight=False, soft_wrap=True)
+    if none_ok:
+        typer.echo(f"simrack: none of the {len(points)} points simulated and fit in memory"
+                   + (f"; {plot} not drawn" if plot else ""), err=True)
+        raise typer.Exit(1)
 
 
 def _sweep_plot(points, fields, out: Path) -> None:
@@ -232,10 +264,12 @@ def search(
     cluster: Cluster = None,
     quiet: Quiet = False,
 ) -> None:
-    """Rank every valid layout analytically, re-simulate the best with the engine, say why the others lost."""
+    """Rank every valid layout analytically, re-simulate the best with the engine, say why the others lost
+    (exit status 1 when no layout fits in memory and meets the constraints)."""
     from . import whatif_views as views
     from .search import parse_constraint, search as run_search
 
+    quiet = to_stdout(json_out, csv_out) or quiet
     try:
         counts = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
@@ -249,7 +283,7 @@ def search(
         res = run_search(scenario, gpus=counts, objective=objective, constraints=cons, top=top,
                          scenario_overrides=overrides or (), workers=workers, cluster=cluster,
                          progress=sys.stderr.isatty())
-        tmp = _render_plot(plot, lambda out: _search_plot(res, out))
+        tmp = _render_plot(plot if res.front else None, lambda out: _search_plot(res, out))
     except (ScenarioError, ValueError) as err:
         fail(str(err))
     _commit({json_out: views.search_json(res) if json_out else "",
@@ -257,10 +291,12 @@ def search(
     if not quiet:
         out = views.console()
         out.print(views.search_table(res, f"simrack search: {scenario.name}, objective {objective}"))
-        for line in views.search_summary(res):
+        for line in ["reproduce with:", *views.search_commands(res, scenario), *views.search_summary(res)]:
             out.print(line, highlight=False, soft_wrap=True)
     if res.best is None:
-        typer.echo("simrack: no layout fits in memory and meets the constraints", err=True)
+        typer.echo("simrack: no layout fits in memory and meets the constraints"
+                   + (f"; {plot} not drawn" if plot and not res.front else ""), err=True)
+        raise typer.Exit(1)
 
 
 def _search_plot(res, out: Path) -> None:
@@ -336,6 +372,7 @@ def validate(
     from . import whatif_views as views
     from .sweep import Job, evaluate, run_jobs
 
+    quiet = to_stdout(json_out, csv_out) or quiet
     try:
         cases = val.load_cases(folder or val.DEFAULT_DIR)
         points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,

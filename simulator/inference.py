@@ -215,7 +215,8 @@ class StepCosts:
     vocab: int
     ar_bw: float
     ar_lat: float
-    ar_hier: object  # callable(size) -> seconds when the TP group spans domains, else None
+    ar_hier: object  # callable(kind, size) -> seconds of the Fabric's hierarchical collective when the TP
+    # group spans domains, else None
     hop: object  # callable(size) -> seconds of a stage-boundary p2p
     ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
     moe: object = None  # simulator.moe_serving.ServeExperts of an MoE model
@@ -253,15 +254,17 @@ class StepCosts:
         if self.tp == 1:
             return np.zeros_like(size)
         if self.ar_hier is not None:
-            return self.ar_hier(size)
+            return self.ar_hier("all_reduce", size)
         n = self.tp
         return np.where(size > 0, 2.0 * (n - 1) / n * size / self.ar_bw + 2.0 * self.ar_lat, 0.0)
 
     def all_gather(self, size) -> np.ndarray:
-        """All-gather of `size` gathered bytes over the TP group (one switch hop)."""
+        """All-gather of `size` gathered bytes over the TP group (one switch hop; hierarchical across domains)."""
         size = np.asarray(size, dtype=float)
         if self.tp == 1:
             return np.zeros_like(size)
+        if self.ar_hier is not None:
+            return self.ar_hier("all_gather", size)
         n = self.tp
         return np.where(size > 0, (n - 1) / n * size / self.ar_bw + self.ar_lat, 0.0)
 
@@ -404,7 +407,8 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     k, d, _ = fabric.profile(tp_group)
     ar_hier = None
     if int(d[0]) > 1:
-        ar_hier = lambda size: fabric.collective("all_reduce", size, tp_group, cal)[0]  # noqa: E731
+        def ar_hier(kind, size):  # one group: the result has the shape of `size`; nothing to send costs 0 s
+            return np.where(size > 0, fabric.collective(kind, size, tp_group, cal), 0.0)
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
     costs = StepCosts(
         tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),

@@ -2,7 +2,7 @@
 
 `load_scenario(path, overrides)` reads a scenario YAML file, expands model, topology and device
 presets (`MODELS_DIR`, `PRESETS_DIR`), applies `dotted.path=value` overrides and validates against
-`simulator.scenario.Scenario`; every problem is one `ScenarioError` line,
+`simulator.scenario.Scenario`, dimensional fields with a unit; every problem is one `ScenarioError` line,
 `"<file>: <field.path>: <what is wrong, quoting the numbers>"`.
 """
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 import topologies
 from simulator import data
 from simulator.scenario import Scenario, ScenarioError
+from simulator.units import UNITS_REQUIRED
 
 __all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
 
@@ -55,7 +56,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     except _Issue as issue:
         raise ScenarioError(f"{display}: {issue}") from None
     try:
-        return Scenario.model_validate(raw)
+        return Scenario.model_validate(raw, context={UNITS_REQUIRED: True})  # YAML and --set: units required
     except ValidationError as exc:
         raise ScenarioError(f"{display}: {_describe(exc.errors()[0])}") from None
 

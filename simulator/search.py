@@ -34,6 +34,8 @@ OBJECTIVES = {  # name -> (report key, better)
 }
 ANALYTIC_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "bubble_fraction",
                  "memory_bytes.total", "cost_per_million_tokens", "gpus")
+TIE = 1e-9
+"""Relative difference of the objective under which two layouts tie."""
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
 
@@ -78,6 +80,9 @@ class Refined:
     error: str | None
     source: str = "search"  # "search" or "scenario" (the scenario's own layout)
     reason: str = ""  # why it lost to the best
+    sets: tuple[str, ...] = ()  # `simrack run --set` arguments that reproduce it (the search's own first)
+    outside: str = ""  # why the analytic pass does not cover it ("" when it does)
+    tie: bool = False  # its objective equals the best's within TIE (relative)
 
 
 @dataclass
@@ -154,12 +159,15 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
               "constrained": int((fits & ~ok).sum()), "ranked": int(len(ranked))}
     chosen = list(ranked[:top])
     refined = _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress,
-                      timing)
+                      timing, list(gpus), space)
     refined = _rank_refined(refined, objective, constraints)
     best = refined[0] if refined and refined[0].status == "ok" else None
     if best is not None:
+        key = OBJECTIVES[objective][0]
         for r in refined[1:]:
+            r.tie = r.status == "ok" and ties(r.report[key], best.report[key])
             r.reason = reason_lost(r, best, objective)
+        best.tie = any(r.tie for r in refined[1:])
     dropped = _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints)
     timing["total"] = time.perf_counter() - t0
     return SearchResult(objective=objective, gpus=list(gpus), constraints=list(constraints), counts=counts,
@@ -171,6 +179,11 @@ def _row(cands: Candidates, i: int, g: int) -> dict:
     return {**cands.row(i), "gpus": int(g)}
 
 
+def ties(a: float, b: float) -> bool:
+    """Whether two objective values are equal within TIE (relative)."""
+    return abs(a - b) <= TIE * max(abs(a), abs(b))
+
+
 def _scenario_row(scn) -> dict:
     lay, w = scn.layout, scn.workload
     return {"tp": lay.tp, "cp": lay.cp, "pp": lay.pp, "dp": lay.dp, "micro_batch": w.micro_batch,
@@ -178,33 +191,92 @@ def _scenario_row(scn) -> dict:
             "recompute": w.recompute, "sequence_parallel": lay.sequence_parallel, "gpus": scn.gpus}
 
 
-def _same_layout(a: dict, b: dict) -> bool:
-    keys = ("tp", "cp", "pp", "dp", "micro_batch", "schedule", "chunks", "zero", "recompute", "sequence_parallel",
-            "gpus")
-    return all(a[k] == b[k] for k in keys)
+def _set_text(value) -> str:
+    """A value as `--set` reads it back (YAML): true, null, [7,8,8]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
 
 
-def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress, timing):
+def reproduce(row: dict, scn) -> tuple[str, ...]:
+    """The `--set` arguments that turn scenario `scn` into layout `row` for `simrack run`: the fields
+    that differ from the scenario's, stage_layers when the layout's split is uneven or the scenario's
+    own split no longer applies."""
+    lay, w, per = scn.layout, scn.workload, scn.topology.domain.gpus
+    split = stage_layers_of(row, scn.model.layers)
+    fields = (("topology.domains", row["gpus"] // per, scn.topology.domains), ("layout.tp", row["tp"], lay.tp),
+              ("layout.cp", row["cp"], lay.cp), ("layout.pp", row["pp"], lay.pp), ("layout.dp", row["dp"], lay.dp),
+              ("workload.micro_batch", row["micro_batch"], w.micro_batch),
+              ("layout.schedule", row["schedule"], lay.schedule), ("layout.chunks", row["chunks"], lay.chunks),
+              ("layout.zero", row["zero"], lay.zero), ("workload.recompute", row["recompute"], w.recompute),
+              ("layout.sequence_parallel", row["sequence_parallel"], lay.sequence_parallel),
+              ("layout.stage_layers", split, lay.stage_layers))
+    return tuple(f"{name}={_set_text(want)}" for name, want, have in fields if want != have)
+
+
+def outside_space(scn, gpus: Sequence[int], space: SearchSpace) -> str:
+    """Why the scenario's own layout is not among the search's candidates ("" if it may be)."""
+    lay, w = scn.layout, scn.workload
+    listed = lambda values: ", ".join(map(str, values))  # noqa: E731
+    if scn.gpus not in gpus:
+        return f"{scn.gpus} GPUs, the search ran on {listed(gpus)}"
+    if lay.schedule not in space.schedules:
+        return f"schedule {lay.schedule} is not searched"
+    if lay.pp == 1 and lay.schedule != "1f1b":
+        return f"schedule {lay.schedule} on one stage (the search runs one stage as 1f1b)"
+    if lay.schedule == "interleaved" and lay.chunks not in space.interleaved_chunks:
+        return f"interleaved chunks {lay.chunks}, the search tries {listed(space.interleaved_chunks)}"
+    if w.micro_batch not in space.micro_batches:
+        return f"micro_batch {w.micro_batch}, the search tries {listed(space.micro_batches)}"
+    if w.recompute not in space.recompute:
+        return f"recompute {w.recompute} is not searched"
+    if lay.zero not in space.zero:
+        return f"ZeRO {lay.zero} is not searched"
+    if lay.zero and lay.dp * lay.cp == 1:
+        return f"ZeRO {lay.zero} over one replica (the search keeps ZeRO 0 there)"
+    if lay.cp > space.max_cp or lay.cp & (lay.cp - 1):
+        return f"cp {lay.cp}, the search tries powers of two up to {space.max_cp}"
+    sp_on = lay.tp > 1 and (w.seq_len // lay.cp) % lay.tp == 0
+    if space.sequence_parallel == "auto" and lay.sequence_parallel != sp_on:
+        return (f"sequence_parallel {'on' if lay.sequence_parallel else 'off'} with TP{lay.tp} (the search turns "
+                f"it {'on' if sp_on else 'off'} here)")
+    split = stage_layers_of(_scenario_row(scn), scn.model.layers)
+    if lay.stage_layers is not None and lay.stage_layers != split:
+        theirs = "evenly" if split is None else f"as [{','.join(map(str, split))}]"
+        return (f"stage_layers [{','.join(map(str, lay.stage_layers))}] (the search splits {scn.model.layers} "
+                f"layers {theirs})")
+    return ""
+
+
+def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress, timing,
+            gpus, space):
     """Engine runs of the chosen candidates and of the scenario's own layout (`path` may be a Scenario)."""
-    layers, per = scn.model.layers, scn.topology.domain.gpus
     base = path if isinstance(path, Scenario) else None
     where = scn.source if base is not None else str(path)
     items, meta = [], []
     for i in chosen:
         row = _row(cands, i, gcol[i])
-        sets = tuple(scenario_overrides) + tuple(overrides(row, layers, per, row["gpus"]))
+        sets = tuple(scenario_overrides) + reproduce(row, scn)
         items.append(Job(len(items), where, sets, {}, base))
         meta.append(Refined(row=row, label=label(row), analytic={k: float(v[i]) for k, v in values.items()},
-                            report=None, status="", error=None))
-    own = _scenario_row(scn)
-    if not any(_same_layout(own, m.row) for m in meta):
-        match = _find(cands, gcol, own)
-        analytic = {k: float(v[match]) for k, v in values.items()} if match is not None else {}
+                            report=None, status="", error=None, sets=sets))
+    same = [m for m in meta if m.sets == tuple(scenario_overrides)]
+    if same:
+        same[0].source = "search+scenario"
+    else:
+        own = _scenario_row(scn)
+        outside = outside_space(scn, gpus, space)
+        match = None if outside else _find(cands, gcol, own)
+        if not outside and match is None:
+            outside = "no candidate of the search has this layout"
+        analytic = {} if match is None else _own_analytic(scn, cands.take(np.array([match])))
         items.append(Job(len(items), where, tuple(scenario_overrides), {}, base))
         meta.append(Refined(row=own, label=label(own), analytic=analytic, report=None, status="", error=None,
-                            source="scenario"))
-    else:
-        next(m for m in meta if _same_layout(own, m.row)).source = "search+scenario"
+                            source="scenario", sets=tuple(scenario_overrides), outside=outside))
     t = time.perf_counter()
     points = run_jobs(items, evaluate, workers=workers, cluster=cluster, progress=progress,
                       label="engine refinement")
@@ -212,6 +284,12 @@ def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers,
     for m, p in zip(meta, points):
         m.report, m.status, m.error = p.report, p.status, p.error
     return meta
+
+
+def _own_analytic(scn, one: Candidates) -> dict:
+    """Analytic figures of one candidate on the scenario's own GPUs, out of memory or not."""
+    est = estimate(CostModel(scn), one)
+    return {k: float(v[0]) for k, v in _analytic_values(est, np.array([scn.gpus])).items()}
 
 
 def _find(cands: Candidates, gcol, row: dict):
@@ -271,8 +349,10 @@ def reason_lost(r: Refined, best: Refined, objective: str) -> str:
     if r.status == "constrained":
         return r.error or "breaks a constraint"
     key, way = OBJECTIVES[objective]
+    if ties(r.report[key], best.report[key]):
+        return f"tie with the best: the same {key} within {TIE:g}"
     gap = r.report[key] / best.report[key] - 1
-    gap_text = f"{100 * abs(gap):.1f}% {'lower' if way == 'higher' else 'higher'} {key}"
+    gap_text = f"{_percent(abs(gap))} {'lower' if way == 'higher' else 'higher'} {key}"
     if r.row["gpus"] != best.row["gpus"] and objective != "step_time":
         return f"{gap_text}: {r.row['gpus']} GPUs vs {best.row['gpus']}"
     mine, theirs = _parts(r.report), _parts(best.report)
@@ -286,6 +366,11 @@ def reason_lost(r: Refined, best: Refined, objective: str) -> str:
                  if r.row[k] != best.row[k]]
         detail = f" ({', '.join(diffs[:2])})" if diffs else ""
     return f"{gap_text}: {cause} +{extra:.3g} s{detail}"
+
+
+def _percent(x: float) -> str:
+    """A positive fraction as a percentage with enough digits not to read 0.0%: 0.103 -> '10.3%'."""
+    return f"{100 * x:.1f}%" if x >= 1e-3 else f"{100 * x:.2g}%"
 
 
 def _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints) -> dict:

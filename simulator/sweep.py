@@ -8,9 +8,11 @@ anything else that goes wrong is `error` with the exception's text. Nothing a po
 sweep.
 
 Execution: in-process for a few points; a process pool over all cores for more (`workers`); or an
-existing Dask distributed cluster (`cluster="tcp://host:8786"`), whose workers need simrack installed
-and the scenario files at the same paths (a shared file system or the same checkout). Every executor
-calls the same `evaluate`, so results are identical.
+existing Dask distributed cluster (`cluster="tcp://host:8786"`), whose workers need simrack installed.
+A cluster receives each point's scenario loaded here (presets and topology files expanded, validated),
+not its path, so workers in any directory simulate it; only data files the scenario names (an
+arrivals trace, routing counts) are read there, at their absolute path. Every executor calls the same
+`evaluate`, so results are identical.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import yaml
 
@@ -124,14 +127,34 @@ def evaluate(job: Job) -> Point:
     try:
         report = simulate(as_scenario(job.path if job.scenario is None else job.scenario, job.overrides))
     except ScenarioError as err:
-        return Point(job.index, job.values, "invalid", str(err), None)
+        return Point(job.index, job.values, "invalid", _as_given(str(err), job), None)
     except Exception as err:  # noqa: BLE001 - a point's failure is its result
         text = " ".join(f"{type(err).__name__}: {err}".split())
-        return Point(job.index, job.values, "error", text, None)
+        return Point(job.index, job.values, "error", _as_given(text, job), None)
     data = report.to_dict()
     if data.get("fits_in_memory", True) is False:
         return Point(job.index, job.values, "out_of_memory", out_of_memory_text(data), data)
     return Point(job.index, job.values, "ok", None, data)
+
+
+def _as_given(text: str, job: Job) -> str:
+    """A message with a sent scenario's absolute path written as the job gave it."""
+    return text if job.scenario is None else text.replace(job.scenario.source, job.path)
+
+
+def portable(job: Job) -> Job | Point:
+    """The job with its scenario loaded here, to send instead of its path (source made absolute, for
+    the data files it names), or its `invalid` or `error` Point when it does not load."""
+    from .api import as_scenario
+
+    try:
+        scn = as_scenario(job.path if job.scenario is None else job.scenario, job.overrides)
+    except ScenarioError as err:
+        return Point(job.index, job.values, "invalid", str(err), None)
+    except Exception as err:  # noqa: BLE001 - as evaluate
+        return Point(job.index, job.values, "error", " ".join(f"{type(err).__name__}: {err}".split()), None)
+    source = scn.source if job.scenario is not None else str(Path(job.path).resolve())
+    return replace(job, overrides=(), scenario=scn.model_copy(update={"source": source}))
 
 
 def out_of_memory_text(report: dict) -> str:
@@ -209,9 +232,12 @@ def _on_cluster(items: list, fn: Callable, address: str, bar: Bar) -> list:
     except (OSError, TimeoutError) as err:
         raise ScenarioError(f"--cluster {address}: cannot reach the scheduler ({err})") from None
     try:
-        futures = client.map(fn, items, pure=False)
-        position = {f.key: i for i, f in enumerate(futures)}
-        out = [None] * len(items)
+        out = [portable(x) for x in items] if fn is evaluate else list(items)  # send scenarios, not paths
+        send = [i for i, x in enumerate(out) if fn is not evaluate or isinstance(x, Job)]
+        for _ in range(len(out) - len(send)):  # points that did not load: done here
+            bar.tick(None)
+        futures = client.map(fn, [out[i] for i in send], pure=False)
+        position = {f.key: i for i, f in zip(send, futures)}
         for future in as_completed(futures):
             out[position[future.key]] = bar.tick(future.result())
         return out

@@ -4,16 +4,22 @@ The only module that knows unit names. Inside simrack everything is SI: seconds,
 FLOP/s. Decimal prefixes k, M, G, T, P, E are powers of 1000; binary prefixes Ki, Mi, Gi, Ti, Pi are
 powers of 1024 (bytes and byte rates only). Bandwidths given in bits ("400 Gb/s", "400 Gbps") are
 divided by 8. A bare int or float, or a string holding only a number ("1e9"; YAML 1.1 reads 1e9
-without a dot as a string), is taken as already SI.
+without a dot as a string), is taken as already SI by the parse_* functions and by models built in
+Python; a scenario read from YAML or `--set` (validated with `UNITS_REQUIRED` in the pydantic
+context) must give a unit, and a bare number there is an error naming the units accepted.
+
+`DIMENSIONS` is the one definition of what each dimensional field accepts: its unit names (with their
+SI factors), a regular expression of an accepted value (`Dimension.pattern`) and an example.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationInfo
 
 __all__ = [
     "parse_bytes",
@@ -28,6 +34,9 @@ __all__ = [
     "BytesPerSecond",
     "Seconds",
     "FlopPerSecond",
+    "DIMENSIONS",
+    "Dimension",
+    "UNITS_REQUIRED",
 ]
 
 _DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
@@ -152,12 +161,76 @@ def fmt_time(x: float) -> str:
 
 
 
-# Pydantic field types: accept a human string or a bare SI number, store an SI float.
-Bytes = Annotated[float, BeforeValidator(parse_bytes), Field(gt=0)]
-"""A positive size in bytes; YAML may say "80 GiB"."""
-BytesPerSecond = Annotated[float, BeforeValidator(parse_bandwidth), Field(gt=0)]
-"""A positive rate in bytes/s per direction; YAML may say "900 GB/s" or "400 Gb/s"."""
-Seconds = Annotated[float, BeforeValidator(parse_time), Field(ge=0)]
-"""A non-negative duration in seconds; YAML may say "2 us"."""
-FlopPerSecond = Annotated[float, BeforeValidator(parse_flops), Field(gt=0)]
-"""A positive compute rate in FLOP/s; YAML may say "312 TFLOP/s"."""
+@dataclass(frozen=True)
+class Dimension:
+    """One dimensional quantity as YAML writes it: a number and one of `units` (name -> SI factor)."""
+
+    kind: str  # "size", "bandwidth", "time", "FLOP rate"
+    si: str  # the SI unit simrack holds it in
+    units: dict[str, float]
+    example: str
+    accepts: str  # the unit names, for messages
+
+    @property
+    def pattern(self) -> str:
+        """Regular expression of an accepted YAML value: a number, optional spaces, a unit name."""
+        names = "|".join(re.escape(u) for u in sorted(self.units, key=lambda u: (-len(u), u)))
+        return r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*(?:" + names + r")\s*$"
+
+    def parse(self, value: object) -> float:
+        """SI float of `value` (a bare number is taken as SI)."""
+        return _parse(value, self.units, self.kind, self.example)
+
+    def require_unit(self, value: object) -> None:
+        """ValueError if `value` is a bare number (no unit), naming the units accepted."""
+        bare = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, str):
+            match = _NUMBER.match(value)
+            bare = match is not None and match.group(2) == ""
+        if bare:
+            raise ValueError(f"a bare number has no unit; give a {self.kind} like {self.example!r} "
+                             f"(units: {self.accepts})")
+
+
+def _names(units: dict[str, float], keep=lambda name: True) -> str:
+    """Unit names kept by `keep`, by ascending factor, without the upper-case K alias of k."""
+    names = [n for n in units if keep(n) and not (n.startswith("K") and not n.startswith("Ki"))]
+    return ", ".join(sorted(names, key=lambda n: units[n]))
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    "bytes": Dimension("size", "B", _BYTES, "80 GiB", _names(_BYTES)),
+    "bandwidth": Dimension("bandwidth", "B/s", _BANDWIDTH, "900 GB/s",
+                           _names(_BANDWIDTH, lambda n: n.endswith("B/s"))
+                           + "; also GBps, and bits: Gb/s, Gbit/s, Gbps"),
+    "time": Dimension("time", "s", _TIME, "2 us", "ns, us (\u00b5s), ms, s, min, h"),
+    "flops": Dimension("FLOP rate", "FLOP/s", _FLOPS, "312 TFLOP/s",
+                       _names(_FLOPS, lambda n: n.endswith("FLOP/s") and not n.endswith("FLOPs/s"))
+                       + "; also TFLOPS, Tflop/s"),
+}
+"""What each dimensional field accepts; the pydantic types below and any schema read it from here."""
+
+UNITS_REQUIRED = "units_required"
+"""Key of the pydantic validation context under which a dimensional field needs a unit (the loader
+sets it: YAML and `--set`); models validated without it (Python callers) take bare SI numbers."""
+
+
+def _validator(dim: Dimension):
+    def check(value: object, info: ValidationInfo) -> float:
+        if info.context and info.context.get(UNITS_REQUIRED):
+            dim.require_unit(value)
+        return dim.parse(value)
+
+    check.__doc__ = f"A {dim.kind}: a number and a unit (bare SI numbers from Python callers)."
+    return BeforeValidator(check)
+
+
+# Pydantic field types: accept a human string (or, from Python, a bare SI number), store an SI float.
+Bytes = Annotated[float, _validator(DIMENSIONS["bytes"]), Field(gt=0)]
+"""A positive size in bytes; YAML says "80 GiB"."""
+BytesPerSecond = Annotated[float, _validator(DIMENSIONS["bandwidth"]), Field(gt=0)]
+"""A positive rate in bytes/s per direction; YAML says "900 GB/s" or "400 Gb/s"."""
+Seconds = Annotated[float, _validator(DIMENSIONS["time"]), Field(ge=0)]
+"""A non-negative duration in seconds; YAML says "2 us"."""
+FlopPerSecond = Annotated[float, _validator(DIMENSIONS["flops"]), Field(gt=0)]
+"""A positive compute rate in FLOP/s; YAML says "312 TFLOP/s"."""

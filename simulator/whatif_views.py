@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import sys
 
 from rich.console import Console
@@ -94,14 +96,27 @@ def search_table(res, title: str) -> Table:
         rep = r.report or {}
         tag = {"scenario": " (scenario)", "search+scenario": " (= scenario)"}.get(r.source, "")
         a = r.analytic.get("step_time_s")
+        analytic = "not in search space" if r.outside else fmt_time(a) if a is not None and math.isfinite(a) else "-"
         if r.report is None:
-            t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), "", "", "", "", "", "", "", r.error or r.status)
+            t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), "", analytic, "", "", "", "", "",
+                      r.error or r.status)
             continue
+        why = ("best (tie)" if r.tie else "best") if r is res.best else r.reason
         t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), fmt_time(rep["step_time_s"]),
-                  fmt_time(a) if a else "-", f"{rep['tokens_per_s_per_gpu']:,.0f}", f"{100 * rep['mfu']:.1f}%",
+                  analytic, f"{rep['tokens_per_s_per_gpu']:,.0f}", f"{100 * rep['mfu']:.1f}%",
                   f"{100 * rep['bubble_fraction']:.1f}%", fmt_bytes(rep["memory_bytes"]["total"]),
-                  f"{rep['cost_per_million_tokens']:.3f}", "best" if i == 0 and r.status == "ok" else r.reason)
+                  f"{rep['cost_per_million_tokens']:.3f}", why)
     return t
+
+
+def run_command(scenario, r) -> str:
+    """The `simrack run` command line that reproduces a searched layout (shell-quoted)."""
+    return shlex.join(["simrack", "run", str(scenario), *(a for s in r.sets for a in ("--set", s))])
+
+
+def search_commands(res, scenario) -> list[str]:
+    """'#1  simrack run <scenario> --set layout.tp=4 ...' for each layout the engine ranked."""
+    return [f"#{i + 1}  {run_command(scenario, r)}" for i, r in enumerate(res.refined)]
 
 
 def search_summary(res) -> list[str]:
@@ -113,9 +128,13 @@ def search_summary(res) -> list[str]:
     if res.dropped:
         lines.append("not simulated: " + "; ".join(f"{n:,} {why}" for why, n in res.dropped.items()))
     own = next((r for r in res.refined if r.source != "search"), None)
+    if own is not None and own.outside:
+        lines.append(f"the scenario's own layout ({own.label}) is not in the search space: {own.outside}")
     if own is not None and res.best is not None:
         if own is res.best:
-            lines.append("the scenario's own layout is the best found")
+            lines.append("the scenario's own layout is the best found" + (" (tied)" if own.tie else ""))
+        elif own.tie:
+            lines.append(f"the scenario's own layout ({own.label}) ties the best found")
         elif own.report is not None:
             key = {"tokens_per_s": "tokens_per_s", "step_time": "step_time_s"}.get(res.objective, res.objective)
             lines.append(f"the scenario's own layout ({own.label}) ranks "
@@ -127,7 +146,8 @@ def search_summary(res) -> list[str]:
 def search_json(res) -> str:
     def ref(r):
         return {"layout": r.row, "label": r.label, "source": r.source, "status": r.status, "error": r.error,
-                "reason": r.reason, "analytic": r.analytic, "report": r.report}
+                "reason": r.reason, "tie": r.tie, "analytic": r.analytic, "outside_search_space": r.outside or None,
+                "sets": list(r.sets), "report": r.report}
 
     data = {"objective": res.objective, "gpus": res.gpus, "constraints": [str(c) for c in res.constraints],
             "counts": res.counts, "timings_s": res.timings, "dropped": res.dropped,
@@ -140,6 +160,7 @@ def search_csv(res) -> str:
     rows = []
     for i, r in enumerate(res.refined):
         row = {"rank": i + 1, "label": r.label, "source": r.source, "status": r.status, "reason": r.reason,
+               "tie": r.tie, "outside_search_space": r.outside, "sets": " ".join(r.sets),
                **{f"layout.{k}": v for k, v in r.row.items()},
                **{f"analytic.{k}": v for k, v in r.analytic.items()}}
         row.update(flatten(r.report or {}))

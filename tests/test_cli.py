@@ -48,6 +48,17 @@ BAD = [
     ("dtype-not-on-device", VALID.replace("dtype: fp16", "dtype: fp8"), "workload.dtype"),
     ("bad-unit", VALID.replace("domains: 8}", "domains: 8, domain: {gpus: 8, bandwidth: 300 parsecs}}"),
      "topology.domain.bandwidth"),
+    # a bare number in a dimensional field has no unit (it used to be read as SI: 300 B/s)
+    ("bare-bandwidth", VALID.replace("domains: 8}", "domains: 8, domain: {gpus: 8, bandwidth: 300}}"),
+     "topology.domain.bandwidth: a bare number has no unit; give a bandwidth like '900 GB/s' (units: B/s"),
+    ("bare-number-string", VALID.replace("domains: 8}", "domains: 8, scaleout: {nic_bandwidth: 25e9}}"),
+     "topology.scaleout.nic_bandwidth: a bare number has no unit"),
+    ("bare-latency", VALID.replace("domains: 8}", "domains: 8, domain: {latency: 2}}"),
+     "topology.domain.latency: a bare number has no unit; give a time like '2 us' (units: ns, us"),
+    ("bare-hbm", VALID.replace("domains: 8}", "domains: 8, device: {preset: a100-80gb, hbm: 85899345920}}"),
+     "topology.device.hbm: a bare number has no unit; give a size like '80 GiB' (units: B, kB, KiB"),
+    ("bare-flops", VALID.replace("domains: 8}", "domains: 8, device: {preset: a100-80gb, peak_flops: {fp16: 3.12e14}}}"),
+     "topology.device.peak_flops.fp16: a bare number has no unit; give a FLOP rate like '312 TFLOP/s'"),
     ("unknown-model-preset", VALID.replace("gpt3-175b", "gpt-9"), "model"),
     ("unknown-topology-preset", VALID.replace("dgx-a100-superpod", "dgx-z9000"), "topology"),
     ("yaml-syntax", VALID + "layout: [unclosed\n", ""),
@@ -93,6 +104,23 @@ def test_bad_override_is_one_line(tmp_path):
     result, out = _invoke(tmp_path, VALID, "--set", "layout.pp=5")
     assert result.exit_code == 2
     assert "\n" not in result.stderr.strip() and not out.exists()
+
+
+@pytest.mark.parametrize("override, field", [
+    ("topology.domain.bandwidth=300", "topology.domain.bandwidth"),
+    ("topology.domain.latency=0", "topology.domain.latency"),
+    ("faults={failed_node: {domain: 1, checkpoint_interval_s: 1800}}", "faults.failed_node.checkpoint_interval_s"),
+])
+def test_bare_number_override_needs_a_unit(tmp_path, override, field):
+    """`--set topology.domain.bandwidth=300` used to simulate a 300 B/s NVLink (a 1.45e9 s step, exit 0)."""
+    result, out = _invoke(tmp_path, VALID, "--set", override)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith(f"simrack: {tmp_path / 'bad.yaml'}: {field}: a bare number has no unit")
+    assert "\n" not in message and not out.exists()
+    ok, _ = _invoke(tmp_path, VALID, "--set", override.replace("300", "300 GB/s").replace("=0", "=0 s")
+                    .replace("1800", "30 min"), "-q")
+    assert ok.exit_code == 0, ok.output
 
 
 def test_missing_file(tmp_path):

@@ -89,7 +89,7 @@ def test_straggler_1_5x_on_a_real_plan():
 
 def test_degraded_scaleout_link_divides_bandwidth_term():
     """With zero latency a send and a cross-domain collective take exactly 1/f as long."""
-    scn = load_scenario(LLAMA, SMALL + ["topology.scaleout.latency=0", "topology.domain.latency=0"])
+    scn = load_scenario(LLAMA, SMALL + ["topology.scaleout.latency=0 s", "topology.domain.latency=0 s"])
     res = run(scn)
     fab = res.fabric
     bad = degraded_fabric(fab, "scaleout", 0.25)
@@ -113,7 +113,7 @@ def test_degraded_scaleout_link_divides_bandwidth_term():
 
 def test_relayout_keeps_global_batch_and_shrinks_dp():
     scn = load_scenario(LLAMA, SMALL + [
-        "faults={failed_node: {domain: 5, policy: relayout, checkpoint_interval_s: 1800, restart_s: 300}}"])
+        "faults={failed_node: {domain: 5, policy: relayout, checkpoint_interval_s: 1800 s, restart_s: 300 s}}"])
     res = run(scn)
     check_training(scn.name, res.plan, res.timeline, res.report)
     lay = res.report.layout
@@ -125,7 +125,7 @@ def test_relayout_keeps_global_batch_and_shrinks_dp():
 
 
 def test_spare_keeps_step_and_reports_time_lost():
-    scn = load_scenario(LLAMA, SMALL + ["faults={failed_node: {domain: 5, checkpoint_interval_s: 3600}}"])
+    scn = load_scenario(LLAMA, SMALL + ["faults={failed_node: {domain: 5, checkpoint_interval_s: 1 h}}"])
     rep = run(scn).report
     healthy = run(scn.model_copy(update={"faults": None})).report
     assert rep.step_time_s == healthy.step_time_s
@@ -168,7 +168,7 @@ def test_faults_rejected_for_serving_and_out_of_range():
 def test_relayout_renumbers_a_straggler_past_the_failed_domain():
     """Domain 5 fails: gpu 100 (domain 12) becomes gpu 92 of the survivors; a fault inside domain 5
     disappears with it."""
-    base = "failed_node: {domain: 5, policy: relayout, checkpoint_interval_s: 1800}"
+    base = "failed_node: {domain: 5, policy: relayout, checkpoint_interval_s: 30 min}"
     moved = run(load_scenario(LLAMA, SMALL + [f"faults={{{base}, straggler: {{gpu: 100, slowdown: 2}}}}"]))
     assert "gpu 92," in moved.report.extra["faults"]["applied"]["straggler"]
     gone = run(load_scenario(LLAMA, SMALL + [f"faults={{{base}, straggler: {{gpu: 43, slowdown: 2}}}}"]))

@@ -148,3 +148,37 @@ def test_weights_that_do_not_fit(make_scenario):
     # tp 1 on 8 GPUs: dp 8 replicas, each holding all 141 GB of weights on one 80 GiB GPU
     mem = serve_memory(scn)
     assert not mem.fits_weights and mem.kv_tokens == 0
+
+
+def test_tp_group_across_two_domains_runs_hierarchically(make_scenario):
+    """TP 16 on two 8-GPU H100 nodes: reduce-scatter + all-gather on NVLink (k = 8), an all-reduce of
+    S / 8 across the two domains on the NICs (50 GB/s a GPU, 5 us one way), as training's collectives."""
+    costs = step_costs(serve(make_scenario, topology={"preset": "dgx-h100-superpod", "domains": 2},
+                             layout={"tp": 16}))
+    nv, lat, nic, so_lat = 450e9 * costs.cal.nvlink, 2e-6, 50e9 * costs.cal.scaleout, 5e-6
+    size = np.array([0.0, 64 * 8192 * 2, 1e9])
+    ar = 2 * (7 / 8 * size / nv + 7 * lat) + (2 * 1 / 2 * size / 8 / nic + 2 * so_lat)
+    ag = (7 / 8 * size / nv + 7 * lat) + (1 / 2 * size / 8 / nic + so_lat)
+    np.testing.assert_allclose(costs.all_reduce(size), np.where(size > 0, ar, 0.0), rtol=1e-12)
+    np.testing.assert_allclose(costs.all_gather(size), np.where(size > 0, ag, 0.0), rtol=1e-12)
+    assert costs.tp_comm(64) == pytest.approx(2 * ar[1], rel=1e-12)
+    assert costs.decode_step(8, 1024) > costs.tp_comm(8) * 80
+
+
+def test_serving_a_tp_group_across_domains_simulates(tmp_path):
+    """`simrack run serve-llama3-70b-h100.yaml --set layout.tp=16 --set topology.domains=2` (was an
+    IndexError traceback) reports every request."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "serve-llama3-70b-h100.yaml"
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", str(scenario), "--set", "layout.tp=16", "--set", "topology.domains=2",
+                                      "--set", "workload.arrivals.count=200", "--json", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["completed"] == 200 and report["gpus"] == 16

@@ -25,6 +25,8 @@ MODELS = ["gpt3-175b", "megatron-22b", "llama3-8b", "llama3-70b"]
 TOPOLOGIES = ["dgx-a100-superpod", "dgx-h100-superpod", "hgx-h200", "hgx-b200", "gb200-nvl72", "hgx-h800"]
 GPUS_PER_DOMAIN = {"dgx-a100-superpod": 8, "dgx-h100-superpod": 8, "hgx-h200": 8, "hgx-b200": 8,
                    "gb200-nvl72": 72, "hgx-h800": 8}
+SPANNABLE = [t for t in TOPOLOGIES if GPUS_PER_DOMAIN[t] == 8]
+"""Presets whose domain is small enough for a TP group of twice its size (16) to split the heads."""
 GARBAGE = st.sampled_from([-1, 0, "many", 1.5, None, [1], "1 parsec"])
 FIELDS = [("model", "layers"), ("model", "hidden"), ("workload", "seq_len"), ("workload", "global_batch"),
           ("workload", "micro_batch"), ("workload", "dtype"), ("workload", "recompute"), ("layout", "tp"),
@@ -38,12 +40,14 @@ TINY_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "s
 
 
 @st.composite
-def valid_base(draw) -> dict:
-    """A scenario built to satisfy the cross-field rules most of the time (schedules may still refuse)."""
-    preset = draw(st.sampled_from(TOPOLOGIES))
-    domains = draw(st.sampled_from([1, 2, 4]))
+def valid_base(draw, span: bool = False) -> dict:
+    """A scenario built to satisfy the cross-field rules most of the time (schedules may still refuse);
+    `span`: a TP group twice the NVLink domain (a group across two domains)."""
+    preset = draw(st.sampled_from(SPANNABLE if span else TOPOLOGIES))
+    domains = draw(st.sampled_from([2, 4] if span else [1, 2, 4]))
     gpus = domains * GPUS_PER_DOMAIN[preset]
-    tp = draw(st.sampled_from([t for t in (1, 2, 4, 8) if gpus % t == 0]))
+    tps = [2 * GPUS_PER_DOMAIN[preset]] if span else [t for t in (1, 2, 4, 8, 16) if gpus % t == 0]
+    tp = draw(st.sampled_from(tps))
     pp = draw(st.sampled_from([q for q in (1, 2, 4) if gpus % (tp * q) == 0]))
     schedule = draw(st.sampled_from(SCHEDULES))
     chunks = {"interleaved": draw(st.sampled_from([2, 3])), "zb-v": 2, "dualpipe": 2, "dualpipe-v": 2}.get(schedule, 1)
@@ -72,13 +76,15 @@ def valid_base(draw) -> dict:
 
 
 @st.composite
-def serve_base(draw) -> dict:
-    """A serving run of a dense or MoE model, small enough to simulate in well under a second."""
-    preset = draw(st.sampled_from(TOPOLOGIES))
-    gpus = draw(st.sampled_from([1, 2])) * GPUS_PER_DOMAIN[preset]
-    tp = draw(st.sampled_from([t for t in (1, 2, 4, 8) if gpus % t == 0]))
+def serve_base(draw, span: bool = False) -> dict:
+    """A serving run of a dense or MoE model, small enough to simulate in well under a second;
+    `span`: a TP group twice the NVLink domain."""
+    preset = draw(st.sampled_from(SPANNABLE if span else TOPOLOGIES))
+    gpus = draw(st.sampled_from([2, 4] if span else [1, 2])) * GPUS_PER_DOMAIN[preset]
+    tps = [2 * GPUS_PER_DOMAIN[preset]] if span else [t for t in (1, 2, 4, 8, 16) if gpus % t == 0]
+    tp = draw(st.sampled_from(tps))
     pp = draw(st.sampled_from([q for q in (1, 2) if gpus % (tp * q) == 0]))
-    moe = draw(st.booleans())
+    moe = draw(st.booleans()) and not span  # TINY_MOE's 8 heads cannot split 16 ways
     model = TINY_MOE if moe else draw(st.sampled_from(["llama3-8b", "llama3-70b"]))
     dp = gpus // (tp * pp)
     ep = draw(st.sampled_from([e for e in (1, 2, 4, 8, 16) if dp % e == 0])) if moe else 1
@@ -137,6 +143,14 @@ COMMON = dict(deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck
 @settings(max_examples=250, **COMMON)
 @given(scenario)
 def test_generated_scenarios(case):
+    check_one(case)
+
+
+@settings(max_examples=40, **COMMON)
+@given(st.one_of(valid_base(span=True), serve_base(span=True)))
+def test_tp_groups_spanning_domains(case):
+    """TP 16 on 8-GPU domains, training and serving: the group's collectives cross the NICs."""
+    assert case["layout"]["tp"] > GPUS_PER_DOMAIN[case["topology"]["preset"]]
     check_one(case)
 
 

@@ -120,3 +120,85 @@ def test_pareto_front_is_exactly_the_non_dominated_points(maximize_y):
         else:  # dominated, or a duplicate of a kept point
             assert dominated or any(x[k] == x[i] and y[k] == y[i] for k in keep)
     assert np.all(np.diff(x[sorted(keep, key=lambda k: x[k])]) > 0)
+
+
+LLAMA_405B = ROOT / "scenarios" / "llama3-405b-h100.yaml"
+
+
+def _rerun(line: str, tmp_path) -> dict:
+    """Run a printed '#k  simrack run ...' line through the CLI; its JSON report."""
+    import shlex
+
+    words = shlex.split(line.split(None, 1)[1])
+    assert words[:2] == ["simrack", "run"]
+    out = tmp_path / "rerun.json"
+    result = runner.invoke(app, [*words[1:], "--json", str(out), "-q"])
+    assert result.exit_code == 0, (line, result.output)
+    return json.loads(out.read_text())
+
+
+def test_printed_commands_reproduce_the_engine_figures(tmp_path):
+    """Each ranked layout's printed `simrack run` line (the search's --set first, uneven stage_layers
+    spelled out, another GPU count) gives the engine figures the search reported, within 1e-9."""
+    out = tmp_path / "s.json"
+    result = runner.invoke(app, ["search", str(LLAMA_405B), "--gpus", "8192", "--top", "2", "--set",
+                                 "workload.global_batch=8192", "-j", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    refined = json.loads(out.read_text())["refined"]
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("#") and "simrack run" in ln]
+    assert len(lines) == len(refined) == 3
+    assert any("layout.stage_layers=[" in ln for ln in lines)  # uneven splits are spelled out
+    assert all("workload.global_batch=8192" in ln for ln in lines)
+    for ln, r in zip(lines, refined):
+        assert ln.startswith(f"#{refined.index(r) + 1} ")
+        report = _rerun(ln, tmp_path)
+        for key in ("tokens_per_s", "step_time_s"):
+            assert report[key] == pytest.approx(r["report"][key], rel=1e-9, abs=0), (ln, key)
+    own = refined[-1]
+    assert own["source"] == "scenario" and own["analytic"] == {}
+    assert own["outside_search_space"] == "16384 GPUs, the search ran on 8192"
+
+
+def test_own_layout_out_of_memory_still_has_an_analytic_figure():
+    """Llama 3 405B's own TP8 PP16 layout (7/8/.../8/7 split, which the search's split matches) does not
+    fit analytically; its analytic step time is still a number, a lower bound of the engine's (the
+    analytic families are paths of the engine's graph) within 5%."""
+    res = search(LLAMA_405B, gpus=[16384], top=1, workers=1)
+    own = next(r for r in res.refined if r.source != "search")
+    assert own.outside == ""
+    a, engine = own.analytic["step_time_s"], own.report["step_time_s"]
+    assert np.isfinite(a) and 0.95 * engine <= a <= engine * (1 + 1e-9)
+
+
+def test_own_layout_outside_the_space_says_why(tmp_path):
+    result = runner.invoke(app, ["search", str(KORTHIKANTI), "--top", "1", "-j", "1",
+                                 "--set", "layout.sequence_parallel=false"])
+    assert result.exit_code == 0, result.output
+    assert "not in search space" in result.stdout and "nan" not in result.stdout
+    assert ("is not in the search space: sequence_parallel off with TP8 (the search turns it on here)"
+            in result.stdout)
+
+
+def test_ties_are_ties():
+    """Layouts whose engine objective equals the best's within 1e-9 tie; the others lost by a visible
+    percentage, never '0.0%'."""
+    from simulator.search import Refined, reason_lost
+
+    result = search(ROOT / "scenarios" / "gpt3-175b-selene.yaml", gpus=[64], top=5, workers=1)
+    best = result.best
+    tied = [r for r in result.refined[1:] if r.status == "ok"
+            and abs(r.report["tokens_per_s"] / best.report["tokens_per_s"] - 1) <= 1e-9]
+    assert tied  # on 64 GPUs, ZeRO 2 and 3 of the best mesh step alike
+    for r in result.refined[1:]:
+        assert r.tie == (r in tied)
+        assert ("tie" in r.reason) == (r in tied) and "0.0%" not in r.reason
+    assert best.tie
+
+    def one(tps: float) -> Refined:
+        rep = {**best.report, "tokens_per_s": tps}
+        return Refined(row=best.row, label="x", analytic={}, report=rep, status="ok", error=None)
+
+    base = best.report["tokens_per_s"]
+    assert reason_lost(one(base * (1 - 5e-10)), best, "tokens_per_s").startswith("tie with the best")
+    assert reason_lost(one(base * (1 - 1e-6)), best, "tokens_per_s").startswith("0.0001% lower tokens_per_s")
+    assert reason_lost(one(base * 0.9), best, "tokens_per_s").startswith("10.0% lower tokens_per_s")

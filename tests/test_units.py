@@ -2,7 +2,11 @@
 
 import pytest
 
+import re
+
 from simulator.units import (
+    DIMENSIONS,
+    UNITS_REQUIRED,
     fmt_bandwidth,
     fmt_bytes,
     fmt_flops,
@@ -127,3 +131,63 @@ def test_format_three_significant_digits(fmt, value, expected):
 def test_format_then_parse_round_trips(parse, fmt, text):
     assert fmt(parse(text)) == text
     assert parse(fmt(parse(text))) == pytest.approx(parse(text))
+
+
+@pytest.mark.parametrize("name", ["bytes", "bandwidth", "time", "flops"])
+def test_every_unit_matches_the_pattern_and_parses_with_its_factor(name):
+    """DIMENSIONS is the one list: each unit name with a number matches its pattern and parses to
+    number * factor; a bare number matches no pattern."""
+    dim = DIMENSIONS[name]
+    for unit, factor in dim.units.items():
+        for text in (f"2.5 {unit}", f"2.5{unit}", f"1e3 {unit}"):
+            assert re.match(dim.pattern, text), text
+            assert dim.parse(text) == pytest.approx(float(text.removesuffix(unit).strip()) * factor, rel=1e-15)
+    for bare in ("300", "1e9", " 2.5 ", "300 parsecs", "GB/s"):
+        assert not re.match(dim.pattern, bare), bare
+    assert dim.example in dim.accepts.replace(",", "") or re.match(dim.pattern, dim.example)
+
+
+@pytest.mark.parametrize("value", [300, 300.0, "300", "1e9"])
+def test_bare_numbers_need_a_unit_only_when_the_context_asks(value):
+    """From YAML or --set (context UNITS_REQUIRED) a bare number is refused naming the units; a Python
+    caller's SI float is taken as is."""
+    from pydantic import ValidationError
+
+    from simulator.scenario import DomainSpec
+
+    assert DomainSpec(gpus=8, bandwidth=value).bandwidth == float(value)
+    assert DomainSpec.model_validate({"gpus": 8, "bandwidth": value}).bandwidth == float(value)
+    with pytest.raises(ValidationError) as info:
+        DomainSpec.model_validate({"gpus": 8, "bandwidth": value}, context={UNITS_REQUIRED: True})
+    message = info.value.errors()[0]["msg"]
+    assert "bare number has no unit" in message and "GB/s" in message and "Gb/s" in message
+    spec = DomainSpec.model_validate({"gpus": 8, "bandwidth": "300 GB/s", "latency": "2 us"},
+                                     context={UNITS_REQUIRED: True})
+    assert (spec.bandwidth, spec.latency) == (300e9, 2e-6)
+
+
+def test_every_shipped_yaml_gives_units(tmp_path):
+    """Scenarios, studies, topology presets and device data sheets load with units required."""
+    from pathlib import Path
+
+    import yaml
+
+    from simulator import load_scenario
+    from simulator.loader import PRESETS_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for p in sorted((root / "scenarios").rglob("*.yaml")) if "models" not in p.parts]
+    assert len(files) > 20
+    for path in files:
+        load_scenario(path)
+    devices = yaml.safe_load((PRESETS_DIR / "devices.yaml").read_text())
+    presets = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml") if p.stem != "devices")
+    assert len(presets) >= 6 and len(devices) >= 6
+    for preset in presets:
+        for device in devices:
+            path = tmp_path / f"{preset}-{device}.yaml"
+            path.write_text(yaml.safe_dump({
+                "model": "llama3-8b", "topology": {"preset": preset, "device": device, "domains": 1},
+                "workload": {"kind": "train", "seq_len": 2048, "global_batch": 288, "dtype": "bf16"}}))
+            scn = load_scenario(path)
+            assert scn.topology.domain.bandwidth > 1e10 and scn.topology.device.hbm_bytes > 1e10

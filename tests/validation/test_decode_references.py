@@ -34,10 +34,10 @@ def v5e_slice(tmp_path, *, model, chips, peak, hbm_bw, hbm="16 GB", workload=Non
     raw = {
         "model": model,
         "topology": {
-            "device": {"name": "tpu-v5e", "peak_flops": {"bf16": peak}, "hbm": hbm, "hbm_bandwidth": hbm_bw,
-                       "efficiency": ROOFLINE},
-            "domain": domain or {"kind": "hgx", "gpus": chips, "bandwidth": "1 PB/s", "latency": 0.0},
-            "scaleout": {"nic_bandwidth": "1 PB/s", "nics_per_domain": chips, "latency": 0.0},
+            "device": {"name": "tpu-v5e", "peak_flops": {"bf16": f"{peak!r} FLOP/s"}, "hbm": hbm,
+                       "hbm_bandwidth": f"{hbm_bw!r} B/s", "efficiency": ROOFLINE},
+            "domain": domain or {"kind": "hgx", "gpus": chips, "bandwidth": "1 PB/s", "latency": "0 s"},
+            "scaleout": {"nic_bandwidth": "1 PB/s", "nics_per_domain": chips, "latency": "0 s"},
             "domains": 1,
         },
         "workload": {"kind": "serve", "prompt_len": 8192, "output_len": 16, "batch": 32, "dtype": "bf16",
@@ -96,7 +96,7 @@ def test_ici_adds_what_the_table_leaves_out(tmp_path, reference):
     (model parallelism ICI-bound only beyond 22 chips), but on the critical path in simrack."""
     case = reference("scalingbook_llama3_70b_v5e_decode_int8")
     hw = reference("scalingbook_tpu_collectives_measured")["reported"]
-    ici = dict(kind="hgx", gpus=8, bandwidth=2 * 4.5e10, latency=hw["latency_per_hop_us"] * 1e-6)
+    ici = dict(kind="hgx", gpus=8, bandwidth=f"{2 * 4.5e10!r} B/s", latency=f"{hw['latency_per_hop_us']!r} us")
     free = v5e_slice(tmp_path, model=LLAMA3_70B, chips=8, peak=1.97e14, hbm_bw=8.1e11,
                      workload={"weight_dtype": "int8", "kv_dtype": "int8"})
     real = v5e_slice(tmp_path, model=LLAMA3_70B, chips=8, peak=1.97e14, hbm_bw=8.1e11, domain=ici,
