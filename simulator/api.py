@@ -91,8 +91,6 @@ def _model(m: BaseModel) -> dict:
 
 
 def _value(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> Any:
-    from .schema import DIMENSIONS, unit_string
-
     if isinstance(value, BaseModel):
         return _model(value)
     if isinstance(value, dict):
@@ -101,24 +99,24 @@ def _value(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> Any:
     if isinstance(value, (tuple, list)):
         inner = _arg(annotation, tuple)
         return [_value(v, inner) for v in value]
-    parse = _parser(annotation, metadata, DIMENSIONS)
-    if parse is not None and isinstance(value, float):
-        return unit_string(parse, value)
+    dim = _dimension(annotation, metadata)
+    if dim is not None and isinstance(value, float):
+        return dim.text(value)
     return value
 
 
-def _parser(annotation: Any, metadata: Sequence[Any], dimensions: Mapping) -> Any:
-    """The simulator.units parse function a field type validates with (BeforeValidator), or None."""
+def _dimension(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
+    """The simulator.units Dimension a field type validates with (BeforeValidator), or None."""
     for m in metadata:
-        if isinstance(m, BeforeValidator) and m.func in dimensions:
-            return m.func
+        if isinstance(m, BeforeValidator) and hasattr(m.func, "dimension"):
+            return m.func.dimension
     origin = get_origin(annotation)
     if origin is Annotated:
         args = get_args(annotation)
-        return _parser(args[0], args[1:], dimensions)
+        return _dimension(args[0], args[1:])
     if origin in (Union, UnionType):
         for arg in get_args(annotation):
-            found = _parser(arg, (), dimensions)
+            found = _dimension(arg)
             if found is not None:
                 return found
     return None

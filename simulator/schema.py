@@ -4,8 +4,7 @@ Generated from the pydantic models of `simulator.scenario` (`model_json_schema`)
 scenario *file* needs over the validated model, i.e. what `simulator.loader` accepts before validation:
 
 - dimensional fields (bytes, bytes/s, seconds, FLOP/s) take a string with a unit ("300 GB/s", "2 us"),
-  matched by a pattern built from the unit names of `simulator.units`; a bare number as well only
-  while `simulator.units` itself accepts one;
+  matched by `simulator.units.DIMENSIONS`' pattern (the loader refuses a bare number there);
 - `model` may be a preset name or `{preset: NAME, ...}` with any of the preset's fields overridden;
   `topology` a preset name, a file path or `{preset: ..., ...}`; `topology.device` a device preset name
   or `{preset: NAME, ...}`; presets are listed from the folders the loader reads;
@@ -28,50 +27,13 @@ from .scenario import Scenario
 DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server implements
 REF = "#/definitions/"
 
-# parse function of simulator.units -> (SI unit written for a bare SI float, unit table, formatter)
-DIMENSIONS: dict[Any, tuple[str, dict[str, float], Any]] = {
-    units.parse_bytes: ("B", units._BYTES, units.fmt_bytes),
-    units.parse_bandwidth: ("B/s", units._BANDWIDTH, units.fmt_bandwidth),
-    units.parse_time: ("s", units._TIME, units.fmt_time),
-    units.parse_flops: ("FLOP/s", units._FLOPS, units.fmt_flops),
-}
-# A non-negative decimal number as simulator.units reads it (every dimensional field is >= 0, so no "-").
-_NUMBER = r"\+?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-
-
-def _accepts(parse, value) -> bool:
-    try:
-        parse(value)
-    except ValueError:
-        return False
-    return True
-
-
-def unit_pattern(parse) -> str:
-    """Regex (ECMA 262 and Python) of the strings `parse` accepts as a non-negative quantity: a number
-    and one of its unit names from simulator.units; the unit optional if units reads "1" alone."""
-    names = sorted(DIMENSIONS[parse][1], key=lambda n: (-len(n), n))
-    unit = "(?:" + "|".join(re.escape(n) for n in names if n) + ")"
-    if _accepts(parse, "1"):
-        unit += "?"
-    return rf"^\s*{_NUMBER}\s*{unit}\s*$"
-
-
-def unit_string(parse, value: float) -> str:
-    """An SI float as a string `parse` reads back exactly: the unit's own format if it round-trips
-    ("2 us"), else the number in SI units ("1.5e-06 s")."""
-    si, _, fmt = DIMENSIONS[parse]
-    text = fmt(value)
-    return text if _accepts(parse, text) and parse(text) == value else f"{value!r} {si}"
-
-
 def dimension_of(schema: cs.CoreSchema):
-    """The simulator.units parse function under a field's core schema (through defaults, nullable and
+    """The simulator.units Dimension of a field's core schema (through defaults, nullable and
     after-validators), or None."""
     while schema is not None:
         kind = schema.get("type")
-        if kind == "function-before" and schema["function"]["function"] in DIMENSIONS:
-            return schema["function"]["function"]
+        if kind == "function-before" and hasattr(schema["function"]["function"], "dimension"):
+            return schema["function"]["function"].dimension
         if kind in ("function-after", "function-before", "default", "nullable", "function-wrap"):
             schema = schema.get("schema")
         else:
@@ -83,13 +45,10 @@ class _Generator(GenerateJsonSchema):
     """pydantic's generator, with unit strings for dimensional fields and layout.dp's int | "auto"."""
 
     def function_before_schema(self, schema: cs.BeforeValidatorFunctionSchema):
-        parse = schema["function"]["function"]
-        if parse not in DIMENSIONS:
+        dim = getattr(schema["function"]["function"], "dimension", None)
+        if dim is None:
             return super().function_before_schema(schema)
-        text = {"type": "string", "pattern": unit_pattern(parse)}
-        if not _accepts(parse, 1.0):
-            return text
-        return {"anyOf": [text, {"type": "number", "minimum": 0}]}
+        return {"type": "string", "pattern": dim.pattern}  # a scenario file needs the unit
 
     def function_plain_schema(self, schema: cs.PlainValidatorFunctionSchema):
         from .scenario import _dp_value
@@ -100,9 +59,9 @@ class _Generator(GenerateJsonSchema):
 
     def default_schema(self, schema: cs.WithDefaultSchema):
         out = super().default_schema(schema)
-        parse = dimension_of(schema["schema"])
-        if parse is not None and isinstance(out.get("default"), (int, float)):
-            out["default"] = unit_string(parse, float(out["default"]))
+        dim = dimension_of(schema["schema"])
+        if dim is not None and isinstance(out.get("default"), (int, float)):
+            out["default"] = dim.text(float(out["default"]))
         return out
 
 

@@ -15,6 +15,7 @@ SI factors), a regular expression of an accepted value (`Dimension.pattern`) and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 import re
 from dataclasses import dataclass
 from typing import Annotated
@@ -170,12 +171,24 @@ class Dimension:
     units: dict[str, float]
     example: str
     accepts: str  # the unit names, for messages
+    fmt: Callable[[float], str]  # SI float -> human string
 
     @property
     def pattern(self) -> str:
-        """Regular expression of an accepted YAML value: a number, optional spaces, a unit name."""
-        names = "|".join(re.escape(u) for u in sorted(self.units, key=lambda u: (-len(u), u)))
-        return r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*(?:" + names + r")\s*$"
+        """Regular expression of an accepted YAML value: a non-negative number (every dimensional
+        field is), optional spaces, a unit name."""
+        names = "|".join(re.escape(u) for u in sorted(self.units, key=lambda u: (-len(u), u)) if u)
+        return r"^\s*\+?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*(?:" + names + r")\s*$"
+
+    def text(self, value: float) -> str:
+        """An SI float as a string that parses back exactly: "2 us", else "1.5e-06 s"."""
+        out = self.fmt(value)
+        try:
+            if self.parse(out) == value:
+                return out
+        except ValueError:
+            pass
+        return f"{value!r} {self.si}"
 
     def parse(self, value: object) -> float:
         """SI float of `value` (a bare number is taken as SI)."""
@@ -199,14 +212,14 @@ def _names(units: dict[str, float], keep=lambda name: True) -> str:
 
 
 DIMENSIONS: dict[str, Dimension] = {
-    "bytes": Dimension("size", "B", _BYTES, "80 GiB", _names(_BYTES)),
+    "bytes": Dimension("size", "B", _BYTES, "80 GiB", _names(_BYTES), fmt_bytes),
     "bandwidth": Dimension("bandwidth", "B/s", _BANDWIDTH, "900 GB/s",
                            _names(_BANDWIDTH, lambda n: n.endswith("B/s"))
-                           + "; also GBps, and bits: Gb/s, Gbit/s, Gbps"),
-    "time": Dimension("time", "s", _TIME, "2 us", "ns, us (\u00b5s), ms, s, min, h"),
+                           + "; also GBps, and bits: Gb/s, Gbit/s, Gbps", fmt_bandwidth),
+    "time": Dimension("time", "s", _TIME, "2 us", "ns, us (\u00b5s), ms, s, min, h", fmt_time),
     "flops": Dimension("FLOP rate", "FLOP/s", _FLOPS, "312 TFLOP/s",
                        _names(_FLOPS, lambda n: n.endswith("FLOP/s") and not n.endswith("FLOPs/s"))
-                       + "; also TFLOPS, Tflop/s"),
+                       + "; also TFLOPS, Tflop/s", fmt_flops),
 }
 """What each dimensional field accepts; the pydantic types below and any schema read it from here."""
 
@@ -222,6 +235,7 @@ def _validator(dim: Dimension):
         return dim.parse(value)
 
     check.__doc__ = f"A {dim.kind}: a number and a unit (bare SI numbers from Python callers)."
+    check.dimension = dim  # read by the JSON schema and by simulator.api.to_yaml
     return BeforeValidator(check)
 
 

@@ -11,12 +11,12 @@ import yaml
 
 from simulator import Report, Scenario, ScenarioError, ServeReport, load_scenario, search, simulate, sweep
 from simulator.api import to_yaml, with_overrides
-from simulator.schema import DIMENSIONS
+from simulator.units import DIMENSIONS
 from simulator.search import SearchResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "scenarios").rglob("*.yaml") if "models" not in p.relative_to(ROOT).parts)
-KORTHIKANTI = ROOT / "scenarios" / "validation" / "korthikanti-175b-seqsel.yaml"
+KORTHIKANTI = ROOT / "simulator" / "data" / "validation" / "korthikanti-175b-seqsel.yaml"
 SERVE = ROOT / "scenarios" / "serve-llama3-70b-disaggregated.yaml"
 
 # GPT-3 175B (Brown et al. 2020) on 8 DGX A100 nodes, as a mapping with every section inline and in
@@ -130,9 +130,8 @@ def test_dimensional_fields_are_written_with_a_unit(memory_and_file):
               topo["domain"]["bandwidth"], topo["domain"]["latency"], topo["scaleout"]["nic_bandwidth"],
               topo["scaleout"]["latency"]]
     assert all(isinstance(v, str) for v in values)
-    parse = {p.__name__: p for p in DIMENSIONS}
-    assert parse["parse_bandwidth"](topo["scaleout"]["nic_bandwidth"]) == 200e9 / 8
-    assert parse["parse_bytes"](topo["device"]["hbm"]) == 80 * 2**30
+    assert DIMENSIONS["bandwidth"].parse(topo["scaleout"]["nic_bandwidth"]) == 200e9 / 8
+    assert DIMENSIONS["bytes"].parse(topo["device"]["hbm"]) == 80 * 2**30
 
 
 def test_relative_data_files_still_resolve_after_an_override(tmp_path):

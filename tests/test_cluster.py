@@ -81,7 +81,7 @@ def test_search_on_a_cluster_elsewhere_equals_local(elsewhere, monkeypatch):
     from simulator.search import search
 
     monkeypatch.chdir(Path(GPT3).parents[1])
-    path = "scenarios/validation/korthikanti-175b-seqsel.yaml"
+    path = "simulator/data/validation/korthikanti-175b-seqsel.yaml"
     remote = search(path, gpus=[64], top=2, workers=1, cluster=elsewhere)
     local = search(path, gpus=[64], top=2, workers=1)
     assert [r.status for r in remote.refined] == ["ok"] * 3

@@ -16,7 +16,7 @@ from simulator.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT3 = str(ROOT / "scenarios" / "gpt3-175b-selene.yaml")
-KORTHIKANTI = str(ROOT / "scenarios" / "validation" / "korthikanti-175b-seqsel.yaml")
+KORTHIKANTI = str(ROOT / "simulator" / "data" / "validation" / "korthikanti-175b-seqsel.yaml")
 ONE_CHUNK = ["--set", "layout.schedule=1f1b", "--set", "layout.chunks=1"]
 SWEEP = ["sweep", GPT3, "--grid", "layout.pp=4,8", *ONE_CHUNK, "-j", "1"]
 runner = CliRunner()

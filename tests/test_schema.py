@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from simulator import ScenarioError, load_scenario, units
 from simulator.cli import app
 from simulator.loader import MODELS_DIR
-from simulator.schema import DIMENSIONS, scenario_schema, unit_pattern
+from simulator.schema import scenario_schema
+from simulator.units import DIMENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -140,41 +141,42 @@ def test_bare_number_in_a_dimensional_field_follows_the_loader(tmp_path, validat
 NUMBERS = ["1", "2.5", ".5", "10.", "1e3", "1E-3", "+3", "0", "-1", "1,5", "e3", "1e", "--1", ""]
 
 
-def _parses_non_negative(parse, text: str) -> bool:
-    """units reads it as a value >= 0 written without a minus sign (the schema refuses "-0 s" too)."""
+def _loader_reads(dim, text: str) -> bool:
+    """The loader reads it: a value >= 0 written without a minus sign (the schema refuses "-0 s" too),
+    with a unit (a bare number is refused from YAML)."""
     try:
-        return parse(text) >= 0 and not text.lstrip().startswith("-")
+        dim.require_unit(text)
+        return dim.parse(text) >= 0 and not text.lstrip().startswith("-")
     except ValueError:
         return False
 
 
-@pytest.mark.parametrize("parse", list(DIMENSIONS), ids=lambda f: f.__name__)
-def test_unit_pattern_matches_exactly_what_units_reads(parse):
+@pytest.mark.parametrize("name", list(DIMENSIONS))
+def test_unit_pattern_matches_exactly_what_the_loader_reads(name):
     import re
 
-    pattern = re.compile(unit_pattern(parse))
-    names = list(DIMENSIONS[parse][1]) + ["parsecs", "gb", "GB/h", "B B", "TFLOPs"]
+    dim = DIMENSIONS[name]
+    pattern = re.compile(dim.pattern)
+    names = list(dim.units) + ["parsecs", "gb", "GB/h", "B B", "TFLOPs"]
     for number, sep, unit in itertools.product(NUMBERS, ["", " ", "  "], names + [""]):
         text = f"{number}{sep}{unit}"
-        assert bool(pattern.search(text)) == _parses_non_negative(parse, text), text
+        assert bool(pattern.search(text)) == _loader_reads(dim, text), text
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(list(DIMENSIONS)), st.text(alphabet="0123456789.eE+- kMGTPiBb/spsFLOPmnuµhi", max_size=12))
-def test_unit_pattern_agrees_with_units_on_any_text(parse, text):
+def test_unit_pattern_agrees_with_the_loader_on_any_text(name, text):
     import re
 
-    assert bool(re.search(unit_pattern(parse), text)) == _parses_non_negative(parse, text)
+    dim = DIMENSIONS[name]
+    assert bool(re.search(dim.pattern, text)) == _loader_reads(dim, text)
 
 
-def test_unit_names_come_from_simulator_units():
-    """A unit simulator.units knows is in the pattern (one place for unit names)."""
-    import re
-
-    for parse, table in ((units.parse_bytes, units._BYTES), (units.parse_bandwidth, units._BANDWIDTH),
-                         (units.parse_time, units._TIME), (units.parse_flops, units._FLOPS)):
-        for name in table:
-            assert re.search(unit_pattern(parse), f"3 {name}"), name
+def test_the_schema_uses_the_units_patterns():
+    """Every dimensional field of the schema carries simulator.units' pattern (one place for units)."""
+    text = json.dumps(scenario_schema())
+    for dim in DIMENSIONS.values():
+        assert json.dumps(dim.pattern)[1:-1] in text, dim.kind
 
 
 def test_cli_prints_the_schema_and_writes_it(tmp_path):

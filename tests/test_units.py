@@ -177,6 +177,7 @@ def test_every_shipped_yaml_gives_units(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     files = [p for p in sorted((root / "scenarios").rglob("*.yaml")) if "models" not in p.parts]
+    files += sorted((root / "simulator" / "data" / "validation").glob("*.yaml"))
     assert len(files) > 20
     for path in files:
         load_scenario(path)
