@@ -19,19 +19,23 @@ BUS_FACTOR = {
     "reduce_scatter": lambda n: (n - 1) / n,
     "all_to_all": lambda n: (n - 1) / n,
 }
-LATENCIES = {
-    "all_reduce": lambda n: 2.0 * (n - 1),
-    "all_gather": lambda n: n - 1,
-    "reduce_scatter": lambda n: n - 1,
-    "all_to_all": lambda n: np.ones_like(n),
+LATENCIES = {  # latency steps of each algorithm: ring (NCCL), or one switch hop a phase
+    "ring": {"all_reduce": lambda n: 2.0 * (n - 1), "all_gather": lambda n: n - 1,
+             "reduce_scatter": lambda n: n - 1, "all_to_all": lambda n: np.ones_like(n)},
+    "switch": {"all_reduce": lambda n: np.full_like(n, 2.0), "all_gather": lambda n: np.ones_like(n),
+               "reduce_scatter": lambda n: np.ones_like(n), "all_to_all": lambda n: np.ones_like(n)},
 }
+"""ring: NCCL's rings, n - 1 steps a phase. switch: every rank reads its peers' shards through the
+NVSwitch in one step a phase (two-shot all-reduce = reduce-scatter + all-gather: vLLM's and
+TensorRT-LLM's custom all-reduce for small messages inside one NVLink domain)."""
 
 
-def flat(kind: str, size, n, bw, lat):
-    """One-tier collective of `size` bytes over n ranks at bw (bytes/s) and per-step latency lat (s)."""
+def flat(kind: str, size, n, bw, lat, algorithm: str = "ring"):
+    """One-tier collective of `size` bytes over n ranks at bw (bytes/s) and per-step latency lat (s);
+    nothing to move (size 0, or one rank) costs nothing."""
     size, n = np.asarray(size, float), np.asarray(n, float)
-    t = BUS_FACTOR[kind](n) * size / bw + LATENCIES[kind](n) * lat
-    return np.where(n > 1, t, 0.0)
+    t = BUS_FACTOR[kind](n) * size / bw + LATENCIES[algorithm][kind](n) * lat
+    return np.where((n > 1) & (size > 0), t, 0.0)
 
 
 def p2p(size, bw, lat):

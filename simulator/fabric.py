@@ -56,12 +56,14 @@ class Fabric:
         crosses = units.min(axis=1) != units.max(axis=1)
         return k, d, crosses
 
-    def collective(self, kind: str, size, groups: np.ndarray, cal: Calibration) -> np.ndarray:
-        """Seconds for `kind` of `size` bytes over each group (rows of a device array)."""
+    def collective(self, kind: str, size, groups: np.ndarray, cal: Calibration,
+                   algorithm: str = "ring") -> np.ndarray:
+        """Seconds for `kind` of `size` bytes over each group (rows of a device array); `algorithm`
+        (collectives.LATENCIES) inside one domain, rings across domains."""
         k, d, crosses = self.profile(groups)
         intra_bw = self.nvlink_bw * cal.nvlink
         inter_bw = self.scaleout_bw(crosses) * cal.scaleout
-        flat = collectives.flat(kind, size, k, intra_bw, self.nvlink_lat)
+        flat = collectives.flat(kind, size, k, intra_bw, self.nvlink_lat, algorithm)
         hier = collectives.hierarchical(kind, size, k, d, intra_bw, self.nvlink_lat, inter_bw,
                                         self.scaleout_lat)
         return np.where(d > 1, hier, flat)

@@ -29,12 +29,14 @@ import numpy as np
 
 from . import calibration, roofline
 from .fabric import Fabric, fabric_for
+from .lookup import tabulated
+from .model import (ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE,
+                    DTYPE_BYTES, OpRows, layer_rows, mla_dims)
+from .moe_serving import expert_working_set, ffn_weight_elements, serve_experts
 from .placement import place, split_layers
 
-ACT = 2.0  # bytes of a 16-bit activation
+ACT = float(ACT_BYTES)  # bytes of a 16-bit activation
 LOGIT = 4.0  # bytes of an fp32 logit
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-"""Storage bytes per element of weights and KV cache."""
 
 
 # --- KV cache ---------------------------------------------------------------------------------
@@ -61,35 +63,7 @@ def kv_bytes_per_token_per_rank(model, kv_dtype: str, tp: int, layers: int) -> f
     return layers * per_layer * DTYPE_BYTES[kv_dtype]
 
 
-# --- the operators of one layer on one TP rank -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinearOps:
-    """Token-proportional operators of one layer (or edge block) on one TP rank.
-
-    GEMM rows: y[M, n] = x[M, k] w[k, n], `weights` = k * n elements; elementwise rows have n = k = 0
-    and move `per_token` bytes a token.
-    """
-
-    names: tuple[str, ...]
-    n: np.ndarray
-    k: np.ndarray
-    weights: np.ndarray  # weight elements on this rank
-    per_token: np.ndarray  # bytes per token of elementwise rows
-
-    @staticmethod
-    def of(rows: list[tuple]) -> LinearOps:
-        names, n, k, w, t = zip(*rows)
-        return LinearOps(tuple(names), *(np.array(a, dtype=float) for a in (n, k, w, t)))
-
-
-def _gemm(name: str, n: float, k: float) -> tuple:
-    return (name, n, k, n * k, 0.0)
-
-
-def _elementwise(name: str, per_token_elements: float) -> tuple:
-    return (name, 0.0, 0.0, 0.0, ACT * per_token_elements)
+# --- the operators of one layer on one TP rank (simulator.model's rows) ---------------------------
 
 
 def attention_dims(model, tp: int) -> dict:
@@ -100,90 +74,47 @@ def attention_dims(model, tp: int) -> dict:
         return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim,
                 "group": heads // kv, "mla": False}
     m = model.mla
-    qk = (m.qk_nope_head_dim or model.head_dim) + m.qk_rope_head_dim
-    return {"heads": heads, "kv_heads": 1, "qk": qk, "v": m.v_head_dim or model.head_dim,
-            "group": heads, "mla": True, "latent": m.kv_lora_rank, "rope": m.qk_rope_head_dim}
+    qk, v, rope = mla_dims(model)
+    return {"heads": heads, "kv_heads": 1, "qk": qk, "v": v, "group": heads, "mla": True,
+            "latent": m.kv_lora_rank, "rope": rope}
 
 
-def attention_rows(model, tp: int, sequence_parallel: bool = False) -> list[tuple]:
-    """Rows of a layer's attention half on one TP rank: norm, projections, output projection, residual."""
-    h, a = model.hidden, attention_dims(model, tp)
-    hs = h / tp if sequence_parallel else h
-    if not a["mla"]:
-        attn = [_gemm("qkv", (a["heads"] + 2 * a["kv_heads"]) * a["qk"], h)]
-    else:
-        m = model.mla
-        q = ([_gemm("q-down", m.q_lora_rank, h), _elementwise("q-norm", 2 * m.q_lora_rank),
-              _gemm("q-up", a["heads"] * a["qk"], m.q_lora_rank)] if m.q_lora_rank
-             else [_gemm("q", a["heads"] * a["qk"], h)])
-        attn = q + [_gemm("kv-down", a["latent"] + a["rope"], h), _elementwise("kv-norm", 2 * a["latent"]),
-                    _gemm("kv-up", a["heads"] * (a["qk"] - a["rope"] + a["v"]), a["latent"])]
-    return [_elementwise("norm1", 2 * hs), *attn, _gemm("proj", h, a["heads"] * a["v"]),
-            _elementwise("residual1", 3 * hs)]
+@dataclass(frozen=True)
+class ServeRows:
+    """A replica's operators on one TP rank, by the part of the step that runs them: every layer's
+    (a dense layer whole; else the attention half), a dense-FFN layer's FFN, an MoE layer's fixed part
+    (router, permutation, shared experts), one routed expert's, the embedding and the head."""
 
+    layer: OpRows
+    dense_ffn: OpRows
+    moe: OpRows
+    expert: OpRows
+    embed: OpRows
+    head: OpRows
 
-def ffn_rows(model, tp: int, sequence_parallel: bool = False, width: int | None = None,
-             router: int = 0) -> list[tuple]:
-    """Rows of a layer's FFN half on one TP rank: norm, an FFN of `width` (default model.ffn; 0: none),
-    a replicated router GEMM of `router` experts (MoE layers), residual."""
-    h = model.hidden
-    hs = h / tp if sequence_parallel else h
-    ffn = (model.ffn if width is None else width) // tp
-    gated = model.ffn_kind == "swiglu"
-    rows = [_elementwise("norm2", 2 * hs)]
-    if router:
-        rows.append(_gemm("router", router, h))
-    if ffn:
-        rows += [_gemm("fc1", ffn * (2 if gated else 1), h), _elementwise("activation", ffn * (3 if gated else 2)),
-                 _gemm("fc2", h, ffn)]
-    return rows + [_elementwise("residual2", 3 * hs)]
-
-
-def layer_linear_ops(model, tp: int, sequence_parallel: bool = False) -> LinearOps:
-    """Norms, projections, FFN and residuals of one dense layer on one TP rank (Megatron split).
-
-    Norms and residuals touch the full hidden state on every rank, or 1/tp of the tokens with sequence
-    parallelism (the all-reduces become reduce-scatter + all-gather: the same bytes and latencies).
-    """
-    return LinearOps.of(attention_rows(model, tp, sequence_parallel) + ffn_rows(model, tp, sequence_parallel))
-
-
-def head_linear_ops(model, tp: int) -> LinearOps:
-    """Final norm, LM head (vocab split over TP ranks) and sampling, per sampled sequence."""
-    vocab = -(-model.vocab // tp)
-    return LinearOps.of([_elementwise("final-norm", 2 * model.hidden), _gemm("lm-head", vocab, model.hidden),
-                         ("sampling", 0.0, 0.0, 0.0, 2 * LOGIT * vocab)])
+    @staticmethod
+    def of(model, tp: int, sp: bool = False) -> ServeRows:
+        rows = layer_rows(model, tp, sp)
+        part = lambda block: rows.where(rows.block == block)  # noqa: E731
+        if model.moe is None and model.mla is not None:  # every layer runs the dense FFN
+            layer = rows.where((rows.block == BLOCK_LAYER) | (rows.block == BLOCK_DENSE_FFN))
+        else:
+            layer = part(BLOCK_LAYER)
+        return ServeRows(layer=layer, dense_ffn=part(BLOCK_DENSE_FFN), moe=part(BLOCK_MOE),
+                         expert=part(BLOCK_EXPERT), embed=part(BLOCK_EMBED), head=part(BLOCK_HEAD))
 
 
 def layer_weight_elements(model, tp: int) -> float:
-    """Weight elements of one layer on one TP rank (norms included)."""
-    return float(layer_linear_ops(model, tp).weights.sum() + 2 * model.hidden)
+    """Weight elements of one dense layer on one TP rank: its GEMMs split over TP ranks, its two
+    norms whole on every rank."""
+    return float(ServeRows.of(model, tp).layer.weights.sum() + 2 * model.hidden)
 
 
-def linear_times(ops: LinearOps, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
+def linear_times(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
     """(len(m),) seconds of all rows of `ops` at M = m tokens each (0 tokens: 0 s)."""
-    m = np.asarray(m, dtype=float)[:, None]
-    gemm = ops.n > 0
-    flops = 2.0 * m * ops.n * ops.k
-    nbytes = np.where(gemm, ACT * m * (ops.n + ops.k) + w_bytes * ops.weights, m * ops.per_token)
-    shapes = np.stack(np.broadcast_arrays(m, ops.n, ops.k), axis=-1)
-    t = roofline.op_times(flops, nbytes, shapes, peak, hbm, cal)
-    return np.where(m > 0, t, 0.0).sum(axis=1)
-
-
-def linear_flops(ops: LinearOps) -> float:
-    """FLOP per token of the GEMM rows."""
-    return float((2.0 * ops.n * ops.k).sum())
-
-
-def tabulated(tables: dict, name: str, fn, upto: int) -> np.ndarray:
-    """The table `name` of fn(np.arange(size)) with size > upto, grown (doubled) on demand."""
-    tab = tables.get(name)
-    if tab is None or len(tab) <= upto:
-        size = max(upto + 1, 2 * (0 if tab is None else len(tab)), 1024)
-        tab = fn(np.arange(size))
-        tables[name] = tab
-    return tab
+    m = np.asarray(m, dtype=float)
+    t = roofline.op_times(ops.flops(m), ops.nbytes(m, w_bytes), ops.shapes(m), peak, hbm, cal)
+    return np.where(m[:, None] > 0, t, 0.0).sum(axis=1)
 
 
 # --- the step cost of one replica --------------------------------------------------------------
@@ -206,17 +137,13 @@ class StepCosts:
     peak: float
     hbm_bw: float
     cal: calibration.Calibration
-    layer_ops: LinearOps  # what every layer runs (an MoE model: the attention half)
-    head_ops: LinearOps
+    rows: ServeRows  # the operators on one TP rank
     w_bytes: float
     kv_rank_layer: float  # KV bytes per token per layer on one rank
     attn: dict
     hidden: int
     vocab: int
-    ar_bw: float
-    ar_lat: float
-    ar_hier: object  # callable(kind, size) -> seconds of the Fabric's hierarchical collective when the TP
-    # group spans domains, else None
+    tp_collective: object  # callable(kind, size array) -> seconds over the TP group (switch algorithms)
     hop: object  # callable(size) -> seconds of a stage-boundary p2p
     ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
     moe: object = None  # simulator.moe_serving.ServeExperts of an MoE model
@@ -225,23 +152,22 @@ class StepCosts:
     def _table(self, name: str, fn, upto: int) -> np.ndarray:
         return tabulated(self._tables, name, fn, upto)
 
-    def times(self, ops: LinearOps, m) -> np.ndarray:
+    def times(self, ops: OpRows, m) -> np.ndarray:
         """Seconds of the rows of `ops` at each token count of m (array)."""
         return linear_times(ops, m, self.w_bytes, self.peak, self.hbm_bw, self.cal)
 
     def linear(self, m: int) -> float:
         """Seconds of the token-proportional operators every layer runs, at M = m tokens."""
-        return self._table("layer", lambda x: self.times(self.layer_ops, x), m)[m]
+        return self._table("layer", lambda x: self.times(self.rows.layer, x), m)[m]
 
     def embed(self, m: int) -> float:
         """Seconds of the embedding lookup of m tokens (memory-bound)."""
-        return self._table("embed", lambda x: np.where(x > 0, x * 2 * ACT * self.hidden / (self.hbm_bw * self.cal.hbm)
-                                                       + self.cal.kernel_overhead, 0.0), m)[m]
+        return self._table("embed", lambda x: self.times(self.rows.embed, x), m)[m]
 
     def head(self, s: int) -> float:
         """Seconds of the LM head, logits all-gather and sampling for s sequences."""
         def fn(x):
-            return self.times(self.head_ops, x) + np.where(x > 0, self.all_gather(x * self.vocab * ACT), 0.0)
+            return self.times(self.rows.head, x) + self.all_gather(x * self.vocab * ACT)
         return self._table("head", fn, s)[s]
 
     def tp_comm(self, m: int) -> float:
@@ -249,24 +175,12 @@ class StepCosts:
         return self._table("tp", lambda x: 2.0 * self.all_reduce(x * self.hidden * ACT), m)[m]
 
     def all_reduce(self, size) -> np.ndarray:
-        """Two-shot all-reduce of `size` bytes over the TP group inside a domain (hierarchical across)."""
-        size = np.asarray(size, dtype=float)
-        if self.tp == 1:
-            return np.zeros_like(size)
-        if self.ar_hier is not None:
-            return self.ar_hier("all_reduce", size)
-        n = self.tp
-        return np.where(size > 0, 2.0 * (n - 1) / n * size / self.ar_bw + 2.0 * self.ar_lat, 0.0)
+        """All-reduce of `size` bytes over the TP group (two-shot through the switch in a domain)."""
+        return self.tp_collective("all_reduce", np.asarray(size, dtype=float))
 
     def all_gather(self, size) -> np.ndarray:
-        """All-gather of `size` gathered bytes over the TP group (one switch hop; hierarchical across domains)."""
-        size = np.asarray(size, dtype=float)
-        if self.tp == 1:
-            return np.zeros_like(size)
-        if self.ar_hier is not None:
-            return self.ar_hier("all_gather", size)
-        n = self.tp
-        return np.where(size > 0, (n - 1) / n * size / self.ar_bw + self.ar_lat, 0.0)
+        """All-gather of `size` gathered bytes over the TP group (one switch hop in a domain)."""
+        return self.tp_collective("all_gather", np.asarray(size, dtype=float))
 
     def pp_hop(self, m: int) -> float:
         """Seconds to pass m tokens' activations to the next stage (p2p of M h / tp, then all-gather)."""
@@ -289,8 +203,7 @@ class StepCosts:
             per_pair = 4.0 * a["heads"] * a["qk"]
             width, io = a["qk"], new * a["heads"] * 2 * a["qk"] * ACT
         flops = per_pair * pairs
-        eff = (self.cal.gemm * self.cal.attention * float(roofline.tile_factor(width, self.cal))
-               * roofline.tile_factor(new * a["group"], self.cal) * roofline.tile_factor(keys, self.cal))
+        eff = roofline.attention_efficiency(new * a["group"], keys, width, self.cal)
         compute = flops / eff / self.peak
         memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
         if ranks is None:
@@ -364,17 +277,16 @@ class StepCosts:
         FLOP-bound, else 'memory'."""
         if self.moe is not None:
             return self.moe.bound(batch)
-        m = np.array([float(batch)])[:, None]
-        ops = self.layer_ops
-        gemm = ops.n > 0
-        eff = roofline.gemm_efficiency(np.stack(np.broadcast_arrays(m, ops.n, ops.k), -1), self.cal)
-        compute = (2.0 * m * ops.n * ops.k / (self.peak * eff))[:, gemm].sum()
-        memory = ((ACT * m * (ops.n + ops.k) + self.w_bytes * ops.weights) / (self.hbm_bw * self.cal.hbm))[:, gemm].sum()
+        ops = self.rows.layer.where(self.rows.layer.gemm)
+        m = np.array([float(batch)])
+        eff = roofline.gemm_efficiency(ops.shapes(m), self.cal)
+        compute = (ops.flops(m) / (self.peak * eff)).sum()
+        memory = (ops.nbytes(m, self.w_bytes) / (self.hbm_bw * self.cal.hbm)).sum()
         return "compute" if compute > memory else "memory"
 
     def flops_per_token(self) -> float:
         """Linear FLOP per token over the whole replica (all ranks, all layers, head excluded)."""
-        every = linear_flops(self.layer_ops) * self.tp * float(self.stage_layers.sum())
+        every = self.rows.layer.linear_flops() * self.tp * float(self.stage_layers.sum())
         return every + (self.moe.flops_per_token() if self.moe is not None else 0.0)
 
 
@@ -404,25 +316,20 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     cal = calibration.for_device(dev)
     devices = replica_devices(scn)
     tp_group = devices[0, 0][None]
-    k, d, _ = fabric.profile(tp_group)
-    ar_hier = None
-    if int(d[0]) > 1:
-        def ar_hier(kind, size):  # one group: the result has the shape of `size`; nothing to send costs 0 s
-            return np.where(size > 0, fabric.collective(kind, size, tp_group, cal), 0.0)
+
+    def tp_collective(kind: str, size: np.ndarray) -> np.ndarray:
+        return fabric.collective(kind, size, tp_group, cal, algorithm="switch")
+
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
     costs = StepCosts(
         tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),
         peak=dev.peak_flops[w.dtype], hbm_bw=dev.hbm_bandwidth, cal=cal,
-        layer_ops=LinearOps.of(attention_rows(model, lay.tp, lay.sequence_parallel) + (
-            ffn_rows(model, lay.tp, lay.sequence_parallel) if model.moe is None else [])),
-        head_ops=head_linear_ops(model, lay.tp),
+        rows=ServeRows.of(model, lay.tp, lay.sequence_parallel),
         w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
         attn=attention_dims(model, lay.tp), hidden=model.hidden, vocab=model.vocab,
-        ar_bw=fabric.nvlink_bw * cal.nvlink, ar_lat=fabric.nvlink_lat, ar_hier=ar_hier, hop=hop, ranks=lay.ep,
+        tp_collective=tp_collective, hop=hop, ranks=lay.ep,
     )
     if model.moe is not None:
-        from .moe_serving import serve_experts
-
         costs.moe = serve_experts(scn, costs, fabric)
     return costs
 
@@ -478,19 +385,16 @@ def serve_memory(scn) -> ServeMemory:
     wb = DTYPE_BYTES[w.weight_dtype]
     table = -(-m.vocab // lay.tp) * m.hidden * wb
     tokens = max(w.max_batch_tokens, w.batch)
-    if m.moe is None:
-        weights = layers * layer_weight_elements(m, lay.tp) * wb
-        ops, experts = layer_linear_ops(m, lay.tp), 0.0
-    else:
-        from . import moe_serving
-
-        attention = LinearOps.of(attention_rows(m, lay.tp)).weights.sum() + 2 * m.hidden
-        weights = (layers * attention + moe_serving.ffn_weight_elements(scn)) * wb
-        ops = LinearOps.of(attention_rows(m, lay.tp) + ffn_rows(m, lay.tp))
-        experts = moe_serving.expert_working_set(scn, tokens)
+    rows = ServeRows.of(m, lay.tp)
+    weights = layers * layer_weight_elements(m, lay.tp) * wb
+    widest, experts = float(np.max(rows.layer.n)), 0.0
+    if m.moe is not None:
+        weights = (layers * (rows.layer.weights.sum() + 2 * m.hidden) + ffn_weight_elements(scn)) * wb
+        widest = max(widest, float(np.max(rows.dense_ffn.n)), float(np.max(rows.moe.n)))
+        experts = expert_working_set(scn, tokens)
     weights[0] += table
     weights[-1] += 0.0 if (m.tied_embeddings and lay.pp == 1) else table
-    act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + float(np.max(ops.n))) + experts)
+    act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + widest) + experts)
     act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
     kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
     return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
@@ -500,3 +404,18 @@ def serve_memory(scn) -> ServeMemory:
 def max_batch(scn, context: int) -> int:
     """Most sequences of `context` tokens whose KV cache fits one replica next to its weights."""
     return serve_memory(scn).kv_tokens // max(context, 1)
+
+
+def decode_table(scn, batch_per_replica, context: int) -> dict:
+    """Decode steps of an MoE serve scenario's EP unit with `batch_per_replica` sequences (array) on
+    every attention replica, each with `context` cached tokens (the serving simulator's own step costs).
+
+    Returns arrays: step, experts and all_to_all (seconds a step, over all MoE layers) and
+    tokens_per_s_per_gpu."""
+    costs = step_costs(scn)
+    moe, gpus = costs.moe, scn.layout.ep * scn.layout.tp * scn.layout.pp
+    b = np.asarray(batch_per_replica, dtype=int)
+    step = np.array([costs.decode_step(int(x) * moe.ranks, context) for x in b])
+    layers = float(moe.stage_moe.sum())
+    return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
+            "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}

@@ -22,6 +22,8 @@ import numpy as np
 BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD = 0, 1, 2
 BLOCK_DENSE_FFN, BLOCK_MOE, BLOCK_EXPERT = 3, 4, 5
 ACT_BYTES = 2  # 16-bit activations
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+"""Storage bytes per element of weights and KV cache."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,165 +67,206 @@ class OpTable:
         return float(getattr(self, field)[self.block == block].sum())
 
 
-def _gemm(name, block, m, n, k):
-    """A GEMM y[m,n] = x[m,k] w[k,n]: forward, dgrad and wgrad, 16-bit operands."""
-    flops = 2.0 * m * n * k
-    io = ACT_BYTES * (m * k + k * n + m * n)
-    return dict(name=name, block=block, gemm=(m, n, k), flops_f=flops, bytes_f=io, flops_b=flops,
-                bytes_b=io, flops_w=flops, bytes_w=io, selective=False, model_flops_f=flops)
+@dataclass(frozen=True)
+class OpRows:
+    """The operators of a layer (or edge block) on one TP rank, as functions of the M tokens they run on.
+
+    A GEMM row is y[M, n] = x[M, k] w[k, n] (weights n * k elements on this rank); a memory-bound row
+    (n = k = 0) moves `io` 16-bit elements a token forward and `bwd` times that backward. Training
+    evaluates the rows at a micro-batch's tokens, serving at every batch size of a step.
+    """
+
+    name: tuple[str, ...]
+    block: np.ndarray  # BLOCK_* of each row
+    n: np.ndarray
+    k: np.ndarray
+    io: np.ndarray  # elements read + written per token (memory-bound rows)
+    bwd: np.ndarray  # backward traffic over forward (memory-bound rows)
+    selective: np.ndarray  # bool: recomputed under selective recompute
+
+    @staticmethod
+    def of(rows: list[tuple]) -> OpRows:
+        """Rows as (name, block, n, k, io, bwd, selective) tuples."""
+        name, block, n, k, io, bwd, sel = zip(*rows)
+        f = lambda a: np.array(a, dtype=float)  # noqa: E731
+        return OpRows(tuple(name), np.array(block, dtype=np.int8), f(n), f(k), f(io), f(bwd),
+                      np.array(sel, dtype=bool))
+
+    def where(self, mask) -> OpRows:
+        """The rows selected by a boolean mask."""
+        mask = np.asarray(mask, dtype=bool)
+        return OpRows(tuple(x for x, keep in zip(self.name, mask) if keep), self.block[mask], self.n[mask],
+                      self.k[mask], self.io[mask], self.bwd[mask], self.selective[mask])
+
+    @property
+    def gemm(self) -> np.ndarray:
+        """bool per row: a GEMM (else memory-bound)."""
+        return self.n > 0
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Weight elements of each row on this rank (0 for memory-bound rows)."""
+        return self.n * self.k
+
+    def flops(self, m) -> np.ndarray:
+        """(len(m), rows) forward FLOP at M = m tokens."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return 2.0 * m * self.n * self.k
+
+    def nbytes(self, m, weight_bytes: float = ACT_BYTES) -> np.ndarray:
+        """(len(m), rows) forward HBM bytes at M = m tokens: a GEMM reads its input and weights and
+        writes its output (16-bit activations, weights at `weight_bytes`); a memory-bound row moves io."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return np.where(self.gemm, ACT_BYTES * m * (self.n + self.k) + weight_bytes * self.weights,
+                        ACT_BYTES * m * self.io)
+
+    def shapes(self, m) -> np.ndarray:
+        """(len(m), rows, 3) GEMM shapes (M, n, k)."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return np.stack(np.broadcast_arrays(m, self.n, self.k), axis=-1)
+
+    def linear_flops(self) -> float:
+        """FLOP per token of the GEMM rows."""
+        return float((2.0 * self.n * self.k).sum())
 
 
-def _elementwise(name, block, elements, reads, writes, bwd_factor=2.0):
-    """A memory-bound op touching `elements` values: bytes = elements * (reads + writes) * 2."""
-    io = ACT_BYTES * elements * (reads + writes)
-    return dict(name=name, block=block, gemm=(0, 0, 0), flops_f=0.0, bytes_f=io, flops_b=0.0,
-                bytes_b=bwd_factor * io, flops_w=0.0, bytes_w=0.0, selective=False, model_flops_f=0.0)
+def _gemm(name: str, block: int, n, k, selective: bool = False) -> tuple:
+    return (name, block, n, k, 0.0, 0.0, selective)
 
 
-def _attention_core(sh: LayerShape):
-    """Scores and value products: 4 * tokens * seq * head_dim FLOP per head, causal skip when flash."""
-    full = 4.0 * sh.tokens * sh.seq * sh.head_dim * sh.heads
-    if sh.flash:
-        io = ACT_BYTES * sh.tokens * sh.head_dim * (2 * sh.heads + 2 * sh.kv_heads)
-        row = dict(name="attention", block=BLOCK_LAYER, gemm=(sh.seq, sh.seq, sh.head_dim),
-                   flops_f=full / 2, bytes_f=io, flops_b=2.5 * full / 2, bytes_b=2 * io,
-                   flops_w=0.0, bytes_w=0.0, selective=True, model_flops_f=full)
-        return [row]
-    batch = sh.heads * sh.sequences  # one score matrix a head and sequence
-    queries = sh.tokens // sh.sequences
-    scores = batch * queries * sh.seq
-    qk = _gemm("scores", BLOCK_LAYER, queries, sh.seq, sh.head_dim)
-    av = _gemm("values", BLOCK_LAYER, queries, sh.head_dim, sh.seq)
-    rows = []
-    for r in (qk, av):
-        r = {key: (val * batch if key.startswith(("flops", "bytes", "model")) else val)
-             for key, val in r.items()}
-        r.update(flops_b=2 * r["flops_f"], bytes_b=2 * r["bytes_f"], flops_w=0.0, bytes_w=0.0,
-                 selective=True)
-        rows.append(r)
-    softmax = _elementwise("softmax", BLOCK_LAYER, scores, reads=1, writes=1)
-    dropout = _elementwise("attn-dropout", BLOCK_LAYER, scores, reads=1, writes=1.5)
-    for r in (softmax, dropout):
-        r["selective"] = True
-    return [rows[0], softmax, dropout, rows[1]]
+def _elementwise(name: str, block: int, io, bwd: float = 2.0, selective: bool = False) -> tuple:
+    """A memory-bound row moving `io` elements a token (reads + writes)."""
+    return (name, block, 0.0, 0.0, io, bwd, selective)
 
 
-def layer_ops(sh: LayerShape) -> list[dict]:
-    """The operators of one transformer layer (pre-norm, as GPT-3 and Llama)."""
-    h, t, nt = sh.hidden, sh.tokens, sh.norm_tokens
-    qkv_n = (sh.heads + 2 * sh.kv_heads) * sh.head_dim
-    fc1_n = sh.ffn * (2 if sh.gated else 1)
-    return [
-        _elementwise("norm1", BLOCK_LAYER, nt * h, reads=1, writes=1),
-        _gemm("qkv", BLOCK_LAYER, t, qkv_n, h),
-        *_attention_core(sh),
-        _gemm("proj", BLOCK_LAYER, t, h, sh.heads * sh.head_dim),
-        _elementwise("residual1", BLOCK_LAYER, nt * h, reads=2, writes=1),
-        _elementwise("norm2", BLOCK_LAYER, nt * h, reads=1, writes=1),
-        _gemm("fc1", BLOCK_LAYER, t, fc1_n, h),
-        _elementwise("activation", BLOCK_LAYER, t * sh.ffn, reads=2 if sh.gated else 1, writes=1),
-        _gemm("fc2", BLOCK_LAYER, t, h, sh.ffn),
-        _elementwise("residual2", BLOCK_LAYER, nt * h, reads=2, writes=1),
-    ]
+def _ffn(prefix: str, block: int, width: int, hidden: int, gated: bool) -> list[tuple]:
+    """FC1 (doubled when gated), activation and FC2 of an FFN of `width` on this rank."""
+    return [_gemm(f"{prefix}fc1", block, width * (2 if gated else 1), hidden),
+            _elementwise(f"{prefix}activation", block, width * (3 if gated else 2)),
+            _gemm(f"{prefix}fc2", block, hidden, width)]
 
 
-def mla_dims(model) -> tuple[int, int, int]:
-    """(query/key width, value width, rope width) per head of multi-head latent attention."""
-    mla = model.mla
-    nope = mla.qk_nope_head_dim or model.head_dim
-    return nope + mla.qk_rope_head_dim, mla.v_head_dim or model.head_dim, mla.qk_rope_head_dim
-
-
-def _mla_attention(sh: LayerShape, qk: int, v: int) -> dict:
-    """Fused attention core with query/key width qk and value width v per head (causal skip)."""
-    full = 2.0 * sh.tokens * sh.seq * sh.heads * (qk + v)
-    io = ACT_BYTES * sh.tokens * sh.heads * (2 * qk + 2 * v)
-    return dict(name="attention", block=BLOCK_LAYER, gemm=(sh.seq, sh.seq, qk), flops_f=full / 2,
-                bytes_f=io, flops_b=2.5 * full / 2, bytes_b=2 * io, flops_w=0.0, bytes_w=0.0,
-                selective=True, model_flops_f=full)
-
-
-def attention_ops(sh: LayerShape, model) -> list[dict]:
-    """The attention half of a layer (norms and residuals included), for MoE and MLA models.
+def _projections(model, tp: int) -> list[tuple]:
+    """QKV projection, or MLA's down- and up-projections with their norms, on one TP rank.
 
     MLA (DeepSeek-V3 section 2.1.1): queries through a rank-q_lora down-projection, a norm and an
     up-projection to heads x (nope + rope); keys and values from one down-projection to kv_lora + rope,
     a norm and an up-projection to heads x (nope + v). Down-projections are replicated over TP ranks.
-    Selective recompute of an MLA layer is DeepSeek-V3's (section 3.2.3): the norms and the
-    up-projections run again in the backward pass, the attention core does not.
     """
-    h, t, nt = sh.hidden, sh.tokens, sh.norm_tokens
+    h, heads = model.hidden, model.heads // tp
     if model.mla is None:
-        qkv_n = (sh.heads + 2 * sh.kv_heads) * sh.head_dim
-        attn = [_gemm("qkv", BLOCK_LAYER, t, qkv_n, h), *_attention_core(sh)]
-        v = sh.head_dim
-    else:
-        qk, v, rope = mla_dims(model)
-        mla = model.mla
-        if mla.q_lora_rank:
-            q = [_gemm("q-down", BLOCK_LAYER, t, mla.q_lora_rank, h),
-                 _elementwise("q-norm", BLOCK_LAYER, t * mla.q_lora_rank, reads=1, writes=1),
-                 _gemm("q-up", BLOCK_LAYER, t, sh.heads * qk, mla.q_lora_rank)]
-        else:
-            q = [_gemm("q", BLOCK_LAYER, t, sh.heads * qk, h)]
-        kv = [_gemm("kv-down", BLOCK_LAYER, t, mla.kv_lora_rank + rope, h),
-              _elementwise("kv-norm", BLOCK_LAYER, t * mla.kv_lora_rank, reads=1, writes=1),
-              _gemm("kv-up", BLOCK_LAYER, t, sh.heads * (qk - rope + v), mla.kv_lora_rank)]
-        attn = [*q, *kv, _mla_attention(sh, qk, v)]
-    rows = [
-        _elementwise("norm1", BLOCK_LAYER, nt * h, reads=1, writes=1),
-        *attn,
-        _gemm("proj", BLOCK_LAYER, t, h, sh.heads * v),
-        _elementwise("residual1", BLOCK_LAYER, nt * h, reads=2, writes=1),
-        _elementwise("norm2", BLOCK_LAYER, nt * h, reads=1, writes=1),
-        _elementwise("residual2", BLOCK_LAYER, nt * h, reads=2, writes=1),
-    ]
+        return [_gemm("qkv", BLOCK_LAYER, (heads + 2 * max(model.kv_heads // tp, 1)) * model.head_dim, h)]
+    qk, v, rope = mla_dims(model)
+    m = model.mla
+    q = ([_gemm("q-down", BLOCK_LAYER, m.q_lora_rank, h), _elementwise("q-norm", BLOCK_LAYER, 2 * m.q_lora_rank),
+          _gemm("q-up", BLOCK_LAYER, heads * qk, m.q_lora_rank)] if m.q_lora_rank
+         else [_gemm("q", BLOCK_LAYER, heads * qk, h)])
+    return q + [_gemm("kv-down", BLOCK_LAYER, m.kv_lora_rank + rope, h),
+                _elementwise("kv-norm", BLOCK_LAYER, 2 * m.kv_lora_rank),
+                _gemm("kv-up", BLOCK_LAYER, heads * (qk - rope + v), m.kv_lora_rank)]
+
+
+def attention_half(model, tp: int, sp: bool) -> list[tuple]:
+    """Norms, projections, output projection and residuals of a layer, attention core excluded.
+
+    Norms and residuals touch the full hidden state on every rank, or 1/tp of the tokens with sequence
+    parallelism. Selective recompute of an MLA layer is DeepSeek-V3's (section 3.2.3): the norms and
+    the up-projections run again in the backward pass.
+    """
+    h, hs = model.hidden, model.hidden / (tp if sp else 1)
+    v = mla_dims(model)[1] if model.mla is not None else model.head_dim
+    rows = [_elementwise("norm1", BLOCK_LAYER, 2 * hs), *_projections(model, tp),
+            _gemm("proj", BLOCK_LAYER, h, model.heads // tp * v), _elementwise("residual1", BLOCK_LAYER, 3 * hs),
+            _elementwise("norm2", BLOCK_LAYER, 2 * hs), _elementwise("residual2", BLOCK_LAYER, 3 * hs)]
     if model.mla is not None:
-        for r in rows:
-            r["selective"] = r["name"] in ("norm1", "norm2", "q-norm", "kv-norm", "q-up", "kv-up")
+        again = ("norm1", "norm2", "q-norm", "kv-norm", "q-up", "kv-up")
+        rows = [r[:6] + (r[0] in again,) for r in rows]
     return rows
 
 
-def _ffn(prefix: str, block: int, tokens: int, width: int, hidden: int, gated: bool) -> list[dict]:
-    """FC1 (doubled when gated), activation and FC2 of an FFN of `width` on `tokens` tokens."""
-    return [_gemm(f"{prefix}fc1", block, tokens, width * (2 if gated else 1), hidden),
-            _elementwise(f"{prefix}activation", block, tokens * width, reads=2 if gated else 1, writes=1),
-            _gemm(f"{prefix}fc2", block, tokens, hidden, width)]
-
-
-def moe_ops(sh: LayerShape, model, tp: int) -> list[dict]:
-    """Dense-layer FFN, the fixed MoE rows and one routed expert's rows per routed token.
-
-    Router: a GEMM of tokens x experts x hidden (replicated over TP ranks). Each TP rank dispatches
-    tokens/tp of the micro-batch's tokens * top_k copies: permutation and un-permutation move them
-    through HBM. Experts (shared and routed) are split over TP ranks by width (expert_ffn / tp).
-    """
-    moe, h, t, gated = model.moe, sh.hidden, sh.tokens, sh.gated
+def ffn_half(model, tp: int) -> list[tuple]:
+    """A dense layer's FFN (BLOCK_DENSE_FFN); with experts, the fixed part of an MoE FFN (BLOCK_MOE:
+    router replicated over TP ranks, token permutation of the tokens * top_k / tp copies a rank
+    dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT)."""
+    h, gated = model.hidden, model.ffn_kind == "swiglu"
+    rows = _ffn("", BLOCK_DENSE_FFN, model.ffn // tp, h, gated)
+    moe = model.moe
+    if moe is None:
+        return rows
     width = moe.expert_ffn // tp
-    copies = t * moe.top_k // tp
-    rows = _ffn("", BLOCK_DENSE_FFN, t, sh.ffn, h, gated)
-    rows += [_gemm("router", BLOCK_MOE, t, moe.experts, h),
-             _elementwise("permute", BLOCK_MOE, copies * h, reads=1, writes=1),
-             _elementwise("unpermute", BLOCK_MOE, copies * h, reads=1, writes=1)]
+    copies = moe.top_k / tp
+    rows += [_gemm("router", BLOCK_MOE, moe.experts, h), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
+             _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
     if moe.shared_experts:
-        rows += _ffn("shared-", BLOCK_MOE, t, moe.shared_experts * width, h, gated)
-    expert = _ffn("expert-", BLOCK_EXPERT, 1, width, h, gated)
-    for r in expert:
-        m, n, k = r["gemm"]
-        fixed = ACT_BYTES * k * n if m else 0.0  # the expert's weights
-        r["bytes_fixed"] = fixed
-        for key in ("bytes_f", "bytes_b", "bytes_w"):
-            r[key] = max(r[key] - fixed, 0.0) if r[key] else 0.0  # per-token activations only
-    return rows + expert
+        rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
+    return rows + _ffn("expert-", BLOCK_EXPERT, width, h, gated)
 
 
-def edge_ops(sh: LayerShape) -> list[dict]:
-    """Embedding lookup on the first stage; final norm, LM head and cross-entropy on the last."""
-    logits = sh.tokens * sh.vocab
-    loss = _elementwise("cross-entropy", BLOCK_HEAD, logits, reads=2, writes=2)  # fp32 logits
-    embed = _elementwise("embedding", BLOCK_EMBED, sh.norm_tokens * sh.hidden, reads=1, writes=1)
-    return [embed, _elementwise("final-norm", BLOCK_HEAD, sh.norm_tokens * sh.hidden, 1, 1),
-            _gemm("lm-head", BLOCK_HEAD, sh.tokens, sh.vocab, sh.hidden), loss]
+def dense_layer(model, tp: int, sp: bool) -> list[tuple]:
+    """A dense layer in Megatron order (pre-norm, as GPT-3 and Llama), attention core excluded."""
+    half = attention_half(model, tp, sp)
+    ffn = [(n, BLOCK_LAYER, *rest) for n, _, *rest in _ffn("", BLOCK_LAYER, model.ffn // tp, model.hidden,
+                                                             model.ffn_kind == "swiglu")]
+    return half[:-2] + [half[-2], *ffn, half[-1]]
+
+
+def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
+    """Embedding lookup on the first stage; final norm, LM head and the fp32 logits pass (cross-entropy
+    in training, sampling in serving: 8 bytes a logit each way) on the last."""
+    hs, vocab = model.hidden / (tp if sp else 1), -(-model.vocab // tp)
+    return [_elementwise("embedding", BLOCK_EMBED, 2 * hs), _elementwise("final-norm", BLOCK_HEAD, 2 * hs),
+            _gemm("lm-head", BLOCK_HEAD, vocab, model.hidden), _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
+
+
+def layer_rows(model, tp: int, sp: bool) -> OpRows:
+    """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
+    a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
+    the FFN half."""
+    if model.moe is None and model.mla is None:
+        return OpRows.of(dense_layer(model, tp, sp) + edge_rows(model, tp, sp))
+    return OpRows.of(attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp))
+
+
+def attention_core(sh: LayerShape) -> list[dict]:
+    """Training rows of the attention core of one micro-batch: one fused (flash) kernel that skips the
+    masked half, or the unfused score and value GEMMs with softmax and dropout over the score matrix.
+    MLA attends with query/key width qk and value width v per head (always fused)."""
+    if sh.mla is not None:
+        qk, v = mla_dims_of(sh.mla, sh.head_dim)[:2]
+        full = 2.0 * sh.tokens * sh.seq * sh.heads * (qk + v)
+        io = ACT_BYTES * sh.tokens * sh.heads * (2 * qk + 2 * v)
+        return [_core("attention", (sh.seq, sh.seq, qk), full / 2, io, full, selective=False)]
+    full = 4.0 * sh.tokens * sh.seq * sh.head_dim * sh.heads
+    if sh.flash:
+        io = ACT_BYTES * sh.tokens * sh.head_dim * (2 * sh.heads + 2 * sh.kv_heads)
+        return [_core("attention", (sh.seq, sh.seq, sh.head_dim), full / 2, io, full)]
+    batch = sh.heads * sh.sequences  # one score matrix a head and sequence
+    q = sh.tokens // sh.sequences
+    scores = batch * q * sh.seq
+    gemms = [_core(name, (q, n, k), 2.0 * q * n * k * batch, ACT_BYTES * (q * k + k * n + q * n) * batch,
+                   2.0 * q * n * k * batch, backward=2.0)
+             for name, n, k in (("scores", sh.seq, sh.head_dim), ("values", sh.head_dim, sh.seq))]
+    softmax, dropout = (_core(name, (0, 0, 0), 0.0, ACT_BYTES * scores * io, 0.0, backward=2.0)
+                        for name, io in (("softmax", 2.0), ("attn-dropout", 2.5)))
+    return [gemms[0], softmax, dropout, gemms[1]]
+
+
+def _core(name, shape, flops, io, model_flops, backward: float = 2.5, selective: bool = True) -> dict:
+    """An attention-core row: backward `backward` x the forward FLOP (a fused kernel recomputes the
+    scores: 2.5x), twice the forward bytes, no weight gradient."""
+    return dict(name=name, gemm=shape, flops_f=flops, bytes_f=io, flops_b=backward * flops, bytes_b=2 * io,
+                flops_w=0.0, bytes_w=0.0, model_flops_f=model_flops, selective=selective)
+
+
+def mla_dims(model) -> tuple[int, int, int]:
+    """(query/key width, value width, rope width) per head of multi-head latent attention."""
+    return mla_dims_of(model.mla, model.head_dim)
+
+
+def mla_dims_of(mla, head_dim: int) -> tuple[int, int, int]:
+    """mla_dims of an MLASpec, the model's head_dim the default widths."""
+    nope = mla.qk_nope_head_dim or head_dim
+    return nope + mla.qk_rope_head_dim, mla.v_head_dim or head_dim, mla.qk_rope_head_dim
 
 
 def layer_shape(scenario) -> LayerShape:
@@ -241,25 +284,29 @@ def layer_shape(scenario) -> LayerShape:
 
 
 def build_op_table(scenario) -> OpTable:
-    """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank."""
-    sh = layer_shape(scenario)
-    model = scenario.model
-    if model.moe is None and model.mla is None:
-        rows = layer_ops(sh) + edge_ops(sh)
-    else:
-        rows = attention_ops(sh, model) + edge_ops(sh)
-        if model.moe is None:
-            rows += _ffn("", BLOCK_DENSE_FFN, sh.tokens, sh.ffn, sh.hidden, sh.gated)
-        else:
-            rows += moe_ops(sh, model, scenario.layout.tp)
-    col = lambda key, dtype=float: np.array([r.get(key, 0.0) for r in rows], dtype=dtype)  # noqa: E731
-    fixed = col("bytes_fixed") if model.moe is not None else None
+    """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
+    rows at the micro-batch's tokens (routed-expert rows per routed token, their weights apart in
+    bytes_fixed), with the attention core before the output projection."""
+    sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
+    rows = layer_rows(model, lay.tp, lay.sequence_parallel)
+    expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
+    m = np.where(expert, 1.0, float(sh.tokens))
+    flops = 2.0 * m * rows.n * rows.k
+    fixed = np.where(expert & gemm, ACT_BYTES * rows.weights, 0.0)
+    nbytes = np.where(gemm, ACT_BYTES * (m * (rows.n + rows.k) + rows.weights), ACT_BYTES * m * rows.io) - fixed
+    cols = dict(flops_f=flops, bytes_f=nbytes, flops_b=flops, bytes_b=np.where(gemm, nbytes, rows.bwd * nbytes),
+                flops_w=np.where(gemm, flops, 0.0), bytes_w=np.where(gemm, nbytes, 0.0), model_flops_f=flops)
+    core = attention_core(sh)
+    at = rows.name.index("proj")
+    cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
     return OpTable(
-        name=tuple(r["name"] for r in rows), block=col("block", np.int8),
-        gemm=np.array([r["gemm"] for r in rows], dtype=float),
-        flops_f=col("flops_f"), bytes_f=col("bytes_f"), flops_b=col("flops_b"), bytes_b=col("bytes_b"),
-        flops_w=col("flops_w"), bytes_w=col("bytes_w"), selective=col("selective", bool),
-        model_flops_f=col("model_flops_f"), bytes_fixed=fixed,
+        name=rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:],
+        block=cat(rows.block, np.full(len(core), BLOCK_LAYER, dtype=np.int8)),
+        gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
+                 np.array([c["gemm"] for c in core], dtype=float)),
+        selective=cat(rows.selective, np.array([c["selective"] for c in core])),
+        bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
+        **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},
     )
 
 

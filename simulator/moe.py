@@ -115,31 +115,40 @@ def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal) -> np.nd
 
 
 def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> np.ndarray:
-    """(3, ...) seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots).
+    """(3, ...) seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots):
+    expert_seconds of each pass's rows, an expert's weights read only when it received a token."""
+    rows = ops.block == BLOCK_EXPERT
+    n, k, fixed = ops.gemm[rows, 1], ops.gemm[rows, 2], ops.bytes_fixed[rows]
+    reads = (slot_tokens > 0).astype(float)
+    return np.stack([expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens, reads,
+                                    1.0, peak, hbm, cal)["time"] for f, b in PASSES])
 
-    Each expert GEMM is a roofline of M x N x K with M the expert's tokens: max(2MNK / (peak * eff(M,N,K)),
-    (weights + M (N + K) activations) / HBM); an expert with no tokens costs nothing. One kernel
-    overhead per grouped GEMM (all of a rank's experts in one launch).
-    """
-    rows = np.nonzero(ops.block == BLOCK_EXPERT)[0]
-    m = slot_tokens
-    out = np.zeros((3, *m.shape[:-1]))
+
+def expert_seconds(flops, nbytes, weight_bytes, n, k, m, reads, count: float, peak: float, hbm: float,
+                   cal) -> dict:
+    """Roofline seconds of routed-expert rows at m tokens an expert (array (..., slots)).
+
+    Per row (arrays): FLOP and activation bytes a token, `weight_bytes` read `reads` times (same shape
+    as m: 1 if the expert received a token; serving's mean loads give the probability), GEMM n and k.
+    Each row of each expert takes max(FLOP m / (peak eff(m, n, k)), bytes / HBM), `count` experts at
+    each load (the slots summed), plus one grouped-GEMM launch per row. A row with neither FLOP nor
+    bytes (no weight-gradient of an activation) costs nothing. Returns compute, memory and time (...)."""
+    m = np.asarray(m, dtype=float)
+    reads = np.asarray(reads, dtype=float)
     hbm_eff = hbm * cal.hbm
-    for i in rows:
-        n_dim, k_dim = ops.gemm[i, 1], ops.gemm[i, 2]
-        eff = None
-        if n_dim > 0:
-            shapes = np.stack(np.broadcast_arrays(m, n_dim, k_dim), axis=-1)
-            eff = roofline.gemm_efficiency(shapes, cal)
-        for p, (fk, bk) in enumerate(PASSES):
-            flops, nbytes = getattr(ops, fk)[i], getattr(ops, bk)[i]
-            fixed = ops.bytes_fixed[i] if (flops > 0 or nbytes > 0) and n_dim > 0 else 0.0
-            if flops == 0 and nbytes == 0:
-                continue
-            memory = (fixed + nbytes * m) / hbm_eff
-            compute = flops * m / (peak * eff) if eff is not None and flops > 0 else 0.0
-            t = np.where(m > 0, np.maximum(compute, memory), 0.0).sum(axis=-1)
-            out[p] += t + cal.kernel_overhead
+    out = {"compute": 0.0, "memory": 0.0, "time": 0.0}
+    for i in range(len(n)):
+        if flops[i] == 0 and nbytes[i] == 0:
+            continue
+        memory = (weight_bytes[i] * reads + nbytes[i] * m) / hbm_eff
+        compute = np.zeros_like(m)
+        if flops[i] > 0:
+            eff = roofline.gemm_efficiency(np.stack(np.broadcast_arrays(m, n[i], k[i]), axis=-1), cal)
+            compute = flops[i] * m / (peak * eff)
+        busy = np.where(m > 0, np.maximum(compute, memory), 0.0)
+        out["compute"] = out["compute"] + count * compute.sum(axis=-1)
+        out["memory"] = out["memory"] + count * memory.sum(axis=-1)
+        out["time"] = out["time"] + count * busy.sum(axis=-1) + cal.kernel_overhead
     return out
 
 
@@ -201,28 +210,40 @@ def dispatch_width(scn) -> float:
     return 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
 
 
+def tier_links(fabric, cal, crosses: bool) -> tuple[dict, dict]:
+    """({tier: bytes/s}, {tier: s}) of an EP rank's links: NVLink at calibration.nvlink of line rate,
+    its NIC share at calibration.scaleout (cut by oversubscription when the group crosses leaf units);
+    one latency each, a rank's sends to its peers being in flight at once."""
+    bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
+    return bw, {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}
+
+
+def a2a_seconds(most: dict, copy_elements: float, widths, bw: dict, lat: dict, gather=0.0):
+    """(seconds, scale-out-bound seconds) of all-to-alls moving token copies of `copy_elements`
+    elements at each of `widths` bytes an element (dispatch, then combine): on each tier the busiest
+    rank's copies in its busier direction (`most[tier]`, any shape) over the link plus one latency; the
+    NVLink tier also all-gathers over the TP group (`gather` s); the tiers run at once."""
+    total = scale = 0.0
+    for width in widths:
+        nv, so = (np.where(most[t] > 0, most[t] * copy_elements * width / bw[t] + lat[t], 0.0) for t in ("nv", "so"))
+        nv = nv + gather
+        total = total + np.maximum(nv, so)
+        scale = scale + np.where(so >= nv, so, 0.0)
+    return total, scale
+
+
 def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, cal) -> dict:
     """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
     lay, h = scn.layout, scn.model.hidden
-    crosses = bool(fabric.profile(ep_devices[None])[2][0])
-    bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
-    lat = {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}  # sends to all peers in flight at once
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]))
     copy = h / lay.tp  # elements of one token copy per TP rank
     dispatch_bytes = dispatch_width(scn)
-
-    def tier(t: str, width: float) -> np.ndarray:  # (S, Lm) seconds of one a2a on tier t
-        most = np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1)
-        return np.where(most > 0, most * copy * width / bw[t] + lat[t], 0.0)
-
+    most = {t: np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1) for t in ("nv", "so")}  # (S, Lm)
     gather = _tp_gather(scn, rank, placement, fabric, cal)  # (S, Lm) experts split over TP ranks
     out = {"a2a": [], "scaleout": []}
     for widths in ((dispatch_bytes, ACT_BYTES), (ACT_BYTES, ACT_BYTES)):  # forward, backward
-        total = scale = 0.0
-        for width in widths:
-            nv, so = tier("nv", width) + gather, tier("so", width)
-            total = total + np.maximum(nv, so)
-            scale = scale + np.where(so >= nv, so, 0.0)
+        total, scale = a2a_seconds(most, copy, widths, bw, lat, gather)
         out["a2a"].append(total.mean(axis=0))
         out["scaleout"].append(scale.mean(axis=0))
     sent, peak = [], []

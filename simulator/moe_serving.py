@@ -17,7 +17,8 @@ activation): about peak/HBM = 295 on H100 in bf16. With B tokens a step an exper
 layer turns compute-bound at B ~ 295 x E / k: sparsity multiplies the batch a replica needs.
 
 `ServeExperts` holds these FFN halves for simulator.inference.StepCosts (experts split over a rank's TP
-ranks by width); `decode_table` tabulates the unit's decode step over batches, for studies.
+ranks by width). The rows are simulator.model's, the expert roofline simulator.moe.expert_seconds and
+the all-to-all simulator.moe.a2a_seconds: the same physics as training.
 """
 
 from __future__ import annotations
@@ -26,51 +27,39 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import calibration, roofline
+from . import calibration
 from .fabric import fabric_for
-from .inference import DTYPE_BYTES, LinearOps, ffn_rows, linear_flops, tabulated
-from .model import ACT_BYTES
-from .moe import dispatch_volumes, dispatch_width
+from .lookup import tabulated
+from .model import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, DTYPE_BYTES, OpRows, layer_rows
+from .moe import a2a_seconds, dispatch_volumes, dispatch_width, expert_seconds, tier_links
 from .placement import place, split_layers
 
 
-def _gemm_times(m, n, k, weight_bytes: float, peak: float, hbm: float, cal, reads=None):
-    """(compute, memory) seconds of GEMMs M x N x K over arrays m (broadcast against n, k).
-
-    Weights are read `reads` times (default once when M > 0); activations are 16-bit."""
-    m = np.asarray(m, float)
-    shapes = np.stack(np.broadcast_arrays(np.maximum(m, 1.0), n, k), axis=-1)
-    eff = roofline.gemm_efficiency(shapes, cal)
-    compute = 2.0 * m * n * k / (peak * eff)
-    reads = (m > 0) if reads is None else reads
-    memory = (weight_bytes * n * k * reads + ACT_BYTES * m * (n + k)) / (hbm * cal.hbm)
-    return compute, memory
+def expert_rows(model, tp: int = 1) -> OpRows:
+    """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2."""
+    rows = layer_rows(model, tp, False)
+    return rows.where(rows.block == BLOCK_EXPERT)
 
 
 def expert_gemms(model, tp: int = 1) -> list[tuple[int, int]]:
     """(N, K) of one routed expert's GEMMs: FC1 (gate and up when SwiGLU) and FC2."""
-    f = model.moe.expert_ffn // tp
-    gated = model.ffn_kind == "swiglu"
-    return [(f * (2 if gated else 1), model.hidden), (model.hidden, f)]
+    rows = expert_rows(model, tp)
+    return [(int(n), int(k)) for n, k in zip(rows.n[rows.gemm], rows.k[rows.gemm])]
 
 
 def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype: str, cal=None,
                        tp: int = 1) -> dict:
     """One GPU's routed-expert seconds for an MoE layer at `tokens` copies received in all (array),
-    its `slots` experts split over `tp` ranks by width.
+    its `slots` experts split over `tp` ranks by width, each at the mean load M = tokens / slots.
 
-    Returns compute and memory terms and the roofline time (sum over the GPU's `slots` experts of
-    max(compute, memory), plus one grouped-GEMM launch per matrix)."""
+    simulator.moe.expert_seconds with an expert's weights read with probability 1 - exp(-M) (tokens
+    arriving as Poisson): compute, memory and time (one grouped-GEMM launch per row)."""
     cal = cal or calibration.for_device(dev)
-    peak, hbm = dev.peak_flops[dtype], dev.hbm_bandwidth
-    m = np.asarray(tokens, float) / slots
-    reads = 1.0 - np.exp(-m)  # P(an expert received at least one token), Poisson arrivals
-    compute = memory = time = 0.0
-    for n, k in expert_gemms(model, tp):
-        c, w = _gemm_times(m, n, k, DTYPE_BYTES[weight_dtype], peak, hbm, cal, reads)
-        compute, memory = compute + slots * c, memory + slots * w
-        time = time + slots * np.maximum(c, w) + cal.kernel_overhead
-    return {"compute": compute, "memory": memory, "time": time}
+    rows = expert_rows(model, tp)
+    m = (np.asarray(tokens, float) / slots)[..., None]
+    return expert_seconds(rows.flops([1.0])[0], rows.nbytes([1.0], 0.0)[0], DTYPE_BYTES[weight_dtype] * rows.weights,
+                          rows.n, rows.k, m, 1.0 - np.exp(-m), float(slots), dev.peak_flops[dtype],
+                          dev.hbm_bandwidth, cal)
 
 
 def compute_bound_batch(model, dev, dtype: str = "bf16", weight_dtype: str = "bf16", cal=None,
@@ -82,23 +71,6 @@ def compute_bound_batch(model, dev, dtype: str = "bf16", weight_dtype: str = "bf
     t = expert_layer_times(model, grid * moe.top_k, moe.experts, dev, dtype, weight_dtype, cal)
     bound = np.nonzero(t["compute"] >= t["memory"])[0]
     return int(grid[bound[0]]) if len(bound) else -1
-
-
-def decode_table(scn, batch_per_replica, context: int) -> dict:
-    """Decode steps of an MoE serve scenario's EP unit with `batch_per_replica` sequences (array) on
-    every attention replica, each with `context` cached tokens (the serving simulator's own step costs).
-
-    Returns arrays: step, experts and all_to_all (seconds a step, over all MoE layers) and
-    tokens_per_s_per_gpu."""
-    from .inference import step_costs
-
-    costs = step_costs(scn)
-    moe, gpus = costs.moe, scn.layout.ep * scn.layout.tp * scn.layout.pp
-    b = np.asarray(batch_per_replica, dtype=int)
-    step = np.array([costs.decode_step(int(x) * moe.ranks, context) for x in b])
-    layers = float(moe.stage_moe.sum())
-    return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
-            "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}
 
 
 def _unit_volumes(scn, devices) -> dict:
@@ -117,30 +89,21 @@ def _unit_volumes(scn, devices) -> dict:
 
 def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
     """Seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
-    when every rank of the EP group `devices` brings `tokens` tokens (array). A copy is h / tp
-    elements a TP rank; with tp > 1 the received copies are all-gathered over `tp_group` before the
-    experts and reduce-scattered after (on NVLink). Each tier is a per-rank link: its time is the
-    busiest rank's larger direction over the bandwidth plus one latency; the tiers overlap."""
+    when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.a2a_seconds
+    of the busiest rank's copies (linear in the tokens). With tp > 1 the received copies are
+    all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
     fabric, model = fabric_for(scn.topology), scn.model
-    tp = scn.layout.tp
     b = np.asarray(tokens, float)
     vol = _unit_volumes(scn, devices)
-    crosses = bool(fabric.profile(np.asarray(devices)[None])[2][0])
-    bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
-    lat = {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}  # sends to all peers in flight at once
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(np.asarray(devices)[None])[2][0]))
     gather = 0.0
-    if tp > 1:
+    if scn.layout.tp > 1:
         size = (b * model.moe.top_k * model.hidden * ACT_BYTES).ravel()
         groups = np.repeat(np.asarray(tp_group)[None], size.size, axis=0)
         gather = (fabric.collective("all_gather", size, groups, cal)
                   + fabric.collective("reduce_scatter", size, groups, cal)).reshape(b.shape)
-    total = 0.0
-    for width in (dispatch_width(scn), ACT_BYTES):
-        tiers = []
-        for t in ("nv", "so"):
-            most = float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b
-            tiers.append(np.where(most > 0, most * model.hidden / tp * width / bw[t] + lat[t], 0.0))
-        total = total + np.maximum(tiers[0] + gather, tiers[1])
+    most = {t: float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b for t in ("nv", "so")}
+    total, _ = a2a_seconds(most, model.hidden / scn.layout.tp, (dispatch_width(scn), ACT_BYTES), bw, lat, gather)
     return np.where(b > 0, total, 0.0)
 
 
@@ -155,13 +118,10 @@ def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
     return dense.astype(float), (layers - dense).astype(float)
 
 
-def ffn_ops(scn) -> tuple[LinearOps, LinearOps]:
-    """(a dense layer's FFN half, an MoE layer's router and shared experts) on one TP rank."""
-    model, lay = scn.model, scn.layout
-    moe = model.moe
-    dense = LinearOps.of(ffn_rows(model, lay.tp, lay.sequence_parallel))
-    shared = ffn_rows(model, lay.tp, lay.sequence_parallel, moe.shared_experts * moe.expert_ffn, moe.experts)
-    return dense, LinearOps.of(shared)
+def ffn_ops(scn) -> tuple[OpRows, OpRows]:
+    """(a dense layer's FFN, an MoE layer's router, token permutation and shared experts) on one TP rank."""
+    rows = layer_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel)
+    return rows.where(rows.block == BLOCK_DENSE_FFN), rows.where(rows.block == BLOCK_MOE)
 
 
 def slots_per_rank(scn) -> int:
@@ -174,14 +134,14 @@ def ffn_weight_elements(scn) -> np.ndarray:
     experts and the rank's routed experts, over TP ranks."""
     dense_ops, moe_ops = ffn_ops(scn)
     dense, moe = stage_layer_kinds(scn)
-    expert = sum(n * k for n, k in expert_gemms(scn.model, scn.layout.tp))
+    expert = expert_rows(scn.model, scn.layout.tp).weights.sum()
     return dense * dense_ops.weights.sum() + moe * (moe_ops.weights.sum() + slots_per_rank(scn) * expert)
 
 
 def expert_working_set(scn, tokens: int) -> float:
     """Bytes of the copies an EP rank's experts hold at once when each attention replica runs `tokens`
     (uniform routing: tokens * k copies a rank): inputs and the widest intermediate, 16-bit."""
-    widest = max(n for n, _ in expert_gemms(scn.model, scn.layout.tp))
+    widest = float(expert_rows(scn.model, scn.layout.tp).n.max())
     return ACT_BYTES * tokens * scn.model.moe.top_k * (scn.model.hidden + widest)
 
 
@@ -189,13 +149,13 @@ def expert_working_set(scn, tokens: int) -> float:
 class ServeExperts:
     """The FFN halves of an MoE model's serving step on one EP unit, SI units.
 
-    Per stage: dense layers x dense FFN(busiest replica's tokens) + MoE layers x (router and shared
-    experts(busiest) + routed experts(copies a rank receives) + dispatch and combine(busiest))."""
+    Per stage: dense layers x dense FFN(busiest replica's tokens) + MoE layers x (router, permutation
+    and shared experts(busiest) + routed experts(copies a rank receives) + dispatch and combine(busiest))."""
 
     stage_dense: np.ndarray  # (pp,) dense-FFN layers of each stage
     stage_moe: np.ndarray  # (pp,) MoE layers of each stage
-    dense_ffn: LinearOps  # one dense layer's FFN half on one TP rank
-    moe_ffn: LinearOps  # one MoE layer's router and shared experts on one TP rank
+    dense_ffn: OpRows  # one dense layer's FFN half on one TP rank
+    moe_ffn: OpRows  # one MoE layer's router, permutation and shared experts on one TP rank
     ranks: int  # EP ranks = attention replicas of the unit
     overlap: bool  # two micro-batches a step, each one's all-to-alls behind the other's compute
     tp: int
@@ -231,8 +191,8 @@ class ServeExperts:
 
     def flops_per_token(self) -> float:
         """FLOP a token costs in the FFN halves of all layers (all TP ranks; its top_k routed experts)."""
-        dense = linear_flops(self.dense_ffn) * self.tp * self.stage_dense.sum()
-        moe = (linear_flops(self.moe_ffn) * self.tp + self.top_k * self.expert_flops) * self.stage_moe.sum()
+        dense = self.dense_ffn.linear_flops() * self.tp * self.stage_dense.sum()
+        moe = (self.moe_ffn.linear_flops() * self.tp + self.top_k * self.expert_flops) * self.stage_moe.sum()
         return float(dense + moe)
 
     def bound(self, batch: int) -> str:
@@ -261,5 +221,5 @@ def serve_experts(scn, costs, fabric) -> ServeExperts:
         stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep,
         overlap=w.two_batch_overlap, tp=lay.tp, top_k=model.moe.top_k, times=costs.times,
         rank_experts=rank_experts, a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
-        expert_flops=2.0 * sum(n * k for n, k in expert_gemms(model)), ep_bytes=ep_bytes,
+        expert_flops=expert_rows(model).linear_flops(), ep_bytes=ep_bytes,
     )

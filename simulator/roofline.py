@@ -18,6 +18,14 @@ def tile_factor(dim, cal: Calibration) -> np.ndarray:
     return d / (d + cal.gemm_half_dim)
 
 
+def attention_efficiency(q_rows, keys, width, cal: Calibration) -> np.ndarray:
+    """Fraction of peak a fused attention kernel reaches: the GEMM efficiency of its score tiles
+    (query rows x keys x head width), times cal.attention."""
+    shapes = np.stack(np.broadcast_arrays(np.asarray(q_rows, float), np.asarray(keys, float),
+                                          np.asarray(width, float)), axis=-1)
+    return gemm_efficiency(shapes, cal) * cal.attention
+
+
 def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration,
              fused_attention=None) -> np.ndarray:
     """Seconds per op: roofline of compute and HBM traffic plus a per-kernel overhead.
@@ -27,8 +35,8 @@ def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration
     """
     flops, nbytes = np.asarray(flops, float), np.asarray(nbytes, float)
     eff = gemm_efficiency(shapes, cal)
-    if fused_attention is not None:
-        eff = np.where(fused_attention, eff * cal.attention, eff)
+    if fused_attention is not None:  # the shape of an attention row is (queries, keys, head width)
+        eff = np.where(fused_attention, attention_efficiency(*np.moveaxis(shapes, -1, 0), cal), eff)
     compute = np.divide(flops, peak * eff, out=np.zeros_like(flops), where=flops > 0)
     memory = nbytes / (hbm_bw * cal.hbm)
     active = (flops > 0) | (nbytes > 0)

@@ -51,7 +51,17 @@ def test_latency_term(kind, steps):
     n, lat, size, bw = 8, 3e-6, 1e6, 100e9
     t = float(collectives.flat(kind, size, n, bw, lat))
     assert t == pytest.approx(FACTORS[kind](n) * size / bw + steps * lat, rel=1e-12)
-    assert float(collectives.flat(kind, 0.0, n, bw, lat)) == pytest.approx(steps * lat)
+    assert float(collectives.flat(kind, 1.0, n, bw, lat)) == pytest.approx(steps * lat, rel=1e-3)
+    assert float(collectives.flat(kind, 0.0, n, bw, lat)) == 0.0  # nothing to move: never launched
+
+
+def test_switch_algorithm_pays_one_latency_a_phase():
+    """Through an NVSwitch every rank reads its peers' shards in one step a phase: a two-shot
+    all-reduce (reduce-scatter + all-gather) pays 2 latencies, an all-gather 1, whatever n."""
+    n, lat, size, bw = 8, 3e-6, 1e6, 100e9
+    for kind, steps in (("all_reduce", 2), ("all_gather", 1), ("reduce_scatter", 1)):
+        t = float(collectives.flat(kind, size, n, bw, lat, "switch"))
+        assert t == pytest.approx(FACTORS[kind](n) * size / bw + steps * lat, rel=1e-12)
 
 
 def test_single_rank_costs_nothing():

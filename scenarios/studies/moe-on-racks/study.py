@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
 from simulator.inference import serve_memory  # noqa: E402
-from simulator.moe_serving import compute_bound_batch, decode_table  # noqa: E402
+from simulator.inference import decode_table  # noqa: E402
+from simulator.moe_serving import compute_bound_batch  # noqa: E402
 from simulator.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
