@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import calibration, collectives
+from . import calibration
 from .fabric import fabric_for
 from .layouts import RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, stage_split, virtual_stages
 from .memory import activation_bytes_per_layer, head_activation_bytes, state_bytes_per_param
@@ -346,7 +346,7 @@ def _data_parallel(cm: CostModel, c: Candidates, p: int, params):
     d = np.stack([q[2][1] for q in prof]).astype(float)
     crosses = np.stack([q[2][2] for q in prof])
     n = np.array([float(q[1].shape[1]) for q in prof])[:, None]
-    coll = lambda kind, size: _collective(cm, kind, size, k, d, crosses)  # noqa: E731
+    coll = lambda kind, size: cm.fabric.collective_profiled(kind, size, k, d, crosses, cm.cal)  # noqa: E731
     sh = uniq[:, 3:4].astype(bool)
     dp_time = np.where(sh, coll("reduce_scatter", prm * GRAD_COMM_BYTES), coll("all_reduce", prm * GRAD_COMM_BYTES))
     ag = coll("all_gather", prm * PARAM_COMM_BYTES)
@@ -354,16 +354,6 @@ def _data_parallel(cm: CostModel, c: Candidates, p: int, params):
     opt = prm / np.where(sh, n, 1) * ADAM_BYTES_PER_PARAM / hbm
     return (dp_time[inverse], np.where(d > 1, 2, 1)[inverse], np.where(sh, ag, 0.0)[inverse], opt[inverse],
             ag[inverse])
-
-
-def _collective(cm: CostModel, kind: str, size, k, d, crosses):
-    """Fabric.collective given the groups' profiles (k members per domain, d domains, crossing)."""
-    fab, cal = cm.fabric, cm.cal
-    intra_bw = fab.nvlink_bw * cal.nvlink
-    inter_bw = fab.scaleout_bw(crosses) * cal.scaleout
-    flat = collectives.flat(kind, size, k, intra_bw, fab.nvlink_lat)
-    hier = collectives.hierarchical(kind, size, k, d, intra_bw, fab.nvlink_lat, inter_bw, fab.scaleout_lat)
-    return np.where(d > 1, hier, flat)
 
 
 def _memory(scn, c: Candidates, params, layers, head, v, in_flight, mem_layer) -> dict:
