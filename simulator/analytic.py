@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import forked
+from .schedules import SPECS
 from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
 
 NEG = -np.inf
@@ -261,9 +262,7 @@ def _jobs(c, chunk: int = 8192) -> list[tuple]:
 def _prepared(cm, c) -> dict:
     """CostModel.layer_table of the candidates, once per split-backward flag: {flag: (position of each
     candidate of c among those with the flag, key table, key index and pp stride of those)}."""
-    from .analytic_costs import SPLIT_BACKWARD, schedule_name
-
-    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule]
+    split = np.array([spec.split_backward for spec in SPECS.values()])[c.schedule]
     out = {}
     for flag in (False, True):
         sel = np.nonzero(split == flag)[0]
@@ -276,9 +275,7 @@ def _prepared(cm, c) -> dict:
 
 def _layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
     """CostModel.prepare of the candidates at idx, from _prepared's tables."""
-    from .analytic_costs import SPLIT_BACKWARD
-
-    pos, table, key, stride_pp = lts[SPLIT_BACKWARD[schedule]]
+    pos, table, key, stride_pp = lts[SPECS[schedule].split_backward]
     at = pos[idx]
     return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
 

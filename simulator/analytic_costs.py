@@ -27,20 +27,7 @@ from .model import ACT_BYTES, build_op_table, layer_shape, parameter_counts
 from .plan import (ADAM_BYTES_PER_PARAM, GRAD_COMM_BYTES, PARAM_COMM_BYTES, block_seconds, cp_ring_seconds, pass_table,
                    stage_grid)
 from .placement import mesh_order, replica_groups, split_layers
-from .schedules.routes import dual_routes, looped_routes, v_routes
-
-SPLIT_BACKWARD = {"gpipe": False, "1f1b": False, "interleaved": False, "zb-h1": True, "zb-h2": True,
-                  "zb-v": True, "dualpipe": True, "dualpipe-v": True}
-
-
-def routes_of(schedule: str, p: int, v: int) -> np.ndarray:
-    """(directions, vstages, 2) routes of a schedule family, as its ScheduleTable has them."""
-    if schedule in ("zb-v", "dualpipe-v"):
-        return v_routes(p)
-    if schedule == "dualpipe":
-        return dual_routes(p)
-    return looped_routes(p, v)
-
+from .schedules import SPECS
 
 @dataclass(frozen=True)
 class _Routes:
@@ -219,7 +206,7 @@ def _identity(scn, fabric) -> str:
 @lru_cache(maxsize=512)
 def _grid(schedule: str, p: int, v: int, layers: int):
     """(layers, embed, head) (p, v) arrays of a schedule family with the search's stage split."""
-    routes = routes_of(schedule, p, v)
+    routes = SPECS[schedule].routes(p, v)
     split = stage_split(layers, routes.shape[1])
     return stage_grid(_Routes(p, v, routes), split_layers(layers, routes.shape[1], split))
 
@@ -262,7 +249,7 @@ def pipeline_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, 
                    pairs: bool = True) -> PipelineCosts:
     """Pass and send seconds of candidates `c` (all with this schedule, pp = p, chunks = v); pairs:
     whether the exposed CP seconds are needed (they only shorten overlapped F&B pairs)."""
-    split = SPLIT_BACKWARD[schedule]
+    split = SPECS[schedule].split_backward
     layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
     lt = cm.prepare(c, split) if lt is None else lt
     pt, act, gather, stride_pp = lt["pass"], lt["act"], lt["gather"], lt["stride_pp"]
@@ -272,7 +259,7 @@ def pipeline_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, 
     if not split:
         b, w = b + w, np.zeros_like(w)
     devices = np.arange(p)[None] * stride_pp[:, None]
-    send, tier = _sends(cm, routes_of(schedule, p, v), devices, act, gather,
+    send, tier = _sends(cm, SPECS[schedule].routes(p, v), devices, act, gather,
                         np.stack([c.tp, c.cp, c.dp, c.mb, c.sp], axis=1))
     return PipelineCosts(f=f, b=b, w=w, tp=np.stack([grid(3), grid(4)], axis=-1),
                          cp=np.stack([grid(5), grid(6)], axis=-1) if pairs else None, send=send, send_tier=tier)
@@ -302,7 +289,7 @@ def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_
                 lt: dict | None = None) -> GroupCosts:
     """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p); lt: the
     candidates' CostModel.prepare, when already computed."""
-    lt = cm.prepare(c, SPLIT_BACKWARD[schedule]) if lt is None else lt
+    lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
     pc = pipeline_costs(cm, c, schedule, p, v, lt)
     dp_time, dp_tier, gather_time, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
     zero3 = c.zero >= 3
@@ -317,7 +304,7 @@ def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in
                  lt: dict | None = None) -> dict:
     """Only the memory of group_costs (cheap: no durations), to drop what does not fit first."""
     layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
-    lt = cm.prepare(c, SPLIT_BACKWARD[schedule]) if lt is None else lt
+    lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
     params = _device_params(cm.scn.model, c.tp, layers, embed, head)
     return _memory(cm.scn, c, params, layers, head, v, in_flight, lt["mem"])
 
@@ -417,4 +404,4 @@ def schedule_name(code: int) -> str:
     return SCHEDULE_NAMES[int(code)]
 
 
-__all__ = ["CostModel", "GroupCosts", "group_costs", "group_memory", "routes_of", "virtual_stages"]
+__all__ = ["CostModel", "GroupCosts", "group_costs", "group_memory", "virtual_stages"]
