@@ -32,11 +32,11 @@ from simulator.layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enu
                                virtual_stages)
 from simulator.model import build_op_table
 from simulator.placement import mesh_order, place, replica_groups
-from simulator.plan import PASS_FIELDS, layer_pass_times
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
 from simulator.structures import _extract, in_flight_of, steady_from, structure
 from simulator.simulate import run
+from simulator.step_costs import layer_costs, scenario_layer_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT3 = ROOT / "scenarios" / "gpt3-175b-selene.yaml"
@@ -208,9 +208,10 @@ def test_memory_first_and_shared_timings_change_nothing():
     assert np.isnan(fast.step_time[~fast.fits]).all()
 
 
-def test_layer_costs_equal_layer_pass_times_exactly():
-    """CostModel.layers (plan.py's formulas over arrays of keys) gives layer_pass_times' seconds bit for
-    bit, and the replica groups from strides are Placement's."""
+def test_layer_costs_from_strides_equal_explicit_groups_exactly():
+    """CostModel.layers (TP groups and CP rings from the ranks' strides, many keys at once) gives the
+    seconds and bytes of one scenario's explicit groups bit for bit, and the replica groups from
+    strides are Placement's."""
     base = load_scenario(GPT3, ["topology.domains=16"])
     c = enumerate_layouts(base, 128, SearchSpace(sequence_parallel="both"))
     cm = CostModel(base)
@@ -219,10 +220,13 @@ def test_layer_costs_equal_layer_pass_times_exactly():
     for i in rng.choice(len(keys), size=40, replace=False):
         tp, cp, mb, sp, rec, split, (s_tp, s_cp) = keys[i]
         scn = cm.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
-        times = layer_pass_times(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
-                                 cm.cal, split)
-        expected = [[getattr(times[blk], k) for k in PASS_FIELDS] for blk in sorted(times)]
-        np.testing.assert_array_equal(cm.layers([keys[i]])[0][0], expected)
+        one = scenario_layer_keys(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
+                                  split)
+        expected = layer_costs(scn, one, cm.fabric, cm.cal)
+        got = cm.layers([keys[i]])[0]
+        np.testing.assert_array_equal(got[0], expected.passes[0])
+        assert got[1:3] == (expected.send_bytes[0], expected.send_gather[0])
+        np.testing.assert_array_equal(got[3], expected.activations[0])
     for tp, cp, pp in ((8, 1, 4), (2, 4, 2), (1, 2, 8), (4, 2, 1)):
         scn = cm.variant(tp=tp, cp=cp, pp=pp)
         placement = place(scn)
