@@ -1,17 +1,19 @@
-"""What every candidate layout's pipeline costs, as arrays: the Plan's figures without the Plan.
+"""The layout search's bookkeeping around the physics core: candidate keys, de-duplication, caches.
 
-For a group of candidates that share a schedule, pp and chunks, `group_costs` returns the (N, p, v)
-forward, backward and weight-gradient seconds, the (N, p, v, 2) pipeline sends, the (N, p) gradient
-reduction, optimizer and parameter-gather seconds and the memory of the most loaded device: the
-numbers simulator/plan.py would put in each candidate's Plan, computed once per distinct key and
-broadcast, by the same functions (simulator.step_costs).
-
-Keys: layer costs depend on (tp, cp, micro-batch, sequence parallelism, recompute, split backward);
-the data-parallel reduction on the mesh (tp, cp, pp, dp) and the parameters each stage holds.
+The search prices every candidate layout with the functions make_plan uses (simulator.step_costs),
+each called once per distinct key and broadcast: layer costs per (tp, cp, micro-batch, sequence
+parallelism, recompute, split backward, group strides) through CostModel, cached across searches
+of one process; the data-parallel reduction per (tp, cp, dp, sharded) over the mesh's replica
+groups; sends per pipeline; memory per (replicas, ZeRO). For a group of candidates that share a
+schedule, pp and chunks, pipeline_costs, data_parallel_costs and group_memory give the (N, p, v)
+pass seconds, (N, p) stage figures and (N,) memory of the most loaded device that each candidate's
+Plan would hold; unique_rows, sorted_groups, firsts and distinct_pipelines group equal keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,31 +21,13 @@ import numpy as np
 
 from . import calibration
 from .fabric import fabric_for
-from .layouts import SCHEDULE_NAMES, Candidates, stage_split, virtual_stages
+from .layouts import Candidates, stage_split
 from .memory import state_bytes_per_param
 from .model import build_op_table, layer_shape
 from .placement import mesh_order, replica_groups, split_layers
 from .schedules import SPECS
 from .step_costs import (LayerKeys, backward_tasks, data_parallel, device_memory, device_params, fb_pairs,
-                         layer_costs, pass_grid, sends, stage_grid, zero3_passes)
-
-
-@dataclass(frozen=True, kw_only=True)
-class GroupCosts:
-    """Per-candidate pipeline figures of one (schedule, pp, chunks) group, SI units."""
-
-    f: np.ndarray  # (N, p, v) seconds
-    b: np.ndarray
-    w: np.ndarray
-    fb: np.ndarray  # (N, p, v, v)
-    tp: np.ndarray  # (N, p, v, 2) exposed TP seconds inside F and B
-    send: np.ndarray  # (N, p, v, 2)
-    send_tier: np.ndarray  # (N, p, v, 2) 0 none, 1 nvlink, 2 scaleout
-    dp: np.ndarray  # (N, p)
-    dp_tier: np.ndarray  # (N, p)
-    optimizer: np.ndarray  # (N, p)
-    param_gather: np.ndarray  # (N, p)
-    memory: dict  # category -> (N,) bytes on the most loaded device, plus "capacity"
+                         layer_costs, pass_grid, sends, stage_grid)
 
 
 class CostModel:
@@ -113,7 +97,7 @@ class CostModel:
         """(distinct layers() keys of the candidates, inverse index, pp rank stride)."""
         sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
         st = self.strides(sizes)
-        uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1))
+        uniq, inverse = unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1))
         keys = [(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)))
                 for tp, cp, mb, sp, rec, a, b in uniq]
         return keys, inverse.ravel(), st["pp"]
@@ -156,9 +140,6 @@ across searches of one process (a search over several GPU counts, repeated bench
 def _identity(scn, fabric) -> str:
     """Everything the cached figures read: the model, the workload, the device, the mesh order and the
     fabric's tier figures, but not the cluster's size (a search over GPU counts shares them)."""
-    import dataclasses
-    import json
-
     dump = scn.model_dump(mode="json")
     fab = {k: v for k, v in dataclasses.asdict(fabric).items() if k != "gpus"}
     return json.dumps({"model": dump["model"], "workload": dump["workload"], "device": dump["topology"]["device"],
@@ -176,7 +157,7 @@ def _grid(schedule: str, p: int, v: int, layers: int):
 def _sends(cm: CostModel, routes, devices, nbytes, gather, keys):
     """(N, p, v, 2) send seconds and tiers (step_costs.sends), once per distinct key (the layout fields
     that fix the pipeline's devices, the bytes and the gather) and shared."""
-    uniq, inverse = _unique_rows(keys)
+    uniq, inverse = unique_rows(keys)
     first = np.zeros(len(uniq), dtype=np.int64)
     first[inverse] = np.arange(len(keys))
     send, tier = sends(routes, devices[first], nbytes[first], gather[first], cm.fabric, cm.cal)
@@ -185,7 +166,7 @@ def _sends(cm: CostModel, routes, devices, nbytes, gather, keys):
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineCosts:
-    """The part of GroupCosts that ZeRO does not change (before ZeRO-3's gathers), SI units."""
+    """Pass and send seconds of candidates (before ZeRO-3's gathers), SI units."""
 
     f: np.ndarray  # (N, p, v) seconds
     b: np.ndarray
@@ -218,7 +199,7 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     that differ only elsewhere; the replica groups' profiles come from dp_groups, once per mesh."""
     layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
     sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
-    uniq, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, sharded], axis=1))
+    uniq, inverse = unique_rows(np.stack([c.tp, c.cp, c.dp, sharded], axis=1))
     prof = [cm.dp_groups(int(tp), int(cp), p, int(dp)) for tp, cp, dp, _ in uniq]
     profile = tuple(np.stack([q[2][j] for q in prof]) for j in range(3))
     out = data_parallel(device_params(cm.scn.model, uniq[:, 0], layers, embed, head), profile,
@@ -227,46 +208,71 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     return tuple(x[inverse] for x in out)
 
 
-def gathered(x: np.ndarray, zero3: np.ndarray, ag3: np.ndarray) -> np.ndarray:
-    """(N, p, v) pass seconds under ZeRO-3 where zero3 (N,) holds (step_costs.zero3_passes)."""
-    return zero3_passes(x, ag3, zero3)
-
-
 def pair_seconds(f, b, tp, cp) -> np.ndarray:
     """(N, p, v, v) seconds of an overlapped F&B pair (step_costs.fb_pairs): exposed TP + CP inside."""
     return fb_pairs(f, b, tp[..., 0] + cp[..., 0], tp[..., 1] + cp[..., 1])[0]
 
 
-def group_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
-                lt: dict | None = None) -> GroupCosts:
-    """Costs of candidates `c` (all with this schedule, pp = p, chunks = v); in_flight (N, p); lt: the
-    candidates' CostModel.prepare, when already computed."""
-    lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
-    pc = pipeline_costs(cm, c, schedule, p, v, lt)
-    dp_time, dp_tier, gather_time, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
-    zero3 = c.zero >= 3
-    f, b = gathered(pc.f, zero3, ag3), gathered(pc.b, zero3, ag3)
-    return GroupCosts(f=f, b=b, w=pc.w, fb=pair_seconds(f, b, pc.tp, pc.cp), tp=pc.tp, send=pc.send,
-                      send_tier=pc.send_tier, dp=dp_time, dp_tier=dp_tier, optimizer=opt,
-                      param_gather=np.maximum(0.0, gather_time - f[:, :, 0]),
-                      memory=group_memory(cm, c, schedule, p, v, in_flight, lt))
-
-
 def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
                  lt: dict | None = None) -> dict:
-    """Only the memory of group_costs (cheap: no durations), to drop what does not fit first: the most
-    loaded device's bytes by category (step_costs.device_memory), kv_cache and capacity, (N,) each."""
+    """Memory of candidates `c` (cheap: no durations), to drop what does not fit first: the most loaded
+    device's bytes by category (step_costs.device_memory), kv_cache and capacity, (N,) each."""
     layers, embed, head = _grid(schedule, p, v, cm.scn.model.layers)
     lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
     params = device_params(cm.scn.model, c.tp, layers, embed, head)
-    uniq, inverse = _unique_rows(np.stack([c.dp * c.cp, c.zero], axis=1))
+    uniq, inverse = unique_rows(np.stack([c.dp * c.cp, c.zero], axis=1))
     per_param = np.array([state_bytes_per_param(int(rep), int(zero), cm.scn.layout.distributed_optimizer)
                           for rep, zero in uniq])[inverse]
     out = device_memory(params, per_param, lt["mem"], in_flight, layers, head)
     return {**out, "kv_cache": np.zeros(len(c)), "capacity": np.full(len(c), float(cm.scn.topology.device.hbm_bytes))}
 
 
-def _unique_rows(keys: np.ndarray):
+def layer_tables(cm: CostModel, c: Candidates) -> dict:
+    """CostModel.layer_table of the candidates, once per split-backward flag: {flag: (position of each
+    candidate of c among those with the flag, key table, key index and pp stride of those)}."""
+    split = np.array([spec.split_backward for spec in SPECS.values()])[c.schedule]
+    out = {}
+    for flag in (False, True):
+        sel = np.nonzero(split == flag)[0]
+        if len(sel):
+            pos = np.full(len(c), -1)
+            pos[sel] = np.arange(len(sel))
+            out[flag] = (pos, *cm.layer_table(c.take(sel), flag))
+    return out
+
+
+def layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
+    """CostModel.prepare of the candidates at idx, from layer_tables' tables."""
+    pos, table, key, stride_pp = lts[SPECS[schedule].split_backward]
+    at = pos[idx]
+    return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
+
+
+@lru_cache(maxsize=None)
+def _projection(role: int, size: int) -> np.ndarray:
+    """A fixed random vector of `size` numbers in [0, 1) for hashing the arrays of one role."""
+    return np.random.default_rng((role, size)).random(size)
+
+
+def distinct_pipelines(f, b, src, m, rest: list) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct pipeline, inverse index) of pipelines given by their passes f and b
+    (n, p, v) and the row of the cost arrays they take the rest from (src: into m (micro-batches) and
+    each array of rest): rows grouped by a random projection, then the duplicates checked equal to
+    their group's first row (else every row stands alone)."""
+    n = len(src)
+    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    h = flat(f) @ _projection(0, f[0].size) + flat(b) @ _projection(1, b[0].size)
+    h += (m * _projection(2, 1)[0] + sum(flat(a) @ _projection(3 + i, a[0].size) for i, a in enumerate(rest)))[src]
+    first, inverse = sorted_groups(h)
+    dup = np.nonzero(first[inverse] != np.arange(n))[0]
+    rep = first[inverse[dup]]
+    other = src[dup] != src[rep]  # duplicates that take the rest from another row
+    same = (np.array_equal(f[dup], f[rep]) and np.array_equal(b[dup], b[rep])
+            and all(np.array_equal(a[src[dup[other]]], a[src[rep[other]]]) for a in (m, *rest)))
+    return (first, inverse) if same else (np.arange(n), np.arange(n))
+
+
+def unique_rows(keys: np.ndarray):
     """(unique rows, inverse index) of a small non-negative integer matrix, ordered as np.unique orders
     them, by one 1-D code per row (a lookup table when the codes are dense, else a stable sort)."""
     keys = np.asarray(keys, dtype=np.int64)
@@ -303,8 +309,8 @@ def sorted_groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[new], inverse
 
 
-def schedule_name(code: int) -> str:
-    return SCHEDULE_NAMES[int(code)]
-
-
-__all__ = ["CostModel", "GroupCosts", "group_costs", "group_memory", "virtual_stages"]
+def firsts(inverse: np.ndarray) -> np.ndarray:
+    """Index of the first row of each class of an inverse index."""
+    first = np.zeros(inverse.max() + 1, dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return first
