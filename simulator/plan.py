@@ -12,8 +12,8 @@ half layer by layer (simulator.moe: the slowest EP rank's experts, the all-to-al
 combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
 the other half's compute: the pair lasts max(both computes, both all-to-alls).
 
-The cost functions are simulator.step_costs', which take a leading candidate axis: make_plan is
-their one-candidate case, and the layout search calls the same functions with K candidate layouts.
+The cost functions live in simulator.step_costs and take a leading candidate axis: make_plan is their
+one-candidate case; the layout search calls the same functions with K candidate layouts.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def mesh_ranks(scn) -> int:
 
 
 def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: int = 0) -> Plan:
-    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs; the cost
-    functions below with one candidate.
+    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs (the
+    step_costs functions with one candidate).
 
     `anchor`: a device of the replica simulated (its pipeline and TP group); replicas are symmetric,
     so any one serves, and a fault names the one that holds the faulty GPU."""
