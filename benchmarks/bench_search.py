@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import simulator.analytic as analytic
-import simulator.analytic_costs as analytic_costs
+import simulator.candidates as candidates
 import simulator.layouts as layouts
 import simulator.structures as structures
 from simulator import load_scenario
@@ -38,16 +38,16 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 def _clear():
     structures.STRUCTURES.clear()
     analytic._EXIT_CACHE.clear()
-    analytic._projection.cache_clear()
-    analytic_costs._LAYER_CACHE.clear()
-    analytic_costs._grid.cache_clear()
+    candidates._projection.cache_clear()
+    candidates._LAYER_CACHE.clear()
+    candidates._grid.cache_clear()
     fabric_cache.cache_clear()
     layouts._schedules.cache_clear()
 
 
 def _rank(base, gpus):
     cands = enumerate_layouts(base, gpus)
-    est = analytic.estimate(analytic_costs.CostModel(base), cands, workers=default_workers(), skip_oom=True)
+    est = analytic.estimate(candidates.CostModel(base), cands, workers=default_workers(), skip_oom=True)
     fits = np.nonzero(est.fits)[0]
     order = fits[np.argsort(est.step_time[fits], kind="stable")]
     return len(cands), order

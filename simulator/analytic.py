@@ -27,11 +27,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from . import forked
+from .candidates import (data_parallel_costs, distinct_pipelines, firsts, group_memory, layer_figures, layer_tables,
+                         pair_seconds, pipeline_costs, unique_rows)
+from .model import model_flops_per_token
+from .schedules import SCHEDULE_NAMES
 from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
 
 NEG = -np.inf
@@ -241,51 +244,24 @@ MEM_FIELDS = ("weights", "gradients", "optimizer", "activations", "kv_cache", "t
 
 def _jobs(c, chunk: int = 8192) -> list[tuple]:
     """(schedule, p, v, m or None, rows): candidates sharing one Structure (m None: the linear one)."""
-    from .analytic_costs import _unique_rows, schedule_name
-
-    family, inverse = _unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
-    steady = np.array([steady_from(schedule_name(s), int(p), int(v)) for s, p, v in family])[inverse]
+    family, inverse = unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
+    steady = np.array([steady_from(SCHEDULE_NAMES[s], int(p), int(v)) for s, p, v in family])[inverse]
     m1, period = steady[:, 0], steady[:, 1]
     key_m = np.where((c.m >= m1) & ((c.m - m1) % period == 0), -1, c.m)  # as structure_key
-    uniq, inverse = _unique_rows(np.stack([inverse, key_m + 1], axis=1))  # the family's order, then m's
+    uniq, inverse = unique_rows(np.stack([inverse, key_m + 1], axis=1))  # the family's order, then m's
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
     out = []
     for u, ((s, p, v), m) in enumerate(zip(family[uniq[:, 0]], uniq[:, 1] - 1)):
         rows = order[bounds[u]:bounds[u + 1]]
         for start in range(0, len(rows), chunk):  # bounded pieces: memory, and balanced workers
-            out.append((schedule_name(s), int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
+            out.append((SCHEDULE_NAMES[s], int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
     return out
-
-
-def _prepared(cm, c) -> dict:
-    """CostModel.layer_table of the candidates, once per split-backward flag: {flag: (position of each
-    candidate of c among those with the flag, key table, key index and pp stride of those)}."""
-    from .analytic_costs import SPLIT_BACKWARD, schedule_name
-
-    split = np.array([SPLIT_BACKWARD[schedule_name(i)] for i in range(8)])[c.schedule]
-    out = {}
-    for flag in (False, True):
-        sel = np.nonzero(split == flag)[0]
-        if len(sel):
-            pos = np.full(len(c), -1)
-            pos[sel] = np.arange(len(sel))
-            out[flag] = (pos, *cm.layer_table(c.take(sel), flag))
-    return out
-
-
-def _layer_figures(lts: dict, schedule: str, idx: np.ndarray) -> dict:
-    """CostModel.prepare of the candidates at idx, from _prepared's tables."""
-    from .analytic_costs import SPLIT_BACKWARD
-
-    pos, table, key, stride_pp = lts[SPLIT_BACKWARD[schedule]]
-    at = pos[idx]
-    return {**{k: a[key[at]] for k, a in table.items()}, "stride_pp": stride_pp[at]}
 
 
 def _run_jobs(cm, c, jobs, skip_oom: bool, lts, out: dict, mem: dict) -> None:
     """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time, into out[field] and
-    mem[field] at the candidates' indices ((N,) arrays). lts: _prepared's tables, or a callable that
+    mem[field] at the candidates' indices ((N,) arrays). lts: candidates.layer_tables', or a callable that
     gives them (asked once the Structures are built)."""
     build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
     lts = lts() if callable(lts) else lts
@@ -296,7 +272,7 @@ def _run_jobs(cm, c, jobs, skip_oom: bool, lts, out: dict, mem: dict) -> None:
         idx = np.concatenate([jobs[i][4] for i in members])
         group = np.repeat(np.arange(len(members)), [len(jobs[i][4]) for i in members])
         sts = [STRUCTURES[jobs[i][:4]] for i in members]
-        lt = _layer_figures(lts, name, idx)
+        lt = layer_figures(lts, name, idx)
         _estimate_family(cm, c.take(idx), sts, group, name, idx, out, mem, skip_oom, lt)
 
 
@@ -338,7 +314,7 @@ def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool, out: dict, mem: d
     so = {k: forked.shared_array(len(c)) for k in OUT_FIELDS}
     sm = {k: forked.shared_array(len(c)) for k in MEM_FIELDS}
     for built in forked.run(_evaluate, _families(jobs), (cm, c, skip_oom, so, sm, forked.Late()), workers,
-                            late=lambda: _prepared(cm, c)):
+                            late=lambda: layer_tables(cm, c)):
         STRUCTURES.update(built)
     for k in OUT_FIELDS:
         out[k][:] = so[k]
@@ -347,13 +323,11 @@ def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool, out: dict, mem: d
 
 
 def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
-    """Analytic figures of every candidate in `c` for the cost model `cm` (analytic_costs.CostModel).
+    """Analytic figures of every candidate in `c` for the cost model `cm` (candidates.CostModel).
 
     workers > 1 splits the work over that many processes (this one and forked ones); the results are
     the same as in one process. skip_oom: compute memory first and the step time only of the layouts
     that fit (the others get NaN timings)."""
-    from .model import model_flops_per_token
-
     N = len(c)
     out = {k: np.zeros(N) for k in OUT_FIELDS}
     mem = {k: np.zeros(N) for k in MEM_FIELDS}
@@ -361,7 +335,7 @@ def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
     if workers > 1 and N >= 4096:
         _parallel(cm, c, jobs, workers, skip_oom, out, mem)
     else:
-        _run_jobs(cm, c, jobs, skip_oom, _prepared(cm, c), out, mem)
+        _run_jobs(cm, c, jobs, skip_oom, layer_tables(cm, c), out, mem)
     scn = cm.scn
     tokens = scn.workload.global_batch * scn.workload.seq_len
     gpus = scn.gpus
@@ -379,8 +353,6 @@ def _estimate_family(cm, c, sts: list[Structure], group, schedule: str, idx, out
     """Memory and timings of one family's candidates c into mem[...][idx] and out[...][idx] (group:
     each candidate's index in sts, the Structures of its jobs); skip_oom: timings only of those that
     fit (NaN for the others)."""
-    from .analytic_costs import _unique_rows, group_memory
-
     in_flight = np.zeros((len(c), sts[0].p))
     for g, st in enumerate(sts):
         sel = group == g
@@ -398,44 +370,11 @@ def _estimate_family(cm, c, sts: list[Structure], group, schedule: str, idx, out
     # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
     sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
     zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
-    _, inverse = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass, group], axis=1))
-    first = _firsts(inverse)
+    _, inverse = unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass, group], axis=1))
+    first = firsts(inverse)
     timed = _timings(cm, c.take(first), sts, group[first], schedule, {k: v[first] for k, v in lt.items()})
     for k in out:
         out[k][idx] = timed[k][inverse]
-
-
-def _firsts(inverse: np.ndarray) -> np.ndarray:
-    """Index of the first row of each class of an inverse index."""
-    first = np.zeros(inverse.max() + 1, dtype=np.int64)
-    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-    return first
-
-
-@lru_cache(maxsize=None)
-def _projection(role: int, size: int) -> np.ndarray:
-    """A fixed random vector of `size` numbers in [0, 1) for hashing the arrays of one role."""
-    return np.random.default_rng((role, size)).random(size)
-
-
-def _distinct_pipelines(f, b, src, m, rest: list) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each distinct pipeline, inverse index) of pipelines given by their passes f and b
-    (n, p, v) and the row of the cost arrays they take the rest from (src: into m (micro-batches) and
-    each array of rest): rows grouped by a random projection, then the duplicates checked equal to
-    their group's first row (else every row stands alone)."""
-    from .analytic_costs import sorted_groups
-
-    n = len(src)
-    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
-    h = flat(f) @ _projection(0, f[0].size) + flat(b) @ _projection(1, b[0].size)
-    h += (m * _projection(2, 1)[0] + sum(flat(a) @ _projection(3 + i, a[0].size) for i, a in enumerate(rest)))[src]
-    first, inverse = sorted_groups(h)
-    dup = np.nonzero(first[inverse] != np.arange(n))[0]
-    rep = first[inverse[dup]]
-    other = src[dup] != src[rep]  # duplicates that take the rest from another row
-    same = (np.array_equal(f[dup], f[rep]) and np.array_equal(b[dup], b[rep])
-            and all(np.array_equal(a[src[dup[other]]], a[src[rep[other]]]) for a in (m, *rest)))
-    return (first, inverse) if same else (np.arange(n), np.arange(n))
 
 
 def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dict:
@@ -444,12 +383,10 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
 
     The longest paths run once per distinct pipeline: candidates that differ only in ZeRO share their
     pass and send seconds (ZeRO changes the tail), unless ZeRO-3's gathers lengthen passes."""
-    from .analytic_costs import _unique_rows, data_parallel_costs, pair_seconds, pipeline_costs
-
     p, v = sts[0].p, sts[0].v
     dp, _, gather, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
-    _, q = _unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, group], axis=1))
-    first = _firsts(q)
+    _, q = unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, group], axis=1))
+    first = firsts(q)
     pairs = any(((st.used >= 3 * v) & (st.used < 3 * v + v * v)).any() for st in sts)
     pc = pipeline_costs(cm, c.take(first), schedule, p, v, {k: x[first] for k, x in lt.items()}, pairs)
     lifted = (c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1)
@@ -466,7 +403,7 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
     m_first = c.m[first]
     # the longest paths of the distinct pipelines only (e.g. ZeRO-3 rows whose passes all last the gather)
     rest = [pc.w, pc.tp, pc.send] + ([pc.cp] if pairs else [])
-    u, same = _distinct_pipelines(f, b, src, m_first, rest)
+    u, same = distinct_pipelines(f, b, src, m_first, rest)
     s = src[u]
     w, tp, send, m = pc.w[s], pc.tp[s], pc.send[s], m_first[s]
     fb = pair_seconds(f[u], b[u], tp, pc.cp[s]) if pairs else None

@@ -58,9 +58,14 @@ class Fabric:
 
     def collective(self, kind: str, size, groups: np.ndarray, cal: Calibration,
                    algorithm: str = "ring") -> np.ndarray:
-        """Seconds for `kind` of `size` bytes over each group (rows of a device array); `algorithm`
+        """Seconds for `kind` of `size` bytes over each group (rows of a device array)."""
+        return self.collective_profiled(kind, size, *self.profile(groups), cal, algorithm)
+
+    def collective_profiled(self, kind: str, size, k, d, crosses, cal: Calibration,
+                            algorithm: str = "ring") -> np.ndarray:
+        """Seconds for `kind` of `size` bytes over groups given by their profile (see `profile`): k
+        members per domain, d domains, crossing a leaf; arrays broadcast together. `algorithm`
         (collectives.LATENCIES) inside one domain, rings across domains."""
-        k, d, crosses = self.profile(groups)
         intra_bw = self.nvlink_bw * cal.nvlink
         inter_bw = self.scaleout_bw(crosses) * cal.scaleout
         flat = collectives.flat(kind, size, k, intra_bw, self.nvlink_lat, algorithm)

@@ -16,9 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SCHEDULE_NAMES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v")
-RECOMPUTE_NAMES = ("none", "selective", "full")
-FIXED_CHUNKS = {"gpipe": 1, "1f1b": 1, "zb-h1": 1, "zb-h2": 1, "zb-v": 2, "dualpipe": 2, "dualpipe-v": 2}
+from .scenario import RECOMPUTE_NAMES
+from .schedules import SCHEDULE_NAMES, SPECS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +96,7 @@ def stage_split(layers: int, stages: int) -> tuple[int, ...] | None:
 
 def virtual_stages(schedule: str, pp: int, chunks: int) -> int:
     """Stages the layers split over: pp for DualPipe (each copy holds the model), else pp*chunks."""
-    return pp if schedule == "dualpipe" else pp * chunks
+    return SPECS[schedule].virtual_stages(pp, chunks)
 
 
 def label(row: dict) -> str:
@@ -140,21 +139,17 @@ def _meshes(scn, gpus: int, space: SearchSpace):
 
 @lru_cache(maxsize=4096)
 def _schedules(pp: int, m: int, layers: int, space: SearchSpace) -> tuple:
-    """(schedule index, chunks) pairs valid for pp stages and m micro-batches."""
+    """(schedule index, chunks) pairs valid for pp stages and m micro-batches (the registry's rules;
+    interleaved_chunks for a schedule whose chunks are free)."""
     out = []
     for i, name in enumerate(SCHEDULE_NAMES):
-        if name not in space.schedules:
+        spec = SPECS[name]
+        if name not in space.schedules or spec.rule(pp, m) is not None:
             continue
         if pp == 1 and name != "1f1b":  # every schedule is the same single stage
             continue
-        if name == "interleaved":
-            out += [(i, v) for v in space.interleaved_chunks if m % pp == 0 and pp * v <= layers]
-            continue
-        v = FIXED_CHUNKS[name]
-        if name == "dualpipe" and (pp % 2 or m % 2):
-            continue
-        if virtual_stages(name, pp, v) <= layers:
-            out.append((i, v))
+        chunks = space.interleaved_chunks if spec.chunks is None else (spec.chunks,)
+        out += [(i, v) for v in chunks if spec.virtual_stages(pp, v) <= layers]
     return tuple(out)
 
 

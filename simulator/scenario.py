@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, m
 from pydantic_core import PydanticCustomError
 
 from simulator.hardware import DeviceSpec
+from simulator.schedules import SCHEDULE_NAMES, SPECS
 from simulator.units import BytesPerSecond, Seconds
 
 
 __all__ = [
     "AXES",
+    "RECOMPUTE_NAMES",
     "SCHEDULES",
     "DegradedLink",
     "DomainSpec",
@@ -45,15 +47,16 @@ PosInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Axis = Literal["tp", "cp", "ep", "dp", "pp"]
 StoreDtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
-Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v"]
+Schedule = Literal[SCHEDULE_NAMES]  # the registry's names (simulator.schedules)
+Recompute = Literal["none", "selective", "full"]
 ExpertPlacement = Literal["contiguous", "round_robin", "domain_local", "load_balanced", "graph"]
 
 AXES: tuple[str, ...] = get_args(Axis)
 """Mesh axis names, in the default order (innermost first)."""
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 """Pipeline schedule names a layout may ask for."""
-_ONE_CHUNK = ("gpipe", "1f1b", "zb-h1", "zb-h2")
-_TWO_CHUNKS = ("zb-v", "dualpipe-v")
+RECOMPUTE_NAMES: tuple[str, ...] = get_args(Recompute)
+"""Activation recomputation modes, in the order the search numbers them."""
 
 
 class ScenarioError(Exception):
@@ -246,7 +249,7 @@ class Workload(_Frozen):
     """Sequences per micro-batch."""
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     """Compute dtype of the matrix multiplies."""
-    recompute: Literal["none", "selective", "full"] = "selective"
+    recompute: Recompute = "selective"
     """Activation recomputation: none, selective (attention core), full (whole layer)."""
     attention: Literal["flash", "unfused"] = "flash"
     """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks) or
@@ -393,12 +396,9 @@ class Layout(_Frozen):
     def _check(self) -> Layout:
         if sorted(self.order) != sorted(AXES):
             _rule("order", f"[{', '.join(self.order)}] must list each of {', '.join(AXES)} once")
-        if self.schedule in _ONE_CHUNK and self.chunks != 1:
-            _rule("chunks", f"schedule {self.schedule} runs one chunk per device, got chunks {self.chunks}")
-        if self.schedule in _TWO_CHUNKS and self.chunks != 2:
-            _rule("chunks", f"schedule {self.schedule} needs chunks 2, got {self.chunks}")
-        if self.schedule == "interleaved" and self.chunks < 2:
-            _rule("chunks", f"schedule interleaved needs chunks >= 2, got {self.chunks}")
+        problem = SPECS[self.schedule].chunk_problem(self.chunks)
+        if problem:
+            _rule("chunks", problem)
         return self
 
 
@@ -530,16 +530,17 @@ def _check_model_split(s: Scenario) -> None:
 
 def _check_stages(s: Scenario) -> None:
     """Layers split over pp*chunks virtual stages (pp for dualpipe, whose two pipeline copies each
-    hold the whole model), evenly or as stage_layers says."""
+    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says."""
     m, lay = s.model, s.layout
-    stages = lay.pp if lay.schedule == "dualpipe" else lay.pp * lay.chunks
+    stages = SPECS[lay.schedule].virtual_stages(lay.pp, lay.chunks)
     if lay.stage_layers is None:
         if m.layers % stages:
             _rule("layout.pp", f"layers ({m.layers}) not divisible by pp*chunks ({lay.pp}*{lay.chunks} = "
                   f"{stages}); give layout.stage_layers for an uneven split")
         return
     if len(lay.stage_layers) != stages:
-        need = f"pp = {lay.pp} (dualpipe)" if lay.schedule == "dualpipe" else f"pp*chunks = {lay.pp}*{lay.chunks}"
+        copies = SPECS[lay.schedule].copies_hold_model
+        need = f"pp = {lay.pp} ({lay.schedule})" if copies else f"pp*chunks = {lay.pp}*{lay.chunks}"
         _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need {need} = {stages}")
     if sum(lay.stage_layers) != m.layers:
         _rule("layout.stage_layers", f"sum {sum(lay.stage_layers)} != model.layers ({m.layers})")
@@ -611,9 +612,9 @@ def _check_batch(s: Scenario) -> None:
         _rule("workload.global_batch", f"global_batch ({w.global_batch}) not divisible by micro_batch*dp "
               f"({w.micro_batch}*{lay.dp} = {per_step})")
     m = w.global_batch // per_step
-    if lay.schedule == "interleaved" and m % lay.pp:
-        _rule("layout.schedule", f"interleaved needs micro-batches per pipeline ({w.global_batch}/"
-              f"({w.micro_batch}*{lay.dp}) = {m}) divisible by pp ({lay.pp})")
+    problem = SPECS[lay.schedule].rule(lay.pp, m, f"{w.global_batch}/({w.micro_batch}*{lay.dp}) = {m}")
+    if problem:
+        _rule("layout.schedule", problem)
 
 
 def _check_dtype(s: Scenario) -> None:

@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .analytic import estimate
-from .analytic_costs import CostModel
-from .layouts import Candidates, SearchSpace, enumerate_layouts, label, overrides, stage_split, virtual_stages
+from .candidates import CostModel
+from .check import lookup
+from .layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, SearchSpace, enumerate_layouts, label, overrides,
+                      stage_split, virtual_stages)
+from .pareto import front
 from .scenario import Scenario, ScenarioError
-from .sweep import Job, evaluate, run_jobs
+from .sweep import Job, default_workers, evaluate, run_jobs
 
 OBJECTIVES = {  # name -> (report key, better)
     "tokens_per_s": ("tokens_per_s", "higher"),
@@ -124,7 +127,6 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
            workers: int | None = None, cluster: str | None = None, progress: bool = False) -> SearchResult:
     """Search the layouts of the training scenario at `path` (or a Scenario) on each GPU count in `gpus`."""
     from .api import as_scenario
-    from .sweep import default_workers
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
@@ -294,8 +296,6 @@ def _own_analytic(scn, one: Candidates) -> dict:
 
 def _find(cands: Candidates, gcol, row: dict):
     """Index of the candidate with this layout, or None."""
-    from .layouts import RECOMPUTE_NAMES, SCHEDULE_NAMES
-
     if row["schedule"] not in SCHEDULE_NAMES:
         return None
     hit = ((cands.tp == row["tp"]) & (cands.cp == row["cp"]) & (cands.pp == row["pp"]) & (cands.dp == row["dp"])
@@ -307,8 +307,6 @@ def _find(cands: Candidates, gcol, row: dict):
 
 
 def _engine_value(r: Refined, key: str) -> float:
-    from .check import lookup
-
     return lookup(r.report, key) if key != "gpus" else float(r.row["gpus"])
 
 
@@ -402,8 +400,6 @@ def _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints) -> dict
 
 def _front(values, cands, gcol, ok) -> list[dict]:
     """The analytic Pareto front of step time against GPUs (several GPU counts) or cost."""
-    from .pareto import front
-
     idx = np.nonzero(ok)[0]
     if not len(idx):
         return []

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .schedules import SPECS
 from .schedules.codes import Codes, codes_batch
 
 ENGINE_LOCAL_WAITS_FOR_SEND = True
@@ -247,10 +248,8 @@ def _ranks(direction: np.ndarray) -> np.ndarray:
 
 def steady_from(schedule: str, p: int, v: int) -> tuple[int, int]:
     """(m1, period): from m1 micro-batches on, m and m + period micro-batches differ only in the
-    steady state, so the structure extends linearly (checked for p up to 16 in the tests)."""
-    return {"gpipe": (2, 1), "1f1b": (p + 1, 1), "zb-h1": (p + 1, 1), "interleaved": (3 * p, p),
-            "zb-h2": (3 * p, 1), "zb-v": (2 * p + 1, 1), "dualpipe-v": (2 * p + 1, 1),
-            "dualpipe": (2 * p + 2, 2)}[schedule]
+    steady state, so the structure extends linearly (the registry's ScheduleSpec.steady)."""
+    return SPECS[schedule].steady(p, v)
 
 
 STRUCTURES: dict[tuple, Structure] = {}

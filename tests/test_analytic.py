@@ -5,16 +5,16 @@ a gradient reduction never shares a NIC or NVLink port with another), so every t
 its alpha-beta time. The test detects it by watching engine.Link: a transfer that starts while
 another is in flight on the same link marks the run as contended.
 
-Claims checked here:
-1. costs: every candidate's per-stage seconds, sends, gradient reduction, optimizer and memory equal
-   the Plan that make_plan builds for the same layout (1e-12 relative);
-2. lower bound: the analytic step time never exceeds the engine's (with or without contention);
-3. agreement: on contention-free layouts with layers split evenly over the virtual stages, analytic
+Claims checked here (the candidates' costs are make_plan's by construction: both call
+simulator.step_costs, the search with many candidates at once):
+1. lower bound: the analytic step time never exceeds the engine's (with or without contention);
+2. agreement: on contention-free layouts with layers split evenly over the virtual stages, analytic
    and engine agree within 1e-6 relative for gpipe, 1f1b, interleaved, zb-h1, zb-h2, dualpipe and
    dualpipe-v (zb-v is a lower bound only: its cool-down can hop between devices' chains);
-4. closed forms: equal stages and free communication give (m+p-1)(F+B) for GPipe and 1F1B and
+3. closed forms: equal stages and free communication give (m+p-1)(F+B) for GPipe and 1F1B and
    m(F+B) + (p-1)(F+B)/v interleaved;
-5. the structure extended linearly in m equals the structure of the table built at that m.
+4. the structure extended linearly in m equals the structure of the table built at that m;
+5. layer keys from the ranks' strides give the figures of the scenario's explicit groups.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import pytest
 import simulator.engine as engine
 from simulator import load_scenario
 from simulator.analytic import longest_paths
-from simulator.analytic_costs import CostModel, group_costs
+from simulator.candidates import CostModel
 from simulator.layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides,
                                virtual_stages)
 from simulator.model import build_op_table
 from simulator.placement import mesh_order, place, replica_groups
-from simulator.plan import PASS_FIELDS, layer_pass_times
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
 from simulator.structures import _extract, in_flight_of, steady_from, structure
 from simulator.simulate import run
+from simulator.step_costs import layer_costs, scenario_layer_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT3 = ROOT / "scenarios" / "gpt3-175b-selene.yaml"
@@ -88,24 +88,6 @@ def _estimate(base, c):
 def sample():
     base, c = _sample(192, seed=3)
     return base, c, _estimate(base, c)
-
-
-def test_costs_equal_make_plan(sample):
-    base, c, _ = sample
-    cm = CostModel(base)
-    for i in range(0, len(c), 3):
-        row = c.row(i)
-        scn = load_scenario(GPT3, overrides(row, base.model.layers, 8, base.gpus))
-        plan = run(scn).plan
-        sub = c.take([i])
-        st = structure(row["schedule"], row["pp"], row["chunks"], row["micro_batches"])
-        g = group_costs(cm, sub, row["schedule"], row["pp"], row["chunks"], in_flight_of(st, sub.m))
-        for name in ("f", "b", "w", "fb", "send", "dp", "optimizer", "param_gather"):
-            np.testing.assert_allclose(getattr(g, name)[0], getattr(plan, name), rtol=1e-12, atol=1e-15,
-                                       err_msg=f"{name} of {row}")
-        np.testing.assert_array_equal(g.send_tier[0], plan.send_tier)
-        assert g.memory["total"][0] == pytest.approx(plan.memory.total, rel=1e-12)
-        assert g.memory["activations"][0] == pytest.approx(plan.memory.activations, rel=1e-12)
 
 
 def test_agrees_with_engine_when_contention_free(sample, monkeypatch):
@@ -208,9 +190,10 @@ def test_memory_first_and_shared_timings_change_nothing():
     assert np.isnan(fast.step_time[~fast.fits]).all()
 
 
-def test_layer_costs_equal_layer_pass_times_exactly():
-    """CostModel.layers (plan.py's formulas over arrays of keys) gives layer_pass_times' seconds bit for
-    bit, and the replica groups from strides are Placement's."""
+def test_layer_costs_from_strides_equal_explicit_groups_exactly():
+    """CostModel.layers (TP groups and CP rings from the ranks' strides, many keys at once) gives the
+    seconds and bytes of one scenario's explicit groups bit for bit, and the replica groups from
+    strides are Placement's."""
     base = load_scenario(GPT3, ["topology.domains=16"])
     c = enumerate_layouts(base, 128, SearchSpace(sequence_parallel="both"))
     cm = CostModel(base)
@@ -219,10 +202,13 @@ def test_layer_costs_equal_layer_pass_times_exactly():
     for i in rng.choice(len(keys), size=40, replace=False):
         tp, cp, mb, sp, rec, split, (s_tp, s_cp) = keys[i]
         scn = cm.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
-        times = layer_pass_times(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
-                                 cm.cal, split)
-        expected = [[getattr(times[blk], k) for k in PASS_FIELDS] for blk in sorted(times)]
-        np.testing.assert_array_equal(cm.layers([keys[i]])[0][0], expected)
+        one = scenario_layer_keys(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
+                                  split)
+        expected = layer_costs(scn, one, cm.fabric, cm.cal)
+        got = cm.layers([keys[i]])[0]
+        np.testing.assert_array_equal(got[0], expected.passes[0])
+        assert got[1:3] == (expected.send_bytes[0], expected.send_gather[0])
+        np.testing.assert_array_equal(got[3], expected.activations[0])
     for tp, cp, pp in ((8, 1, 4), (2, 4, 2), (1, 2, 8), (4, 2, 1)):
         scn = cm.variant(tp=tp, cp=cp, pp=pp)
         placement = place(scn)
@@ -239,7 +225,7 @@ def test_layer_figures_are_shared_across_cluster_sizes_not_mesh_orders():
     fabric tiers, mesh order), not on the GPU count: a pass on 512 GPUs after one on 256 gives the
     figures of a pass on 512 alone, bit for bit; a cluster smaller than a leaf (another fabric) and
     another mesh order get their own."""
-    import simulator.analytic_costs as ac
+    import simulator.candidates as ac
     from simulator.analytic import estimate
 
     space = SearchSpace(micro_batches=(1, 2))

@@ -1,19 +1,21 @@
 """Schedules as integer arrays: the tables of ``SCHEDULES`` without Action objects, for the analytic pass.
 
-``CODES[name](p, ms, v) -> Codes`` builds the per-device orders of ``SCHEDULES[name](p, m, v)`` for
-every m in ``ms`` at once, with numpy (tests/test_schedule_codes.py checks them slot by slot against
-the tables over a grid of p, m, v); ``codes_of`` converts one ScheduleTable. The analytic pass reads
-each schedule's structure from these arrays: a search needs about two hundred tables, and building
-them as Actions took seconds.
+``CODES[name](p, ms, v) -> Codes`` (the registry's ``SPECS[name].codes``) builds the per-device
+orders of ``SCHEDULES[name](p, m, v)`` for every m in ``ms`` at once, with numpy
+(tests/test_schedule_codes.py checks them slot by slot against the tables over a grid of p, m, v);
+``codes_of`` converts one ScheduleTable. The analytic pass reads each schedule's structure from
+these arrays: a search needs about two hundred tables, and building them as Actions took seconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .dualpipe import dual_recipe
+from .registry import SPECS
 from .routes import dual_routes, looped_routes, v_routes
 from .table import ScheduleTable
 from .zero_bubble import zb_v_recipe
@@ -281,12 +283,29 @@ def dualpipe_v(p: int, ms, v: int = 2) -> Codes:
     return _make("dualpipe-v", p, 2, ms, cols, v_routes(p), True)
 
 
-CODES = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved": interleaved, "zb-h1": zb_h1, "zb-h2": zb_h2,
-         "zb-v": zb_v, "dualpipe": dualpipe, "dualpipe-v": dualpipe_v}
+class _Builders(Mapping):
+    """name -> (p, ms, v) -> Codes of every schedule: a view of the registry (schedules.registry)."""
+
+    def __getitem__(self, name: str):
+        return SPECS[name].codes
+
+    def __iter__(self):
+        return iter(SPECS)
+
+    def __len__(self) -> int:
+        return len(SPECS)
+
+
+CODES = _Builders()
 
 
 def codes_batch(families: list[tuple[str, int, int, tuple]]) -> list[Codes]:
-    """Codes of (name, p, v, ms) families; the zb-h2 ones simulated together."""
-    h2 = [(p, ms) for name, p, v, ms in families if name == "zb-h2"]
-    done = dict(zip(h2, zb_h2_batch(h2))) if h2 else {}
-    return [done[p, ms] if name == "zb-h2" else CODES[name](p, ms, v) for name, p, v, ms in families]
+    """Codes of (name, p, v, ms) families; a schedule that builds several at once (zb-h2's list
+    schedule, simulated together) gets all of its requests in one call."""
+    together: dict[str, list] = {}
+    for name, p, v, ms in families:
+        if SPECS[name].codes_together is not None:
+            together.setdefault(name, []).append((p, ms))
+    done = {(name, *req): out for name, reqs in together.items()
+            for req, out in zip(reqs, SPECS[name].codes_together(reqs))}
+    return [done[name, p, ms] if name in together else SPECS[name].codes(p, ms, v) for name, p, v, ms in families]
