@@ -148,7 +148,7 @@ def _half_key(group):
 
 def fit_gemm(cases: list[dict]) -> tuple[dict, dict]:
     """Fit (eff_max, half_dim) per (generation, dtype) and a fixed time per timing harness (s), jointly over all
-    cases. Returns ({(gen, dtype): {eff_max, half_dim, fitted_from, residuals, ...}}, {harness: seconds})."""
+    cases; `ceiling` is the best measured fraction of peak (the form may extrapolate above it). Returns ({(gen, dtype): {eff_max, half_dim, fitted_from, residuals, ...}}, {harness: seconds})."""
     groups = sorted({(c["gen"], c["dtype"]) for c in cases})
     halves = sorted({_half_key(g) for g in groups})
     ng, nh = len(groups), len(halves)
@@ -167,7 +167,10 @@ def fit_gemm(cases: list[dict]) -> tuple[dict, dict]:
     params = {}
     for i, g in enumerate(groups):
         mine = [j for j, c in enumerate(cases) if (c["gen"], c["dtype"]) == g]
+        best = max(mine, key=lambda j: cases[j]["flop"] / cases[j]["time"] / cases[j]["peak"])
         params[g] = {"eff_max": float(x[i]), "half_dim": float(x[ng + halves.index(_half_key(g))]),
+                     "ceiling": {"value": cases[best]["flop"] / cases[best]["time"] / cases[best]["peak"],
+                                 "entry": cases[best]["id"]},
                      "fitted_from": [cases[j]["id"] for j in mine], "residuals": stats(ratio[mine]),
                      "residual_by_entry": {cases[j]["id"]: float(ratio[j] - 1) for j in mine}}
     return params, {h: float(v) for h, v in zip(HARNESS, x[ng + nh:])}
