@@ -1,0 +1,412 @@
+"""Per-generation device calibration fitted to the kernel measurements in simulator/data/kernels.yaml.
+
+Pure functions: `calibrate(doc)` returns the whole calibration as plain data and `write_calibration` stores it as
+simulator/data/calibration.yaml. SI units inside: seconds, FLOP/s, bytes, bytes/s; efficiencies and fractions are
+relative to the data-sheet figures of kernels.yaml (`data_sheet`). Fits are deterministic least squares on log ratios
+(relative errors) from fixed starting points; residuals are |predicted / measured - 1| of time (or throughput).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
+
+GENERATION = {"A100-SXM4-80GB": "ampere", "H100-SXM5-80GB": "hopper", "H800": "hopper", "H200-SXM": "hopper",
+              "B200": "blackwell", "GB200": "blackwell"}
+GENERATIONS = ("ampere", "hopper", "blackwell")
+TERA, GIGA, MICRO = 1e12, 1e9, 1e-6
+IN_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5}  # GEMM input bytes per element
+OUT_BYTES = 2.0  # every GEMM here writes BF16/FP16 (DeepGEMM and XLA FP8 state it; assumed for cuBLASLt FP8)
+HARNESS = ("xla_table", "azure", "deepgemm")  # timing harnesses whose fixed per-call cost (s) is fitted
+NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR ConnectX-7 or EFA v4)
+B200_DRIVER_HBM = 7680 / 8 * 3996e6 * 2  # bytes/s the B200 driver reports (data-sheet note): CCCL's % base
+GB200_RING_GPUS = 4  # azure_gb200_allreduce_ring_sweep: one ND GB200 v6 VM is one 4-GPU tray (entry config)
+STREAM = ("copy", "mul", "add", "triad")
+HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); BabelStream dot is read-only
+    "ampere": [("azure_a100_babelstream", STREAM)],
+    "hopper": [("azure_h100_babelstream", STREAM), ("azure_h200_babelstream", STREAM),
+               ("quack_h100_torch_clone", ("bf16 clone", "fp32 clone")),
+               ("quack_h100_softmax_dram_throughput", ("DRAM throughput",)),
+               ("quack_h100_rmsnorm_softmax_ce_model_throughput", ("model memory throughput, reduction dim > 4k",))],
+    "blackwell": [("cccl_b200_devicetransform_bwutil", None)]}
+ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
+    ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd"}
+RING_LARGE = {"ampere": [("mleng_a100_8gpu_allreduce_sweep", None), ("azure_a100_8gpu_allreduce_sweep", None)],
+              "hopper": [("mleng_h200_8gpu_allreduce_ring_16gib", "busbw"), ("mleng_h200_8gpu_allgather_16gib", "busbw"),
+                         ("mleng_h200_8gpu_reducescatter_16gib", "busbw"),
+                         ("mleng_h200_allreduce_gpu_count_sweep", "busbw NVLS off"),
+                         ("nccltests212_h100_8gpu_maintainer", "effective NVLink busbw")],
+              "blackwell": [("mleng_b200_allreduce_gpu_count_sweep", "busbw NVLS off"),
+                            ("azure_gb200_allreduce_ring_sweep", None)]}
+NVLS_LARGE = {"hopper": [("mleng_h200_8gpu_allreduce_nvls_16gib", "busbw"), ("mleng_h200_8gpu_allreduce_nvls_sweep", None),
+                         ("azure_h100_8gpu_allreduce_sweep", None), ("azure_h200_8gpu_allreduce_sweep", None),
+                         ("nccltests212_h100_8gpu_maintainer", "NVLS all-reduce peak busbw"),
+                         ("nccltests290_ndr400_per_nic", "single-node"),
+                         ("mleng_h200_allreduce_gpu_count_sweep", "busbw default")],
+              "blackwell": [("mleng_b200_allreduce_gpu_count_sweep", "busbw default"),
+                            ("mleng_b200_1node_allreduce_sweep", None)]}
+SWEEPS = {"ampere": ["mleng_a100_8gpu_allreduce_sweep", "azure_a100_8gpu_allreduce_sweep"],
+          "hopper": ["azure_h100_8gpu_allreduce_sweep", "azure_h200_8gpu_allreduce_sweep",
+                     "mleng_h200_8gpu_allreduce_nvls_sweep"],
+          "blackwell": ["mleng_b200_1node_allreduce_sweep", "azure_gb200_allreduce_ring_sweep"]}
+P2P = {"ampere": [("mleng_a100_p2p_unidir", "typical")], "blackwell": [("mleng_gb200_p2p_unidir", "typical")],
+       "hopper": [("mleng_h100_p2p_unidir", "typical"), ("mleng_h200_p2p_nvbandwidth", "unidirectional")]}
+
+
+# ---------------------------------------------------------------- reading
+def load_kernels(path: str | Path | None = None) -> dict:
+    """The transcribed measurement document: `path`, or the packaged simulator/data/kernels.yaml."""
+    if path is not None:
+        return yaml.safe_load(Path(path).read_text())
+    return yaml.safe_load(resources.files("simulator").joinpath("data", "kernels.yaml").read_text())
+
+
+def data_sheet(doc: dict) -> dict:
+    """Per device: dense peak FLOP/s by dtype ('bf16', 'fp16', 'fp8', 'fp4'), 'hbm' and 'nvlink' (bytes/s)."""
+    sheet = {}
+    for device, facts in doc["data_sheet"].items():
+        peaks = {k.split("_")[0]: v * TERA for k, v in facts.items() if k.endswith("_dense_TFLOPs")}
+        sheet[device] = {"peak": peaks, "hbm": facts["hbm_GBps"] * GIGA,
+                         "nvlink": facts.get("nvlink_GBps_per_direction", 0) * GIGA}
+    return sheet
+
+
+def by_id(doc: dict) -> dict:
+    """Entries keyed by id."""
+    return {e["id"]: e for e in doc["entries"]}
+
+
+def values(entry: dict, quantity: str | None = None, **where) -> list[float]:
+    """Measured values whose quantity starts with `quantity` (all if None) and whose sweep keys equal `where`."""
+    return [m["value"] for m in entry["measured"]
+            if (quantity is None or m["quantity"].startswith(quantity))
+            and all(m.get(k) == v for k, v in where.items())]
+
+
+def stats(ratios) -> dict:
+    """Residual summary of predicted/measured ratios: mean and max |ratio - 1| and the count."""
+    err = np.abs(np.asarray(ratios, float) - 1.0)
+    return {"mean_abs_rel_err": float(err.mean()), "max_abs_rel_err": float(err.max()), "n": int(err.size)}
+
+
+def _fit(residuals, starts, lower, upper, scale):
+    """Least squares from each fixed start; the lowest-cost solution (deterministic)."""
+    best = None
+    for x0 in starts:
+        sol = least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        best = sol if best is None or sol.cost < best.cost - 1e-15 else best
+    return best.x
+
+
+# ---------------------------------------------------------------- GEMM
+def gemm_dtype(config: dict) -> str:
+    """'fp8_block' (DeepGEMM 1x128/128x128 scaling), 'fp8' (per-tensor), 'fp4' or 'bf16' (BF16/FP16)."""
+    text = config["dtype"].lower()
+    if "fine-grained" in text:
+        return "fp8_block"
+    return next((k for k in ("fp4", "fp8") if k in text), "bf16")
+
+
+def gemm_case(entry: dict, sheet: dict, hbm_fraction: float) -> dict:
+    """One GEMM measurement: FLOP, bytes moved, dims (M over all batches/groups, N, K), peak FLOP/s, achieved HBM
+    (bytes/s), measured time (s) and its timing harness. Random-input throughput is used where a source gives both."""
+    c, dev = entry["config"], sheet[entry["device"]]
+    dtype = gemm_dtype(c)
+    m = c.get("M", c.get("M_per_group")) * c.get("batch", 1) * c.get("groups", 1)
+    n, k, weights = c["N"], c["K"], c.get("groups", c.get("batch", 1))
+    flop = 2.0 * m * n * k
+    rate = (values(entry, "benchmark with torch.randn") or [x["value"] for x in entry["measured"]
+                                                             if x["unit"] == "TFLOP/s"])[0] * TERA
+    return {"id": entry["id"], "gen": GENERATION[entry["device"]], "dtype": dtype, "dims": (m, n, k), "flop": flop,
+            "bytes": IN_BYTES[dtype] * (m * k + weights * k * n) + OUT_BYTES * m * n, "time": flop / rate,
+            "peak": dev["peak"]["fp8" if dtype == "fp8_block" else dtype], "hbm": dev["hbm"] * hbm_fraction,
+            "harness": next((h for h in HARNESS if entry["id"].startswith(h.split("_")[0])), None)}
+
+
+def gemm_efficiency(dims, eff_max: float, half_dim: float) -> float:
+    """Fraction of dense peak: eff_max * prod over (M, N, K) of d / (d + half_dim) (half_dim in elements)."""
+    return eff_max * float(np.prod([d / (d + half_dim) for d in dims]))
+
+
+def gemm_time(case: dict, eff_max: float, half_dim: float, fixed: float = 0.0) -> float:
+    """Kernel time (s): max(FLOP / (peak * efficiency), bytes / achieved HBM) + fixed per-call time (s)."""
+    compute = case["flop"] / (case["peak"] * gemm_efficiency(case["dims"], eff_max, half_dim))
+    return max(compute, case["bytes"] / case["hbm"]) + fixed
+
+
+def _half_key(group):
+    """FP4 shares its generation's FP8 half_dim: two FP4 points cannot fix two parameters."""
+    return (group[0], "fp8") if group[1] == "fp4" else group
+
+
+def fit_gemm(cases: list[dict]) -> tuple[dict, dict]:
+    """Fit (eff_max, half_dim) per (generation, dtype) and a fixed time per timing harness (s), jointly over all
+    cases; `ceiling` is the best measured fraction of peak (the form may extrapolate above it). Returns ({(gen, dtype): {eff_max, half_dim, fitted_from, residuals, ...}}, {harness: seconds})."""
+    groups = sorted({(c["gen"], c["dtype"]) for c in cases})
+    halves = sorted({_half_key(g) for g in groups})
+    ng, nh = len(groups), len(halves)
+
+    def predict(x):
+        eff, half, fixed = x[:ng], x[ng:ng + nh], dict(zip(HARNESS, x[ng + nh:]))
+        return np.array([gemm_time(c, eff[groups.index((c["gen"], c["dtype"]))],
+                                   half[halves.index(_half_key((c["gen"], c["dtype"])))],
+                                   fixed.get(c["harness"], 0.0)) for c in cases])
+
+    measured = np.array([c["time"] for c in cases])
+    starts = [np.r_[[0.8] * ng, [h] * nh, [3e-6] * len(HARNESS)] for h in (30.0, 100.0, 300.0)]
+    x = _fit(lambda x: np.log(predict(x) / measured), starts, [0.05] * ng + [0.0] * nh + [0.0] * len(HARNESS),
+             [1.0] * ng + [5000.0] * nh + [20e-6] * len(HARNESS), [0.1] * ng + [100.0] * nh + [1e-6] * len(HARNESS))
+    ratio = predict(x) / measured
+    params = {}
+    for i, g in enumerate(groups):
+        mine = [j for j, c in enumerate(cases) if (c["gen"], c["dtype"]) == g]
+        best = max(mine, key=lambda j: cases[j]["flop"] / cases[j]["time"] / cases[j]["peak"])
+        params[g] = {"eff_max": float(x[i]), "half_dim": float(x[ng + halves.index(_half_key(g))]),
+                     "ceiling": {"value": cases[best]["flop"] / cases[best]["time"] / cases[best]["peak"],
+                                 "entry": cases[best]["id"]},
+                     "fitted_from": [cases[j]["id"] for j in mine], "residuals": stats(ratio[mine]),
+                     "residual_by_entry": {cases[j]["id"]: float(ratio[j] - 1) for j in mine}}
+    return params, {h: float(v) for h, v in zip(HARNESS, x[ng + nh:])}
+
+
+# ---------------------------------------------------------------- attention
+def attention_points(entry: dict, peak: float) -> list[tuple]:
+    """(head_dim, causal, seq_len, efficiency) per sweep point; causal is False unless the config says True."""
+    c = entry["config"]
+    return [(c["head_dim"], c.get("causal") is True, m["seq_len"], m["value"] * TERA / peak)
+            for m in entry["measured"] if "seq_len" in m]
+
+
+def attention_efficiency(head_dim, causal, seq_len, eff_max: dict, s_half: float):
+    """eff_max[head_dim] * s / (s + s_half), with s = seq_len / 2 when causal (a causal row sees half the keys)."""
+    s = seq_len / 2 if causal else seq_len
+    return eff_max[head_dim] * s / (s + s_half)
+
+
+def fit_attention(points: list[tuple]) -> dict:
+    """Fit eff_max per head dim and one s_half (tokens) to (head_dim, causal, seq_len, efficiency) points."""
+    dims = sorted({p[0] for p in points})
+    meas = np.array([p[3] for p in points])
+
+    def predict(x):
+        return np.array([attention_efficiency(h, c, s, dict(zip(dims, x[:-1])), x[-1]) for h, c, s, _ in points])
+
+    x = _fit(lambda x: np.log(predict(x) / meas), [np.r_[[0.6] * len(dims), s] for s in (100.0, 500.0)],
+             [0.01] * len(dims) + [0.0], [1.0] * len(dims) + [1e5], [0.1] * len(dims) + [100.0])
+    return {"eff_max": {int(h): float(v) for h, v in zip(dims, x[:-1])}, "s_half": float(x[-1]),
+            "residuals": stats(predict(x) / meas)}
+
+
+def fa2_bwd_over_fwd(doc: dict, peak: float) -> dict:
+    """FlashAttention-2 backward/forward efficiency ratio on H100 from matched fwd and fwd+bwd points:
+    t_bwd = t_fwdbwd - t_fwd with fwd+bwd FLOP = 3.5x and bwd FLOP = 2.5x the forward FLOP."""
+    e = by_id(doc)
+    ratios, ids = [], []
+    for causal in ("noncausal", "causal"):
+        fwd = {p[2]: p[3] for p in attention_points(e[f"fa2_h100_fwd_fp16_hd128_{causal}"], peak)}
+        both = {p[2]: p[3] for p in attention_points(e[f"fa2_h100_fwdbwd_hd128_{causal}"], peak)}
+        for s in sorted(fwd.keys() & both.keys()):
+            bwd = 2.5 / (3.5 / both[s] - 1.0 / fwd[s])
+            ratios.append(bwd / fwd[s])
+        ids += [f"fa2_h100_fwd_fp16_hd128_{causal}", f"fa2_h100_fwdbwd_hd128_{causal}"]
+    return {"ratio": float(np.mean(ratios)), "min": float(min(ratios)), "max": float(max(ratios)), "fitted_from": ids}
+
+
+def _curve_fit(doc: dict, prefix: str, peak: float) -> dict:
+    """fit_attention over every entry whose id starts with `prefix`, with the ids."""
+    chosen = [e for e in doc["entries"] if e["id"].startswith(prefix)]
+    out = fit_attention([p for e in chosen for p in attention_points(e, peak)])
+    return {**out, "fitted_from": [e["id"] for e in chosen]}
+
+
+def _point(doc: dict, entry_id: str, quantity: str | None, denominator: float) -> dict:
+    """A single-measurement parameter: first matching value / denominator (in the entry's unit), with its id."""
+    return {"value": values(by_id(doc)[entry_id], quantity)[0] / denominator, "fitted_from": [entry_id]}
+
+
+def attention_params(doc: dict, sheet: dict) -> dict:
+    """Attention efficiencies per generation (fractions of dense BF16/FP16 peak; FP8 of the FP8 peak)."""
+    h100, b200 = sheet["H100-SXM5-80GB"]["peak"], sheet["B200"]["peak"]
+    tf = {k: v / TERA for k, v in h100.items()}, {k: v / TERA for k, v in b200.items()}
+    ratio = fa2_bwd_over_fwd(doc, h100["bf16"])
+    both = _curve_fit(doc, ATTENTION["ampere", "fwd_bwd"], sheet["A100-SXM4-80GB"]["peak"]["bf16"])
+    fwd_scale = (1 + 2.5 / ratio["ratio"]) / 3.5  # eff_fwdbwd = 3.5 / (1/eff_fwd + 2.5/eff_bwd), eff_bwd = r * eff_fwd
+    split = {h: v * fwd_scale for h, v in both["eff_max"].items()}
+    fwd = _curve_fit(doc, ATTENTION["hopper", "fwd"], h100["bf16"])
+    return {
+        "ampere": {"kernel": "FlashAttention-2", "fwd_bwd": both,
+                   "fwd": {"eff_max": split, "s_half": both["s_half"], "derived_with": "fa2_bwd_over_fwd"},
+                   "bwd": {"eff_max": {h: v * ratio["ratio"] for h, v in split.items()}, "s_half": both["s_half"],
+                           "derived_with": "fa2_bwd_over_fwd"},
+                   "fa2_bwd_over_fwd": ratio},
+        "hopper": {"kernel": "FlashAttention-3", "fwd": fwd,
+                   "bwd": _curve_fit(doc, ATTENTION["hopper", "bwd"], h100["bf16"]),
+                   "fa2_bwd_over_fwd": ratio,
+                   "fp8_fwd_peak": _point(doc, "fa3_h100_headline_fp8", None, tf[0]["fp8"]),
+                   "fp16_fwd_headline": _point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
+                   "mla_decode_compute": _point(doc, "flashmla_h800_dense_decode_compute_bound", "throughput (2025",
+                                                sheet["H800"]["peak"]["bf16"] / TERA),
+                   "mla_sparse_prefill_fwd": _point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
+        "blackwell": {"kernel": "FlashAttention-4 / cuDNN / CUTLASS (B200)",
+                      "fwd": {**_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
+                              "s_half": fwd["s_half"], "s_half_from": "hopper fwd (no Blackwell sweep)"},
+                      "bwd": _point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
+                      "mha_prefill_fwd": _point(doc, "flashmla_b200_mha_prefill_fwd", None, tf[1]["bf16"]),
+                      "mla_sparse_prefill_fwd": _point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
+
+
+# ---------------------------------------------------------------- HBM and links
+def _geo(fractions: list[float], ids: list[str]) -> dict:
+    """One fraction for a set of measured fractions: their geometric mean (the log least-squares constant)."""
+    value = float(np.exp(np.mean(np.log(fractions))))
+    return {"value": value, "fitted_from": sorted(set(ids)), "residuals": stats(np.array(fractions) / value)}
+
+
+def hbm_params(doc: dict, sheet: dict) -> dict:
+    """Achieved HBM fractions per generation: streaming read+write kernels (fit), read-only BabelStream dot and
+    memory-bound decode (FlashMLA) as reported."""
+    e, out = by_id(doc), {}
+    for gen, sources in HBM_STREAMING.items():
+        fr, ids = [], []
+        for entry_id, quantities in sources:
+            entry = e[entry_id]
+            if quantities is None:  # CCCL: % of the driver-reported peak
+                fr += [v / 100 * B200_DRIVER_HBM / sheet[entry["device"]]["hbm"] for v in values(entry)]
+            else:
+                fr += [values(entry, q)[0] * GIGA / sheet[entry["device"]]["hbm"] for q in quantities]
+            ids += [entry_id] * (len(fr) - len(ids))
+        out[gen] = {"streaming": _geo(fr, ids)}
+    for gen, ids in {"ampere": ["azure_a100_babelstream"],
+                     "hopper": ["azure_h100_babelstream", "azure_h200_babelstream"]}.items():
+        out[gen]["read_only_dot"] = _geo([values(e[i], "dot")[0] * GIGA / sheet[e[i]["device"]]["hbm"] for i in ids],
+                                         ids)
+    out["hopper"]["decode_flashmla"] = _point(doc, "flashmla_h800_dense_decode_memory_bound", None,
+                                              sheet["H800"]["hbm"] / GIGA)
+    return out
+
+
+def _busbw(entry: dict, quantity: str | None) -> float:
+    """Large-message busbw (bytes/s): the named quantity (8 GPUs where swept by count) or a sweep's last point."""
+    if quantity is None:
+        return entry["measured"][-1]["value"] * GIGA
+    found = values(entry, quantity, gpus=8) or values(entry, quantity)
+    return found[0] * GIGA
+
+
+def link_fractions(doc: dict, sheet: dict, table: dict) -> dict:
+    """Per generation: busbw / NVLink per direction for the (entry, quantity) pairs of `table` (geometric mean)."""
+    e = by_id(doc)
+    return {gen: _geo([_busbw(e[i], q) / sheet[e[i]["device"]]["nvlink"] for i, q in pairs], [i for i, _ in pairs])
+            for gen, pairs in table.items()}
+
+
+def sweep_points(entry: dict) -> list[tuple[float, float]]:
+    """(message bytes, seconds) of an 8-GPU (or stated-size) all-reduce sweep from busbw; a point slower than 1.5x
+    some larger message is a warm-up artefact and dropped."""
+    n = entry["config"]["gpus"] if isinstance(entry["config"]["gpus"], int) else GB200_RING_GPUS
+    factor = 2.0 * (n - 1) / n
+    pts = [(m["message_bytes"], m["message_bytes"] * factor / (m["value"] * GIGA)) for m in entry["measured"]]
+    return [(s, t) for i, (s, t) in enumerate(pts) if all(t <= 1.5 * u for _, u in pts[i + 1:])]
+
+
+def fit_alpha(entries: list[dict]) -> dict:
+    """One latency alpha (s) for time(S) = alpha + S * factor / busbw_large over the sweeps' points, each sweep's
+    busbw_large being its largest-message busbw."""
+    model = []
+    for entry in entries:
+        pts = sweep_points(entry)
+        beta = pts[-1][1] / pts[-1][0]  # seconds per byte at the largest message
+        model += [(s * beta, t) for s, t in pts]
+    wire, meas = np.array(model).T
+    x = _fit(lambda a: np.log((a[0] + wire) / meas), [np.array([10e-6])], [0.0], [1e-2], [1e-6])
+    return {"alpha": float(x[0]), "fitted_from": [e["id"] for e in entries], "residuals": stats((x[0] + wire) / meas)}
+
+
+def collective_params(doc: dict, sheet: dict) -> dict:
+    """NVLink, NVLS, p2p fractions, intra-node all-reduce latency, NIC fractions and inter-node latency."""
+    e = by_id(doc)
+    ring, nvls = link_fractions(doc, sheet, RING_LARGE), link_fractions(doc, sheet, NVLS_LARGE)
+    p2p = {g: _geo([values(e[i], q)[0] * GIGA / sheet[e[i]["device"]]["nvlink"] for i, q in pairs],
+                   [i for i, _ in pairs]) for g, pairs in P2P.items()}
+    out = {}
+    for gen in GENERATIONS:
+        alpha = fit_alpha([e[i] for i in SWEEPS[gen]])
+        alpha["per_step_alpha_8gpu_ring"] = alpha["alpha"] / 14  # simrack flat(): 2(n-1) latencies, n = 8
+        out[gen] = {"ring_busbw_fraction": ring[gen], "p2p_fraction": p2p[gen], "allreduce_alpha_intra": alpha}
+        if gen in nvls:
+            out[gen]["nvls_busbw_fraction"] = nvls[gen]
+    out["hopper"]["nvls_vs_gpus"] = _nvls_by_count(e["mleng_h200_allreduce_gpu_count_sweep"], sheet)
+    out["blackwell"]["nvls_vs_gpus"] = _nvls_by_count(e["mleng_b200_allreduce_gpu_count_sweep"], sheet)
+    out["hopper"]["nic_fraction_ib"] = _point(doc, "nccltests290_ndr400_per_nic", "expected", NIC_RATE / GIGA)
+    out["hopper"]["nic_fraction_efa"] = _nic(e["mleng_h200_4node_allreduce_efa_4gib"], "busbw, default")
+    out["blackwell"]["nic_fraction_efa"] = _nic(e["mleng_b200_4node_allreduce_efa_sweep"], None)
+    small = values(e["nccltests150_a100_2node_small_allreduce_latency"])
+    out["ampere"]["allreduce_alpha_inter"] = {"alpha": float(np.mean(small)) * MICRO, "fitted_from": [
+        "nccltests150_a100_2node_small_allreduce_latency"], "residuals": stats(np.array(small) / np.mean(small))}
+    out["blackwell"]["allreduce_alpha_inter"] = fit_alpha([e["mleng_b200_4node_allreduce_efa_sweep"]])
+    return out
+
+
+def _nvls_by_count(entry: dict, sheet: dict) -> dict:
+    """Default-algorithm all-reduce busbw / NVLink per direction against GPU count (NVLS where NCCL picks it)."""
+    link = sheet[entry["device"]]["nvlink"]
+    return {int(m["gpus"]): m["value"] * GIGA / link for m in entry["measured"] if m["quantity"] == "busbw default"}
+
+
+def _nic(entry: dict, quantity: str | None) -> dict:
+    """Per-GPU NIC rate / 400 Gb/s from a k-node, n-GPU all-reduce: busbw * (k - 1) / (n - 1)."""
+    k, n = entry["config"]["nodes"], entry["config"]["gpus"]
+    return {"value": _busbw(entry, quantity) * (k - 1) / (n - 1) / NIC_RATE, "fitted_from": [entry["id"]]}
+
+
+# ---------------------------------------------------------------- assembly
+def calibrate(doc: dict | None = None) -> dict:
+    """The whole calibration (plain data, SI units) from the transcribed measurements."""
+    doc = doc or load_kernels()
+    sheet = data_sheet(doc)
+    hbm = hbm_params(doc, sheet)
+    cases = [gemm_case(e, sheet, hbm[GENERATION[e["device"]]]["streaming"]["value"])
+             for e in doc["entries"] if e["kind"] == "gemm" and e["device"] in GENERATION]
+    gemm, offsets = fit_gemm(cases)
+    attention, links = attention_params(doc, sheet), collective_params(doc, sheet)
+    clocks, deepep = clock_params(doc), deepep_table(doc, sheet, NIC_RATE)
+    gens = {gen: {"devices": [d for d, g in GENERATION.items() if g == gen],
+                  "gemm": {dt: p for (g, dt), p in gemm.items() if g == gen},
+                  "attention": attention[gen], "hbm": hbm[gen], "collectives": links[gen], "clocks": clocks[gen],
+                  "deepep": [r for r in deepep if GENERATION[r["device"]] == gen]} for gen in GENERATIONS}
+    return {"schema": "simrack device calibration v1", "generations": gens, "launch": launch_params(doc, offsets),
+            "clocks_already_in_gemm_fit": True, "data_sheet_differences": sheet_differences(data_sheet(doc))}
+
+
+def _rounded(x):
+    """Floats to 9 significant digits (stable text), recursively; tuples become lists."""
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v) for v in x]
+    return float(f"{x:.9g}") if isinstance(x, float) else x
+
+
+HEADER = """# Per-generation calibration fitted by simulator/cost/device_fit.py from simulator/data/kernels.yaml.
+# Regenerate: python -m simulator.cost.device_fit. Units: SI (seconds, FLOP/s, bytes/s); eff_* and *_fraction are
+# fractions of the data-sheet figures in kernels.yaml; half_dim in elements, s_half in tokens. residuals: mean and max
+# |predicted / measured - 1| over the entries in fitted_from. docs/calibration.md explains every block.
+"""
+
+
+def write_calibration(path: str | Path, doc: dict | None = None) -> dict:
+    """Write calibrate(doc) as YAML to `path`; returns the data written."""
+    data = _rounded(calibrate(doc))
+    Path(path).write_text(HEADER + yaml.safe_dump(data, sort_keys=False, width=120))
+    return data
+
+
+if __name__ == "__main__":
+    write_calibration(Path(__file__).resolve().parents[1] / "data" / "calibration.yaml")

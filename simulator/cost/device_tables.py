@@ -1,0 +1,95 @@
+"""Tables of kernel measurements a cost model needs as they are (no fit): DeepEP dispatch/combine, launch costs,
+clocks under load, and the data-sheet facts that topologies/presets/devices.yaml lacks. SI units (s, bytes/s).
+Used by device_fit.calibrate; entries come from simulator/data/kernels.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import numpy as np
+import yaml
+
+GIGA, MICRO = 1e9, 1e-6
+DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
+                 "B200": "b200", "GB200": "gb200"}  # kernels.yaml device -> topologies/presets/devices.yaml key
+
+
+def values(entry: dict, quantity: str | None = None) -> list[float]:
+    """Measured values whose quantity starts with `quantity` (all if None)."""
+    return [m["value"] for m in entry["measured"] if quantity is None or m["quantity"].startswith(quantity)]
+
+
+def deepep_table(doc: dict, sheet: dict, nic_rate: float) -> list[dict]:
+    """DeepEP dispatch/combine per entry: EP size, tokens, bandwidth (bytes/s) with its fraction of the link
+    (NVLink per direction or the 400 Gb/s NIC), latency (s) and implied bytes per rank where both are given."""
+    rows = []
+    for e in (x for x in doc["entries"] if x["id"].startswith("deepep")):
+        c = e["config"]
+        ep = c.get("ep_ranks") or int(np.prod([int(v) for v in re.findall(r"\d+", c["topology"].split("(")[0])]))
+        tokens = re.search(r"(\d+)(K?) tokens", c["workload"])
+        row = {"id": e["id"], "device": e["device"], "kernel": c["implementation"].split(" (")[0], "ep": int(ep),
+               "tokens": int(tokens.group(1)) * (1024 if tokens.group(2) else 1)}
+        for phase in ("dispatch", "combine"):
+            bw = [m for m in e["measured"] if m["quantity"].startswith(phase) and m["unit"] == "GB/s"][0]
+            link = "nvlink" if "NVLink" in bw["quantity"] else "rdma"
+            row[phase] = {"bandwidth": bw["value"] * GIGA, "link": link, "fraction_of_link": bw["value"] * GIGA / (
+                sheet[e["device"]]["nvlink"] if link == "nvlink" else nic_rate)}
+            lat = values(e, f"{phase} latency")
+            if lat:
+                row[phase].update(latency=lat[0] * MICRO, bytes_per_rank=lat[0] * MICRO * bw["value"] * GIGA)
+        rows.append(row)
+    return rows
+
+
+def launch_params(doc: dict, offsets: dict) -> dict:
+    """Per-kernel fixed costs (s): host launch paths (GB200 host), CUDA-graph residue (blog), GEMM harness offsets."""
+    e = {x["id"]: x for x in doc["entries"]}
+    blog, tb = e["nvblog_cuda_graphs_short_kernel"], e["tritonbench1017_gb200_launch_overhead"]
+    run = values(blog, "kernel execution time")[0]
+    return {"host_launch": {m["quantity"]: m["value"] * MICRO for m in tb["measured"]},
+            "host_launch_from": [tb["id"]],
+            "graph_residue_per_kernel": (values(blog, "per kernel: CUDA graph")[0] - run) * MICRO,
+            "stream_residue_per_kernel": (values(blog, "per kernel: back-to-back")[0] - run) * MICRO,
+            "graph_from": [blog["id"]], "graph_verified": blog["verified"],
+            "event_record_a100": values(e["simllm_a100_event_record_cost"])[0] * MICRO,
+            "gemm_harness_fixed_time": offsets}
+
+
+def clock_params(doc: dict) -> dict:
+    """Sustained SM clock / boost clock under load, per generation and source (already inside measured GEMM
+    throughputs: not to be applied again)."""
+    e, a100, h100 = {x["id"]: x for x in doc["entries"]}, doc["data_sheet"]["A100-SXM4-80GB"]["boost_MHz"], \
+        doc["data_sheet"]["H100-SXM5-80GB"]["boost_MHz_for_tensor_peak"]
+
+    def ratio(entry_id, q_load, top):  # top: boost clock (MHz) or the entry's quantity naming it
+        top = values(e[entry_id], top)[0] if isinstance(top, str) else top
+        return {"value": values(e[entry_id], q_load)[0] / top, "fitted_from": [entry_id],
+                "verified": e[entry_id]["verified"]}
+    return {"ampere": {"hpl": ratio("klockwood_a100_hpl_clock", "sustained", "max boost"),
+                       "gemm_bimodal_low": ratio("simllm_a100_clock_bimodal", "SM clock state 1", a100),
+                       "memory_microbench": ratio("chipsandcheese_a100_clock", "SM clock", a100),
+                       "zeros_over_randn_gemm": values(e["thonking_a100_power_limited_matmul"])[0]},
+            "hopper": {"flashmla_h800": ratio("flashmla_h800_clock_throttle", "sustained", h100),
+                       "h100_pcie_350w_memory_microbench": ratio("chipsandcheese_h100pcie_clock", "lowest", "max boost")},
+            "blackwell": {}}
+
+
+def sheet_differences(sheet: dict) -> dict:
+    """Data-sheet facts of kernels.yaml that topologies/presets/devices.yaml lacks or states >0.1% differently
+    (NVLink is not a devices.yaml field: topology presets carry it)."""
+    from simulator.units import parse_bandwidth, parse_flops
+    presets = yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
+    out = {}
+    for device, facts in sheet.items():
+        preset, diff = presets[DEVICE_PRESET[device]], {}
+        for dtype, peak in facts["peak"].items():
+            theirs = preset["peak_flops"].get(dtype)
+            if theirs is None or abs(parse_flops(theirs) / peak - 1) > 1e-3:
+                diff[f"peak_{dtype}"] = {"kernels_yaml": peak, "devices_yaml": theirs}
+        if abs(parse_bandwidth(preset["hbm_bandwidth"]) / facts["hbm"] - 1) > 1e-3:
+            diff["hbm"] = {"kernels_yaml": facts["hbm"], "devices_yaml": preset["hbm_bandwidth"]}
+        diff["nvlink_per_direction"] = {"kernels_yaml": facts["nvlink"], "devices_yaml": None}
+        out[device] = diff
+    return out
