@@ -39,6 +39,8 @@ FACTS = yaml.safe_load((HERE / "chinchilla.yaml").read_text())
 FIT = {k: float(v) for k, v in FACTS["loss_fit"].items()}
 CHINCHILLA = {k: float(v) for k, v in FACTS["chinchilla"].items()}
 MODELS = yaml.safe_load((HERE / "models.yaml").read_text())
+_REQUEST = yaml.safe_load((HERE / "serve.yaml").read_text())["workload"]
+PROMPT, OUTPUT = _REQUEST["prompt_len"], _REQUEST["output_len"]
 TRAIN_TP, TRAIN_PP = (1, 2, 4, 8), (1, 2, 4, 8, 9)
 SERVE_TP = (1, 2, 4, 8)
 BATCH_CAP = 1024
@@ -83,7 +85,8 @@ def train_point(name: str) -> dict:
 
 def serve_point(name: str) -> dict:
     """The cheapest serving replica (TP degree, batch) whose KV cache fits and whose decode step meets
-    the SLO; $ per decoded token, per prefilled token, and per served token (the request's mix)."""
+    the SLO; $ per decoded token, per prefilled token, and per served token (the request's mix), and the
+    decode step over its HBM roofline (one GPU's weights and the batch's KV cache at data-sheet bandwidth)."""
     best = None
     for tp in SERVE_TP:
         try:
@@ -106,7 +109,10 @@ def serve_point(name: str) -> dict:
                 prompts = max(1, w.max_batch_tokens // w.prompt_len)
                 prefill = usd_per_s * costs.prefill(w.prompt_len, prompts) / (prompts * w.prompt_len)
                 served = (w.prompt_len * prefill + w.output_len * decode) / (w.prompt_len + w.output_len)
-                best = {"serve_tp": tp, "batch": b, "tpot_ms": 1e3 * step, "decode_usd_per_token": decode,
+                context = w.prompt_len + w.output_len // 2
+                roofline = (float(mem.weights[0]) + b * context * float(mem.kv_per_token[0])) / scn.topology.device.hbm_bandwidth
+                best = {"serve_tp": tp, "batch": b, "tpot_ms": 1e3 * step, "x_hbm_roofline": step / roofline,
+                        "decode_usd_per_token": decode,
                         "prefill_usd_per_token": prefill, "served_usd_per_token": served}
     return best
 
@@ -274,15 +280,19 @@ def optima(prices, demands=DEMANDS) -> list[dict]:
 
 def sensitivity(prices, demand=DEMANDS[-1]) -> list[dict]:
     """The optimum at the largest demand, and the demand that makes it 100x Chinchilla's 20 tokens per
-    parameter, under three prices of a served token: simrack's request mix (the study), simrack's decode
-    alone (rollout-like, every served token generated), and the textbook FLOP count (train 6N, serve 2N
-    FLOP, both at simrack's training $ per FLOP of the 70B)."""
+    parameter, under four prices of a served token: simrack's request mix (the study); simrack's decode
+    alone (rollout-like, every served token generated); the mix with decode steps at their HBM roofline
+    (weights + KV cache at data-sheet bandwidth, a lower bound on decode); and the textbook FLOP count
+    (train 6N, serve 2N FLOP, both at simrack's training $ per FLOP of the 70B)."""
     n = [p["params"] for p in prices]
     train, serve = interpolants(prices)
     ref = next(p for p in prices if p["model"] == "llama3-70b")
     per_flop = ref["train_usd_per_token"] / (6 * ref["params"])
     variants = {"simrack, request mix (the study)": (train, serve),
                 "simrack, decode only": (train, LogLog(n, [p["decode_usd_per_token"] for p in prices])),
+                "simrack, decode at its HBM roofline": (train, LogLog(n, [
+                    (PROMPT * p["prefill_usd_per_token"] + OUTPUT * p["decode_usd_per_token"] / p["x_hbm_roofline"])
+                    / (PROMPT + OUTPUT) for p in prices])),
                 "FLOP count: 6N to train, 2N to serve": (LogLog(n, [6 * per_flop * x for x in n]),
                                                          LogLog(n, [2 * per_flop * x for x in n]))}
     target = target_loss()
@@ -335,6 +345,8 @@ def plot_cost(prices, rows, path: Path) -> None:
     ax.set_xlim(lo / 1e9 * 0.8, 5e2)
     ticks = [3, 5, 10, 20, 30, 50, 100, 200, 400]
     ax.set_xticks(ticks, [str(t) for t in ticks])
+    yticks = [y for y in (0.3, 1, 3, 10, 30, 100) if 0.5 * min(totals) <= y <= 12 * max(totals)]
+    ax.set_yticks(yticks, [f"{y:g}" for y in yticks])
     ax.minorticks_off()
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -389,6 +401,7 @@ def main() -> int:
     q100b = demand_at_ratio(OVERTRAINED * base["tokens_per_param"], target, train, serve)
     sens = sensitivity(prices)
     pfmt = {"params": "{:.3g}", "mfu": "{:.3f}", "train_usd_per_token": "{:.3g}", "tpot_ms": "{:.1f}",
+            "x_hbm_roofline": "{:.2f}",
             "decode_usd_per_token": "{:.3g}", "prefill_usd_per_token": "{:.3g}", "served_usd_per_token": "{:.3g}"}
     ofmt = {"demand_T": "{:g}", "params_B": "{:.2f}", "tokens_T": "{:.2f}", "tokens_per_param": "{:.0f}",
             "x_chinchilla_20": "{:.1f}", "x_zero_demand": "{:.2f}", "train_M_usd": "{:.3f}", "serve_M_usd": "{:.3f}",
