@@ -304,12 +304,18 @@ REFERENCE_MODELS = ("llama3-70b", "llama3-405b", "deepseek-v3", "qwen3-235b-a22b
 
 
 def reference_caches() -> list[dict]:
-    """bf16 KV cache a token and attention arithmetic of a few of simrack's model presets."""
+    """bf16 KV cache a token and attention arithmetic of a few of simrack's model presets (decode form;
+    for MLA also the un-absorbed form DeepSeek prefills with)."""
     rows = []
     for name in REFERENCE_MODELS:
         model = load_scenario(HERE / SERIES["Llama 3 70B (GQA), GB200"], [f"model={name}", "layout.tp=1"]).model
+        prefill = attention_flops_per_context_token(model)
+        if model.mla:  # prefill runs MLA un-absorbed, as multi-head attention on (nope + RoPE) keys and values
+            prefill = model.layers * 2.0 * model.heads * (model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim
+                                                          + model.mla.v_head_dim)
         rows.append({"model": name, "kv_KiB_per_token_bf16": kv_bytes_per_token(model, "bf16") / 1024,
-                     "attention_MFLOP_per_context_token": attention_flops_per_context_token(model) / 1e6})
+                     "attention_MFLOP_per_context_token": attention_flops_per_context_token(model) / 1e6,
+                     "prefill_form_MFLOP": prefill / 1e6})
     return rows
 
 
@@ -435,7 +441,8 @@ def main() -> int:
             + "\n## Roofline-implied KV cache (KiB a token) if the base tier ran smaller batches (Llama 3 70B, H100)\n\n"
             + _table(caps, {k: "{:.2f}" for k in caps[0] if k != "price"})
             + "\n## Reference: KV cache and attention arithmetic of simrack's presets\n\n"
-            + _table(refs, {"kv_KiB_per_token_bf16": "{:.1f}", "attention_MFLOP_per_context_token": "{:.2f}"})
+            + _table(refs, {"kv_KiB_per_token_bf16": "{:.1f}", "attention_MFLOP_per_context_token": "{:.2f}",
+                            "prefill_form_MFLOP": "{:.2f}"})
             + "\n## Input prices: published ratio against simrack's prefill cost ratio (threshold / 8K)\n\n"
             + _table(inputs, {k: "{:.2f}" for k in ["input_ratio", *SERIES]}))
     (HERE / "results.md").write_text(text)

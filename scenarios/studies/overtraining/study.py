@@ -420,7 +420,8 @@ def main() -> int:
           f"Chinchilla itself (70B on 1.4T) costs ${float(train(CHINCHILLA['params'])) * CHINCHILLA['tokens'] / 1e6:.3f}M "
           f"to train here.\n"
           f"Demand at which the optimum trains {OVERTRAINED} x 20 = {OVERTRAINED * CHINCHILLA['tokens_per_param']} "
-          f"tokens/parameter: {q100 / 1e12:.3g}T tokens; {OVERTRAINED} x the training-only ratio "
+          f"tokens/parameter: {q100 / 1e12:.3g}T tokens ({q100 / base['tokens']:.1f} x the training-only optimum's "
+          f"{base['tokens'] / 1e12:.2f}T training tokens); {OVERTRAINED} x the training-only ratio "
           f"({OVERTRAINED * base['tokens_per_param']:.0f}): {q100b / 1e12:.3g}T tokens.\n\n"
         f"## Sensitivity: what a served token costs (optimum at {DEMANDS[-1] / 1e12:g}T tokens served)\n\n"
         + _table(sens, {"params_B": "{:.2f}", "tokens_T": "{:.2f}", "tokens_per_param": "{:.0f}",
