@@ -131,7 +131,7 @@ def point(series: str, context: int) -> dict:
            "kv_KiB_per_token": kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / 1024,
            "kv_GB_per_sequence_per_gpu": held * float(rep.mem.kv_per_token.max()) / 1e9, **d,
            "x_hbm_roofline": d["step_ms"] / rep.hbm_roofline_ms(context, d["batch"]) if d["batch"] else math.nan,
-           "usd_per_M_input": rep.prefill(context)}
+           "usd_per_M_input": rep.prefill(context) if d["batch"] else math.nan}  # no prompt whose cache does not fit
     return row
 
 
@@ -258,6 +258,7 @@ def backward_bytes(series_list=tuple(SERIES)) -> list[dict]:
                          "sim_cost_ratio": simrack_ratio(s, t["threshold"], 1.0),
                          "model_kv_KiB": kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / 1024,
                          "implied_kv_KiB_roofline": math.nan if roof is None else roof / 1024,
+                         "real_over_implied": math.nan if roof is None else kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / roof,
                          "hbm_GB_per_user_at_threshold": math.nan if roof is None else roof * t["threshold"] / 1e9,
                          "implied_kv_KiB_simrack": math.nan if sim["kv_bytes"] is None else sim["kv_bytes"] / 1024,
                          "sim_ratio_without_cache": sim["floor_ratio"]})
@@ -281,6 +282,7 @@ def backward_flops() -> list[dict]:
             rows.append({"price": _price(t), "output_ratio": t["output_ratio"], "model": name,
                          "linear_GFLOP_per_token": linear / 1e9, "attention_MFLOP_per_context_token": attn / 1e6,
                          "implied_MFLOP": implied_attention_flops(linear, t["output_ratio"], t["threshold"], out) / 1e6,
+                         "model_over_implied": attn / implied_attention_flops(linear, t["output_ratio"], t["threshold"], out),
                          "flop_floor_ratio": flop_floor_ratio(linear, attn, t["threshold"], out)})
     return rows
 
@@ -317,6 +319,29 @@ def reference_caches() -> list[dict]:
                      "attention_MFLOP_per_context_token": attention_flops_per_context_token(model) / 1e6,
                      "prefill_form_MFLOP": prefill / 1e6})
     return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per series: output cost at 8K and at the longest context that fits, and their ratio; input cost
+    ratio 128K / 8K; and the other model's and the other system's cost relative to this one."""
+    at = {(r["series"], r["context"]): r for r in rows}
+    out = []
+    for s in SERIES:
+        fit = [r for r in rows if r["series"] == s and r["batch"]]
+        first, last = fit[0], fit[-1]
+        model, system = s.split(", ")
+        other_model = next(x for x in SERIES if x.endswith(system) and x != s)
+        other_system = next(x for x in SERIES if x.startswith(model) and x != s)
+        span = [c for c in CONTEXTS if c <= 262144]
+        out.append({"series": s, "usd_per_M_output_8K": first["usd_per_M_output"], "longest_context": last["context"],
+                    "usd_per_M_output_longest": last["usd_per_M_output"],
+                    "output_longest_over_8K": last["usd_per_M_output"] / first["usd_per_M_output"],
+                    "input_128K_over_8K": at[(s, 131072)]["usd_per_M_input"] / first["usd_per_M_input"],
+                    "other_model_over_this_min": min(at[(other_model, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
+                    "other_model_over_this_max": max(at[(other_model, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
+                    "other_system_over_this_min": min(at[(other_system, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
+                    "other_system_over_this_max": max(at[(other_system, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span)})
+    return out
 
 
 def input_ratios(rows: list[dict]) -> list[dict]:
@@ -430,10 +455,13 @@ def main() -> int:
            "usd_per_M_output": "{:.3f}", "x_hbm_roofline": "{:.2f}", "usd_per_M_input": "{:.3f}"}
     bwd = {"output_ratio": "{:.2f}", "sim_cost_ratio": "{:.1f}", "model_kv_KiB": "{:.1f}",
            "implied_kv_KiB_roofline": "{:.2f}", "hbm_GB_per_user_at_threshold": "{:.3f}",
-           "implied_kv_KiB_simrack": "{:.2f}", "sim_ratio_without_cache": "{:.1f}"}
+           "implied_kv_KiB_simrack": "{:.2f}", "sim_ratio_without_cache": "{:.1f}", "real_over_implied": "{:.0f}"}
     flp = {"output_ratio": "{:.2f}", "linear_GFLOP_per_token": "{:.1f}", "attention_MFLOP_per_context_token": "{:.2f}",
-           "implied_MFLOP": "{:.3f}", "flop_floor_ratio": "{:.1f}"}
+           "implied_MFLOP": "{:.3f}", "flop_floor_ratio": "{:.1f}", "model_over_implied": "{:.1f}"}
+    summ = summary(rows)
     text = ("## Forward: simulated cost against context\n\n" + _table(rows, fwd)
+            + "\n## Summary (output-cost ratios between series over 8K to 256K)\n\n"
+            + _table(summ, {k: "{:.3g}" for k in summ[0] if k not in ("series", "longest_context")})
             + "\n## Backward, bytes: the KV cache an output-price ratio implies (cost at the threshold = ratio x cost at 8K)\n\n"
             + _table(back, bwd)
             + "\n## Backward, FLOPs: the attention arithmetic an output-price ratio allows (cache free, one FLOP rate)\n\n"

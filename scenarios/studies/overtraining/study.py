@@ -78,7 +78,9 @@ def train_point(name: str) -> dict:
                 continue
             usd = scn.gpus * scn.options.gpu_hour_price / 3600 / report.tokens_per_s
             if best is None or usd < best["train_usd_per_token"]:
-                best = {"model": name, "params": parameters(scn.model), "train_layout": f"TP{tp} PP{pp} DP{scn.layout.dp}",
+                m = scn.model
+                best = {"model": name, "params": parameters(m), "kv_KiB_per_token": 2 * m.layers * m.kv_heads * m.head_dim * 2 / 1024,
+                        "train_layout": f"TP{tp} PP{pp} DP{scn.layout.dp}",
                         "mfu": report.mfu, "train_usd_per_token": usd}
     return best
 
@@ -119,7 +121,12 @@ def serve_point(name: str) -> dict:
 
 def price_table() -> list[dict]:
     """One row per model: simrack's cheapest training and serving, $ per token each."""
-    return [{**train_point(name), **serve_point(name)} for name in MODELS]
+    rows = []
+    for name in MODELS:
+        row = {**train_point(name), **serve_point(name)}
+        row["decode_over_train"] = row["decode_usd_per_token"] / row["train_usd_per_token"]
+        rows.append(row)
+    return rows
 
 
 # --- interpolation in N ------------------------------------------------------------------------------
@@ -401,7 +408,7 @@ def main() -> int:
     q100b = demand_at_ratio(OVERTRAINED * base["tokens_per_param"], target, train, serve)
     sens = sensitivity(prices)
     pfmt = {"params": "{:.3g}", "mfu": "{:.3f}", "train_usd_per_token": "{:.3g}", "tpot_ms": "{:.1f}",
-            "x_hbm_roofline": "{:.2f}",
+            "x_hbm_roofline": "{:.2f}", "kv_KiB_per_token": "{:.0f}", "decode_over_train": "{:.2f}",
             "decode_usd_per_token": "{:.3g}", "prefill_usd_per_token": "{:.3g}", "served_usd_per_token": "{:.3g}"}
     ofmt = {"demand_T": "{:g}", "params_B": "{:.2f}", "tokens_T": "{:.2f}", "tokens_per_param": "{:.0f}",
             "x_chinchilla_20": "{:.1f}", "x_zero_demand": "{:.2f}", "train_M_usd": "{:.3f}", "serve_M_usd": "{:.3f}",
