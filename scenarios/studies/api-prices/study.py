@@ -258,7 +258,8 @@ def backward_bytes(series_list=tuple(SERIES)) -> list[dict]:
                          "sim_cost_ratio": simrack_ratio(s, t["threshold"], 1.0),
                          "model_kv_KiB": kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / 1024,
                          "implied_kv_KiB_roofline": math.nan if roof is None else roof / 1024,
-                         "real_over_implied": math.nan if roof is None else kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / roof,
+                         "real_over_implied": (math.nan if roof is None
+                                               else kv_bytes_per_token(scn.model, scn.workload.kv_dtype) / roof),
                          "hbm_GB_per_user_at_threshold": math.nan if roof is None else roof * t["threshold"] / 1e9,
                          "implied_kv_KiB_simrack": math.nan if sim["kv_bytes"] is None else sim["kv_bytes"] / 1024,
                          "sim_ratio_without_cache": sim["floor_ratio"]})
@@ -279,10 +280,10 @@ def backward_flops() -> list[dict]:
         if math.isnan(t["output_ratio"]):
             continue
         for name, (linear, attn, out) in models.items():
+            allowed = implied_attention_flops(linear, t["output_ratio"], t["threshold"], out)
             rows.append({"price": _price(t), "output_ratio": t["output_ratio"], "model": name,
                          "linear_GFLOP_per_token": linear / 1e9, "attention_MFLOP_per_context_token": attn / 1e6,
-                         "implied_MFLOP": implied_attention_flops(linear, t["output_ratio"], t["threshold"], out) / 1e6,
-                         "model_over_implied": attn / implied_attention_flops(linear, t["output_ratio"], t["threshold"], out),
+                         "implied_MFLOP": allowed / 1e6, "model_over_implied": attn / allowed,
                          "flop_floor_ratio": flop_floor_ratio(linear, attn, t["threshold"], out)})
     return rows
 
@@ -333,14 +334,17 @@ def summary(rows: list[dict]) -> list[dict]:
         other_model = next(x for x in SERIES if x.endswith(system) and x != s)
         other_system = next(x for x in SERIES if x.startswith(model) and x != s)
         span = [c for c in CONTEXTS if c <= 262144]
+        def relative(other):  # the other series' output cost over this one's, at each context to 256K
+            return [at[(other, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span]
+
         out.append({"series": s, "usd_per_M_output_8K": first["usd_per_M_output"], "longest_context": last["context"],
                     "usd_per_M_output_longest": last["usd_per_M_output"],
                     "output_longest_over_8K": last["usd_per_M_output"] / first["usd_per_M_output"],
                     "input_128K_over_8K": at[(s, 131072)]["usd_per_M_input"] / first["usd_per_M_input"],
-                    "other_model_over_this_min": min(at[(other_model, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
-                    "other_model_over_this_max": max(at[(other_model, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
-                    "other_system_over_this_min": min(at[(other_system, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span),
-                    "other_system_over_this_max": max(at[(other_system, c)]["usd_per_M_output"] / at[(s, c)]["usd_per_M_output"] for c in span)})
+                    "other_model_over_this_min": min(relative(other_model)),
+                    "other_model_over_this_max": max(relative(other_model)),
+                    "other_system_over_this_min": min(relative(other_system)),
+                    "other_system_over_this_max": max(relative(other_system))})
     return out
 
 

@@ -79,7 +79,8 @@ def train_point(name: str) -> dict:
             usd = scn.gpus * scn.options.gpu_hour_price / 3600 / report.tokens_per_s
             if best is None or usd < best["train_usd_per_token"]:
                 m = scn.model
-                best = {"model": name, "params": parameters(m), "kv_KiB_per_token": 2 * m.layers * m.kv_heads * m.head_dim * 2 / 1024,
+                kv_kib = 2 * m.layers * m.kv_heads * m.head_dim * 2 / 1024  # bf16 K and V, all layers
+                best = {"model": name, "params": parameters(m), "kv_KiB_per_token": kv_kib,
                         "train_layout": f"TP{tp} PP{pp} DP{scn.layout.dp}",
                         "mfu": report.mfu, "train_usd_per_token": usd}
     return best
@@ -112,7 +113,8 @@ def serve_point(name: str) -> dict:
                 prefill = usd_per_s * costs.prefill(w.prompt_len, prompts) / (prompts * w.prompt_len)
                 served = (w.prompt_len * prefill + w.output_len * decode) / (w.prompt_len + w.output_len)
                 context = w.prompt_len + w.output_len // 2
-                roofline = (float(mem.weights[0]) + b * context * float(mem.kv_per_token[0])) / scn.topology.device.hbm_bandwidth
+                roofline = ((float(mem.weights[0]) + b * context * float(mem.kv_per_token[0]))
+                            / scn.topology.device.hbm_bandwidth)
                 best = {"serve_tp": tp, "batch": b, "tpot_ms": 1e3 * step, "x_hbm_roofline": step / roofline,
                         "decode_usd_per_token": decode,
                         "prefill_usd_per_token": prefill, "served_usd_per_token": served}
