@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from simulator import load_scenario, simulate
-from simulator.fabric import _cached as fabric_cache
+from simulator.cost.fabric import _cached as fabric_cache
 
 pytestmark = pytest.mark.benchmark
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "deepseek-v3-h800.yaml"

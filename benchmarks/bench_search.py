@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import simulator.analytic as analytic
-import simulator.candidates as candidates
-import simulator.layouts as layouts
-import simulator.structures as structures
+import simulator.whatif.analytic as analytic
+import simulator.whatif.candidates as candidates
+import simulator.whatif.space as layouts
+import simulator.whatif.structures as structures
 from simulator import load_scenario
-from simulator.fabric import _cached as fabric_cache
-from simulator.layouts import enumerate_layouts
-from simulator.search import search
-from simulator.sweep import default_workers
+from simulator.cost.fabric import _cached as fabric_cache
+from simulator.whatif.search import search
+from simulator.whatif.space import enumerate_layouts
+from simulator.whatif.sweep import default_workers
 
 pytestmark = pytest.mark.benchmark
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

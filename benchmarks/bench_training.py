@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from simulator import load_scenario, simulate
-from simulator.fabric import _cached as fabric_cache
+from simulator.cost.fabric import _cached as fabric_cache
 
 pytestmark = pytest.mark.benchmark
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

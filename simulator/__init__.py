@@ -4,20 +4,21 @@
     report = simulate("scenarios/gpt3-175b-selene.yaml", ["layout.zero=1"])  # or simulate(a Scenario)
     points = sweep("scenarios/gpt3-175b-selene.yaml", {"layout.zero": [0, 1]})
 
-`simulator.sweep` and `simulator.search` are these functions; their modules are importable by name
-(`from simulator.sweep import parse_grid`, `importlib.import_module("simulator.sweep")`).
+The packages show the architecture (docs/architecture.md): `scenario` (what the user writes), `cost`
+(the one cost model), `moe` and `schedules` (shared by the workflows), the workflows `training`,
+`serving` and `whatif` (sweep and search), and `output` (tables, JSON, traces, baselines, validation).
 """
 
 from __future__ import annotations
 
 from ._version import __version__
-from . import search as _search_module, sweep as _sweep_module  # noqa: F401  (loaded before the names are rebound)
 from .api import search, sweep
-from .loader import load_scenario
-from .report import Report
-from .scenario import Scenario, ScenarioError
-from .serve_report import ServeReport
+from .scenario.base import ScenarioError
+from .scenario.loader import load_scenario
+from .scenario.spec import Scenario
+from .serving.report import ServeReport
 from .simulate import Result, run, simulate
+from .training.report import Report
 
 __all__ = ["__version__", "Report", "Result", "Scenario", "ScenarioError", "ServeReport", "load_scenario", "run", "search",
            "simulate", "sweep"]

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, BeforeValidator
 
-from .loader import load_scenario
-from .scenario import Scenario, ScenarioError
+from .scenario.base import ScenarioError
+from .scenario.loader import load_scenario
+from .scenario.spec import Scenario
 
 if TYPE_CHECKING:
-    from .search import SearchResult
-    from .sweep import Point
+    from .whatif.search import SearchResult
+    from .whatif.sweep import Point
 
 ScenarioLike = Union[Scenario, str, os.PathLike]
 # Fields holding a path relative to the scenario file (scenario.py): written absolute.
@@ -143,8 +144,8 @@ def sweep(scenario: ScenarioLike, grid, overrides: Sequence[str] = (), *, worker
     """Simulate every point of `grid` (a {field: [values]} mapping, [(field, [values])] pairs or
     ["field=v1,v2"] strings; first field outermost) over a Scenario or a scenario file; one Point
     per combination (simulator.sweep)."""
-    from .sweep import parse_grid
-    from .sweep import sweep as run_sweep
+    from .whatif.sweep import parse_grid
+    from .whatif.sweep import sweep as run_sweep
 
     if isinstance(grid, Mapping):
         grid = [(field, list(values)) for field, values in grid.items()]
@@ -158,8 +159,8 @@ def search(scenario: ScenarioLike, gpus: int | Sequence[int] | None = None, *, o
            cluster: str | None = None, progress: bool = False) -> SearchResult:
     """Search the layouts of a training Scenario or scenario file on `gpus` GPUs (a count or several;
     default the scenario's); constraints as Constraint or "memory_bytes.total<70e9" (simulator.search)."""
-    from .search import parse_constraint
-    from .search import search as run_search
+    from .whatif.search import parse_constraint
+    from .whatif.search import search as run_search
 
     if gpus is None:
         gpus = [as_scenario(scenario, overrides).gpus]

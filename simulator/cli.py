@@ -12,13 +12,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import render
 from ._version import __version__
 from .invariants import InvariantError
-from .loader import load_scenario
-from .scenario import ScenarioError
+from .output import render
+from .output.trace import chrome_trace
+from .scenario.base import ScenarioError
+from .scenario.loader import load_scenario
 from .simulate import run as run_scenario
-from .trace import chrome_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Simulate LLM parallelism layouts on GPU racks.")
@@ -134,7 +134,7 @@ def schedule(
         bug(err)
     typer.echo(result.plan.table.format_grid())
     if svg is not None:
-        from .plots import save_pipeline  # matplotlib only when a picture is asked for
+        from .output.plots import save_pipeline  # matplotlib only when a picture is asked for
 
         lay = scn.layout
         title = (f"{scn.name}: {lay.schedule}, p={lay.pp}, m={scn.micro_batches}, "
@@ -195,8 +195,9 @@ def sweep(
 ) -> None:
     """Simulate every point of the cross product of --grid fields; failures are reported per point
     (exit status 1 when no point simulates and fits in memory)."""
-    from . import whatif_views as views
-    from .sweep import jobs, parse_grid, sweep as run_sweep
+    from .output import whatif_tables as views
+    from .whatif.sweep import jobs, parse_grid
+    from .whatif.sweep import sweep as run_sweep
 
     quiet = to_stdout(json_out, csv_out) or quiet
     try:
@@ -225,7 +226,7 @@ def sweep(
 
 
 def _sweep_plot(points, fields, out: Path) -> None:
-    from .pareto import plot_front
+    from .output.pareto import plot_front
 
     good = [p for p in points if p.status == "ok"]
     if not good:
@@ -266,8 +267,9 @@ def search(
 ) -> None:
     """Rank every valid layout analytically, re-simulate the best with the engine, say why the others lost
     (exit status 1 when no layout fits in memory and meets the constraints)."""
-    from . import whatif_views as views
-    from .search import parse_constraint, search as run_search
+    from .output import whatif_tables as views
+    from .whatif.search import parse_constraint
+    from .whatif.search import search as run_search
 
     quiet = to_stdout(json_out, csv_out) or quiet
     try:
@@ -300,7 +302,7 @@ def search(
 
 
 def _search_plot(res, out: Path) -> None:
-    from .pareto import plot_front
+    from .output.pareto import plot_front
 
     if not res.front:
         raise ValueError("--plot: no layout fits in memory and meets the constraints")
@@ -326,8 +328,8 @@ def check(
     workers: Workers = None,
 ) -> None:
     """Exit 1 with one line per scenario whose throughput, step time, latency or memory got worse."""
-    from . import check as chk
-    from .sweep import Job, evaluate, run_jobs
+    from .output import baseline as chk
+    from .whatif.sweep import Job, evaluate, run_jobs
 
     try:
         tol = chk.parse_tolerance(tolerance)
@@ -368,9 +370,9 @@ def validate(
     quiet: Quiet = False,
 ) -> None:
     """Simulate the validation cases and print published, simulated, error, mean and max."""
-    from . import validate as val
-    from . import whatif_views as views
-    from .sweep import Job, evaluate, run_jobs
+    from .output import validation as val
+    from .output import whatif_tables as views
+    from .whatif.sweep import Job, evaluate, run_jobs
 
     quiet = to_stdout(json_out, csv_out) or quiet
     try:
@@ -400,7 +402,7 @@ def schema(
     out: Annotated[Optional[Path], typer.Option("--out", help="write the schema here instead of stdout")] = None,
 ) -> None:
     """Write the JSON Schema of the scenario format, for editors (yaml-language-server)."""
-    from .schema import scenario_schema
+    from .scenario.json_schema import scenario_schema
 
     text = json.dumps(scenario_schema(), indent=2, ensure_ascii=False) + "\n"
     if out is None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import Timeline
-from .plan import Plan
+from .training.engine import Timeline
+from .training.plan import Plan
 
 EPS = 1e-9  # seconds of slack for floating-point sums
 

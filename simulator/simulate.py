@@ -6,15 +6,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .engine import Timeline, run_engine
-from .fabric import Fabric, fabric_for
+from .cost.fabric import Fabric, fabric_for
+from .cost.ops import build_op_table
+from .cost.placement import place
 from .invariants import check_plan, check_serving, check_training
-from .model import build_op_table
-from .placement import place
-from .plan import Plan, make_plan
-from .report import Report, summarize
-from .scenario import Scenario, ScenarioError
-from .serve_report import ServeReport
+from .scenario.base import ScenarioError
+from .scenario.spec import Scenario
+from .serving.report import ServeReport
+from .training.engine import Timeline, run_engine
+from .training.plan import Plan, make_plan, mesh_ranks
+from .training.report import Report, summarize
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def run_faulty(scenario: Scenario) -> Result:
     extra["faults"] gives the healthy step, the slowdown, what dominates and the time lost."""
     import dataclasses
 
-    from . import faults as fl
+    from .training import faults as fl
 
     healthy = run(scenario.model_copy(update={"faults": None}))
     f = scenario.faults
@@ -67,7 +68,7 @@ def run_faulty(scenario: Scenario) -> Result:
                                     f"{scenario.gpus - scenario.topology.domain.gpus} surviving GPUs")
             info["failed_node"] = (f"failed domain {node.domain} (relayout dp {scenario.layout.dp} -> {dp}, "
                                    f"{scn.micro_batches} micro-batches)")
-            used = fl.mesh_ranks(scn)
+            used = mesh_ranks(scn)
             scn = scn.model_copy(update={"faults": fl.renumber(f, node, scenario.topology.domain.gpus, used)})
     rest = scn.faults is not None and any(getattr(scn.faults, k) is not None
                                           for k in ("straggler", "degraded_link", "jitter"))
@@ -96,8 +97,8 @@ def run_faulty(scenario: Scenario) -> Result:
 
 def run_serve(scenario: Scenario) -> Result:
     """Serving: step costs -> request-level simulation -> ServeReport (plan: StepCosts, timeline: ServeTimeline)."""
-    from .serve_report import summarize_serving
-    from .serving import Simulation
+    from .serving.engine import Simulation
+    from .serving.report import summarize_serving
 
     fabric = fabric_for(scenario.topology)
     sim = Simulation(scenario, fabric=fabric)

@@ -24,19 +24,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import simulator.engine as engine
+import simulator.training.engine as engine
 from simulator import load_scenario
-from simulator.analytic import longest_paths
-from simulator.candidates import CostModel
-from simulator.layouts import (RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides,
-                               virtual_stages)
-from simulator.model import build_op_table
-from simulator.placement import mesh_order, place, replica_groups
+from simulator.cost.ops import build_op_table
+from simulator.cost.pipeline import layer_costs, scenario_layer_keys
+from simulator.cost.placement import mesh_order, place, replica_groups
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
-from simulator.structures import _extract, in_flight_of, steady_from, structure
 from simulator.simulate import run
-from simulator.step_costs import layer_costs, scenario_layer_keys
+from simulator.whatif.analytic import longest_paths
+from simulator.whatif.candidates import CostModel
+from simulator.whatif.space import (
+    RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides, virtual_stages
+)
+from simulator.whatif.structures import _extract, in_flight_of, steady_from, structure
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT3 = ROOT / "scenarios" / "gpt3-175b-selene.yaml"
@@ -79,7 +80,7 @@ def _sample(n: int, seed: int, gpus: int = 64, even: bool = True):
 
 
 def _estimate(base, c):
-    from simulator.analytic import estimate
+    from simulator.whatif.analytic import estimate
 
     return estimate(CostModel(base), c)
 
@@ -174,7 +175,7 @@ def test_memory_first_and_shared_timings_change_nothing():
     to the last bits: a pipeline computed in another batch of rows can round differently (BLAS tiles
     the matrix products by position), so within 1e-13 relative; two worker processes give exactly
     the figures of one (the same batches)."""
-    from simulator.analytic import estimate
+    from simulator.whatif.analytic import estimate
 
     base = load_scenario(GPT3, ["topology.domains=16"])
     c = enumerate_layouts(base, 128, SearchSpace(micro_batches=(1, 2)))
@@ -225,8 +226,8 @@ def test_layer_figures_are_shared_across_cluster_sizes_not_mesh_orders():
     fabric tiers, mesh order), not on the GPU count: a pass on 512 GPUs after one on 256 gives the
     figures of a pass on 512 alone, bit for bit; a cluster smaller than a leaf (another fabric) and
     another mesh order get their own."""
-    import simulator.candidates as ac
-    from simulator.analytic import estimate
+    import simulator.whatif.candidates as ac
+    from simulator.whatif.analytic import estimate
 
     space = SearchSpace(micro_batches=(1, 2))
     ac._LAYER_CACHE.clear()

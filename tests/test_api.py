@@ -11,8 +11,8 @@ import yaml
 
 from simulator import Report, Scenario, ScenarioError, ServeReport, load_scenario, search, simulate, sweep
 from simulator.api import to_yaml, with_overrides
-from simulator.units import DIMENSIONS
-from simulator.search import SearchResult
+from simulator.scenario.units import DIMENSIONS
+from simulator.whatif.search import SearchResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "scenarios").rglob("*.yaml") if "models" not in p.relative_to(ROOT).parts)

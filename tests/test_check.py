@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from simulator.check import compare, figures, lookup, parse_tolerance
 from simulator.cli import app
+from simulator.output.baseline import compare, figures, lookup, parse_tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -148,7 +148,7 @@ def test_each_metric_is_printed_in_its_unit(metric, then, now, line):
 
 
 def test_every_metric_has_a_unit_case():
-    from simulator.check import METRICS
+    from simulator.output.baseline import METRICS
 
     assert {m for m, *_ in METRICS} == {c[0] for c in UNIT_CASES}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.sweep import parse_grid, sweep
+from simulator.whatif.sweep import parse_grid, sweep
 
 distributed = pytest.importorskip("distributed")
 GPT3 = str(Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml")
@@ -26,10 +26,10 @@ def test_cluster_results_equal_local():
 def test_unreachable_cluster_is_one_line(monkeypatch):
     import importlib
 
-    from simulator.scenario import ScenarioError
+    from simulator.scenario.base import ScenarioError
 
     # the module, not simulator.sweep the function (simulator/__init__.py rebinds the name)
-    monkeypatch.setattr(importlib.import_module("simulator.sweep"), "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(importlib.import_module("simulator.whatif.sweep"), "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ScenarioError) as err:
         sweep(GPT3, parse_grid(["layout.pp=8"]), cluster="tcp://127.0.0.1:9")
     assert "\n" not in str(err.value)
@@ -78,7 +78,7 @@ def test_data_files_beside_the_scenario_resolve_on_the_worker(elsewhere, monkeyp
 
 
 def test_search_on_a_cluster_elsewhere_equals_local(elsewhere, monkeypatch):
-    from simulator.search import search
+    from simulator.whatif.search import search
 
     monkeypatch.chdir(Path(GPT3).parents[1])
     path = "simulator/data/validation/korthikanti-175b-seqsel.yaml"

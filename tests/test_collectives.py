@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator import collectives
-from simulator.calibration import DEFAULT
-from simulator.fabric import fabric_for
+from simulator.cost import collectives
+from simulator.cost.calibration import DEFAULT
+from simulator.cost.fabric import fabric_for
 
 FACTORS = {  # nccl-tests doc/PERFORMANCE.md, written out here rather than read from the module
     "all_reduce": lambda n: 2 * (n - 1) / n,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from simulator.cost import device_fit as fit
-from simulator.units import parse_bandwidth
+from simulator.scenario.units import parse_bandwidth
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.engine import KIND_INDEX, run_engine
-from simulator.memory import Memory
-from simulator.plan import Plan
-from simulator.report import bubble_fraction, stage_busy
+from simulator.cost.memory import Memory
 from simulator.schedules import SCHEDULES
 from simulator.schedules.table import Action
+from simulator.training.engine import KIND_INDEX, run_engine
+from simulator.training.plan import Plan
+from simulator.training.report import bubble_fraction, stage_busy
 
 F, B = 1.0, 2.0  # seconds of one micro-batch's forward and backward on one stage
 

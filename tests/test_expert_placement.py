@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator import routing
-from simulator.experts import STRATEGIES, partition_graph, place_experts, replicate
-from simulator.placement import place
+from simulator.cost.placement import place
+from simulator.moe import routing
+from simulator.moe.placement import STRATEGIES, partition_graph, place_experts, replicate
 
 SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
              "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}

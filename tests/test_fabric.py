@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import topologies
-from simulator.calibration import DEFAULT, Calibration
-from simulator.fabric import Fabric, fabric_for, from_graph
+from simulator.cost.calibration import DEFAULT, Calibration
+from simulator.cost.fabric import Fabric, fabric_for, from_graph
 
 
 def _spec(domain_kind="hgx", gpus=8, nvlink=300e9, nvlink_latency=2e-6, scaleout_kind="fat_tree",

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 
 from simulator import load_scenario
-from simulator.engine import run_engine
-from simulator.faults import degraded_fabric, straggle
 from simulator.invariants import check_training
-from simulator.render import to_json
+from simulator.output.render import to_json
 from simulator.simulate import run
+from simulator.training.engine import run_engine
+from simulator.training.faults import degraded_fabric, straggle
 from tests.test_engine import make_plan
 
 F, B = 1.0, 2.0
@@ -93,7 +93,7 @@ def test_degraded_scaleout_link_divides_bandwidth_term():
     res = run(scn)
     fab = res.fabric
     bad = degraded_fabric(fab, "scaleout", 0.25)
-    from simulator.calibration import for_device
+    from simulator.cost.calibration import for_device
 
     cal = for_device(scn.topology.device)
     assert bad.p2p(1e9, np.array([0]), np.array([8]), cal)[0] == pytest.approx(
@@ -157,7 +157,7 @@ def test_jitter_same_seed_same_json_other_seed_other_step():
 
 
 def test_faults_rejected_for_serving_and_out_of_range():
-    from simulator.scenario import ScenarioError
+    from simulator.scenario.base import ScenarioError
 
     with pytest.raises(ScenarioError, match="faults.straggler.gpu"):
         load_scenario(LLAMA, SMALL + ["faults={straggler: {gpu: 5000, slowdown: 2}}"])
@@ -175,7 +175,8 @@ def test_relayout_renumbers_a_straggler_past_the_failed_domain():
     assert "straggler" not in gone.report.extra["faults"]["applied"]
 
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st  # noqa: E402
 
 _GPUS = 64  # gpt3-175b-selene: 8 DGX A100, TP8 PP8
 
@@ -199,7 +200,7 @@ def _faults(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(_faults())
 def test_any_faults_simulate_with_invariants_or_fail_in_one_line(faults):
-    from simulator.scenario import ScenarioError
+    from simulator.scenario.base import ScenarioError
 
     try:
         scn = load_scenario("scenarios/gpt3-175b-selene.yaml", [f"faults={json.dumps(faults)}"])
@@ -219,7 +220,7 @@ def test_any_faults_simulate_with_invariants_or_fail_in_one_line(faults):
 def test_a_dead_link_is_refused_not_simulated_forever(fraction):
     """A fraction so small that transfer times overflow once hung the fair-share links (inf - inf):
     below 1e-6 the input is refused in one line; a link that slow is a failed node."""
-    from simulator.scenario import ScenarioError
+    from simulator.scenario.base import ScenarioError
 
     with pytest.raises(ScenarioError, match="faults.degraded_link.fraction"):
         load_scenario(LLAMA, SMALL + [f"faults={{degraded_link: {{gpu: 3, tier: scaleout, fraction: {fraction}}}}}"])

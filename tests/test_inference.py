@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.inference import (DTYPE_BYTES, kv_bytes_per_token, kv_bytes_per_token_per_rank, layer_weight_elements,
-                                 max_batch, serve_memory, step_costs)
-from simulator.model import parameter_counts
+from simulator.cost.kv_cache import kv_bytes_per_token, kv_bytes_per_token_per_rank
+from simulator.cost.params import parameter_counts
+from simulator.serving.memory import max_batch, serve_memory
+from simulator.serving.steps import DTYPE_BYTES, layer_weight_elements, step_costs
 
 LLAMA3_70B = "llama3-70b"
 H100 = {"preset": "dgx-h100-superpod", "domains": 1}

@@ -3,7 +3,7 @@
 import pytest
 import simpy
 
-from simulator.engine import Link
+from simulator.training.engine import Link
 
 
 def finish_times(jobs):

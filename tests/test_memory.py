@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.memory import Memory, activation_bytes_per_layer, state_bytes_per_param
-from simulator.model import parameter_counts
-from simulator.placement import place
-from simulator.plan import device_params, make_plan
-from simulator.scenario import ModelSpec
-from simulator.fabric import fabric_for
-from simulator.model import build_op_table
+from simulator.cost.fabric import fabric_for
+from simulator.cost.memory import Memory, activation_bytes_per_layer, state_bytes_per_param
+from simulator.cost.ops import build_op_table
+from simulator.cost.params import parameter_counts
+from simulator.cost.placement import place
+from simulator.scenario.spec import ModelSpec
+from simulator.training.plan import device_params, make_plan
 
 MIB = 2**20
 GPT3 = ModelSpec(layers=96, hidden=12288, heads=96, vocab=51200, tied_embeddings=True)

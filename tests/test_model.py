@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.model import (BLOCK_HEAD, BLOCK_LAYER, build_op_table, model_flops_per_token,
-                             parameter_counts, total_parameters)
-from simulator.scenario import ModelSpec
+from simulator.cost.ops import BLOCK_HEAD, BLOCK_LAYER, build_op_table
+from simulator.cost.params import model_flops_per_token, parameter_counts, total_parameters
+from simulator.scenario.spec import ModelSpec
 
 S = 2048
 H = 12288

@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator import calibration, load_scenario, routing, run
+from simulator import load_scenario, run
+from simulator.cost import calibration
+from simulator.cost.ops import build_op_table
+from simulator.cost.params import active_parameters, model_flops_per_token, total_parameters
+from simulator.cost.placement import place
 from simulator.invariants import check_training
-from simulator.loader import MODELS_DIR
-from simulator.model import active_parameters, build_op_table, model_flops_per_token, total_parameters
-from simulator.moe_plan import split_params
-from simulator.placement import place
-from simulator.scenario import ModelSpec, ScenarioError
+from simulator.moe import routing
+from simulator.scenario.base import ScenarioError
+from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.spec import ModelSpec
+from simulator.training.halves import split_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator import calibration, load_scenario
-from simulator.hardware import DeviceSpec
-from simulator.loader import MODELS_DIR, PRESETS_DIR
-from simulator.inference import decode_table
-from simulator.moe_serving import compute_bound_batch, expert_gemms, expert_layer_times, expert_rows
-from simulator.scenario import ModelSpec
+from simulator import load_scenario
+from simulator.cost import calibration
+from simulator.scenario.hardware import DeviceSpec
+from simulator.scenario.loader import MODELS_DIR, PRESETS_DIR
+from simulator.scenario.spec import ModelSpec
+from simulator.serving.experts import compute_bound_batch, expert_gemms, expert_layer_times, expert_rows
+from simulator.serving.steps import decode_table
 
 ROOT = Path(__file__).resolve().parents[1]
 IDEAL = replace(calibration.DEFAULT, gemm=1.0, gemm_half_dim=0.0, hbm=1.0, kernel_overhead=0.0)
@@ -128,8 +129,8 @@ def test_moe_flops_per_token_are_twice_the_active_linear_parameters(make_scenari
     """FLOP a token costs in the linear layers = 2 x (attention projections of every layer, the dense
     FFN of the dense layers, router + shared + top_k routed experts of the MoE layers): the parameter
     counts of simulator.model, exact but for the MLA latent norms (elementwise, not GEMMs)."""
-    from simulator.inference import step_costs
-    from simulator.model import parameter_counts
+    from simulator.cost.params import parameter_counts
+    from simulator.serving.steps import step_costs
 
     for name in ("deepseek-v3", "qwen3-235b-a22b"):
         model = yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text())
@@ -146,8 +147,8 @@ def test_moe_flops_per_token_are_twice_the_active_linear_parameters(make_scenari
 def test_moe_weights_per_device_are_the_parameter_counts(make_scenario):
     """DeepSeek-V3 at tp 1, ep 72 with 32 redundant experts, fp8 weights: one GPU holds every
     non-routed parameter (1 byte each) and 4 routed experts of each of the 58 MoE layers."""
-    from simulator.inference import serve_memory
-    from simulator.model import parameter_counts
+    from simulator.cost.params import parameter_counts
+    from simulator.serving.memory import serve_memory
 
     model = yaml.safe_load((MODELS_DIR / "deepseek-v3.yaml").read_text())
     scn = _serve_moe(make_scenario, model=model, topology={"preset": "gb200-nvl72", "domains": 1},
@@ -164,8 +165,8 @@ def test_flat_dispatch_in_one_domain_is_the_closed_form(make_scenario):
     """Flat dispatch inside one NVL72 rack, bf16: each of n ranks sends and receives b k (n - 1) / n
     copies of h 16-bit values on NVLink, for dispatch and for combine: 2 x (b k (n-1)/n h 2 / bw + one
     latency); the report's EP bytes a token and MoE layer are k (n - 1)/n h (2 + 2)."""
-    from simulator.fabric import fabric_for
-    from simulator.inference import step_costs
+    from simulator.cost.fabric import fabric_for
+    from simulator.serving.steps import step_costs
 
     scn = _serve_moe(make_scenario, topology={"preset": "gb200-nvl72", "domains": 1},
                      layout={"ep": 8, "ep_dispatch": "flat"})
@@ -182,7 +183,7 @@ def test_the_busiest_attention_replica_sets_the_step(make_scenario):
     """A unit steps in lockstep: the same 32 decoding sequences cost more piled on one attention
     replica than spread over all 8, and the piled step equals one replica running all 32 alone
     (every term but the experts', which see the same 64 copies either way)."""
-    from simulator.inference import step_costs
+    from simulator.serving.steps import step_costs
 
     costs = step_costs(_serve_moe(make_scenario))
     new, ctx = np.ones(32), np.full(32, 512.0)
@@ -201,7 +202,7 @@ def test_two_batch_overlap_hides_the_all_to_all_that_compute_covers(make_scenari
     all-to-alls). At a long context the attention covers the dispatch and combine, so the overlapped
     step equals the same step with free all-to-alls (to 1e-12); without overlap the step is the free
     one plus MoE layers x all-to-all of the busiest replica's 8 tokens."""
-    from simulator.inference import step_costs
+    from simulator.serving.steps import step_costs
 
     new, ctx = np.ones(64), np.full(64, 32768.0)
     steps = {}
@@ -231,7 +232,7 @@ def test_deepseek_decode_throughput_against_its_published_service():
     tokens/s a user. At 21 tokens/s a user (TPOT 1/21 s) and 4k context, simrack's per-GPU batch x 21
     lands within 35% of it: their contexts, multi-token prediction (~1.8x tokens a step at ~85%
     acceptance) and load imbalance are not given or not modelled, hence the wide band."""
-    from simulator.inference import step_costs
+    from simulator.serving.steps import step_costs
 
     scn = load_scenario(ROOT / "scenarios" / "deepseek-v3-serve-h800.yaml")
     costs, ep = step_costs(scn), scn.layout.ep

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import simulator
 from simulator import _version, data, load_scenario, simulate
-from simulator.check import baseline_key, load_baseline
 from simulator.cli import app
-from simulator.render import to_json
-from simulator.serve_report import ServeReport
+from simulator.output.baseline import baseline_key, load_baseline
+from simulator.output.render import to_json
+from simulator.serving.report import ServeReport
 
 ROOT = Path(__file__).resolve().parents[1]
 # a path into the folder of reference material kept beside some checkouts (a fresh clone has none)

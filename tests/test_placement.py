@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.placement import place, split_layers
+from simulator.cost.placement import place, split_layers
 
 
 def _coords(r, sizes):

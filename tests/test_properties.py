@@ -6,15 +6,16 @@ dense and MoE models under every admission and batching policy.
 The default run tries a few hundred cases; `pytest -m slow tests/test_properties.py` runs 10,000.
 """
 
-from datetime import timedelta
-from pathlib import Path
 import copy
 import json
 import tempfile
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from simulator.cli import app

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator import routing
-from simulator.experts import place_experts
+from simulator.moe import routing
+from simulator.moe.placement import place_experts
 
 
 def _zipf_theory(experts: int, skew: float, k: int) -> float:

@@ -9,11 +9,12 @@ import pydantic
 import pytest
 import yaml
 
-from simulator import loader
 from simulator.data import VALIDATION_DIR
-from simulator.hardware import DeviceSpec
-from simulator.loader import load_scenario
-from simulator.scenario import Layout, ModelSpec, Scenario, ScenarioError
+from simulator.scenario import loader
+from simulator.scenario.base import ScenarioError
+from simulator.scenario.hardware import DeviceSpec
+from simulator.scenario.loader import load_scenario
+from simulator.scenario.spec import Layout, ModelSpec, Scenario
 
 DELETE = object()
 """Marker in a patch: remove this key from the base scenario."""

@@ -14,10 +14,11 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from simulator.structures import (ENGINE_LOCAL_WAITS_FOR_SEND, Structure, _exact, _extract, _linear, slot_types,
-                                  steady_from)
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import CODES, codes_batch, codes_of
+from simulator.whatif.structures import (
+    ENGINE_LOCAL_WAITS_FOR_SEND, Structure, _exact, _extract, _linear, slot_types, steady_from
+)
 
 CHUNKS = {"gpipe": (1,), "1f1b": (1,), "interleaved": (2, 3, 4), "zb-h1": (1,), "zb-h2": (1,), "zb-v": (2,),
           "dualpipe": (2,), "dualpipe-v": (2,)}

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from simulator import load_scenario, simulate
-from simulator.memory import activation_bytes_per_layer, head_activation_bytes
-from simulator.model import parameter_counts
+from simulator.cost.memory import activation_bytes_per_layer, head_activation_bytes
+from simulator.cost.params import parameter_counts
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml"
 MIB = 2**20

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from simulator import ScenarioError, load_scenario
-from simulator.layouts import SCHEDULE_NAMES
-from simulator.scenario import SCHEDULES as SCHEMA_SCHEDULES
-from simulator.scenario import Layout
+from simulator.scenario.base import SCHEDULES as SCHEMA_SCHEDULES
+from simulator.scenario.spec import Layout
 from simulator.schedules import CHUNKS, SCHEDULES, SPECS
+from simulator.whatif.space import SCHEDULE_NAMES
 
 GPT3 = Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml"
 

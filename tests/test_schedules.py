@@ -13,9 +13,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from schedule_executor import Deadlock, execute
+
 from simulator.schedules import CHUNKS, SCHEDULES, Action, ScheduleTable, in_flight, pair
+
 
 def _valid_m(name: str, p: int) -> list[int]:
     ms = sorted({p, 2 * p, 4 * p, 2 * p + 2, 3, 1})

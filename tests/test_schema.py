@@ -14,24 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from simulator import ScenarioError, load_scenario, units
+from simulator import ScenarioError, load_scenario
 from simulator.cli import app
-from simulator.loader import MODELS_DIR
-from simulator.schema import scenario_schema
-from simulator.units import DIMENSIONS
+from simulator.scenario.json_schema import scenario_schema
+from simulator.scenario.units import DIMENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-NOT_SCENARIOS = {"cases.yml", "cases.yaml"}  # validation cases
-
-
-def _is_model_preset(path: Path) -> bool:
-    """Model presets live in scenarios/models/ (or wherever the loader reads them from)."""
-    return "models" in path.relative_to(ROOT).parts or path.resolve().parent == MODELS_DIR.resolve()
-
-
-SHIPPED = sorted(p for p in itertools.chain((ROOT / "scenarios").rglob("*.yaml"), (ROOT / "scenarios").rglob("*.yml"))
-                 if p.name not in NOT_SCENARIOS and not _is_model_preset(p))
+# Scenarios are *.yaml; side data beside them (validation cases, study tables) is *.yml.
+SHIPPED = sorted(itertools.chain((ROOT / "scenarios").rglob("*.yaml"),
+                                 (ROOT / "simulator" / "data" / "validation").glob("*.yaml")))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ def test_there_are_shipped_scenarios():
     assert {"gpt3-175b-selene.yaml", "serve-llama3-70b-disaggregated.yaml"} <= {p.name for p in SHIPPED}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT / "scenarios")) for p in SHIPPED])
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
 def test_every_shipped_scenario_validates(validator, path):
     load_scenario(path)  # the loader accepts it (so it is a scenario) ...
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"

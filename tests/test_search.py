@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from simulator import load_scenario, simulate
 from simulator.cli import app
 from simulator.data import VALIDATION_DIR
-from simulator.layouts import SearchSpace, enumerate_layouts, overrides, stage_split
-from simulator.search import parse_constraint, search
+from simulator.whatif.search import parse_constraint, search
+from simulator.whatif.space import SearchSpace, enumerate_layouts, overrides, stage_split
 
 ROOT = Path(__file__).resolve().parents[1]
 KORTHIKANTI = VALIDATION_DIR / "korthikanti-175b-seqsel.yaml"
@@ -107,7 +107,7 @@ def test_cli_writes_outputs_and_rejects_bad_input(tmp_path):
 
 @pytest.mark.parametrize("maximize_y", [False, True])
 def test_pareto_front_is_exactly_the_non_dominated_points(maximize_y):
-    from simulator.pareto import front
+    from simulator.output.pareto import front
 
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 30, 400).astype(float), rng.integers(0, 30, 400).astype(float)
@@ -182,7 +182,7 @@ def test_own_layout_outside_the_space_says_why(tmp_path):
 def test_ties_are_ties():
     """Layouts whose engine objective equals the best's within 1e-9 tie; the others lost by a visible
     percentage, never '0.0%'."""
-    from simulator.search import Refined, reason_lost
+    from simulator.whatif.search import Refined, reason_lost
 
     result = search(ROOT / "scenarios" / "gpt3-175b-selene.yaml", gpus=[64], top=5, workers=1)
     best = result.best

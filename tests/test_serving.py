@@ -11,10 +11,11 @@ import yaml
 from rich.console import Console
 
 from simulator import ScenarioError, load_scenario, run
-from simulator.inference import kv_bytes_per_token, step_costs
-from simulator.render import print_table, to_csv, to_json
-from simulator.serve_report import ServeReport, request_latencies
-from simulator.trace import chrome_trace
+from simulator.cost.kv_cache import kv_bytes_per_token
+from simulator.output.render import print_table, to_csv, to_json
+from simulator.output.trace import chrome_trace
+from simulator.serving.report import ServeReport, request_latencies
+from simulator.serving.steps import step_costs
 
 H100 = {"preset": "dgx-h100-superpod", "domains": 1}
 

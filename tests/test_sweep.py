@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.sweep import Job, evaluate, jobs, parse_grid, sweep
+from simulator.whatif.sweep import Job, evaluate, jobs, parse_grid, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT3 = str(ROOT / "scenarios" / "gpt3-175b-selene.yaml")

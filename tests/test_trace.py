@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from simulator import load_scenario
+from simulator.output.trace import chrome_trace
 from simulator.simulate import run
-from simulator.trace import chrome_trace
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 SHIPPED = [

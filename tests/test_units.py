@@ -1,20 +1,12 @@
 """simulator.units: human strings -> SI floats, SI floats -> report strings."""
 
-import pytest
-
 import re
 
-from simulator.units import (
-    DIMENSIONS,
-    UNITS_REQUIRED,
-    fmt_bandwidth,
-    fmt_bytes,
-    fmt_flops,
-    fmt_time,
-    parse_bandwidth,
-    parse_bytes,
-    parse_flops,
-    parse_time,
+import pytest
+
+from simulator.scenario.units import (
+    DIMENSIONS, UNITS_REQUIRED, fmt_bandwidth, fmt_bytes, fmt_flops, fmt_time, parse_bandwidth, parse_bytes,
+    parse_flops, parse_time
 )
 
 
@@ -153,7 +145,7 @@ def test_bare_numbers_need_a_unit_only_when_the_context_asks(value):
     caller's SI float is taken as is."""
     from pydantic import ValidationError
 
-    from simulator.scenario import DomainSpec
+    from simulator.scenario.topology import DomainSpec
 
     assert DomainSpec(gpus=8, bandwidth=value).bandwidth == float(value)
     assert DomainSpec.model_validate({"gpus": 8, "bandwidth": value}).bandwidth == float(value)
@@ -173,7 +165,7 @@ def test_every_shipped_yaml_gives_units(tmp_path):
     import yaml
 
     from simulator import load_scenario
-    from simulator.loader import PRESETS_DIR
+    from simulator.scenario.loader import PRESETS_DIR
 
     root = Path(__file__).resolve().parents[1]
     files = [p for p in sorted((root / "scenarios").rglob("*.yaml")) if "models" not in p.parts]

@@ -4,13 +4,12 @@ mean and max of the per-case errors."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.validate import DEFAULT_DIR, load_cases
+from simulator.output.validation import DEFAULT_DIR, load_cases
 
 runner = CliRunner()
 

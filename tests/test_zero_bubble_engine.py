@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from schedule_executor import execute
+
 from simulator import load_scenario
-from simulator.engine import KIND_INDEX, Timeline, run_engine
-from simulator.memory import Memory
-from simulator.plan import Plan
-from simulator.report import bubble_fraction, stage_busy
+from simulator.cost.memory import Memory
 from simulator.schedules import CHUNKS, SCHEDULES
 from simulator.simulate import run
+from simulator.training.engine import KIND_INDEX, Timeline, run_engine
+from simulator.training.plan import Plan
+from simulator.training.report import bubble_fraction, stage_busy
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml"
 SPLIT = ("zb-h1", "zb-h2", "zb-v", "dualpipe", "dualpipe-v")

@@ -1,9 +1,5 @@
-"""Cost-model inputs built from measurements rather than tuned constants.
-
-`device_fit` reads the published kernel-level measurements transcribed in simulator/data/kernels.yaml (GEMM
-throughput by shape and dtype, attention kernels, streaming HBM bandwidth, NCCL and DeepEP collectives, launch cost
-and clocks under load) and fits one parameter set per device generation (ampere, hopper, blackwell): GEMM efficiency
-against shape per dtype, attention efficiency against sequence length for the forward and backward passes, achieved
-HBM and NVLink/NIC fractions, collective latencies. The result is simulator/data/calibration.yaml, each parameter
-with the entry ids it was fitted from and its residuals; docs/calibration.md explains the forms and the gaps.
-"""
+"""The one cost model, shared by training, serving and the search: operators of a layer (ops) and the
+model's parameters (params), their roofline times (roofline) under the device calibration
+(calibration, fitted from kernel measurements by device_fit), collectives (collectives) over the
+fabric's tiers (fabric), ranks on devices (placement), memory and KV cache (memory, kv_cache), and a
+training step's pipeline costs over a leading candidate axis (pipeline)."""

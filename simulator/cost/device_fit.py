@@ -8,7 +8,6 @@ relative to the data-sheet figures of kernels.yaml (`data_sheet`). Fits are dete
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 

@@ -79,7 +79,7 @@ def clock_params(doc: dict) -> dict:
 def sheet_differences(sheet: dict) -> dict:
     """Data-sheet facts of kernels.yaml that topologies/presets/devices.yaml lacks or states >0.1% differently
     (NVLink is not a devices.yaml field: topology presets carry it)."""
-    from simulator.units import parse_bandwidth, parse_flops
+    from simulator.scenario.units import parse_bandwidth, parse_flops
     presets = yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
     out = {}
     for device, facts in sheet.items():

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest
@@ -113,7 +112,7 @@ def test_flop_floor_and_its_inverse():
 
 
 def test_price_data_is_sourced_and_rises():
-    entries = yaml.safe_load((STUDY.parent / "prices.yaml").read_text())
+    entries = yaml.safe_load((STUDY.parent / "prices.yml").read_text())
     assert len(entries) >= 5
     for e in entries:
         assert e["sources"] and all(src["url"] and src["says"] for src in e["sources"]) and e["seen"]

@@ -29,7 +29,7 @@ def power_law(k: float, p: float):
 
 
 def test_published_constants_and_target():
-    # Hoffmann et al. 2022, Approach 3 (chinchilla.yaml); L(70B, 1.4T) recomputed by hand
+    # Hoffmann et al. 2022, Approach 3 (chinchilla.yml); L(70B, 1.4T) recomputed by hand
     assert (E, A, B, ALPHA, BETA) == (1.69, 406.4, 410.7, 0.34, 0.28)
     assert study.target_loss() == pytest.approx(1.69 + 406.4 / 70e9**0.34 + 410.7 / 1.4e12**0.28, rel=1e-12)
 

@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from simulator import load_scenario
-from simulator.inference import kv_bytes_per_token, max_batch, serve_memory, step_costs
+from simulator.cost.kv_cache import kv_bytes_per_token
+from simulator.serving.memory import max_batch, serve_memory
+from simulator.serving.steps import step_costs
 
 ROOFLINE = {"gemm": 1.0, "attention": 1.0, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0,
             "gemm_half_dim": 1.0e-9, "kernel_overhead": 1.0e-9}

@@ -36,14 +36,15 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from simulator import load_scenario  # noqa: E402
-from simulator.inference import serve_memory, step_costs  # noqa: E402  (serving step costs: the one internal import)
+from simulator.serving.memory import serve_memory  # noqa: E402  (serving step costs: the one internal import)
+from simulator.serving.steps import step_costs  # noqa: E402  (serving step costs: the one internal import)
 
 HERE = Path(__file__).resolve().parent
 SERIES = {"Llama 3 70B (GQA), H100": "gqa-h100.yaml", "Llama 3 70B (GQA), GB200": "gqa-gb200.yaml",
           "DeepSeek-V3 (MLA), H100": "mla-h100.yaml", "DeepSeek-V3 (MLA), GB200": "mla-gb200.yaml"}
 CONTEXTS = [8192 * 2**k for k in range(8)]  # 8K .. 1M
 BASE = CONTEXTS[0]  # the short context a base-tier price is compared with
-PRICES = yaml.safe_load((HERE / "prices.yaml").read_text())
+PRICES = yaml.safe_load((HERE / "prices.yml").read_text())
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
 

@@ -17,8 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
-from simulator.inference import max_batch, step_costs  # noqa: E402
-from simulator.render import markdown_table, rows_to_csv  # noqa: E402
+from simulator.output.render import markdown_table, rows_to_csv  # noqa: E402
+from simulator.serving.memory import max_batch  # noqa: E402
+from simulator.serving.steps import step_costs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BATCHES = [2**k for k in range(13)]  # 1 .. 4096

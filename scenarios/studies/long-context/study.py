@@ -19,8 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from simulator import load_scenario  # noqa: E402
-from simulator.inference import kv_bytes_per_token, serve_memory, step_costs  # noqa: E402
-from simulator.render import markdown_table  # noqa: E402
+from simulator.cost.kv_cache import kv_bytes_per_token  # noqa: E402
+from simulator.output.render import markdown_table  # noqa: E402
+from simulator.serving.memory import serve_memory  # noqa: E402
+from simulator.serving.steps import step_costs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS = [2048 * 2**k for k in range(10)]  # 2K .. 1M (2K and 4K show where the GQA knee starts)

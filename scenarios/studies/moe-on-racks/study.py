@@ -22,14 +22,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from simulator import load_scenario, run  # noqa: E402
-from simulator.inference import serve_memory  # noqa: E402
-from simulator.inference import decode_table  # noqa: E402
-from simulator.moe_serving import compute_bound_batch  # noqa: E402
-from simulator.render import markdown_table, rows_to_csv  # noqa: E402
+from simulator.output.render import markdown_table, rows_to_csv  # noqa: E402
+from simulator.serving.experts import compute_bound_batch  # noqa: E402
+from simulator.serving.memory import serve_memory  # noqa: E402
+from simulator.serving.steps import decode_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 H800 = HERE.parents[1] / "deepseek-v3-h800.yaml"

@@ -9,7 +9,7 @@ Writes results.md, results.csv, cost.png and ratio.png beside this file.
    the KV cache and a 50 ms time per output token).
 2. Between the simulated sizes, log $ per token is interpolated against log N by a monotone cubic
    (PCHIP: through every point, continuous slope, no overshoot); beyond them the end slopes extend it.
-3. Chinchilla's loss fit L(N, D) = E + A / N^alpha + B / D^beta (chinchilla.yaml) gives, for each N, the
+3. Chinchilla's loss fit L(N, D) = E + A / N^alpha + B / D^beta (chinchilla.yml) gives, for each N, the
    training tokens D(N) that reach the loss of Chinchilla itself (70B on 1.4T tokens). For a lifetime
    demand Q of served tokens (RL rollouts count as served), the study minimises
        total(N) = train $/token(N) * D(N) + served $/token(N) * Q
@@ -32,13 +32,14 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from simulator import load_scenario, simulate  # noqa: E402
-from simulator.inference import serve_memory, step_costs  # noqa: E402  (serving step costs: the one internal import)
+from simulator.serving.memory import serve_memory  # noqa: E402  (serving step costs: the one internal import)
+from simulator.serving.steps import step_costs  # noqa: E402  (serving step costs: the one internal import)
 
 HERE = Path(__file__).resolve().parent
-FACTS = yaml.safe_load((HERE / "chinchilla.yaml").read_text())
+FACTS = yaml.safe_load((HERE / "chinchilla.yml").read_text())
 FIT = {k: float(v) for k, v in FACTS["loss_fit"].items()}
 CHINCHILLA = {k: float(v) for k, v in FACTS["chinchilla"].items()}
-MODELS = yaml.safe_load((HERE / "models.yaml").read_text())
+MODELS = yaml.safe_load((HERE / "models.yml").read_text())
 _REQUEST = yaml.safe_load((HERE / "serve.yaml").read_text())["workload"]
 PROMPT, OUTPUT = _REQUEST["prompt_len"], _REQUEST["output_len"]
 TRAIN_TP, TRAIN_PP = (1, 2, 4, 8), (1, 2, 4, 8, 9)

@@ -14,11 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from simulator import calibration, load_scenario, run  # noqa: E402
-from simulator.fabric import fabric_for  # noqa: E402
-from simulator.model import total_parameters  # noqa: E402
-from simulator.plots import draw_pipeline  # noqa: E402
-from simulator.render import markdown_table, rows_to_csv  # noqa: E402
+from simulator import load_scenario, run  # noqa: E402
+from simulator.cost import calibration  # noqa: E402
+from simulator.cost.fabric import fabric_for  # noqa: E402
+from simulator.cost.params import total_parameters  # noqa: E402
+from simulator.output.plots import draw_pipeline  # noqa: E402
+from simulator.output.render import markdown_table, rows_to_csv  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SCHEDULES = {"gpipe": 1, "1f1b": 1, "interleaved": 2, "zb-h1": 1, "zb-v": 2, "dualpipe": 2}

@@ -1,0 +1,117 @@
+"""Bytes per device by category against HBM capacity; out of memory is a result, not a crash.
+
+Weights, gradients and optimizer state follow Megatron-LM's mixed-precision Adam: 2 (bf16 weights)
++ 4 (fp32 gradients) + 12 (fp32 master, momentum, variance) = 18 bytes a parameter; the distributed
+optimizer (ZeRO-1) shards the 12 over data-parallel ranks (6 + 12/dp), ZeRO-2 the gradients too,
+ZeRO-3 everything. Activations per layer follow Korthikanti et al. 2022 Table 2, generalized to GQA
+and gated MLPs (s b h (34 + 5 a s / h) bytes for GPT), times the micro-batches in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memory:
+    """Peak bytes on the most loaded device, by category."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    kv_cache: float
+    capacity: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.kv_cache
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.capacity
+
+    def as_dict(self) -> dict[str, float]:
+        cats = ("weights", "gradients", "optimizer", "activations", "kv_cache")
+        return {**{c: getattr(self, c) for c in cats}, "total": self.total, "capacity": self.capacity}
+
+
+def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter held on a device."""
+    shard_opt = zero >= 1 or distributed_optimizer
+    return (WEIGHT_BYTES / (dp if zero >= 3 else 1),
+            GRAD_BYTES / (dp if zero >= 2 else 1),
+            OPTIMIZER_BYTES / (dp if shard_opt else 1))
+
+
+def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,
+                               recompute: str, flash: bool) -> float:
+    """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
+
+    Outside the TP region (norm inputs, QKV and FC1 inputs, dropout masks): 10 h per token, split by
+    tp only under sequence parallelism. Inside: Q, K, V, attention output, MLP intermediates, split by
+    tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
+    """
+    h, d, a, kv, f = model.hidden, model.head_dim, model.heads, model.kv_heads, model.ffn
+    outside = 10.0 * h
+    gated = model.ffn_kind == "swiglu"
+    inside = 2.0 * (a * d + 2 * kv * d + a * d) + 2.0 * f * (2 if gated else 1) + 2.0 * f
+    scores = 0.0 if (flash or recompute == "selective") else 5.0 * a * seq
+    sp = tp if sequence_parallel else 1
+    if recompute == "full":
+        return tokens * 2.0 * h / sp
+    return tokens * (outside / sp + (inside + scores) / tp)
+
+
+def head_activation_bytes(model, *, tokens: int, tp: int) -> float:
+    """The last stage's fp32 logits of one micro-batch (cross-entropy input), on one TP rank."""
+    return tokens * 4.0 * (-(-model.vocab // tp))
+
+
+def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel: bool, recompute: str) -> float:
+    """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
+    rank, for models whose op table splits layers (MoE, MLA). The 10 h bytes a token outside the TP
+    region (norm inputs, the inputs of attention and FFN, dropout masks) are counted here; inside: Q, K,
+    V and the attention output, and with MLA the two latents. Under full recompute: the layer's input.
+    MLA with selective recompute (DeepSeek-V3's: norms and up-projections run again) keeps the latents
+    and the attention output but not Q, K, V nor the norms' outputs (6 h bytes a token outside).
+    """
+    h = model.hidden
+    sp = tp if sequence_parallel else 1
+    if recompute == "full":
+        return tokens * 2.0 * h / sp
+    a = model.heads
+    if model.mla is None:
+        d, kv = model.head_dim, model.kv_heads
+        inside = 2.0 * (a * d + 2 * kv * d + a * d)
+    else:
+        from .ops import mla_dims
+
+        qk, v, rope = mla_dims(model)
+        mla = model.mla
+        latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
+        if recompute == "selective":
+            return tokens * (6.0 * h / sp + (2.0 * a * v + latents) / tp)
+        inside = 2.0 * (2 * a * qk + 2 * a * v) + latents
+    return tokens * (10.0 * h / sp + inside / tp)
+
+
+def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,
+                         cached: float = 2.0) -> float:
+    """Bytes the FFN half of a layer keeps: a dense FFN's intermediates (copies None), or an MoE
+    layer's: router probabilities (fp32), shared experts' intermediates, and for each of the `copies`
+    token copies the rank's experts compute, the dispatched input and the expert intermediates.
+    `cached`: bytes per element of the experts' GEMM inputs kept for backward (1 with FP8 training,
+    which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit)."""
+    if recompute == "full":
+        return 0.0
+    gated = 2 if model.ffn_kind == "swiglu" else 1
+    if copies is None:
+        return tokens * (2.0 * model.ffn * gated + 2.0 * model.ffn) / tp
+    moe = model.moe
+    width = moe.expert_ffn / tp
+    per_copy = cached * model.hidden + 2.0 * width * gated + cached * width
+    shared = moe.shared_experts * (2.0 * width * gated + 2.0 * width)
+    return tokens * (4.0 * moe.experts + shared) + copies * per_copy

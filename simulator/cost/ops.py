@@ -1,0 +1,312 @@
+"""Model -> OpTable: the operators of one transformer layer, the embedding and the LM head as arrays.
+
+Every figure is per micro-batch and per tensor-parallel rank (the ranks of one TP group are symmetric):
+FLOP, bytes moved through HBM, and GEMM shapes for the forward pass, the input-gradient pass (B) and the
+weight-gradient pass (W). Shapes follow Megatron-LM's tensor-parallel split (Shoeybi et al. 2019):
+QKV and FC1 are column-parallel, the attention projection and FC2 row-parallel.
+
+A dense model's layer is one block (BLOCK_LAYER). A mixture-of-experts model splits it: BLOCK_LAYER
+holds the attention half (norms, attention, residuals), BLOCK_DENSE_FFN the FFN of the dense first
+layers, BLOCK_MOE the fixed part of an MoE FFN (router, token permutation, shared experts) and
+BLOCK_EXPERT one routed expert's GEMMs per token routed to it (`bytes_fixed` holds its weights, read
+once per micro-batch); simulator.moe scales those rows by the tokens each expert receives.
+Multi-head latent attention (DeepSeek-V2/V3) replaces QKV by low-rank down- and up-projections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD = 0, 1, 2
+BLOCK_DENSE_FFN, BLOCK_MOE, BLOCK_EXPERT = 3, 4, 5
+ACT_BYTES = 2  # 16-bit activations
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+"""Storage bytes per element of weights and KV cache."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerShape:
+    """The sizes one TP rank sees for one micro-batch."""
+
+    sequences: int  # sequences in the micro-batch: b
+    tokens: int  # tokens of the micro-batch on this rank: b * s / cp
+    seq: int  # keys each query attends to: the full sequence s
+    hidden: int
+    heads: int  # attention heads on this rank: a / tp
+    kv_heads: int  # KV heads on this rank (replicated when tp > kv_heads)
+    head_dim: int
+    ffn: int  # FFN width on this rank: ffn / tp
+    gated: bool  # SwiGLU: FC1 produces gate and up projections
+    vocab: int  # vocabulary rows on this rank: vocab / tp
+    norm_tokens: int  # tokens the elementwise ops touch: tokens / tp with sequence parallelism
+    flash: bool  # fused attention that never writes the score matrix and skips masked blocks
+    mla: object = None  # MLASpec of multi-head latent attention, None for standard attention
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpTable:
+    """Per-op arrays (one row an operator); all figures per micro-batch and TP rank, SI units."""
+
+    name: tuple[str, ...]
+    block: np.ndarray  # BLOCK_EMBED | BLOCK_LAYER | BLOCK_HEAD
+    gemm: np.ndarray  # (n, 3) M, N, K of the forward GEMM; zeros for memory-bound ops
+    flops_f: np.ndarray  # FLOP, forward
+    bytes_f: np.ndarray  # bytes through HBM, forward
+    flops_b: np.ndarray  # FLOP, input-gradient pass
+    bytes_b: np.ndarray
+    flops_w: np.ndarray  # FLOP, weight-gradient pass
+    bytes_w: np.ndarray
+    selective: np.ndarray  # bool: recomputed under selective recompute (the attention core)
+    model_flops_f: np.ndarray  # FLOP counted by MFU (causal attention in full), forward
+    bytes_fixed: np.ndarray | None = None  # BLOCK_EXPERT rows: weight bytes read per pass, any token count
+
+    def total(self, field: str, block: int) -> float:
+        """Sum of one array over the rows of one block."""
+        return float(getattr(self, field)[self.block == block].sum())
+
+
+@dataclass(frozen=True)
+class OpRows:
+    """The operators of a layer (or edge block) on one TP rank, as functions of the M tokens they run on.
+
+    A GEMM row is y[M, n] = x[M, k] w[k, n] (weights n * k elements on this rank); a memory-bound row
+    (n = k = 0) moves `io` 16-bit elements a token forward and `bwd` times that backward. Training
+    evaluates the rows at a micro-batch's tokens, serving at every batch size of a step.
+    """
+
+    name: tuple[str, ...]
+    block: np.ndarray  # BLOCK_* of each row
+    n: np.ndarray
+    k: np.ndarray
+    io: np.ndarray  # elements read + written per token (memory-bound rows)
+    bwd: np.ndarray  # backward traffic over forward (memory-bound rows)
+    selective: np.ndarray  # bool: recomputed under selective recompute
+
+    @staticmethod
+    def of(rows: list[tuple]) -> OpRows:
+        """Rows as (name, block, n, k, io, bwd, selective) tuples."""
+        name, block, n, k, io, bwd, sel = zip(*rows)
+        f = lambda a: np.array(a, dtype=float)  # noqa: E731
+        return OpRows(tuple(name), np.array(block, dtype=np.int8), f(n), f(k), f(io), f(bwd),
+                      np.array(sel, dtype=bool))
+
+    def where(self, mask) -> OpRows:
+        """The rows selected by a boolean mask."""
+        mask = np.asarray(mask, dtype=bool)
+        return OpRows(tuple(x for x, keep in zip(self.name, mask) if keep), self.block[mask], self.n[mask],
+                      self.k[mask], self.io[mask], self.bwd[mask], self.selective[mask])
+
+    @property
+    def gemm(self) -> np.ndarray:
+        """bool per row: a GEMM (else memory-bound)."""
+        return self.n > 0
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Weight elements of each row on this rank (0 for memory-bound rows)."""
+        return self.n * self.k
+
+    def flops(self, m) -> np.ndarray:
+        """(len(m), rows) forward FLOP at M = m tokens."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return 2.0 * m * self.n * self.k
+
+    def nbytes(self, m, weight_bytes: float = ACT_BYTES) -> np.ndarray:
+        """(len(m), rows) forward HBM bytes at M = m tokens: a GEMM reads its input and weights and
+        writes its output (16-bit activations, weights at `weight_bytes`); a memory-bound row moves io."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return np.where(self.gemm, ACT_BYTES * m * (self.n + self.k) + weight_bytes * self.weights,
+                        ACT_BYTES * m * self.io)
+
+    def shapes(self, m) -> np.ndarray:
+        """(len(m), rows, 3) GEMM shapes (M, n, k)."""
+        m = np.asarray(m, dtype=float)[:, None]
+        return np.stack(np.broadcast_arrays(m, self.n, self.k), axis=-1)
+
+    def linear_flops(self) -> float:
+        """FLOP per token of the GEMM rows."""
+        return float((2.0 * self.n * self.k).sum())
+
+
+def _gemm(name: str, block: int, n, k, selective: bool = False) -> tuple:
+    return (name, block, n, k, 0.0, 0.0, selective)
+
+
+def _elementwise(name: str, block: int, io, bwd: float = 2.0, selective: bool = False) -> tuple:
+    """A memory-bound row moving `io` elements a token (reads + writes)."""
+    return (name, block, 0.0, 0.0, io, bwd, selective)
+
+
+def _ffn(prefix: str, block: int, width: int, hidden: int, gated: bool) -> list[tuple]:
+    """FC1 (doubled when gated), activation and FC2 of an FFN of `width` on this rank."""
+    return [_gemm(f"{prefix}fc1", block, width * (2 if gated else 1), hidden),
+            _elementwise(f"{prefix}activation", block, width * (3 if gated else 2)),
+            _gemm(f"{prefix}fc2", block, hidden, width)]
+
+
+def _projections(model, tp: int) -> list[tuple]:
+    """QKV projection, or MLA's down- and up-projections with their norms, on one TP rank.
+
+    MLA (DeepSeek-V3 section 2.1.1): queries through a rank-q_lora down-projection, a norm and an
+    up-projection to heads x (nope + rope); keys and values from one down-projection to kv_lora + rope,
+    a norm and an up-projection to heads x (nope + v). Down-projections are replicated over TP ranks.
+    """
+    h, heads = model.hidden, model.heads // tp
+    if model.mla is None:
+        return [_gemm("qkv", BLOCK_LAYER, (heads + 2 * max(model.kv_heads // tp, 1)) * model.head_dim, h)]
+    qk, v, rope = mla_dims(model)
+    m = model.mla
+    q = ([_gemm("q-down", BLOCK_LAYER, m.q_lora_rank, h), _elementwise("q-norm", BLOCK_LAYER, 2 * m.q_lora_rank),
+          _gemm("q-up", BLOCK_LAYER, heads * qk, m.q_lora_rank)] if m.q_lora_rank
+         else [_gemm("q", BLOCK_LAYER, heads * qk, h)])
+    return q + [_gemm("kv-down", BLOCK_LAYER, m.kv_lora_rank + rope, h),
+                _elementwise("kv-norm", BLOCK_LAYER, 2 * m.kv_lora_rank),
+                _gemm("kv-up", BLOCK_LAYER, heads * (qk - rope + v), m.kv_lora_rank)]
+
+
+def attention_half(model, tp: int, sp: bool) -> list[tuple]:
+    """Norms, projections, output projection and residuals of a layer, attention core excluded.
+
+    Norms and residuals touch the full hidden state on every rank, or 1/tp of the tokens with sequence
+    parallelism. Selective recompute of an MLA layer is DeepSeek-V3's (section 3.2.3): the norms and
+    the up-projections run again in the backward pass.
+    """
+    h, hs = model.hidden, model.hidden / (tp if sp else 1)
+    v = mla_dims(model)[1] if model.mla is not None else model.head_dim
+    rows = [_elementwise("norm1", BLOCK_LAYER, 2 * hs), *_projections(model, tp),
+            _gemm("proj", BLOCK_LAYER, h, model.heads // tp * v), _elementwise("residual1", BLOCK_LAYER, 3 * hs),
+            _elementwise("norm2", BLOCK_LAYER, 2 * hs), _elementwise("residual2", BLOCK_LAYER, 3 * hs)]
+    if model.mla is not None:
+        again = ("norm1", "norm2", "q-norm", "kv-norm", "q-up", "kv-up")
+        rows = [r[:6] + (r[0] in again,) for r in rows]
+    return rows
+
+
+def ffn_half(model, tp: int) -> list[tuple]:
+    """A dense layer's FFN (BLOCK_DENSE_FFN); with experts, the fixed part of an MoE FFN (BLOCK_MOE:
+    router replicated over TP ranks, token permutation of the tokens * top_k / tp copies a rank
+    dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT)."""
+    h, gated = model.hidden, model.ffn_kind == "swiglu"
+    rows = _ffn("", BLOCK_DENSE_FFN, model.ffn // tp, h, gated)
+    moe = model.moe
+    if moe is None:
+        return rows
+    width = moe.expert_ffn // tp
+    copies = moe.top_k / tp
+    rows += [_gemm("router", BLOCK_MOE, moe.experts, h), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
+             _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
+    if moe.shared_experts:
+        rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
+    return rows + _ffn("expert-", BLOCK_EXPERT, width, h, gated)
+
+
+def dense_layer(model, tp: int, sp: bool) -> list[tuple]:
+    """A dense layer in Megatron order (pre-norm, as GPT-3 and Llama), attention core excluded."""
+    half = attention_half(model, tp, sp)
+    ffn = [(n, BLOCK_LAYER, *rest) for n, _, *rest in _ffn("", BLOCK_LAYER, model.ffn // tp, model.hidden,
+                                                             model.ffn_kind == "swiglu")]
+    return half[:-2] + [half[-2], *ffn, half[-1]]
+
+
+def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
+    """Embedding lookup on the first stage; final norm, LM head and the fp32 logits pass (cross-entropy
+    in training, sampling in serving: 8 bytes a logit each way) on the last."""
+    hs, vocab = model.hidden / (tp if sp else 1), -(-model.vocab // tp)
+    return [_elementwise("embedding", BLOCK_EMBED, 2 * hs), _elementwise("final-norm", BLOCK_HEAD, 2 * hs),
+            _gemm("lm-head", BLOCK_HEAD, vocab, model.hidden), _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
+
+
+def layer_rows(model, tp: int, sp: bool) -> OpRows:
+    """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
+    a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
+    the FFN half."""
+    if model.moe is None and model.mla is None:
+        return OpRows.of(dense_layer(model, tp, sp) + edge_rows(model, tp, sp))
+    return OpRows.of(attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp))
+
+
+def attention_core(sh: LayerShape) -> list[dict]:
+    """Training rows of the attention core of one micro-batch: one fused (flash) kernel that skips the
+    masked half, or the unfused score and value GEMMs with softmax and dropout over the score matrix.
+    MLA attends with query/key width qk and value width v per head (always fused)."""
+    if sh.mla is not None:
+        qk, v = mla_dims_of(sh.mla, sh.head_dim)[:2]
+        full = 2.0 * sh.tokens * sh.seq * sh.heads * (qk + v)
+        io = ACT_BYTES * sh.tokens * sh.heads * (2 * qk + 2 * v)
+        return [_core("attention", (sh.seq, sh.seq, qk), full / 2, io, full, selective=False)]
+    full = 4.0 * sh.tokens * sh.seq * sh.head_dim * sh.heads
+    if sh.flash:
+        io = ACT_BYTES * sh.tokens * sh.head_dim * (2 * sh.heads + 2 * sh.kv_heads)
+        return [_core("attention", (sh.seq, sh.seq, sh.head_dim), full / 2, io, full)]
+    batch = sh.heads * sh.sequences  # one score matrix a head and sequence
+    q = sh.tokens // sh.sequences
+    scores = batch * q * sh.seq
+    gemms = [_core(name, (q, n, k), 2.0 * q * n * k * batch, ACT_BYTES * (q * k + k * n + q * n) * batch,
+                   2.0 * q * n * k * batch, backward=2.0)
+             for name, n, k in (("scores", sh.seq, sh.head_dim), ("values", sh.head_dim, sh.seq))]
+    softmax, dropout = (_core(name, (0, 0, 0), 0.0, ACT_BYTES * scores * io, 0.0, backward=2.0)
+                        for name, io in (("softmax", 2.0), ("attn-dropout", 2.5)))
+    return [gemms[0], softmax, dropout, gemms[1]]
+
+
+def _core(name, shape, flops, io, model_flops, backward: float = 2.5, selective: bool = True) -> dict:
+    """An attention-core row: backward `backward` x the forward FLOP (a fused kernel recomputes the
+    scores: 2.5x), twice the forward bytes, no weight gradient."""
+    return dict(name=name, gemm=shape, flops_f=flops, bytes_f=io, flops_b=backward * flops, bytes_b=2 * io,
+                flops_w=0.0, bytes_w=0.0, model_flops_f=model_flops, selective=selective)
+
+
+def mla_dims(model) -> tuple[int, int, int]:
+    """(query/key width, value width, rope width) per head of multi-head latent attention."""
+    return mla_dims_of(model.mla, model.head_dim)
+
+
+def mla_dims_of(mla, head_dim: int) -> tuple[int, int, int]:
+    """mla_dims of an MLASpec, the model's head_dim the default widths."""
+    nope = mla.qk_nope_head_dim or head_dim
+    return nope + mla.qk_rope_head_dim, mla.v_head_dim or head_dim, mla.qk_rope_head_dim
+
+
+def layer_shape(scenario) -> LayerShape:
+    """The per-rank shapes of a scenario's micro-batch."""
+    m, w, lay = scenario.model, scenario.workload, scenario.layout
+    tp, cp = lay.tp, lay.cp
+    tokens = w.micro_batch * w.seq_len // cp
+    return LayerShape(
+        sequences=w.micro_batch, tokens=tokens, seq=w.seq_len, hidden=m.hidden, heads=m.heads // tp,
+        kv_heads=max(m.kv_heads // tp, 1), head_dim=m.head_dim, ffn=m.ffn // tp,
+        gated=m.ffn_kind == "swiglu", vocab=-(-m.vocab // tp),
+        norm_tokens=tokens // tp if lay.sequence_parallel else tokens,
+        flash=getattr(w, "attention", "flash") == "flash" or m.mla is not None, mla=m.mla,
+    )
+
+
+def build_op_table(scenario) -> OpTable:
+    """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
+    rows at the micro-batch's tokens (routed-expert rows per routed token, their weights apart in
+    bytes_fixed), with the attention core before the output projection."""
+    sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
+    rows = layer_rows(model, lay.tp, lay.sequence_parallel)
+    expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
+    m = np.where(expert, 1.0, float(sh.tokens))
+    flops = 2.0 * m * rows.n * rows.k
+    fixed = np.where(expert & gemm, ACT_BYTES * rows.weights, 0.0)
+    nbytes = np.where(gemm, ACT_BYTES * (m * (rows.n + rows.k) + rows.weights), ACT_BYTES * m * rows.io) - fixed
+    cols = dict(flops_f=flops, bytes_f=nbytes, flops_b=flops, bytes_b=np.where(gemm, nbytes, rows.bwd * nbytes),
+                flops_w=np.where(gemm, flops, 0.0), bytes_w=np.where(gemm, nbytes, 0.0), model_flops_f=flops)
+    core = attention_core(sh)
+    at = rows.name.index("proj")
+    cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
+    return OpTable(
+        name=rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:],
+        block=cat(rows.block, np.full(len(core), BLOCK_LAYER, dtype=np.int8)),
+        gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
+                 np.array([c["gemm"] for c in core], dtype=float)),
+        selective=cat(rows.selective, np.array([c["selective"] for c in core])),
+        bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
+        **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},
+    )
+
+

@@ -1,0 +1,79 @@
+"""Parameter counts of a model (per layer, embedding, head; total and active) and MFU's FLOP per
+trained token."""
+
+from __future__ import annotations
+
+from .ops import mla_dims
+
+
+def _attention_params(model) -> int:
+    """Parameters of one layer's attention: QKV and output projections, or MLA's projections and norms."""
+    h, d = model.hidden, model.head_dim
+    if model.mla is None:
+        return h * (model.heads + 2 * model.kv_heads) * d + model.heads * d * h
+    mla, a = model.mla, model.heads
+    qk, v, rope = mla_dims(model)
+    q = (h * mla.q_lora_rank + mla.q_lora_rank + mla.q_lora_rank * a * qk) if mla.q_lora_rank else h * a * qk
+    kv = h * (mla.kv_lora_rank + rope) + mla.kv_lora_rank + mla.kv_lora_rank * a * (qk - rope + v)
+    return q + kv + a * v * h
+
+
+def parameter_counts(model) -> dict[str, float]:
+    """Parameters of one layer, the embedding and the untied output layer (count, not bytes).
+
+    "layer" is a dense layer (attention, FFN of width `ffn`, norms). MoE models add "attention" (with
+    the norms), "router", "expert" (one routed expert), "shared" (all shared experts), "moe_layer"
+    (every expert) and "moe_layer_active" (the top_k routed experts a token visits, shared and router).
+    """
+    h = model.hidden
+    attn = _attention_params(model)
+    per_matrix = 3 if model.ffn_kind == "swiglu" else 2
+    mlp = h * model.ffn * per_matrix
+    norms = 2 * h
+    embed = model.vocab * h
+    out = {"layer": float(attn + mlp + norms), "embedding": float(embed),
+           "head": 0.0 if model.tied_embeddings else float(embed), "final_norm": float(h)}
+    moe = model.moe
+    if moe is not None:
+        expert = h * moe.expert_ffn * per_matrix
+        base = attn + norms + moe.experts * h + moe.shared_experts * expert
+        out.update(attention=float(attn + norms), router=float(moe.experts * h), expert=float(expert),
+                   shared=float(moe.shared_experts * expert), moe_layer=float(base + moe.experts * expert),
+                   moe_layer_active=float(base + moe.top_k * expert))
+    return out
+
+
+def _parameters(model, moe_key: str) -> float:
+    c = parameter_counts(model)
+    edges = c["embedding"] + c["head"] + c["final_norm"]
+    if model.moe is None:
+        return model.layers * c["layer"] + edges
+    dense = model.moe.dense_layers
+    return dense * c["layer"] + (model.layers - dense) * c[moe_key] + edges
+
+
+def total_parameters(model) -> float:
+    """All parameters of the model (count): every expert of every MoE layer."""
+    return _parameters(model, "moe_layer")
+
+
+def active_parameters(model) -> float:
+    """Parameters one token uses (count): the top_k routed experts, shared experts and router of each
+    MoE layer; equal to total_parameters for a dense model."""
+    return _parameters(model, "moe_layer_active")
+
+
+def model_flops_per_token(model, seq_len: int) -> float:
+    """MFU's FLOP per trained token: 6 N + 12 L h s (N active parameters; causal attention in full).
+
+    The definition of DESIGN.md section 8 and PaLM's appendix B; for GPT models it equals
+    Korthikanti et al.'s 72 B s l h^2 (1 + s/6h + V/16lh) to within 0.5% (their head term is 4.5 V h).
+    N counts the parameters a token uses (active: top_k routed experts of each MoE layer). With MLA the
+    attention term is 6 L s a (d_qk + d_v), which is 12 L h s when a * d_qk = a * d_v = h.
+    """
+    if model.mla is None:
+        attention = 12.0 * model.layers * model.hidden * seq_len
+    else:
+        qk, v, _ = mla_dims(model)
+        attention = 6.0 * model.layers * seq_len * model.heads * (qk + v)
+    return 6.0 * active_parameters(model) + attention

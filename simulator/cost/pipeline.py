@@ -1,0 +1,261 @@
+"""What a training step costs, for K candidate layouts at once: the physics core of plan and search.
+
+Every function takes a leading candidate axis: make_plan (simulator.plan) calls them with one
+candidate, the layout search (simulator.candidates, simulator.analytic) with K, so each formula
+exists once. Per layer key (tensor, context and sequence parallelism, micro-batch, recompute, split
+backward, the TP group's and CP ring's placement): roofline seconds of the embedding, a layer and the
+head with the exposed TP and CP communication inside (DESIGN.md section 4), send bytes, activation
+bytes. Per pipeline (K, p, v): pass seconds summed over each device's chunks, sends between stages,
+DualPipe's overlapped F&B pairs, ZeRO-3's gathers. Per stage (K, p): parameters, the data-parallel
+reduction, parameter gather and Adam, and the memory of the most loaded device. Units: seconds,
+bytes, parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..scenario.base import RECOMPUTE_NAMES
+from . import roofline
+from .fabric import Fabric
+from .memory import activation_bytes_per_layer, head_activation_bytes
+from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
+from .params import parameter_counts
+
+ADAM_BYTES_PER_PARAM = 30.0  # fp32 master, momentum, variance read+written, fp32 grad read, bf16 write
+GRAD_COMM_BYTES, PARAM_COMM_BYTES = 4.0, 2.0  # fp32 gradient reduction (Megatron), bf16 gather
+PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
+BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerKeys:
+    """K layer configurations, (K,) arrays: what the seconds and bytes of one layer depend on."""
+
+    ops: list  # distinct OpTables (one model's operators at other sizes), with their LayerShapes:
+    shapes: list
+    which: np.ndarray  # index of each key's OpTable
+    tp: np.ndarray
+    cp: np.ndarray
+    sp: np.ndarray  # bool: sequence parallelism
+    recompute: np.ndarray  # index into RECOMPUTE_NAMES
+    split: np.ndarray  # bool: the schedule splits the backward into B and W
+    tp_profile: tuple  # (k, d, crosses): Fabric.profile of each key's TP group
+    cp_hop: tuple  # (src, dst) devices of one hop of each key's CP ring
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCosts:
+    """What one micro-batch costs on one layer and on the edge blocks, per layer key."""
+
+    passes: np.ndarray  # (K, 3 blocks: embedding, layer, head, 7 PASS_FIELDS) seconds, exposed comm inside
+    send_bytes: np.ndarray  # (K,) activation bytes a stage sends per micro-batch per TP rank
+    send_gather: np.ndarray  # (K,) seconds of the TP all-gather before a send (0 with sequence parallelism)
+    activations: np.ndarray  # (K, 3) bytes: kept per layer, full recompute's working layer, the head's
+
+
+def scenario_layer_keys(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, split: bool) -> LayerKeys:
+    """The one LayerKeys of a scenario, with its explicit TP group and CP ring (device arrays)."""
+    lay = scn.layout
+    one = lambda x: np.array([x])  # noqa: E731
+    return LayerKeys(ops=[ops], shapes=[layer_shape(scn)], which=one(0), tp=one(lay.tp), cp=one(lay.cp),
+                     sp=one(lay.sequence_parallel), recompute=one(RECOMPUTE_NAMES.index(scn.workload.recompute)),
+                     split=one(split), tp_profile=fabric.profile(tp_group[None]),
+                     cp_hop=(one(cp_group[0]), one(cp_group[1 % lay.cp])))
+
+
+def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
+    """Seconds and bytes of the embedding, one transformer layer and the head for each layer key."""
+    dev = scn.topology.device
+    sums = block_seconds(keys.ops, dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth, cal)[keys.which]
+    shape = lambda name: np.array([getattr(sh, name) for sh in keys.shapes])[keys.which]  # noqa: E731
+    tokens = shape("tokens")
+    size = tokens * shape("hidden") * ACT_BYTES  # one activation, all TP ranks
+    act = size / keys.tp
+    tp_coll = lambda kind, nbytes: fabric.collective_profiled(kind, nbytes, *keys.tp_profile, cal)  # noqa: E731
+    comm = [tp_coll(kind, size) for kind in ("all_reduce", "all_gather", "reduce_scatter")]
+    kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
+    ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop)
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split), send_bytes=act,
+                      send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),
+                      activations=layer_activations(scn, keys))
+
+
+def layer_activations(scn, keys: LayerKeys) -> np.ndarray:
+    """(K, 3) activation bytes of a micro-batch per layer key: kept per layer, full recompute's
+    working layer (its activations while it is recomputed), the head's."""
+    model, seq = scn.model, scn.workload.seq_len
+    out = np.zeros((len(keys.tp), 3))
+    rows = zip(keys.which.tolist(), keys.tp.tolist(), keys.sp.tolist(), keys.recompute.tolist())
+    for i, (which, tp, sp, rec) in enumerate(rows):
+        sh, recompute = keys.shapes[which], RECOMPUTE_NAMES[rec]
+        kw = dict(tokens=sh.tokens, seq=seq, tp=tp, sequence_parallel=sp, flash=sh.flash)
+        working = activation_bytes_per_layer(model, recompute="none", **kw) if recompute == "full" else 0.0
+        out[i] = (activation_bytes_per_layer(model, recompute=recompute, **kw), working,
+                  head_activation_bytes(model, tokens=sh.tokens, tp=tp))
+    return out
+
+
+def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal) -> np.ndarray:
+    """(tables, 3 blocks, 5) roofline seconds of the embedding, one layer and the head: F, B, W, and
+    F, B of the selective-recompute ops; tables of one model (the same operators, other sizes)."""
+    first = tables[0]
+    fused = np.array([n == "attention" for n in first.name])
+    stack = lambda k: np.stack([getattr(t, k) for t in tables])  # noqa: E731
+    gemm = stack("gemm")
+    times = [roofline.op_times(stack("flops_" + x), stack("bytes_" + x), gemm, peak, hbm, cal, fused)
+             for x in "fbw"]
+    out = np.zeros((len(tables), 3, 5))
+    for i, block in enumerate(BLOCKS):
+        ops = np.nonzero(first.block == block)[0]
+        sel = np.nonzero((first.block == block) & first.selective)[0]
+        # np.take keeps each table's ops contiguous: every sum is that table's 1-D sum, bit for bit
+        out[:, i] = np.stack([np.take(t, ops, axis=1).sum(axis=1) for t in times]
+                             + [np.take(t, sel, axis=1).sum(axis=1) for t in times[:2]], axis=1)
+    return out
+
+
+def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split) -> np.ndarray:
+    """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
+    (K, 3, 5) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
+    activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
+    recompute: (K,) index of none / selective / full; sp, split: (K,) bool."""
+    ar, ag, rs = comm
+    f, b, w, attn_f, attn_b = (sums[:, 1, j] for j in range(5))
+    comm_f = np.where(sp, 2 * (ag + rs), 2 * ar)  # per layer forward, exposed
+    comm_b_exposed = np.where(sp, 2 * ag, 0.0)
+    comm_b_overlap = np.where(sp, 2 * (rs + ag), 2 * ar)
+    ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
+    redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
+    redo_tp = np.where(recompute == 2, comm_f, 0.0)
+    hidden_b = np.where(split, 0.0, np.minimum(comm_b_overlap, w))
+    b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
+    layer = [f + comm_f + ecp_f, b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]
+    out = np.zeros((len(f), 3, 7))
+    out[:, 1] = np.stack(layer, axis=1)
+    for i, edge in ((0, np.where(sp, rs, ar)), (2, np.where(sp, ag, 0.0))):
+        out[:, i, :5] = np.stack([sums[:, i, 0] + edge, sums[:, i, 1] + edge, sums[:, i, 2], edge, edge], axis=1)
+    return out
+
+
+def cp_ring_seconds(fabric: Fabric, cal, cp, kv_bytes, src, dst) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) seconds of context parallelism's K/V ring per layer, (K,) each: forward passes
+    K and V (cp-1) times, backward passes K, V and their gradients; kv_bytes per hop from src to dst."""
+    hop = fabric.p2p(kv_bytes, src, dst, cal)
+    return np.where(cp > 1, (cp - 1) * hop, 0.0), np.where(cp > 1, 2 * (cp - 1) * hop, 0.0)
+
+
+def stage_grid(routes: np.ndarray, stage_layers: np.ndarray):
+    """(p, v) arrays: transformer layers, embedding flag and head flag of each device's chunk, for a
+    schedule's routes (directions, virtual stages, 2) and the layers of each virtual stage."""
+    p, v = int(routes[..., 0].max()) + 1, int(routes[..., 1].max()) + 1
+    layers, embed, head = np.zeros((p, v)), np.zeros((p, v)), np.zeros((p, v))
+    for route in routes:
+        dev, chunk = route[:, 0], route[:, 1]
+        layers[dev, chunk] = stage_layers
+        embed[dev[0], chunk[0]] = 1
+        head[dev[-1], chunk[-1]] = 1
+    return layers, embed, head
+
+
+def pass_grid(passes: np.ndarray, field: int, layers, embed, head) -> np.ndarray:
+    """(K, p, v) seconds of one PASS_FIELDS column of K layer keys' passes (K, 3 blocks, 7) summed over
+    each device's chunk: its layers times the layer's, plus the edge blocks'."""
+    col = passes[:, :, field, None, None]
+    return layers[None] * col[:, 1] + embed[None] * col[:, 0] + head[None] * col[:, 2]
+
+
+def backward_tasks(b: np.ndarray, w: np.ndarray, split_backward: bool):
+    """(B, W) task seconds: as given where the schedule splits the backward, else B the whole backward
+    and no W."""
+    return (b, w) if split_backward else (b + w, np.zeros_like(w))
+
+
+def sends(routes: np.ndarray, devices: np.ndarray, nbytes, gather, fabric: Fabric, cal):
+    """(K, p, v, 2) seconds and tiers (0 none, 1 nvlink, 2 scaleout) of the forward (activation) and
+    backward (gradient) sends of K pipelines: devices (K, p) of the stages, nbytes (K,) per TP rank,
+    gather (K,) seconds of the TP all-gather before each send."""
+    K, p = devices.shape
+    v = int(routes[..., 1].max()) + 1
+    send, tier = np.zeros((K, p, v, 2)), np.zeros((K, p, v, 2), dtype=np.int8)
+    nbytes, gather = np.asarray(nbytes)[:, None], np.asarray(gather)[:, None]
+    for route in routes:
+        for direction, (a, b) in enumerate(((route[:-1], route[1:]), (route[1:], route[:-1]))):
+            moves = a[:, 0] != b[:, 0]
+            src, dst = devices[:, a[moves, 0]], devices[:, b[moves, 0]]
+            send[:, a[moves, 0], a[moves, 1], direction] = fabric.p2p(nbytes, src, dst, cal) + gather
+            same = fabric.domain_of(src) == fabric.domain_of(dst)
+            tier[:, a[moves, 0], a[moves, 1], direction] = np.where(same, 1, 2)
+    return send, tier
+
+
+def device_params(model, tp, layers, embed, head) -> np.ndarray:
+    """(..., p) parameters held on one TP rank of each stage for tp of shape (...) (K candidates, or
+    one); layers, embed, head: stage_grid's (p, v)."""
+    c = parameter_counts(model)
+    tied = model.tied_embeddings
+    head_params = c["embedding"] if tied else c["head"]
+    per_chunk = layers * c["layer"] + embed * c["embedding"] + head * (head_params + c["final_norm"])
+    shared = tied * embed.any(axis=1) * head.any(axis=1) * c["embedding"]  # one copy when co-located
+    return (per_chunk.sum(axis=1) - shared) / np.asarray(tp)[..., None]
+
+
+def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float):
+    """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
+    nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
+    all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
+
+    params (K, p) on a TP rank of each stage; profile: (k, d, crosses) (K, p) each, Fabric.profile of
+    each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces fp32
+    gradients; the distributed optimizer and ZeRO 1-3 reduce-scatter them and all-gather the updated
+    bf16 parameters. Adam streams its state (a 1/replicas shard when sharded) through HBM once.
+    """
+    coll = lambda kind, size: fabric.collective_profiled(kind, size, *profile, cal)  # noqa: E731
+    sh = np.asarray(sharded)[:, None]
+    grads = params * GRAD_COMM_BYTES
+    dp = np.where(sh, coll("reduce_scatter", grads), coll("all_reduce", grads))
+    ag = coll("all_gather", params * PARAM_COMM_BYTES)
+    shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
+    opt = params / shard * ADAM_BYTES_PER_PARAM / (hbm_bandwidth * cal.hbm)
+    return dp, np.where(profile[1] > 1, 2, 1), np.where(sh, ag, 0.0), opt, ag
+
+
+def device_memory(params, per_param, activations, held, layers, head) -> dict:
+    """Memory of the most loaded device of each of K pipelines: weights, gradients, optimizer,
+    activations and total, (K,) bytes each.
+
+    params (K, p) on a TP rank of each stage; per_param (K, 3) weight, gradient and optimizer bytes
+    a parameter (memory.state_bytes_per_param); activations (K, 3) layer_activations; held
+    (K, p) micro-batch-chunks each device holds at its peak; layers, head (p, v) stage_grid's."""
+    chunk_layers = layers.sum(axis=1) / layers.shape[1]
+    acts = (held * chunk_layers[None] * activations[:, 0, None] + activations[:, 1, None]
+            + head.any(axis=1)[None] * activations[:, 2, None])
+    d = np.argmax(params * per_param.sum(axis=1)[:, None] + acts, axis=1)
+    pick = lambda a: np.take_along_axis(a, d[:, None], axis=1)[:, 0]  # noqa: E731
+    prm = pick(params)
+    out = {"weights": prm * per_param[:, 0], "gradients": prm * per_param[:, 1],
+           "optimizer": prm * per_param[:, 2], "activations": pick(acts)}
+    out["total"] = out["weights"] + out["gradients"] + out["optimizer"] + out["activations"]
+    return out
+
+
+def pair_times(f_part: np.ndarray, b_part: np.ndarray) -> np.ndarray:
+    """(..., p, v, v) seconds of a part of F of chunk i and of B of chunk j back to back."""
+    return f_part[..., :, :, None] + b_part[..., :, None, :]
+
+
+def fb_pairs(f, b, comm_f, comm_b):
+    """(pair seconds, compute, communication), (..., p, v, v) each, of DualPipe's overlapped F&B pairs
+    from the (..., p, v) passes and the communication inside them (TP, CP and EP): a pair lasts
+    max(the two computes, the two communications), each half's communication running behind the
+    other half's compute."""
+    compute, comm = pair_times(f - comm_f, b - comm_b), pair_times(comm_f, comm_b)
+    return np.maximum(np.maximum(compute, comm), 0.0), compute, comm
+
+
+def zero3_passes(x: np.ndarray, gather: np.ndarray, on=True) -> np.ndarray:
+    """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters first (prefetched
+    behind compute): at least the gather's (..., p) seconds, where `on` (bool, (...)) holds."""
+    return np.where(np.asarray(on)[..., None, None], np.maximum(x, gather[..., None]), x)

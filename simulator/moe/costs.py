@@ -1,0 +1,156 @@
+"""Mixture-of-experts costs per transformer layer: the slowest EP rank's expert compute and the
+all-to-all dispatch and combine on each tier, from drawn routing (routing.py) and placement (experts.py).
+
+An EP group of n ranks runs each MoE layer in lockstep: dispatch (all-to-all), the experts, combine
+(all-to-all), so the layer lasts as long as its slowest rank. Every EP rank brings T = b*s/cp tokens
+per micro-batch; ranks receive A_r token copies (the tokens of the experts they hold, sum = n*T*k less
+drops). Time per rank is a roofline per expert GEMM (shape M_e x N x K, M_e the tokens of the expert),
+summed over the rank's experts, one kernel overhead per grouped GEMM; the layer takes the max over
+ranks, averaged over the sampled micro-batch steps (DESIGN.md section 5: a synchronous collective ends
+at the max over its participants).
+
+All-to-all volumes, in token copies per rank (a copy is h activations, split over TP ranks):
+- flat: a rank sends its ΣA/n copies to ranks in proportion to their loads A; bytes to other ranks
+  of its NVLink domain ride NVLink, bytes to other domains its NIC. It receives A_r copies, a
+  fraction (n_D - 1)/n of them over NVLink and (n - n_D)/n over the NIC (n_D: group ranks in its domain).
+- dedup (DeepSeek-V3's DeepEP): a token crosses the scale-out tier once per remote domain it needs
+  (P(token touches domain D) from the token sample), arrives at the GPU of its rail and is forwarded
+  on NVLink to the target ranks; combine reduces inside the domain before sending back.
+Each tier is a per-rank link: a tier's time is max over ranks of max(sent, received) bytes / bandwidth
+(NVLink at calibration.nvlink of line rate; NICs at calibration.scaleout, cut by oversubscription when
+the group crosses leaf units), plus one latency (a rank's sends to its peers are in flight at once,
+as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries fp8 activations when the workload's dtype is fp8 (as DeepSeek-V3), else 16-bit;
+combine and the backward pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost import roofline
+from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, OpTable, layer_shape
+from . import routing
+from .dispatch import a2a_costs, dispatch_volumes, touch_probability
+from .placement import ExpertPlacement, place_experts
+
+PASSES = (("flops_f", "bytes_f"), ("flops_b", "bytes_b"), ("flops_w", "bytes_w"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoECosts:
+    """Per transformer layer (L rows; dense layers have no all-to-all) for one micro-batch; SI units."""
+
+    ffn: np.ndarray  # (L, 3) seconds of the FFN half, F / B / W, slowest EP rank (mean over samples)
+    ffn_flops: np.ndarray  # (L,) forward FLOP of the FFN half per TP rank (mean EP rank)
+    a2a: np.ndarray  # (L, 2) all-to-all seconds: forward (dispatch + combine), backward
+    a2a_scaleout: np.ndarray  # (L, 2) the part of `a2a` whose slower tier is the scale-out one
+    sent: np.ndarray  # (L, 2) bytes a rank sends, forward + backward, [nvlink, scaleout], mean rank
+    peak: np.ndarray  # (L, 2) bytes through the busiest rank's link in its busier direction
+    act_copies: np.ndarray  # (L,) token copies the busiest EP rank keeps for backward (0 for dense)
+    domain_out: np.ndarray  # (Lm, d) token copies leaving each domain of the group per dispatch
+    rank_tokens: np.ndarray  # (S, Lm, n) token copies each EP rank computes
+    imbalance: float  # mean over layers and samples of max / mean tokens per EP rank
+    dropped: float  # fraction of token choices dropped by the capacity factor
+    tokens: int  # T: tokens an EP rank brings per micro-batch
+    ep_devices: np.ndarray  # (n,) devices of the costed EP group (the one spanning most domains)
+    rank_domain: np.ndarray  # (n,) NVLink domain of each of its ranks
+    experts: ExpertPlacement
+
+
+def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
+    """The MoECosts of an MoE scenario."""
+    model, lay = scn.model, scn.layout
+    moe = model.moe
+    dev = scn.topology.device
+    peak, hbm = dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth
+    n_moe = model.layers - moe.dense_layers
+    tokens = layer_shape(scn).tokens
+    ep_devices = slowest_group(placement, fabric)
+    rank_domain = fabric.domain_of(ep_devices)
+    dedup = lay.ep_dispatch == "dedup" and len(np.unique(rank_domain)) > 1
+    need = dedup or lay.expert_placement == "graph"
+    drawn = routing.draw(scn, n_moe, lay.ep, tokens, need)
+    coact = routing.coactivation(drawn.choices, moe.experts) if lay.expert_placement == "graph" else None
+    placed = place_experts(lay.expert_placement, drawn.pmf * drawn.assignments, lay.ep,
+                           lay.redundant_experts, rank_domain, coact, scn.options.seed)
+    slot_tokens = placed.rank_tokens(drawn.loads)  # (S, Lm, n, slots)
+    rank = slot_tokens.sum(axis=-1)
+    expert_t = expert_times(ops, slot_tokens, peak, hbm, cal)  # (3, S, Lm, n)
+    fixed = block_times(ops, BLOCK_MOE, peak, hbm, cal)
+    dense = block_times(ops, BLOCK_DENSE_FFN, peak, hbm, cal)
+    moe_ffn = expert_t.max(axis=-1).mean(axis=1).T + fixed  # (Lm, 3)
+    p_touch = touch_probability(drawn.choices, placed, rank_domain, scn.options.seed) if dedup else None
+    vol = dispatch_volumes(rank, tokens, rank_domain, p_touch)
+    comm = a2a_costs(scn, vol, rank, ep_devices, placement, fabric, cal)
+    per_token = ops.flops_f[ops.block == BLOCK_EXPERT].sum()
+    moe_flops = ops.flops_f[ops.block == BLOCK_MOE].sum() + rank.mean(axis=(0, 2)) * per_token
+    pad = lambda x, fill: np.concatenate([np.broadcast_to(fill, (moe.dense_layers, *x.shape[1:])), x])  # noqa: E731
+    mean = rank.mean(axis=-1)
+    return MoECosts(
+        ffn=pad(moe_ffn, dense), ffn_flops=pad(moe_flops, ops.flops_f[ops.block == BLOCK_DENSE_FFN].sum()),
+        a2a=pad(comm["a2a"], 0.0), a2a_scaleout=pad(comm["scaleout"], 0.0), sent=pad(comm["sent"], 0.0),
+        peak=pad(comm["peak"], 0.0), act_copies=pad(rank.max(axis=-1).mean(axis=0), 0.0),
+        domain_out=vol["domain_out"].mean(axis=0), rank_tokens=rank,
+        imbalance=float((rank.max(axis=-1) / np.where(mean > 0, mean, 1)).mean()),
+        dropped=float(drawn.dropped.sum() / (drawn.assignments * drawn.dropped.size)), tokens=tokens,
+        ep_devices=ep_devices, rank_domain=rank_domain, experts=placed,
+    )
+
+
+def slowest_group(placement, fabric) -> np.ndarray:
+    """Devices of the EP group that spans the most NVLink domains (the first such): EP groups of the
+    data-parallel replicas run the same layers independently and meet at the gradient reduction, so
+    the step waits for the slowest one (e.g. EP 32 on 72-GPU racks: some groups straddle two racks)."""
+    groups = placement.groups("ep")
+    _, d, crosses = fabric.profile(groups)
+    return groups[int(np.argmax(d * 2 + crosses))]
+
+
+def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal) -> np.ndarray:
+    """(3,) seconds of a block's rows for F, B, W: roofline of each op plus its kernel overhead."""
+    rows = ops.block == block
+    fused = np.zeros(rows.sum(), dtype=bool)
+    return np.array([roofline.op_times(getattr(ops, f)[rows], getattr(ops, b)[rows], ops.gemm[rows], peak,
+                                       hbm, cal, fused).sum() for f, b in PASSES])
+
+
+def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> np.ndarray:
+    """(3, ...) seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots):
+    expert_seconds of each pass's rows, an expert's weights read only when it received a token."""
+    rows = ops.block == BLOCK_EXPERT
+    n, k, fixed = ops.gemm[rows, 1], ops.gemm[rows, 2], ops.bytes_fixed[rows]
+    reads = (slot_tokens > 0).astype(float)
+    return np.stack([expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens, reads,
+                                    1.0, peak, hbm, cal)["time"] for f, b in PASSES])
+
+
+def expert_seconds(flops, nbytes, weight_bytes, n, k, m, reads, count: float, peak: float, hbm: float,
+                   cal) -> dict:
+    """Roofline seconds of routed-expert rows at m tokens an expert (array (..., slots)).
+
+    Per row (arrays): FLOP and activation bytes a token, `weight_bytes` read `reads` times (same shape
+    as m: 1 if the expert received a token; serving's mean loads give the probability), GEMM n and k.
+    Each row of each expert takes max(FLOP m / (peak eff(m, n, k)), bytes / HBM), `count` experts at
+    each load (the slots summed), plus one grouped-GEMM launch per row. A row with neither FLOP nor
+    bytes (no weight-gradient of an activation) costs nothing. Returns compute, memory and time (...)."""
+    m = np.asarray(m, dtype=float)
+    reads = np.asarray(reads, dtype=float)
+    hbm_eff = hbm * cal.hbm
+    out = {"compute": 0.0, "memory": 0.0, "time": 0.0}
+    for i in range(len(n)):
+        if flops[i] == 0 and nbytes[i] == 0:
+            continue
+        memory = (weight_bytes[i] * reads + nbytes[i] * m) / hbm_eff
+        compute = np.zeros_like(m)
+        if flops[i] > 0:
+            eff = roofline.gemm_efficiency(np.stack(np.broadcast_arrays(m, n[i], k[i]), axis=-1), cal)
+            compute = flops[i] * m / (peak * eff)
+        busy = np.where(m > 0, np.maximum(compute, memory), 0.0)
+        out["compute"] = out["compute"] + count * compute.sum(axis=-1)
+        out["memory"] = out["memory"] + count * memory.sum(axis=-1)
+        out["time"] = out["time"] + count * busy.sum(axis=-1) + cal.kernel_overhead
+    return out
+
+

@@ -1,0 +1,129 @@
+"""Expert-parallel all-to-all: the token copies each EP rank sends and receives per tier (flat, or
+de-duplicated per remote domain as DeepEP), and the seconds of dispatch and combine over NVLink and the NICs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cost.ops import ACT_BYTES
+from .placement import ExpertPlacement
+
+
+def touch_probability(choices: np.ndarray, placed: ExpertPlacement, rank_domain: np.ndarray,
+                      seed: int) -> np.ndarray:
+    """(Lm, d) probability that a token needs domain D: from the token sample, a copy of each chosen
+    expert picked uniformly among its copies."""
+    L, n, slots = placed.slot_expert.shape
+    rank_of_slot = np.broadcast_to(np.arange(n)[:, None], (n, slots)).ravel()
+    flat = placed.slot_expert.reshape(L, n * slots)
+    order = np.argsort(flat, axis=1, kind="stable")  # slots grouped by expert
+    ranks_sorted = rank_of_slot[order]
+    start = np.concatenate([np.zeros((L, 1), dtype=int), np.cumsum(placed.copies, axis=1)[:, :-1]], axis=1)
+    rng = np.random.default_rng(seed + 1)
+    c = np.take_along_axis(placed.copies, choices.reshape(L, -1), axis=1)
+    s = np.take_along_axis(start, choices.reshape(L, -1), axis=1)
+    pick = s + np.floor(rng.random(c.shape) * c).astype(int)
+    doms, dom_idx = np.unique(rank_domain, return_inverse=True)
+    dom = dom_idx[np.take_along_axis(ranks_sorted, pick, axis=1)].reshape(choices.shape)
+    touched = np.zeros((L, choices.shape[1], len(doms)), dtype=bool)
+    np.put_along_axis(touched, dom, True, axis=2)
+    return touched.mean(axis=1)
+
+
+def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_touch=None) -> dict:
+    """Token copies each EP rank sends and receives per dispatch, per tier; (S, Lm, n) arrays.
+
+    `rank` (S, Lm, n): copies each rank computes (A_r). Keys send_nv, recv_nv, send_so, recv_so and
+    domain_out (S, Lm, d): copies leaving each domain.
+    """
+    n = rank.shape[-1]
+    doms, idx = np.unique(rank_domain, return_inverse=True)
+    n_d = np.bincount(idx)[idx].astype(float)  # group ranks in each rank's domain
+    total = rank.sum(axis=-1, keepdims=True)
+    dom_load = np.stack([rank[..., idx == j].sum(axis=-1) for j in range(len(doms))], axis=-1)
+    own = dom_load[..., idx]  # copies computed in each rank's domain
+    if p_touch is None:
+        per_source = total / n
+        share = np.divide(own, total, out=np.zeros_like(own), where=total > 0)
+        send_so = per_source * np.clip(1.0 - share, 0.0, None)  # exactly 0 inside one domain
+        send_nv = np.divide(own - rank, total, out=np.zeros_like(own), where=total > 0) * per_source
+        recv_so = rank * (n - n_d) / n
+        recv_nv = rank * (n_d - 1) / n
+    else:
+        p = p_touch[None]  # (1, Lm, d)
+        remote = p.sum(axis=-1, keepdims=True) - p[..., idx]  # remote domains per token, by source
+        send_so = np.broadcast_to(tokens * remote, rank.shape).copy()
+        recv_so = np.broadcast_to((n - n_d) * tokens * p[..., idx] / n_d, rank.shape).copy()
+        forwarded = rank * (n - n_d) / n * (n_d - 1) / n_d  # remote copies fanned out inside the domain
+        fwd_dom = np.stack([forwarded[..., idx == j].sum(axis=-1) for j in range(len(doms))], axis=-1)
+        recv_nv = rank * (n_d - 1) / n + forwarded
+        send_nv = (own - rank) / n + fwd_dom[..., idx] / n_d
+    domain_out = np.stack([send_so[..., idx == j].sum(axis=-1) for j in range(len(doms))], axis=-1)
+    return dict(send_nv=send_nv, recv_nv=recv_nv, send_so=send_so, recv_so=recv_so, domain_out=domain_out)
+
+
+def dispatch_width(scn) -> float:
+    """Bytes a dispatched activation takes: 1 with fp8 GEMMs (as DeepSeek-V3), else 16-bit."""
+    return 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
+
+
+def tier_links(fabric, cal, crosses: bool) -> tuple[dict, dict]:
+    """({tier: bytes/s}, {tier: s}) of an EP rank's links: NVLink at calibration.nvlink of line rate,
+    its NIC share at calibration.scaleout (cut by oversubscription when the group crosses leaf units);
+    one latency each, a rank's sends to its peers being in flight at once."""
+    bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
+    return bw, {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}
+
+
+def a2a_seconds(most: dict, copy_elements: float, widths, bw: dict, lat: dict, gather=0.0):
+    """(seconds, scale-out-bound seconds) of all-to-alls moving token copies of `copy_elements`
+    elements at each of `widths` bytes an element (dispatch, then combine): on each tier the busiest
+    rank's copies in its busier direction (`most[tier]`, any shape) over the link plus one latency; the
+    NVLink tier also all-gathers over the TP group (`gather` s); the tiers run at once."""
+    total = scale = 0.0
+    for width in widths:
+        nv, so = (np.where(most[t] > 0, most[t] * copy_elements * width / bw[t] + lat[t], 0.0) for t in ("nv", "so"))
+        nv = nv + gather
+        total = total + np.maximum(nv, so)
+        scale = scale + np.where(so >= nv, so, 0.0)
+    return total, scale
+
+
+def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, cal) -> dict:
+    """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
+    bytes per rank (mean and busiest link); arrays (Lm, 2)."""
+    lay, h = scn.layout, scn.model.hidden
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]))
+    copy = h / lay.tp  # elements of one token copy per TP rank
+    dispatch_bytes = dispatch_width(scn)
+    most = {t: np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1) for t in ("nv", "so")}  # (S, Lm)
+    gather = _tp_gather(scn, rank, placement, fabric, cal)  # (S, Lm) experts split over TP ranks
+    out = {"a2a": [], "scaleout": []}
+    for widths in ((dispatch_bytes, ACT_BYTES), (ACT_BYTES, ACT_BYTES)):  # forward, backward
+        total, scale = a2a_seconds(most, copy, widths, bw, lat, gather)
+        out["a2a"].append(total.mean(axis=0))
+        out["scaleout"].append(scale.mean(axis=0))
+    sent, peak = [], []
+    # A rank's outbound bytes: its dispatch copies forward (dispatch_bytes) and their gradients of the
+    # combine backward (16-bit), plus the results of the copies it computed (combine forward, dispatch
+    # backward); inbound the mirror image. Mean outbound over ranks = mean send * (dispatch + 3 x 16-bit).
+    for t in ("nv", "so"):
+        send, recv = vol[f"send_{t}"], vol[f"recv_{t}"]
+        sent.append(send.mean(axis=(0, 2)) * copy * (dispatch_bytes + 3 * ACT_BYTES))
+        inbound = recv * (dispatch_bytes + ACT_BYTES) + send * 2 * ACT_BYTES
+        outbound = send * (dispatch_bytes + ACT_BYTES) + recv * 2 * ACT_BYTES
+        peak.append(np.maximum(inbound, outbound).max(axis=-1).mean(axis=0) * copy)
+    return {"a2a": np.stack(out["a2a"], axis=-1), "scaleout": np.stack(out["scaleout"], axis=-1),
+            "sent": np.stack(sent, axis=-1), "peak": np.stack(peak, axis=-1)}
+
+
+def _tp_gather(scn, rank, placement, fabric, cal) -> np.ndarray:
+    """(S, Lm) seconds to all-gather a rank's received copies over its TP group and reduce-scatter the
+    results (experts split over TP ranks by width); 0 without TP."""
+    if scn.layout.tp == 1:
+        return np.zeros(rank.shape[:2])
+    size = rank.max(axis=-1) * scn.model.hidden * ACT_BYTES
+    group = placement.group_of("tp", 0)[None]
+    ag = fabric.collective("all_gather", size.ravel(), np.repeat(group, size.size, axis=0), cal)
+    rs = fabric.collective("reduce_scatter", size.ravel(), np.repeat(group, size.size, axis=0), cal)
+    return (ag + rs).reshape(size.shape)

@@ -1,0 +1,154 @@
+"""Report -> terminal table (rich), JSON, CSV. Human units appear here and nowhere else."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..scenario.units import fmt_bytes, fmt_time
+from ..serving.report import ServeReport
+from ..training.report import Report
+
+
+def to_json(report: Report | ServeReport) -> str:
+    """Stable JSON (sorted keys, fixed float precision): same scenario and seed, same bytes."""
+    return json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def to_csv(reports: list[Report | ServeReport]) -> str:
+    """One row per report, one column per flattened key."""
+    return rows_to_csv([flatten(r.to_dict()) for r in reports])
+
+
+def markdown_table(rows: list[dict], fmt: dict | None = None) -> str:
+    """A Markdown table of flat rows (columns from the first row); `fmt` maps a column to a format."""
+    fmt = fmt or {}
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(fmt.get(k, "{}").format(v) for k, v in r.items()) + " |\n" for r in rows)
+    return head + body
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """CSV of flat rows: the union of their keys as columns, lists joined by ';'."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def table(report: Report | ServeReport) -> Table:
+    """The report as a two-column rich table."""
+    if isinstance(report, ServeReport):
+        return serve_table(report)
+    r = report
+    lay = r.layout
+    t = Table(title=f"simrack: {r.scenario}", show_header=False, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    layout = (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}, {lay['schedule']}"
+              f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
+    mem = r.memory_bytes
+    rows = [
+        ("GPUs / layout", f"{r.gpus} / {layout}"),
+        ("step time", fmt_time(r.step_time_s)),
+        ("throughput", f"{r.tokens_per_s:,.0f} tokens/s ({r.tokens_per_s_per_gpu:,.1f} per GPU)"),
+        ("MFU / HFU", f"{_pct(r.mfu)} / {_pct(r.hfu)}"),
+        ("pipeline bubble", _pct(r.bubble_fraction)),
+        ("exposed comm", ", ".join(f"{k.upper()} {fmt_time(v)}" for k, v in r.exposed_comm_s.items() if v > 0)
+         or "none"),
+        ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"
+         + ("" if r.fits_in_memory else f"  OUT OF MEMORY (largest: {', '.join(r.memory_overflow[:2])})")),
+        ("  by category", ", ".join(f"{k} {fmt_bytes(mem[k])}" for k in
+                                    ("weights", "gradients", "optimizer", "activations", "kv_cache") if mem[k])),
+        ("traffic / step", f"NVLink {fmt_bytes(r.traffic_bytes['nvlink'])}, "
+                           f"scale-out {fmt_bytes(r.traffic_bytes['scaleout'])}"),
+        ("busiest link", f"{r.busiest_link['tier']} of stage {r.busiest_link['stage']}: "
+                         f"{_pct(r.busiest_link['utilization'])} busy"),
+        ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
+    ]
+    fl = r.extra.get("faults")
+    if fl:
+        rows.append(("faults", f"{fl['slowdown']:.3f}x healthy {fmt_time(fl['healthy_step_time_s'])}; "
+                               f"dominant: {fl['dominant']}; time lost {fmt_time(fl['time_lost_s'])}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _lat(d: dict) -> str:
+    if d["p50"] is None or d["p50"] != d["p50"]:
+        return "n/a"
+    return f"p50 {fmt_time(d['p50'])}, p90 {fmt_time(d['p90'])}, p99 {fmt_time(d['p99'])}"
+
+
+def _replicas(lay: dict) -> str:
+    """'N replicas', or for an MoE model 'N EP units of ep' (an EP unit steps its ep replicas together)."""
+    if lay["ep"] == 1:
+        return f"{lay['dp']} replicas"
+    return f"{lay['dp'] // lay['ep']} EP units of {lay['ep']} attention replicas"
+
+
+def serve_table(r: ServeReport) -> Table:
+    """A serving report as a two-column rich table."""
+    t = Table(title=f"simrack: {r.scenario} (serve)", show_header=False, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    lay, mem = r.layout, r.memory_bytes
+    pools = (f", {lay['prefill_replicas']} prefill + {lay['decode_replicas']} decode replicas"
+             if lay["prefill_replicas"] else "")
+    slo = ("no target" if r.slo_met is None else
+           f"{'met' if r.slo_met else 'MISSED'} (p99 rule; {_pct(r.slo_attainment)} of requests within both)")
+    rows = [
+        ("GPUs / layout", f"{r.gpus} / TP{lay['tp']} PP{lay['pp']} x {_replicas(lay)}{pools}, batch "
+                          f"<= {lay['batch']}, {'chunked prefill' if lay['chunked_prefill'] else 'prefill first'}, "
+                          f"weights {lay['weight_dtype']}, KV {lay['kv_dtype']}"),
+        ("requests", f"{r.completed} completed, {r.rejected} rejected, {r.preemptions} preemptions "
+                     f"of {r.requests}"),
+        ("TTFT", _lat(r.ttft_s)),
+        ("TPOT", _lat(r.tpot_s)),
+        ("end to end", _lat(r.e2e_latency_s)),
+        ("SLO", slo),
+        ("throughput", f"{r.requests_per_s:,.2f} requests/s, {r.output_tokens_per_s:,.0f} output tokens/s "
+                       f"({r.output_tokens_per_s_per_gpu:,.1f} per GPU), MFU {_pct(r.mfu)}"),
+        ("step costs", f"prefill {fmt_time(r.prefill_s)} a prompt; decode {fmt_time(r.decode_step_s)} at batch "
+                       f"{lay['batch'] * lay['ep']} ({r.decode_bound}-bound), TP comm "
+                       f"{fmt_time(r.exposed_comm_s['tp'])}" + (f", EP all-to-all {fmt_time(r.exposed_comm_s['ep'])}"
+                                                                if lay["ep"] > 1 else "")),
+        ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])} (weights "
+                         f"{fmt_bytes(mem['weights'])}, KV peak {fmt_bytes(mem['kv_cache'])}, activations "
+                         f"{fmt_bytes(mem['activations'])})" + ("" if r.fits_in_memory else "  OUT OF MEMORY")),
+        ("KV capacity", f"{r.kv_cache_tokens_capacity:,} tokens {'a replica' if lay['ep'] == 1 else 'an EP unit'}"),
+        ("cost", f"${r.cost_per_million_tokens:.3f} per million output tokens"
+                 if r.cost_per_million_tokens == r.cost_per_million_tokens else "n/a"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def print_table(report: Report, console: Console | None = None) -> None:
+    """Print the report table to the terminal."""
+    (console or Console()).print(table(report))

@@ -1,0 +1,198 @@
+"""JSON Schema of the scenario format, for editors (`simrack schema`; yaml-language-server).
+
+Generated from the pydantic models of `simulator.scenario` (`model_json_schema`) with the changes a
+scenario *file* needs over the validated model, i.e. what `simulator.loader` accepts before validation:
+
+- dimensional fields (bytes, bytes/s, seconds, FLOP/s) take a string with a unit ("300 GB/s", "2 us"),
+  matched by `simulator.units.DIMENSIONS`' pattern (the loader refuses a bare number there);
+- `model` may be a preset name or `{preset: NAME, ...}` with any of the preset's fields overridden;
+  `topology` a preset name, a file path or `{preset: ..., ...}`; `topology.device` a device preset name
+  or `{preset: NAME, ...}`; presets are listed from the folders the loader reads;
+- `name` is optional (the file's stem) and `source` is not allowed (the loader sets it).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema as cs
+
+from .hardware import DeviceSpec
+from .spec import Scenario
+
+DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server implements
+REF = "#/definitions/"
+
+def dimension_of(schema: cs.CoreSchema):
+    """The simulator.units Dimension of a field's core schema (through defaults, nullable and
+    after-validators), or None."""
+    while schema is not None:
+        kind = schema.get("type")
+        if kind == "function-before" and hasattr(schema["function"]["function"], "dimension"):
+            return schema["function"]["function"].dimension
+        if kind in ("function-after", "function-before", "default", "nullable", "function-wrap"):
+            schema = schema.get("schema")
+        else:
+            return None
+    return None
+
+
+class _Generator(GenerateJsonSchema):
+    """pydantic's generator, with unit strings for dimensional fields and layout.dp's int | "auto"."""
+
+    def function_before_schema(self, schema: cs.BeforeValidatorFunctionSchema):
+        dim = getattr(schema["function"]["function"], "dimension", None)
+        if dim is None:
+            return super().function_before_schema(schema)
+        return {"type": "string", "pattern": dim.pattern}  # a scenario file needs the unit
+
+    def function_plain_schema(self, schema: cs.PlainValidatorFunctionSchema):
+        from .base import _dp_value
+
+        if schema["function"]["function"] is _dp_value:
+            return {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]}
+        return super().function_plain_schema(schema)
+
+    def default_schema(self, schema: cs.WithDefaultSchema):
+        out = super().default_schema(schema)
+        dim = dimension_of(schema["schema"])
+        if dim is not None and isinstance(out.get("default"), (int, float)):
+            out["default"] = dim.text(float(out["default"]))
+        return out
+
+
+def _refs(node: Any, rename: dict[str, str]) -> Any:
+    """`node` with every "$ref" to a key of `rename` pointed at its value."""
+    if isinstance(node, dict):
+        out = {k: _refs(v, rename) for k, v in node.items()}
+        ref = out.get("$ref", "").removeprefix(REF)
+        if ref in rename:
+            out["$ref"] = REF + rename[ref]
+        return out
+    if isinstance(node, list):
+        return [_refs(v, rename) for v in node]
+    return node
+
+
+def _ref_names(node: Any):
+    """The definition names that `node` refers to, at any depth."""
+    if isinstance(node, dict):
+        if node.get("$ref", "").startswith(REF):
+            yield node["$ref"].removeprefix(REF)
+        for value in node.values():
+            yield from _ref_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _ref_names(value)
+
+
+def _partial(defs: dict, name: str, keep: tuple[str, ...] = ()) -> str:
+    """Add `<name>Partial` to defs: `name` without required fields, nested models partial as well
+    (a preset's mapping is merged key by key), except the definitions in `keep`. Its name."""
+    todo, done = [name], {}
+    while todo:
+        cur = todo.pop()
+        if cur in done:
+            continue
+        done[cur] = f"{cur}Partial"
+        todo += [ref for ref in _ref_names(defs[cur]) if ref not in keep and ref not in done]
+    for cur, new in done.items():
+        body = _refs(copy.deepcopy(defs[cur]), done)
+        body.pop("required", None)
+        body["description"] = f"Fields overriding a preset's: {cur}. " + body.get("description", "")
+        defs[new] = body
+    return done[name]
+
+
+def _presets(folder, exclude: tuple[str, ...] = ()) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in exclude)
+
+
+def _device_presets() -> list[str]:
+    import yaml
+
+    from .loader import PRESETS_DIR
+
+    path = PRESETS_DIR / "devices.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return sorted(data) if isinstance(data, dict) else []
+
+
+def _with_preset(defs: dict, partial: str, preset: dict, what: str) -> str:
+    """Add `<name>Preset`: `{preset: NAME, ...}`, the partial definition plus a required preset key."""
+    name = partial.removesuffix("Partial") + "Preset"
+    body = copy.deepcopy(defs[partial])
+    body["properties"] = {"preset": preset, **body["properties"]}
+    body["required"] = ["preset"]
+    body["description"] = f"A {what} preset, some of its fields overridden."
+    defs[name] = body
+    return name
+
+
+def scenario_schema() -> dict:
+    """The JSON Schema (draft-07) of a scenario YAML file."""
+    from .loader import MODELS_DIR, PRESETS_DIR
+
+    schema = _bounds(Scenario.model_json_schema(ref_template=REF + "{model}", schema_generator=_Generator))
+    defs = schema["definitions"] = schema.pop("$defs")
+    model_name = {"type": "string", "enum": _presets(MODELS_DIR), "description": "A model preset."}
+    device_name = {"type": "string", "enum": _device_presets(), "description": "A device preset (devices.yaml)."}
+    topo_name = {"type": "string", "anyOf": [{"enum": _presets(PRESETS_DIR, exclude=("devices",))},
+                                             {"pattern": r"(\.ya?ml$|/)"}],
+                 "description": "A topology preset, or a topology file path."}
+
+    device = _with_preset(defs, _partial(defs, "DeviceSpec"), device_name, "device")
+    _python_names(defs, "DeviceSpec", DeviceSpec)  # not beside a preset: its `hbm` and `hbm_bytes` would clash
+    defs["Device"] = {"anyOf": [{"$ref": REF + "DeviceSpec"}, device_name, {"$ref": f"{REF}{device}"}]}
+    defs["TopologySpec"]["properties"]["device"] = {"$ref": REF + "Device",
+                                                    **_without_ref(defs["TopologySpec"]["properties"]["device"])}
+    model = _with_preset(defs, _partial(defs, "ModelSpec"), model_name, "model")
+    topology = _with_preset(defs, _partial(defs, "TopologySpec", keep=("Device", "DeviceSpec")), topo_name,
+                            "topology")
+
+    props = schema["properties"]
+    props.pop("source", None)
+    schema["required"] = [r for r in schema.get("required", []) if r not in ("name", "source")]
+    props["model"] = {"description": props["model"].get("description", ""),
+                      "anyOf": [{"$ref": REF + "ModelSpec"}, model_name, {"$ref": f"{REF}{model}"}]}
+    props["topology"] = {"description": props["topology"].get("description", ""),
+                         "anyOf": [{"$ref": REF + "TopologySpec"}, topo_name, {"$ref": f"{REF}{topology}"}]}
+    return {"$schema": DRAFT, **schema, "title": "simrack scenario"}
+
+
+def _bounds(node: Any, in_properties: bool = False) -> Any:
+    """pydantic writes the bounds of a dimensional field as "gt"/"ge" (not JSON Schema) beside its
+    anyOf: move them onto the bare-number branch as exclusiveMinimum/minimum, drop them elsewhere."""
+    if isinstance(node, list):
+        return [_bounds(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:
+        return {k: _bounds(v) for k, v in node.items()}
+    out = {k: _bounds(v, k in ("properties", "$defs", "definitions")) for k, v in node.items() if k not in ("gt", "ge")}
+    for key, json_key in (("gt", "exclusiveMinimum"), ("ge", "minimum")):
+        if key in node:
+            for branch in out.get("anyOf", []):
+                if branch.get("type") == "number":
+                    branch.pop("minimum", None)
+                    branch[json_key] = node[key]
+    return out
+
+
+def _python_names(defs: dict, name: str, model) -> None:
+    """A model validated by name as well as by alias (DeviceSpec: hbm or hbm_bytes): both keys, one
+    of them required."""
+    body = defs[name]
+    for field, info in model.model_fields.items():
+        if info.alias and info.alias != field and info.alias in body["properties"]:
+            body["properties"][field] = body["properties"][info.alias]
+            if info.alias in body.get("required", []):
+                body["required"].remove(info.alias)
+                body.setdefault("allOf", []).append(
+                    {"oneOf": [{"required": [info.alias]}, {"required": [field]}]})
+
+
+def _without_ref(prop: dict) -> dict:
+    return {k: v for k, v in prop.items() if k != "$ref"}

@@ -1,0 +1,71 @@
+"""The layout part of a scenario: mesh degrees, pipeline schedule, sharding, expert placement; and
+the run options."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, PlainValidator, StrictBool, model_validator
+
+from ..schedules import SPECS
+from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Schedule, _dp_value, _Frozen, _rule
+
+
+class Layout(_Frozen):
+    """Parallel layout: mesh degrees, pipeline schedule, sharding."""
+
+    tp: PosInt = 1
+    """Tensor-parallel degree."""
+    pp: PosInt = 1
+    """Pipeline-parallel degree (stages)."""
+    dp: Annotated[int | Literal["auto"], PlainValidator(_dp_value)] = "auto"
+    """Data-parallel degree; "auto" = gpus / (tp*pp*cp), resolved (to an int) when in a Scenario."""
+    ep: PosInt = 1
+    """Expert-parallel degree, carved out of dp (MoE models only)."""
+    cp: PosInt = 1
+    """Context-parallel degree (sequence split across ranks)."""
+    sequence_parallel: StrictBool = False
+    """Megatron sequence parallelism: reduce-scatter + all-gather instead of TP all-reduce."""
+    schedule: Schedule = "1f1b"
+    """Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipe, dualpipe-v."""
+    chunks: PosInt = 1
+    """Model chunks per device (virtual stages): >= 2 for interleaved, 2 for zb-v and dualpipe-v."""
+    zero: Annotated[int, Field(strict=True, ge=0, le=3)] = 0
+    """ZeRO stage 0..3: shard optimizer state (1), + gradients (2), + parameters (3) over dp."""
+    distributed_optimizer: StrictBool = False
+    """Megatron distributed optimizer (optimizer state sharded over dp)."""
+    order: tuple[Axis, ...] = AXES
+    """Mesh axes, innermost (fastest varying rank) first."""
+    stage_layers: tuple[PosInt, ...] | None = None
+    """Layers per virtual stage (pp*chunks entries, pp for dualpipe; sum = layers); None splits evenly."""
+    expert_placement: ExpertPlacement = "contiguous"
+    """Expert -> EP rank: contiguous, round_robin, domain_local (ep axis next to tp, so an EP group
+    spans the fewest NVLink domains), load_balanced (greedy by expected load), graph (co-chosen
+    experts share a domain: a partition of the co-activation graph)."""
+    redundant_experts: NonNegInt = 0
+    """Extra copies of the hottest experts per MoE layer (DeepSeek's EPLB); they split their tokens."""
+    ep_dispatch: Literal["flat", "dedup"] = "flat"
+    """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
+    per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
+
+    def degrees(self) -> dict[str, int]:
+        """Degree per mesh axis, keyed in `order` (innermost first)."""
+        return {axis: getattr(self, axis) for axis in self.order}
+
+    @model_validator(mode="after")
+    def _check(self) -> Layout:
+        if sorted(self.order) != sorted(AXES):
+            _rule("order", f"[{', '.join(self.order)}] must list each of {', '.join(AXES)} once")
+        problem = SPECS[self.schedule].chunk_problem(self.chunks)
+        if problem:
+            _rule("chunks", problem)
+        return self
+
+
+class Options(_Frozen):
+    """Run options."""
+
+    seed: NonNegInt = 0
+    """Seed for every random draw (routing, arrivals, stragglers)."""
+    gpu_hour_price: Annotated[float, Field(ge=0)] = 2.0
+    """Price of one GPU-hour in dollars, for cost per million tokens."""

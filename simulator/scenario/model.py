@@ -1,0 +1,92 @@
+"""The model part of a scenario: a decoder-only transformer's shape, its experts (MoE) and latent
+attention (MLA)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import StrictBool, model_validator
+
+from .base import NonNegInt, PosInt, _derived, _fill, _Frozen, _rule
+
+
+class MoESpec(_Frozen):
+    """Mixture-of-experts feed-forward blocks: routed experts, top-k, shared experts, dense first layers."""
+
+    experts: PosInt
+    """Routed experts per MoE layer."""
+    top_k: PosInt
+    """Routed experts each token visits."""
+    shared_experts: NonNegInt = 0
+    """Always-on experts per MoE layer."""
+    expert_ffn: PosInt | None = None
+    """Inner width of one expert's FFN; default the model's `ffn`."""
+    dense_layers: NonNegInt = 0
+    """Leading layers with a dense FFN instead of experts."""
+
+
+class MLASpec(_Frozen):
+    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one compressed latent per token
+    and layer, shared by all heads, instead of K and V per KV head."""
+
+    kv_lora_rank: PosInt
+    """Width of the compressed KV latent c_KV (DeepSeek-V3: 512)."""
+    qk_rope_head_dim: PosInt
+    """Width of the decoupled RoPE key cached beside the latent (DeepSeek-V3: 64)."""
+    q_lora_rank: NonNegInt = 0
+    """Rank of the query down-projection (DeepSeek-V3: 1536); 0 projects queries from the hidden state."""
+    qk_nope_head_dim: PosInt | None = None
+    """Per-head query/key width without rotary embedding (DeepSeek-V3: 128); default model head_dim."""
+    v_head_dim: PosInt | None = None
+    """Per-head value width (DeepSeek-V3: 128); default model head_dim."""
+
+
+class ModelSpec(_Frozen):
+    """Decoder-only transformer shape."""
+
+    name: str = "custom"
+    """Model name; a preset's name when loaded from one."""
+    layers: PosInt
+    """Transformer layers."""
+    hidden: PosInt
+    """Model width h."""
+    heads: PosInt
+    """Attention (query) heads a."""
+    kv_heads: PosInt | None = None
+    """Key/value heads (grouped-query attention); default `heads`."""
+    head_dim: PosInt | None = None
+    """Width of one head; default hidden // heads."""
+    ffn: PosInt | None = None
+    """FFN inner width; default 4 * hidden (swiglu presets state it)."""
+    ffn_kind: Literal["gelu", "swiglu"] = "gelu"
+    """FFN kind: gelu (2 matrices) or swiglu (3 matrices)."""
+    vocab: PosInt = 51200
+    """Vocabulary size, padded as the framework pads it."""
+    tied_embeddings: StrictBool = False
+    """Whether the output layer shares the input embedding's weights."""
+    moe: MoESpec | None = None
+    """Mixture-of-experts settings; None for a dense model."""
+    mla: MLASpec | None = None
+    """Multi-head latent attention (compressed KV cache); None for standard (GQA/MHA) attention."""
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ModelSpec:
+        if self.head_dim is None and self.hidden % self.heads:
+            _rule("head_dim", f"hidden ({self.hidden}) not divisible by heads ({self.heads}); give head_dim")
+        ffn = self.ffn or 4 * self.hidden
+        _fill(self, kv_heads=self.kv_heads or self.heads, ffn=ffn,
+              head_dim=self.head_dim or self.hidden // self.heads)
+        if self.kv_heads > self.heads or self.heads % self.kv_heads:
+            _rule("kv_heads", f"heads ({self.heads}) not divisible by kv_heads ({self.kv_heads})")
+        if self.moe is not None:
+            self._check_moe(ffn)
+        return self
+
+    def _check_moe(self, ffn: int) -> None:
+        moe = self.moe
+        if moe.top_k > moe.experts:
+            _rule("moe.top_k", f"top_k ({moe.top_k}) exceeds experts ({moe.experts})")
+        if moe.dense_layers >= self.layers:
+            _rule("moe.dense_layers", f"dense_layers ({moe.dense_layers}) leaves no MoE layer of {self.layers}")
+        if moe.expert_ffn is None:
+            _fill(self, moe=_derived(moe, expert_ffn=ffn))

@@ -1,0 +1,221 @@
+"""The whole scenario, cross-checked: every layout degree fits the model and the rack.
+
+Model, workload, topology, layout, options and faults are frozen, validated models (their own
+modules); each field has a docstring; cross-field rules here raise at a dotted field path and quote
+the numbers. Human units ("900 GB/s") are parsed by `simulator.scenario.units`; the models hold SI
+floats. `simulator.scenario.loader.load_scenario` reads YAML files, presets and `--set` overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+
+from ..schedules import SPECS
+from .base import _derived, _fill, _Frozen, _rule
+from .faults import Faults
+from .layout import Layout, Options
+from .model import ModelSpec
+from .topology import TopologySpec
+from .workload import Workload
+
+
+class Scenario(_Frozen):
+    """A whole scenario, cross-checked: every layout degree fits the model and the rack."""
+
+    name: str
+    """Scenario name; defaults to the file's stem."""
+    source: str = "<memory>"
+    """Path of the scenario file, as given to load_scenario."""
+    model: ModelSpec
+    """The transformer."""
+    workload: Workload
+    """What runs on it."""
+    topology: TopologySpec
+    """Where it runs."""
+    layout: Layout = Layout()
+    """How it is split."""
+    options: Options = Options()
+    """Run options."""
+    faults: Faults | None = None
+    """What-ifs: stragglers, degraded links, a failed node, jitter (training only)."""
+
+    @property
+    def gpus(self) -> int:
+        """Total GPUs: topology.domains * topology.domain.gpus."""
+        return self.topology.gpus
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step: global_batch // (micro_batch * dp); training only."""
+        w = self.workload
+        if w.global_batch is None:
+            raise ValueError(f"scenario {self.name}: micro_batches needs workload.global_batch")
+        return w.global_batch // (w.micro_batch * self.layout.dp)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Scenario:
+        _check_model_split(self)
+        _check_stages(self)
+        _check_experts(self)
+        _fill(self, layout=_resolve_dp(self))
+        _check_mesh(self)
+        _check_batch(self)
+        _check_dtype(self)
+        _check_serve(self)
+        _check_faults(self)
+        return self
+
+
+
+# --- cross-field rules (each names its field path and quotes the numbers) ---------------------
+
+
+def _check_model_split(s: Scenario) -> None:
+    """Attention heads split evenly over tp; kv heads split or replicate (GQA)."""
+    m, tp = s.model, s.layout.tp
+    if m.heads % tp:
+        _rule("layout.tp", f"heads ({m.heads}) not divisible by tp ({tp})")
+    if m.kv_heads % tp and tp % m.kv_heads:
+        _rule("layout.tp", f"kv_heads ({m.kv_heads}) and tp ({tp}) must divide one another")
+
+
+def _check_stages(s: Scenario) -> None:
+    """Layers split over pp*chunks virtual stages (pp for dualpipe, whose two pipeline copies each
+    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says."""
+    m, lay = s.model, s.layout
+    stages = SPECS[lay.schedule].virtual_stages(lay.pp, lay.chunks)
+    if lay.stage_layers is None:
+        if m.layers % stages:
+            _rule("layout.pp", f"layers ({m.layers}) not divisible by pp*chunks ({lay.pp}*{lay.chunks} = "
+                  f"{stages}); give layout.stage_layers for an uneven split")
+        return
+    if len(lay.stage_layers) != stages:
+        copies = SPECS[lay.schedule].copies_hold_model
+        need = f"pp = {lay.pp} ({lay.schedule})" if copies else f"pp*chunks = {lay.pp}*{lay.chunks}"
+        _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need {need} = {stages}")
+    if sum(lay.stage_layers) != m.layers:
+        _rule("layout.stage_layers", f"sum {sum(lay.stage_layers)} != model.layers ({m.layers})")
+
+
+def _check_experts(s: Scenario) -> None:
+    """Expert parallelism needs experts to split over; expert slots split evenly over EP ranks."""
+    lay, moe, routing = s.layout, s.model.moe, s.workload.routing
+    if moe is None:
+        if lay.ep > 1:
+            _rule("layout.ep", f"ep ({lay.ep}) > 1 needs an MoE model (model.moe)")
+        if lay.redundant_experts:
+            _rule("layout.redundant_experts", f"{lay.redundant_experts} needs an MoE model (model.moe)")
+        if routing is not None:
+            _rule("workload.routing", "needs an MoE model (model.moe)")
+        return
+    slots = moe.experts + lay.redundant_experts
+    if slots % lay.ep:
+        extra = f" + redundant_experts ({lay.redundant_experts}) = {slots}" if lay.redundant_experts else ""
+        _rule("layout.ep", f"experts ({moe.experts}){extra} not divisible by ep ({lay.ep})")
+    if routing is not None and routing.kind == "counts":
+        _check_counts_file(s, routing.counts_file)
+
+
+def _check_counts_file(s: Scenario, name: str | None) -> None:
+    """Routing kind counts names a file that exists (relative to the scenario file)."""
+    if name is None:
+        _rule("workload.routing.counts_file", "required when routing.kind is counts")
+    path = Path(name) if Path(name).is_absolute() else Path(s.source).parent / name
+    if not path.is_file():
+        _rule("workload.routing.counts_file", f"{str(path)!r} not found")
+
+
+def _resolve_dp(s: Scenario) -> Layout:
+    """The layout with dp "auto" replaced by gpus / (tp*pp*cp)."""
+    lay = s.layout
+    if lay.dp != "auto":
+        return lay
+    inner = lay.tp * lay.pp * lay.cp
+    if s.gpus % inner:
+        _rule("layout.dp", f"auto needs gpus ({s.gpus}) divisible by tp*pp*cp "
+              f"({lay.tp}*{lay.pp}*{lay.cp} = {inner})")
+    return _derived(lay, dp=s.gpus // inner)
+
+
+def _check_mesh(s: Scenario) -> None:
+    """The mesh covers the rack exactly; ep is carved out of dp."""
+    lay, topo = s.layout, s.topology
+    total = lay.tp * lay.pp * lay.dp * lay.cp
+    if total != s.gpus:
+        _rule("layout", f"tp*pp*dp*cp = {lay.tp}*{lay.pp}*{lay.dp}*{lay.cp} = {total} != {s.gpus} GPUs "
+              f"of topology {topo.name} ({topo.domains} domains x {topo.domain.gpus})")
+    if lay.dp % lay.ep:
+        _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp})")
+
+
+def _check_batch(s: Scenario) -> None:
+    """Sequences split over cp (and tp with sequence parallelism); the batch over micro-batches."""
+    w, lay = s.workload, s.layout
+    if w.seq_len % lay.cp:
+        _rule("workload.seq_len", f"seq_len ({w.seq_len}) not divisible by cp ({lay.cp})")
+    if lay.sequence_parallel and (w.seq_len // lay.cp) % lay.tp:
+        _rule("workload.seq_len", f"sequence_parallel needs seq_len/cp ({w.seq_len}/{lay.cp}) "
+              f"divisible by tp ({lay.tp})")
+    if w.global_batch is None:
+        return
+    per_step = w.micro_batch * lay.dp
+    if w.global_batch % per_step:
+        _rule("workload.global_batch", f"global_batch ({w.global_batch}) not divisible by micro_batch*dp "
+              f"({w.micro_batch}*{lay.dp} = {per_step})")
+    m = w.global_batch // per_step
+    problem = SPECS[lay.schedule].rule(lay.pp, m, f"{w.global_batch}/({w.micro_batch}*{lay.dp}) = {m}")
+    if problem:
+        _rule("layout.schedule", problem)
+
+
+def _check_dtype(s: Scenario) -> None:
+    """The compute dtype has a peak on the device."""
+    dtype, device = s.workload.dtype, s.topology.device
+    if dtype not in device.peak_flops:
+        _rule("workload.dtype", f"{dtype} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
+
+
+def _check_serve(s: Scenario) -> None:
+    """Serving runs whole sequences on a replica (no context parallelism); pools split the replicas."""
+    w, lay = s.workload, s.layout
+    if w.two_batch_overlap and (w.kind != "serve" or s.model.moe is None):
+        _rule("workload.two_batch_overlap", "overlaps the all-to-alls of an MoE model's serving steps; "
+              f"got workload.kind {w.kind}{'' if s.model.moe else ' and a dense model'}")
+    if w.kind != "serve":
+        return
+    r = w.routing
+    if r is not None and (r.kind != "uniform" or r.capacity_factor is not None or r.affinity):
+        _rule("workload.routing", "serving assumes uniform expert load (EPLB-balanced ranks); skewed "
+              "routing, capacity and affinity are simulated for training only")
+    if lay.cp != 1:
+        _rule("layout.cp", f"context parallelism is not simulated for serving, got cp {lay.cp}")
+    if lay.chunks != 1:
+        _rule("layout.chunks", f"serving runs one chunk per stage, got chunks {lay.chunks}")
+    replicas = lay.dp // lay.ep  # an MoE model's replica is an EP unit of ep attention replicas
+    if w.disaggregated is not None and w.disaggregated.prefill_replicas >= replicas:
+        _rule("workload.disaggregated.prefill_replicas", f"prefill_replicas "
+              f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp/ep ({replicas})")
+
+
+def _check_faults(s: Scenario) -> None:
+    """Faults apply to training and name GPUs and domains that exist."""
+    f = s.faults
+    if f is None:
+        return
+    if s.workload.kind != "train":
+        _rule("faults", f"faults are simulated for training only, got workload.kind {s.workload.kind}")
+    for name in ("straggler", "degraded_link"):
+        entry = getattr(f, name)
+        if entry is not None and entry.gpu >= s.gpus:
+            _rule(f"faults.{name}.gpu", f"gpu {entry.gpu} out of range: the scenario has {s.gpus} GPUs")
+    node = f.failed_node
+    if node is not None:
+        if node.domain >= s.topology.domains:
+            _rule("faults.failed_node.domain", f"domain {node.domain} out of range: the topology has "
+                  f"{s.topology.domains} domains")
+        inner = s.layout.tp * s.layout.pp * s.layout.cp * s.layout.ep
+        if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
+            _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
+                  f"fewer than one replica (tp*pp*cp*ep = {inner})")

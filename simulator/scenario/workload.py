@@ -1,0 +1,135 @@
+"""The workload part of a scenario: a training step, or a serving run (arrivals, batching, KV cache
+policy, SLOs, disaggregation), and how MoE tokens choose experts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictBool, model_validator
+
+from .base import NonNegInt, PosInt, Recompute, StoreDtype, _fill, _Frozen, _rule
+from .units import Seconds
+
+
+class Arrivals(_Frozen):
+    """Serve: request arrivals, Poisson at `rate`, or read from a trace file."""
+
+    rate: Annotated[float, Field(gt=0)] | None = None
+    """Mean arrival rate, requests/s (Poisson); required unless the trace gives arrival times."""
+    count: PosInt | None = None
+    """Requests to simulate; required without a trace (default: every row of the trace)."""
+    seed: NonNegInt = 0
+    """Random seed of the arrival process."""
+    trace: str | None = None
+    """CSV file (path relative to the scenario file) with columns prompt_len, output_len and
+    optionally arrival_s; rows without arrival_s arrive as a Poisson process at `rate`."""
+
+    @model_validator(mode="after")
+    def _source(self) -> Arrivals:
+        if self.trace is None:
+            for name in ("rate", "count"):
+                if getattr(self, name) is None:
+                    _rule(name, "required without arrivals.trace")
+        return self
+
+
+class Disaggregation(_Frozen):
+    """Serve: separate prefill and decode pools (DistServe, Splitwise); KV moves over the fabric."""
+
+    prefill_replicas: PosInt
+    """Replicas (of layout.dp) that only prefill; the others only decode."""
+
+
+class SLO(_Frozen):
+    """Serving latency targets (reserved)."""
+
+    ttft: Seconds | None = None
+    """Time-to-first-token target, s."""
+    tpot: Seconds | None = None
+    """Time-per-output-token target, s."""
+
+
+class Routing(_Frozen):
+    """How tokens choose experts (MoE models): a popularity pmf per layer, drawn with options.seed."""
+
+    kind: Literal["uniform", "zipf", "counts"] = "uniform"
+    """uniform; zipf (the i-th most popular expert weighs i**-skew, ranks shuffled per layer); counts
+    (measured tokens per expert from counts_file)."""
+    skew: Annotated[float, Field(ge=0)] = 1.0
+    """Zipf exponent s (kind zipf); 0 is uniform."""
+    counts_file: str | None = None
+    """Kind counts: whitespace-separated tokens per expert, one row for every MoE layer or one row per
+    MoE layer; a relative path is read from the scenario file's folder."""
+    capacity_factor: Annotated[float, Field(gt=0)] | None = None
+    """Expert capacity as a multiple of the mean tokens per expert; tokens over it are dropped. None: no limit."""
+    affinity: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Fraction of a token's choices made among the experts of its topic (co-activation); 0: independent."""
+    topics: PosInt = 8
+    """Topics (groups of experts often chosen together) when affinity > 0; experts join them at random."""
+    samples: PosInt = 16
+    """Routings drawn per MoE layer (micro-batch steps); the slowest rank's time is averaged over them."""
+
+
+class Workload(_Frozen):
+    """What runs: a training step (or, reserved, a serving run)."""
+
+    kind: Literal["train", "serve"] = "train"
+    """train, or serve (schema only for now)."""
+    seq_len: PosInt | None = None
+    """Tokens per sequence; required for train; serve default prompt_len + output_len."""
+    global_batch: PosInt | None = None
+    """Sequences per optimizer step; required for train."""
+    micro_batch: PosInt = 1
+    """Sequences per micro-batch."""
+    dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    """Compute dtype of the matrix multiplies."""
+    recompute: Recompute = "selective"
+    """Activation recomputation: none, selective (attention core), full (whole layer)."""
+    attention: Literal["flash", "unfused"] = "flash"
+    """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks) or
+    unfused (materializes scores, as Megatron-LM of 2022 did)."""
+    prompt_len: PosInt | None = None
+    """Serve: prompt tokens per request."""
+    output_len: PosInt | None = None
+    """Serve: generated tokens per request."""
+    batch: PosInt | None = None
+    """Serve: most requests running at once on one replica (vLLM max_num_seqs); default 256. With an
+    MoE model each of the ep attention replicas of an EP unit runs this many (the unit ep times)."""
+    arrivals: Arrivals | None = None
+    """Serve: request arrival process; default `batch` requests at time 0 (offline batch)."""
+    slo: SLO | None = None
+    """Serve: latency targets."""
+    weight_dtype: StoreDtype | None = None
+    """Serve: storage of the weights (bf16, fp16, fp8, int8, int4); default `dtype`. Weight-only
+    quantization reads fewer bytes; the matrix multiplies still run at `dtype`'s peak."""
+    kv_dtype: StoreDtype | None = None
+    """Serve: storage of the KV cache; default `dtype`."""
+    max_batch_tokens: PosInt = 8192
+    """Serve: most tokens one step processes (vLLM max_num_batched_tokens), per attention replica as
+    `batch`; a longer prompt runs alone."""
+    chunked_prefill: StrictBool = False
+    """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
+    (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
+    two_batch_overlap: StrictBool = False
+    """Serve, MoE: split each step's sequences into two micro-batches, each one's all-to-alls
+    overlapping the other's compute (DeepSeek-V3's decode, SGLang's two-batch overlap)."""
+    admission: Literal["reserve", "preempt"] = "reserve"
+    """Serve: KV cache policy: reserve prompt + output at admission (no eviction), or admit on the
+    prompt alone and preempt the newest request (recomputing it later) when the cache fills (vLLM)."""
+    disaggregated: Disaggregation | None = None
+    """Serve: prefill and decode on separate replicas; None runs both on every replica."""
+    routing: Routing | None = None
+    """MoE routing; None means uniform (MoE models only)."""
+
+    @model_validator(mode="after")
+    def _required(self) -> Workload:
+        needed = ("seq_len", "global_batch") if self.kind == "train" else ("prompt_len", "output_len")
+        for name in needed:
+            if getattr(self, name) is None:
+                _rule(name, f"required when kind is {self.kind}")
+        if self.seq_len is None:
+            _fill(self, seq_len=self.prompt_len + self.output_len)
+        if self.kind == "serve":
+            _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
+                  kv_dtype=self.kv_dtype or self.dtype)
+        return self

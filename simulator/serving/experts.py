@@ -1,0 +1,226 @@
+"""Serving with expert parallelism: the MoE layers of the serving simulator's step (vectorized).
+
+A serving replica in DeepSeek-V3's style (its section 3.4) is an EP unit: ep attention replicas (tp x
+pp devices each, running their own sequences), the routed experts spread over the unit, each EP rank
+holding (experts + redundant) / ep of them. Each MoE layer of a step with b tokens on the busiest
+replica and B on the unit runs:
+
+- the router and shared experts at M = b (weights read once a step);
+- a rank's experts on the B k / ep copies it receives (uniform routing: the mean load, EPLB-style
+  balance), M = B k / (ep slots) each; an expert reads its weights only if it received a token
+  (probability 1 - exp(-M), tokens arriving as Poisson);
+- dispatch and combine of the copies (simulator.moe's per-tier volumes, linear in b).
+
+An expert GEMM (M x N x K) turns compute-bound when 2 M N K / peak >= (weight + activation bytes) /
+HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a weight and an
+activation): about peak/HBM = 295 on H100 in bf16. With B tokens a step an expert gets B k / E, so the
+layer turns compute-bound at B ~ 295 x E / k: sparsity multiplies the batch a replica needs.
+
+`ServeExperts` holds these FFN halves for simulator.inference.StepCosts (experts split over a rank's TP
+ranks by width). The rows are simulator.model's, the expert roofline simulator.moe.expert_seconds and
+the all-to-all simulator.moe.a2a_seconds: the same physics as training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cost import calibration
+from ..cost.fabric import fabric_for
+from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, DTYPE_BYTES, OpRows, layer_rows
+from ..cost.placement import place, split_layers
+from ..moe.costs import expert_seconds
+from ..moe.dispatch import a2a_seconds, dispatch_volumes, dispatch_width, tier_links
+from .lookup import tabulated
+
+
+def expert_rows(model, tp: int = 1) -> OpRows:
+    """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2."""
+    rows = layer_rows(model, tp, False)
+    return rows.where(rows.block == BLOCK_EXPERT)
+
+
+def expert_gemms(model, tp: int = 1) -> list[tuple[int, int]]:
+    """(N, K) of one routed expert's GEMMs: FC1 (gate and up when SwiGLU) and FC2."""
+    rows = expert_rows(model, tp)
+    return [(int(n), int(k)) for n, k in zip(rows.n[rows.gemm], rows.k[rows.gemm])]
+
+
+def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype: str, cal=None,
+                       tp: int = 1) -> dict:
+    """One GPU's routed-expert seconds for an MoE layer at `tokens` copies received in all (array),
+    its `slots` experts split over `tp` ranks by width, each at the mean load M = tokens / slots.
+
+    simulator.moe.expert_seconds with an expert's weights read with probability 1 - exp(-M) (tokens
+    arriving as Poisson): compute, memory and time (one grouped-GEMM launch per row)."""
+    cal = cal or calibration.for_device(dev)
+    rows = expert_rows(model, tp)
+    m = (np.asarray(tokens, float) / slots)[..., None]
+    return expert_seconds(rows.flops([1.0])[0], rows.nbytes([1.0], 0.0)[0], DTYPE_BYTES[weight_dtype] * rows.weights,
+                          rows.n, rows.k, m, 1.0 - np.exp(-m), float(slots), dev.peak_flops[dtype],
+                          dev.hbm_bandwidth, cal)
+
+
+def compute_bound_batch(model, dev, dtype: str = "bf16", weight_dtype: str = "bf16", cal=None,
+                        upto: int = 1 << 20) -> int:
+    """Smallest tokens-per-step B of an EP group at which the routed experts' GEMMs are compute-bound
+    (uniform routing: every expert gets B k / E tokens). A dense FFN is the case E = k = 1."""
+    moe = model.moe
+    grid = np.unique(np.geomspace(1, upto, 4000).astype(int))
+    t = expert_layer_times(model, grid * moe.top_k, moe.experts, dev, dtype, weight_dtype, cal)
+    bound = np.nonzero(t["compute"] >= t["memory"])[0]
+    return int(grid[bound[0]]) if len(bound) else -1
+
+
+def _unit_volumes(scn, devices) -> dict:
+    """Copies each EP rank sends and receives per tier when every rank brings one token (uniform
+    routing; dedup: a token needs domain D with probability 1 - (1 - share of D's experts)^k). The
+    volumes are linear in the tokens a rank brings."""
+    n, k = len(devices), scn.model.moe.top_k
+    dom = fabric_for(scn.topology).domain_of(devices)
+    doms, idx = np.unique(dom, return_inverse=True)
+    p_touch = None
+    if scn.layout.ep_dispatch == "dedup" and len(doms) > 1:
+        p_touch = (1 - (1 - np.bincount(idx) / n) ** k)[None]
+    vol = dispatch_volumes(np.full((1, 1, n), float(k)), 1, dom, p_touch)
+    return {key: v.reshape(-1) for key, v in vol.items() if key != "domain_out"}
+
+
+def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
+    """Seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
+    when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.a2a_seconds
+    of the busiest rank's copies (linear in the tokens). With tp > 1 the received copies are
+    all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
+    fabric, model = fabric_for(scn.topology), scn.model
+    b = np.asarray(tokens, float)
+    vol = _unit_volumes(scn, devices)
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(np.asarray(devices)[None])[2][0]))
+    gather = 0.0
+    if scn.layout.tp > 1:
+        size = (b * model.moe.top_k * model.hidden * ACT_BYTES).ravel()
+        groups = np.repeat(np.asarray(tp_group)[None], size.size, axis=0)
+        gather = (fabric.collective("all_gather", size, groups, cal)
+                  + fabric.collective("reduce_scatter", size, groups, cal)).reshape(b.shape)
+    most = {t: float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b for t in ("nv", "so")}
+    total, _ = a2a_seconds(most, model.hidden / scn.layout.tp, (dispatch_width(scn), ACT_BYTES), bw, lat, gather)
+    return np.where(b > 0, total, 0.0)
+
+
+# --- the FFN half of the serving simulator's step ---------------------------------------------------
+
+
+def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
+    """((pp,) dense-FFN layers, (pp,) MoE layers) of each pipeline stage: the first dense_layers are dense."""
+    layers = split_layers(scn.model.layers, scn.layout.pp, scn.layout.stage_layers)
+    start = np.cumsum(layers) - layers
+    dense = np.clip(scn.model.moe.dense_layers - start, 0, layers)
+    return dense.astype(float), (layers - dense).astype(float)
+
+
+def ffn_ops(scn) -> tuple[OpRows, OpRows]:
+    """(a dense layer's FFN, an MoE layer's router, token permutation and shared experts) on one TP rank."""
+    rows = layer_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel)
+    return rows.where(rows.block == BLOCK_DENSE_FFN), rows.where(rows.block == BLOCK_MOE)
+
+
+def slots_per_rank(scn) -> int:
+    """Routed experts (redundant copies included) an EP rank holds in each MoE layer."""
+    return (scn.model.moe.experts + scn.layout.redundant_experts) // scn.layout.ep
+
+
+def ffn_weight_elements(scn) -> np.ndarray:
+    """(pp,) weight elements of the FFN halves of each stage on one device: dense FFNs, routers, shared
+    experts and the rank's routed experts, over TP ranks."""
+    dense_ops, moe_ops = ffn_ops(scn)
+    dense, moe = stage_layer_kinds(scn)
+    expert = expert_rows(scn.model, scn.layout.tp).weights.sum()
+    return dense * dense_ops.weights.sum() + moe * (moe_ops.weights.sum() + slots_per_rank(scn) * expert)
+
+
+def expert_working_set(scn, tokens: int) -> float:
+    """Bytes of the copies an EP rank's experts hold at once when each attention replica runs `tokens`
+    (uniform routing: tokens * k copies a rank): inputs and the widest intermediate, 16-bit."""
+    widest = float(expert_rows(scn.model, scn.layout.tp).n.max())
+    return ACT_BYTES * tokens * scn.model.moe.top_k * (scn.model.hidden + widest)
+
+
+@dataclass
+class ServeExperts:
+    """The FFN halves of an MoE model's serving step on one EP unit, SI units.
+
+    Per stage: dense layers x dense FFN(busiest replica's tokens) + MoE layers x (router, permutation
+    and shared experts(busiest) + routed experts(copies a rank receives) + dispatch and combine(busiest))."""
+
+    stage_dense: np.ndarray  # (pp,) dense-FFN layers of each stage
+    stage_moe: np.ndarray  # (pp,) MoE layers of each stage
+    dense_ffn: OpRows  # one dense layer's FFN half on one TP rank
+    moe_ffn: OpRows  # one MoE layer's router, permutation and shared experts on one TP rank
+    ranks: int  # EP ranks = attention replicas of the unit
+    overlap: bool  # two micro-batches a step, each one's all-to-alls behind the other's compute
+    tp: int
+    top_k: int
+    times: object  # callable(ops, m array) -> seconds (StepCosts.times)
+    rank_experts: object  # callable(copies received by a rank, array) -> expert_layer_times' dict
+    a2a: object  # callable(tokens of the busiest replica, array) -> dispatch + combine seconds
+    expert_flops: float  # FLOP per token copy of one routed expert (all TP ranks)
+    ep_bytes: dict  # bytes a token sends per MoE layer on each tier (dispatch + combine, all TP ranks)
+    _tables: dict = field(default_factory=dict)
+    _experts: dict = field(default_factory=dict)
+
+    def experts(self, copies) -> np.ndarray:
+        """Seconds of a rank's routed experts at `copies` received (array)."""
+        return self.rank_experts(copies)["time"]
+
+    def parts(self, busiest: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pp,) seconds of each stage's dense FFNs, MoE layers' compute (router, shared and routed
+        experts) and their dispatch and combine, when the busiest replica runs `busiest` tokens of the
+        unit's `total`."""
+        tab = lambda name, fn, m: tabulated(self._tables, name, fn, m)[m]  # noqa: E731
+        dense = tab("dense", lambda x: self.times(self.dense_ffn, x), busiest)
+        half = tab("half", lambda x: self.times(self.moe_ffn, x), busiest)
+        experts = self._experts.get(total)
+        if experts is None:  # the unit's tokens reach millions: memoized, not tabulated
+            experts = self._experts[total] = float(self.experts(np.array([total * self.top_k / self.ranks]))[0])
+        a2a = tab("a2a", self.a2a, busiest)
+        return self.stage_dense * dense, self.stage_moe * (half + experts), self.stage_moe * a2a
+
+    def stage_times(self, busiest: int, total: int) -> np.ndarray:
+        """(pp,) seconds of each stage's FFN halves, nothing overlapped."""
+        return sum(self.parts(busiest, total))
+
+    def flops_per_token(self) -> float:
+        """FLOP a token costs in the FFN halves of all layers (all TP ranks; its top_k routed experts)."""
+        dense = self.dense_ffn.linear_flops() * self.tp * self.stage_dense.sum()
+        moe = (self.moe_ffn.linear_flops() * self.tp + self.top_k * self.expert_flops) * self.stage_moe.sum()
+        return float(dense + moe)
+
+    def bound(self, batch: int) -> str:
+        """'compute' when a rank's routed experts are FLOP-bound at the unit's `batch` decode tokens."""
+        t = self.rank_experts(np.array([batch * self.top_k / self.ranks]))
+        return "compute" if float(t["compute"][0]) > float(t["memory"][0]) else "memory"
+
+
+def serve_experts(scn, costs, fabric) -> ServeExperts:
+    """The ServeExperts of an MoE serve scenario's EP unit, timed with `costs` (a StepCosts)."""
+    model, lay, dev, w = scn.model, scn.layout, scn.topology.device, scn.workload
+    placement = place(scn)
+    ep_group, tp_group = placement.group_of("ep", 0), placement.group_of("tp", 0)
+    slots = slots_per_rank(scn)
+    dense, moe = stage_layer_kinds(scn)
+    dense_ops, moe_ops = ffn_ops(scn)
+
+    def rank_experts(copies):
+        return expert_layer_times(model, copies, slots, dev, w.dtype, w.weight_dtype, costs.cal, lay.tp)
+
+    vol = _unit_volumes(scn, ep_group)
+    widths = dispatch_width(scn) + ACT_BYTES
+    ep_bytes = {tier: float(vol[f"send_{t}"].mean()) * model.hidden * widths
+                for tier, t in (("nvlink", "nv"), ("scaleout", "so"))}
+    return ServeExperts(
+        stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep,
+        overlap=w.two_batch_overlap, tp=lay.tp, top_k=model.moe.top_k, times=costs.times,
+        rank_experts=rank_experts, a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
+        expert_flops=expert_rows(model).linear_flops(), ep_bytes=ep_bytes,
+    )

@@ -1,0 +1,83 @@
+"""Serving memory per device: weights, transient activations and KV bytes a token on each pipeline
+stage, and the KV tokens a replica holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost.kv_cache import kv_bytes_per_token_per_rank
+from ..cost.ops import DTYPE_BYTES
+from ..cost.placement import split_layers
+from .experts import expert_working_set, ffn_weight_elements
+from .steps import ACT, LOGIT, ServeRows, layer_weight_elements
+
+
+@dataclass(frozen=True)
+class ServeMemory:
+    """Bytes per device of each pipeline stage (arrays of pp), and the replica's KV capacity in tokens.
+
+    An MoE EP unit spans `ranks` attention replicas, each caching its own sequences."""
+
+    weights: np.ndarray
+    activations: np.ndarray
+    kv_per_token: np.ndarray  # KV bytes a cached token takes on one device of each stage
+    capacity: float  # HBM bytes of one device
+    ranks: int = 1
+
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens of KV cache one replica holds: the tightest stage's free HBM over its bytes a token,
+        times the attention replicas."""
+        free = self.capacity - self.weights - self.activations
+        return self.ranks * int(max(0.0, float(np.min(np.floor(free / self.kv_per_token)))))
+
+    @property
+    def fits_weights(self) -> bool:
+        return bool(np.all(self.weights + self.activations < self.capacity))
+
+    def by_category(self, kv_tokens_peak: float) -> dict:
+        """DESIGN section 8 memory_bytes of the most loaded device at the KV cache's peak (spread evenly
+        over the attention replicas)."""
+        kv = kv_tokens_peak / self.ranks * self.kv_per_token
+        total = self.weights + self.activations + kv
+        s = int(np.argmax(total))
+        return {"weights": float(self.weights[s]), "gradients": 0.0, "optimizer": 0.0,
+                "activations": float(self.activations[s]), "kv_cache": float(kv[s]), "total": float(total[s]),
+                "capacity": self.capacity}
+
+
+def serve_memory(scn) -> ServeMemory:
+    """Weights, transient activations and KV bytes per token on one device of each stage.
+
+    Weights: the stage's layers / tp at weight_dtype, plus the embedding table (first stage) and the LM
+    head (last stage; the same table when tied); an MoE model's layers hold their dense FFN, or router,
+    shared experts and the EP rank's routed experts. Activations: one layer's working set for the
+    largest step (max_batch_tokens tokens: hidden states, QKV, FFN intermediates; with experts, the
+    copies a rank receives) plus the fp32 logits of the batch; they are reused layer after layer.
+    """
+    m, w, lay = scn.model, scn.workload, scn.layout
+    layers = split_layers(m.layers, lay.pp, lay.stage_layers).astype(float)
+    wb = DTYPE_BYTES[w.weight_dtype]
+    table = -(-m.vocab // lay.tp) * m.hidden * wb
+    tokens = max(w.max_batch_tokens, w.batch)
+    rows = ServeRows.of(m, lay.tp)
+    weights = layers * layer_weight_elements(m, lay.tp) * wb
+    widest, experts = float(np.max(rows.layer.n)), 0.0
+    if m.moe is not None:
+        weights = (layers * (rows.layer.weights.sum() + 2 * m.hidden) + ffn_weight_elements(scn)) * wb
+        widest = max(widest, float(np.max(rows.dense_ffn.n)), float(np.max(rows.moe.n)))
+        experts = expert_working_set(scn, tokens)
+    weights[0] += table
+    weights[-1] += 0.0 if (m.tied_embeddings and lay.pp == 1) else table
+    act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + widest) + experts)
+    act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
+    kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
+    return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
+                       ranks=lay.ep)
+
+
+def max_batch(scn, context: int) -> int:
+    """Most sequences of `context` tokens whose KV cache fits one replica next to its weights."""
+    return serve_memory(scn).kv_tokens // max(context, 1)

@@ -1,0 +1,204 @@
+"""ServeTimeline -> ServeReport: the serving figures of DESIGN.md section 8, in SI units.
+
+Latencies per completed request: TTFT = first token - arrival; TPOT = (last token - first token) /
+(output tokens - 1), for requests of two or more output tokens; end-to-end = last token - arrival.
+Throughputs are over the makespan (first arrival to last completion); cost per million tokens counts
+output tokens and every GPU of the scenario for the makespan. `slo_met`: p99 TTFT and p99 TPOT within
+`workload.slo` (MLPerf Inference's server rule); `slo_attainment`: the fraction of requests meeting both
+(DistServe). Step figures (`prefill_s`, `decode_step_s`, `exposed_comm_s`) are the cost model's for one
+prompt alone and for a decode step of `batch` sequences at the mean context, without queueing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .._version import __version__
+from ..training.report import _round
+from .engine import DECODE, ServeTimeline
+from .memory import ServeMemory
+from .steps import ACT, StepCosts
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeReport:
+    """One simulated serving run."""
+
+    scenario: str
+    kind: str
+    gpus: int
+    layout: dict
+    requests: int
+    completed: int
+    rejected: int
+    preemptions: int
+    ttft_s: dict
+    tpot_s: dict
+    e2e_latency_s: dict
+    makespan_s: float
+    requests_per_s: float
+    output_tokens_per_s: float
+    tokens_per_s: float
+    tokens_per_s_per_gpu: float
+    output_tokens_per_s_per_gpu: float
+    mfu: float
+    prefill_s: float
+    decode_step_s: float
+    decode_bound: str
+    exposed_comm_s: dict
+    kv_cache_bytes_peak: float
+    kv_cache_tokens_capacity: int
+    memory_bytes: dict
+    fits_in_memory: bool
+    traffic_bytes: dict
+    slo: dict
+    slo_met: bool | None
+    slo_attainment: float | None
+    cost_per_million_tokens: float
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready mapping, with the simrack_version that wrote it; floats rounded to 12
+        significant digits; NaN becomes null."""
+        return {**_nulls(_round(asdict(self))), "simrack_version": __version__}
+
+
+def _nulls(x):
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nulls(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nulls(v) for v in x]
+    return x
+
+
+def percentiles(values: np.ndarray) -> dict:
+    """{p50, p90, p99, mean} of the finite values (linear interpolation); NaN when there are none."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return {**{f"p{q}": float("nan") for q in PERCENTILES}, "mean": float("nan")}
+    return {**{f"p{q}": float(np.percentile(v, q)) for q in PERCENTILES}, "mean": float(v.mean())}
+
+
+def request_latencies(tl: ServeTimeline) -> dict[str, np.ndarray]:
+    """Per request TTFT, TPOT and end-to-end latency (s); NaN where undefined."""
+    req = tl.requests
+    out = req.output.astype(float)
+    tpot = np.where(out > 1, (tl.finish - tl.first_token) / np.maximum(out - 1, 1), np.nan)
+    return {"ttft": tl.first_token - req.arrival, "tpot": tpot, "e2e": tl.finish - req.arrival}
+
+
+def _slo(scn, lat: dict, done: np.ndarray) -> tuple[dict, bool | None, float | None]:
+    slo = scn.workload.slo
+    targets = {"ttft": slo.ttft if slo else None, "tpot": slo.tpot if slo else None}
+    if not any(v is not None for v in targets.values()):
+        return targets, None, None
+    ok = done.copy()
+    met = bool(done.any())
+    for key, target in targets.items():
+        if target is None:
+            continue
+        v = lat[key]
+        ok &= ~(v > target)  # NaN (a one-token request's TPOT) passes
+        finite = v[done & np.isfinite(v)]
+        met &= bool(len(finite) == 0 or np.percentile(finite, 99) <= target)
+    return targets, met, float(ok.sum() / max(len(done), 1))
+
+
+def _traffic(scn, costs: StepCosts, tl: ServeTimeline, fabric, devices) -> dict:
+    """Bytes over NVLink and scale-out in the whole run: TP all-reduces, PP hops, EP dispatch and
+    combine, KV transfers."""
+    tiers = {"nvlink": 0.0, "scaleout": 0.0}
+    tokens = float(tl.steps["tokens"].sum()) if len(tl.steps["tokens"]) else 0.0
+    tp, pp = scn.layout.tp, scn.layout.pp
+    if tp > 1:
+        per_token = 2 * scn.model.layers * 2 * (tp - 1) / tp * scn.model.hidden * ACT * tp  # all ranks
+        k, d, _ = fabric.profile(devices[0, 0][None])
+        tiers["nvlink" if int(d[0]) == 1 else "scaleout"] += tokens * per_token
+    if pp > 1:
+        tier = fabric.tier(devices[0, :-1, 0], devices[0, 1:, 0])
+        for t in tier:
+            tiers[str(t)] += tokens * scn.model.hidden * ACT
+    if costs.moe is not None:
+        for tier, per_layer in costs.moe.ep_bytes.items():
+            tiers[tier] += tokens * per_layer * float(costs.moe.stage_moe.sum())
+    if len(tl.transfers["bytes"]):
+        roles = np.array(tl.roles)
+        src = devices[tl.transfers["replica"], 0, 0]
+        dst_rep = np.flatnonzero(roles == "decode")
+        dst = devices[dst_rep[tl.transfers["request"] % len(dst_rep)], 0, 0]
+        for t, b in zip(fabric.tier(src, dst), tl.transfers["bytes"]):
+            tiers[str(t)] += float(b)
+    return tiers
+
+
+def _model_flops(scn, costs: StepCosts, tl: ServeTimeline) -> float:
+    """FLOP of the run: linear layers per token, LM head per sampled token, attention as computed."""
+    st = tl.steps
+    if not len(st["tokens"]):
+        return 0.0
+    head = 2.0 * scn.model.vocab * scn.model.hidden
+    attn = float(st["attn_flops"].sum()) * scn.layout.tp * scn.model.layers
+    return costs.flops_per_token() * float(st["tokens"].sum()) + head * float(st["sampled"].sum()) + attn
+
+
+def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimeline, fabric, devices) -> ServeReport:
+    """The ServeReport of one simulated serving run."""
+    w = scn.workload
+    req = tl.requests
+    done = np.isfinite(tl.finish)
+    lat = request_latencies(tl)
+    start = float(req.arrival.min()) if len(req) else 0.0
+    makespan = float(np.nanmax(tl.finish)) - start if done.any() else 0.0
+    per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: 0.0)
+    out_tokens = float(req.output[done].sum())
+    all_tokens = out_tokens + float(req.prompt[done].sum())
+    peak = scn.topology.device.peak_flops[w.dtype]
+    targets, met, attain = _slo(scn, lat, done)
+    context = int(w.prompt_len + w.output_len / 2)
+    batch = w.batch * costs.ranks  # sequences of one replica (an MoE EP unit: every attention replica's)
+    decode_s = costs.decode_step(batch, context)
+    kv_peak_tokens = float(tl.kv_tokens_peak.max()) if len(tl.kv_tokens_peak) else 0.0
+    mem = memory.by_category(kv_peak_tokens)
+    return ServeReport(
+        scenario=scn.name, kind="serve", gpus=scn.gpus, layout=_layout(scn, tl),
+        requests=len(req), completed=int(done.sum()), rejected=int(tl.rejected.sum()),
+        preemptions=int(tl.preemptions.sum()),
+        ttft_s=percentiles(lat["ttft"][done]), tpot_s=percentiles(lat["tpot"][done]),
+        e2e_latency_s=percentiles(lat["e2e"][done]), makespan_s=makespan,
+        requests_per_s=per_s(float(done.sum())), output_tokens_per_s=per_s(out_tokens),
+        tokens_per_s=per_s(all_tokens), tokens_per_s_per_gpu=per_s(all_tokens) / scn.gpus,
+        output_tokens_per_s_per_gpu=per_s(out_tokens) / scn.gpus,
+        mfu=per_s(_model_flops(scn, costs, tl)) / (scn.gpus * peak),
+        prefill_s=costs.prefill(w.prompt_len), decode_step_s=decode_s, decode_bound=costs.decode_bound(batch),
+        exposed_comm_s=_step_comm(costs, batch), kv_cache_bytes_peak=mem["kv_cache"],
+        kv_cache_tokens_capacity=memory.kv_tokens, memory_bytes=mem,
+        fits_in_memory=bool(memory.fits_weights and memory.kv_tokens > 0),
+        traffic_bytes=_traffic(scn, costs, tl, fabric, devices), slo=targets, slo_met=met, slo_attainment=attain,
+        cost_per_million_tokens=(scn.gpus * scn.options.gpu_hour_price / 3600.0 * makespan / out_tokens * 1e6
+                                 if out_tokens else float("nan")),
+        extra={"decode_steps": int((tl.steps["kind"] == DECODE).sum()), "steps": int(len(tl.steps["kind"])),
+               "kv_transfer_bytes": float(tl.transfers["bytes"].sum()) if len(tl.transfers["bytes"]) else 0.0},
+    )
+
+
+def _step_comm(costs: StepCosts, batch: int) -> dict:
+    """Seconds of TP, PP and EP communication inside one decode step of `batch` sequences."""
+    layers = float(costs.stage_layers.sum())
+    busiest = -(-batch // costs.ranks)
+    ep = float(costs.moe.stage_moe.sum()) * float(costs.moe.a2a(np.array([busiest]))[0]) if costs.moe else 0.0
+    return {"tp": layers * costs.tp_comm(busiest), "pp": (costs.pp - 1) * costs.pp_hop(busiest),
+            "dp": 0.0, "ep": ep, "cp": 0.0}
+
+
+def _layout(scn, tl: ServeTimeline) -> dict:
+    w, lay = scn.workload, scn.layout
+    return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "prefill_replicas": tl.roles.count("prefill"),
+            "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_batch_tokens": w.max_batch_tokens,
+            "chunked_prefill": w.chunked_prefill, "admission": w.admission, "weight_dtype": w.weight_dtype,
+            "kv_dtype": w.kv_dtype, "dtype": w.dtype}

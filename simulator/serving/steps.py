@@ -1,0 +1,334 @@
+"""Serving step costs: prefill and decode steps of one model replica, the KV cache and memory per device.
+
+A step processes, for each sequence i of the running batch, n_i new tokens on top of c_i cached ones
+(a decode token is n_i = 1; a prompt, or a chunk of one, is n_i > 1). Its time per pipeline stage is
+
+    layers_s * (linear(M) + attention(n, c) + 2 * all_reduce(M h)) + embedding (first) + head (last)
+
+with M = sum n_i. Every operator is the roofline of simulator.roofline with the one calibration of
+simulator.calibration: `max(FLOP / (peak * eff), bytes / (HBM * hbm_eff)) + kernel overhead`. Weights
+(`weight_dtype`) are read once a step whatever M is, so a small-batch decode is bound by HBM and a large
+one by FLOP/s. Attention reads each sequence's KV cache (`kv_dtype`) once:
+    GQA/MHA: 2 * layers * kv_heads * head_dim * bytes per token (split over TP ranks, replicated when
+             tp > kv_heads);
+    MLA:     layers * (kv_lora_rank + qk_rope_head_dim) * bytes per token, the latent shared by all heads
+             and so held whole by every TP rank (DeepSeek-V2 section 2.1), attended in the absorbed form.
+TP collectives: two all-reduces of M * h activations a layer, on the critical path. Inside one NVLink
+domain they run as a two-shot all-reduce (reduce-scatter + all-gather through the switch, 2 latencies:
+vLLM's and TensorRT-LLM's custom all-reduce for small messages); across domains, the Fabric's
+hierarchical collective. PP: each stage boundary is a p2p of M * h / tp per rank plus an all-gather.
+Linear-op times are tabulated over M once, so a simulated step costs a table lookup and a few numpy
+reductions over the running batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cost import calibration, roofline
+from ..cost.fabric import Fabric, fabric_for
+from ..cost.kv_cache import kv_bytes_per_token_per_rank
+from ..cost.ops import (
+    ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, DTYPE_BYTES, OpRows,
+    layer_rows, mla_dims
+)
+from ..cost.placement import place, split_layers
+from .experts import serve_experts
+from .lookup import tabulated
+
+ACT = float(ACT_BYTES)  # bytes of a 16-bit activation
+LOGIT = 4.0  # bytes of an fp32 logit
+
+
+# --- KV cache ---------------------------------------------------------------------------------
+
+
+# --- the operators of one layer on one TP rank (simulator.model's rows) ---------------------------
+
+
+def attention_dims(model, tp: int) -> dict:
+    """Per-rank attention sizes: query heads, KV heads, head width, cache width and query group."""
+    heads = model.heads // tp
+    if model.mla is None:
+        kv = max(model.kv_heads // tp, 1)
+        return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim,
+                "group": heads // kv, "mla": False}
+    m = model.mla
+    qk, v, rope = mla_dims(model)
+    return {"heads": heads, "kv_heads": 1, "qk": qk, "v": v, "group": heads, "mla": True,
+            "latent": m.kv_lora_rank, "rope": rope}
+
+
+@dataclass(frozen=True)
+class ServeRows:
+    """A replica's operators on one TP rank, by the part of the step that runs them: every layer's
+    (a dense layer whole; else the attention half), a dense-FFN layer's FFN, an MoE layer's fixed part
+    (router, permutation, shared experts), one routed expert's, the embedding and the head."""
+
+    layer: OpRows
+    dense_ffn: OpRows
+    moe: OpRows
+    expert: OpRows
+    embed: OpRows
+    head: OpRows
+
+    @staticmethod
+    def of(model, tp: int, sp: bool = False) -> ServeRows:
+        rows = layer_rows(model, tp, sp)
+        part = lambda block: rows.where(rows.block == block)  # noqa: E731
+        if model.moe is None and model.mla is not None:  # every layer runs the dense FFN
+            layer = rows.where((rows.block == BLOCK_LAYER) | (rows.block == BLOCK_DENSE_FFN))
+        else:
+            layer = part(BLOCK_LAYER)
+        return ServeRows(layer=layer, dense_ffn=part(BLOCK_DENSE_FFN), moe=part(BLOCK_MOE),
+                         expert=part(BLOCK_EXPERT), embed=part(BLOCK_EMBED), head=part(BLOCK_HEAD))
+
+
+def layer_weight_elements(model, tp: int) -> float:
+    """Weight elements of one dense layer on one TP rank: its GEMMs split over TP ranks, its two
+    norms whole on every rank."""
+    return float(ServeRows.of(model, tp).layer.weights.sum() + 2 * model.hidden)
+
+
+def linear_times(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
+    """(len(m),) seconds of all rows of `ops` at M = m tokens each (0 tokens: 0 s)."""
+    m = np.asarray(m, dtype=float)
+    t = roofline.op_times(ops.flops(m), ops.nbytes(m, w_bytes), ops.shapes(m), peak, hbm, cal)
+    return np.where(m[:, None] > 0, t, 0.0).sum(axis=1)
+
+
+# --- the step cost of one replica --------------------------------------------------------------
+
+
+@dataclass
+class StepCosts:
+    """Everything needed to time a step of one replica (tp x pp devices), SI units.
+
+    `stage_times(new, ctx, sampled)` returns the seconds of each pipeline stage for a step in which
+    sequence i processes new[i] tokens on ctx[i] cached ones and `sampled` sequences emit a token.
+    An MoE model's replica is an EP unit of `ranks` = ep attention replicas stepping in lockstep
+    (`moe`: simulator.moe_serving.ServeExperts); each sequence lives on one of them (`ranks` argument
+    of stage_times), and every per-token cost but the experts' is the busiest attention replica's.
+    """
+
+    tp: int
+    pp: int
+    stage_layers: np.ndarray
+    peak: float
+    hbm_bw: float
+    cal: calibration.Calibration
+    rows: ServeRows  # the operators on one TP rank
+    w_bytes: float
+    kv_rank_layer: float  # KV bytes per token per layer on one rank
+    attn: dict
+    hidden: int
+    vocab: int
+    tp_collective: object  # callable(kind, size array) -> seconds over the TP group (switch algorithms)
+    hop: object  # callable(size) -> seconds of a stage-boundary p2p
+    ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
+    moe: object = None  # simulator.moe_serving.ServeExperts of an MoE model
+    _tables: dict = field(default_factory=dict)
+
+    def _table(self, name: str, fn, upto: int) -> np.ndarray:
+        return tabulated(self._tables, name, fn, upto)
+
+    def times(self, ops: OpRows, m) -> np.ndarray:
+        """Seconds of the rows of `ops` at each token count of m (array)."""
+        return linear_times(ops, m, self.w_bytes, self.peak, self.hbm_bw, self.cal)
+
+    def linear(self, m: int) -> float:
+        """Seconds of the token-proportional operators every layer runs, at M = m tokens."""
+        return self._table("layer", lambda x: self.times(self.rows.layer, x), m)[m]
+
+    def embed(self, m: int) -> float:
+        """Seconds of the embedding lookup of m tokens (memory-bound)."""
+        return self._table("embed", lambda x: self.times(self.rows.embed, x), m)[m]
+
+    def head(self, s: int) -> float:
+        """Seconds of the LM head, logits all-gather and sampling for s sequences."""
+        def fn(x):
+            return self.times(self.rows.head, x) + self.all_gather(x * self.vocab * ACT)
+        return self._table("head", fn, s)[s]
+
+    def tp_comm(self, m: int) -> float:
+        """Seconds of one layer's two TP all-reduces of m * hidden activations."""
+        return self._table("tp", lambda x: 2.0 * self.all_reduce(x * self.hidden * ACT), m)[m]
+
+    def all_reduce(self, size) -> np.ndarray:
+        """All-reduce of `size` bytes over the TP group (two-shot through the switch in a domain)."""
+        return self.tp_collective("all_reduce", np.asarray(size, dtype=float))
+
+    def all_gather(self, size) -> np.ndarray:
+        """All-gather of `size` gathered bytes over the TP group (one switch hop in a domain)."""
+        return self.tp_collective("all_gather", np.asarray(size, dtype=float))
+
+    def pp_hop(self, m: int) -> float:
+        """Seconds to pass m tokens' activations to the next stage (p2p of M h / tp, then all-gather)."""
+        if self.pp == 1 or m == 0:
+            return 0.0
+        return self._table("hop", lambda x: np.where(
+            x > 0, self.hop(x * self.hidden * ACT / self.tp) + self.all_gather(x * self.hidden * ACT), 0.0), m)[m]
+
+    def attention(self, new: np.ndarray, ctx: np.ndarray, ranks=None) -> tuple[float, float]:
+        """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]
+        (the busiest attention replica's seconds when `ranks` gives each sequence's; FLOP of all)."""
+        a = self.attn
+        new = np.asarray(new, dtype=float)
+        keys = ctx + new
+        pairs = new * ctx + new * (new + 1) / 2  # causal: query j sees ctx + j keys
+        if a["mla"]:
+            per_pair = 2.0 * a["heads"] * (2 * a["latent"] + a["rope"])  # absorbed: scores on latent+rope, values on latent
+            width, io = a["latent"] + a["rope"], new * a["heads"] * (2 * a["latent"] + a["rope"]) * ACT
+        else:
+            per_pair = 4.0 * a["heads"] * a["qk"]
+            width, io = a["qk"], new * a["heads"] * 2 * a["qk"] * ACT
+        flops = per_pair * pairs
+        eff = roofline.attention_efficiency(new * a["group"], keys, width, self.cal)
+        compute = flops / eff / self.peak
+        memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
+        if ranks is None:
+            busiest = max(float(compute.sum()), float(memory.sum()))
+        else:
+            busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
+                                       np.bincount(ranks, memory, self.ranks)).max())
+        return busiest + self.cal.kernel_overhead, float(flops.sum())
+
+    def _ranks(self, n: int, ranks):
+        """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""
+        if self.ranks == 1:
+            return None
+        return np.arange(n) % self.ranks if ranks is None else np.asarray(ranks)
+
+    def busiest(self, new, ranks=None) -> int:
+        """New tokens of the busiest attention replica (all of them for one replica)."""
+        ranks = self._ranks(len(new), ranks)
+        return int(np.sum(new)) if ranks is None else int(np.bincount(ranks, new, self.ranks).max())
+
+    def stage_times(self, new, ctx, sampled: int, ranks=None) -> tuple[np.ndarray, float]:
+        """((pp,) seconds of each stage, attention FLOP of one layer on one rank) for one step (hops excluded).
+
+        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin. With
+        two-batch overlap the sequences split in two halves (alternately on each replica) and each MoE
+        layer takes the longer of both halves' compute and both halves' all-to-alls."""
+        new, ctx = np.asarray(new, dtype=float), np.asarray(ctx, dtype=float)
+        ranks = self._ranks(len(new), ranks)
+        if self.moe is not None and self.moe.overlap and len(new) > 1:
+            half = _alternate(ranks, len(new))
+            parts = [self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h])
+                     for h in (0, 1)]
+            every, compute, comm, flops = (sum(p[i] for p in parts) for i in range(4))
+            t = every + np.maximum(compute, comm)
+        else:
+            every, compute, comm, flops = self._layer_parts(new, ctx, ranks)
+            t = every + compute + comm
+        t[0] += self.embed(self.busiest(new, ranks))
+        t[-1] += self.head(-(-sampled // self.ranks))
+        return t, flops
+
+    def _layer_parts(self, new, ctx, ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(pp,) seconds of each stage's layers that no all-to-all overlaps, of its MoE layers' compute
+        and of their all-to-alls, and the attention FLOP of one layer."""
+        m, busiest = int(np.sum(new)), self.busiest(new, ranks)
+        attn, flops = self.attention(new, ctx, ranks)
+        per_layer = self.linear(busiest) + attn + self.tp_comm(busiest)
+        if self.moe is None:
+            zero = np.zeros(self.pp)
+            return self.stage_layers * per_layer, zero, zero, flops
+        dense, compute, comm = self.moe.parts(busiest, m)
+        return self.moe.stage_dense * per_layer + dense, self.moe.stage_moe * per_layer + compute, comm, flops
+
+    def step_time(self, new, ctx, sampled: int, ranks=None) -> float:
+        """Seconds from the first stage's start to the last stage's end of one step."""
+        ranks = self._ranks(len(new), ranks)
+        return float(self.stage_times(new, ctx, sampled, ranks)[0].sum()) + (self.pp - 1) * self.pp_hop(
+            self.busiest(new, ranks))
+
+    # one-number views for reports, tests and studies
+    def decode_step(self, batch: int, context: int) -> float:
+        """Seconds of a decode step of `batch` sequences, each with `context` cached tokens."""
+        return self.step_time(np.ones(batch), np.full(batch, float(context)), batch)
+
+    def prefill(self, prompt: int, sequences: int = 1) -> float:
+        """Seconds of a prefill step of `sequences` prompts of `prompt` tokens."""
+        return self.step_time(np.full(sequences, float(prompt)), np.zeros(sequences), sequences)
+
+    def decode_bound(self, batch: int) -> str:
+        """'compute' when one layer's GEMMs at M = batch (an MoE model: its routed experts) are
+        FLOP-bound, else 'memory'."""
+        if self.moe is not None:
+            return self.moe.bound(batch)
+        ops = self.rows.layer.where(self.rows.layer.gemm)
+        m = np.array([float(batch)])
+        eff = roofline.gemm_efficiency(ops.shapes(m), self.cal)
+        compute = (ops.flops(m) / (self.peak * eff)).sum()
+        memory = (ops.nbytes(m, self.w_bytes) / (self.hbm_bw * self.cal.hbm)).sum()
+        return "compute" if compute > memory else "memory"
+
+    def flops_per_token(self) -> float:
+        """Linear FLOP per token over the whole replica (all ranks, all layers, head excluded)."""
+        every = self.rows.layer.linear_flops() * self.tp * float(self.stage_layers.sum())
+        return every + (self.moe.flops_per_token() if self.moe is not None else 0.0)
+
+
+def _alternate(ranks, n: int) -> np.ndarray:
+    """(n,) 0 or 1: every other sequence of each attention replica (of the one replica if ranks is None)."""
+    if ranks is None:
+        return np.arange(n) % 2
+    order = np.argsort(ranks, kind="stable")
+    sorted_ranks = ranks[order]
+    half = np.empty(n, dtype=int)
+    half[order] = (np.arange(n) - np.searchsorted(sorted_ranks, sorted_ranks)) % 2
+    return half
+
+
+def replica_devices(scn) -> np.ndarray:
+    """(dp, pp, tp) device index of each replica, stage and TP rank."""
+    pl = place(scn)
+    axes = [len(pl.order) - 1 - pl.order.index(a) for a in ("dp", "pp", "tp")]
+    grid = np.moveaxis(pl.grid, axes, [0, 1, 2])
+    return grid.reshape(grid.shape[:3] + (-1,))[..., 0]
+
+
+def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
+    """The StepCosts of one replica (an MoE model: one EP unit) of a serve scenario."""
+    fabric = fabric or fabric_for(scn.topology)
+    dev, w, lay, model = scn.topology.device, scn.workload, scn.layout, scn.model
+    cal = calibration.for_device(dev)
+    devices = replica_devices(scn)
+    tp_group = devices[0, 0][None]
+
+    def tp_collective(kind: str, size: np.ndarray) -> np.ndarray:
+        return fabric.collective(kind, size, tp_group, cal, algorithm="switch")
+
+    hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
+    costs = StepCosts(
+        tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),
+        peak=dev.peak_flops[w.dtype], hbm_bw=dev.hbm_bandwidth, cal=cal,
+        rows=ServeRows.of(model, lay.tp, lay.sequence_parallel),
+        w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
+        attn=attention_dims(model, lay.tp), hidden=model.hidden, vocab=model.vocab,
+        tp_collective=tp_collective, hop=hop, ranks=lay.ep,
+    )
+    if model.moe is not None:
+        costs.moe = serve_experts(scn, costs, fabric)
+    return costs
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+def decode_table(scn, batch_per_replica, context: int) -> dict:
+    """Decode steps of an MoE serve scenario's EP unit with `batch_per_replica` sequences (array) on
+    every attention replica, each with `context` cached tokens (the serving simulator's own step costs).
+
+    Returns arrays: step, experts and all_to_all (seconds a step, over all MoE layers) and
+    tokens_per_s_per_gpu."""
+    costs = step_costs(scn)
+    moe, gpus = costs.moe, scn.layout.ep * scn.layout.tp * scn.layout.pp
+    b = np.asarray(batch_per_replica, dtype=int)
+    step = np.array([costs.decode_step(int(x) * moe.ranks, context) for x in b])
+    layers = float(moe.stage_moe.sum())
+    return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
+            "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}

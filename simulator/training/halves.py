@@ -1,0 +1,152 @@
+"""The Plan's additions for models whose layers split into an attention half and an FFN half (MoE, MLA).
+
+Layers differ (dense first layers, MoE layers each with its own routing), so the FFN half is costed
+layer by layer and summed over the layers each (device, chunk) holds. Parameters split into dense
+ones, replicated over every data-parallel rank (dp * cp, ep included), and expert ones, of which an
+EP rank holds (experts + redundant) / ep per MoE layer and whose replicas are the dp / ep * cp ranks
+with the same EP coordinate. DualPipe's two pipeline copies hold twice of both (each device holds
+two chunks' layers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cost.memory import (
+    Memory, attention_activation_bytes, ffn_activation_bytes, head_activation_bytes, state_bytes_per_param
+)
+from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape
+from ..moe.costs import block_times, moe_costs
+from ..schedules import in_flight
+
+EXPERT_AXES = ("tp", "pp", "ep")  # coordinates an expert's replicas share
+
+
+def ffn_half(scn, ops, placement, fabric, cal):
+    """(MoECosts or None, (L, 7) per layer): FFN seconds F, B, W; all-to-all seconds F, B; their
+    scale-out-bound parts F, B. Full recompute repeats the forward (and its all-to-all) in B."""
+    model, dev = scn.model, scn.topology.device
+    if model.moe is None:
+        dense = block_times(ops, BLOCK_DENSE_FFN, dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth, cal)
+        costs, ffn = None, np.tile(dense, (model.layers, 1))
+        a2a = so = np.zeros((model.layers, 2))
+    else:
+        costs = moe_costs(scn, ops, placement, fabric, cal)
+        ffn, a2a, so = costs.ffn.copy(), costs.a2a.copy(), costs.a2a_scaleout.copy()
+    if scn.workload.recompute == "full":
+        ffn[:, 1] += ffn[:, 0]
+        a2a, so = a2a + a2a[:, :1] * [0, 1], so + so[:, :1] * [0, 1]
+    return costs, np.concatenate([ffn, a2a, so], axis=1)
+
+
+def layer_grid(table, stage_layers, per_layer: np.ndarray) -> np.ndarray:
+    """(p, v, ...) sums of a per-layer array (L, ...) over the layers of each device's chunk."""
+    stage_layers = np.asarray(stage_layers)
+    starts = np.concatenate([[0], np.cumsum(stage_layers)[:-1]])
+    per_vstage = np.add.reduceat(np.asarray(per_layer, float), starts, axis=0)
+    out = np.zeros((table.p, table.v, *np.shape(per_layer)[1:]))
+    for route in table.routes:
+        out[route[:, 0], route[:, 1]] = per_vstage
+    return out
+
+
+def chunk_micro_batches(table) -> np.ndarray:
+    """(p, v) micro-batches each device's chunk runs forward in one step."""
+    out = np.zeros((table.p, table.v))
+    for d in range(table.p):
+        for a in table.flat(d):
+            if a.kind == "F":
+                out[d, a.chunk] += 1
+    return out
+
+
+def moe_layers(model) -> np.ndarray:
+    """(L,) 1.0 for MoE layers, 0.0 for dense ones."""
+    mask = np.zeros(model.layers)
+    if model.moe is not None:
+        mask[model.moe.dense_layers:] = 1.0
+    return mask
+
+
+def split_params(scn, params: np.ndarray, table, stage_layers) -> tuple[np.ndarray, np.ndarray]:
+    """(dense, expert) parameters on one TP rank of each stage, from `params` counted as if every
+    layer were dense (plan.device_params)."""
+    from ..cost.params import parameter_counts
+
+    model, lay = scn.model, scn.layout
+    if model.moe is None:
+        return params, np.zeros_like(params)
+    c = parameter_counts(model)
+    n_moe = layer_grid(table, stage_layers, moe_layers(model)).sum(axis=1)
+    non_expert = c["moe_layer"] - model.moe.experts * c["expert"]
+    dense = params + n_moe * (non_expert - c["layer"]) / lay.tp
+    slots = (model.moe.experts + lay.redundant_experts) // lay.ep
+    return dense, n_moe * slots * c["expert"] / lay.tp
+
+
+def layer_activations(scn, costs) -> np.ndarray:
+    """(L,) bytes each layer keeps per micro-batch on the busiest EP rank's TP rank."""
+    model, w, lay = scn.model, scn.workload, scn.layout
+    sh = layer_shape(scn)
+    attn = attention_activation_bytes(model, tokens=sh.tokens, tp=lay.tp,
+                                      sequence_parallel=lay.sequence_parallel, recompute=w.recompute)
+    out = np.full(model.layers, attn)
+    out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute) * (1 - moe_layers(model))
+    if costs is not None:
+        cached = 1.0 if w.dtype == "fp8" else 2.0
+        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.tp, recompute=w.recompute, copies=1.0,
+                                        cached=cached)
+        fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute, copies=0.0)
+        out += moe_layers(model) * (fixed + costs.act_copies * per_copy)
+    return out
+
+
+def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers) -> Memory:
+    """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
+    lay, w, model = scn.layout, scn.workload, scn.model
+    per_dense = state_bytes_per_param(placement.sizes["dp"] * placement.sizes["ep"] * lay.cp, lay.zero,
+                                      lay.distributed_optimizer)
+    per_expert = state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer)
+    per_layer = layer_activations(scn, costs)
+    chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
+    working = 0.0
+    if w.recompute == "full":
+        working = layer_activations(scn.model_copy(update={"workload": w.model_copy(
+            update={"recompute": "none"})}), costs).max()
+    sh = layer_shape(scn)
+    head = grid[2]
+    acts = (in_flight(table) * chunk + working
+            + head.any(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
+    state = [dense * a + expert * b for a, b in zip(per_dense, per_expert)]
+    d = int(np.argmax(sum(state) + acts))
+    return Memory(weights=float(state[0][d]), gradients=float(state[1][d]), optimizer=float(state[2][d]),
+                  activations=float(acts[d]), kv_cache=0.0, capacity=scn.topology.device.hbm_bytes)
+
+
+def ep_traffic(scn, table, costs, stage_layers) -> tuple[np.ndarray, np.ndarray]:
+    """(p, 2) all-to-all bytes one rank of each stage sends per step [nvlink, scaleout] (mean EP
+    rank), and (p, 2) the busiest EP rank's bytes in its busier direction."""
+    mbs = chunk_micro_batches(table)[..., None]
+    sent = (layer_grid(table, stage_layers, costs.sent) * mbs).sum(axis=1)
+    peak = (layer_grid(table, stage_layers, costs.peak) * mbs).sum(axis=1)
+    return sent, peak
+
+
+def hardware_flops(scn, ops, costs) -> float:
+    """FLOP per step with recompute, counted as MFU counts them (attention in full, backward twice the
+    forward), each micro-batch through every layer once; experts at the mean EP rank's tokens."""
+    model, w, lay = scn.model, scn.workload, scn.layout
+    fwd = ops.model_flops_f
+    layer = ops.block == BLOCK_LAYER
+    attn = fwd[layer].sum()
+    if costs is not None:
+        ffn = costs.ffn_flops
+    else:
+        ffn = np.full(model.layers, fwd[ops.block == BLOCK_DENSE_FFN].sum())
+    per_layer = attn + ffn
+    redo = {"full": per_layer.sum(), "selective": model.layers * fwd[layer & ops.selective].sum(),
+            "none": 0.0}[w.recompute]
+    edges = fwd[ops.block == BLOCK_EMBED].sum() + fwd[ops.block == BLOCK_HEAD].sum()
+    per_mb = 3 * (per_layer.sum() + edges) + redo
+    return float(per_mb * (w.global_batch // w.micro_batch) * lay.tp * lay.cp)
+

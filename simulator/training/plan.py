@@ -1,0 +1,225 @@
+"""Schedule + placement + costs -> Plan: every task's duration and every transfer's cost, as arrays.
+
+Durations are per (device, chunk) of the simulated pipeline (one replica; TP ranks and DP replicas
+are symmetric) and computed before the engine runs. A task's time is its operators' roofline times
+plus the tensor-parallel and context-parallel communication left exposed (DESIGN.md section 4):
+forward TP collectives sit on the critical path; in the backward pass the collectives of the
+column-parallel input gradients overlap the weight-gradient GEMMs (Megatron's async all-reduce),
+unless the schedule moves those GEMMs to a separate W task.
+
+Mixture-of-experts models (and MLA ones) cost the attention half of a layer as above and add the FFN
+half layer by layer (simulator.moe: the slowest EP rank's experts, the all-to-all dispatch and
+combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
+the other half's compute: the pair lasts max(both computes, both all-to-alls).
+
+The cost functions live in simulator.step_costs and take a leading candidate axis: make_plan is their
+one-candidate case; the layout search calls the same functions with K candidate layouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost import calibration
+from ..cost.fabric import Fabric
+from ..cost.memory import Memory, state_bytes_per_param
+from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
+from ..cost.params import model_flops_per_token
+from ..cost.pipeline import (
+    GRAD_COMM_BYTES, PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, data_parallel, device_memory, device_params,
+    fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid, zero3_passes
+)
+from ..cost.placement import Placement, split_layers
+from ..moe.costs import MoECosts
+from ..schedules import SPECS, in_flight
+from . import halves as moe_plan
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What the engine runs: a schedule and every cost it needs (seconds, bytes)."""
+
+    table: object  # ScheduleTable
+    devices: np.ndarray  # device index of each pipeline stage
+    f: np.ndarray  # (p, v) seconds of one micro-batch's forward on each device and chunk
+    b: np.ndarray  # (p, v) input-gradient (or full backward) seconds
+    w: np.ndarray  # (p, v) weight-gradient seconds (0 when the schedule does not split)
+    fb: np.ndarray  # (p, v, v) overlapped F(chunk i) & B(chunk j) pair seconds (DualPipe)
+    exposed_tp: np.ndarray  # (p, v, 3) exposed TP seconds inside F, B, W
+    exposed_cp: np.ndarray  # (p, v, 3)
+    send: np.ndarray  # (p, v, 2) seconds to pass activations forward / gradients backward
+    send_tier: np.ndarray  # (p, v, 2) 0 none, 1 nvlink, 2 scaleout
+    send_bytes: float  # bytes per stage boundary per micro-batch per rank
+    dp: np.ndarray  # (p,) seconds of the gradient reduction (overlaps the last backward)
+    dp_tier: np.ndarray  # (p,) 1 nvlink, 2 scaleout
+    param_gather: np.ndarray  # (p,) exposed seconds of the parameter all-gather after the step
+    optimizer: np.ndarray  # (p,) seconds of the optimizer step
+    memory: Memory
+    traffic: dict  # bytes per step per tier, all GPUs
+    model_flops: float  # FLOP per step, MFU's count
+    hardware_flops: float  # FLOP per step including recompute
+    exposed_ep: np.ndarray | None = None  # (p, v, 3) all-to-all seconds inside F, B, W (MoE)
+    exposed_ep_pair: np.ndarray | None = None  # (p, v, v) all-to-all seconds an F&B pair leaves exposed
+    ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
+    moe: MoECosts | None = None
+    task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
+
+
+def mesh_ranks(scn) -> int:
+    """GPUs the mesh uses: tp*pp*dp*cp (scn.gpus for a loaded scenario; fewer after a relayout)."""
+    lay = scn.layout
+    return lay.tp * lay.pp * lay.dp * lay.cp
+
+
+def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: int = 0) -> Plan:
+    """The Plan of a training step: schedule, task durations, sends, DP and optimizer costs (the
+    step_costs functions with one candidate).
+
+    `anchor`: a device of the replica simulated (its pipeline and TP group); replicas are symmetric,
+    so any one serves, and a fault names the one that holds the faulty GPU."""
+    cal = calibration.for_device(scn.topology.device)
+    lay, model = scn.layout, scn.model
+    table = SPECS[lay.schedule].build(lay.pp, scn.micro_batches, lay.chunks)
+    devices = placement.pipeline(anchor)
+    keys = scenario_layer_keys(scn, ops, fabric, placement.group_of("tp", anchor), placement.group_of("cp", anchor),
+                               table.split_backward)
+    lc = layer_costs(scn, keys, fabric, cal)
+    stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
+    grid = stage_grid(table.routes, stage_layers)
+    f, b, w, f_tp, b_tp, f_cp, b_cp = (pass_grid(lc.passes, k, *grid)[0] for k in range(len(PASS_FIELDS)))
+    split = model.moe is not None or model.mla is not None  # attention and FFN halves costed apart
+    costs = ep = None
+    if split:
+        costs, per_layer = moe_plan.ffn_half(scn, ops, placement, fabric, cal)
+        half = moe_plan.layer_grid(table, stage_layers, per_layer)  # (p, v, 7)
+        ep, ep_so = half[..., 3:5], half[..., 5:7]
+        f, b, w = f + half[..., 0] + ep[..., 0], b + half[..., 1] + ep[..., 1], w + half[..., 2]
+    b, w = backward_tasks(b, w, table.split_backward)
+    send, send_tier = (x[0] for x in sends(table.routes, devices[None], lc.send_bytes, lc.send_gather, fabric, cal))
+    params = device_params(model, lay.tp, *grid)
+    dp_parts = [(params, placement.weight_replicas(devices))]
+    if split:
+        dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
+        params = dense + expert
+        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.replicas(devices, moe_plan.EXPERT_AXES))]
+    dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
+    if lay.zero >= 3:  # parameters re-gathered for every forward and backward, prefetched behind compute
+        ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
+        f, b = zero3_passes(f, ag), zero3_passes(b, ag)
+    ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
+    fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b)
+    moe_fields = {}
+    if split:
+        exposed = np.minimum(np.maximum(comm - compute, 0.0), pair_times(ep_f, ep_b))
+        moe_fields = dict(exposed_ep=np.stack([ep_f, ep_b, np.zeros_like(f)], axis=-1),
+                          exposed_ep_pair=exposed, ep_scaleout=ep_so, moe=costs)
+    act_bytes, zeros = float(lc.send_bytes[0]), np.zeros_like(f)
+    return Plan(
+        table=table, devices=devices, f=f, b=b, w=w, fb=fb, exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
+        exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
+        send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
+        param_gather=np.maximum(0.0, gather_time - f[:, 0]), optimizer=opt,
+        memory=(moe_plan.split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers)
+                if split else _memory(scn, table, params, grid, placement, lc.activations)),
+        traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
+                             moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
+        model_flops=scn.workload.global_batch * scn.workload.seq_len
+        * model_flops_per_token(model, scn.workload.seq_len),
+        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, table, ops, grid),
+        **moe_fields,
+    )
+
+
+def replica_costs(scn, parts, fabric: Fabric, cal):
+    """(dp seconds, dp tier, parameter-gather seconds, optimizer seconds), (p,) each, of one pipeline:
+    data_parallel of each (parameters (p,), replica groups (p, n)) part, reduced one after the other
+    (dense parameters over all data-parallel ranks; an MoE model's experts over their own replicas)."""
+    lay = scn.layout
+    sharded = np.array([lay.zero >= 1 or lay.distributed_optimizer])
+    out = [[x[0] for x in data_parallel(params[None], tuple(x[None] for x in fabric.profile(groups)),
+                                        [groups.shape[1]], sharded, fabric, cal, scn.topology.device.hbm_bandwidth)]
+           for params, groups in parts]
+    if len(out) == 1:
+        return tuple(out[0][:4])
+    return (sum(o[0] for o in out), np.max([o[1] for o in out], axis=0), sum(o[2] for o in out),
+            sum(o[3] for o in out))
+
+
+def _memory(scn, table, params, grid, placement: Placement, activations) -> Memory:
+    """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * ep * cp."""
+    lay = scn.layout
+    replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
+    per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer)])
+    mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
+    return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
+                  kv_cache=0.0, capacity=scn.topology.device.hbm_bytes)
+
+
+def chunk_micro_batches(table) -> np.ndarray:
+    """(p, v) micro-batches that pass through each device's chunk in one step (DualPipe's two
+    directions each carry their own half; ZB-V's V passes every micro-batch through both chunks)."""
+    counts = np.zeros((table.p, table.v))
+    per_direction = np.bincount(table.direction, minlength=table.routes.shape[0])
+    for route, n in zip(table.routes, per_direction):
+        counts[route[:, 0], route[:, 1]] += n
+    return counts
+
+
+def hardware_flops(scn, table, ops: OpTable, grid) -> float:
+    """FLOP per step with recompute (for HFU), counted as MFU counts them: attention in full,
+    backward twice the forward, plus the forward work that recompute repeats."""
+    counts = chunk_micro_batches(table)
+    layers, embed, head = ((g * counts).sum() for g in grid)  # layer- and block-passes per step
+    fwd = ops.model_flops_f
+    layer = ops.block == BLOCK_LAYER
+    redo = {"full": fwd[layer].sum(), "selective": fwd[layer & ops.selective].sum(),
+            "none": 0.0}[scn.workload.recompute]
+    per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
+              + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
+    replicas = mesh_ranks(scn) // (scn.layout.pp * scn.layout.tp)
+    return float(per_mb * scn.layout.tp * replicas)
+
+
+def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placement, fabric: Fabric,
+                 grid, ep=None) -> dict:
+    """Bytes sent per step, all GPUs, by tier ("nvlink", "scaleout"), and per stage rank by tier.
+
+    Ring collectives send (n-1)/n of the buffer per phase; a hierarchical one sends (k-1)/k of it on
+    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs. `ep`: (mean, busiest) all-to-all
+    bytes per stage rank (p, 2) of an MoE model; "ep" then holds its share and "per_rank_peak" the
+    busiest EP rank's links.
+    """
+    lay, counts = scn.layout, chunk_micro_batches(table)
+    p = table.p
+    per_rank = np.zeros((p, 2))  # bytes one rank of each stage sends: [nvlink, scaleout]
+    for direction in (0, 1):  # pipeline sends, every micro-batch, forward and backward
+        for tier in (1, 2):
+            per_rank[:, tier - 1] += ((send_tier[..., direction] == tier) * counts).sum(axis=1) * act_bytes
+    sh = layer_shape(scn)
+    s = sh.tokens * sh.hidden * ACT_BYTES
+    units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
+    tp_bytes = (grid[0] * counts).sum(axis=1) * units * s * (lay.tp - 1) / max(lay.tp, 1)
+    per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
+    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS fp32 + AG bf16, else AR fp32 (2 phases)
+    for params, groups in dp_parts:
+        dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
+        per_rank += _split_by_tier(fabric, groups, dp_bytes)
+    ranks = mesh_ranks(scn) // p
+    out = {}
+    if ep is not None:
+        out = {"ep": {"nvlink": float(ep[0][:, 0].sum() * ranks), "scaleout": float(ep[0][:, 1].sum() * ranks)},
+               "per_rank_peak": per_rank + ep[1], "ep_per_rank": ep[0], "ep_per_rank_peak": ep[1]}
+        per_rank = per_rank + ep[0]
+    return {"nvlink": float(per_rank[:, 0].sum() * ranks), "scaleout": float(per_rank[:, 1].sum() * ranks),
+            "per_rank": per_rank, **out}
+
+
+def _split_by_tier(fabric: Fabric, groups: np.ndarray, buffer_bytes) -> np.ndarray:
+    """(len(groups) or 1, 2) bytes per rank on [nvlink, scaleout] for ring phases moving `buffer_bytes`."""
+    k, d, _ = fabric.profile(groups)
+    buffer_bytes = np.asarray(buffer_bytes, float)
+    intra = buffer_bytes * (k - 1) / np.maximum(k, 1)
+    inter = buffer_bytes / np.maximum(k, 1) * (d - 1) / np.maximum(d, 1)
+    return np.stack([intra, inter], axis=-1) * np.ones((1, 1))

@@ -1,0 +1,440 @@
+"""Closed-form step time of many candidate layouts at once: the longest-path families of a schedule.
+
+The engine, when no link carries two transfers at once, computes the longest path through the
+schedule's task graph: a task starts when its device is free and its inputs have arrived. This
+module evaluates the maximum over a fixed set of path families of that graph, vectorized over the
+candidates of one (schedule, pp, chunks) group:
+
+- entries: a device's early task (warm-up forwards, its first backward of each chunk, its first
+  F&B pair), reached by micro-batch j's forward through the virtual stages before it (a flow-shop
+  staircase: PF[s] + j * max f over those stages; a backward adds the return path);
+- chains: from an entry, the device's own tasks back to back up to an exit;
+- exits: the forward and backward of the last micro-batch on each virtual stage, continued stage by
+  stage along the route (forward scan, then backward scan), landing on each device with the rest of
+  its order;
+- tail: the stage's gradient reduction from the start of its last backward, Adam, parameter gather.
+
+Every family is a real path of the graph, so the result never exceeds the engine's step time without
+link sharing; it equals it when the critical path is one of them (the device that bounds the
+pipeline busy from its entry to its exit, which is the regime of balanced and compute-bound
+pipelines). docs/whatif.md states the class precisely; tests/test_analytic.py checks both facts.
+
+The structures (positions of entries and exits in each device's orders) come from
+simulator.structures.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost.params import model_flops_per_token
+from ..schedules import SCHEDULE_NAMES
+from . import workers as forked
+from .candidates import (
+    data_parallel_costs, distinct_pipelines, firsts, group_memory, layer_figures, layer_tables, pair_seconds,
+    pipeline_costs, unique_rows
+)
+from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
+
+NEG = -np.inf
+
+
+def slot_durations(st: Structure, f, b, w, fb, send) -> np.ndarray:
+    """(N, p, S') seconds of each slot type the schedule uses, on each device (a W right after its B
+    lasts w plus that B's send: ENGINE_LOCAL_WAITS_FOR_SEND)."""
+    v = f.shape[2]
+    cols = []
+    for t in st.used:
+        kind, c = divmod(int(t), v)
+        if kind < 3:
+            cols.append((f, b, w)[kind][..., c])
+        elif t < 3 * v + v * v:
+            c1, c2 = divmod(int(t) - 3 * v, v)
+            cols.append(fb[..., c1, c2])
+        else:
+            c = int(t) - 3 * v - v * v
+            cols.append(w[..., c] + send[..., c, 1])
+    return np.stack(cols, axis=2)
+
+
+def _route_arrays(st: Structure, r: int, f, b, send):
+    """Per virtual stage of direction r: f, b, forward send out, backward send out; (n, N) each, from
+    candidate-last arrays f, b (p, v, N) and send (p, v, 2, N)."""
+    dev, chunk = st.routes[r, :, 0], st.routes[r, :, 1]
+    sf, sb = send[dev, chunk, 0], send[dev, chunk, 1]
+    sf[-1] = 0.0
+    sb[0] = 0.0
+    return f[dev, chunk], b[dev, chunk], sf, sb
+
+
+def _prefix(fr, br, sf, sb, pred, D, dev):
+    """Start bounds of micro-batch j's forward and backward at each stage, as two (base, slope) pairs
+    over [forward | backward] stages, (2n, N) each: the pure staircase from the step's start
+    (C + j max f), and the path reaching micro-batch 0's task through chain hops, then advancing on
+    that stage (PF + j f). A hop: where a device runs another forward just before the first
+    micro-batch's, that forward's bound plus its duration (D: (p, S, N) slot seconds)."""
+    n, N = fr.shape
+    C = np.zeros((n, N))
+    np.cumsum((fr + sf)[:-1], axis=0, out=C[1:])
+    MF = np.maximum.accumulate(fr, axis=0)
+    hops = np.nonzero(pred[:, 0] >= 0)[0]
+    if len(hops):  # PF = C + G, G non-decreasing, raised at each hop: sequential over hops only
+        G = np.zeros((n, N))
+        g, at, seen = np.zeros(N), [], []  # seen[i]: G after the hop at stage at[i] (increasing)
+        for s, (sp, j, t) in zip(hops.tolist(), pred[hops].tolist()):
+            k = bisect_right(at, sp)  # the last hop at or before sp raised G there to seen[k - 1]
+            pf_sp = C[sp] + seen[k - 1] if k else C[sp]
+            hop = np.maximum(C[sp] + j * MF[sp], pf_sp + j * fr[sp]) + D[dev[s], t]
+            g = np.maximum(g, hop - C[s])
+            G[s] = g
+            at.append(s)
+            seen.append(g)
+        PF = C + np.maximum.accumulate(G, axis=0)
+    else:
+        PF = None
+    MB = np.maximum.accumulate(br[::-1], axis=0)[::-1]
+    tail = np.zeros((n, N))
+    np.cumsum((br + sb)[:0:-1], axis=0, out=tail[-2::-1])  # sum over s' > s
+    pure = (np.concatenate([C, (C[-1] + fr[-1]) + tail]), np.concatenate([MF, np.maximum(MF[-1], MB)]))
+    if PF is None:  # without hops the other bound is PF = C with slope f <= max f: never larger
+        return pure, None
+    hopped = (np.concatenate([PF, (PF[-1] + fr[-1]) + tail]), np.concatenate([fr, np.maximum(fr[-1], MB)]))
+    return pure, hopped
+
+
+_EXIT_CACHE: dict = {}
+
+
+def _entry_counts(st: Structure, slope: bool = False) -> np.ndarray:
+    """(p, E + 1, S) task counts before each entry and in the whole order (cached per structure)."""
+    key = (id(st), "entries", slope)
+    hit = _EXIT_CACHE.get(key)
+    if hit is None or hit[0] is not st:
+        before, total = (st.ent_before_slope, st.total_slope) if slope else (st.ent_before, st.total)
+        hit = _EXIT_CACHE[key] = (st, np.concatenate([before, total[:, None, :]], axis=1))
+    return hit[1]
+
+
+def _exit_counts(st: Structure, r: int, D: np.ndarray, dm: np.ndarray) -> np.ndarray:
+    """(2 F/B exits, 2 upto/after, n, N) task seconds up to and after each exit of direction r: one
+    batched matrix product per device (BLAS) instead of an (n, S, N) broadcast (D: (p, S, N))."""
+    p, S, N = D.shape
+    key = (id(st), r)
+    hit = _EXIT_CACHE.get(key)
+    if hit is None or hit[0] is not st:
+        dev = st.routes[r, :, 0]
+        perm = np.argsort(dev, kind="stable")
+        cnt = len(dev) // p
+        sloped = bool(st.x_upto_slope[:, r].any() or st.x_after_slope[:, r].any())
+        parts = [st.x_upto[0, r], st.x_after[0, r], st.x_upto[1, r], st.x_after[1, r]]
+        if sloped:
+            parts += [st.x_upto_slope[0, r], st.x_after_slope[0, r], st.x_upto_slope[1, r], st.x_after_slope[1, r]]
+        X = np.stack(parts)[:, perm].reshape(len(parts), p, cnt, S).transpose(1, 0, 2, 3)
+        hit = _EXIT_CACHE[key] = (st, perm, cnt, X.reshape(p, len(parts) * cnt, S).copy(), len(parts))
+    _, perm, cnt, X, k = hit
+    Y = np.matmul(X, D).reshape(p, k, cnt, N).transpose(1, 0, 2, 3).reshape(k, p * cnt, N)
+    out = np.empty_like(Y)
+    out[:, perm] = Y
+    if k == 8:
+        out = out[:4] + dm * out[4:]
+    return out.reshape(2, 2, p * cnt, N)
+
+
+def longest_paths(st: Structure, m: np.ndarray, f, b, w, fb, send, dp, optimizer, param_gather):
+    """(step seconds (N,), last-task end (N, p), stage end (N, p)) of N candidates of one group."""
+    D = slot_durations(st, f, b, w, fb, send)
+    L = last_task_end(st, m, D, f, b, send)
+    stage_end = L + np.maximum(0.0, dp - last_slot(st, D)) + optimizer + param_gather
+    return stage_end.max(axis=1), L, stage_end
+
+
+def last_slot(st: Structure, D: np.ndarray) -> np.ndarray:
+    """(N, p) seconds of each device's last task."""
+    return np.take_along_axis(D, st.last_type[None, :, None], axis=2)[..., 0]
+
+
+def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np.ndarray:
+    """(N, p) end of each device's last task: the maximum over the path families (D: slot_durations).
+    Computed candidate-last ((p, ..., N) arrays): gathers over stages and entries copy whole rows."""
+    N, p = f.shape[:2]
+    dm = (m - st.m_ref).astype(float)
+    f, b = np.ascontiguousarray(f.transpose(1, 2, 0)), np.ascontiguousarray(b.transpose(1, 2, 0))
+    send, D = np.ascontiguousarray(send.transpose(1, 2, 3, 0)), np.ascontiguousarray(D.transpose(1, 2, 0))
+    routes = [_route_arrays(st, r, f, b, send) for r in range(st.routes.shape[0])]
+    pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0]) for r, ra in enumerate(routes)]
+    # entries: start bound (a staircase path of micro-batch j) minus the tasks before them on their device
+    n = st.routes.shape[1]
+    if not all(q[1] is not None for q in pre):  # a direction without hops: its hopped bound is its pure one
+        pre = [(q[0], q[1] if q[1] is not None else q[0]) for q in pre]
+    none = (np.full((1, N), NEG), np.zeros((1, N)))  # the bound of no task: index -1
+    bounds = [tuple(np.concatenate([q[w][x] for q in pre] + [none[x]]) for x in range(2))
+              for w in range(2 if any(q[1] is not q[0] for q in pre) else 1)]
+    P = None
+    for hi in range(2):
+        kind, r, s, j = (st.ent_half[:, :, hi, q] for q in range(4))
+        valid = kind >= 0
+        if not valid.any():
+            continue
+        idx = np.where(valid, r * 2 * n + kind * n + s, -1)
+        j = j[..., None] + (st.ent_rank_slope[:, :, hi, None] * dm if st.ent_rank_slope[..., hi].any() else 0)
+        vals = [base[idx] + j * slope[idx] for base, slope in bounds]
+        val = vals[0] if len(vals) == 1 else np.maximum(vals[0], vals[1])
+        P = val if P is None else np.maximum(P, val)
+    fk, fe = np.nonzero(st.ent_first)  # a device's first task starts no earlier than 0
+    P[fk, fe] = np.maximum(P[fk, fe], 0.0)
+    E = st.ent_before.shape[1]
+    before = np.matmul(_entry_counts(st), D)  # (p, E + 1, N): tasks before each entry, and all tasks
+    if st.ent_before_slope.any() or st.total_slope.any():
+        before += dm * np.matmul(_entry_counts(st, slope=True), D)
+    A = P - before[:, :E]  # -inf where no entry (P is -inf there)
+    full = st.x_mask.all()
+    Acum = None if full else np.maximum.accumulate(A, axis=1)  # entries sorted by position: masks are prefixes
+    Amax = A.max(axis=1) if full else Acum[:, -1]
+    L = Amax + before[:, E]
+    for r, (fr, br, sf, sb) in enumerate(routes):
+        dev = st.routes[r, :, 0]
+        terms = _exit_counts(st, r, D, dm)  # (2, 2, n, N): forward/backward exit, upto/after
+        ends = []
+        for x in range(2):  # 0: forward exits, 1: backward exits of the last micro-batch
+            if full:
+                amax = Amax[dev]
+            else:
+                count = st.x_mask[x, r].sum(axis=1)
+                amax = np.where((count > 0)[:, None], Acum[dev, np.maximum(count - 1, 0)], NEG)
+            upto, after = terms[x]
+            ends.append((amax + upto, D[dev, st.x_type[x, r]], after, upto))
+        (qf, durf, aftf, uptof), (qb, durb, aftb, uptob) = ends
+        # forward scan Q[s] = max(qf[s], Q[s-1] + send + slot) as a max-plus prefix: C + cummax(qf - C)
+        C = np.zeros((n, N))
+        np.cumsum(sf[:-1] + durf[1:], axis=0, out=C[1:])
+        Q = C + np.maximum.accumulate(qf - C, axis=0)
+        # backward scan R[s] = max(qb[s], R[s+1] + send + slot), entered at the last stage from Q
+        qb[-1] = np.maximum(qb[-1], Q[-1] + uptob[-1] - uptof[-1])
+        Eb = np.zeros((n, N))  # Eb[s] - Eb[t] = sum of e[s..t-1]
+        np.cumsum((sb[1:] + durb[:-1])[::-1], axis=0, out=Eb[-2::-1])
+        R = Eb + np.maximum.accumulate((qb - Eb)[::-1], axis=0)[::-1]
+        land = np.maximum(Q + aftf, R + aftb)
+        perm = np.argsort(dev, kind="stable")
+        L = np.maximum(L, land[perm].reshape(p, -1, N).max(axis=1))
+    return L.T
+
+
+# --- the whole pass: costs, structure, longest paths, over every candidate --------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Estimates:
+    """Analytic figures of N candidates (SI units); index-aligned with the Candidates given."""
+
+    step_time: np.ndarray
+    memory: dict  # category -> (N,) bytes, plus "total" and "capacity"
+    fits: np.ndarray  # bool
+    busy: np.ndarray  # compute seconds of the busiest device (its tasks, with exposed TP inside)
+    exposed_tp: np.ndarray  # TP seconds inside the busiest device's tasks
+    tail: np.ndarray  # seconds after the critical device's last task: gradient reduction, Adam, gather
+    bubble: np.ndarray  # mean over devices of idle / step
+    tokens_per_s: np.ndarray
+    mfu: np.ndarray
+    cost_per_million_tokens: np.ndarray
+
+
+OUT_FIELDS = ("step_time", "busy", "exposed_tp", "tail", "bubble")
+MEM_FIELDS = ("weights", "gradients", "optimizer", "activations", "kv_cache", "total", "capacity")
+
+
+def _jobs(c, chunk: int = 8192) -> list[tuple]:
+    """(schedule, p, v, m or None, rows): candidates sharing one Structure (m None: the linear one)."""
+    family, inverse = unique_rows(np.stack([c.schedule, c.pp, c.chunks], axis=1))
+    steady = np.array([steady_from(SCHEDULE_NAMES[s], int(p), int(v)) for s, p, v in family])[inverse]
+    m1, period = steady[:, 0], steady[:, 1]
+    key_m = np.where((c.m >= m1) & ((c.m - m1) % period == 0), -1, c.m)  # as structure_key
+    uniq, inverse = unique_rows(np.stack([inverse, key_m + 1], axis=1))  # the family's order, then m's
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    out = []
+    for u, ((s, p, v), m) in enumerate(zip(family[uniq[:, 0]], uniq[:, 1] - 1)):
+        rows = order[bounds[u]:bounds[u + 1]]
+        for start in range(0, len(rows), chunk):  # bounded pieces: memory, and balanced workers
+            out.append((SCHEDULE_NAMES[s], int(p), int(v), None if m < 0 else int(m), rows[start:start + chunk]))
+    return out
+
+
+def _run_jobs(cm, c, jobs, skip_oom: bool, lts, out: dict, mem: dict) -> None:
+    """Evaluate jobs in this process, a (schedule, pp, chunks) family at a time, into out[field] and
+    mem[field] at the candidates' indices ((N,) arrays). lts: candidates.layer_tables', or a callable that
+    gives them (asked once the Structures are built)."""
+    build_structures([(name, p, v, m) for name, p, v, m, _ in jobs])
+    lts = lts() if callable(lts) else lts
+    families = {}
+    for i, job in enumerate(jobs):
+        families.setdefault(job[:3], []).append(i)
+    for (name, _, _), members in families.items():
+        idx = np.concatenate([jobs[i][4] for i in members])
+        group = np.repeat(np.arange(len(members)), [len(jobs[i][4]) for i in members])
+        sts = [STRUCTURES[jobs[i][:4]] for i in members]
+        lt = layer_figures(lts, name, idx)
+        _estimate_family(cm, c.take(idx), sts, group, name, idx, out, mem, skip_oom, lt)
+
+
+def _evaluate(jobs: list) -> dict:
+    """_run_jobs of one family's jobs, in whichever process took them (its figures land in the shared
+    arrays); the Structures it built for them, to keep in the process that asked."""
+    cm, c, skip_oom, out, mem, lts = forked.state()
+    new = [k for k in dict.fromkeys(j[:4] for j in jobs) if k not in STRUCTURES]
+    _run_jobs(cm, c, jobs, skip_oom, lts, out, mem)
+    return {k: STRUCTURES[k] for k in new}
+
+
+def _table_slots(key: tuple) -> int:
+    """Slots of the schedule tables a Structure key needs (the work of building it)."""
+    name, p, v, m = key
+    m1, period = steady_from(name, p, v)
+    return p * v * (2 * m1 + period if m is None else m)
+
+
+def _families(jobs: list) -> list[list]:
+    """The jobs by (schedule, pp, chunks) family, the most work first (rows times stages, and building
+    the Structures no process has built: about 5 row-stages a table slot)."""
+    families = {}
+    for j in jobs:
+        families.setdefault(j[:3], []).append(j)
+
+    def work(family):
+        keys = [k for k in dict.fromkeys(j[:4] for j in family) if k not in STRUCTURES]
+        return sum((len(j[4]) + 200) * j[1] * j[2] for j in family) + 5 * sum(map(_table_slots, keys))
+
+    return sorted(families.values(), key=work, reverse=True)
+
+
+def _parallel(cm, c, jobs: list, workers: int, skip_oom: bool, out: dict, mem: dict) -> None:
+    """_run_jobs over `workers` processes (this one and forked ones), a family of jobs at a time, into
+    out and mem: the workers write into shared copies. The process that takes a family builds the
+    Structures it lacks; they come back to be kept here for later passes. The layer tables are
+    computed here while the workers build their first Structures."""
+    so = {k: forked.shared_array(len(c)) for k in OUT_FIELDS}
+    sm = {k: forked.shared_array(len(c)) for k in MEM_FIELDS}
+    for built in forked.run(_evaluate, _families(jobs), (cm, c, skip_oom, so, sm, forked.Late()), workers,
+                            late=lambda: layer_tables(cm, c)):
+        STRUCTURES.update(built)
+    for k in OUT_FIELDS:
+        out[k][:] = so[k]
+    for k in MEM_FIELDS:
+        mem[k][:] = sm[k]
+
+
+def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
+    """Analytic figures of every candidate in `c` for the cost model `cm` (candidates.CostModel).
+
+    workers > 1 splits the work over that many processes (this one and forked ones); the results are
+    the same as in one process. skip_oom: compute memory first and the step time only of the layouts
+    that fit (the others get NaN timings)."""
+    N = len(c)
+    out = {k: np.zeros(N) for k in OUT_FIELDS}
+    mem = {k: np.zeros(N) for k in MEM_FIELDS}
+    jobs = _jobs(c, chunk=8192 if workers <= 1 else 2048)
+    if workers > 1 and N >= 4096:
+        _parallel(cm, c, jobs, workers, skip_oom, out, mem)
+    else:
+        _run_jobs(cm, c, jobs, skip_oom, layer_tables(cm, c), out, mem)
+    scn = cm.scn
+    tokens = scn.workload.global_batch * scn.workload.seq_len
+    gpus = scn.gpus
+    peak = scn.topology.device.peak_flops[scn.workload.dtype]
+    step = out["step_time"]
+    return Estimates(
+        step_time=step, memory=mem, fits=mem["total"] <= mem["capacity"], busy=out["busy"],
+        exposed_tp=out["exposed_tp"], tail=out["tail"], bubble=out["bubble"], tokens_per_s=tokens / step,
+        mfu=tokens * model_flops_per_token(scn.model, scn.workload.seq_len) / (step * gpus * peak),
+        cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6)
+
+
+def _estimate_family(cm, c, sts: list[Structure], group, schedule: str, idx, out: dict, mem: dict,
+                     skip_oom: bool, lt: dict) -> None:
+    """Memory and timings of one family's candidates c into mem[...][idx] and out[...][idx] (group:
+    each candidate's index in sts, the Structures of its jobs); skip_oom: timings only of those that
+    fit (NaN for the others)."""
+    in_flight = np.zeros((len(c), sts[0].p))
+    for g, st in enumerate(sts):
+        sel = group == g
+        in_flight[sel] = in_flight_of(st, c.m[sel])
+    memory = group_memory(cm, c, schedule, sts[0].p, sts[0].v, in_flight, lt)
+    for k in mem:
+        mem[k][idx] = memory[k]
+    if skip_oom:
+        fit = np.nonzero(memory["total"] <= memory["capacity"])[0]
+        for k in out:
+            out[k][idx] = np.nan
+        if not len(fit):
+            return
+        c, idx, group, lt = c.take(fit), idx[fit], group[fit], {k: v[fit] for k, v in lt.items()}
+    # ZeRO 1 and 2 differ in memory only: time one of each pair (and every other shared key) once
+    sharded = (c.zero >= 1) | bool(cm.scn.layout.distributed_optimizer)
+    zclass = np.where(c.zero >= 3, 2, sharded.astype(np.int64))
+    _, inverse = unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, zclass, group], axis=1))
+    first = firsts(inverse)
+    timed = _timings(cm, c.take(first), sts, group[first], schedule, {k: v[first] for k, v in lt.items()})
+    for k in out:
+        out[k][idx] = timed[k][inverse]
+
+
+def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dict:
+    """Step time, busiest device, exposed TP, tail and bubble (N,) of candidates c, seconds (group:
+    each candidate's index in sts).
+
+    The longest paths run once per distinct pipeline: candidates that differ only in ZeRO share their
+    pass and send seconds (ZeRO changes the tail), unless ZeRO-3's gathers lengthen passes."""
+    p, v = sts[0].p, sts[0].v
+    dp, _, gather, opt, ag3 = data_parallel_costs(cm, c, schedule, p, v)
+    _, q = unique_rows(np.stack([c.tp, c.cp, c.dp, c.mb, c.sp, c.recompute, group], axis=1))
+    first = firsts(q)
+    pairs = any(((st.used >= 3 * v) & (st.used < 3 * v + v * v)).any() for st in sts)
+    pc = pipeline_costs(cm, c.take(first), schedule, p, v, {k: x[first] for k, x in lt.items()}, pairs)
+    lifted = (c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1)
+    own = np.nonzero(lifted)[0]  # ZeRO-3 gathers lengthen some passes of these
+    keys = np.unique(q[~lifted])  # the keys' pipelines some candidate runs unlifted
+    src = np.concatenate([keys, q[own]])  # pipelines: those keys', then ZeRO-3's own
+    at = np.full(len(first), -1)
+    at[keys] = np.arange(len(keys))
+    q = at[q]
+    q[own] = len(keys) + np.arange(len(own))
+    lift = np.zeros((len(src), p, 1))
+    lift[len(keys):, :, 0] = ag3[own]
+    f, b = np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift)
+    m_first = c.m[first]
+    # the longest paths of the distinct pipelines only (e.g. ZeRO-3 rows whose passes all last the gather)
+    rest = [pc.w, pc.tp, pc.send] + ([pc.cp] if pairs else [])
+    u, same = distinct_pipelines(f, b, src, m_first, rest)
+    s = src[u]
+    w, tp, send, m = pc.w[s], pc.tp[s], pc.send[s], m_first[s]
+    fb = pair_seconds(f[u], b[u], tp, pc.cp[s]) if pairs else None
+    L, last, busy, tp_dev = (np.zeros((len(u), p)) for _ in range(4))
+    pipe_group = group[first][s]
+    for g, st in enumerate(sts):
+        k = np.nonzero(pipe_group == g)[0]
+        if len(k):
+            L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[u[k]], b[u[k]], w[k],
+                                                       None if fb is None else fb[k], tp[k], send[k])
+    r = same[q]  # each candidate's distinct pipeline
+    param_gather = np.maximum(0.0, gather - f[q, :, 0])
+    stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather
+    step = stage_end.max(axis=1)
+    crit = np.argmax(stage_end, axis=1)
+    pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
+    idle = step[:, None] - busy[r] - opt - param_gather
+    return {"step_time": step, "busy": busy.max(axis=1)[r], "exposed_tp": pick(tp_dev[r]),
+            "tail": pick(stage_end - L[r]), "bubble": np.clip(idle, 0.0, None).mean(axis=1) / step}
+
+
+def _paths(st: Structure, m, f, b, w, fb, tp, send) -> tuple:
+    """(last-task end, last task's seconds, busy seconds, exposed TP seconds), (N, p) each, of N
+    pipelines of one Structure."""
+    D = slot_durations(st, f, b, w, fb, send)
+    L = last_task_end(st, m, D, f, b, send)
+    dm = (m - st.m_ref).astype(float)[:, None]
+    busy = (D * (st.total[None] + dm[..., None] * st.total_slope[None])).sum(axis=2)
+    fbcols = np.nonzero(st.used < 2 * st.v)[0]  # plain F and B slots carry exposed TP
+    tp_all = np.concatenate([tp[..., 0], tp[..., 1]], axis=2)[..., st.used[fbcols]]
+    counts = st.total[None][..., fbcols] + dm[..., None] * st.total_slope[None][..., fbcols]
+    return L, last_slot(st, D), busy, (counts * tp_all).sum(axis=2)

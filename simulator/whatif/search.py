@@ -1,0 +1,425 @@
+"""Layout search: every valid layout of a training scenario on N GPUs, ranked analytically, the best
+re-simulated with the engine, and why the runners-up lost.
+
+1. simulator.layouts enumerates (tp, cp, pp, dp, micro-batch, schedule, chunks, ZeRO, recompute);
+2. simulator.analytic ranks them all at once (numpy over candidates), dropping those that do not fit
+   in memory or break a --constraint;
+3. the best `top` (and the scenario's own layout) are simulated with the engine (simulate()), in
+   parallel, and re-ranked by the engine's figures;
+4. each runner-up gets the one reason that costs it most against the best (pipeline bubble, exposed
+   TP/PP/DP/CP communication, compute from recompute or smaller GEMMs, fewer GPUs...); the layouts
+   that never reached the engine are summarized by why they were dropped or ranked lower.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..output.baseline import lookup
+from ..output.pareto import front
+from ..scenario.base import ScenarioError
+from ..scenario.spec import Scenario
+from .analytic import estimate
+from .candidates import CostModel
+from .space import (
+    RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, SearchSpace, enumerate_layouts, label, stage_split, virtual_stages
+)
+from .sweep import Job, default_workers, evaluate, run_jobs
+
+OBJECTIVES = {  # name -> (report key, better)
+    "tokens_per_s": ("tokens_per_s", "higher"),
+    "cost_per_million_tokens": ("cost_per_million_tokens", "lower"),
+    "step_time": ("step_time_s", "lower"),
+}
+ANALYTIC_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "bubble_fraction",
+                 "memory_bytes.total", "cost_per_million_tokens", "gpus")
+TIE = 1e-9
+"""Relative difference of the objective under which two layouts tie."""
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str
+    op: str
+    value: float
+
+    def holds(self, x):
+        return {"<": x < self.value, "<=": x <= self.value, ">": x > self.value, ">=": x >= self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value:g}"
+
+
+def parse_constraint(text: str) -> Constraint:
+    """'memory_bytes.total<70e9' -> Constraint; ValueError (one line) otherwise."""
+    match = _CONSTRAINT.match(text)
+    if not match:
+        raise ValueError(f"--constraint {text!r}: expected KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
+    key, op, raw = match.groups()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"--constraint {text!r}: {raw!r} is not a number (SI units: seconds, bytes)") from None
+    if key not in ANALYTIC_KEYS:
+        raise ValueError(f"--constraint {text!r}: {key} is not a figure of a training search; use one of "
+                         f"{', '.join(ANALYTIC_KEYS)}")
+    return Constraint(key, op, value)
+
+
+@dataclass
+class Refined:
+    """One layout simulated with the engine."""
+
+    row: dict  # layout values (simulator.layouts.Candidates.row) plus "gpus"
+    label: str
+    analytic: dict  # the analytic figures of this layout (empty for a layout outside the search space)
+    report: dict | None
+    status: str
+    error: str | None
+    source: str = "search"  # "search" or "scenario" (the scenario's own layout)
+    reason: str = ""  # why it lost to the best
+    sets: tuple[str, ...] = ()  # `simrack run --set` arguments that reproduce it (the search's own first)
+    outside: str = ""  # why the analytic pass does not cover it ("" when it does)
+    tie: bool = False  # its objective equals the best's within TIE (relative)
+
+
+@dataclass
+class SearchResult:
+    objective: str
+    gpus: list[int]
+    constraints: list[Constraint]
+    counts: dict  # enumerated, out_of_memory, constrained, ranked
+    refined: list[Refined]  # engine-ranked, best first; then those that failed
+    dropped: dict  # reason -> count, for layouts that never reached the engine
+    timings: dict  # seconds: enumerate, analytic, engine
+    front: list[dict] = field(default_factory=list)  # analytic Pareto points (gpus, cost, step, label)
+    cloud: list[dict] = field(default_factory=list)  # up to 2000 other feasible layouts, for the picture
+    best: Refined | None = None
+
+
+def _base_for(scn, gpus: int):
+    """The scenario on `gpus` GPUs (same domain, device and fabric); its layout is not used."""
+    per = scn.topology.domain.gpus
+    if gpus <= 0 or gpus % per:
+        raise ScenarioError(f"--gpus {gpus}: not a positive multiple of the domain size ({per} GPUs)")
+    return scn.model_copy(update={"topology": scn.topology.model_copy(update={"domains": gpus // per})})
+
+
+def _score(values: np.ndarray, objective: str) -> np.ndarray:
+    """Smaller is better."""
+    return -values if OBJECTIVES[objective][1] == "higher" else values
+
+
+def _analytic_values(est, gpus: np.ndarray) -> dict[str, np.ndarray]:
+    return {"step_time_s": est.step_time, "tokens_per_s": est.tokens_per_s,
+            "tokens_per_s_per_gpu": est.tokens_per_s / gpus, "mfu": est.mfu, "bubble_fraction": est.bubble,
+            "memory_bytes.total": est.memory["total"], "cost_per_million_tokens": est.cost_per_million_tokens,
+            "gpus": gpus.astype(float)}
+
+
+def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constraints: Sequence[Constraint] = (),
+           top: int = 10, scenario_overrides: Sequence[str] = (), space: SearchSpace = SearchSpace(),
+           workers: int | None = None, cluster: str | None = None, progress: bool = False) -> SearchResult:
+    """Search the layouts of the training scenario at `path` (or a Scenario) on each GPU count in `gpus`."""
+    from ..api import as_scenario
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    scn = as_scenario(path, scenario_overrides)
+    if scn.workload.kind != "train":
+        raise ScenarioError(f"{scn.source}: workload.kind: search covers training scenarios for now (got serve)")
+    if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
+        raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
+    workers = default_workers() if workers is None else workers
+    t0 = time.perf_counter()
+    parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
+    for g in gpus:
+        base = _base_for(scn, g)
+        t = time.perf_counter()
+        cands = enumerate_layouts(base, g, space)
+        timing["enumerate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        ests.append(estimate(CostModel(base), cands, workers=workers, skip_oom=True))
+        timing["analytic"] += time.perf_counter() - t
+        parts.append(cands)
+        gcol.append(np.full(len(cands), g))
+    cands, gcol = Candidates.concat(parts), np.concatenate(gcol)
+    values = {k: np.concatenate([_analytic_values(e, np.full(len(e.step_time), g))[k] for e, g in zip(ests, gpus)])
+              for k in ANALYTIC_KEYS}
+    fits = np.concatenate([e.fits for e in ests])
+    ok = fits.copy()
+    for con in constraints:
+        ok &= con.holds(values[con.key])
+    score = _score(values[OBJECTIVES[objective][0]], objective)
+    ranked = np.nonzero(ok)[0][np.argsort(score[ok], kind="stable")]
+    counts = {"enumerated": int(len(cands)), "out_of_memory": int((~fits).sum()),
+              "constrained": int((fits & ~ok).sum()), "ranked": int(len(ranked))}
+    chosen = list(ranked[:top])
+    refined = _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress,
+                      timing, list(gpus), space)
+    refined = _rank_refined(refined, objective, constraints)
+    best = refined[0] if refined and refined[0].status == "ok" else None
+    if best is not None:
+        key = OBJECTIVES[objective][0]
+        for r in refined[1:]:
+            r.tie = r.status == "ok" and ties(r.report[key], best.report[key])
+            r.reason = reason_lost(r, best, objective)
+        best.tie = any(r.tie for r in refined[1:])
+    dropped = _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints)
+    timing["total"] = time.perf_counter() - t0
+    return SearchResult(objective=objective, gpus=list(gpus), constraints=list(constraints), counts=counts,
+                        refined=refined, dropped=dropped, timings=timing, best=best,
+                        front=_front(values, cands, gcol, ok), cloud=_cloud(values, ok))
+
+
+def _row(cands: Candidates, i: int, g: int) -> dict:
+    return {**cands.row(i), "gpus": int(g)}
+
+
+def ties(a: float, b: float) -> bool:
+    """Whether two objective values are equal within TIE (relative)."""
+    return abs(a - b) <= TIE * max(abs(a), abs(b))
+
+
+def _scenario_row(scn) -> dict:
+    lay, w = scn.layout, scn.workload
+    return {"tp": lay.tp, "cp": lay.cp, "pp": lay.pp, "dp": lay.dp, "micro_batch": w.micro_batch,
+            "micro_batches": scn.micro_batches, "schedule": lay.schedule, "chunks": lay.chunks, "zero": lay.zero,
+            "recompute": w.recompute, "sequence_parallel": lay.sequence_parallel, "gpus": scn.gpus}
+
+
+def _set_text(value) -> str:
+    """A value as `--set` reads it back (YAML): true, null, [7,8,8]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def reproduce(row: dict, scn) -> tuple[str, ...]:
+    """The `--set` arguments that turn scenario `scn` into layout `row` for `simrack run`: the fields
+    that differ from the scenario's, stage_layers when the layout's split is uneven or the scenario's
+    own split no longer applies."""
+    lay, w, per = scn.layout, scn.workload, scn.topology.domain.gpus
+    split = stage_layers_of(row, scn.model.layers)
+    fields = (("topology.domains", row["gpus"] // per, scn.topology.domains), ("layout.tp", row["tp"], lay.tp),
+              ("layout.cp", row["cp"], lay.cp), ("layout.pp", row["pp"], lay.pp), ("layout.dp", row["dp"], lay.dp),
+              ("workload.micro_batch", row["micro_batch"], w.micro_batch),
+              ("layout.schedule", row["schedule"], lay.schedule), ("layout.chunks", row["chunks"], lay.chunks),
+              ("layout.zero", row["zero"], lay.zero), ("workload.recompute", row["recompute"], w.recompute),
+              ("layout.sequence_parallel", row["sequence_parallel"], lay.sequence_parallel),
+              ("layout.stage_layers", split, lay.stage_layers))
+    return tuple(f"{name}={_set_text(want)}" for name, want, have in fields if want != have)
+
+
+def outside_space(scn, gpus: Sequence[int], space: SearchSpace) -> str:
+    """Why the scenario's own layout is not among the search's candidates ("" if it may be)."""
+    lay, w = scn.layout, scn.workload
+    listed = lambda values: ", ".join(map(str, values))  # noqa: E731
+    if scn.gpus not in gpus:
+        return f"{scn.gpus} GPUs, the search ran on {listed(gpus)}"
+    if lay.schedule not in space.schedules:
+        return f"schedule {lay.schedule} is not searched"
+    if lay.pp == 1 and lay.schedule != "1f1b":
+        return f"schedule {lay.schedule} on one stage (the search runs one stage as 1f1b)"
+    if lay.schedule == "interleaved" and lay.chunks not in space.interleaved_chunks:
+        return f"interleaved chunks {lay.chunks}, the search tries {listed(space.interleaved_chunks)}"
+    if w.micro_batch not in space.micro_batches:
+        return f"micro_batch {w.micro_batch}, the search tries {listed(space.micro_batches)}"
+    if w.recompute not in space.recompute:
+        return f"recompute {w.recompute} is not searched"
+    if lay.zero not in space.zero:
+        return f"ZeRO {lay.zero} is not searched"
+    if lay.zero and lay.dp * lay.cp == 1:
+        return f"ZeRO {lay.zero} over one replica (the search keeps ZeRO 0 there)"
+    if lay.cp > space.max_cp or lay.cp & (lay.cp - 1):
+        return f"cp {lay.cp}, the search tries powers of two up to {space.max_cp}"
+    sp_on = lay.tp > 1 and (w.seq_len // lay.cp) % lay.tp == 0
+    if space.sequence_parallel == "auto" and lay.sequence_parallel != sp_on:
+        return (f"sequence_parallel {'on' if lay.sequence_parallel else 'off'} with TP{lay.tp} (the search turns "
+                f"it {'on' if sp_on else 'off'} here)")
+    split = stage_layers_of(_scenario_row(scn), scn.model.layers)
+    if lay.stage_layers is not None and lay.stage_layers != split:
+        theirs = "evenly" if split is None else f"as [{','.join(map(str, split))}]"
+        return (f"stage_layers [{','.join(map(str, lay.stage_layers))}] (the search splits {scn.model.layers} "
+                f"layers {theirs})")
+    return ""
+
+
+def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers, cluster, progress, timing,
+            gpus, space):
+    """Engine runs of the chosen candidates and of the scenario's own layout (`path` may be a Scenario)."""
+    base = path if isinstance(path, Scenario) else None
+    where = scn.source if base is not None else str(path)
+    items, meta = [], []
+    for i in chosen:
+        row = _row(cands, i, gcol[i])
+        sets = tuple(scenario_overrides) + reproduce(row, scn)
+        items.append(Job(len(items), where, sets, {}, base))
+        meta.append(Refined(row=row, label=label(row), analytic={k: float(v[i]) for k, v in values.items()},
+                            report=None, status="", error=None, sets=sets))
+    same = [m for m in meta if m.sets == tuple(scenario_overrides)]
+    if same:
+        same[0].source = "search+scenario"
+    else:
+        own = _scenario_row(scn)
+        outside = outside_space(scn, gpus, space)
+        match = None if outside else _find(cands, gcol, own)
+        if not outside and match is None:
+            outside = "no candidate of the search has this layout"
+        analytic = {} if match is None else _own_analytic(scn, cands.take(np.array([match])))
+        items.append(Job(len(items), where, tuple(scenario_overrides), {}, base))
+        meta.append(Refined(row=own, label=label(own), analytic=analytic, report=None, status="", error=None,
+                            source="scenario", sets=tuple(scenario_overrides), outside=outside))
+    t = time.perf_counter()
+    points = run_jobs(items, evaluate, workers=workers, cluster=cluster, progress=progress,
+                      label="engine refinement")
+    timing["engine"] = time.perf_counter() - t
+    for m, p in zip(meta, points):
+        m.report, m.status, m.error = p.report, p.status, p.error
+    return meta
+
+
+def _own_analytic(scn, one: Candidates) -> dict:
+    """Analytic figures of one candidate on the scenario's own GPUs, out of memory or not."""
+    est = estimate(CostModel(scn), one)
+    return {k: float(v[0]) for k, v in _analytic_values(est, np.array([scn.gpus])).items()}
+
+
+def _find(cands: Candidates, gcol, row: dict):
+    """Index of the candidate with this layout, or None."""
+    if row["schedule"] not in SCHEDULE_NAMES:
+        return None
+    hit = ((cands.tp == row["tp"]) & (cands.cp == row["cp"]) & (cands.pp == row["pp"]) & (cands.dp == row["dp"])
+           & (cands.mb == row["micro_batch"]) & (cands.chunks == row["chunks"]) & (gcol == row["gpus"])
+           & (cands.schedule == SCHEDULE_NAMES.index(row["schedule"])) & (cands.zero == row["zero"])
+           & (cands.recompute == RECOMPUTE_NAMES.index(row["recompute"])) & (cands.sp == row["sequence_parallel"]))
+    idx = np.nonzero(hit)[0]
+    return int(idx[0]) if len(idx) else None
+
+
+def _engine_value(r: Refined, key: str) -> float:
+    return lookup(r.report, key) if key != "gpus" else float(r.row["gpus"])
+
+
+def _rank_refined(refined: list[Refined], objective: str, constraints) -> list[Refined]:
+    """Engine-feasible layouts by the objective, then out-of-memory or constrained ones, then failures."""
+    key, way = OBJECTIVES[objective]
+    sign = -1 if way == "higher" else 1
+
+    def order(r: Refined):
+        if r.report is None:
+            return (3, 0.0)
+        feasible = r.status == "ok" and all(c.holds(_engine_value(r, c.key)) for c in constraints)
+        if r.status == "ok" and not feasible:
+            r.status = "constrained"
+            r.error = "breaks " + ", ".join(str(c) for c in constraints if not c.holds(_engine_value(r, c.key)))
+        return (0 if feasible else 1 if r.status == "constrained" else 2, sign * r.report[key])
+
+    return sorted(refined, key=order)
+
+
+def _parts(report: dict) -> dict[str, float]:
+    """Seconds of a step by cause: pipeline bubble, exposed communication per kind, the rest compute."""
+    step = report["step_time_s"]
+    exposed = report.get("exposed_comm_s", {})
+    parts = {"pipeline bubble": report.get("bubble_fraction", 0.0) * step}
+    for kind in ("tp", "pp", "dp", "ep", "cp"):
+        parts[f"exposed {kind.upper()}"] = exposed.get(kind, 0.0)
+    parts["compute"] = step - sum(parts.values())
+    return parts
+
+
+def reason_lost(r: Refined, best: Refined, objective: str) -> str:
+    """One line: why `r` ranks below `best`."""
+    if r.report is None:
+        return r.error or r.status
+    if r.status == "out_of_memory":
+        return r.error or "out of memory"
+    if r.status == "constrained":
+        return r.error or "breaks a constraint"
+    key, way = OBJECTIVES[objective]
+    if ties(r.report[key], best.report[key]):
+        return f"tie with the best: the same {key} within {TIE:g}"
+    gap = r.report[key] / best.report[key] - 1
+    gap_text = f"{_percent(abs(gap))} {'lower' if way == 'higher' else 'higher'} {key}"
+    if r.row["gpus"] != best.row["gpus"] and objective != "step_time":
+        return f"{gap_text}: {r.row['gpus']} GPUs vs {best.row['gpus']}"
+    mine, theirs = _parts(r.report), _parts(best.report)
+    cause = max(mine, key=lambda k: mine[k] - theirs[k])
+    extra = mine[cause] - theirs[cause]
+    detail = ""
+    if cause == "pipeline bubble":
+        detail = f" ({100 * r.report['bubble_fraction']:.1f}% vs {100 * best.report['bubble_fraction']:.1f}%)"
+    elif cause == "compute":
+        diffs = [f"{k} {r.row[k]} vs {best.row[k]}" for k in ("recompute", "micro_batch", "tp", "cp")
+                 if r.row[k] != best.row[k]]
+        detail = f" ({', '.join(diffs[:2])})" if diffs else ""
+    return f"{gap_text}: {cause} +{extra:.3g} s{detail}"
+
+
+def _percent(x: float) -> str:
+    """A positive fraction as a percentage with enough digits not to read 0.0%: 0.103 -> '10.3%'."""
+    return f"{100 * x:.1f}%" if x >= 1e-3 else f"{100 * x:.2g}%"
+
+
+def _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints) -> dict:
+    """Why layouts never reached the engine: memory (by largest category), constraints, and for the
+    ranked-lower ones the analytic component that costs them most against the analytic best."""
+    out: Counter = Counter()
+    mem = {k: np.concatenate([e.memory[k] for e in ests]) for k in ("weights", "gradients", "optimizer",
+                                                                     "activations")}
+    cats = np.array(list(mem))
+    largest = cats[np.argmax(np.stack([mem[k] for k in cats]), axis=0)]
+    for cat, n in Counter(largest[~fits].tolist()).items():
+        out[f"out of memory (largest: {cat})"] += n
+    for con in constraints:
+        out[f"breaks {con}"] += int((fits & ~con.holds(values[con.key])).sum())
+    rest = ranked[len(chosen):]
+    if len(ranked) and len(rest):
+        comp = {k: np.concatenate([getattr(e, a) for e in ests]) for k, a in
+                (("pipeline bubble", "bubble"), ("exposed TP", "exposed_tp"), ("DP, optimizer tail", "tail"))}
+        step = values["step_time_s"]
+        comp["pipeline bubble"] = comp["pipeline bubble"] * step
+        comp["compute"] = np.concatenate([e.busy - e.exposed_tp for e in ests])
+        best = ranked[0]
+        names = list(comp)
+        delta = np.stack([comp[k][rest] - comp[k][best] for k in names])
+        for name, n in Counter(np.array(names)[np.argmax(delta, axis=0)].tolist()).items():
+            out[f"ranked lower, mostly {name}"] += n
+    return dict(out.most_common())
+
+
+def _front(values, cands, gcol, ok) -> list[dict]:
+    """The analytic Pareto front of step time against GPUs (several GPU counts) or cost."""
+    idx = np.nonzero(ok)[0]
+    if not len(idx):
+        return []
+    x = values["gpus"][idx] if len(np.unique(gcol)) > 1 else values["cost_per_million_tokens"][idx]
+    keep = idx[front(x, values["step_time_s"][idx])]
+    return [{"gpus": int(gcol[i]), "cost_per_million_tokens": float(values["cost_per_million_tokens"][i]),
+             "step_time_s": float(values["step_time_s"][i]), "label": label(_row(cands, i, gcol[i]))}
+            for i in keep]
+
+
+def _cloud(values, ok, limit: int = 2000) -> list[dict]:
+    """An evenly spaced sample (by rank order of index) of the feasible layouts' analytic points."""
+    idx = np.nonzero(ok)[0]
+    idx = idx[np.linspace(0, len(idx) - 1, min(limit, len(idx))).astype(int)] if len(idx) else idx
+    return [{"gpus": float(values["gpus"][i]), "cost_per_million_tokens": float(values["cost_per_million_tokens"][i]),
+             "step_time_s": float(values["step_time_s"][i])} for i in idx]
+
+
+def stage_layers_of(row: dict, layers: int):
+    """The stage split the search gives this layout (None: even)."""
+    return stage_split(layers, virtual_stages(row["schedule"], row["pp"], row["chunks"]))

@@ -1,0 +1,254 @@
+"""Sweeps: the cross product of scenario fields, each point simulated, failures kept per point.
+
+`sweep(path, grid)` turns `--grid layout.tp=1,2,4,8 --grid layout.pp=1,2,4` into one override list per
+point (first grid field outermost), loads and simulates each point with `simulate()` and returns one
+`Point` per combination, in grid order. A point that cannot be loaded or scheduled is `invalid` with
+the one-line ScenarioError; one that does not fit in memory is `out_of_memory` and keeps its report;
+anything else that goes wrong is `error` with the exception's text. Nothing a point does stops the
+sweep.
+
+Execution: in-process for a few points; a process pool over all cores for more (`workers`); or an
+existing Dask distributed cluster (`cluster="tcp://host:8786"`), whose workers need simrack installed.
+A cluster receives each point's scenario loaded here (presets and topology files expanded, validated),
+not its path, so workers in any directory simulate it; only data files the scenario names (an
+arrivals trace, routing counts) are read there, at their absolute path. Every executor calls the same
+`evaluate`, so results are identical.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ..scenario.base import ScenarioError
+
+STATUSES = ("ok", "out_of_memory", "invalid", "error")
+CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point to simulate: the scenario file (or a Scenario, sent to the workers with the job; `path`
+    is then its source), its overrides, and its place in the grid."""
+
+    index: int
+    path: str
+    overrides: tuple[str, ...]
+    values: dict
+    scenario: object = None  # a simulator.scenario.Scenario, or None to read `path`
+
+
+@dataclass(frozen=True)
+class Point:
+    """The outcome of one sweep point."""
+
+    index: int
+    values: dict  # swept field -> value
+    status: str  # ok | out_of_memory | invalid | error
+    error: str | None
+    report: dict | None  # Report.to_dict() (training or serving), None when it could not run
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list]]:
+    """["layout.tp=1,2,4"] -> [("layout.tp", [1, 2, 4])]; values are YAML scalars. ValueError (one
+    line) on a malformed spec or a field given twice."""
+    grid, seen = [], set()
+    for spec in specs:
+        field, sep, rest = spec.partition("=")
+        field = field.strip()
+        if not sep or not field or not rest.strip():
+            raise ValueError(f"--grid {spec!r}: expected FIELD=V1,V2,... (e.g. layout.tp=1,2,4,8)")
+        if field in seen:
+            raise ValueError(f"--grid {field}: given twice")
+        seen.add(field)
+        values = [_scalar(v, spec) for v in _split(rest)]
+        grid.append((field, values))
+    return grid
+
+
+def _split(text: str) -> list[str]:
+    """Split on commas outside brackets, so list values ([7,8,8]) stay whole."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
+def _scalar(text: str, spec: str):
+    text = text.strip()
+    if not text:
+        raise ValueError(f"--grid {spec!r}: empty value")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"--grid {spec!r}: {text!r} is not a YAML value") from None
+
+
+def _text(value) -> str:
+    """A value as --set writes it (YAML flow style for lists)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def jobs(path, grid: list[tuple[str, list]], overrides: Sequence[str] = ()) -> list[Job]:
+    """One Job per point of the cross product (first field outermost); `path` may be a Scenario."""
+    from ..scenario.spec import Scenario
+
+    scn = path if isinstance(path, Scenario) else None
+    where = scn.source if scn is not None else str(path)
+    fields = [f for f, _ in grid]
+    out = []
+    for i, combo in enumerate(itertools.product(*(v for _, v in grid))):
+        sets = tuple(overrides) + tuple(f"{f}={_text(v)}" for f, v in zip(fields, combo))
+        out.append(Job(i, where, sets, dict(zip(fields, combo)), scn))
+    return out
+
+
+def evaluate(job: Job) -> Point:
+    """Load and simulate one point; every failure becomes the point's status, never an exception."""
+    from ..api import as_scenario
+    from ..simulate import simulate
+
+    try:
+        report = simulate(as_scenario(job.path if job.scenario is None else job.scenario, job.overrides))
+    except ScenarioError as err:
+        return Point(job.index, job.values, "invalid", _as_given(str(err), job), None)
+    except Exception as err:  # noqa: BLE001 - a point's failure is its result
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        return Point(job.index, job.values, "error", _as_given(text, job), None)
+    data = report.to_dict()
+    if data.get("fits_in_memory", True) is False:
+        return Point(job.index, job.values, "out_of_memory", out_of_memory_text(data), data)
+    return Point(job.index, job.values, "ok", None, data)
+
+
+def _as_given(text: str, job: Job) -> str:
+    """A message with a sent scenario's absolute path written as the job gave it."""
+    return text if job.scenario is None else text.replace(job.scenario.source, job.path)
+
+
+def portable(job: Job) -> Job | Point:
+    """The job with its scenario loaded here, to send instead of its path (source made absolute, for
+    the data files it names), or its `invalid` or `error` Point when it does not load."""
+    from ..api import as_scenario
+
+    try:
+        scn = as_scenario(job.path if job.scenario is None else job.scenario, job.overrides)
+    except ScenarioError as err:
+        return Point(job.index, job.values, "invalid", str(err), None)
+    except Exception as err:  # noqa: BLE001 - as evaluate
+        return Point(job.index, job.values, "error", " ".join(f"{type(err).__name__}: {err}".split()), None)
+    source = scn.source if job.scenario is not None else str(Path(job.path).resolve())
+    return replace(job, overrides=(), scenario=scn.model_copy(update={"source": source}))
+
+
+def out_of_memory_text(report: dict) -> str:
+    """One line: 'out of memory: 93.1 GiB of 80.0 GiB (largest: activations, optimizer)'."""
+    from ..scenario.units import fmt_bytes
+
+    mem = report.get("memory_bytes", {})
+    largest = ", ".join(report.get("memory_overflow", [])[:2])
+    return (f"out of memory: {fmt_bytes(mem.get('total', 0.0))} of {fmt_bytes(mem.get('capacity', 0.0))}"
+            + (f" (largest: {largest})" if largest else ""))
+
+
+def default_workers() -> int:
+    """Every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_jobs(items: Sequence, fn: Callable = evaluate, *, workers: int | None = None,
+             cluster: str | None = None, progress: bool = False, label: str = "simulating") -> list:
+    """fn(item) for every item, in order: on a Dask cluster, a local process pool, or in-process."""
+    items = list(items)
+    with Bar(len(items) if progress else 0, label) as bar:
+        if cluster:
+            return _on_cluster(items, fn, cluster, bar)
+        workers = default_workers() if workers is None else workers
+        if workers <= 1 or len(items) < 2:
+            return [bar.tick(fn(x)) for x in items]
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as pool:
+            chunk = max(1, len(items) // (16 * workers))
+            return [bar.tick(r) for r in pool.map(fn, items, chunksize=chunk)]
+
+
+class Bar:
+    """A rich progress bar on stderr (transient), or nothing when total is 0."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.progress = total, label, None
+
+    def __enter__(self) -> Bar:
+        if self.total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self.progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=self.total)
+        return self
+
+    def tick(self, result):
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        return result
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def _on_cluster(items: list, fn: Callable, address: str, bar: Bar) -> list:
+    """Send the items to an existing Dask distributed scheduler; results in item order."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ScenarioError("--cluster needs Dask distributed: pip install 'simrack[cluster]'") from None
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as err:
+        raise ScenarioError(f"--cluster {address}: cannot reach the scheduler ({err})") from None
+    try:
+        out = [portable(x) for x in items] if fn is evaluate else list(items)  # send scenarios, not paths
+        send = [i for i, x in enumerate(out) if fn is not evaluate or isinstance(x, Job)]
+        for _ in range(len(out) - len(send)):  # points that did not load: done here
+            bar.tick(None)
+        futures = client.map(fn, [out[i] for i in send], pure=False)
+        position = {f.key: i for i, f in zip(send, futures)}
+        for future in as_completed(futures):
+            out[position[future.key]] = bar.tick(future.result())
+        return out
+    finally:
+        client.close()
+
+
+def sweep(path, grid: list[tuple[str, list]], overrides: Sequence[str] = (), *, workers: int | None = None,
+          cluster: str | None = None, progress: bool = False) -> list[Point]:
+    """Simulate every point of `grid` over the scenario at `path`, or a Scenario (see the module docstring)."""
+    todo = jobs(path, grid, overrides)
+    if not cluster and (workers is None and len(todo) <= 2):
+        workers = 1
+    return run_jobs(todo, evaluate, workers=workers, cluster=cluster, progress=progress)
