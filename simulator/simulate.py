@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,8 +12,11 @@ from .cost.ops import build_op_table
 from .cost.placement import place
 from .invariants import check_plan, check_serving, check_training
 from .scenario.base import ScenarioError
+from .scenario.overrides import as_scenario
 from .scenario.spec import Scenario
-from .serving.report import ServeReport
+from .serving.engine import Simulation
+from .serving.report import ServeReport, summarize_serving
+from .training import faults as fl
 from .training.engine import Timeline, run_engine
 from .training.plan import Plan, make_plan, mesh_ranks
 from .training.report import Report, summarize
@@ -51,9 +55,7 @@ def run(scenario: Scenario) -> Result:
 def run_faulty(scenario: Scenario) -> Result:
     """A training step with `faults:` (simulator.faults), the healthy step beside it; the report's
     extra["faults"] gives the healthy step, the slowdown, what dominates and the time lost."""
-    import dataclasses
 
-    from .training import faults as fl
 
     healthy = run(scenario.model_copy(update={"faults": None}))
     f = scenario.faults
@@ -97,8 +99,6 @@ def run_faulty(scenario: Scenario) -> Result:
 
 def run_serve(scenario: Scenario) -> Result:
     """Serving: step costs -> request-level simulation -> ServeReport (plan: StepCosts, timeline: ServeTimeline)."""
-    from .serving.engine import Simulation
-    from .serving.report import summarize_serving
 
     fabric = fabric_for(scenario.topology)
     sim = Simulation(scenario, fabric=fabric)
@@ -111,6 +111,5 @@ def run_serve(scenario: Scenario) -> Result:
 def simulate(scenario: Scenario | str | os.PathLike, overrides: Sequence[str] = ()) -> Report | ServeReport:
     """The Report of one training step of a Scenario or scenario file (with `dotted.path=value`
     overrides), or its ServeReport for workload.kind serve."""
-    from .api import as_scenario
 
     return run(as_scenario(scenario, overrides)).report

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from simulator import Report, Scenario, ScenarioError, ServeReport, load_scenario, search, simulate, sweep
-from simulator.api import to_yaml, with_overrides
+from simulator.scenario.overrides import to_yaml, with_overrides
 from simulator.scenario.units import DIMENSIONS
 from simulator.whatif.search import SearchResult
 

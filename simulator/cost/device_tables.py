@@ -11,6 +11,8 @@ from importlib import resources
 import numpy as np
 import yaml
 
+from ..scenario.units import parse_bandwidth, parse_flops
+
 GIGA, MICRO = 1e9, 1e-6
 DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
                  "B200": "b200", "GB200": "gb200"}  # kernels.yaml device -> topologies/presets/devices.yaml key
@@ -79,7 +81,6 @@ def clock_params(doc: dict) -> dict:
 def sheet_differences(sheet: dict) -> dict:
     """Data-sheet facts of kernels.yaml that topologies/presets/devices.yaml lacks or states >0.1% differently
     (NVLink is not a devices.yaml field: topology presets carry it)."""
-    from simulator.scenario.units import parse_bandwidth, parse_flops
     presets = yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
     out = {}
     for device, facts in sheet.items():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .ops import mla_dims
+
 WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
 
 
@@ -87,7 +89,6 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
         d, kv = model.head_dim, model.kv_heads
         inside = 2.0 * (a * d + 2 * kv * d + a * d)
     else:
-        from .ops import mla_dims
 
         qk, v, rope = mla_dims(model)
         mla = model.mla

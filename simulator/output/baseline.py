@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._version import __version__
+from ..scenario.units import fmt_bytes, fmt_time
 
 VERSION = 1
 
@@ -122,7 +123,6 @@ def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tole
 
 def _fmt(unit: str, value: float) -> str:
     """A figure in its METRICS unit: time (s), rate (tokens/s) or bytes."""
-    from ..scenario.units import fmt_bytes, fmt_time
 
     if unit == "time":
         return fmt_time(value)

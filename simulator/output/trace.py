@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from ..serving.engine import STEP_KINDS, ServeTimeline
 from ..training.engine import Timeline
 from ..training.plan import Plan
 
@@ -43,7 +44,6 @@ def _process(pid: int, name: str) -> dict:
 def chrome_trace(plan: Plan, tl: Timeline) -> str:
     """Trace events in microseconds: tasks, gradient reduction and optimizer per stage (training),
     or batches per replica and KV transfers (serving: `tl` is a ServeTimeline)."""
-    from ..serving.engine import ServeTimeline
 
     if isinstance(tl, ServeTimeline):
         return serve_trace(tl)
@@ -66,7 +66,6 @@ def chrome_trace(plan: Plan, tl: Timeline) -> str:
 def serve_trace(tl) -> str:
     """Serving trace in microseconds: one track per replica engine, one slice per batch step (prefill,
     decode or mixed, with its sequences and tokens), KV transfers on one track per sending replica."""
-    from ..serving.engine import STEP_KINDS
 
     st, tr = tl.steps, tl.transfers
     events = [_process(0, "batches"), _process(1, "KV transfers")]

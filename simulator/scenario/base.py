@@ -56,7 +56,7 @@ def _fill(model: BaseModel, **values: Any) -> None:
 
 def _derived(model: BaseModel, **values: Any) -> BaseModel:
     """A copy of `model` with derived values that, like _fill's, stay out of model_fields_set (so
-    simulator.api.to_raw writes what was given, and an override re-derives them)."""
+    simulator.scenario.overrides.to_raw writes what was given, and an override re-derives them)."""
     out = model.model_copy(update=values)
     out.__pydantic_fields_set__.difference_update(values)
     return out

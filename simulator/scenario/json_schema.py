@@ -16,10 +16,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import yaml
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema as cs
 
+from .base import _dp_value
 from .hardware import DeviceSpec
+from .loader import MODELS_DIR, PRESETS_DIR
 from .spec import Scenario
 
 DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server implements
@@ -49,7 +52,6 @@ class _Generator(GenerateJsonSchema):
         return {"type": "string", "pattern": dim.pattern}  # a scenario file needs the unit
 
     def function_plain_schema(self, schema: cs.PlainValidatorFunctionSchema):
-        from .base import _dp_value
 
         if schema["function"]["function"] is _dp_value:
             return {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]}
@@ -111,9 +113,7 @@ def _presets(folder, exclude: tuple[str, ...] = ()) -> list[str]:
 
 
 def _device_presets() -> list[str]:
-    import yaml
 
-    from .loader import PRESETS_DIR
 
     path = PRESETS_DIR / "devices.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -133,7 +133,6 @@ def _with_preset(defs: dict, partial: str, preset: dict, what: str) -> str:
 
 def scenario_schema() -> dict:
     """The JSON Schema (draft-07) of a scenario YAML file."""
-    from .loader import MODELS_DIR, PRESETS_DIR
 
     schema = _bounds(Scenario.model_json_schema(ref_template=REF + "{model}", schema_generator=_Generator))
     defs = schema["definitions"] = schema.pop("$defs")

@@ -18,15 +18,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 import topologies
-from simulator import data
 from simulator.scenario.base import ScenarioError
 from simulator.scenario.spec import Scenario
 from simulator.scenario.units import UNITS_REQUIRED
 
+from ..data import MODELS_DIR
+
 __all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
 
-MODELS_DIR = data.MODELS_DIR
-"""Model presets: <name>.yaml in the package data (simulator/data/models)."""
+# MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
 """Topology presets (<name>.yaml) and device data sheets (devices.yaml): topologies/presets."""
 _OVERRIDE = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*=(.*)", re.S)

@@ -235,7 +235,7 @@ def _validator(dim: Dimension):
         return dim.parse(value)
 
     check.__doc__ = f"A {dim.kind}: a number and a unit (bare SI numbers from Python callers)."
-    check.dimension = dim  # read by the JSON schema and by simulator.api.to_yaml
+    check.dimension = dim  # read by the JSON schema and by simulator.scenario.overrides.to_yaml
     return BeforeValidator(check)
 
 

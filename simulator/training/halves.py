@@ -16,6 +16,7 @@ from ..cost.memory import (
     Memory, attention_activation_bytes, ffn_activation_bytes, head_activation_bytes, state_bytes_per_param
 )
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape
+from ..cost.params import parameter_counts
 from ..moe.costs import block_times, moe_costs
 from ..schedules import in_flight
 
@@ -71,7 +72,6 @@ def moe_layers(model) -> np.ndarray:
 def split_params(scn, params: np.ndarray, table, stage_layers) -> tuple[np.ndarray, np.ndarray]:
     """(dense, expert) parameters on one TP rank of each stage, from `params` counted as if every
     layer were dense (plan.device_params)."""
-    from ..cost.params import parameter_counts
 
     model, lay = scn.model, scn.layout
     if model.moe is None:

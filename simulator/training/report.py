@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .._version import __version__
+from ..cost.params import active_parameters, total_parameters
 from .engine import Timeline
 from .plan import Plan, mesh_ranks
 
@@ -104,7 +105,6 @@ def ep_exposed(plan: Plan, tl: Timeline) -> np.ndarray:
 
 def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
     """The EP breakdown of an MoE step: exposed seconds and bytes by tier, the busiest EP link."""
-    from ..cost.params import active_parameters, total_parameters
 
     costs = plan.moe
     exposed = ep_exposed(plan, tl)

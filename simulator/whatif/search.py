@@ -24,6 +24,7 @@ import numpy as np
 from ..output.baseline import lookup
 from ..output.pareto import front
 from ..scenario.base import ScenarioError
+from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from .analytic import estimate
 from .candidates import CostModel
@@ -128,7 +129,6 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
            top: int = 10, scenario_overrides: Sequence[str] = (), space: SearchSpace = SearchSpace(),
            workers: int | None = None, cluster: str | None = None, progress: bool = False) -> SearchResult:
     """Search the layouts of the training scenario at `path` (or a Scenario) on each GPU count in `gpus`."""
-    from ..api import as_scenario
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")

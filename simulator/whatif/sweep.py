@@ -18,6 +18,7 @@ arrivals trace, routing counts) are read there, at their absolute path. Every ex
 from __future__ import annotations
 
 import itertools
+import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +27,10 @@ from pathlib import Path
 import yaml
 
 from ..scenario.base import ScenarioError
+from ..scenario.overrides import as_scenario
+from ..scenario.spec import Scenario
+from ..scenario.units import fmt_bytes
+from ..simulate import simulate
 
 STATUSES = ("ok", "out_of_memory", "invalid", "error")
 CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
@@ -107,7 +112,6 @@ def _text(value) -> str:
 
 def jobs(path, grid: list[tuple[str, list]], overrides: Sequence[str] = ()) -> list[Job]:
     """One Job per point of the cross product (first field outermost); `path` may be a Scenario."""
-    from ..scenario.spec import Scenario
 
     scn = path if isinstance(path, Scenario) else None
     where = scn.source if scn is not None else str(path)
@@ -121,8 +125,6 @@ def jobs(path, grid: list[tuple[str, list]], overrides: Sequence[str] = ()) -> l
 
 def evaluate(job: Job) -> Point:
     """Load and simulate one point; every failure becomes the point's status, never an exception."""
-    from ..api import as_scenario
-    from ..simulate import simulate
 
     try:
         report = simulate(as_scenario(job.path if job.scenario is None else job.scenario, job.overrides))
@@ -145,7 +147,6 @@ def _as_given(text: str, job: Job) -> str:
 def portable(job: Job) -> Job | Point:
     """The job with its scenario loaded here, to send instead of its path (source made absolute, for
     the data files it names), or its `invalid` or `error` Point when it does not load."""
-    from ..api import as_scenario
 
     try:
         scn = as_scenario(job.path if job.scenario is None else job.scenario, job.overrides)
@@ -159,7 +160,6 @@ def portable(job: Job) -> Job | Point:
 
 def out_of_memory_text(report: dict) -> str:
     """One line: 'out of memory: 93.1 GiB of 80.0 GiB (largest: activations, optimizer)'."""
-    from ..scenario.units import fmt_bytes
 
     mem = report.get("memory_bytes", {})
     largest = ", ".join(report.get("memory_overflow", [])[:2])
@@ -185,7 +185,6 @@ def run_jobs(items: Sequence, fn: Callable = evaluate, *, workers: int | None = 
         workers = default_workers() if workers is None else workers
         if workers <= 1 or len(items) < 2:
             return [bar.tick(fn(x)) for x in items]
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
