@@ -103,7 +103,7 @@ def run_serve(scenario: Scenario) -> Result:
     fabric = fabric_for(scenario.topology)
     sim = Simulation(scenario, fabric=fabric)
     timeline = sim.run()
-    report = summarize_serving(scenario, sim.costs, sim.memory, timeline, fabric, sim.devices)
+    report = summarize_serving(scenario, sim.memory, timeline)
     check_serving(scenario.name, timeline, report, sim.capacity)
     return Result(scenario, fabric, sim.costs, timeline, report)
 

@@ -38,7 +38,7 @@ import simpy
 from ..cost.fabric import Fabric, fabric_for
 from .memory import serve_memory
 from .requests import Requests, make_requests
-from .steps import StepCosts, replica_devices, step_costs
+from .steps import StepCosts, StepSummary, replica_devices, step_costs, step_summary
 
 PREFILL, DECODE, MIXED = 0, 1, 2
 STEP_KINDS = ("prefill", "decode", "mixed")
@@ -56,9 +56,10 @@ class ServeTimeline:
     roles: tuple[str, ...]  # per replica: serve | prefill | decode
     engines: int  # virtual engines (pipeline stages) per replica
     steps: dict  # arrays: replica, engine, start, end, kind, seqs, tokens, sampled, kv_tokens, attn_flops
-    transfers: dict  # arrays: request, replica, start, end, bytes
+    transfers: dict  # arrays: request, replica, start, end, bytes, tier (1 nvlink, 2 scale-out)
     kv_tokens_peak: np.ndarray  # per replica, most KV tokens held at once
     end_time: float
+    summary: StepSummary  # the step's reference figures, computed once from the cost model
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Simulation:
         self.scn, w = scn, scn.workload
         self.fabric = fabric or fabric_for(scn.topology)
         self.costs = costs or step_costs(scn, self.fabric)
+        self.summary = step_summary(scn, self.costs, self.fabric)
         self.memory = serve_memory(scn)
         self.req = make_requests(scn)
         n = len(self.req)
@@ -331,7 +333,8 @@ class Simulation:
             start = env.now
             yield env.timeout(seconds)
         self.reserved[g.replica] -= int(prompt)
-        self.transfers.append((rid, g.replica, start, env.now, float(nbytes.sum()) * self.scn.layout.tp))
+        tier = 1 if str(self.fabric.tier(src[0], dev[0])) == "nvlink" else 2
+        self.transfers.append((rid, g.replica, start, env.now, float(nbytes.sum()) * self.scn.layout.tp, tier))
         dst.inbox.append(rid)
         self._wake([dst, *self.by_replica[g.replica]])
 
@@ -350,10 +353,11 @@ class Simulation:
             return {c: np.array(v, dtype=float if c in floats else int) for c, v in zip(cols, data)}
         steps = arrays(self.steps, ("replica", "engine", "start", "end", "kind", "seqs", "tokens", "sampled",
                                     "kv_tokens", "attn_flops"))
-        transfers = arrays(self.transfers, ("request", "replica", "start", "end", "bytes"))
+        transfers = arrays(self.transfers, ("request", "replica", "start", "end", "bytes", "tier"))
         return ServeTimeline(requests=self.req, first_token=self.first, finish=self.finish, rejected=self.rejected,
                              preemptions=self.preempted, roles=self.roles, engines=self.pp, steps=steps,
-                             transfers=transfers, kv_tokens_peak=self.kv_peak, end_time=end)
+                             transfers=transfers, kv_tokens_peak=self.kv_peak, end_time=end,
+                             summary=self.summary)
 
 
 def _kind(todo: np.ndarray) -> int:

@@ -19,7 +19,6 @@ from .._version import __version__
 from ..training.report import _round
 from .engine import DECODE, ServeTimeline
 from .memory import ServeMemory
-from .steps import ACT, StepCosts
 
 PERCENTILES = (50, 90, 99)
 
@@ -110,44 +109,27 @@ def _slo(scn, lat: dict, done: np.ndarray) -> tuple[dict, bool | None, float | N
     return targets, met, float(ok.sum() / max(len(done), 1))
 
 
-def _traffic(scn, costs: StepCosts, tl: ServeTimeline, fabric, devices) -> dict:
+def _traffic(tl: ServeTimeline) -> dict:
     """Bytes over NVLink and scale-out in the whole run: TP all-reduces, PP hops, EP dispatch and
-    combine, KV transfers."""
-    tiers = {"nvlink": 0.0, "scaleout": 0.0}
+    combine per processed token, and the KV transfers."""
     tokens = float(tl.steps["tokens"].sum()) if len(tl.steps["tokens"]) else 0.0
-    tp, pp = scn.layout.tp, scn.layout.pp
-    if tp > 1:
-        per_token = 2 * scn.model.layers * 2 * (tp - 1) / tp * scn.model.hidden * ACT * tp  # all ranks
-        k, d, _ = fabric.profile(devices[0, 0][None])
-        tiers["nvlink" if int(d[0]) == 1 else "scaleout"] += tokens * per_token
-    if pp > 1:
-        tier = fabric.tier(devices[0, :-1, 0], devices[0, 1:, 0])
-        for t in tier:
-            tiers[str(t)] += tokens * scn.model.hidden * ACT
-    if costs.moe is not None:
-        for tier, per_layer in costs.moe.ep_bytes.items():
-            tiers[tier] += tokens * per_layer * float(costs.moe.stage_moe.sum())
-    if len(tl.transfers["bytes"]):
-        roles = np.array(tl.roles)
-        src = devices[tl.transfers["replica"], 0, 0]
-        dst_rep = np.flatnonzero(roles == "decode")
-        dst = devices[dst_rep[tl.transfers["request"] % len(dst_rep)], 0, 0]
-        for t, b in zip(fabric.tier(src, dst), tl.transfers["bytes"]):
-            tiers[str(t)] += float(b)
+    tiers = {tier: tokens * b for tier, b in tl.summary.bytes_per_token.items()}
+    tr = tl.transfers
+    for key, code in (("nvlink", 1), ("scaleout", 2)):
+        tiers[key] += float(tr["bytes"][tr["tier"] == code].sum()) if len(tr["bytes"]) else 0.0
     return tiers
 
 
-def _model_flops(scn, costs: StepCosts, tl: ServeTimeline) -> float:
+def _model_flops(scn, tl: ServeTimeline) -> float:
     """FLOP of the run: linear layers per token, LM head per sampled token, attention as computed."""
-    st = tl.steps
+    st, s = tl.steps, tl.summary
     if not len(st["tokens"]):
         return 0.0
-    head = 2.0 * scn.model.vocab * scn.model.hidden
     attn = float(st["attn_flops"].sum()) * scn.layout.tp * scn.model.layers
-    return costs.flops_per_token() * float(st["tokens"].sum()) + head * float(st["sampled"].sum()) + attn
+    return s.flops_per_token * float(st["tokens"].sum()) + s.head_flops_per_token * float(st["sampled"].sum()) + attn
 
 
-def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimeline, fabric, devices) -> ServeReport:
+def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeReport:
     """The ServeReport of one simulated serving run."""
     w = scn.workload
     req = tl.requests
@@ -160,9 +142,6 @@ def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimel
     all_tokens = out_tokens + float(req.prompt[done].sum())
     peak = scn.topology.device.peak_flops[w.dtype]
     targets, met, attain = _slo(scn, lat, done)
-    context = int(w.prompt_len + w.output_len / 2)
-    batch = w.batch * costs.ranks  # sequences of one replica (an MoE EP unit: every attention replica's)
-    decode_s = costs.decode_step(batch, context)
     kv_peak_tokens = float(tl.kv_tokens_peak.max()) if len(tl.kv_tokens_peak) else 0.0
     mem = memory.by_category(kv_peak_tokens)
     return ServeReport(
@@ -174,26 +153,17 @@ def summarize_serving(scn, costs: StepCosts, memory: ServeMemory, tl: ServeTimel
         requests_per_s=per_s(float(done.sum())), output_tokens_per_s=per_s(out_tokens),
         tokens_per_s=per_s(all_tokens), tokens_per_s_per_gpu=per_s(all_tokens) / scn.gpus,
         output_tokens_per_s_per_gpu=per_s(out_tokens) / scn.gpus,
-        mfu=per_s(_model_flops(scn, costs, tl)) / (scn.gpus * peak),
-        prefill_s=costs.prefill(w.prompt_len), decode_step_s=decode_s, decode_bound=costs.decode_bound(batch),
-        exposed_comm_s=_step_comm(costs, batch), kv_cache_bytes_peak=mem["kv_cache"],
+        mfu=per_s(_model_flops(scn, tl)) / (scn.gpus * peak),
+        prefill_s=tl.summary.prefill_s, decode_step_s=tl.summary.decode_step_s, decode_bound=tl.summary.decode_bound,
+        exposed_comm_s=dict(tl.summary.comm_s), kv_cache_bytes_peak=mem["kv_cache"],
         kv_cache_tokens_capacity=memory.kv_tokens, memory_bytes=mem,
         fits_in_memory=bool(memory.fits_weights and memory.kv_tokens > 0),
-        traffic_bytes=_traffic(scn, costs, tl, fabric, devices), slo=targets, slo_met=met, slo_attainment=attain,
+        traffic_bytes=_traffic(tl), slo=targets, slo_met=met, slo_attainment=attain,
         cost_per_million_tokens=(scn.gpus * scn.options.gpu_hour_price / 3600.0 * makespan / out_tokens * 1e6
                                  if out_tokens else float("nan")),
         extra={"decode_steps": int((tl.steps["kind"] == DECODE).sum()), "steps": int(len(tl.steps["kind"])),
                "kv_transfer_bytes": float(tl.transfers["bytes"].sum()) if len(tl.transfers["bytes"]) else 0.0},
     )
-
-
-def _step_comm(costs: StepCosts, batch: int) -> dict:
-    """Seconds of TP, PP and EP communication inside one decode step of `batch` sequences."""
-    layers = float(costs.stage_layers.sum())
-    busiest = -(-batch // costs.ranks)
-    ep = float(costs.moe.stage_moe.sum()) * float(costs.moe.a2a(np.array([busiest]))[0]) if costs.moe else 0.0
-    return {"tp": layers * costs.tp_comm(busiest), "pp": (costs.pp - 1) * costs.pp_hop(busiest),
-            "dp": 0.0, "ep": ep, "cp": 0.0}
 
 
 def _layout(scn, tl: ServeTimeline) -> dict:

@@ -332,3 +332,41 @@ def decode_table(scn, batch_per_replica, context: int) -> dict:
     layers = float(moe.stage_moe.sum())
     return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
             "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """A serve scenario's reference step figures, computed once from its StepCosts for the report:
+    one prompt's prefill, a decode step of `batch` sequences at mid-output context, what bounds it and
+    the communication inside it, FLOP and bytes per processed token."""
+
+    prefill_s: float
+    decode_step_s: float
+    decode_bound: str  # compute | memory
+    comm_s: dict  # seconds of TP, PP, DP, EP, CP communication inside the decode step
+    flops_per_token: float  # linear FLOP of the replica per processed token (head excluded)
+    head_flops_per_token: float  # LM head FLOP per sampled token
+    bytes_per_token: dict  # bytes one processed token moves on each tier: TP all-reduces, PP hops, EP all-to-alls
+
+
+def step_summary(scn, costs: StepCosts, fabric: Fabric) -> StepSummary:
+    """The StepSummary of a serve scenario."""
+    w, model, lay = scn.workload, scn.model, scn.layout
+    batch = w.batch * costs.ranks  # sequences of one replica (an MoE EP unit: every attention replica's)
+    busiest = -(-batch // costs.ranks)
+    ep = float(costs.moe.stage_moe.sum()) * float(costs.moe.a2a(np.array([busiest]))[0]) if costs.moe else 0.0
+    comm = {"tp": float(costs.stage_layers.sum()) * costs.tp_comm(busiest), "pp": (costs.pp - 1) * costs.pp_hop(busiest),
+            "dp": 0.0, "ep": ep, "cp": 0.0}
+    devices = replica_devices(scn)
+    tiers = {"nvlink": 0.0, "scaleout": 0.0}
+    if lay.tp > 1:  # two all-reduces a layer, each rank sending 2 (tp - 1) / tp of the activations
+        d = int(fabric.profile(devices[0, 0][None])[1][0])
+        tiers["nvlink" if d == 1 else "scaleout"] += 2 * model.layers * 2 * (lay.tp - 1) * model.hidden * ACT
+    for t in fabric.tier(devices[0, :-1, 0], devices[0, 1:, 0]) if lay.pp > 1 else ():
+        tiers[str(t)] += model.hidden * ACT
+    if costs.moe is not None:
+        for tier, per_layer in costs.moe.ep_bytes.items():
+            tiers[tier] += per_layer * float(costs.moe.stage_moe.sum())
+    return StepSummary(prefill_s=costs.prefill(w.prompt_len), decode_step_s=costs.decode_step(batch, int(w.prompt_len + w.output_len / 2)),
+                       decode_bound=costs.decode_bound(batch), comm_s=comm, flops_per_token=costs.flops_per_token(),
+                       head_flops_per_token=2.0 * model.vocab * model.hidden, bytes_per_token=tiers)
