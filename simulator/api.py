@@ -22,7 +22,7 @@ def sweep(scenario: ScenarioLike, grid, overrides: Sequence[str] = (), *, worker
           cluster: str | None = None, progress: bool = False) -> list[Point]:
     """Simulate every point of `grid` (a {field: [values]} mapping, [(field, [values])] pairs or
     ["field=v1,v2"] strings; first field outermost) over a Scenario or a scenario file; one Point
-    per combination (simulator.sweep)."""
+    per combination (simulator.whatif.sweep)."""
     if isinstance(grid, Mapping):
         grid = [(field, list(values)) for field, values in grid.items()]
     elif grid and all(isinstance(g, str) for g in grid):
@@ -34,7 +34,7 @@ def search(scenario: ScenarioLike, gpus: int | Sequence[int] | None = None, *, o
            constraints: Sequence = (), top: int = 10, overrides: Sequence[str] = (), workers: int | None = None,
            cluster: str | None = None, progress: bool = False) -> SearchResult:
     """Search the layouts of a training Scenario or scenario file on `gpus` GPUs (a count or several;
-    default the scenario's); constraints as Constraint or "memory_bytes.total<70e9" (simulator.search)."""
+    default the scenario's); constraints as Constraint or "memory_bytes.total<70e9" (simulator.whatif.search)."""
     if gpus is None:
         gpus = [as_scenario(scenario, overrides).gpus]
     elif isinstance(gpus, int):

@@ -53,7 +53,7 @@ def run(scenario: Scenario) -> Result:
 
 
 def run_faulty(scenario: Scenario) -> Result:
-    """A training step with `faults:` (simulator.faults), the healthy step beside it; the report's
+    """A training step with `faults:` (simulator.training.faults), the healthy step beside it; the report's
     extra["faults"] gives the healthy step, the slowdown, what dominates and the time lost."""
 
 

@@ -6,7 +6,7 @@ its alpha-beta time. The test detects it by watching engine.Link: a transfer tha
 another is in flight on the same link marks the run as contended.
 
 Claims checked here (the candidates' costs are make_plan's by construction: both call
-simulator.step_costs, the search with many candidates at once):
+simulator.cost.pipeline, the search with many candidates at once):
 1. lower bound: the analytic step time never exceeds the engine's (with or without contention);
 2. agreement: on contention-free layouts with layers split evenly over the virtual stages, analytic
    and engine agree within 1e-6 relative for gpipe, 1f1b, interleaved, zb-h1, zb-h2, dualpipe and

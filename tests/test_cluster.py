@@ -28,7 +28,7 @@ def test_unreachable_cluster_is_one_line(monkeypatch):
 
     from simulator.scenario.base import ScenarioError
 
-    # the module, not simulator.sweep the function (simulator/__init__.py rebinds the name)
+    # the module, not simulator.whatif.sweep the function (simulator/__init__.py rebinds the name)
     monkeypatch.setattr(importlib.import_module("simulator.whatif.sweep"), "CONNECT_TIMEOUT", "1s")
     with pytest.raises(ScenarioError) as err:
         sweep(GPT3, parse_grid(["layout.pp=8"]), cluster="tcp://127.0.0.1:9")

@@ -1,4 +1,4 @@
-"""Faults (simulator.faults) against closed forms.
+"""Faults (simulator.training.faults) against closed forms.
 
 Straggler, equal stages F, B, free communication, stage k s times slower:
 - GPipe is a flow shop of m identical jobs through p machines, forward then backward; with stage

@@ -92,7 +92,7 @@ def test_flat_dispatch_across_racks_costs_more_at_large_batch():
     assert flat["all_to_all"][0] > 1.5 * dedup["all_to_all"][0]
 
 
-# --- the request-level simulator with an MoE model (simulator.inference + ServeExperts) -------------
+# --- the request-level simulator with an MoE model (simulator.serving.steps + ServeExperts) -------------
 
 TINY_MOE = {"name": "tiny-moe", "layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "vocab": 32000,
             "ffn_kind": "swiglu", "moe": {"experts": 16, "top_k": 2, "shared_experts": 1, "expert_ffn": 1024,
@@ -128,7 +128,7 @@ def test_moe_serving_runs_through_simrack_run(make_scenario, tmp_path):
 def test_moe_flops_per_token_are_twice_the_active_linear_parameters(make_scenario):
     """FLOP a token costs in the linear layers = 2 x (attention projections of every layer, the dense
     FFN of the dense layers, router + shared + top_k routed experts of the MoE layers): the parameter
-    counts of simulator.model, exact but for the MLA latent norms (elementwise, not GEMMs)."""
+    counts of simulator.cost.ops, exact but for the MLA latent norms (elementwise, not GEMMs)."""
     from simulator.cost.params import parameter_counts
     from simulator.serving.steps import step_costs
 

@@ -16,7 +16,7 @@ from simulator.moe.placement import place_experts
 
 def _zipf_theory(experts: int, skew: float, k: int) -> float:
     """Expected max / mean tokens per expert: E * max(p) for the Zipf pmf p_i = i^-s / H_{E,s},
-    water-filled to at most 1/k (computed here independently of simulator.routing)."""
+    water-filled to at most 1/k (computed here independently of simulator.moe.routing)."""
     p = np.arange(1, experts + 1, dtype=float) ** -skew
     p /= p.sum()
     for m in range(experts):  # cap the m hottest at 1/k, rescale the rest; first m that is consistent

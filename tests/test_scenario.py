@@ -1,4 +1,4 @@
-"""simulator.scenario and simulator.loader: loading, presets, overrides, defaults and one-line errors."""
+"""simulator.scenario.spec and simulator.scenario.loader: loading, presets, overrides, defaults and one-line errors."""
 
 from __future__ import annotations
 

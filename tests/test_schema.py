@@ -1,5 +1,5 @@
 """simrack schema: the JSON Schema accepts every shipped scenario and rejects what the loader rejects;
-its unit patterns read exactly the strings simulator.units reads."""
+its unit patterns read exactly the strings simulator.scenario.units reads."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_what_the_loader_rejects_the_schema_rejects(tmp_path, validator, text):
 @pytest.mark.parametrize("value", [450e9, 0.5e12])
 def test_bare_number_in_a_dimensional_field_follows_the_loader(tmp_path, validator, value):
     """A bare number where a unit belongs: the schema accepts it exactly when the loader does
-    (simrack is moving to require units; the schema follows simulator.units)."""
+    (simrack is moving to require units; the schema follows simulator.scenario.units)."""
     text = GOOD.replace("450 GB/s", repr(value))
     path = tmp_path / "s.yaml"
     path.write_text(text, encoding="utf-8")
@@ -165,7 +165,7 @@ def test_unit_pattern_agrees_with_the_loader_on_any_text(name, text):
 
 
 def test_the_schema_uses_the_units_patterns():
-    """Every dimensional field of the schema carries simulator.units' pattern (one place for units)."""
+    """Every dimensional field of the schema carries simulator.scenario.units' pattern (one place for units)."""
     text = json.dumps(scenario_schema())
     for dim in DIMENSIONS.values():
         assert json.dumps(dim.pattern)[1:-1] in text, dim.kind

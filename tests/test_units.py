@@ -1,4 +1,4 @@
-"""simulator.units: human strings -> SI floats, SI floats -> report strings."""
+"""simulator.scenario.units: human strings -> SI floats, SI floats -> report strings."""
 
 import re
 

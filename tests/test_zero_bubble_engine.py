@@ -1,7 +1,7 @@
 """Zero-bubble and DualPipe schedules through the simpy engine, against the closed forms.
 
 tests/test_schedules.py checks the schedule tables with the reference executor; here the same
-figures are measured on ``simulator.engine.run_engine`` with synthetic Plans (durations per
+figures are measured on ``simulator.training.engine.run_engine`` with synthetic Plans (durations per
 kind, free communication, no optimizer, no data parallelism), to 1e-9 unless stated.
 
 Notation. F: forward of one micro-batch on one stage (chunk); B: ``plan.b``, the input-gradient

@@ -9,7 +9,7 @@ A dense model's layer is one block (BLOCK_LAYER). A mixture-of-experts model spl
 holds the attention half (norms, attention, residuals), BLOCK_DENSE_FFN the FFN of the dense first
 layers, BLOCK_MOE the fixed part of an MoE FFN (router, token permutation, shared experts) and
 BLOCK_EXPERT one routed expert's GEMMs per token routed to it (`bytes_fixed` holds its weights, read
-once per micro-batch); simulator.moe scales those rows by the tokens each expert receives.
+once per micro-batch); simulator.moe.costs scales those rows by the tokens each expert receives.
 Multi-head latent attention (DeepSeek-V2/V3) replaces QKV by low-rank down- and up-projections.
 """
 

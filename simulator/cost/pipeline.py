@@ -1,7 +1,7 @@
 """What a training step costs, for K candidate layouts at once: the physics core of plan and search.
 
-Every function takes a leading candidate axis: make_plan (simulator.plan) calls them with one
-candidate, the layout search (simulator.candidates, simulator.analytic) with K, so each formula
+Every function takes a leading candidate axis: make_plan (simulator.training.plan) calls them with one
+candidate, the layout search (simulator.whatif.candidates, simulator.whatif.analytic) with K, so each formula
 exists once. Per layer key (tensor, context and sequence parallelism, micro-batch, recompute, split
 backward, the TP group's and CP ring's placement): roofline seconds of the embedding, a layer and the
 head with the exposed TP and CP communication inside (DESIGN.md section 4), send bytes, activation

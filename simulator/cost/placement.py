@@ -6,7 +6,7 @@ one NVLink domain. A group of an axis is a row of `moveaxis(grid, axis, -1).resh
 Expert parallelism splits the data-parallel ranks: the mesh's `dp` axis holds dp / ep of them.
 An EP group is a row of the `ep` axis; `expert_placement: domain_local` moves the ep axis right after
 tp (innermost but for tp), so that an EP group spans the fewest NVLink domains (one when tp*ep fits
-in a domain). Which expert each EP rank holds is simulator.experts' business.
+in a domain). Which expert each EP rank holds is simulator.moe.placement's business.
 """
 
 from __future__ import annotations

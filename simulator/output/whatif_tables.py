@@ -187,5 +187,5 @@ def validate_table(outcomes, mean: float, worst: float) -> Table:
 
 
 def validate_csv(rows: list[dict]) -> str:
-    """CSV of validate's rows (simulator.validate.rows): one line per case."""
+    """CSV of validate's rows (simulator.output.validation.rows): one line per case."""
     return rows_to_csv(rows)

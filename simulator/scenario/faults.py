@@ -55,7 +55,7 @@ class Jitter(_Frozen):
 
 
 class Faults(_Frozen):
-    """What goes wrong in a training step (simulator.faults); each entry optional."""
+    """What goes wrong in a training step (simulator.training.faults); each entry optional."""
 
     straggler: Straggler | None = None
     """One slow GPU."""

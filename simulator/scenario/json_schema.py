@@ -1,10 +1,10 @@
 """JSON Schema of the scenario format, for editors (`simrack schema`; yaml-language-server).
 
-Generated from the pydantic models of `simulator.scenario` (`model_json_schema`) with the changes a
-scenario *file* needs over the validated model, i.e. what `simulator.loader` accepts before validation:
+Generated from the pydantic models of `simulator.scenario.spec` (`model_json_schema`) with the changes a
+scenario *file* needs over the validated model, i.e. what `simulator.scenario.loader` accepts before validation:
 
 - dimensional fields (bytes, bytes/s, seconds, FLOP/s) take a string with a unit ("300 GB/s", "2 us"),
-  matched by `simulator.units.DIMENSIONS`' pattern (the loader refuses a bare number there);
+  matched by `simulator.scenario.units.DIMENSIONS`' pattern (the loader refuses a bare number there);
 - `model` may be a preset name or `{preset: NAME, ...}` with any of the preset's fields overridden;
   `topology` a preset name, a file path or `{preset: ..., ...}`; `topology.device` a device preset name
   or `{preset: NAME, ...}`; presets are listed from the folders the loader reads;
@@ -29,7 +29,7 @@ DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server i
 REF = "#/definitions/"
 
 def dimension_of(schema: cs.CoreSchema):
-    """The simulator.units Dimension of a field's core schema (through defaults, nullable and
+    """The simulator.scenario.units Dimension of a field's core schema (through defaults, nullable and
     after-validators), or None."""
     while schema is not None:
         kind = schema.get("type")

@@ -2,7 +2,7 @@
 
 `load_scenario(path, overrides)` reads a scenario YAML file, expands model, topology and device
 presets (`MODELS_DIR`, `PRESETS_DIR`), applies `dotted.path=value` overrides and validates against
-`simulator.scenario.Scenario`, dimensional fields with a unit; every problem is one `ScenarioError` line,
+`simulator.scenario.spec.Scenario`, dimensional fields with a unit; every problem is one `ScenarioError` line,
 `"<file>: <field.path>: <what is wrong, quoting the numbers>"`.
 """
 

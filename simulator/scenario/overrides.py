@@ -100,7 +100,7 @@ def _value(value: Any, annotation: Any, metadata: Sequence[Any] = ()) -> Any:
 
 
 def _dimension(annotation: Any, metadata: Sequence[Any] = ()) -> Any:
-    """The simulator.units Dimension a field type validates with (BeforeValidator), or None."""
+    """The simulator.scenario.units Dimension a field type validates with (BeforeValidator), or None."""
     for m in metadata:
         if isinstance(m, BeforeValidator) and hasattr(m.func, "dimension"):
             return m.func.dimension

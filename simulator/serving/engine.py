@@ -4,7 +4,7 @@ Each model replica (tp x pp devices, layout.dp of them) runs one scheduler per p
 ("virtual engines", as vLLM runs pipeline parallelism; they share the replica's KV cache and take turns
 on each stage), each a simpy process that loops over steps:
 take the requests that arrived, choose the step's tokens, wait the step's time from
-simulator.inference, advance every running sequence at once (numpy over the running batch). One
+simulator.serving.steps, advance every running sequence at once (numpy over the running batch). One
 simpy event per step (per stage with pp > 1), never one per token.
 
 Step choice (workload.chunked_prefill):

@@ -9,16 +9,16 @@ replica and B on the unit runs:
 - a rank's experts on the B k / ep copies it receives (uniform routing: the mean load, EPLB-style
   balance), M = B k / (ep slots) each; an expert reads its weights only if it received a token
   (probability 1 - exp(-M), tokens arriving as Poisson);
-- dispatch and combine of the copies (simulator.moe's per-tier volumes, linear in b).
+- dispatch and combine of the copies (simulator.moe.dispatch's per-tier volumes, linear in b).
 
 An expert GEMM (M x N x K) turns compute-bound when 2 M N K / peak >= (weight + activation bytes) /
 HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a weight and an
 activation): about peak/HBM = 295 on H100 in bf16. With B tokens a step an expert gets B k / E, so the
 layer turns compute-bound at B ~ 295 x E / k: sparsity multiplies the batch a replica needs.
 
-`ServeExperts` holds these FFN halves for simulator.inference.StepCosts (experts split over a rank's TP
-ranks by width). The rows are simulator.model's, the expert roofline simulator.moe.expert_seconds and
-the all-to-all simulator.moe.a2a_seconds: the same physics as training.
+`ServeExperts` holds these FFN halves for simulator.serving.steps.StepCosts (experts split over a rank's TP
+ranks by width). The rows are simulator.cost.ops's, the expert roofline simulator.moe.costs.expert_seconds and
+the all-to-all simulator.moe.dispatch.a2a_seconds: the same physics as training.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype:
     """One GPU's routed-expert seconds for an MoE layer at `tokens` copies received in all (array),
     its `slots` experts split over `tp` ranks by width, each at the mean load M = tokens / slots.
 
-    simulator.moe.expert_seconds with an expert's weights read with probability 1 - exp(-M) (tokens
+    simulator.moe.costs.expert_seconds with an expert's weights read with probability 1 - exp(-M) (tokens
     arriving as Poisson): compute, memory and time (one grouped-GEMM launch per row)."""
     cal = cal or calibration.for_device(dev)
     rows = expert_rows(model, tp)
@@ -90,7 +90,7 @@ def _unit_volumes(scn, devices) -> dict:
 
 def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
     """Seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
-    when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.a2a_seconds
+    when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.dispatch.a2a_seconds
     of the busiest rank's copies (linear in the tokens). With tp > 1 the received copies are
     all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
     fabric, model = fabric_for(scn.topology), scn.model

@@ -5,8 +5,8 @@ A step processes, for each sequence i of the running batch, n_i new tokens on to
 
     layers_s * (linear(M) + attention(n, c) + 2 * all_reduce(M h)) + embedding (first) + head (last)
 
-with M = sum n_i. Every operator is the roofline of simulator.roofline with the one calibration of
-simulator.calibration: `max(FLOP / (peak * eff), bytes / (HBM * hbm_eff)) + kernel overhead`. Weights
+with M = sum n_i. Every operator is the roofline of simulator.cost.roofline with the one calibration of
+simulator.cost.calibration: `max(FLOP / (peak * eff), bytes / (HBM * hbm_eff)) + kernel overhead`. Weights
 (`weight_dtype`) are read once a step whatever M is, so a small-batch decode is bound by HBM and a large
 one by FLOP/s. Attention reads each sequence's KV cache (`kv_dtype`) once:
     GQA/MHA: 2 * layers * kv_heads * head_dim * bytes per token (split over TP ranks, replicated when
@@ -45,7 +45,7 @@ LOGIT = 4.0  # bytes of an fp32 logit
 # --- KV cache ---------------------------------------------------------------------------------
 
 
-# --- the operators of one layer on one TP rank (simulator.model's rows) ---------------------------
+# --- the operators of one layer on one TP rank (simulator.cost.ops's rows) ---------------------------
 
 
 def attention_dims(model, tp: int) -> dict:
@@ -109,7 +109,7 @@ class StepCosts:
     `stage_times(new, ctx, sampled)` returns the seconds of each pipeline stage for a step in which
     sequence i processes new[i] tokens on ctx[i] cached ones and `sampled` sequences emit a token.
     An MoE model's replica is an EP unit of `ranks` = ep attention replicas stepping in lockstep
-    (`moe`: simulator.moe_serving.ServeExperts); each sequence lives on one of them (`ranks` argument
+    (`moe`: simulator.serving.experts.ServeExperts); each sequence lives on one of them (`ranks` argument
     of stage_times), and every per-token cost but the experts' is the busiest attention replica's.
     """
 
@@ -128,7 +128,7 @@ class StepCosts:
     tp_collective: object  # callable(kind, size array) -> seconds over the TP group (switch algorithms)
     hop: object  # callable(size) -> seconds of a stage-boundary p2p
     ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
-    moe: object = None  # simulator.moe_serving.ServeExperts of an MoE model
+    moe: object = None  # simulator.serving.experts.ServeExperts of an MoE model
     _tables: dict = field(default_factory=dict)
 
     def _table(self, name: str, fn, upto: int) -> np.ndarray:

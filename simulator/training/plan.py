@@ -8,11 +8,11 @@ column-parallel input gradients overlap the weight-gradient GEMMs (Megatron's as
 unless the schedule moves those GEMMs to a separate W task.
 
 Mixture-of-experts models (and MLA ones) cost the attention half of a layer as above and add the FFN
-half layer by layer (simulator.moe: the slowest EP rank's experts, the all-to-all dispatch and
+half layer by layer (simulator.moe.costs: the slowest EP rank's experts, the all-to-all dispatch and
 combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
 the other half's compute: the pair lasts max(both computes, both all-to-alls).
 
-The cost functions live in simulator.step_costs and take a leading candidate axis: make_plan is their
+The cost functions live in simulator.cost.pipeline and take a leading candidate axis: make_plan is their
 one-candidate case; the layout search calls the same functions with K candidate layouts.
 """
 

@@ -20,7 +20,7 @@ pipeline busy from its entry to its exit, which is the regime of balanced and co
 pipelines). docs/whatif.md states the class precisely; tests/test_analytic.py checks both facts.
 
 The structures (positions of entries and exits in each device's orders) come from
-simulator.structures.
+simulator.whatif.structures.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The layout search's bookkeeping around the physics core: candidate keys, de-duplication, caches.
 
-The search prices every candidate layout with the functions make_plan uses (simulator.step_costs),
+The search prices every candidate layout with the functions make_plan uses (simulator.cost.pipeline),
 each called once per distinct key and broadcast: layer costs per (tp, cp, micro-batch, sequence
 parallelism, recompute, split backward, group strides) through CostModel, cached across searches
 of one process; the data-parallel reduction per (tp, cp, dp, sharded) over the mesh's replica

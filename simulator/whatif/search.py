@@ -1,8 +1,8 @@
 """Layout search: every valid layout of a training scenario on N GPUs, ranked analytically, the best
 re-simulated with the engine, and why the runners-up lost.
 
-1. simulator.layouts enumerates (tp, cp, pp, dp, micro-batch, schedule, chunks, ZeRO, recompute);
-2. simulator.analytic ranks them all at once (numpy over candidates), dropping those that do not fit
+1. simulator.whatif.space enumerates (tp, cp, pp, dp, micro-batch, schedule, chunks, ZeRO, recompute);
+2. simulator.whatif.analytic ranks them all at once (numpy over candidates), dropping those that do not fit
    in memory or break a --constraint;
 3. the best `top` (and the scenario's own layout) are simulated with the engine (simulate()), in
    parallel, and re-ranked by the engine's figures;
@@ -78,7 +78,7 @@ def parse_constraint(text: str) -> Constraint:
 class Refined:
     """One layout simulated with the engine."""
 
-    row: dict  # layout values (simulator.layouts.Candidates.row) plus "gpus"
+    row: dict  # layout values (simulator.whatif.space.Candidates.row) plus "gpus"
     label: str
     analytic: dict  # the analytic figures of this layout (empty for a layout outside the search space)
     report: dict | None

@@ -1,7 +1,7 @@
 """Candidate layouts as arrays: every valid (tp, cp, pp, dp, micro-batch, schedule, chunks, ZeRO,
 recompute) for one model, workload and cluster, one numpy row per candidate.
 
-The rules are the scenario's own (simulator/scenario.py): heads split over tp (kv heads split or
+The rules are the scenario's own (simulator/scenario/spec.py): heads split over tp (kv heads split or
 replicate), the mesh covers the cluster, the global batch splits into micro-batches per replica,
 interleaved needs micro-batches divisible by pp, DualPipe an even pp and micro-batch count, sequence
 parallelism seq_len/cp divisible by tp. Layers split evenly over the virtual stages when they can;

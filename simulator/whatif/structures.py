@@ -1,5 +1,5 @@
 """Schedule structures: where each device's entries and exits sit in its task order, and the task
-counts around them, read from the schedule's orders for the analytic pass (simulator.analytic).
+counts around them, read from the schedule's orders for the analytic pass (simulator.whatif.analytic).
 
 A structure (positions of entries and exits in each device's order, task counts before and after
 them) comes from the schedule's own orders, built once per (schedule, pp, chunks) at two micro-batch

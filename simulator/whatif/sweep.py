@@ -45,7 +45,7 @@ class Job:
     path: str
     overrides: tuple[str, ...]
     values: dict
-    scenario: object = None  # a simulator.scenario.Scenario, or None to read `path`
+    scenario: object = None  # a simulator.scenario.spec.Scenario, or None to read `path`
 
 
 @dataclass(frozen=True)

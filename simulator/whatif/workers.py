@@ -1,4 +1,4 @@
-"""Work split over processes forked from this one (simulator.analytic's pass uses it).
+"""Work split over processes forked from this one (simulator.whatif.analytic's pass uses it).
 
 The forked processes inherit the state instead of receiving it pickled, take the next task from a
 shared counter (so that the work balances itself; give the largest tasks first), and can receive

@@ -2,7 +2,7 @@
 
 Run from the repository root:  python scenarios/studies/batch-size-cost/study.py
 Writes results.md, results.csv and batch.png beside this file. For each batch size it reads the decode
-step from the cost model (simulator.inference), and at a few batch caps it checks the request-level
+step from the cost model (simulator.serving.steps), and at a few batch caps it checks the request-level
 simulation against it: an offline batch's TPOT is the step time.
 """
 

@@ -4,7 +4,7 @@ Run from the repository root:  python scenarios/studies/long-context/study.py
 Writes results.md, results.csv and context.png beside this file. Four replicas of 8 H100: Llama 3 70B
 (GQA) and the same model with MLA, each under TP8 and under PP8 (one GPU a stage, up to eight virtual
 engines in flight sharing the KV cache, as vLLM pipelines decode). For each context the batch is the most sequences whose
-cache fits (at most 256), and the decode step comes from simulator.inference at that batch and context.
+cache fits (at most 256), and the decode step comes from simulator.serving.steps at that batch and context.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Writes results.md, results.csv and stragglers.png beside this file (a few second
 
 Llama 3 405B, TP8 PP16, 1F1B, 128 micro-batches of one 8K sequence per pipeline, on DGX H100 nodes:
 1,024 GPUs (DP8) and 16,384 GPUs (DP128, the Llama 3 paper's layout), global batch scaled with dp so
-each pipeline's work is the same. Faults (simulator.faults): one GPU 1.1x, 1.5x, 2x slower, placed in
+each pipeline's work is the same. Faults (simulator.training.faults): one GPU 1.1x, 1.5x, 2x slower, placed in
 the first stage (gpu 0) or the last (the first GPU of stage 15); one GPU's NIC at half and a quarter of
 its bandwidth (gpu 0, whose stage's pipeline sends and data-parallel reduction cross the NIC).
 """
