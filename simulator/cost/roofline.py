@@ -20,10 +20,8 @@ def tile_factor(dim, cal: Calibration) -> np.ndarray:
 
 def attention_efficiency(q_rows, keys, width, cal: Calibration) -> np.ndarray:
     """Fraction of peak a fused attention kernel reaches: the GEMM efficiency of its score tiles
-    (query rows x keys x head width), times cal.attention."""
-    shapes = np.stack(np.broadcast_arrays(np.asarray(q_rows, float), np.asarray(keys, float),
-                                          np.asarray(width, float)), axis=-1)
-    return gemm_efficiency(shapes, cal) * cal.attention
+    (query rows x keys x head width; arrays broadcast together), times cal.attention."""
+    return cal.gemm * tile_factor(q_rows, cal) * tile_factor(keys, cal) * tile_factor(width, cal) * cal.attention
 
 
 def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration,
