@@ -122,20 +122,30 @@ def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float,
     rows = ops.block == BLOCK_EXPERT
     n, k, fixed = ops.gemm[rows, 1], ops.gemm[rows, 2], ops.bytes_fixed[rows]
     reads = (slot_tokens > 0).astype(float)
+    eff = expert_efficiency(n, k, slot_tokens, cal)  # the same GEMM shapes in every pass
     return np.stack([expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens, reads,
-                                    1.0, peak, hbm, cal)["time"] for f, b in PASSES])
+                                    1.0, peak, hbm, cal, eff)["time"] for f, b in PASSES])
+
+
+def expert_efficiency(n, k, m, cal) -> list:
+    """GEMM efficiency of each expert row (None for memory-bound rows) at m tokens an expert."""
+    m = np.asarray(m, dtype=float)
+    return [roofline.gemm_efficiency(np.stack(np.broadcast_arrays(m, n[i], k[i]), axis=-1), cal) if n[i] > 0 else None
+            for i in range(len(n))]
 
 
 def expert_seconds(flops, nbytes, weight_bytes, n, k, m, reads, count: float, peak: float, hbm: float,
-                   cal) -> dict:
+                   cal, eff=None) -> dict:
     """Roofline seconds of routed-expert rows at m tokens an expert (array (..., slots)).
 
     Per row (arrays): FLOP and activation bytes a token, `weight_bytes` read `reads` times (same shape
     as m: 1 if the expert received a token; serving's mean loads give the probability), GEMM n and k.
     Each row of each expert takes max(FLOP m / (peak eff(m, n, k)), bytes / HBM), `count` experts at
     each load (the slots summed), plus one grouped-GEMM launch per row. A row with neither FLOP nor
-    bytes (no weight-gradient of an activation) costs nothing. Returns compute, memory and time (...)."""
+    bytes (no weight-gradient of an activation) costs nothing. `eff`: expert_efficiency, when known.
+    Returns compute, memory and time (...)."""
     m = np.asarray(m, dtype=float)
+    eff = expert_efficiency(n, k, m, cal) if eff is None else eff
     reads = np.asarray(reads, dtype=float)
     hbm_eff = hbm * cal.hbm
     out = {"compute": 0.0, "memory": 0.0, "time": 0.0}
@@ -145,8 +155,7 @@ def expert_seconds(flops, nbytes, weight_bytes, n, k, m, reads, count: float, pe
         memory = (weight_bytes[i] * reads + nbytes[i] * m) / hbm_eff
         compute = np.zeros_like(m)
         if flops[i] > 0:
-            eff = roofline.gemm_efficiency(np.stack(np.broadcast_arrays(m, n[i], k[i]), axis=-1), cal)
-            compute = flops[i] * m / (peak * eff)
+            compute = flops[i] * m / (peak * eff[i])
         busy = np.where(m > 0, np.maximum(compute, memory), 0.0)
         out["compute"] = out["compute"] + count * compute.sum(axis=-1)
         out["memory"] = out["memory"] + count * memory.sum(axis=-1)
