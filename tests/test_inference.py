@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from simulator.cost.calibration import IDEAL_OVERRIDES
 from simulator.cost.kv_cache import kv_bytes_per_token, kv_bytes_per_token_per_rank
 from simulator.cost.params import parameter_counts
 from simulator.serving.memory import max_batch, serve_memory
@@ -12,8 +13,7 @@ from simulator.serving.steps import DTYPE_BYTES, layer_weight_elements, step_cos
 
 LLAMA3_70B = "llama3-70b"
 H100 = {"preset": "dgx-h100-superpod", "domains": 1}
-IDEAL = {"gemm": 1.0, "attention": 1.0, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0,
-         "gemm_half_dim": 1.0e-9, "kernel_overhead": 1.0e-9}
+IDEAL = IDEAL_OVERRIDES  # the pure roofline
 
 
 def serve(make_scenario, *, model=LLAMA3_70B, topology=None, layout=None, **workload):
@@ -111,7 +111,7 @@ def test_large_prefill_is_compute_bound(make_scenario):
 def test_two_shot_all_reduce_inside_a_domain(make_scenario):
     scn = serve(make_scenario)
     costs = step_costs(scn)
-    bw, lat = 450e9 * costs.cal.nvlink, 2e-6
+    bw, lat = 450e9 * costs.cal.nvlink, max(2e-6, costs.cal.ring_latency)
     size = 64 * 8192 * 2
     assert costs.all_reduce(size) == pytest.approx(2 * 7 / 8 * size / bw + 2 * lat)
     assert costs.tp_comm(64) == pytest.approx(2 * costs.all_reduce(size))
@@ -156,7 +156,7 @@ def test_tp_group_across_two_domains_runs_hierarchically(make_scenario):
     S / 8 across the two domains on the NICs (50 GB/s a GPU, 5 us one way), as training's collectives."""
     costs = step_costs(serve(make_scenario, topology={"preset": "dgx-h100-superpod", "domains": 2},
                              layout={"tp": 16}))
-    nv, lat, nic, so_lat = 450e9 * costs.cal.nvlink, 2e-6, 50e9 * costs.cal.scaleout, 5e-6
+    nv, lat, nic, so_lat = 450e9 * costs.cal.nvlink, max(2e-6, costs.cal.ring_latency), 50e9 * costs.cal.scaleout, 5e-6
     size = np.array([0.0, 64 * 8192 * 2, 1e9])
     ar = 2 * (7 / 8 * size / nv + 7 * lat) + (2 * 1 / 2 * size / 8 / nic + 2 * so_lat)
     ag = (7 / 8 * size / nv + 7 * lat) + (1 / 2 * size / 8 / nic + so_lat)

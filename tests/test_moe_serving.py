@@ -4,7 +4,6 @@ against closed forms and DeepSeek's published decode service."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from simulator.serving.experts import compute_bound_batch, expert_gemms, expert_
 from simulator.serving.steps import decode_table
 
 ROOT = Path(__file__).resolve().parents[1]
-IDEAL = replace(calibration.DEFAULT, gemm=1.0, gemm_half_dim=0.0, hbm=1.0, kernel_overhead=0.0)
+IDEAL = calibration.IDEAL
 
 
 def _model(name: str) -> ModelSpec:

@@ -21,6 +21,9 @@ from . import collectives
 from .calibration import Calibration
 
 
+NVLS_MIN_GPUS = 8  # NVLS all-reduce beats the ring from 8 GPUs (calibration.yaml nvls_vs_gpus)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fabric:
     """Per-tier figures: bandwidths in bytes/s per GPU per direction, latencies in seconds."""
@@ -65,12 +68,19 @@ class Fabric:
                             algorithm: str = "ring") -> np.ndarray:
         """Seconds for `kind` of `size` bytes over groups given by their profile (see `profile`): k
         members per domain, d domains, crossing a leaf; arrays broadcast together. `algorithm`
-        (collectives.LATENCIES) inside one domain, rings across domains."""
+        (collectives.LATENCIES) inside one domain, rings across domains.
+
+        Inside a domain a ring step costs the link's hop latency or NCCL's measured per-step alpha
+        (cal.ring_latency), whichever is larger; a ring all-reduce of 8 or more GPUs inside one
+        NVSwitch domain runs NVLink SHARP where the generation has it (cal.nvls), as NCCL picks it."""
         intra_bw = self.nvlink_bw * cal.nvlink
+        lat = max(self.nvlink_lat, cal.ring_latency)
         inter_bw = self.scaleout_bw(crosses) * cal.scaleout
-        flat = collectives.flat(kind, size, k, intra_bw, self.nvlink_lat, algorithm)
-        hier = collectives.hierarchical(kind, size, k, d, intra_bw, self.nvlink_lat, inter_bw,
-                                        self.scaleout_lat)
+        flat_bw = intra_bw
+        if kind == "all_reduce" and algorithm == "ring" and cal.nvls > cal.nvlink:
+            flat_bw = np.where(np.asarray(k) >= NVLS_MIN_GPUS, self.nvlink_bw * cal.nvls, intra_bw)
+        flat = collectives.flat(kind, size, k, flat_bw, lat, algorithm)
+        hier = collectives.hierarchical(kind, size, k, d, intra_bw, lat, inter_bw, self.scaleout_lat)
         return np.where(d > 1, hier, flat)
 
     def p2p(self, size, src, dst, cal: Calibration) -> np.ndarray:

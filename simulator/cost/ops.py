@@ -22,8 +22,10 @@ import numpy as np
 BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD = 0, 1, 2
 BLOCK_DENSE_FFN, BLOCK_MOE, BLOCK_EXPERT = 3, 4, 5
 ACT_BYTES = 2  # 16-bit activations
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-"""Storage bytes per element of weights and KV cache."""
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8-block": 1.0 + 1 / 128, "mxfp8": 1.0 + 1 / 32,
+               "nvfp4": 0.5 + 1 / 16, "int8": 1.0, "mxfp4": 0.5 + 1 / 32, "int4": 0.5}
+"""Storage bytes per element of weights and KV cache, block scales included (one byte a block:
+128 elements for DeepSeek-style FP8, 32 for MX formats, 16 for NVFP4)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,7 @@ class OpTable:
     flops_w: np.ndarray  # FLOP, weight-gradient pass
     bytes_w: np.ndarray
     selective: np.ndarray  # bool: recomputed under selective recompute (the attention core)
+    precise: np.ndarray  # bool: runs at the 16-bit peak under low-precision compute (attention, router, head)
     model_flops_f: np.ndarray  # FLOP counted by MFU (causal attention in full), forward
     bytes_fixed: np.ndarray | None = None  # BLOCK_EXPERT rows: weight bytes read per pass, any token count
 
@@ -72,8 +75,9 @@ class OpRows:
     """The operators of a layer (or edge block) on one TP rank, as functions of the M tokens they run on.
 
     A GEMM row is y[M, n] = x[M, k] w[k, n] (weights n * k elements on this rank); a memory-bound row
-    (n = k = 0) moves `io` 16-bit elements a token forward and `bwd` times that backward. Training
-    evaluates the rows at a micro-batch's tokens, serving at every batch size of a step.
+    (n = k = 0) moves `io` 16-bit elements a token forward and `bwd` times that backward. A `precise`
+    GEMM (router, LM head) runs in 16 bits whatever the compute dtype. Training evaluates the rows at a
+    micro-batch's tokens, serving at every batch size of a step.
     """
 
     name: tuple[str, ...]
@@ -83,20 +87,22 @@ class OpRows:
     io: np.ndarray  # elements read + written per token (memory-bound rows)
     bwd: np.ndarray  # backward traffic over forward (memory-bound rows)
     selective: np.ndarray  # bool: recomputed under selective recompute
+    precise: np.ndarray  # bool: a GEMM kept in 16 bits under low-precision compute
 
     @staticmethod
     def of(rows: list[tuple]) -> OpRows:
-        """Rows as (name, block, n, k, io, bwd, selective) tuples."""
-        name, block, n, k, io, bwd, sel = zip(*rows)
+        """Rows as (name, block, n, k, io, bwd, selective[, precise]) tuples."""
+        rows = [r if len(r) == 8 else (*r, False) for r in rows]
+        name, block, n, k, io, bwd, sel, precise = zip(*rows)
         f = lambda a: np.array(a, dtype=float)  # noqa: E731
         return OpRows(tuple(name), np.array(block, dtype=np.int8), f(n), f(k), f(io), f(bwd),
-                      np.array(sel, dtype=bool))
+                      np.array(sel, dtype=bool), np.array(precise, dtype=bool))
 
     def where(self, mask) -> OpRows:
         """The rows selected by a boolean mask."""
         mask = np.asarray(mask, dtype=bool)
         return OpRows(tuple(x for x, keep in zip(self.name, mask) if keep), self.block[mask], self.n[mask],
-                      self.k[mask], self.io[mask], self.bwd[mask], self.selective[mask])
+                      self.k[mask], self.io[mask], self.bwd[mask], self.selective[mask], self.precise[mask])
 
     @property
     def gemm(self) -> np.ndarray:
@@ -130,8 +136,8 @@ class OpRows:
         return float((2.0 * self.n * self.k).sum())
 
 
-def _gemm(name: str, block: int, n, k, selective: bool = False) -> tuple:
-    return (name, block, n, k, 0.0, 0.0, selective)
+def _gemm(name: str, block: int, n, k, selective: bool = False, precise: bool = False) -> tuple:
+    return (name, block, n, k, 0.0, 0.0, selective, precise)
 
 
 def _elementwise(name: str, block: int, io, bwd: float = 2.0, selective: bool = False) -> tuple:
@@ -175,13 +181,27 @@ def attention_half(model, tp: int, sp: bool) -> list[tuple]:
     """
     h, hs = model.hidden, model.hidden / (tp if sp else 1)
     v = mla_dims(model)[1] if model.mla is not None else model.head_dim
-    rows = [_elementwise("norm1", BLOCK_LAYER, 2 * hs), *_projections(model, tp),
-            _gemm("proj", BLOCK_LAYER, h, model.heads // tp * v), _elementwise("residual1", BLOCK_LAYER, 3 * hs),
-            _elementwise("norm2", BLOCK_LAYER, 2 * hs), _elementwise("residual2", BLOCK_LAYER, 3 * hs)]
+    residual = 3 * hs + (hs / 2 if model.dropout else 0.0)  # fused bias-dropout-add writes a 1-byte mask
+    rows = [_elementwise("norm1", BLOCK_LAYER, 2 * hs), *_projections(model, tp), *_rope(model, tp),
+            _gemm("proj", BLOCK_LAYER, h, model.heads // tp * v), _elementwise("residual1", BLOCK_LAYER, residual),
+            _elementwise("norm2", BLOCK_LAYER, 2 * hs), _elementwise("residual2", BLOCK_LAYER, residual)]
     if model.mla is not None:
         again = ("norm1", "norm2", "q-norm", "kv-norm", "q-up", "kv-up")
-        rows = [r[:6] + (r[0] in again,) for r in rows]
+        rows = [r[:6] + (r[0] in again,) + r[7:] for r in rows]
     return rows
+
+
+def _rope(model, tp: int) -> list[tuple]:
+    """Rotary position embedding of queries and keys (read and write each): every head's width, or
+    MLA's decoupled rope dimensions; none for learned absolute positions."""
+    if not model.rope:
+        return []
+    heads = model.heads // tp
+    if model.mla is not None:
+        width = (heads + 1) * model.mla.qk_rope_head_dim
+    else:
+        width = (heads + max(model.kv_heads // tp, 1)) * model.head_dim
+    return [_elementwise("rope", BLOCK_LAYER, 2 * width)]
 
 
 def ffn_half(model, tp: int) -> list[tuple]:
@@ -195,7 +215,7 @@ def ffn_half(model, tp: int) -> list[tuple]:
         return rows
     width = moe.expert_ffn // tp
     copies = moe.top_k / tp
-    rows += [_gemm("router", BLOCK_MOE, moe.experts, h), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
+    rows += [_gemm("router", BLOCK_MOE, moe.experts, h, precise=True), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
              _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
     if moe.shared_experts:
         rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
@@ -215,16 +235,44 @@ def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
     in training, sampling in serving: 8 bytes a logit each way) on the last."""
     hs, vocab = model.hidden / (tp if sp else 1), -(-model.vocab // tp)
     return [_elementwise("embedding", BLOCK_EMBED, 2 * hs), _elementwise("final-norm", BLOCK_HEAD, 2 * hs),
-            _gemm("lm-head", BLOCK_HEAD, vocab, model.hidden), _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
+            _gemm("lm-head", BLOCK_HEAD, vocab, model.hidden, precise=True),
+            _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
 
 
-def layer_rows(model, tp: int, sp: bool) -> OpRows:
+def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True) -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
-    the FFN half."""
+    the FFN half. Under a low-precision `dtype` each low-precision GEMM's input is cast first
+    (cast_rows)."""
     if model.moe is None and model.mla is None:
-        return OpRows.of(dense_layer(model, tp, sp) + edge_rows(model, tp, sp))
-    return OpRows.of(attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp))
+        rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp)
+    else:
+        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp)
+    return OpRows.of(cast_rows(rows, dtype, training))
+
+
+CAST_BYTES = {"fp8": 1.0, "fp8-block": 1.0 + 1 / 128, "mxfp8": 1.0 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
+              "mxfp4": 0.5 + 1 / 32}
+"""Bytes a low-precision GEMM operand takes per element, its block scales included."""
+
+
+def cast_rows(rows: list[tuple], dtype: str, training: bool) -> list[tuple]:
+    """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's
+    cast-transpose; per-token quantization in serving engines): it reads the 16-bit input and writes
+    it at the dtype's bytes (and, in training, a transposed copy for the weight gradient), amax and
+    scales fused. Backward casts the output gradient likewise. Nothing under 16-bit compute."""
+    if dtype not in CAST_BYTES:
+        return rows
+    copies = 2 if training else 1
+    per_element = 1.0 + copies * CAST_BYTES[dtype] / ACT_BYTES  # in 16-bit elements: read + writes
+    out = []
+    for r in rows:
+        name, block, n, k, *_ = r
+        if n > 0 and not (len(r) > 7 and r[7]):
+            out.append((f"{name}-cast", block, 0.0, 0.0, per_element * k, n / k if training else 0.0,
+                        r[6]))
+        out.append(r)
+    return out
 
 
 def attention_core(sh: LayerShape) -> list[dict]:
@@ -288,7 +336,7 @@ def build_op_table(scenario) -> OpTable:
     rows at the micro-batch's tokens (routed-expert rows per routed token, their weights apart in
     bytes_fixed), with the attention core before the output projection."""
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
-    rows = layer_rows(model, lay.tp, lay.sequence_parallel)
+    rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k
@@ -297,7 +345,7 @@ def build_op_table(scenario) -> OpTable:
     cols = dict(flops_f=flops, bytes_f=nbytes, flops_b=flops, bytes_b=np.where(gemm, nbytes, rows.bwd * nbytes),
                 flops_w=np.where(gemm, flops, 0.0), bytes_w=np.where(gemm, nbytes, 0.0), model_flops_f=flops)
     core = attention_core(sh)
-    at = rows.name.index("proj")
+    at = rows.name.index("proj-cast" if "proj-cast" in rows.name else "proj")
     cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
     return OpTable(
         name=rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:],
@@ -305,6 +353,7 @@ def build_op_table(scenario) -> OpTable:
         gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
                  np.array([c["gemm"] for c in core], dtype=float)),
         selective=cat(rows.selective, np.array([c["selective"] for c in core])),
+        precise=cat(rows.precise, np.ones(len(core), dtype=bool)),
         bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
         **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},
     )

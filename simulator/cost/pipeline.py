@@ -24,7 +24,11 @@ from .memory import activation_bytes_per_layer, head_activation_bytes
 from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from .params import parameter_counts
 
-ADAM_BYTES_PER_PARAM = 30.0  # fp32 master, momentum, variance read+written, fp32 grad read, bf16 write
+ADAM_BYTES_PER_PARAM = 38.0
+"""HBM bytes the optimizer step moves per parameter of a shard: Adam reads and writes fp32 master,
+momentum and variance (24), reads the fp32 gradient (4) and writes the bf16 weight (2); gradient
+clipping reads the gradient once more for the global norm (4) and the gradient buffer is zeroed for the
+next step (4)."""
 GRAD_COMM_BYTES, PARAM_COMM_BYTES = 4.0, 2.0  # fp32 gradient reduction (Megatron), bf16 gather
 PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
 BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
@@ -69,7 +73,8 @@ def scenario_layer_keys(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, s
 def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     """Seconds and bytes of the embedding, one transformer layer and the head for each layer key."""
     dev = scn.topology.device
-    sums = block_seconds(keys.ops, dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth, cal)[keys.which]
+    sums = block_seconds(keys.ops, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal,
+                         roofline.attention_peak(dev))[keys.which]
     shape = lambda name: np.array([getattr(sh, name) for sh in keys.shapes])[keys.which]  # noqa: E731
     tokens = shape("tokens")
     size = tokens * shape("hidden") * ACT_BYTES  # one activation, all TP ranks
@@ -78,7 +83,8 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     comm = [tp_coll(kind, size) for kind in ("all_reduce", "all_gather", "reduce_scatter")]
     kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
     ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop)
-    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split), send_bytes=act,
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, scn.layout.tp_overlap),
+                      send_bytes=act,
                       send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),
                       activations=layer_activations(scn, keys))
 
@@ -98,35 +104,52 @@ def layer_activations(scn, keys: LayerKeys) -> np.ndarray:
     return out
 
 
-def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal) -> np.ndarray:
-    """(tables, 3 blocks, 5) roofline seconds of the embedding, one layer and the head: F, B, W, and
-    F, B of the selective-recompute ops; tables of one model (the same operators, other sizes)."""
+def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak: float | None = None) -> np.ndarray:
+    """(tables, 3 blocks, 8) roofline seconds of the embedding, one layer and the head: F, B, W; F, B of
+    the selective-recompute ops; F, B, W of the GEMMs alone (what TP communication can overlap); tables
+    of one model (the same operators, other sizes).
+    Flash attention runs at `attn_peak` (its dtype's), its backward at the backward efficiency."""
     first = tables[0]
     fused = np.array([n == "attention" for n in first.name])
+    precise = np.stack([t.precise for t in tables])
     stack = lambda k: np.stack([getattr(t, k) for t in tables])  # noqa: E731
     gemm = stack("gemm")
-    times = [roofline.op_times(stack("flops_" + x), stack("bytes_" + x), gemm, peak, hbm, cal, fused)
-             for x in "fbw"]
-    out = np.zeros((len(tables), 3, 5))
+    times = [roofline.op_times(stack("flops_" + x), stack("bytes_" + x), gemm, peak, hbm, cal, fused,
+                               backward=x == "b", peak16=attn_peak, precise=precise) for x in "fbw"]
+    out = np.zeros((len(tables), 3, 8))
+    gemm_rows = (first.gemm[:, 1] > 0) & ~fused
     for i, block in enumerate(BLOCKS):
         ops = np.nonzero(first.block == block)[0]
         sel = np.nonzero((first.block == block) & first.selective)[0]
+        gemms = np.nonzero((first.block == block) & gemm_rows)[0]
         # np.take keeps each table's ops contiguous: every sum is that table's 1-D sum, bit for bit
         out[:, i] = np.stack([np.take(t, ops, axis=1).sum(axis=1) for t in times]
-                             + [np.take(t, sel, axis=1).sum(axis=1) for t in times[:2]], axis=1)
+                             + [np.take(t, sel, axis=1).sum(axis=1) for t in times[:2]]
+                             + [np.take(t, gemms, axis=1).sum(axis=1) for t in times], axis=1)
     return out
 
 
-def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split) -> np.ndarray:
+def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, tp_overlap: bool = False) -> np.ndarray:
     """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
-    (K, 3, 5) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
+    (K, 3, 8) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
     activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
-    recompute: (K,) index of none / selective / full; sp, split: (K,) bool."""
+    recompute: (K,) index of none / selective / full; sp, split: (K,) bool.
+
+    Megatron's TP communication: forward all-reduces (or, with sequence parallelism, all-gathers and
+    reduce-scatters) on the critical path; backward, the input-gradient collectives overlap the
+    weight-gradient GEMMs (asynchronous all-reduce) unless a separate W task holds them. With
+    `tp_overlap` (Transformer Engine's userbuffers, Megatron's tp_comm_overlap; sequence parallelism
+    only) each pass's collectives run in chunks behind its GEMMs: only what exceeds the GEMMs is exposed."""
     ar, ag, rs = comm
-    f, b, w, attn_f, attn_b = (sums[:, 1, j] for j in range(5))
+    f, b, w, attn_f, attn_b, gemm_f, gemm_b, gemm_w = (sums[:, 1, j] for j in range(8))
     comm_f = np.where(sp, 2 * (ag + rs), 2 * ar)  # per layer forward, exposed
     comm_b_exposed = np.where(sp, 2 * ag, 0.0)
     comm_b_overlap = np.where(sp, 2 * (rs + ag), 2 * ar)
+    if tp_overlap:
+        comm_f = np.where(sp, np.maximum(0.0, comm_f - gemm_f), comm_f)
+        behind_b = gemm_b + np.where(split, 0.0, gemm_w)
+        comm_b_exposed = np.where(sp, np.maximum(0.0, 2 * (ag + rs) - behind_b), comm_b_exposed)
+        comm_b_overlap = np.where(sp, 0.0, comm_b_overlap)
     ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
     redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
     redo_tp = np.where(recompute == 2, comm_f, 0.0)

@@ -1,15 +1,17 @@
-"""Roofline op times, vectorized: an op takes max(FLOP / (peak * eff), bytes / (HBM * eff)) + overhead."""
+"""Roofline op times, vectorized: an op takes max(FLOP / (peak * eff), bytes / (HBM * eff)) plus its
+kernel's fixed time; the efficiencies are the device model's (simulator.cost.calibration)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .calibration import Calibration
+from .calibration import Calibration, head_scale
 
 
 def gemm_efficiency(shapes: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Fraction of peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions waste tiles."""
-    return cal.gemm * np.prod(tile_factor(shapes, cal), axis=-1)
+    """Fraction of peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions waste tiles;
+    never above the best measured GEMM of the dtype (cal.gemm_ceiling)."""
+    return np.minimum(cal.gemm * np.prod(tile_factor(shapes, cal), axis=-1), cal.gemm_ceiling)
 
 
 def tile_factor(dim, cal: Calibration) -> np.ndarray:
@@ -18,27 +20,48 @@ def tile_factor(dim, cal: Calibration) -> np.ndarray:
     return d / (d + cal.gemm_half_dim)
 
 
-def attention_efficiency(q_rows, keys, width, cal: Calibration) -> np.ndarray:
-    """Fraction of peak a fused attention kernel reaches: the GEMM efficiency of its score tiles
-    (query rows x keys x head width; arrays broadcast together), times cal.attention."""
-    return cal.gemm * tile_factor(q_rows, cal) * tile_factor(keys, cal) * tile_factor(width, cal) * cal.attention
+def attention_efficiency(keys, width, cal: Calibration, backward: bool = False) -> np.ndarray:
+    """Fraction of the attention dtype's peak a fused (flash) attention kernel reaches when each query
+    attends to `keys` keys on average (causal: half the sequence) at head width `width`: the measured
+    long-sequence fraction of the pass, times keys / (keys + cal.attention_half_seq)."""
+    keys = np.maximum(np.asarray(keys, dtype=float), 1.0)
+    top = cal.attention_bwd if backward else cal.attention
+    return top * head_scale(width, cal) * keys / (keys + cal.attention_half_seq)
 
 
-def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration,
-             fused_attention=None) -> np.ndarray:
-    """Seconds per op: roofline of compute and HBM traffic plus a per-kernel overhead.
+def attention_peak(device) -> float:
+    """FLOP/s of 16-bit tensor work: attention, the router and the LM head, which stay in BF16 under
+    low-precision GEMMs."""
+    peaks = device.peak_flops
+    return peaks.get("bf16", peaks.get("fp16", max(peaks.values())))
 
-    flops (FLOP), nbytes (bytes), shapes (n, 3) GEMM dims; peak (FLOP/s) and hbm_bw (bytes/s) are the
-    data-sheet figures; `fused_attention` (bool per op) scales those ops' efficiency by cal.attention.
+
+def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration, fused_attention=None,
+             backward: bool = False, peak16: float | None = None, precise=None,
+             overhead: float | None = None) -> np.ndarray:
+    """Seconds per op: roofline of compute and HBM traffic plus a per-kernel fixed time.
+
+    flops (FLOP), nbytes (bytes), shapes (..., 3) GEMM dims; peak (FLOP/s) and hbm_bw (bytes/s) are the
+    data-sheet figures. `fused_attention` (bool per op) marks flash-attention rows, whose shape is
+    (queries, keys, head width) of a causal kernel: they run at attention_efficiency (the backward
+    pass's when `backward`). `precise` rows (bool) and attention run at `peak16`, the 16-bit peak
+    (default `peak`). `overhead`: seconds per kernel (default cal.kernel_overhead; inside CUDA graphs
+    cal.graph_overhead), an array broadcast against the rows.
     """
     flops, nbytes = np.asarray(flops, float), np.asarray(nbytes, float)
     eff = gemm_efficiency(shapes, cal)
-    if fused_attention is not None:  # the shape of an attention row is (queries, keys, head width)
-        eff = np.where(fused_attention, attention_efficiency(*np.moveaxis(shapes, -1, 0), cal), eff)
-    compute = np.divide(flops, peak * eff, out=np.zeros_like(flops), where=flops > 0)
+    rate = np.full(eff.shape, float(peak))
+    if precise is not None:
+        rate = np.where(precise, float(peak16 or peak), rate)
+    if fused_attention is not None and np.any(fused_attention):
+        attn = attention_efficiency(shapes[..., 1] / 2, shapes[..., 2], cal, backward)
+        eff = np.where(fused_attention, attn, eff)
+        rate = np.where(fused_attention, float(peak16 or peak), rate)
+    compute = np.divide(flops, rate * eff, out=np.zeros_like(flops), where=flops > 0)
     memory = nbytes / (hbm_bw * cal.hbm)
     active = (flops > 0) | (nbytes > 0)
-    return np.maximum(compute, memory) + np.where(active, cal.kernel_overhead, 0.0)
+    fixed = cal.kernel_overhead if overhead is None else overhead
+    return np.maximum(compute, memory) + np.where(active, fixed, 0.0)
 
 
 def mfu(model_flops: float, step_time: float, gpus: int, peak: float) -> float:

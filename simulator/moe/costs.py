@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import roofline
+from ..cost.roofline import attention_peak
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, OpTable, layer_shape
 from . import routing
 from .dispatch import a2a_costs, dispatch_volumes, touch_probability
@@ -64,7 +65,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     model, lay = scn.model, scn.layout
     moe = model.moe
     dev = scn.topology.device
-    peak, hbm = dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth
+    peak, hbm = dev.peak(scn.workload.dtype), dev.hbm_bandwidth
     n_moe = model.layers - moe.dense_layers
     tokens = layer_shape(scn).tokens
     ep_devices = slowest_group(placement, fabric)
@@ -78,8 +79,8 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     slot_tokens = placed.rank_tokens(drawn.loads)  # (S, Lm, n, slots)
     rank = slot_tokens.sum(axis=-1)
     expert_t = expert_times(ops, slot_tokens, peak, hbm, cal)  # (3, S, Lm, n)
-    fixed = block_times(ops, BLOCK_MOE, peak, hbm, cal)
-    dense = block_times(ops, BLOCK_DENSE_FFN, peak, hbm, cal)
+    fixed = block_times(ops, BLOCK_MOE, peak, hbm, cal, attention_peak(dev))
+    dense = block_times(ops, BLOCK_DENSE_FFN, peak, hbm, cal, attention_peak(dev))
     moe_ffn = expert_t.max(axis=-1).mean(axis=1).T + fixed  # (Lm, 3)
     p_touch = touch_probability(drawn.choices, placed, rank_domain, scn.options.seed) if dedup else None
     vol = dispatch_volumes(rank, tokens, rank_domain, p_touch)
@@ -108,12 +109,13 @@ def slowest_group(placement, fabric) -> np.ndarray:
     return groups[int(np.argmax(d * 2 + crosses))]
 
 
-def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal) -> np.ndarray:
-    """(3,) seconds of a block's rows for F, B, W: roofline of each op plus its kernel overhead."""
+def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal, peak16: float | None = None) -> np.ndarray:
+    """(3,) seconds of a block's rows for F, B, W: roofline of each op plus its kernel overhead (16-bit
+    GEMMs such as the router at `peak16`)."""
     rows = ops.block == block
-    fused = np.zeros(rows.sum(), dtype=bool)
     return np.array([roofline.op_times(getattr(ops, f)[rows], getattr(ops, b)[rows], ops.gemm[rows], peak,
-                                       hbm, cal, fused).sum() for f, b in PASSES])
+                                       hbm, cal, backward=i == 1, peak16=peak16, precise=ops.precise[rows]).sum()
+                     for i, (f, b) in enumerate(PASSES)])
 
 
 def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> np.ndarray:

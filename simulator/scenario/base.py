@@ -13,7 +13,7 @@ from ..schedules import SCHEDULE_NAMES
 PosInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Axis = Literal["tp", "cp", "ep", "dp", "pp"]
-StoreDtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+StoreDtype = Literal["bf16", "fp16", "fp8", "fp8-block", "mxfp8", "nvfp4", "mxfp4", "int8", "int4"]
 Schedule = Literal[SCHEDULE_NAMES]  # the registry's names (simulator.schedules)
 Recompute = Literal["none", "selective", "full"]
 ExpertPlacement = Literal["contiguous", "round_robin", "domain_local", "load_balanced", "graph"]

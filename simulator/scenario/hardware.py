@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.scenario.units import Bytes, BytesPerSecond, FlopPerSecond
 
-__all__ = ["DeviceSpec"]
+__all__ = ["DeviceSpec", "PEAK_FAMILY"]
+
+PEAK_FAMILY = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "fp8-block": "fp8", "mxfp8": "fp8",
+               "nvfp4": "fp4", "mxfp4": "fp4"}
+"""The data-sheet peak a compute dtype runs at: block-scaled FP8 (DeepSeek's 1x128 / 128x128 tiles, OCP
+MXFP8) at the FP8 peak, NVFP4 and MXFP4 at the FP4 peak (Blackwell)."""
 
 Efficiency = Annotated[float, Field(gt=0, le=1)]
 
@@ -33,6 +38,13 @@ class DeviceSpec(BaseModel):
     """HBM capacity in bytes (YAML key `hbm`)."""
     hbm_bandwidth: BytesPerSecond
     """HBM bandwidth in bytes/s."""
+    generation: Literal["ampere", "hopper", "blackwell"] | None = None
+    """Architecture generation whose measured device model applies (simulator.cost.calibration);
+    None: read from the name (A100 ampere; H100, H200, H800 hopper; B200, GB200 blackwell)."""
     efficiency: dict[str, Efficiency] | None = None
     """Optional achieved fractions of peak, each in (0, 1]; keys are defined by the cost model.
     None: simrack uses its own calibration, the same for every scenario."""
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s of a compute dtype (its PEAK_FAMILY entry of peak_flops)."""
+        return self.peak_flops[PEAK_FAMILY.get(dtype, dtype)]

@@ -34,6 +34,9 @@ class Layout(_Frozen):
     """ZeRO stage 0..3: shard optimizer state (1), + gradients (2), + parameters (3) over dp."""
     distributed_optimizer: StrictBool = False
     """Megatron distributed optimizer (optimizer state sharded over dp)."""
+    tp_overlap: StrictBool = False
+    """Overlap tensor-parallel all-gathers and reduce-scatters with the GEMMs that consume or produce
+    them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); needs sequence_parallel."""
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
     stage_layers: tuple[PosInt, ...] | None = None
@@ -59,6 +62,9 @@ class Layout(_Frozen):
         problem = SPECS[self.schedule].chunk_problem(self.chunks)
         if problem:
             _rule("chunks", problem)
+        if self.tp_overlap and not self.sequence_parallel and self.tp > 1:
+            _rule("tp_overlap", "overlaps the all-gathers and reduce-scatters of sequence parallelism; "
+                  "set sequence_parallel: true")
         return self
 
 

@@ -3,9 +3,9 @@ attention (MLA)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import StrictBool, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from .base import NonNegInt, PosInt, _derived, _fill, _Frozen, _rule
 
@@ -64,6 +64,12 @@ class ModelSpec(_Frozen):
     """Vocabulary size, padded as the framework pads it."""
     tied_embeddings: StrictBool = False
     """Whether the output layer shares the input embedding's weights."""
+    rope: StrictBool = True
+    """Rotary position embeddings applied to queries and keys in every layer (Llama, DeepSeek, Qwen);
+    false for learned absolute positions added once to the embedding (GPT-2/3, Megatron GPT)."""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Hidden dropout probability (GPT-3 and Megatron GPT: 0.1; Llama: 0): the fused bias-dropout-add
+    writes a one-byte mask per element and keeps it for the backward pass."""
     moe: MoESpec | None = None
     """Mixture-of-experts settings; None for a dense model."""
     mla: MLASpec | None = None

@@ -15,6 +15,7 @@ from pydantic import model_validator
 from ..schedules import SPECS
 from .base import _derived, _fill, _Frozen, _rule
 from .faults import Faults
+from .hardware import PEAK_FAMILY
 from .layout import Layout, Options
 from .model import ModelSpec
 from .topology import TopologySpec
@@ -171,10 +172,12 @@ def _check_batch(s: Scenario) -> None:
 
 
 def _check_dtype(s: Scenario) -> None:
-    """The compute dtype has a peak on the device."""
+    """The compute dtype has a peak on the device (block-scaled FP8 the fp8 peak, FP4 formats fp4's)."""
     dtype, device = s.workload.dtype, s.topology.device
-    if dtype not in device.peak_flops:
-        _rule("workload.dtype", f"{dtype} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
+    family = PEAK_FAMILY[dtype]
+    if family not in device.peak_flops:
+        need = f"{dtype} runs at the {family} peak, " if family != dtype else ""
+        _rule("workload.dtype", f"{need}{family} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
 
 
 def _check_serve(s: Scenario) -> None:

@@ -81,8 +81,10 @@ class Workload(_Frozen):
     """Sequences per optimizer step; required for train."""
     micro_batch: PosInt = 1
     """Sequences per micro-batch."""
-    dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
-    """Compute dtype of the matrix multiplies."""
+    dtype: Literal["bf16", "fp16", "fp8", "fp8-block", "mxfp8", "nvfp4", "mxfp4"] = "bf16"
+    """Compute dtype of the matrix multiplies: bf16, fp16; fp8 (per-tensor scaling, Transformer
+    Engine), fp8-block (DeepSeek's 1x128 / 128x128 block scaling), mxfp8 (OCP, 32-element blocks); nvfp4
+    and mxfp4 (Blackwell). Attention, the router and the LM head stay in 16 bits."""
     recompute: Recompute = "selective"
     """Activation recomputation: none, selective (attention core), full (whole layer)."""
     attention: Literal["flash", "unfused"] = "flash"
@@ -110,6 +112,10 @@ class Workload(_Frozen):
     chunked_prefill: StrictBool = False
     """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
     (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
+    cuda_graphs: StrictBool | None = None
+    """Kernels launched from captured CUDA graphs, leaving ~0.5 us a kernel instead of ~2.5 us; default
+    true for serve (vLLM, SGLang and TensorRT-LLM capture decode steps up to 512 sequences), false for
+    train."""
     two_batch_overlap: StrictBool = False
     """Serve, MoE: split each step's sequences into two micro-batches, each one's all-to-alls
     overlapping the other's compute (DeepSeek-V3's decode, SGLang's two-batch overlap)."""
@@ -129,6 +135,8 @@ class Workload(_Frozen):
                 _rule(name, f"required when kind is {self.kind}")
         if self.seq_len is None:
             _fill(self, seq_len=self.prompt_len + self.output_len)
+        if self.cuda_graphs is None:
+            _fill(self, cuda_graphs=self.kind == "serve")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)

@@ -36,9 +36,10 @@ from ..moe.dispatch import a2a_seconds, dispatch_volumes, dispatch_width, tier_l
 from .lookup import tabulated
 
 
-def expert_rows(model, tp: int = 1) -> OpRows:
-    """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2."""
-    rows = layer_rows(model, tp, False)
+def expert_rows(model, tp: int = 1, dtype: str = "bf16") -> OpRows:
+    """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2 (with
+    their input casts under low-precision compute)."""
+    rows = layer_rows(model, tp, False, dtype, training=False)
     return rows.where(rows.block == BLOCK_EXPERT)
 
 
@@ -55,11 +56,11 @@ def expert_layer_times(model, tokens, slots: int, dev, dtype: str, weight_dtype:
 
     simulator.moe.costs.expert_seconds with an expert's weights read with probability 1 - exp(-M) (tokens
     arriving as Poisson): compute, memory and time (one grouped-GEMM launch per row)."""
-    cal = cal or calibration.for_device(dev)
-    rows = expert_rows(model, tp)
+    cal = cal or calibration.for_device(dev, dtype)
+    rows = expert_rows(model, tp, dtype)
     m = (np.asarray(tokens, float) / slots)[..., None]
     return expert_seconds(rows.flops([1.0])[0], rows.nbytes([1.0], 0.0)[0], DTYPE_BYTES[weight_dtype] * rows.weights,
-                          rows.n, rows.k, m, 1.0 - np.exp(-m), float(slots), dev.peak_flops[dtype],
+                          rows.n, rows.k, m, 1.0 - np.exp(-m), float(slots), dev.peak(dtype),
                           dev.hbm_bandwidth, cal)
 
 
@@ -121,7 +122,7 @@ def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
 
 def ffn_ops(scn) -> tuple[OpRows, OpRows]:
     """(a dense layer's FFN, an MoE layer's router, token permutation and shared experts) on one TP rank."""
-    rows = layer_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel)
+    rows = layer_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel, scn.workload.dtype, training=False)
     return rows.where(rows.block == BLOCK_DENSE_FFN), rows.where(rows.block == BLOCK_MOE)
 
 

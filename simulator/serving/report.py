@@ -140,7 +140,7 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
     per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: 0.0)
     out_tokens = float(req.output[done].sum())
     all_tokens = out_tokens + float(req.prompt[done].sum())
-    peak = scn.topology.device.peak_flops[w.dtype]
+    peak = scn.topology.device.peak(w.dtype)
     targets, met, attain = _slo(scn, lat, done)
     kv_peak_tokens = float(tl.kv_tokens_peak.max()) if len(tl.kv_tokens_peak) else 0.0
     mem = memory.by_category(kv_peak_tokens)

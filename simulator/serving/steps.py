@@ -40,6 +40,7 @@ from .lookup import tabulated
 
 ACT = float(ACT_BYTES)  # bytes of a 16-bit activation
 LOGIT = 4.0  # bytes of an fp32 logit
+GRAPH_TOKENS = 512  # largest step a serving engine replays from a captured CUDA graph (vLLM's default)
 
 
 # --- KV cache ---------------------------------------------------------------------------------
@@ -75,8 +76,8 @@ class ServeRows:
     head: OpRows
 
     @staticmethod
-    def of(model, tp: int, sp: bool = False) -> ServeRows:
-        rows = layer_rows(model, tp, sp)
+    def of(model, tp: int, sp: bool = False, dtype: str = "bf16") -> ServeRows:
+        rows = layer_rows(model, tp, sp, dtype, training=False)
         part = lambda block: rows.where(rows.block == block)  # noqa: E731
         if model.moe is None and model.mla is not None:  # every layer runs the dense FFN
             layer = rows.where((rows.block == BLOCK_LAYER) | (rows.block == BLOCK_DENSE_FFN))
@@ -92,10 +93,14 @@ def layer_weight_elements(model, tp: int) -> float:
     return float(ServeRows.of(model, tp).layer.weights.sum() + 2 * model.hidden)
 
 
-def linear_times(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal) -> np.ndarray:
-    """(len(m),) seconds of all rows of `ops` at M = m tokens each (0 tokens: 0 s)."""
+def linear_times(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal,
+                 graphs: bool = False, peak16: float | None = None) -> np.ndarray:
+    """(len(m),) seconds of all rows of `ops` at M = m tokens each (0 tokens: 0 s); with `graphs`,
+    steps of at most GRAPH_TOKENS tokens run from captured CUDA graphs (cal.graph_overhead a kernel)."""
     m = np.asarray(m, dtype=float)
-    t = roofline.op_times(ops.flops(m), ops.nbytes(m, w_bytes), ops.shapes(m), peak, hbm, cal)
+    overhead = np.where(graphs & (m <= GRAPH_TOKENS), cal.graph_overhead, cal.kernel_overhead)[:, None]
+    t = roofline.op_times(ops.flops(m), ops.nbytes(m, w_bytes), ops.shapes(m), peak, hbm, cal, peak16=peak16,
+                          precise=ops.precise, overhead=overhead)
     return np.where(m[:, None] > 0, t, 0.0).sum(axis=1)
 
 
@@ -116,9 +121,11 @@ class StepCosts:
     tp: int
     pp: int
     stage_layers: np.ndarray
-    peak: float
+    peak: float  # FLOP/s of the GEMMs' dtype
+    attn_peak: float  # FLOP/s attention runs at (16-bit)
     hbm_bw: float
     cal: calibration.Calibration
+    graphs: bool  # steps of at most GRAPH_TOKENS tokens run from CUDA graphs
     rows: ServeRows  # the operators on one TP rank
     w_bytes: float
     kv_rank_layer: float  # KV bytes per token per layer on one rank
@@ -136,7 +143,7 @@ class StepCosts:
 
     def times(self, ops: OpRows, m) -> np.ndarray:
         """Seconds of the rows of `ops` at each token count of m (array)."""
-        return linear_times(ops, m, self.w_bytes, self.peak, self.hbm_bw, self.cal)
+        return linear_times(ops, m, self.w_bytes, self.peak, self.hbm_bw, self.cal, self.graphs, self.attn_peak)
 
     def linear(self, m: int) -> float:
         """Seconds of the token-proportional operators every layer runs, at M = m tokens."""
@@ -185,15 +192,16 @@ class StepCosts:
             per_pair = 4.0 * a["heads"] * a["qk"]
             width, io = a["qk"], new * a["heads"] * 2 * a["qk"] * ACT
         flops = per_pair * pairs
-        eff = roofline.attention_efficiency(new * a["group"], keys, width, self.cal)
-        compute = flops / eff / self.peak
+        eff = roofline.attention_efficiency(ctx + (new + 1) / 2, width, self.cal)
+        compute = flops / eff / self.attn_peak
         memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
         if ranks is None:
             busiest = max(float(compute.sum()), float(memory.sum()))
         else:
             busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
                                        np.bincount(ranks, memory, self.ranks)).max())
-        return busiest + self.cal.kernel_overhead, float(flops.sum())
+        overhead = self.cal.graph_overhead if self.graphs and len(new) <= GRAPH_TOKENS else self.cal.kernel_overhead
+        return busiest + overhead, float(flops.sum())
 
     def _ranks(self, n: int, ranks):
         """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""
@@ -295,7 +303,7 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     """The StepCosts of one replica (an MoE model: one EP unit) of a serve scenario."""
     fabric = fabric or fabric_for(scn.topology)
     dev, w, lay, model = scn.topology.device, scn.workload, scn.layout, scn.model
-    cal = calibration.for_device(dev)
+    cal = calibration.for_device(dev, w.dtype)
     devices = replica_devices(scn)
     tp_group = devices[0, 0][None]
 
@@ -305,8 +313,9 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
     costs = StepCosts(
         tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),
-        peak=dev.peak_flops[w.dtype], hbm_bw=dev.hbm_bandwidth, cal=cal,
-        rows=ServeRows.of(model, lay.tp, lay.sequence_parallel),
+        peak=dev.peak(w.dtype), attn_peak=roofline.attention_peak(dev), hbm_bw=dev.hbm_bandwidth, cal=cal,
+        graphs=w.cuda_graphs,
+        rows=ServeRows.of(model, lay.tp, lay.sequence_parallel, w.dtype),
         w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
         attn=attention_dims(model, lay.tp), hidden=model.hidden, vocab=model.vocab,
         tp_collective=tp_collective, hop=hop, ranks=lay.ep,

@@ -28,7 +28,7 @@ def ffn_half(scn, ops, placement, fabric, cal):
     scale-out-bound parts F, B. Full recompute repeats the forward (and its all-to-all) in B."""
     model, dev = scn.model, scn.topology.device
     if model.moe is None:
-        dense = block_times(ops, BLOCK_DENSE_FFN, dev.peak_flops[scn.workload.dtype], dev.hbm_bandwidth, cal)
+        dense = block_times(ops, BLOCK_DENSE_FFN, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal)
         costs, ffn = None, np.tile(dense, (model.layers, 1))
         a2a = so = np.zeros((model.layers, 2))
     else:

@@ -156,7 +156,7 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
     """The Report of one simulated training step."""
     step = tl.step_time
     tokens = scn.workload.global_batch * scn.workload.seq_len
-    peak = scn.topology.device.peak_flops[scn.workload.dtype]
+    peak = scn.topology.device.peak(scn.workload.dtype)
     exposed = exposed_comm(plan, tl)
     mem = plan.memory
     cats = {k: v for k, v in mem.as_dict().items() if k not in ("total", "capacity")}

@@ -341,7 +341,7 @@ def estimate(cm, c, *, workers: int = 1, skip_oom: bool = False) -> Estimates:
     scn = cm.scn
     tokens = scn.workload.global_batch * scn.workload.seq_len
     gpus = scn.gpus
-    peak = scn.topology.device.peak_flops[scn.workload.dtype]
+    peak = scn.topology.device.peak(scn.workload.dtype)
     step = out["step_time"]
     return Estimates(
         step_time=step, memory=mem, fits=mem["total"] <= mem["capacity"], busy=out["busy"],

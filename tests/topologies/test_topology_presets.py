@@ -64,8 +64,9 @@ def test_devices_have_exactly_the_data_sheet_keys():
     raw = load("devices")
     assert sorted(raw) == sorted(DEVICES)
     for name, d in raw.items():
-        assert set(d) == {"name", "peak_flops", "hbm", "hbm_bandwidth"}, name
-        assert {"bf16", "fp16"} <= set(d["peak_flops"]) <= {"bf16", "fp16", "fp8"}, name
+        assert set(d) == {"name", "generation", "peak_flops", "hbm", "hbm_bandwidth"}, name
+        assert {"bf16", "fp16"} <= set(d["peak_flops"]) <= {"bf16", "fp16", "fp8", "fp4"}, name
+        assert ("fp4" in d["peak_flops"]) == (d["generation"] == "blackwell"), name
         figures = (d["hbm"], d["hbm_bandwidth"], *d["peak_flops"].values())
         assert all(isinstance(v, str) for v in figures), name
         assert ("fp8" in d["peak_flops"]) == (not name.startswith("a100")), name
