@@ -55,6 +55,16 @@ class Calibration:
     """Fraction of a NIC's line rate a collective or send across domains reaches."""
     ring_latency: float = 2.5e-6
     """Seconds one ring step of an NVLink collective costs beyond its bytes (NCCL's small-message alpha)."""
+    clock: float = 0.874
+    """Sustained tensor clock of a GPU under a job's full load over the clock of the data-sheet peak: it
+    scales every compute-bound rate (GEMMs, attention), not HBM. Measured: A100 1305 of 1410 MHz (the
+    clock NVIDIA rates HPL at), H800 1600 of 1830 MHz (FlashMLA's tensor-heavy kernels); Blackwell has
+    no measurement and takes Hopper's. 1 where the fitted kernels were themselves timed at the
+    sustained clock (DeepGEMM's block-scaled FP8, measured beside FlashMLA)."""
+    comm_sms: float = 20 / 132
+    """Fraction of a GPU's SMs a communication kernel occupies while it runs beside compute (DeepSeek-V3
+    gives 20 of H800's 132 SMs to its all-to-all; NCCL runs 16-32 channels of one block each): compute
+    overlapped with communication runs that much slower."""
     kernel_overhead: float = 2.5e-6
     """Device time per kernel beyond its roofline (launch ramp and tail), kernels queued back to back."""
     graph_overhead: float = 0.5e-6
@@ -98,6 +108,7 @@ def fitted(generation: str, dtype: str) -> Calibration:
     attn = gen["attention"]
     fwd, bwd = _attention(attn, "fwd"), _attention(attn, "bwd")
     col, launch = gen["collectives"], _fitted()["launch"]
+    clock = 1.0 if key == "fp8_block" else sustained_clock(generation)
     return Calibration(
         generation=generation, gemm=g["eff_max"], gemm_half_dim=half, gemm_ceiling=g["ceiling"]["value"],
         attention=fwd[128], attention_bwd=bwd[128],
@@ -107,8 +118,20 @@ def fitted(generation: str, dtype: str) -> Calibration:
         nvls=col.get("nvls_busbw_fraction", {}).get("value", 0.0),
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
         ring_latency=col["allreduce_alpha_intra"]["per_step_alpha_8gpu_ring"],
-        kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"], graph_overhead=launch["graph_residue_per_kernel"],
+        clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
+        graph_overhead=launch["graph_residue_per_kernel"],
     )
+
+
+SUSTAINED_CLOCK = {"ampere": "hpl", "hopper": "flashmla_h800"}
+"""Which clock-under-load measurement of calibration.yaml gives each generation's sustained clock."""
+
+
+def sustained_clock(generation: str) -> float:
+    """Sustained tensor clock over the data-sheet peak's clock (Blackwell: Hopper's, none measured)."""
+    gens = _fitted()["generations"]
+    gen = generation if generation in SUSTAINED_CLOCK else "hopper"
+    return float(gens[gen]["clocks"][SUSTAINED_CLOCK[gen]]["value"])
 
 
 def _attention(attn: dict, kind: str) -> dict[int, float]:
@@ -135,7 +158,7 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
-                   "kernel_overhead": 1e-12, "graph_overhead": 1e-12}
+                   "kernel_overhead": 1e-12, "graph_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12}
 """A device's `efficiency:` overrides for the pure roofline (every fraction 1, no overheads, NVLS off):
 what closed-form references such as "How to Scale Your Model" assume."""
 IDEAL = replace(DEFAULT, attention_head_scale=((128, 1.0),), **IDEAL_OVERRIDES)

@@ -20,7 +20,6 @@ import topologies
 from . import collectives
 from .calibration import Calibration
 
-
 NVLS_MIN_GPUS = 8  # NVLS all-reduce beats the ring from 8 GPUs (calibration.yaml nvls_vs_gpus)
 
 

@@ -40,11 +40,18 @@ class Memory:
         return {**{c: getattr(self, c) for c in cats}, "total": self.total, "capacity": self.capacity}
 
 
-def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per parameter held on a device."""
+def grad_bytes(layout) -> float:
+    """Bytes a gradient takes in its buffer and its reduction: 4 (fp32) with layout.grad_reduce_fp32,
+    else the 16-bit parameter dtype's 2 (Megatron-Core's default; NeMo's grad_sync_dtype bf16)."""
+    return GRAD_BYTES if layout.grad_reduce_fp32 else WEIGHT_BYTES
+
+
+def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool,
+                          grads: float = GRAD_BYTES) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter held on a device; `grads` bytes a gradient."""
     shard_opt = zero >= 1 or distributed_optimizer
     return (WEIGHT_BYTES / (dp if zero >= 3 else 1),
-            GRAD_BYTES / (dp if zero >= 2 else 1),
+            grads / (dp if zero >= 2 else 1),
             OPTIMIZER_BYTES / (dp if shard_opt else 1))
 
 

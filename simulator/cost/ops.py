@@ -256,6 +256,11 @@ CAST_BYTES = {"fp8": 1.0, "fp8-block": 1.0 + 1 / 128, "mxfp8": 1.0 + 1 / 32, "nv
 """Bytes a low-precision GEMM operand takes per element, its block scales included."""
 
 
+def operand_bytes(dtype: str) -> float:
+    """Bytes a GEMM operand takes under compute dtype `dtype` (16-bit unless low precision)."""
+    return CAST_BYTES.get(dtype, float(ACT_BYTES))
+
+
 def cast_rows(rows: list[tuple], dtype: str, training: bool) -> list[tuple]:
     """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's
     cast-transpose; per-token quantization in serving engines): it reads the 16-bit input and writes

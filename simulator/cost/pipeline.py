@@ -83,7 +83,7 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     comm = [tp_coll(kind, size) for kind in ("all_reduce", "all_gather", "reduce_scatter")]
     kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
     ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop)
-    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, scn.layout.tp_overlap),
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.layout.tp_overlap),
                       send_bytes=act,
                       send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),
                       activations=layer_activations(scn, keys))
@@ -129,7 +129,7 @@ def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak
     return out
 
 
-def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, tp_overlap: bool = False) -> np.ndarray:
+def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_overlap: bool = False) -> np.ndarray:
     """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
     (K, 3, 8) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
     activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
@@ -139,23 +139,29 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, tp_overlap
     reduce-scatters) on the critical path; backward, the input-gradient collectives overlap the
     weight-gradient GEMMs (asynchronous all-reduce) unless a separate W task holds them. With
     `tp_overlap` (Transformer Engine's userbuffers, Megatron's tp_comm_overlap; sequence parallelism
-    only) each pass's collectives run in chunks behind its GEMMs: only what exceeds the GEMMs is exposed."""
+    only) each pass's collectives run in chunks behind its GEMMs: only what exceeds the GEMMs is exposed.
+    Compute with communication running beside it is slowed by the SMs the communication holds
+    (contention)."""
     ar, ag, rs = comm
     f, b, w, attn_f, attn_b, gemm_f, gemm_b, gemm_w = (sums[:, 1, j] for j in range(8))
     comm_f = np.where(sp, 2 * (ag + rs), 2 * ar)  # per layer forward, exposed
     comm_b_exposed = np.where(sp, 2 * ag, 0.0)
     comm_b_overlap = np.where(sp, 2 * (rs + ag), 2 * ar)
+    slow_f = slow_b = 0.0
     if tp_overlap:
+        slow_f = np.where(sp, contention(np.minimum(comm_f, gemm_f), cal), 0.0)
         comm_f = np.where(sp, np.maximum(0.0, comm_f - gemm_f), comm_f)
         behind_b = gemm_b + np.where(split, 0.0, gemm_w)
+        slow_b = np.where(sp, contention(np.minimum(2 * (ag + rs), behind_b), cal), 0.0)
         comm_b_exposed = np.where(sp, np.maximum(0.0, 2 * (ag + rs) - behind_b), comm_b_exposed)
         comm_b_overlap = np.where(sp, 0.0, comm_b_overlap)
     ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
     redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
     redo_tp = np.where(recompute == 2, comm_f, 0.0)
     hidden_b = np.where(split, 0.0, np.minimum(comm_b_overlap, w))
+    slow_b = slow_b + contention(hidden_b, cal)
     b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
-    layer = [f + comm_f + ecp_f, b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]
+    layer = [f + slow_f + comm_f + ecp_f, b + slow_b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]
     out = np.zeros((len(f), 3, 7))
     out[:, 1] = np.stack(layer, axis=1)
     for i, edge in ((0, np.where(sp, rs, ar)), (2, np.where(sp, ag, 0.0))):
@@ -225,19 +231,21 @@ def device_params(model, tp, layers, embed, head) -> np.ndarray:
     return (per_chunk.sum(axis=1) - shared) / np.asarray(tp)[..., None]
 
 
-def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float):
+def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
+                  grad_bytes: float = GRAD_COMM_BYTES):
     """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
     nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
     all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
 
     params (K, p) on a TP rank of each stage; profile: (k, d, crosses) (K, p) each, Fabric.profile of
-    each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces fp32
-    gradients; the distributed optimizer and ZeRO 1-3 reduce-scatter them and all-gather the updated
-    bf16 parameters. Adam streams its state (a 1/replicas shard when sharded) through HBM once.
+    each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces the
+    gradients (`grad_bytes` each); the distributed optimizer and ZeRO 1-3 reduce-scatter them and
+    all-gather the updated bf16 parameters. Adam streams its state (a 1/replicas shard when sharded)
+    through HBM once.
     """
     coll = lambda kind, size: fabric.collective_profiled(kind, size, *profile, cal)  # noqa: E731
     sh = np.asarray(sharded)[:, None]
-    grads = params * GRAD_COMM_BYTES
+    grads = params * grad_bytes
     dp = np.where(sh, coll("reduce_scatter", grads), coll("all_reduce", grads))
     ag = coll("all_gather", params * PARAM_COMM_BYTES)
     shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
@@ -264,18 +272,34 @@ def device_memory(params, per_param, activations, held, layers, head) -> dict:
     return out
 
 
+def exposed_param_gather(gather, first_forward, chunks: int, overlap: bool):
+    """(..., p) seconds of the parameter all-gather the next step waits for after the optimizer. With
+    `overlap` (Megatron's overlap_param_gather, NeMo's overlap_param_sync) each model chunk's share is
+    gathered behind the forward passes of the chunks before it, so only the first chunk's share waits,
+    less the first forward; without, the whole gather less the first forward."""
+    share = np.asarray(gather) / chunks if overlap else np.asarray(gather)
+    return np.maximum(0.0, share - first_forward)
+
+
 def pair_times(f_part: np.ndarray, b_part: np.ndarray) -> np.ndarray:
     """(..., p, v, v) seconds of a part of F of chunk i and of B of chunk j back to back."""
     return f_part[..., :, :, None] + b_part[..., :, None, :]
 
 
-def fb_pairs(f, b, comm_f, comm_b):
+def fb_pairs(f, b, comm_f, comm_b, cal):
     """(pair seconds, compute, communication), (..., p, v, v) each, of DualPipe's overlapped F&B pairs
     from the (..., p, v) passes and the communication inside them (TP, CP and EP): a pair lasts
     max(the two computes, the two communications), each half's communication running behind the
-    other half's compute."""
+    other half's compute, which the communication slows while they overlap (contention)."""
     compute, comm = pair_times(f - comm_f, b - comm_b), pair_times(comm_f, comm_b)
-    return np.maximum(np.maximum(compute, comm), 0.0), compute, comm
+    slowed = compute + contention(np.minimum(compute, comm), cal)
+    return np.maximum(np.maximum(slowed, comm), 0.0), compute, comm
+
+
+def contention(overlapped, cal):
+    """Seconds compute loses to the communication kernels running beside it for `overlapped` seconds:
+    they hold cal.comm_sms of the SMs, so the compute runs at 1 - comm_sms of its speed meanwhile."""
+    return np.asarray(overlapped) * cal.comm_sms / (1.0 - cal.comm_sms)
 
 
 def zero3_passes(x: np.ndarray, gather: np.ndarray, on=True) -> np.ndarray:

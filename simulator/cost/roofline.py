@@ -9,9 +9,10 @@ from .calibration import Calibration, head_scale
 
 
 def gemm_efficiency(shapes: np.ndarray, cal: Calibration) -> np.ndarray:
-    """Fraction of peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions waste tiles;
-    never above the best measured GEMM of the dtype (cal.gemm_ceiling)."""
-    return np.minimum(cal.gemm * np.prod(tile_factor(shapes, cal), axis=-1), cal.gemm_ceiling)
+    """Fraction of the data-sheet peak reached by GEMMs of shape (..., 3) = (M, N, K): small dimensions
+    waste tiles; never above the best measured GEMM of the dtype (cal.gemm_ceiling); at the sustained
+    clock of a loaded GPU (cal.clock)."""
+    return np.minimum(cal.gemm * np.prod(tile_factor(shapes, cal), axis=-1), cal.gemm_ceiling) * cal.clock
 
 
 def tile_factor(dim, cal: Calibration) -> np.ndarray:
@@ -26,7 +27,7 @@ def attention_efficiency(keys, width, cal: Calibration, backward: bool = False) 
     long-sequence fraction of the pass, times keys / (keys + cal.attention_half_seq)."""
     keys = np.maximum(np.asarray(keys, dtype=float), 1.0)
     top = cal.attention_bwd if backward else cal.attention
-    return top * head_scale(width, cal) * keys / (keys + cal.attention_half_seq)
+    return top * head_scale(width, cal) * keys / (keys + cal.attention_half_seq) * cal.clock
 
 
 def attention_peak(device) -> float:

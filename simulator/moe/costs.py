@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import roofline
-from ..cost.roofline import attention_peak
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, OpTable, layer_shape
+from ..cost.roofline import attention_peak
 from . import routing
 from .dispatch import a2a_costs, dispatch_volumes, touch_probability
 from .placement import ExpertPlacement, place_experts

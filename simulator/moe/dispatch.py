@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cost.ops import ACT_BYTES
+from ..cost.ops import ACT_BYTES, operand_bytes
 from .placement import ExpertPlacement
 
 
@@ -63,8 +63,9 @@ def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_t
 
 
 def dispatch_width(scn) -> float:
-    """Bytes a dispatched activation takes: 1 with fp8 GEMMs (as DeepSeek-V3), else 16-bit."""
-    return 1.0 if scn.workload.dtype == "fp8" else float(ACT_BYTES)
+    """Bytes a dispatched activation takes: the low-precision GEMM operand's (1 with FP8, as DeepSeek-V3;
+    block scales included), else 16-bit."""
+    return operand_bytes(scn.workload.dtype)
 
 
 def tier_links(fabric, cal, crosses: bool) -> tuple[dict, dict]:

@@ -34,6 +34,12 @@ class Layout(_Frozen):
     """ZeRO stage 0..3: shard optimizer state (1), + gradients (2), + parameters (3) over dp."""
     distributed_optimizer: StrictBool = False
     """Megatron distributed optimizer (optimizer state sharded over dp)."""
+    grad_reduce_fp32: StrictBool = False
+    """Keep and reduce gradients in fp32 (Megatron's accumulate/grad_reduce_in_fp32: 4 bytes a gradient
+    in memory and on the wire); false: in the 16-bit parameter dtype, Megatron-Core's and NeMo's default."""
+    overlap_param_gather: StrictBool = True
+    """With the distributed optimizer or ZeRO, gather the updated parameters chunk by chunk behind the
+    next step's forward (Megatron overlap_param_gather, NeMo overlap_param_sync); false: all before it."""
     tp_overlap: StrictBool = False
     """Overlap tensor-parallel all-gathers and reduce-scatters with the GEMMs that consume or produce
     them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); needs sequence_parallel."""

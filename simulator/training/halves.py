@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..cost.memory import (
-    Memory, attention_activation_bytes, ffn_activation_bytes, head_activation_bytes, state_bytes_per_param
+    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param
 )
-from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape
+from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
 from ..moe.costs import block_times, moe_costs
 from ..schedules import in_flight
@@ -93,7 +93,7 @@ def layer_activations(scn, costs) -> np.ndarray:
     out = np.full(model.layers, attn)
     out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute) * (1 - moe_layers(model))
     if costs is not None:
-        cached = 1.0 if w.dtype == "fp8" else 2.0
+        cached = operand_bytes(w.dtype)
         per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.tp, recompute=w.recompute, copies=1.0,
                                         cached=cached)
         fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute, copies=0.0)
@@ -104,9 +104,10 @@ def layer_activations(scn, costs) -> np.ndarray:
 def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers) -> Memory:
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
+    grads = grad_bytes(lay)
     per_dense = state_bytes_per_param(placement.sizes["dp"] * placement.sizes["ep"] * lay.cp, lay.zero,
-                                      lay.distributed_optimizer)
-    per_expert = state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer)
+                                      lay.distributed_optimizer, grads)
+    per_expert = state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer, grads)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0

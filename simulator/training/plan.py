@@ -24,11 +24,11 @@ import numpy as np
 
 from ..cost import calibration
 from ..cost.fabric import Fabric
-from ..cost.memory import Memory, state_bytes_per_param
+from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
-    GRAD_COMM_BYTES, PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, data_parallel, device_memory, device_params,
+    PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, data_parallel, device_memory, device_params, exposed_param_gather,
     fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid, zero3_passes
 )
 from ..cost.placement import Placement, split_layers
@@ -109,7 +109,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
-    fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b)
+    fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b, cal)
     moe_fields = {}
     if split:
         exposed = np.minimum(np.maximum(comm - compute, 0.0), pair_times(ep_f, ep_b))
@@ -120,7 +120,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         table=table, devices=devices, f=f, b=b, w=w, fb=fb, exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
-        param_gather=np.maximum(0.0, gather_time - f[:, 0]), optimizer=opt,
+        param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather), optimizer=opt,
         memory=(moe_plan.split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers)
                 if split else _memory(scn, table, params, grid, placement, lc.activations)),
         traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
@@ -139,7 +139,8 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
     lay = scn.layout
     sharded = np.array([lay.zero >= 1 or lay.distributed_optimizer])
     out = [[x[0] for x in data_parallel(params[None], tuple(x[None] for x in fabric.profile(groups)),
-                                        [groups.shape[1]], sharded, fabric, cal, scn.topology.device.hbm_bandwidth)]
+                                        [groups.shape[1]], sharded, fabric, cal, scn.topology.device.hbm_bandwidth,
+                                        grad_bytes(lay))]
            for params, groups in parts]
     if len(out) == 1:
         return tuple(out[0][:4])
@@ -151,7 +152,7 @@ def _memory(scn, table, params, grid, placement: Placement, activations) -> Memo
     """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * ep * cp."""
     lay = scn.layout
     replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
-    per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer)])
+    per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay))])
     mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
                   kv_cache=0.0, capacity=scn.topology.device.hbm_bytes)
@@ -202,9 +203,10 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
     tp_bytes = (grid[0] * counts).sum(axis=1) * units * s * (lay.tp - 1) / max(lay.tp, 1)
     per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
-    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS fp32 + AG bf16, else AR fp32 (2 phases)
+    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS gradients + AG bf16, else AR (2 phases)
+    grads = grad_bytes(lay)
     for params, groups in dp_parts:
-        dp_bytes = params * (GRAD_COMM_BYTES + PARAM_COMM_BYTES if sharded else 2 * GRAD_COMM_BYTES)
+        dp_bytes = params * (grads + PARAM_COMM_BYTES if sharded else 2 * grads)
         per_rank += _split_by_tier(fabric, groups, dp_bytes)
     ranks = mesh_ranks(scn) // p
     out = {}

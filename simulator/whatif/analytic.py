@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.params import model_flops_per_token
+from ..cost.pipeline import exposed_param_gather
 from ..schedules import SCHEDULE_NAMES
 from . import workers as forked
 from .candidates import (
@@ -408,7 +409,7 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
     u, same = distinct_pipelines(f, b, src, m_first, rest)
     s = src[u]
     w, tp, send, m = pc.w[s], pc.tp[s], pc.send[s], m_first[s]
-    fb = pair_seconds(f[u], b[u], tp, pc.cp[s]) if pairs else None
+    fb = pair_seconds(f[u], b[u], tp, pc.cp[s], cm.cal) if pairs else None
     L, last, busy, tp_dev = (np.zeros((len(u), p)) for _ in range(4))
     pipe_group = group[first][s]
     for g, st in enumerate(sts):
@@ -417,7 +418,7 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
             L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[u[k]], b[u[k]], w[k],
                                                        None if fb is None else fb[k], tp[k], send[k])
     r = same[q]  # each candidate's distinct pipeline
-    param_gather = np.maximum(0.0, gather - f[q, :, 0])
+    param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather)
     stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather
     step = stage_end.max(axis=1)
     crit = np.argmax(stage_end, axis=1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
-from ..cost.memory import state_bytes_per_param
+from ..cost.memory import grad_bytes, state_bytes_per_param
 from ..cost.ops import build_op_table, layer_shape
 from ..cost.pipeline import (
     LayerKeys, backward_tasks, data_parallel, device_memory, device_params, fb_pairs, layer_costs, pass_grid, sends,
@@ -206,13 +206,13 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     profile = tuple(np.stack([q[2][j] for q in prof]) for j in range(3))
     out = data_parallel(device_params(cm.scn.model, uniq[:, 0], layers, embed, head), profile,
                         [q[1].shape[1] for q in prof], uniq[:, 3].astype(bool), cm.fabric, cm.cal,
-                        cm.scn.topology.device.hbm_bandwidth)
+                        cm.scn.topology.device.hbm_bandwidth, grad_bytes(cm.scn.layout))
     return tuple(x[inverse] for x in out)
 
 
-def pair_seconds(f, b, tp, cp) -> np.ndarray:
+def pair_seconds(f, b, tp, cp, cal) -> np.ndarray:
     """(N, p, v, v) seconds of an overlapped F&B pair (step_costs.fb_pairs): exposed TP + CP inside."""
-    return fb_pairs(f, b, tp[..., 0] + cp[..., 0], tp[..., 1] + cp[..., 1])[0]
+    return fb_pairs(f, b, tp[..., 0] + cp[..., 0], tp[..., 1] + cp[..., 1], cal)[0]
 
 
 def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in_flight: np.ndarray,
@@ -223,7 +223,8 @@ def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in
     lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
     params = device_params(cm.scn.model, c.tp, layers, embed, head)
     uniq, inverse = unique_rows(np.stack([c.dp * c.cp, c.zero], axis=1))
-    per_param = np.array([state_bytes_per_param(int(rep), int(zero), cm.scn.layout.distributed_optimizer)
+    per_param = np.array([state_bytes_per_param(int(rep), int(zero), cm.scn.layout.distributed_optimizer,
+                                                grad_bytes(cm.scn.layout))
                           for rep, zero in uniq])[inverse]
     out = device_memory(params, per_param, lt["mem"], in_flight, layers, head)
     return {**out, "kv_cache": np.zeros(len(c)), "capacity": np.full(len(c), float(cm.scn.topology.device.hbm_bytes))}
