@@ -72,7 +72,7 @@ def check_plan(name: str, plan: Plan) -> None:
 
 def check_memory(mem: dict) -> None:
     """The memory categories of a report's memory_bytes add up to its total."""
-    parts = sum(mem[c] for c in ("weights", "gradients", "optimizer", "activations", "kv_cache"))
+    parts = sum(mem.get(c, 0.0) for c in ("weights", "gradients", "optimizer", "activations", "kv_cache", "reserved"))
     if not np.isclose(parts, mem["total"], rtol=1e-12):
         raise InvariantError(f"memory categories add to {parts}, total says {mem['total']}")
 

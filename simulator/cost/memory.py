@@ -1,10 +1,13 @@
 """Bytes per device by category against HBM capacity; out of memory is a result, not a crash.
 
 Weights, gradients and optimizer state follow Megatron-LM's mixed-precision Adam: 2 (bf16 weights)
-+ 4 (fp32 gradients) + 12 (fp32 master, momentum, variance) = 18 bytes a parameter; the distributed
-optimizer (ZeRO-1) shards the 12 over data-parallel ranks (6 + 12/dp), ZeRO-2 the gradients too,
-ZeRO-3 everything. Activations per layer follow Korthikanti et al. 2022 Table 2, generalized to GQA
-and gated MLPs (s b h (34 + 5 a s / h) bytes for GPT), times the micro-batches in flight.
++ 2 (bf16 gradients; 4 with fp32 gradient reduction) + 12 (fp32 master, momentum, variance) bytes a
+parameter; the distributed optimizer (ZeRO-1) shards the 12 over data-parallel ranks, ZeRO-2 the
+gradients too, ZeRO-3 everything. Activations per layer follow Korthikanti et al. 2022 Table 2,
+generalized to GQA, gated MLPs, models without dropout and FP8-cached GEMM inputs (s b h (34 + 5 a s /
+h) bytes for GPT), times the micro-batches in flight. On top, the framework's reserve (RESERVE_BYTES:
+CUDA context, library workspaces, NCCL buffers) and the caching allocator's fragmentation
+(FRAGMENTATION of what is allocated) must fit in HBM too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,16 @@ from dataclasses import dataclass
 from .ops import mla_dims
 
 WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
+RESERVE_BYTES = 1.5 * 2**30
+"""Bytes a training process holds besides its tensors: the CUDA context (~0.5 GiB), cuBLAS and cuDNN
+workspaces and NCCL's communication buffers (~1 GiB)."""
+FRAGMENTATION = 0.05
+"""Share of the allocated bytes PyTorch's caching allocator holds on top as fragmented free blocks."""
+
+
+def reserved_bytes(allocated):
+    """Bytes the framework holds besides `allocated` tensor bytes: RESERVE_BYTES + FRAGMENTATION of them."""
+    return RESERVE_BYTES + FRAGMENTATION * allocated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,15 +41,20 @@ class Memory:
     capacity: float
 
     @property
+    def reserved(self) -> float:
+        """The framework's reserve and the allocator's fragmentation (reserved_bytes)."""
+        return reserved_bytes(self.weights + self.gradients + self.optimizer + self.activations + self.kv_cache)
+
+    @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.kv_cache
+        return self.weights + self.gradients + self.optimizer + self.activations + self.kv_cache + self.reserved
 
     @property
     def fits(self) -> bool:
         return self.total <= self.capacity
 
     def as_dict(self) -> dict[str, float]:
-        cats = ("weights", "gradients", "optimizer", "activations", "kv_cache")
+        cats = ("weights", "gradients", "optimizer", "activations", "kv_cache", "reserved")
         return {**{c: getattr(self, c) for c in cats}, "total": self.total, "capacity": self.capacity}
 
 
@@ -55,18 +73,26 @@ def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool,
             OPTIMIZER_BYTES / (dp if shard_opt else 1))
 
 
+def outside_bytes(model, cached: float = 2.0) -> float:
+    """Bytes a token keeps outside the TP region of a layer (split only by sequence parallelism): the
+    two norms' inputs (2 h each), the QKV and FC1 inputs (`cached` bytes an element: 1 when FP8
+    training keeps its GEMM inputs in FP8) and, with dropout, two one-byte masks: Korthikanti et al.'s
+    10 h for GPT."""
+    return (4.0 + 2.0 * cached + (2.0 if model.dropout else 0.0)) * model.hidden
+
+
 def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,
-                               recompute: str, flash: bool) -> float:
+                               recompute: str, flash: bool, cached: float = 2.0) -> float:
     """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
 
-    Outside the TP region (norm inputs, QKV and FC1 inputs, dropout masks): 10 h per token, split by
-    tp only under sequence parallelism. Inside: Q, K, V, attention output, MLP intermediates, split by
-    tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
+    Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V,
+    the attention output and the MLP intermediates (the projection's and FC2's inputs at `cached` bytes),
+    split by tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
     """
     h, d, a, kv, f = model.hidden, model.head_dim, model.heads, model.kv_heads, model.ffn
-    outside = 10.0 * h
+    outside = outside_bytes(model, cached)
     gated = model.ffn_kind == "swiglu"
-    inside = 2.0 * (a * d + 2 * kv * d + a * d) + 2.0 * f * (2 if gated else 1) + 2.0 * f
+    inside = 2.0 * (a * d + 2 * kv * d) + cached * a * d + 2.0 * f * (2 if gated else 1) + cached * f
     scores = 0.0 if (flash or recompute == "selective") else 5.0 * a * seq
     sp = tp if sequence_parallel else 1
     if recompute == "full":
@@ -79,13 +105,14 @@ def head_activation_bytes(model, *, tokens: int, tp: int) -> float:
     return tokens * 4.0 * (-(-model.vocab // tp))
 
 
-def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel: bool, recompute: str) -> float:
+def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel: bool, recompute: str,
+                               cached: float = 2.0) -> float:
     """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
-    rank, for models whose op table splits layers (MoE, MLA). The 10 h bytes a token outside the TP
-    region (norm inputs, the inputs of attention and FFN, dropout masks) are counted here; inside: Q, K,
-    V and the attention output, and with MLA the two latents. Under full recompute: the layer's input.
-    MLA with selective recompute (DeepSeek-V3's: norms and up-projections run again) keeps the latents
-    and the attention output but not Q, K, V nor the norms' outputs (6 h bytes a token outside).
+    rank, for models whose op table splits layers (MoE, MLA). The bytes a token keeps outside the TP
+    region (outside_bytes) are counted here; inside: Q, K, V and the attention output, and with MLA the
+    two latents. Under full recompute: the layer's input. MLA with selective recompute (DeepSeek-V3's:
+    norms and up-projections run again) keeps the latents and the attention output but not Q, K, V nor
+    the norms' outputs (4 h bytes a token fewer outside).
     """
     h = model.hidden
     sp = tp if sequence_parallel else 1
@@ -101,9 +128,9 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
         mla = model.mla
         latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
         if recompute == "selective":
-            return tokens * (6.0 * h / sp + (2.0 * a * v + latents) / tp)
+            return tokens * ((outside_bytes(model, cached) - 4.0 * h) / sp + (2.0 * a * v + latents) / tp)
         inside = 2.0 * (2 * a * qk + 2 * a * v) + latents
-    return tokens * (10.0 * h / sp + inside / tp)
+    return tokens * (outside_bytes(model, cached) / sp + inside / tp)
 
 
 def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,

@@ -20,8 +20,8 @@ import numpy as np
 from ..scenario.base import RECOMPUTE_NAMES
 from . import roofline
 from .fabric import Fabric
-from .memory import activation_bytes_per_layer, head_activation_bytes
-from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
+from .memory import activation_bytes_per_layer, head_activation_bytes, reserved_bytes
+from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape, operand_bytes
 from .params import parameter_counts
 
 ADAM_BYTES_PER_PARAM = 38.0
@@ -97,7 +97,8 @@ def layer_activations(scn, keys: LayerKeys) -> np.ndarray:
     rows = zip(keys.which.tolist(), keys.tp.tolist(), keys.sp.tolist(), keys.recompute.tolist())
     for i, (which, tp, sp, rec) in enumerate(rows):
         sh, recompute = keys.shapes[which], RECOMPUTE_NAMES[rec]
-        kw = dict(tokens=sh.tokens, seq=seq, tp=tp, sequence_parallel=sp, flash=sh.flash)
+        kw = dict(tokens=sh.tokens, seq=seq, tp=tp, sequence_parallel=sp, flash=sh.flash,
+                  cached=operand_bytes(scn.workload.dtype))
         working = activation_bytes_per_layer(model, recompute="none", **kw) if recompute == "full" else 0.0
         out[i] = (activation_bytes_per_layer(model, recompute=recompute, **kw), working,
                   head_activation_bytes(model, tokens=sh.tokens, tp=tp))
@@ -268,7 +269,9 @@ def device_memory(params, per_param, activations, held, layers, head) -> dict:
     prm = pick(params)
     out = {"weights": prm * per_param[:, 0], "gradients": prm * per_param[:, 1],
            "optimizer": prm * per_param[:, 2], "activations": pick(acts)}
-    out["total"] = out["weights"] + out["gradients"] + out["optimizer"] + out["activations"]
+    allocated = out["weights"] + out["gradients"] + out["optimizer"] + out["activations"]
+    out["reserved"] = reserved_bytes(allocated)
+    out["total"] = allocated + out["reserved"]
     return out
 
 

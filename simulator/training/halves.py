@@ -88,7 +88,7 @@ def layer_activations(scn, costs) -> np.ndarray:
     """(L,) bytes each layer keeps per micro-batch on the busiest EP rank's TP rank."""
     model, w, lay = scn.model, scn.workload, scn.layout
     sh = layer_shape(scn)
-    attn = attention_activation_bytes(model, tokens=sh.tokens, tp=lay.tp,
+    attn = attention_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, cached=operand_bytes(w.dtype),
                                       sequence_parallel=lay.sequence_parallel, recompute=w.recompute)
     out = np.full(model.layers, attn)
     out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute) * (1 - moe_layers(model))
