@@ -174,7 +174,8 @@ def test_mlperf_training_configs(reference, scenarios):
         assert (got["gpus"], got["dp"], got["global_batch"], got["tp"], got["pp"], got["chunks"], got["micro_batch"]) \
             == (row["gpus"], row["dp"], row["global_batch_seqs"], par["tp"], par["pp"], par["virtual_pipeline"],
                 par["microbatch"])
-        assert row["global_batch_seqs"] // (row["dp"] * par["microbatch"]) == row["grad_accum_microbatches_per_pipeline"]
+        micro_batches = row["global_batch_seqs"] // (row["dp"] * par["microbatch"])
+        assert micro_batches == row["grad_accum_microbatches_per_pipeline"]
     c = reference("mlperf_training_v4_0_gpt3_175b_nvidia")
     for key in ("large", "small"):
         g = c["config"][key]
