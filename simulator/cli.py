@@ -369,7 +369,9 @@ def validate(
     workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
-    """Simulate the validation cases and print published, simulated, error, mean and max."""
+    """Simulate the validation cases; print published, simulated and error per case, and the mean and max
+    error per group (generation x kind), in-sample and out-of-sample apart (exit status 1 when a case
+    fails to simulate)."""
     from .output import validation as val
     from .output import whatif_tables as views
     from .whatif.sweep import Job, evaluate, run_jobs
@@ -378,19 +380,25 @@ def validate(
     try:
         cases = val.load_cases(folder or val.DEFAULT_DIR)
         points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,
-                          workers=workers)
+                          workers=workers, progress=_progress(len(cases), quiet))
     except ValueError as err:
         fail(str(err))
     outcomes = [val.outcome(c, p) for c, p in zip(cases, points)]
     mean, worst = val.summary(outcomes)
-    rows = val.rows(outcomes)
-    write_all({json_out: (json.dumps({"cases": rows, "mean_abs_error": mean, "max_abs_error": worst,
-                                      "simrack_version": __version__}, indent=2, sort_keys=True) + "\n")
+    doc = val.document(outcomes)
+    write_all({json_out: (json.dumps({**doc, "simrack_version": __version__}, indent=2, sort_keys=True) + "\n")
                if json_out else "",
-               csv_out: views.validate_csv(rows) if csv_out else ""})
+               csv_out: views.validate_csv(doc["cases"]) if csv_out else ""})
     if not quiet:
-        views.console().print(views.validate_table(outcomes, mean, worst))
-    failed = [o for o in outcomes if o.error is None]
+        out = views.console()
+        out.print(views.validate_table(outcomes, mean, worst))
+        out.print(views.validate_groups_table(val.group_stats(outcomes), val.sample_stats(outcomes)))
+        lines = views.validate_not_expressible(outcomes)
+        if lines:
+            out.print("not expressible yet (simulated and listed, not counted):", highlight=False)
+            for line in lines:
+                out.print(line, highlight=False, soft_wrap=True)
+    failed = [o for o in outcomes if o.simulated is None]
     for o in failed:
         typer.echo(f"simrack: {o.case.scenario.name}: {o.problem}", err=True)
     if failed:

@@ -34,15 +34,26 @@ COMMANDS = {  # command line without the output option -> a check of the parsed 
     "run": (["run", GPT3], lambda d: d["step_time_s"] > 0),
     "sweep": (SWEEP, lambda d: len(d["points"]) == 2),
     "search": (["search", KORTHIKANTI, "--top", "1", "-j", "1"], lambda d: d["best"]["report"]["step_time_s"] > 0),
-    "validate": (["validate", "-j", "1"], lambda d: len(d["cases"]) > 0),
+    "validate": (["validate", "-j", "1"], lambda d: len(d["cases"]) == 1),  # + a one-case folder (below)
 }
 
 
+@pytest.fixture(scope="module")
+def one_case(tmp_path_factory):
+    """A cases folder with one shipped scenario (the whole development set is tests/test_validate.py's)."""
+    folder = tmp_path_factory.mktemp("one-case")
+    (folder / "cases.yml").write_text(f"cases:\n  - {{scenario: {KORTHIKANTI}, case: korthikanti2022_iteration_times, "
+                                      "reported: reported.iteration_time_s.175B.seqsel, metric: step_time_s, "
+                                      "value: 13.75, unit: s}\n")
+    return str(folder)
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
-def test_json_dash_is_standard_output_and_nothing_else(tmp_path, monkeypatch, name):
+def test_json_dash_is_standard_output_and_nothing_else(tmp_path, monkeypatch, one_case, name):
     """`--json -` writes the JSON to stdout (no file named '-'), and no table around it."""
     monkeypatch.chdir(tmp_path)
     args, check = COMMANDS[name]
+    args = [*args, one_case] if name == "validate" else args
     result = runner.invoke(app, [*args, "--json", "-"])
     assert result.exit_code in (0, 1), result.output  # validate exits 1 when a case is off
     assert check(json.loads(result.stdout))  # the whole of stdout is the JSON document

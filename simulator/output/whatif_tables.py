@@ -171,19 +171,66 @@ def search_csv(res) -> str:
 
 # --- validate -----------------------------------------------------------------------------------
 
+def _pct_err(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def _notes(o) -> str:
+    notes = []
+    if o.case.fitted:
+        notes.append("in-sample")
+    if not o.case.expressible:
+        notes.append("not expressible")
+    if o.fits_in_memory is False:
+        notes.append("over memory")
+    if o.case.unmodelled:
+        notes.append("unmodelled: " + ", ".join(o.case.unmodelled))
+    return "; ".join(notes)
+
+
 def validate_table(outcomes, mean: float, worst: float) -> Table:
-    t = Table(title="simrack validate: published figures", title_justify="left",
-              caption=f"mean absolute error {100 * mean:.2f}%, max {100 * worst:.2f}% over "
-                      f"{sum(o.error is not None for o in outcomes)} cases", caption_justify="left")
-    for name, just in (("case", "left"), ("published", "right"), ("simulated", "right"), ("error", "right")):
+    """One row per case: label, group, kind, published, simulated, error (in parentheses when the case
+    is not expressible: it is not counted) and notes."""
+    counted = sum(o.counted for o in outcomes)
+    t = Table(title=f"simrack validate: {len(outcomes)} published figures", title_justify="left",
+              caption=f"mean absolute error {100 * mean:.2f}%, max {100 * worst:.2f}% over {counted} counted cases "
+                      f"({sum(not o.case.expressible for o in outcomes)} not expressible, not counted)",
+              caption_justify="left")
+    for name, just in (("case", "left"), ("group", "left"), ("kind", "left"), ("published", "right"),
+                       ("simulated", "right"), ("error", "right"), ("notes", "left")):
         t.add_column(name, justify=just)
     for o in outcomes:
-        unit = o.case.unit
-        fmt = (lambda v: f"{v:.4g} {unit}".strip())
-        t.add_row(o.case.label, fmt(o.case.value),
-                  fmt(o.simulated) if o.simulated is not None else (o.problem or "failed"),
-                  f"{100 * o.error:+.1f}%" if o.error is not None else "")
+        fmt = (lambda v, unit=o.case.unit: f"{v:.4g} {unit}".strip())
+        error = "" if o.error is None else _pct_err(o.error) if o.case.expressible else f"({_pct_err(o.error)})"
+        t.add_row(o.case.label, o.case.group or "-", o.kind or "-", fmt(o.case.value),
+                  fmt(o.simulated) if o.simulated is not None else (o.problem or "failed"), error, _notes(o))
     return t
+
+
+def validate_groups_table(stats, samples: dict) -> Table:
+    """Mean and max absolute error per group (generation x kind), in-sample and out-of-sample apart,
+    then per sample over all groups."""
+    t = Table(title="errors by group (expressible cases)", title_justify="left")
+    for name, just in (("group", "left"), ("kind", "left"), ("sample", "left"), ("cases", "right"),
+                       ("mean |error|", "right"), ("max |error|", "right")):
+        t.add_column(name, justify=just)
+
+    def row(s, group, kind):
+        na = s.cases == 0
+        t.add_row(group, kind, s.sample, str(s.cases), "-" if na else f"{100 * s.mean:.1f}%",
+                  "-" if na else f"{100 * s.max:.1f}%")
+
+    for s in stats:
+        row(s, s.group or "-", s.kind or "-")
+    t.add_section()
+    for key in ("in_sample", "out_of_sample", "all"):
+        row(samples[key], "all", "all")
+    return t
+
+
+def validate_not_expressible(outcomes) -> list[str]:
+    """'label: why' for each case that simrack cannot express yet (listed, not counted)."""
+    return [f"  {o.case.label}: {o.case.why}" for o in outcomes if not o.case.expressible]
 
 
 def validate_csv(rows: list[dict]) -> str:
