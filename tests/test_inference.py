@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.cost.calibration import IDEAL_OVERRIDES
 from simulator.cost.kv_cache import kv_bytes_per_token, kv_bytes_per_token_per_rank
 from simulator.cost.params import parameter_counts
 from simulator.serving.memory import max_batch, serve_memory
@@ -13,7 +12,7 @@ from simulator.serving.steps import DTYPE_BYTES, layer_weight_elements, step_cos
 
 LLAMA3_70B = "llama3-70b"
 H100 = {"preset": "dgx-h100-superpod", "domains": 1}
-IDEAL = IDEAL_OVERRIDES  # the pure roofline
+IDEAL = "ideal"  # the pure roofline
 
 
 def serve(make_scenario, *, model=LLAMA3_70B, topology=None, layout=None, **workload):

@@ -57,16 +57,17 @@ def test_groups_follow_the_device():
         assert generation[next(k for k in generation if device.startswith(k))] == c.group, c.label
 
 
-def test_in_sample_cases_are_the_calibrations():
-    """Today the calibration is fitted on Korthikanti et al.'s 8 iteration times and nothing else."""
-    assert {c.scenario.name for c in CASES if c.fitted} == {
-        f"korthikanti-{size}-{mode}.yaml" for size in ("22b", "175b", "530b", "1t") for mode in ("full", "seqsel")}
+def test_no_case_is_in_sample():
+    """The device model is fitted on kernel measurements only (simulator/data/kernels.yaml): no
+    end-to-end figure of the development set sets a parameter."""
+    assert not [c.scenario.name for c in CASES if c.fitted]
 
 
 def test_not_expressible_cases_say_why():
     names = {c.scenario.name for c in CASES if not c.expressible}
-    assert names == {"mlperf-t51-llama31-405b-5120.yaml", "mlperf-t51-llama31-405b-2560.yaml",
-                     "mlperf-i41-llama2-70b-h200cts.yaml", "mlperf-i41-llama2-70b-b200.yaml",
+    zero3 = {f"megatron2021-t2-zero3-{s}.yaml" for s in ("175b-384", "175b-768", "175b-1536", "530b-640",
+                                                          "530b-1120", "530b-2240")}
+    assert names == zero3 | {"mlperf-i41-llama2-70b-h200cts.yaml", "mlperf-i41-llama2-70b-b200.yaml",
                      "deepseek-v3-online-decode.yaml", "palm540b-low-latency-prefill.yaml",
                      "palm540b-low-latency-decode.yaml", "palm540b-throughput-prefill.yaml",
                      "palm540b-throughput-decode.yaml"}

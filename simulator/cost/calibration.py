@@ -146,6 +146,8 @@ def for_device(device, dtype: str = "bf16") -> Calibration:
     """The calibration of a device running `dtype`: its generation's fit, with the preset's
     `efficiency` overrides."""
     overrides = getattr(device, "efficiency", None) or {}
+    if overrides == "ideal":
+        return IDEAL
     return replace(fitted(generation_of(device), dtype), **overrides)
 
 

@@ -41,9 +41,10 @@ class DeviceSpec(BaseModel):
     generation: Literal["ampere", "hopper", "blackwell"] | None = None
     """Architecture generation whose measured device model applies (simulator.cost.calibration);
     None: read from the name (A100 ampere; H100, H200, H800 hopper; B200, GB200 blackwell)."""
-    efficiency: dict[str, Efficiency] | None = None
-    """Optional achieved fractions of peak, each in (0, 1]; keys are defined by the cost model.
-    None: simrack uses its own calibration, the same for every scenario."""
+    efficiency: dict[str, Efficiency] | Literal["ideal"] | None = None
+    """Optional overrides of the device model (simulator.cost.calibration.Calibration's fields, each in
+    (0, 1]), or "ideal": the pure roofline closed-form references assume (every fraction 1, no
+    overheads). None: the measured model of the device's generation."""
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s of a compute dtype (its PEAK_FAMILY entry of peak_flops)."""
