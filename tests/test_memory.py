@@ -20,7 +20,7 @@ from simulator.scenario.spec import ModelSpec
 from simulator.training.plan import device_params, make_plan
 
 MIB = 2**20
-GPT3 = ModelSpec(layers=96, hidden=12288, heads=96, vocab=51200, tied_embeddings=True)
+GPT3 = ModelSpec(layers=96, hidden=12288, heads=96, vocab=51200, tied_embeddings=True, dropout=0.1)  # GPT has dropout
 S, B, H, A, T = 2048, 1, 12288, 96, 8
 
 # Korthikanti Table 2 row -> (tp, sequence_parallel, recompute), attention unfused (flash=False)
@@ -115,10 +115,11 @@ def test_gpt3_175b_tp8_pp8_state_per_gpu(reference):
 
 def test_plan_memory_most_loaded_device(make_scenario, reference):
     """The plan's most loaded GPU (first or last stage) adds the embedding (V h / t x 18 bytes) to
-    the test point, as published.yaml's note says; activations: Table 2 per layer x 1F1B in flight."""
+    the test point, as published.yaml's note says (fp32 gradients, as Megatron-LM 2021 counted them);
+    activations: Table 2 per layer x 1F1B in flight."""
     point = reference("megatron_weight_optimizer_bytes")["test_points"][0]
-    scn = make_scenario(workload={"attention": "unfused", "recompute": "selective"},
-                        layout={"tp": 8, "pp": 8, "sequence_parallel": True})
+    scn = make_scenario(model="gpt3-175b", workload={"attention": "unfused", "recompute": "selective"},
+                        layout={"tp": 8, "pp": 8, "sequence_parallel": True, "grad_reduce_fp32": True})
     assert scn.layout.dp == 1 and scn.micro_batches == 64
     plan = make_plan(scn, build_op_table(scn), place(scn), fabric_for(scn.topology))
     mem = plan.memory
@@ -138,7 +139,14 @@ def test_plan_memory_most_loaded_device(make_scenario, reference):
 
 
 def test_memory_totals_and_overflow():
-    mem = Memory(weights=1.0, gradients=2.0, optimizer=3.0, activations=4.0, kv_cache=0.5, capacity=10.0)
-    assert mem.total == 10.5 and not mem.fits
-    assert mem.as_dict() == {"weights": 1.0, "gradients": 2.0, "optimizer": 3.0, "activations": 4.0,
-                             "kv_cache": 0.5, "total": 10.5, "capacity": 10.0}
+    """The total adds the 1.5 GiB reserve and 5% fragmentation of what is allocated."""
+    gib = 2**30
+    mem = Memory(weights=1 * gib, gradients=2 * gib, optimizer=3 * gib, activations=4 * gib, kv_cache=gib / 2,
+                 capacity=12 * gib)
+    reserved = 1.5 * gib + 0.05 * 10.5 * gib
+    assert mem.reserved == pytest.approx(reserved, rel=1e-12)
+    assert mem.total == pytest.approx(10.5 * gib + reserved, rel=1e-12) and mem.total > 12 * gib
+    assert not mem.fits
+    assert mem.as_dict() == {"weights": 1 * gib, "gradients": 2 * gib, "optimizer": 3 * gib, "activations": 4 * gib,
+                             "kv_cache": gib / 2, "reserved": mem.reserved, "total": mem.total,
+                             "capacity": 12 * gib}

@@ -148,7 +148,9 @@ def test_ep_group_spanning_two_domains_costs_the_bandwidth_ratio(make_scenario):
 
 def test_dualpipe_pairs_hide_the_all_to_all(make_scenario):
     """Same layout, PP 2: 1F1B exposes every all-to-all; DualPipe's F&B pairs hide what the other
-    half's compute covers, so less stays exposed and the pair lasts max(compute, comm)."""
+    half's compute covers, so less stays exposed; the pair lasts max(compute slowed by the
+    communication beside it, comm): compute + min(compute, comm) x s / (1 - s), s the SM share
+    the communication kernels hold (calibration comm_sms)."""
     kw = dict(workload={"global_batch": 128}, layout={"pp": 2, "ep": 8, "order": ["tp", "cp", "dp", "ep", "pp"]},
               topology={"preset": "hgx-h800", "domains": 4})
     one = run(_small(make_scenario, **kw))
@@ -156,8 +158,13 @@ def test_dualpipe_pairs_hide_the_all_to_all(make_scenario):
                       layout={**kw["layout"], "schedule": "dualpipe", "chunks": 2}))
     assert dual.report.exposed_comm_s["ep"] < 0.8 * one.report.exposed_comm_s["ep"]
     plan = dual.plan
-    comm = plan.exposed_ep[:, :, None, 0] + plan.exposed_ep[:, None, :, 1]
-    np.testing.assert_allclose(plan.fb, np.maximum(plan.fb - plan.exposed_ep_pair, comm))
+    ep_f, ep_b = plan.exposed_ep[..., 0], plan.exposed_ep[..., 1]  # TP 1, CP 1: the pairs' only comm
+    comm = ep_f[:, :, None] + ep_b[:, None, :]
+    compute = (plan.f - ep_f)[:, :, None] + (plan.b - ep_b)[:, None, :]
+    share = calibration.for_device(dual.scenario.topology.device, "bf16").comm_sms
+    assert 0.1 < share < 0.2  # 20 of an H800's 132 SMs
+    slowed = compute + np.minimum(compute, comm) * share / (1 - share)
+    np.testing.assert_allclose(plan.fb, np.maximum(slowed, comm), rtol=1e-12)
     for res in (one, dual):
         check_training(res.scenario.name, res.plan, res.timeline, res.report)
 

@@ -71,7 +71,8 @@ def test_not_expressible_cases_say_why():
                      "deepseek-v3-online-decode.yaml", "palm540b-low-latency-prefill.yaml",
                      "palm540b-low-latency-decode.yaml", "palm540b-throughput-prefill.yaml",
                      "palm540b-throughput-decode.yaml"}
-    assert all("fp4" in c.why for c in CASES if c.dtype in ("fp4", "nvfp4"))
+    assert all("fp4" in c.why for c in CASES if c.dtype == "fp4" and not c.expressible)
+    assert all(c.expressible for c in CASES if c.dtype == "nvfp4")  # workload.dtype nvfp4 expresses them
 
 
 # --- derived values: the source's own arithmetic -----------------------------------------------------

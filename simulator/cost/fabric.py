@@ -45,7 +45,8 @@ class Fabric:
         return self.domain_of(devices) // self.domains_per_unit
 
     def scaleout_bw(self, crosses_unit) -> np.ndarray:
-        """Per-GPU scale-out bandwidth: the NIC share, cut by oversubscription above the leaf."""
+        """Per-GPU scale-out bandwidth when every GPU of a group sends across leaf units at once (an
+        all-to-all): the NIC share, cut by oversubscription above the leaf."""
         return np.where(crosses_unit, self.nic_bw * min(1.0, self.uplink_ratio), self.nic_bw)
 
     def profile(self, groups: np.ndarray):
@@ -74,7 +75,9 @@ class Fabric:
         NVSwitch domain runs NVLink SHARP where the generation has it (cal.nvls), as NCCL picks it."""
         intra_bw = self.nvlink_bw * cal.nvlink
         lat = max(self.nvlink_lat, cal.ring_latency)
-        inter_bw = self.scaleout_bw(crosses) * cal.scaleout
+        # rings cross a leaf unit's uplinks with a few flows, far below their capacity: only an
+        # all-to-all, where every GPU sends across at once, feels the oversubscription
+        inter_bw = (self.scaleout_bw(crosses) if kind == "all_to_all" else self.nic_bw) * cal.scaleout
         flat_bw = intra_bw
         if kind == "all_reduce" and algorithm == "ring" and cal.nvls > cal.nvlink:
             flat_bw = np.where(np.asarray(k) >= NVLS_MIN_GPUS, self.nvlink_bw * cal.nvls, intra_bw)
@@ -85,8 +88,7 @@ class Fabric:
     def p2p(self, size, src, dst, cal: Calibration) -> np.ndarray:
         """Seconds to send `size` bytes from each src device to each dst device."""
         same = self.domain_of(src) == self.domain_of(dst)
-        crosses = self.unit_of(src) != self.unit_of(dst)
-        bw = np.where(same, self.nvlink_bw * cal.nvlink, self.scaleout_bw(crosses) * cal.scaleout)
+        bw = np.where(same, self.nvlink_bw * cal.nvlink, self.nic_bw * cal.scaleout)  # one flow: no uplink contention
         lat = np.where(same, self.nvlink_lat, self.scaleout_lat)
         return collectives.p2p(size, bw, lat)
 

@@ -83,7 +83,8 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     comm = [tp_coll(kind, size) for kind in ("all_reduce", "all_gather", "reduce_scatter")]
     kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
     ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop)
-    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.layout.tp_overlap),
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.layout.tp_overlap,
+                                        keys.tp),
                       send_bytes=act,
                       send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),
                       activations=layer_activations(scn, keys))
@@ -130,7 +131,8 @@ def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak
     return out
 
 
-def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_overlap: bool = False) -> np.ndarray:
+def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_overlap: bool = False,
+               tp=1) -> np.ndarray:
     """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
     (K, 3, 8) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
     activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
@@ -140,7 +142,8 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     reduce-scatters) on the critical path; backward, the input-gradient collectives overlap the
     weight-gradient GEMMs (asynchronous all-reduce) unless a separate W task holds them. With
     `tp_overlap` (Transformer Engine's userbuffers, Megatron's tp_comm_overlap; sequence parallelism
-    only) each pass's collectives run in chunks behind its GEMMs: only what exceeds the GEMMs is exposed.
+    only) each GEMM runs in tp chunks, each chunk's collective behind the next chunk's GEMM: the first
+    (or last) chunk's share, 1/tp of the collective, or what exceeds the GEMMs stays exposed.
     Compute with communication running beside it is slowed by the SMs the communication holds
     (contention)."""
     ar, ag, rs = comm
@@ -149,12 +152,15 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     comm_b_exposed = np.where(sp, 2 * ag, 0.0)
     comm_b_overlap = np.where(sp, 2 * (rs + ag), 2 * ar)
     slow_f = slow_b = 0.0
-    if tp_overlap:
-        slow_f = np.where(sp, contention(np.minimum(comm_f, gemm_f), cal), 0.0)
-        comm_f = np.where(sp, np.maximum(0.0, comm_f - gemm_f), comm_f)
-        behind_b = gemm_b + np.where(split, 0.0, gemm_w)
-        slow_b = np.where(sp, contention(np.minimum(2 * (ag + rs), behind_b), cal), 0.0)
-        comm_b_exposed = np.where(sp, np.maximum(0.0, 2 * (ag + rs) - behind_b), comm_b_exposed)
+    if tp_overlap:  # each GEMM runs in tp chunks, a chunk's collective behind the next chunk's GEMM
+        tp = np.asarray(tp, float)
+        exposed_f = np.maximum(comm_f / tp, comm_f - gemm_f)
+        slow_f = np.where(sp, contention(comm_f - exposed_f, cal), 0.0)
+        comm_f = np.where(sp, exposed_f, comm_f)
+        behind_b, comm_b = gemm_b + np.where(split, 0.0, gemm_w), 2 * (ag + rs)
+        exposed_b = np.maximum(comm_b / tp, comm_b - behind_b)
+        slow_b = np.where(sp, contention(comm_b - exposed_b, cal), 0.0)
+        comm_b_exposed = np.where(sp, exposed_b, comm_b_exposed)
         comm_b_overlap = np.where(sp, 0.0, comm_b_overlap)
     ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
     redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))

@@ -29,6 +29,8 @@ __all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
 # MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
 """Topology presets (<name>.yaml) and device data sheets (devices.yaml): topologies/presets."""
+_UNION_TAG = re.compile(r"[\w-]+\[.*\]|(constrained|function)-[\w-]+")
+"""pydantic's name for the member of a union an error came from (dict[str,constrained-float])."""
 _OVERRIDE = re.compile(r"\s*([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)\s*=(.*)", re.S)
 
 
@@ -270,7 +272,8 @@ def _short(value: object) -> str:
 
 def _describe(err: Any) -> str:
     """One pydantic error as "field.path: what is wrong, got VALUE"."""
-    loc, kind, ctx = [str(p) for p in err["loc"]], err["type"], err.get("ctx") or {}
+    loc = [str(p) for p in err["loc"] if not _UNION_TAG.fullmatch(str(p))]
+    kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "scenario_rule":
         loc, msg = loc + ctx["field"].split("."), ctx["detail"]
     elif kind == "extra_forbidden":
