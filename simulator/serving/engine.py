@@ -38,7 +38,8 @@ import simpy
 from ..cost.fabric import Fabric, fabric_for
 from .memory import serve_memory
 from .requests import Requests, make_requests
-from .steps import StepCosts, StepSummary, replica_devices, step_costs, step_summary
+from .steps import StepCosts, replica_devices, step_costs
+from .summary import StepSummary, step_summary
 
 PREFILL, DECODE, MIXED = 0, 1, 2
 STEP_KINDS = ("prefill", "decode", "mixed")
