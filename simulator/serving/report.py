@@ -173,6 +173,7 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
 def _layout(scn, tl: ServeTimeline) -> dict:
     w, lay = scn.workload, scn.layout
     return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "prefill_replicas": tl.roles.count("prefill"),
-            "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_batch_tokens": w.max_batch_tokens,
+            "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_num_tokens": w.max_num_tokens,
+            "kv_block": w.kv_block,
             "chunked_prefill": w.chunked_prefill, "admission": w.admission, "weight_dtype": w.weight_dtype,
             "kv_dtype": w.kv_dtype, "dtype": w.dtype}
