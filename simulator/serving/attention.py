@@ -56,29 +56,37 @@ class AttentionCosts:
     cal: object
     dequant: bool = False  # an 8-bit (or narrower) cache, converted to 16 bits for the math
 
-    def per_pair(self, decode: np.ndarray) -> np.ndarray:
-        """FLOP per query-key pair: absorbed MLA for decode rows, non-absorbed for prefill; GQA 4 heads head_dim."""
+    def _forms(self) -> tuple[float, float, float, float]:
+        """(FLOP a pair, elements of queries and outputs a query) of the decode form, then of the prefill form."""
         a = self.dims
         if not a["mla"]:
-            return np.full(decode.shape, 4.0 * a["heads"] * a["qk"])
-        return np.where(decode, 2.0 * a["heads"] * (2 * a["latent"] + a["rope"]), 2.0 * a["heads"] * (a["qk"] + a["v"]))
+            return (4.0 * a["heads"] * a["qk"], 2.0 * a["heads"] * a["qk"]) * 2
+        absorbed = 2 * a["latent"] + a["rope"]
+        return (2.0 * a["heads"] * absorbed, a["heads"] * absorbed, 2.0 * a["heads"] * (a["qk"] + a["v"]),
+                2.0 * a["heads"] * (a["qk"] + a["v"]))
+
+    def per_pair(self, decode: np.ndarray) -> np.ndarray:
+        """FLOP per query-key pair: absorbed MLA for decode rows, non-absorbed for prefill; GQA 4 heads head_dim."""
+        pair_d, _, pair_p, _ = self._forms()
+        return np.where(decode, pair_d, pair_p)
 
     def parts(self, new: np.ndarray, ctx: np.ndarray, kv_bytes: float) -> dict:
         """Per sequence: `decode` (bool), `compute` and `memory` seconds, `flops` (the attention's, model FLOP), the
         cache holding `kv_bytes` a token on this rank and layer (kv_dtype)."""
         a, cal = self.dims, self.cal
+        pair_d, io_d, pair_p, io_p = self._forms()
         decode = new == 1
         pairs = new * ctx + new * (new + 1) / 2
-        flops = self.per_pair(decode) * pairs
-        if a["mla"]:
-            io = np.where(decode, a["heads"] * (2 * a["latent"] + a["rope"]), a["heads"] * 2 * (a["qk"] + a["v"]))
-            width = np.where(decode, a["latent"] + a["rope"], a["qk"])
-        else:
-            io, width = np.full(new.shape, a["heads"] * 2.0 * a["qk"]), np.full(new.shape, float(a["qk"]))
-        prefill_eff = roofline.attention_efficiency(ctx + (new + 1) / 2, width, cal)
+        stream = self.hbm_bw * cal.hbm_decode
         decode_eff = cal.decode_attention_fp8kv if self.dequant else cal.decode_attention
+        if decode.all():  # a decode-only step: one kernel, one form
+            flops = pair_d * pairs
+            return {"decode": decode, "compute": flops / (self.peak16 * decode_eff),
+                    "memory": ((ctx + new) * kv_bytes + new * (io_d * ACT)) / stream, "flops": flops}
+        flops = np.where(decode, pair_d, pair_p) * pairs
+        prefill_eff = roofline.attention_efficiency(ctx + (new + 1) / 2, a["qk"], cal)
         compute = flops / (self.peak16 * np.where(decode, decode_eff, prefill_eff))
-        memory = ((ctx + new) * kv_bytes + new * io * ACT) / (self.hbm_bw * cal.hbm_decode)
+        memory = ((ctx + new) * kv_bytes + new * np.where(decode, io_d, io_p) * ACT) / stream
         if a["mla"]:  # a prefill chunk on cached tokens up-projects their latent to keys and values first
             up = np.where(decode, 0.0, ctx)
             width_kv = a["heads"] * (a["qk"] - a["rope"] + a["v"])
@@ -86,7 +94,7 @@ class AttentionCosts:
             eff = roofline.gemm_efficiency(shape, cal)
             compute = compute + np.divide(2.0 * up * width_kv * a["latent"], self.peak16 * eff,
                                           out=np.zeros_like(up), where=up > 0)
-            memory = memory + up * 2 * width_kv * ACT / (self.hbm_bw * cal.hbm_decode)
+            memory = memory + up * 2 * width_kv * ACT / stream
         return {"decode": decode, "compute": compute, "memory": memory, "flops": flops}
 
     def seconds(self, new: np.ndarray, ctx: np.ndarray, kv_bytes: float, ranks, nranks: int,
@@ -94,15 +102,17 @@ class AttentionCosts:
         """(seconds of the busiest attention replica, FLOP of all): per replica, each kernel (decode, prefill) the
         longer of its sequences' compute and memory, plus one launch per kernel run."""
         p = self.parts(new, ctx, kv_bytes)
-        kinds = (p["decode"], ~p["decode"])
+        decode, compute, memory = p["decode"], p["compute"], p["memory"]
+        flops = float(p["flops"].sum())
+        kinds = (decode,) if decode.all() else (decode, ~decode)
         if ranks is None:
-            t = sum(max(float(p["compute"][k].sum()), float(p["memory"][k].sum())) + (overhead if k.any() else 0.0)
-                    for k in kinds)
-        else:
             t = 0.0
             for k in kinds:
-                if k.any():
-                    t = t + np.maximum(np.bincount(ranks[k], p["compute"][k], nranks),
-                                       np.bincount(ranks[k], p["memory"][k], nranks)) + overhead
-            t = float(np.max(t))
-        return t, float(p["flops"].sum())
+                c, m = (compute, memory) if len(kinds) == 1 else (compute[k], memory[k])
+                if len(c):
+                    t += max(float(c.sum()), float(m.sum())) + overhead
+            return t, flops
+        slot = 2 * ranks + (~decode)  # (replica, kernel) of each sequence
+        busy = np.maximum(np.bincount(slot, compute, 2 * nranks), np.bincount(slot, memory, 2 * nranks))
+        ran = np.array([True, not decode.all()]) & np.array([decode.any(), True])
+        return float(np.max(busy.reshape(nranks, 2).sum(axis=1))) + overhead * float(ran.sum()), flops

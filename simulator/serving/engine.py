@@ -268,8 +268,9 @@ class Simulation:
             gen, ctx, todo = 1, float(p), 1.0
         else:
             gen, ctx, todo = 0, 0.0, float(p)
-        tokens = p if g.role == "prefill" else p + o if self.reserve else ctx + todo
-        return gen, ctx, todo, int(self._paged(tokens))
+        tokens = int(p if g.role == "prefill" else p + o if self.reserve else ctx + todo)
+        block = int(self.block)
+        return gen, ctx, todo, -(-tokens // block) * block
 
     def _paged(self, tokens):
         """Tokens rounded up to whole KV blocks (array or number)."""
@@ -277,7 +278,7 @@ class Simulation:
 
     def _held(self, tokens: np.ndarray) -> float:
         """KV tokens the blocks of sequences holding `tokens` each take."""
-        return float(self._paged(tokens).sum())
+        return float(np.ceil(tokens / self.block).sum()) * self.block
 
     def _others(self, g: _Engine) -> float:
         """KV tokens the replica's other engines held at the end of their last step."""

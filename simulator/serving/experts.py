@@ -27,6 +27,7 @@ the all-to-all simulator.moe.dispatch.a2a_seconds: the same physics as training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import norm
@@ -86,7 +87,13 @@ def busiest_copies(copies, ranks: int) -> np.ndarray:
     m = np.asarray(copies, float) / ranks
     if ranks == 1:
         return m
-    return m + norm.ppf(0.5 ** (1.0 / ranks)) * np.sqrt(m * (1.0 - 1.0 / ranks))
+    return m + _largest_normal(ranks) * np.sqrt(m * (1.0 - 1.0 / ranks))
+
+
+@lru_cache(maxsize=64)
+def _largest_normal(n: int) -> float:
+    """Median of the largest of n standard normal draws."""
+    return float(norm.ppf(0.5 ** (1.0 / n)))
 
 
 def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
