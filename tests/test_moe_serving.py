@@ -244,6 +244,27 @@ def test_two_batch_overlap_runs_each_all_to_all_beside_a_compute_phase(make_scen
                 assert real == pytest.approx(free + 3 * (d + c), rel=1e-12)
 
 
+def test_prefill_overlap_shares_the_sms_with_deepep_normal_kernels(make_scenario):
+    """A step that prefills uses DeepEP's normal kernels, which hold 20 of an H100's 132 SMs while they run (DeepSeek-V3
+    report, section 3.2.2; calibration ep_sm_share): each compute phase beside an all-to-all phase of the other half
+    lasts max(comm, compute + share x comm). EP 16 over two nodes, two 512-token prompts on every replica."""
+    from simulator.serving.steps import step_costs
+
+    costs = step_costs(_serve_moe(make_scenario, two_batch_overlap=True, layout={"ep": 16}))
+    share = costs.cal.ep_sm_share
+    assert share == pytest.approx(20 / 132)
+    new, ctx = np.full(32, 512.0), np.zeros(32)
+    d, c = costs.moe.a2a(np.array([512]))[0]
+    a = costs.linear(512) + costs.attention(np.array([512.0]), np.zeros(1))[0] + costs.tp_comm(512)
+    m = costs.moe.parts(512, 512 * 16)[1]
+    real = costs.step_time(new, ctx, 32)
+    costs.moe.a2a = lambda x: np.zeros(np.shape(x) + (2,))
+    costs.moe._tables.clear()
+    free = costs.step_time(new, ctx, 32)
+    excess = sum(max(y, x + share * y) - x for x, y in ((a, d), (m, d), (m, c), (a, c)))
+    assert real == pytest.approx(free + 3 * excess, rel=1e-9)  # 3 MoE layers of 4
+
+
 def test_two_batch_overlap_needs_an_moe_serving_run(make_scenario):
     from simulator import ScenarioError
 

@@ -89,6 +89,9 @@ class Calibration:
     """DeepEP low-latency kernels (decode): over the NVLink rate."""
     ep_ll_rdma: float = 0.82
     """DeepEP low-latency kernels: over the NIC line rate (bandwidth-bound from EP 64 up)."""
+    ep_sm_share: float = 0.152
+    """Fraction of the SMs DeepEP's normal kernels hold while they run (DeepSeek's 20 of 132): compute overlapping
+    them runs on the rest. The low-latency kernels hold none."""
     scheduler_step: float = 2.75e-3
     """CPU seconds a serving scheduler spends per step, overlapped with the GPU's step (SGLang, TensorRT-LLM and
     vLLM's overlap / async schedulers): a step lasts max(GPU time, this)."""
@@ -161,7 +164,8 @@ def serving_fields(generation: str) -> dict:
            "decode_attention_fp8kv": decode * gen["serving"]["fp8_kv_decode_over_bf16"]["value"],
            "ar_nccl_alpha": ar["nccl"]["alpha"], "ep_nvlink": ep["normal_nvlink"]["value"],
            "ep_rdma": ep["normal_rdma"]["value"], "ep_ll_nvlink": ep["ll_nvlink"]["value"],
-           "ep_ll_rdma": ep["ll_rdma"]["value"], "scheduler_step": data["launch"]["scheduler_step"]}
+           "ep_ll_rdma": ep["ll_rdma"]["value"], "ep_sm_share": gen["serving"]["ep_sm_share"]["value"],
+           "scheduler_step": data["launch"]["scheduler_step"]}
     for name in ("one_shot", "two_shot", "multimem"):
         out[f"ar_{name}_alpha"], out[f"ar_{name}"] = ar[name]["alpha"], ar[name]["link_fraction"]
     return out
@@ -196,6 +200,7 @@ IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "att
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
                       for x, v in (("_alpha", 1e-12), ("", 1.0))},
                    "ar_nccl_alpha": 1e-12, "ep_nvlink": 1.0, "ep_rdma": 1.0, "ep_ll_nvlink": 1.0, "ep_ll_rdma": 1.0,
+                   "ep_sm_share": 1e-12,
                    "scheduler_step": 1e-12}
 """A device's `efficiency:` overrides for the pure roofline (every fraction 1, no overheads, NVLS off):
 what closed-form references such as "How to Scale Your Model" assume."""

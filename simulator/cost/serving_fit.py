@@ -22,6 +22,8 @@ AR_ALGORITHMS = {  # simrack name: (quantity in the vLLM tables, bytes a rank mo
 }
 AR_ENTRIES = ("vllm24111_h100_tp4_allreduce_cudagraph", "vllm24111_h100_tp6_allreduce_cudagraph")
 SCHEDULER_ENTRY = "sglangjax1484_scheduler_host_time"
+SM_ENTRY = "deepseekv3_report_communication_sms"
+SMS = {"ampere": "A100-SXM4-80GB", "hopper": "H800", "blackwell": "B200"}  # whose SM count a generation takes
 DECODE_ENTRIES = {"bf16": ("flashmla_h800_dense_decode_compute_bound", "throughput (2025-04-22"),
                   "fp8_kv": ("flashmla_h800_sparse_decode_fp8kv", "throughput, topk=32768")}
 """FlashMLA decode, compute-bound, with a BF16 cache and with an FP8 cache dequantized to BF16 math (the longest
@@ -81,9 +83,11 @@ def fp8_kv_decode(e: dict, sheet: dict) -> dict:
 
 def serving_params(doc: dict, sheet: dict, deepep: list[dict], generation_of: dict, fit, stats) -> dict:
     """Per generation: `allreduce` (measured on Hopper; the others take Hopper's), `deepep` fractions (a generation
-    without a figure takes Hopper's) and the FP8-cache decode attention ratio (Hopper's for every generation)."""
+    without a figure takes Hopper's), the FP8-cache decode attention ratio (Hopper's for every generation) and the
+    share of SMs DeepEP's normal kernels hold while they run (DeepSeek's 20, over the generation's SMs)."""
     e = {x["id"]: x for x in doc["entries"]}
     fp8_kv = fp8_kv_decode(e, sheet)
+    comm_sms = e[SM_ENTRY]["measured"][0]["value"]
     entries = [e[i] for i in AR_ENTRIES]
     hopper_ar = fit_allreduce(entries, sheet[entries[0]["device"]]["nvlink"], fit, stats)
     ep = {g: deepep_fractions([r for r in deepep if generation_of[r["device"]] == g], sheet, stats)
@@ -91,7 +95,9 @@ def serving_params(doc: dict, sheet: dict, deepep: list[dict], generation_of: di
     out = {}
     for gen in ("ampere", "hopper", "blackwell"):
         borrowed = {k: v for k, v in ep["hopper"].items() if k not in ep[gen]}
+        sms = doc["data_sheet"][SMS[gen]]["sms"]
         out[gen] = {"fp8_kv_decode_over_bf16": fp8_kv,
+                    "ep_sm_share": {"value": comm_sms / sms, "sms": sms, "fitted_from": [SM_ENTRY]},
                     "allreduce": hopper_ar if gen == "hopper" else {"from": "hopper"},
                     "deepep": {**ep[gen], **({"from_hopper": sorted(borrowed)} if borrowed and gen != "hopper"
                                              else {})}}

@@ -204,35 +204,38 @@ class StepCosts:
         `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin. With two-batch
         overlap the sequences split in two halves (alternately on each replica) and every MoE layer runs as
         SGLang's and DeepSeek's schedule does: each all-to-all phase of one half beside one compute phase of the
-        other, max(A1, d0) + max(M0, d1) + max(M1, c0) + max(A0, c1) (A attention part, M MoE compute, d dispatch,
-        c combine; A0 the next layer's)."""
+        other, B(A1, d0) + B(M0, d1) + B(M1, c0) + B(A0, c1) (A attention part, M MoE compute, d dispatch,
+        c combine; A0 the next layer's), B(x, y) = max(y, x + s y): DeepEP's normal kernels (a step that prefills)
+        hold a share s of the SMs while they run (calibration ep_sm_share), its low-latency ones none."""
         new, ctx = np.asarray(new, dtype=float), np.asarray(ctx, dtype=float)
         ranks = self._ranks(len(new), ranks)
+        decode = bool(np.all(new == 1))
         if self.moe is not None and self.moe.overlap and len(new) > 1:
             half = _alternate(ranks, len(new))
             (e0, a0, m0, x0, f0), (e1, a1, m1, x1, f1) = (
-                self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h])
+                self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h], decode)
                 for h in (0, 1))
-            layer = max(a1, x0[0]) + max(m0, x1[0]) + max(m1, x0[1]) + max(a0, x1[1])
+            s = 0.0 if decode else self.cal.ep_sm_share
+            layer = sum(max(y, x + s * y) for x, y in ((a1, x0[0]), (m0, x1[0]), (m1, x0[1]), (a0, x1[1])))
             t, flops = e0 + e1 + self.moe.stage_moe * layer, f0 + f1
         else:
-            every, attn, moe, comm, flops = self._layer_parts(new, ctx, ranks)
+            every, attn, moe, comm, flops = self._layer_parts(new, ctx, ranks, decode)
             t = every + (0.0 if self.moe is None else self.moe.stage_moe * (attn + moe + float(np.sum(comm))))
         t[0] += self.embed(self.busiest(new, ranks))
         t[-1] += self.head(-(-sampled // self.ranks))
         t[-1] += max(0.0, self.cal.scheduler_step - float(t.sum()))  # the CPU's step, overlapped with the GPU's
         return t, flops
 
-    def _layer_parts(self, new, ctx, ranks) -> tuple[np.ndarray, float, float, np.ndarray, float]:
+    def _layer_parts(self, new, ctx, ranks, decode: bool) -> tuple[np.ndarray, float, float, np.ndarray, float]:
         """((pp,) seconds of each stage's layers no all-to-all overlaps (every layer of a dense model, the dense-FFN
-        layers of an MoE one), one MoE layer's attention part and its MoE compute, (2,) its dispatch and combine,
-        and the attention FLOP of one layer)."""
+        layers of an MoE one), one MoE layer's attention part and its MoE compute, (2,) its dispatch and combine
+        (DeepEP's low-latency kernels for a `decode` step), and the attention FLOP of one layer)."""
         m, busiest = int(np.sum(new)), self.busiest(new, ranks)
         attn, flops = self.attention(new, ctx, ranks)
         per_layer = self.linear(busiest) + attn + self.tp_comm(busiest)
         if self.moe is None:
             return self.stage_layers * per_layer, per_layer, 0.0, np.zeros(2), flops
-        dense, moe, comm = self.moe.parts(busiest, m, decode=bool(np.all(new == 1)))
+        dense, moe, comm = self.moe.parts(busiest, m, decode=decode)
         return self.moe.stage_dense * per_layer + dense, per_layer, moe, comm, flops
 
     def step_time(self, new, ctx, sampled: int, ranks=None) -> float:

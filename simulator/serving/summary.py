@@ -82,7 +82,7 @@ def _experts(costs: StepCosts, total: int) -> np.ndarray:
     return out
 
 
-def _layers(costs: StepCosts, new, ctx, ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _layers(costs: StepCosts, new, ctx, ranks, decode: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """((pp, B) parts of each stage's layers no all-to-all overlaps, (B,) one MoE layer's attention part and (B,) its
     MoE compute, (2,) its dispatch and combine seconds), as StepCosts._layer_parts."""
     b, m = costs.busiest(new, ranks), int(np.sum(new))
@@ -94,13 +94,15 @@ def _layers(costs: StepCosts, new, ctx, ranks) -> tuple[np.ndarray, np.ndarray, 
     moe = costs.moe
     dense = moe.stage_dense[:, None] * (per_layer + _linear(costs, moe.dense_ffn, b))
     sparse = _linear(costs, moe.moe_ffn, b) + _experts(costs, m)
-    return dense, per_layer, sparse, np.asarray(moe.parts(b, m, decode=bool(np.all(new == 1)))[2], dtype=float)
+    return dense, per_layer, sparse, np.asarray(moe.parts(b, m, decode=decode)[2], dtype=float)
 
 
-def _beside(compute: np.ndarray, comm: float) -> np.ndarray:
-    """A compute phase with an all-to-all phase beside it: the compute's parts and what the comm exceeds."""
+def _beside(compute: np.ndarray, comm: float, share: float) -> np.ndarray:
+    """A compute phase with an all-to-all phase beside it that holds `share` of the SMs: the compute's parts and
+    what the phase lasts beyond them (max(comm, compute + share comm) - compute, as StepCosts.stage_times)."""
     out = compute.copy()
-    out[_AT["ep"]] += max(0.0, comm - float(compute.sum()))
+    x = float(compute.sum())
+    out[_AT["ep"]] += max(comm, x + share * comm) - x
     return out
 
 
@@ -108,14 +110,17 @@ def step_breakdown(costs: StepCosts, new, ctx, sampled: int, ranks=None) -> dict
     """{part: seconds} of one step (BREAKDOWN), adding up to costs.step_time(new, ctx, sampled, ranks)."""
     new, ctx = np.asarray(new, dtype=float), np.asarray(ctx, dtype=float)
     ranks = costs._ranks(len(new), ranks)
+    decode = bool(np.all(new == 1))
     if costs.moe is not None and costs.moe.overlap and len(new) > 1:
         half = _alternate(ranks, len(new))
         (e0, a0, m0, x0), (e1, a1, m1, x1) = (
-            _layers(costs, new[half == h], ctx[half == h], None if ranks is None else ranks[half == h]) for h in (0, 1))
-        layer = _beside(a1, x0[0]) + _beside(m0, x1[0]) + _beside(m1, x0[1]) + _beside(a0, x1[1])
+            _layers(costs, new[half == h], ctx[half == h], None if ranks is None else ranks[half == h], decode)
+            for h in (0, 1))
+        s = 0.0 if decode else costs.cal.ep_sm_share
+        layer = sum(_beside(x, y, s) for x, y in ((a1, x0[0]), (m0, x1[0]), (m1, x0[1]), (a0, x1[1])))
         stages = e0 + e1 + costs.moe.stage_moe[:, None] * layer
     else:
-        every, attn, moe, comm = _layers(costs, new, ctx, ranks)
+        every, attn, moe, comm = _layers(costs, new, ctx, ranks, decode)
         stages = every
         if costs.moe is not None:
             layer = attn + moe
