@@ -107,13 +107,21 @@ def test_large_prefill_is_compute_bound(make_scenario):
     assert costs.prefill(s) == pytest.approx(expected + 80 * costs.tp_comm(s), rel=0.01)
 
 
-def test_two_shot_all_reduce_inside_a_domain(make_scenario):
+def test_tp_all_reduce_is_the_fastest_serving_algorithm(make_scenario):
+    """Inside one NVLink domain a serving engine's TP all-reduce is the fastest of one-shot (alpha + (n - 1) S / bw),
+    two-shot, NVLS multimem and NCCL (alpha + 2 (n - 1) / n S / bw each), with the calibration's alphas and link
+    fractions (calibration.yaml, fitted to vLLM's CUDA-graph benchmark on H100); one-shot wins small messages."""
     scn = serve(make_scenario)
-    costs = step_costs(scn)
-    bw, lat = 450e9 * costs.cal.nvlink, max(2e-6, costs.cal.ring_latency)
-    size = 64 * 8192 * 2
-    assert costs.all_reduce(size) == pytest.approx(2 * 7 / 8 * size / bw + 2 * lat)
-    assert costs.tp_comm(64) == pytest.approx(2 * costs.all_reduce(size))
+    costs, cal, n, link = step_costs(scn), step_costs(scn).cal, 8, 450e9
+    size = np.array([16384.0, 64 * 8192 * 2, 512 * 8192 * 2, 8192 * 8192 * 2])
+    bus = 2 * (n - 1) / n * size
+    forms = [max(cal.ar_one_shot_alpha, 4e-6) + (n - 1) * size / (cal.ar_one_shot * link),
+             cal.ar_two_shot_alpha + bus / (cal.ar_two_shot * link),
+             cal.ar_multimem_alpha + bus / (cal.ar_multimem * link),
+             cal.ar_nccl_alpha + bus / (cal.nvls * link)]
+    np.testing.assert_allclose(costs.all_reduce(size), np.min(forms, axis=0), rtol=1e-12)
+    assert costs.all_reduce(size[:1]) == pytest.approx(forms[0][0], rel=1e-12)
+    assert costs.tp_comm(64) == pytest.approx(2 * costs.all_reduce(size[1])[0], rel=1e-12)
 
 
 def test_decode_grows_with_batch_and_context(make_scenario):

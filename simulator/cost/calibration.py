@@ -69,6 +69,42 @@ class Calibration:
     """Device time per kernel beyond its roofline (launch ramp and tail), kernels queued back to back."""
     graph_overhead: float = 0.5e-6
     """The same inside a CUDA graph (decode steps of serving engines)."""
+    # --- serving (docs/calibration.md, "Serving"): decode kernels, small all-reduces, DeepEP, the scheduler ---
+    hbm_decode: float = 0.896
+    """Fraction of the data-sheet HBM bandwidth a decode attention kernel streams the KV cache at (FlashMLA)."""
+    decode_attention: float = 0.667
+    """Fraction of the 16-bit peak a decode attention kernel reaches where it is FLOP-bound (FlashMLA)."""
+    decode_attention_fp8kv: float = 0.465
+    """The same with an FP8 KV cache dequantized to 16-bit math (FlashMLA's FP8-cache kernel: the conversion runs on
+    CUDA cores)."""
+    ar_one_shot_alpha: float = 5.4e-6
+    """Seconds of a one-shot all-reduce inside a domain beyond its bytes (custom all-reduce, CUDA graph)."""
+    ar_one_shot: float = 0.77
+    """One-shot all-reduce: fraction of the NVLink rate at which a rank reads its n - 1 peers' buffers."""
+    ar_two_shot_alpha: float = 12.3e-6
+    """Two-shot all-reduce (reduce-scatter + all-gather through peer memory): fixed seconds."""
+    ar_two_shot: float = 0.55
+    """Two-shot all-reduce: bus bandwidth over the NVLink rate."""
+    ar_multimem_alpha: float = 12.2e-6
+    """NVLS multimem all-reduce (symmetric memory, NVLink SHARP): fixed seconds; only where `nvls` > 0."""
+    ar_multimem: float = 0.76
+    """NVLS multimem all-reduce: bus bandwidth over the NVLink rate."""
+    ar_nccl_alpha: float = 15.1e-6
+    """NCCL all-reduce inside a CUDA graph: fixed seconds (its large-message bus bandwidth is `nvlink` / `nvls`)."""
+    ep_nvlink: float = 0.78
+    """DeepEP normal kernels (prefill): dispatch/combine bandwidth over the NVLink rate."""
+    ep_rdma: float = 0.95
+    """DeepEP normal kernels: over the NIC line rate."""
+    ep_ll_nvlink: float = 0.56
+    """DeepEP low-latency kernels (decode): over the NVLink rate."""
+    ep_ll_rdma: float = 0.82
+    """DeepEP low-latency kernels: over the NIC line rate (bandwidth-bound from EP 64 up)."""
+    ep_sm_share: float = 0.152
+    """Fraction of the SMs DeepEP's normal kernels hold while they run (DeepSeek's 20 of 132): compute overlapping
+    them runs on the rest. The low-latency kernels hold none."""
+    scheduler_step: float = 2.75e-3
+    """CPU seconds a serving scheduler spends per step, overlapped with the GPU's step (SGLang, TensorRT-LLM and
+    vLLM's overlap / async schedulers): a step lasts max(GPU time, this)."""
 
 
 KEYS = tuple(f.name for f in fields(Calibration))
@@ -109,7 +145,7 @@ def fitted(generation: str, dtype: str) -> Calibration:
     fwd, bwd = _attention(attn, "fwd"), _attention(attn, "bwd")
     col, launch = gen["collectives"], _fitted()["launch"]
     clock = 1.0 if key == "fp8_block" else sustained_clock(generation)
-    return Calibration(
+    return replace(Calibration(
         generation=generation, gemm=g["eff_max"], gemm_half_dim=half, gemm_ceiling=g["ceiling"]["value"],
         attention=fwd[128], attention_bwd=bwd[128],
         attention_half_seq=attn["fwd"].get("s_half", DEFAULT.attention_half_seq),
@@ -120,7 +156,30 @@ def fitted(generation: str, dtype: str) -> Calibration:
         ring_latency=col["allreduce_alpha_intra"]["per_step_alpha_8gpu_ring"],
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"],
-    )
+    ), **serving_fields(generation))
+
+
+def serving_fields(generation: str) -> dict:
+    """The serving fields of a generation's calibration: decode attention (FlashMLA where measured, else the streaming
+    HBM fraction and the forward attention fraction), small all-reduces and DeepEP (a generation without its own
+    figure takes Hopper's), the scheduler's CPU time."""
+    data = _fitted()
+    gen, hopper = data["generations"][generation], data["generations"]["hopper"]["serving"]
+    attn = gen["attention"]
+    decode = attn["mla_decode_compute"]["value"] if "mla_decode_compute" in attn else _attention(attn, "fwd")[128]
+    ar = gen["serving"]["allreduce"]
+    ar = hopper["allreduce"] if "from" in ar else ar
+    ep = {**hopper["deepep"], **{k: v for k, v in gen["serving"]["deepep"].items() if isinstance(v, dict)}}
+    out = {"hbm_decode": gen["hbm"].get("decode_flashmla", gen["hbm"]["streaming"])["value"],
+           "decode_attention": decode,
+           "decode_attention_fp8kv": decode * gen["serving"]["fp8_kv_decode_over_bf16"]["value"],
+           "ar_nccl_alpha": ar["nccl"]["alpha"], "ep_nvlink": ep["normal_nvlink"]["value"],
+           "ep_rdma": ep["normal_rdma"]["value"], "ep_ll_nvlink": ep["ll_nvlink"]["value"],
+           "ep_ll_rdma": ep["ll_rdma"]["value"], "ep_sm_share": gen["serving"]["ep_sm_share"]["value"],
+           "scheduler_step": data["launch"]["scheduler_step"]}
+    for name in ("one_shot", "two_shot", "multimem"):
+        out[f"ar_{name}_alpha"], out[f"ar_{name}"] = ar[name]["alpha"], ar[name]["link_fraction"]
+    return out
 
 
 SUSTAINED_CLOCK = {"ampere": "hpl", "hopper": "flashmla_h800"}
@@ -160,7 +219,13 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
-                   "kernel_overhead": 1e-12, "graph_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12}
+                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0, "decode_attention": 1.0,
+                   "decode_attention_fp8kv": 1.0,
+                   **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
+                      for x, v in (("_alpha", 1e-12), ("", 1.0))},
+                   "ar_nccl_alpha": 1e-12, "ep_nvlink": 1.0, "ep_rdma": 1.0, "ep_ll_nvlink": 1.0, "ep_ll_rdma": 1.0,
+                   "ep_sm_share": 1e-12,
+                   "scheduler_step": 1e-12}
 """A device's `efficiency:` overrides for the pure roofline (every fraction 1, no overheads, NVLS off):
 what closed-form references such as "How to Scale Your Model" assume."""
 IDEAL = replace(DEFAULT, attention_head_scale=((128, 1.0),), **IDEAL_OVERRIDES)

@@ -27,7 +27,8 @@ LATENCIES = {  # latency steps of each algorithm: ring (NCCL), or one switch hop
 }
 """ring: NCCL's rings, n - 1 steps a phase. switch: every rank reads its peers' shards through the
 NVSwitch in one step a phase (two-shot all-reduce = reduce-scatter + all-gather: vLLM's and
-TensorRT-LLM's custom all-reduce for small messages inside one NVLink domain)."""
+TensorRT-LLM's custom all-reduce for small messages inside one NVLink domain). A serving engine's TP all-reduce
+picks among its algorithms by size: serving_all_reduce."""
 
 
 def flat(kind: str, size, n, bw, lat, algorithm: str = "ring"):
@@ -35,6 +36,22 @@ def flat(kind: str, size, n, bw, lat, algorithm: str = "ring"):
     nothing to move (size 0, or one rank) costs nothing."""
     size, n = np.asarray(size, float), np.asarray(n, float)
     t = BUS_FACTOR[kind](n) * size / bw + LATENCIES[algorithm][kind](n) * lat
+    return np.where((n > 1) & (size > 0), t, 0.0)
+
+
+def serving_all_reduce(size, n, link_bw, hop_lat, cal, large_bw, multimem) -> np.ndarray:
+    """Seconds of the all-reduce a serving engine picks inside one NVLink domain for `size` bytes over n ranks: the
+    fastest of one-shot (every rank reads its n - 1 peers' buffers: alpha + (n - 1) S / bw), two-shot and, where
+    `multimem` (the domain has NVLS), NVLS multimem (alpha + 2 (n - 1) / n S / bw), and NCCL (its alpha inside a
+    CUDA graph, then `large_bw`, its large-message bus bandwidth). Each alpha is at least two hops of `hop_lat`;
+    bandwidths are fractions of `link_bw` (calibration: ar_*)."""
+    size, n = np.asarray(size, float), np.asarray(n, float)
+    bus = 2.0 * (n - 1) / n * size
+    floor = 2.0 * hop_lat
+    t = np.minimum(max(cal.ar_one_shot_alpha, floor) + (n - 1) * size / (cal.ar_one_shot * link_bw),
+                   max(cal.ar_two_shot_alpha, floor) + bus / (cal.ar_two_shot * link_bw))
+    t = np.minimum(t, max(cal.ar_nccl_alpha, floor) + bus / large_bw)
+    t = np.where(multimem, np.minimum(t, max(cal.ar_multimem_alpha, floor) + bus / (cal.ar_multimem * link_bw)), t)
     return np.where((n > 1) & (size > 0), t, 0.0)
 
 

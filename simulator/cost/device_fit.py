@@ -16,6 +16,7 @@ import yaml
 from scipy.optimize import least_squares
 
 from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
+from .serving_fit import scheduler_params, serving_params
 
 GENERATION = {"A100-SXM4-80GB": "ampere", "H100-SXM5-80GB": "hopper", "H800": "hopper", "H200-SXM": "hopper",
               "B200": "blackwell", "GB200": "blackwell"}
@@ -376,11 +377,14 @@ def calibrate(doc: dict | None = None) -> dict:
     gemm, offsets = fit_gemm(cases)
     attention, links = attention_params(doc, sheet), collective_params(doc, sheet)
     clocks, deepep = clock_params(doc), deepep_table(doc, sheet, NIC_RATE)
+    serving = serving_params(doc, sheet, deepep, GENERATION, _fit, stats)
     gens = {gen: {"devices": [d for d, g in GENERATION.items() if g == gen],
                   "gemm": {dt: p for (g, dt), p in gemm.items() if g == gen},
                   "attention": attention[gen], "hbm": hbm[gen], "collectives": links[gen], "clocks": clocks[gen],
-                  "deepep": [r for r in deepep if GENERATION[r["device"]] == gen]} for gen in GENERATIONS}
-    return {"schema": "simrack device calibration v1", "generations": gens, "launch": launch_params(doc, offsets),
+                  "deepep": [r for r in deepep if GENERATION[r["device"]] == gen], "serving": serving[gen]}
+            for gen in GENERATIONS}
+    launch = {**launch_params(doc, offsets), **scheduler_params(doc)}
+    return {"schema": "simrack device calibration v1", "generations": gens, "launch": launch,
             "clocks_already_in_gemm_fit": True, "data_sheet_differences": sheet_differences(data_sheet(doc))}
 
 

@@ -21,6 +21,7 @@ from . import collectives
 from .calibration import Calibration
 
 NVLS_MIN_GPUS = 8  # NVLS all-reduce beats the ring from 8 GPUs (calibration.yaml nvls_vs_gpus)
+MULTIMEM_MIN_GPUS = 4  # NVLS multimem all-reduce measured from 4 GPUs (kernels.yaml vllm24111_*)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +69,9 @@ class Fabric:
                             algorithm: str = "ring") -> np.ndarray:
         """Seconds for `kind` of `size` bytes over groups given by their profile (see `profile`): k
         members per domain, d domains, crossing a leaf; arrays broadcast together. `algorithm`
-        (collectives.LATENCIES) inside one domain, rings across domains.
+        (collectives.LATENCIES) inside one domain, rings across domains; "serving": a serving engine's all-reduce
+        inside one domain (collectives.serving_all_reduce: one-shot, two-shot, NVLS multimem or NCCL, the fastest),
+        the switch algorithm for the other kinds.
 
         Inside a domain a ring step costs the link's hop latency or NCCL's measured per-step alpha
         (cal.ring_latency), whichever is larger; a ring all-reduce of 8 or more GPUs inside one
@@ -79,9 +82,13 @@ class Fabric:
         # all-to-all, where every GPU sends across at once, feels the oversubscription
         inter_bw = (self.scaleout_bw(crosses) if kind == "all_to_all" else self.nic_bw) * cal.scaleout
         flat_bw = intra_bw
-        if kind == "all_reduce" and algorithm == "ring" and cal.nvls > cal.nvlink:
+        if kind == "all_reduce" and algorithm in ("ring", "serving") and cal.nvls > cal.nvlink:
             flat_bw = np.where(np.asarray(k) >= NVLS_MIN_GPUS, self.nvlink_bw * cal.nvls, intra_bw)
-        flat = collectives.flat(kind, size, k, flat_bw, lat, algorithm)
+        if algorithm == "serving" and kind == "all_reduce":
+            multimem = (cal.nvls > 0) & (np.asarray(k) >= MULTIMEM_MIN_GPUS)
+            flat = collectives.serving_all_reduce(size, k, self.nvlink_bw, self.nvlink_lat, cal, flat_bw, multimem)
+        else:
+            flat = collectives.flat(kind, size, k, flat_bw, lat, "switch" if algorithm == "serving" else algorithm)
         hier = collectives.hierarchical(kind, size, k, d, intra_bw, lat, inter_bw, self.scaleout_lat)
         return np.where(d > 1, hier, flat)
 

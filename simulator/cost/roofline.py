@@ -49,6 +49,15 @@ def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration
     (default `peak`). `overhead`: seconds per kernel (default cal.kernel_overhead; inside CUDA graphs
     cal.graph_overhead), an array broadcast against the rows.
     """
+    compute, memory, fixed = op_parts(flops, nbytes, shapes, peak, hbm_bw, cal, fused_attention, backward, peak16,
+                                      precise, overhead)
+    return np.maximum(compute, memory) + fixed
+
+
+def op_parts(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration, fused_attention=None,
+             backward: bool = False, peak16: float | None = None, precise=None,
+             overhead: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute seconds, HBM seconds, fixed seconds) per op, the three terms of op_times (same arguments)."""
     flops, nbytes = np.asarray(flops, float), np.asarray(nbytes, float)
     eff = gemm_efficiency(shapes, cal)
     rate = np.full(eff.shape, float(peak))
@@ -62,7 +71,7 @@ def op_times(flops, nbytes, shapes, peak: float, hbm_bw: float, cal: Calibration
     memory = nbytes / (hbm_bw * cal.hbm)
     active = (flops > 0) | (nbytes > 0)
     fixed = cal.kernel_overhead if overhead is None else overhead
-    return np.maximum(compute, memory) + np.where(active, fixed, 0.0)
+    return compute, memory, np.where(active, fixed, 0.0)
 
 
 def mfu(model_flops: float, step_time: float, gpus: int, peak: float) -> float:

@@ -68,11 +68,19 @@ def dispatch_width(scn) -> float:
     return operand_bytes(scn.workload.dtype)
 
 
-def tier_links(fabric, cal, crosses: bool) -> tuple[dict, dict]:
-    """({tier: bytes/s}, {tier: s}) of an EP rank's links: NVLink at calibration.nvlink of line rate,
-    its NIC share at calibration.scaleout (cut by oversubscription when the group crosses leaf units);
-    one latency each, a rank's sends to its peers being in flight at once."""
-    bw = {"nv": fabric.nvlink_bw * cal.nvlink, "so": float(fabric.scaleout_bw(crosses)) * cal.scaleout}
+KERNEL_FRACTIONS = {None: ("nvlink", "scaleout"), "normal": ("ep_nvlink", "ep_rdma"),
+                    "ll": ("ep_ll_nvlink", "ep_ll_rdma")}
+"""Calibration fields giving each link's achieved fraction: NCCL's collectives (training), or DeepEP's measured
+dispatch and combine (serving): normal kernels (prefill; de-duplicated per node) and low-latency kernels (decode;
+every copy sent to its rank)."""
+
+
+def tier_links(fabric, cal, crosses: bool, kernel: str | None = None) -> tuple[dict, dict]:
+    """({tier: bytes/s}, {tier: s}) of an EP rank's links: NVLink and its NIC share (cut by oversubscription when the
+    group crosses leaf units) at the fractions `kernel` reaches (KERNEL_FRACTIONS: NCCL's, or DeepEP's normal or
+    low-latency kernels'); one latency each, a rank's sends to its peers being in flight at once."""
+    nv, so = (getattr(cal, name) for name in KERNEL_FRACTIONS[kernel])
+    bw = {"nv": fabric.nvlink_bw * nv, "so": float(fabric.scaleout_bw(crosses)) * so}
     return bw, {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}
 
 

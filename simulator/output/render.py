@@ -137,6 +137,7 @@ def serve_table(r: ServeReport) -> Table:
                        f"{lay['batch'] * lay['ep']} ({r.decode_bound}-bound), TP comm "
                        f"{fmt_time(r.exposed_comm_s['tp'])}" + (f", EP all-to-all {fmt_time(r.exposed_comm_s['ep'])}"
                                                                 if lay["ep"] > 1 else "")),
+        *((f"{kind} step by bound", _breakdown(parts)) for kind, parts in r.step_breakdown_s.items()),
         ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])} (weights "
                          f"{fmt_bytes(mem['weights'])}, KV peak {fmt_bytes(mem['kv_cache'])}, activations "
                          f"{fmt_bytes(mem['activations'])})" + ("" if r.fits_in_memory else "  OUT OF MEMORY")),
@@ -147,6 +148,14 @@ def serve_table(r: ServeReport) -> Table:
     for k, v in rows:
         t.add_row(k, v)
     return t
+
+
+def _breakdown(parts: dict) -> str:
+    """A step's seconds by what bounds them, largest first, the largest named as the bound."""
+    shown = sorted(((v, k) for k, v in parts.items() if v > 0), reverse=True)
+    total = sum(v for v, _ in shown)
+    body = ", ".join(f"{k} {fmt_time(v)}" for v, k in shown)
+    return f"{fmt_time(total)} = {body} ({shown[0][1]}-bound)" if shown else "0"
 
 
 def print_table(report: Report, console: Console | None = None) -> None:

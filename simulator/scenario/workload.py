@@ -106,12 +106,17 @@ class Workload(_Frozen):
     quantization reads fewer bytes; the matrix multiplies still run at `dtype`'s peak."""
     kv_dtype: StoreDtype | None = None
     """Serve: storage of the KV cache; default `dtype`."""
-    max_batch_tokens: PosInt = 8192
-    """Serve: most tokens one step processes (vLLM max_num_batched_tokens), per attention replica as
-    `batch`; a longer prompt runs alone."""
+    max_num_tokens: PosInt | None = None
+    """Serve: the token budget of a step, most tokens one step processes (TensorRT-LLM max_num_tokens, vLLM
+    max_num_batched_tokens), per attention replica as `batch`; a longer prompt runs alone. Default 8192."""
+    max_batch_tokens: PosInt | None = None
+    """Serve: the former name of max_num_tokens (either may be given; both, only if equal)."""
+    kv_block: PosInt = 16
+    """Serve: tokens per KV cache block (vLLM block_size 16; TensorRT-LLM tokens_per_block 32; SGLang 1): the cache
+    is allocated in whole blocks, so each sequence's last block is partly empty."""
     chunked_prefill: StrictBool = False
-    """Serve: split prompts into chunks that share steps with decodes, up to max_batch_tokens a step
-    (Sarathi-Serve); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
+    """Serve: split prompts into chunks that share steps with decodes, up to max_num_tokens a step
+    (Sarathi-Serve, vLLM V1, SGLang); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
     cuda_graphs: StrictBool | None = None
     """Kernels launched from captured CUDA graphs, leaving ~0.5 us a kernel instead of ~2.5 us; default
     true for serve (vLLM, SGLang and TensorRT-LLM capture decode steps up to 512 sequences), false for
@@ -140,4 +145,10 @@ class Workload(_Frozen):
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)
+        given = {x for x in (self.max_num_tokens, self.max_batch_tokens) if x is not None}
+        if len(given) > 1:
+            _rule("max_num_tokens", f"{self.max_num_tokens} differs from max_batch_tokens {self.max_batch_tokens} "
+                                    "(its former name): give one")
+        budget = given.pop() if given else 8192
+        _fill(self, max_num_tokens=budget, max_batch_tokens=budget)
         return self

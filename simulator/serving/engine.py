@@ -8,17 +8,19 @@ simulator.serving.steps, advance every running sequence at once (numpy over the 
 simpy event per step (per stage with pp > 1), never one per token.
 
 Step choice (workload.chunked_prefill):
-- false (prefill first, vLLM's default of 2024): admit waiting requests FIFO while slots (`batch`),
-  tokens (`max_batch_tokens`; a longer prompt runs alone) and KV cache allow, and run their whole
+- false (prefill first, vLLM's default of 2024): admit waiting requests FIFO while slots (`batch`, vLLM's
+  max_num_seqs), tokens (`max_num_tokens`; a longer prompt runs alone) and KV cache allow, and run their whole
   prompts in one prefill step; otherwise one decode step of every running sequence.
-- true (Sarathi-Serve): a token budget of max_batch_tokens a step: every decode first (1 token each),
-  then the chunks of prompts being prefilled, then new admissions.
+- true (Sarathi-Serve, vLLM V1, SGLang, TensorRT-LLM's in-flight batching): a token budget of max_num_tokens a step:
+  every decode first (1 token each), then the chunks of prompts being prefilled, then new admissions, in one step.
 The step that finishes a prompt emits the first token (TTFT); each later step emits one more (TPOT).
 
 KV cache (workload.admission): `reserve` admits a request only with room for prompt + output tokens,
 so nothing is ever evicted; `preempt` admits on the prompt and, when a step would overflow the cache,
 evicts the newest running request, which returns to the head of the queue and recomputes its prompt
-and generated tokens (vLLM's recompute preemption). A request that cannot fit an empty replica is
+and generated tokens (vLLM's recompute preemption). The cache is paged: a sequence holds whole blocks of
+`kv_block` tokens (vLLM's block_size, 16 by default), so its last block is partly empty (fragmentation). A request
+that cannot fit an empty replica is
 rejected; every other request completes, and the counts are reported.
 
 Disaggregation (workload.disaggregated): the first `prefill_replicas` replicas only prefill; each
@@ -38,7 +40,8 @@ import simpy
 from ..cost.fabric import Fabric, fabric_for
 from .memory import serve_memory
 from .requests import Requests, make_requests
-from .steps import StepCosts, StepSummary, replica_devices, step_costs, step_summary
+from .steps import StepCosts, replica_devices, step_costs
+from .summary import StepSummary, step_summary
 
 PREFILL, DECODE, MIXED = 0, 1, 2
 STEP_KINDS = ("prefill", "decode", "mixed")
@@ -98,7 +101,8 @@ class Simulation:
         self.preempted = np.zeros(n, int)
         self.evicted_gen: dict[int, int] = {}  # request id -> tokens it had emitted when evicted
         self.ranks = scn.layout.ep  # attention replicas of an MoE EP unit, stepping together
-        self.batch, self.budget = w.batch * self.ranks, w.max_batch_tokens * self.ranks
+        self.batch, self.budget = w.batch * self.ranks, w.max_num_tokens * self.ranks
+        self.block = float(w.kv_block)
         self.chunked, self.reserve = w.chunked_prefill, w.admission == "reserve"
         self.pp, dp = scn.layout.pp, scn.layout.dp // self.ranks
         prefill = w.disaggregated.prefill_replicas if w.disaggregated else 0
@@ -110,7 +114,7 @@ class Simulation:
         self.kv_peak = np.zeros(dp)
         self.capacity = self.memory.kv_tokens if self.memory.fits_weights else 0  # a replica's, shared by its engines
         self.reserved = np.zeros(dp, dtype=np.int64)  # KV tokens reserved (reserve policy) or held for transfer
-        self.rejected = (self.req.prompt + self.req.output) > self.capacity
+        self.rejected = self._paged(self.req.prompt + self.req.output) > self.capacity
         self.rank = np.zeros(n, int)  # each request's attention replica in its EP unit
         self.engines = self._build_engines()
 
@@ -161,7 +165,7 @@ class Simulation:
             emit = sel & (g.todo == new)
             kind = _kind(g.todo[sel])
             start, m = env.now, int(new.sum())
-            self.kv_now[g.replica, g.index] = g.ctx.sum() + m  # what this step will hold, for the siblings
+            self.kv_now[g.replica, g.index] = self._held(g.ctx + new)  # what this step will hold, for the siblings
             ranks = self.rank[g.ids[sel]] if self.ranks > 1 else None
             stage_t, flops = self.costs.stage_times(new[sel], g.ctx[sel], int(emit.sum()), ranks)
             if self.pp == 1:
@@ -205,25 +209,26 @@ class Simulation:
         if refill.any():
             return np.where(refill, g.todo, 0.0)
         if not self.reserve:
-            self._make_room(g, len(g.ids))
+            self._make_room(g)
         return np.ones(len(g.ids)) if len(g.ids) else None
 
     def _choose_chunked(self, g: _Engine):
         """Token budget: every decode, then prompt chunks in admission order, then new admissions."""
         if not self.reserve:
-            self._make_room(g, int((g.todo == 1).sum()))
+            self._make_room(g)
         decodes = g.todo == 1
         committed = decodes.sum() + g.todo[~decodes].sum()
         self._admit(g, self.budget - committed, whole=False)
         new = np.where(g.todo == 1, 1.0, 0.0)
         left = self.budget - new.sum()
-        if not self.reserve:  # chunks only into free cache
-            left = min(left, self.capacity - self._others(g) - g.ctx.sum() - new.sum())
-        for i in np.flatnonzero(g.todo > 1):
-            if left <= 0:
+        free = np.inf if self.reserve else self.capacity - self._others(g) - self._held(g.ctx + new)
+        for i in np.flatnonzero(g.todo > 1):  # preempt policy: chunks only into free blocks
+            room = self._paged(g.ctx[i]) - g.ctx[i] + free
+            if left <= 0 or room <= 0:
                 break
-            new[i] = min(g.todo[i], left)
+            new[i] = min(g.todo[i], left, room)
             left -= new[i]
+            free -= self._paged(g.ctx[i] + new[i]) - self._paged(g.ctx[i])
         return new if new.any() else None
 
     def _admit(self, g: _Engine, budget: float, whole: bool) -> int:
@@ -231,7 +236,7 @@ class Simulation:
         held = self.reserve or g.role == "prefill"
         # preempt policy: keep room for one more token of every running sequence (a watermark)
         used = (float(self.reserved[g.replica]) if held else
-                self._others(g) + float(g.ctx.sum() + g.todo[g.todo > 1].sum() + len(g.ids)))
+                self._others(g) + self._held(g.ctx + np.where(g.todo > 1, g.todo, 1.0)))
         rows, tokens = [], 0.0
         while g.waiting and len(g.ids) + len(rows) < self.batch and tokens < budget:
             rid = g.waiting[0]
@@ -254,7 +259,7 @@ class Simulation:
         return len(rows)
 
     def _entry(self, g: _Engine, rid: int) -> tuple[int, float, float, int]:
-        """(tokens emitted, tokens cached, tokens to process, KV tokens to hold) of a request on admission."""
+        """(tokens emitted, tokens cached, tokens to process, KV tokens its blocks hold) of a request on admission."""
         p, o = int(self.req.prompt[rid]), int(self.req.output[rid])
         evicted = self.evicted_gen.get(rid)
         if evicted is not None:  # recompute prompt and generated tokens, then emit the next one
@@ -263,27 +268,30 @@ class Simulation:
             gen, ctx, todo = 1, float(p), 1.0
         else:
             gen, ctx, todo = 0, 0.0, float(p)
-        if g.role == "prefill":
-            need = p
-        elif self.reserve:
-            need = p + o
-        else:
-            need = int(ctx + todo)
-        return gen, ctx, todo, need
+        tokens = int(p if g.role == "prefill" else p + o if self.reserve else ctx + todo)
+        block = int(self.block)
+        return gen, ctx, todo, -(-tokens // block) * block
+
+    def _paged(self, tokens):
+        """Tokens rounded up to whole KV blocks (array or number)."""
+        return np.ceil(np.asarray(tokens, dtype=float) / self.block) * self.block
+
+    def _held(self, tokens: np.ndarray) -> float:
+        """KV tokens the blocks of sequences holding `tokens` each take."""
+        return float(np.ceil(tokens / self.block).sum()) * self.block
 
     def _others(self, g: _Engine) -> float:
         """KV tokens the replica's other engines held at the end of their last step."""
         row = self.kv_now[g.replica]
         return float(row.sum() - row[g.index])
 
-    def _make_room(self, g: _Engine, growth: int) -> None:
-        """Preempt policy: evict the newest running requests until this step's new tokens fit (the last
+    def _make_room(self, g: _Engine) -> None:
+        """Preempt policy: evict the newest running requests until this step's decode tokens fit (the last
         one too when sibling engines hold the cache: it waits for them)."""
         others = self._others(g)
-        while len(g.ids) > (0 if others else 1) and others + g.ctx.sum() + growth > self.capacity:
+        while len(g.ids) > (0 if others else 1) and others + self._held(g.ctx + (g.todo == 1)) > self.capacity:
             last = len(g.ids) - 1
             rid = int(g.ids[last])
-            growth -= int(g.todo[last] == 1)
             self.preempted[rid] += 1
             self.evicted_gen[rid] = int(g.gen[last])
             g.waiting.appendleft(rid)
@@ -300,7 +308,7 @@ class Simulation:
         self.first[first] = np.where(np.isnan(self.first[first]), now, self.first[first])
         done = emit & (g.gen >= self.req.output[ids])
         g.todo[emit] = 1.0
-        self.kv_now[g.replica, g.index] = g.ctx.sum()
+        self.kv_now[g.replica, g.index] = self._held(g.ctx)
         held = self.reserved[g.replica] if g.role == "prefill" else self.kv_now[g.replica].sum()
         self.kv_peak[g.replica] = max(self.kv_peak[g.replica], held)
         if done.any():
@@ -308,7 +316,7 @@ class Simulation:
             self.in_flight -= int(done.sum())
             if self.reserve or g.role == "prefill":
                 held = self.req.prompt[ids[done]] + (0 if g.role == "prefill" else self.req.output[ids[done]])
-                self.reserved[g.replica] -= int(held.sum())
+                self.reserved[g.replica] -= int(self._held(held))
         if g.role == "prefill":
             for rid in ids[emit & ~done]:
                 self.env.process(self._transfer(g, int(rid)))
@@ -332,7 +340,7 @@ class Simulation:
             yield req
             start = env.now
             yield env.timeout(seconds)
-        self.reserved[g.replica] -= int(prompt)
+        self.reserved[g.replica] -= int(self._paged(prompt))
         tier = 1 if str(self.fabric.tier(src[0], dev[0])) == "nvlink" else 2
         self.transfers.append((rid, g.replica, start, env.now, float(nbytes.sum()) * self.scn.layout.tp, tier))
         dst.inbox.append(rid)

@@ -6,10 +6,13 @@ holding (experts + redundant) / ep of them. Each MoE layer of a step with b toke
 replica and B on the unit runs:
 
 - the router and shared experts at M = b (weights read once a step);
-- a rank's experts on the B k / ep copies it receives (uniform routing: the mean load, EPLB-style
-  balance), M = B k / (ep slots) each; an expert reads its weights only if it received a token
-  (probability 1 - exp(-M), tokens arriving as Poisson);
-- dispatch and combine of the copies (simulator.moe.dispatch's per-tier volumes, linear in b).
+- the busiest EP rank's experts: uniform routing spreads the B k copies over the ep ranks as a multinomial, and the
+  layer waits for the rank that drew the most (busiest_copies: the median of the largest of ep draws, B k / ep plus
+  z sqrt(B k / ep), z ~ 2.6 at EP 144); its slots at that load each, an expert reading its weights only if it
+  received a token (probability 1 - exp(-M), tokens arriving as Poisson), each GEMM at its grouped-GEMM efficiency;
+- dispatch and combine of the copies (simulator.moe.dispatch's per-tier volumes, linear in b) at DeepEP's measured
+  fractions of the links: the normal kernels (de-duplicated per node) for steps that prefill, the low-latency
+  kernels (every copy to its rank) for decode-only steps.
 
 An expert GEMM (M x N x K) turns compute-bound when 2 M N K / peak >= (weight + activation bytes) /
 HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a weight and an
@@ -24,8 +27,10 @@ the all-to-all simulator.moe.dispatch.a2a_seconds: the same physics as training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
+from scipy.stats import norm
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
@@ -75,38 +80,58 @@ def compute_bound_batch(model, dev, dtype: str = "bf16", weight_dtype: str = "bf
     return int(grid[bound[0]]) if len(bound) else -1
 
 
-def _unit_volumes(scn, devices) -> dict:
+def busiest_copies(copies, ranks: int) -> np.ndarray:
+    """Token copies the busiest of `ranks` EP ranks receives when `copies` (array) spread uniformly: the median of the
+    largest of `ranks` draws, in the normal approximation of the multinomial (mean m = copies / ranks, variance
+    m (1 - 1 / ranks)); the mean itself for one rank."""
+    m = np.asarray(copies, float) / ranks
+    if ranks == 1:
+        return m
+    return m + _largest_normal(ranks) * np.sqrt(m * (1.0 - 1.0 / ranks))
+
+
+@lru_cache(maxsize=64)
+def _largest_normal(n: int) -> float:
+    """Median of the largest of n standard normal draws."""
+    return float(norm.ppf(0.5 ** (1.0 / n)))
+
+
+def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
     """Copies each EP rank sends and receives per tier when every rank brings one token (uniform
-    routing; dedup: a token needs domain D with probability 1 - (1 - share of D's experts)^k). The
-    volumes are linear in the tokens a rank brings."""
+    routing; dedup (default: layout.ep_dispatch): a token needs domain D with probability
+    1 - (1 - share of D's experts)^k). The volumes are linear in the tokens a rank brings."""
     n, k = len(devices), scn.model.moe.top_k
     dom = fabric_for(scn.topology).domain_of(devices)
     doms, idx = np.unique(dom, return_inverse=True)
     p_touch = None
-    if scn.layout.ep_dispatch == "dedup" and len(doms) > 1:
+    dedup = scn.layout.ep_dispatch == "dedup" if dedup is None else dedup
+    if dedup and len(doms) > 1:
         p_touch = (1 - (1 - np.bincount(idx) / n) ** k)[None]
     vol = dispatch_volumes(np.full((1, 1, n), float(k)), 1, dom, p_touch)
     return {key: v.reshape(-1) for key, v in vol.items() if key != "domain_out"}
 
 
-def all_to_all_seconds(scn, devices, tp_group, cal, tokens) -> np.ndarray:
-    """Seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
+def all_to_all_seconds(scn, devices, tp_group, cal, tokens, kernel: str = "normal") -> np.ndarray:
+    """(..., 2) seconds of one MoE layer's dispatch (fp8 when the dtype is: 1 byte, else 2) and combine (16-bit)
     when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.dispatch.a2a_seconds
-    of the busiest rank's copies (linear in the tokens). With tp > 1 the received copies are
+    of the busiest rank's copies (linear in the tokens) with DeepEP's `kernel` ("normal": de-duplicated as
+    layout.ep_dispatch says; "ll": low-latency, every copy sent to its rank). With tp > 1 the received copies are
     all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
     fabric, model = fabric_for(scn.topology), scn.model
     b = np.asarray(tokens, float)
-    vol = _unit_volumes(scn, devices)
-    bw, lat = tier_links(fabric, cal, bool(fabric.profile(np.asarray(devices)[None])[2][0]))
-    gather = 0.0
+    vol = _unit_volumes(scn, devices, None if kernel == "normal" else False)
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(np.asarray(devices)[None])[2][0]), kernel)
+    gather = scatter = 0.0
     if scn.layout.tp > 1:
         size = (b * model.moe.top_k * model.hidden * ACT_BYTES).ravel()
         groups = np.repeat(np.asarray(tp_group)[None], size.size, axis=0)
-        gather = (fabric.collective("all_gather", size, groups, cal)
-                  + fabric.collective("reduce_scatter", size, groups, cal)).reshape(b.shape)
+        gather = fabric.collective("all_gather", size, groups, cal).reshape(b.shape)
+        scatter = fabric.collective("reduce_scatter", size, groups, cal).reshape(b.shape)
     most = {t: float(np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max()) * b for t in ("nv", "so")}
-    total, _ = a2a_seconds(most, model.hidden / scn.layout.tp, (dispatch_width(scn), ACT_BYTES), bw, lat, gather)
-    return np.where(b > 0, total, 0.0)
+    copy = model.hidden / scn.layout.tp
+    phases = [a2a_seconds(most, copy, (width,), bw, lat, extra)[0]
+              for width, extra in ((dispatch_width(scn), gather), (ACT_BYTES, scatter))]
+    return np.where((b > 0)[..., None], np.stack(phases, axis=-1), 0.0)
 
 
 # --- the FFN half of the serving simulator's step ---------------------------------------------------
@@ -159,12 +184,14 @@ class ServeExperts:
     dense_ffn: OpRows  # one dense layer's FFN half on one TP rank
     moe_ffn: OpRows  # one MoE layer's router, permutation and shared experts on one TP rank
     ranks: int  # EP ranks = attention replicas of the unit
-    overlap: bool  # two micro-batches a step, each one's all-to-alls behind the other's compute
+    overlap: bool  # two micro-batches a step, each all-to-all phase behind a compute phase of the other
     tp: int
     top_k: int
     times: object  # callable(ops, m array) -> seconds (StepCosts.times)
     rank_experts: object  # callable(copies received by a rank, array) -> expert_layer_times' dict
-    a2a: object  # callable(tokens of the busiest replica, array) -> dispatch + combine seconds
+    expert_ops: OpRows  # one routed expert's rows on one TP rank
+    a2a: object  # callable(tokens of the busiest replica, array) -> (..., 2) dispatch, combine seconds (normal kernels)
+    a2a_ll: object  # the same with DeepEP's low-latency kernels (decode-only steps)
     expert_flops: float  # FLOP per token copy of one routed expert (all TP ranks)
     ep_bytes: dict  # bytes a token sends per MoE layer on each tier (dispatch + combine, all TP ranks)
     _tables: dict = field(default_factory=dict)
@@ -174,22 +201,24 @@ class ServeExperts:
         """Seconds of a rank's routed experts at `copies` received (array)."""
         return self.rank_experts(copies)["time"]
 
-    def parts(self, busiest: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(pp,) seconds of each stage's dense FFNs, MoE layers' compute (router, shared and routed
-        experts) and their dispatch and combine, when the busiest replica runs `busiest` tokens of the
-        unit's `total`."""
+    def parts(self, busiest: int, total: int, decode: bool = False) -> tuple[np.ndarray, float, np.ndarray]:
+        """((pp,) seconds of each stage's dense FFNs, one MoE layer's compute (router, shared and the busiest EP
+        rank's routed experts), (2,) its dispatch and combine (DeepEP's low-latency kernels when `decode`, else the
+        normal ones)) when the busiest replica runs `busiest` tokens of the unit's `total`."""
         tab = lambda name, fn, m: tabulated(self._tables, name, fn, m)[m]  # noqa: E731
         dense = tab("dense", lambda x: self.times(self.dense_ffn, x), busiest)
         half = tab("half", lambda x: self.times(self.moe_ffn, x), busiest)
         experts = self._experts.get(total)
         if experts is None:  # the unit's tokens reach millions: memoized, not tabulated
-            experts = self._experts[total] = float(self.experts(np.array([total * self.top_k / self.ranks]))[0])
-        a2a = tab("a2a", self.a2a, busiest)
-        return self.stage_dense * dense, self.stage_moe * (half + experts), self.stage_moe * a2a
+            copies = busiest_copies(np.array([total * self.top_k]), self.ranks)
+            experts = self._experts[total] = float(self.experts(copies)[0])
+        a2a = tab("a2a_ll", self.a2a_ll, busiest) if decode else tab("a2a", self.a2a, busiest)
+        return self.stage_dense * dense, half + experts, a2a
 
-    def stage_times(self, busiest: int, total: int) -> np.ndarray:
+    def stage_times(self, busiest: int, total: int, decode: bool = False) -> np.ndarray:
         """(pp,) seconds of each stage's FFN halves, nothing overlapped."""
-        return sum(self.parts(busiest, total))
+        dense, moe, a2a = self.parts(busiest, total, decode)
+        return dense + self.stage_moe * (moe + float(np.sum(a2a)))
 
     def flops_per_token(self) -> float:
         """FLOP a token costs in the FFN halves of all layers (all TP ranks; its top_k routed experts)."""
@@ -198,8 +227,8 @@ class ServeExperts:
         return float(dense + moe)
 
     def bound(self, batch: int) -> str:
-        """'compute' when a rank's routed experts are FLOP-bound at the unit's `batch` decode tokens."""
-        t = self.rank_experts(np.array([batch * self.top_k / self.ranks]))
+        """'compute' when the busiest rank's routed experts are FLOP-bound at the unit's `batch` decode tokens."""
+        t = self.rank_experts(busiest_copies(np.array([batch * self.top_k]), self.ranks))
         return "compute" if float(t["compute"][0]) > float(t["memory"][0]) else "memory"
 
 
@@ -222,6 +251,8 @@ def serve_experts(scn, costs, fabric) -> ServeExperts:
     return ServeExperts(
         stage_dense=dense, stage_moe=moe, dense_ffn=dense_ops, moe_ffn=moe_ops, ranks=lay.ep,
         overlap=w.two_batch_overlap, tp=lay.tp, top_k=model.moe.top_k, times=costs.times,
-        rank_experts=rank_experts, a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
+        rank_experts=rank_experts, expert_ops=expert_rows(model, lay.tp, w.dtype),
+        a2a=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m),
+        a2a_ll=lambda m: all_to_all_seconds(scn, ep_group, tp_group, costs.cal, m, "ll"),
         expert_flops=expert_rows(model).linear_flops(), ep_bytes=ep_bytes,
     )

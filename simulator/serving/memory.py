@@ -25,13 +25,14 @@ class ServeMemory:
     kv_per_token: np.ndarray  # KV bytes a cached token takes on one device of each stage
     capacity: float  # HBM bytes of one device
     ranks: int = 1
+    block: int = 1  # tokens per KV cache block: the cache is allocated in whole blocks
 
     @property
     def kv_tokens(self) -> int:
-        """Tokens of KV cache one replica holds: the tightest stage's free HBM over its bytes a token,
-        times the attention replicas."""
+        """Tokens of KV cache one replica holds: the whole blocks of the tightest stage's free HBM (its free bytes
+        over the bytes of a block), times the tokens of a block and the attention replicas."""
         free = self.capacity - self.weights - self.activations
-        return self.ranks * int(max(0.0, float(np.min(np.floor(free / self.kv_per_token)))))
+        return self.ranks * self.block * int(max(0.0, float(np.min(np.floor(free / (self.kv_per_token * self.block))))))
 
     @property
     def fits_weights(self) -> bool:
@@ -54,14 +55,14 @@ def serve_memory(scn) -> ServeMemory:
     Weights: the stage's layers / tp at weight_dtype, plus the embedding table (first stage) and the LM
     head (last stage; the same table when tied); an MoE model's layers hold their dense FFN, or router,
     shared experts and the EP rank's routed experts. Activations: one layer's working set for the
-    largest step (max_batch_tokens tokens: hidden states, QKV, FFN intermediates; with experts, the
+    largest step (max_num_tokens tokens: hidden states, QKV, FFN intermediates; with experts, the
     copies a rank receives) plus the fp32 logits of the batch; they are reused layer after layer.
     """
     m, w, lay = scn.model, scn.workload, scn.layout
     layers = split_layers(m.layers, lay.pp, lay.stage_layers).astype(float)
     wb = DTYPE_BYTES[w.weight_dtype]
     table = -(-m.vocab // lay.tp) * m.hidden * wb
-    tokens = max(w.max_batch_tokens, w.batch)
+    tokens = max(w.max_num_tokens, w.batch)
     rows = ServeRows.of(m, lay.tp)
     weights = layers * layer_weight_elements(m, lay.tp) * wb
     widest, experts = float(np.max(rows.layer.n)), 0.0
@@ -75,9 +76,10 @@ def serve_memory(scn) -> ServeMemory:
     act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
     kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
     return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
-                       ranks=lay.ep)
+                       ranks=lay.ep, block=w.kv_block)
 
 
 def max_batch(scn, context: int) -> int:
-    """Most sequences of `context` tokens whose KV cache fits one replica next to its weights."""
-    return serve_memory(scn).kv_tokens // max(context, 1)
+    """Most sequences of `context` tokens whose KV cache (whole blocks each) fits one replica next to its weights."""
+    mem = serve_memory(scn)
+    return mem.kv_tokens // (-(-max(context, 1) // mem.block) * mem.block)

@@ -6,7 +6,9 @@ Throughputs are over the makespan (first arrival to last completion); cost per m
 output tokens and every GPU of the scenario for the makespan. `slo_met`: p99 TTFT and p99 TPOT within
 `workload.slo` (MLPerf Inference's server rule); `slo_attainment`: the fraction of requests meeting both
 (DistServe). Step figures (`prefill_s`, `decode_step_s`, `exposed_comm_s`) are the cost model's for one
-prompt alone and for a decode step of `batch` sequences at the mean context, without queueing.
+prompt alone and for a decode step of `batch` sequences at the mean context, without queueing; `step_breakdown_s`
+splits both by what bounds them (simulator.serving.summary.BREAKDOWN: weights, KV cache, activations, compute, TP,
+EP, PP, launch and scheduler seconds, adding up to the step).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ServeReport:
     prefill_s: float
     decode_step_s: float
     decode_bound: str
+    step_breakdown_s: dict
     exposed_comm_s: dict
     kv_cache_bytes_peak: float
     kv_cache_tokens_capacity: int
@@ -155,6 +158,7 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
         output_tokens_per_s_per_gpu=per_s(out_tokens) / scn.gpus,
         mfu=per_s(_model_flops(scn, tl)) / (scn.gpus * peak),
         prefill_s=tl.summary.prefill_s, decode_step_s=tl.summary.decode_step_s, decode_bound=tl.summary.decode_bound,
+        step_breakdown_s={k: dict(v) for k, v in tl.summary.breakdown.items()},
         exposed_comm_s=dict(tl.summary.comm_s), kv_cache_bytes_peak=mem["kv_cache"],
         kv_cache_tokens_capacity=memory.kv_tokens, memory_bytes=mem,
         fits_in_memory=bool(memory.fits_weights and memory.kv_tokens > 0),
@@ -169,6 +173,7 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
 def _layout(scn, tl: ServeTimeline) -> dict:
     w, lay = scn.workload, scn.layout
     return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "prefill_replicas": tl.roles.count("prefill"),
-            "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_batch_tokens": w.max_batch_tokens,
+            "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_num_tokens": w.max_num_tokens,
+            "kv_block": w.kv_block,
             "chunked_prefill": w.chunked_prefill, "admission": w.admission, "weight_dtype": w.weight_dtype,
             "kv_dtype": w.kv_dtype, "dtype": w.dtype}

@@ -1,24 +1,21 @@
-"""Serving step costs: prefill and decode steps of one model replica, the KV cache and memory per device.
+"""Serving step costs: prefill and decode steps of one model replica, as today's inference engines run them.
 
 A step processes, for each sequence i of the running batch, n_i new tokens on top of c_i cached ones
 (a decode token is n_i = 1; a prompt, or a chunk of one, is n_i > 1). Its time per pipeline stage is
 
     layers_s * (linear(M) + attention(n, c) + 2 * all_reduce(M h)) + embedding (first) + head (last)
 
-with M = sum n_i. Every operator is the roofline of simulator.cost.roofline with the one calibration of
-simulator.cost.calibration: `max(FLOP / (peak * eff), bytes / (HBM * hbm_eff)) + kernel overhead`. Weights
-(`weight_dtype`) are read once a step whatever M is, so a small-batch decode is bound by HBM and a large
-one by FLOP/s. Attention reads each sequence's KV cache (`kv_dtype`) once:
-    GQA/MHA: 2 * layers * kv_heads * head_dim * bytes per token (split over TP ranks, replicated when
-             tp > kv_heads);
-    MLA:     layers * (kv_lora_rank + qk_rope_head_dim) * bytes per token, the latent shared by all heads
-             and so held whole by every TP rank (DeepSeek-V2 section 2.1), attended in the absorbed form.
-TP collectives: two all-reduces of M * h activations a layer, on the critical path. Inside one NVLink
-domain they run as a two-shot all-reduce (reduce-scatter + all-gather through the switch, 2 latencies:
-vLLM's and TensorRT-LLM's custom all-reduce for small messages); across domains, the Fabric's
-hierarchical collective. PP: each stage boundary is a p2p of M * h / tp per rank plus an all-gather.
-Linear-op times are tabulated over M once, so a simulated step costs a table lookup and a few numpy
-reductions over the running batch.
+with M = sum n_i, and a step lasts at least the scheduler's CPU time (calibration `scheduler_step`), which current
+engines overlap with the GPU's previous step. Every operator is the roofline of simulator.cost.roofline with the one
+calibration of simulator.cost.calibration: `max(FLOP / (peak * eff), bytes / (HBM * hbm_eff)) + kernel overhead`
+(CUDA-graph residue for steps of at most GRAPH_TOKENS). Weights (`weight_dtype`) are read once a step whatever M is,
+so a small-batch decode is bound by HBM and a large one by FLOP/s. Attention is simulator.serving.attention's (decode
+and prefill kernels apart, each by its own arithmetic intensity; the KV cache read once at `kv_dtype`).
+TP collectives: two all-reduces of M * h activations a layer, on the critical path: inside one NVLink domain the
+fastest of a serving engine's algorithms for the size (one-shot, two-shot, NVLS multimem, NCCL: Fabric.collective's
+"serving" algorithm, from measured latencies); across domains, the Fabric's hierarchical collective. PP: each stage
+boundary is a p2p of M * h / tp per rank plus an all-gather. Linear-op times are tabulated over M once, so a
+simulated step costs a table lookup and a few numpy reductions over the running batch.
 """
 
 from __future__ import annotations
@@ -32,10 +29,11 @@ from ..cost.fabric import Fabric, fabric_for
 from ..cost.kv_cache import kv_bytes_per_token_per_rank
 from ..cost.ops import (
     ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, DTYPE_BYTES, OpRows,
-    layer_rows, mla_dims
+    layer_rows
 )
 from ..cost.placement import place, split_layers
-from .experts import serve_experts
+from .attention import AttentionCosts, attention_dims
+from .experts import busiest_copies, serve_experts
 from .lookup import tabulated
 
 ACT = float(ACT_BYTES)  # bytes of a 16-bit activation
@@ -43,23 +41,7 @@ LOGIT = 4.0  # bytes of an fp32 logit
 GRAPH_TOKENS = 512  # largest step a serving engine replays from a captured CUDA graph (vLLM's default)
 
 
-# --- KV cache ---------------------------------------------------------------------------------
-
-
 # --- the operators of one layer on one TP rank (simulator.cost.ops's rows) ---------------------------
-
-
-def attention_dims(model, tp: int) -> dict:
-    """Per-rank attention sizes: query heads, KV heads, head width, cache width and query group."""
-    heads = model.heads // tp
-    if model.mla is None:
-        kv = max(model.kv_heads // tp, 1)
-        return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim,
-                "group": heads // kv, "mla": False}
-    m = model.mla
-    qk, v, rope = mla_dims(model)
-    return {"heads": heads, "kv_heads": 1, "qk": qk, "v": v, "group": heads, "mla": True,
-            "latent": m.kv_lora_rank, "rope": rope}
 
 
 @dataclass(frozen=True)
@@ -104,6 +86,26 @@ def linear_times(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: f
     return np.where(m[:, None] > 0, t, 0.0).sum(axis=1)
 
 
+LINEAR_PARTS = ("compute", "weights", "activations", "launch")
+
+
+def linear_parts(ops: OpRows, m: np.ndarray, w_bytes: float, peak: float, hbm: float, cal,
+                 graphs: bool = False, peak16: float | None = None) -> np.ndarray:
+    """(len(m), 4) seconds of linear_times split by what bounds each row (LINEAR_PARTS): FLOP-bound rows' compute,
+    memory-bound rows' HBM time shared between weight and activation bytes, and the kernels' fixed time."""
+    m = np.asarray(m, dtype=float)
+    overhead = np.where(graphs & (m <= GRAPH_TOKENS), cal.graph_overhead, cal.kernel_overhead)[:, None]
+    nbytes = ops.nbytes(m, w_bytes)
+    compute, memory, fixed = roofline.op_parts(ops.flops(m), nbytes, ops.shapes(m), peak, hbm, cal, peak16=peak16,
+                                               precise=ops.precise, overhead=overhead)
+    weights = np.divide(np.where(ops.gemm, w_bytes * ops.weights, 0.0), nbytes, out=np.zeros_like(nbytes),
+                        where=nbytes > 0)
+    bound = compute >= memory
+    out = np.stack([np.where(bound, compute, 0.0), np.where(bound, 0.0, memory * weights),
+                    np.where(bound, 0.0, memory * (1 - weights)), fixed], axis=-1)
+    return np.where(m[:, None, None] > 0, out, 0.0).sum(axis=1)
+
+
 # --- the step cost of one replica --------------------------------------------------------------
 
 
@@ -129,7 +131,7 @@ class StepCosts:
     rows: ServeRows  # the operators on one TP rank
     w_bytes: float
     kv_rank_layer: float  # KV bytes per token per layer on one rank
-    attn: dict
+    attn: AttentionCosts  # one layer's attention core on one rank
     hidden: int
     vocab: int
     tp_collective: object  # callable(kind, size array) -> seconds over the TP group (switch algorithms)
@@ -164,7 +166,7 @@ class StepCosts:
         return self._table("tp", lambda x: 2.0 * self.all_reduce(x * self.hidden * ACT), m)[m]
 
     def all_reduce(self, size) -> np.ndarray:
-        """All-reduce of `size` bytes over the TP group (two-shot through the switch in a domain)."""
+        """All-reduce of `size` bytes over the TP group (a serving engine's fastest algorithm in a domain)."""
         return self.tp_collective("all_reduce", np.asarray(size, dtype=float))
 
     def all_gather(self, size) -> np.ndarray:
@@ -181,27 +183,9 @@ class StepCosts:
     def attention(self, new: np.ndarray, ctx: np.ndarray, ranks=None) -> tuple[float, float]:
         """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]
         (the busiest attention replica's seconds when `ranks` gives each sequence's; FLOP of all)."""
-        a = self.attn
-        new = np.asarray(new, dtype=float)
-        keys = ctx + new
-        pairs = new * ctx + new * (new + 1) / 2  # causal: query j sees ctx + j keys
-        if a["mla"]:
-            per_pair = 2.0 * a["heads"] * (2 * a["latent"] + a["rope"])  # absorbed: scores on latent+rope, values on latent
-            width, io = a["latent"] + a["rope"], new * a["heads"] * (2 * a["latent"] + a["rope"]) * ACT
-        else:
-            per_pair = 4.0 * a["heads"] * a["qk"]
-            width, io = a["qk"], new * a["heads"] * 2 * a["qk"] * ACT
-        flops = per_pair * pairs
-        eff = roofline.attention_efficiency(ctx + (new + 1) / 2, width, self.cal)
-        compute = flops / eff / self.attn_peak
-        memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
-        if ranks is None:
-            busiest = max(float(compute.sum()), float(memory.sum()))
-        else:
-            busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
-                                       np.bincount(ranks, memory, self.ranks)).max())
         overhead = self.cal.graph_overhead if self.graphs and len(new) <= GRAPH_TOKENS else self.cal.kernel_overhead
-        return busiest + overhead, float(flops.sum())
+        return self.attn.seconds(np.asarray(new, dtype=float), np.asarray(ctx, dtype=float), self.kv_rank_layer, ranks,
+                                 self.ranks, overhead)
 
     def _ranks(self, n: int, ranks):
         """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""
@@ -217,35 +201,42 @@ class StepCosts:
     def stage_times(self, new, ctx, sampled: int, ranks=None) -> tuple[np.ndarray, float]:
         """((pp,) seconds of each stage, attention FLOP of one layer on one rank) for one step (hops excluded).
 
-        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin. With
-        two-batch overlap the sequences split in two halves (alternately on each replica) and each MoE
-        layer takes the longer of both halves' compute and both halves' all-to-alls."""
+        `ranks`: the attention replica of each sequence (an MoE EP unit); default round-robin. With two-batch
+        overlap the sequences split in two halves (alternately on each replica) and every MoE layer runs as
+        SGLang's and DeepSeek's schedule does: each all-to-all phase of one half beside one compute phase of the
+        other, B(A1, d0) + B(M0, d1) + B(M1, c0) + B(A0, c1) (A attention part, M MoE compute, d dispatch,
+        c combine; A0 the next layer's), B(x, y) = max(y, x + s y): DeepEP's normal kernels (a step that prefills)
+        hold a share s of the SMs while they run (calibration ep_sm_share), its low-latency ones none."""
         new, ctx = np.asarray(new, dtype=float), np.asarray(ctx, dtype=float)
         ranks = self._ranks(len(new), ranks)
+        decode = bool(np.all(new == 1))
         if self.moe is not None and self.moe.overlap and len(new) > 1:
             half = _alternate(ranks, len(new))
-            parts = [self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h])
-                     for h in (0, 1)]
-            every, compute, comm, flops = (sum(p[i] for p in parts) for i in range(4))
-            t = every + np.maximum(compute, comm)
+            (e0, a0, m0, x0, f0), (e1, a1, m1, x1, f1) = (
+                self._layer_parts(new[half == h], ctx[half == h], None if ranks is None else ranks[half == h], decode)
+                for h in (0, 1))
+            s = 0.0 if decode else self.cal.ep_sm_share
+            layer = sum(max(y, x + s * y) for x, y in ((a1, x0[0]), (m0, x1[0]), (m1, x0[1]), (a0, x1[1])))
+            t, flops = e0 + e1 + self.moe.stage_moe * layer, f0 + f1
         else:
-            every, compute, comm, flops = self._layer_parts(new, ctx, ranks)
-            t = every + compute + comm
+            every, attn, moe, comm, flops = self._layer_parts(new, ctx, ranks, decode)
+            t = every + (0.0 if self.moe is None else self.moe.stage_moe * (attn + moe + float(np.sum(comm))))
         t[0] += self.embed(self.busiest(new, ranks))
         t[-1] += self.head(-(-sampled // self.ranks))
+        t[-1] += max(0.0, self.cal.scheduler_step - float(t.sum()))  # the CPU's step, overlapped with the GPU's
         return t, flops
 
-    def _layer_parts(self, new, ctx, ranks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(pp,) seconds of each stage's layers that no all-to-all overlaps, of its MoE layers' compute
-        and of their all-to-alls, and the attention FLOP of one layer."""
+    def _layer_parts(self, new, ctx, ranks, decode: bool) -> tuple[np.ndarray, float, float, np.ndarray, float]:
+        """((pp,) seconds of each stage's layers no all-to-all overlaps (every layer of a dense model, the dense-FFN
+        layers of an MoE one), one MoE layer's attention part and its MoE compute, (2,) its dispatch and combine
+        (DeepEP's low-latency kernels for a `decode` step), and the attention FLOP of one layer)."""
         m, busiest = int(np.sum(new)), self.busiest(new, ranks)
         attn, flops = self.attention(new, ctx, ranks)
         per_layer = self.linear(busiest) + attn + self.tp_comm(busiest)
         if self.moe is None:
-            zero = np.zeros(self.pp)
-            return self.stage_layers * per_layer, zero, zero, flops
-        dense, compute, comm = self.moe.parts(busiest, m)
-        return self.moe.stage_dense * per_layer + dense, self.moe.stage_moe * per_layer + compute, comm, flops
+            return self.stage_layers * per_layer, per_layer, 0.0, np.zeros(2), flops
+        dense, moe, comm = self.moe.parts(busiest, m, decode=decode)
+        return self.moe.stage_dense * per_layer + dense, per_layer, moe, comm, flops
 
     def step_time(self, new, ctx, sampled: int, ranks=None) -> float:
         """Seconds from the first stage's start to the last stage's end of one step."""
@@ -308,7 +299,7 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     tp_group = devices[0, 0][None]
 
     def tp_collective(kind: str, size: np.ndarray) -> np.ndarray:
-        return fabric.collective(kind, size, tp_group, cal, algorithm="switch")
+        return fabric.collective(kind, size, tp_group, cal, algorithm="serving")
 
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
     costs = StepCosts(
@@ -317,15 +308,13 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
         graphs=w.cuda_graphs,
         rows=ServeRows.of(model, lay.tp, lay.sequence_parallel, w.dtype),
         w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
-        attn=attention_dims(model, lay.tp), hidden=model.hidden, vocab=model.vocab,
+        attn=AttentionCosts(attention_dims(model, lay.tp), roofline.attention_peak(dev), dev.hbm_bandwidth, cal,
+                            DTYPE_BYTES[w.kv_dtype] < ACT), hidden=model.hidden, vocab=model.vocab,
         tp_collective=tp_collective, hop=hop, ranks=lay.ep,
     )
     if model.moe is not None:
         costs.moe = serve_experts(scn, costs, fabric)
     return costs
-
-
-# --- memory --------------------------------------------------------------------------------------
 
 
 def decode_table(scn, batch_per_replica, context: int) -> dict:
@@ -339,43 +328,6 @@ def decode_table(scn, batch_per_replica, context: int) -> dict:
     b = np.asarray(batch_per_replica, dtype=int)
     step = np.array([costs.decode_step(int(x) * moe.ranks, context) for x in b])
     layers = float(moe.stage_moe.sum())
-    return {"step": step, "experts": layers * moe.experts(b * float(moe.top_k)), "all_to_all": layers * moe.a2a(b),
+    copies = busiest_copies(b * float(moe.top_k * moe.ranks), moe.ranks)
+    return {"step": step, "experts": layers * moe.experts(copies), "all_to_all": layers * moe.a2a_ll(b).sum(axis=-1),
             "tokens_per_s_per_gpu": b * moe.ranks / step / gpus}
-
-
-@dataclass(frozen=True)
-class StepSummary:
-    """A serve scenario's reference step figures, computed once from its StepCosts for the report:
-    one prompt's prefill, a decode step of `batch` sequences at mid-output context, what bounds it and
-    the communication inside it, FLOP and bytes per processed token."""
-
-    prefill_s: float
-    decode_step_s: float
-    decode_bound: str  # compute | memory
-    comm_s: dict  # seconds of TP, PP, DP, EP, CP communication inside the decode step
-    flops_per_token: float  # linear FLOP of the replica per processed token (head excluded)
-    head_flops_per_token: float  # LM head FLOP per sampled token
-    bytes_per_token: dict  # bytes one processed token moves on each tier: TP all-reduces, PP hops, EP all-to-alls
-
-
-def step_summary(scn, costs: StepCosts, fabric: Fabric) -> StepSummary:
-    """The StepSummary of a serve scenario."""
-    w, model, lay = scn.workload, scn.model, scn.layout
-    batch = w.batch * costs.ranks  # sequences of one replica (an MoE EP unit: every attention replica's)
-    busiest = -(-batch // costs.ranks)
-    ep = float(costs.moe.stage_moe.sum()) * float(costs.moe.a2a(np.array([busiest]))[0]) if costs.moe else 0.0
-    comm = {"tp": float(costs.stage_layers.sum()) * costs.tp_comm(busiest), "pp": (costs.pp - 1) * costs.pp_hop(busiest),
-            "dp": 0.0, "ep": ep, "cp": 0.0}
-    devices = replica_devices(scn)
-    tiers = {"nvlink": 0.0, "scaleout": 0.0}
-    if lay.tp > 1:  # two all-reduces a layer, each rank sending 2 (tp - 1) / tp of the activations
-        d = int(fabric.profile(devices[0, 0][None])[1][0])
-        tiers["nvlink" if d == 1 else "scaleout"] += 2 * model.layers * 2 * (lay.tp - 1) * model.hidden * ACT
-    for t in fabric.tier(devices[0, :-1, 0], devices[0, 1:, 0]) if lay.pp > 1 else ():
-        tiers[str(t)] += model.hidden * ACT
-    if costs.moe is not None:
-        for tier, per_layer in costs.moe.ep_bytes.items():
-            tiers[tier] += per_layer * float(costs.moe.stage_moe.sum())
-    return StepSummary(prefill_s=costs.prefill(w.prompt_len), decode_step_s=costs.decode_step(batch, int(w.prompt_len + w.output_len / 2)),
-                       decode_bound=costs.decode_bound(batch), comm_s=comm, flops_per_token=costs.flops_per_token(),
-                       head_flops_per_token=2.0 * model.vocab * model.hidden, bytes_per_token=tiers)
