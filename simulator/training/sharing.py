@@ -13,6 +13,7 @@ wake-ups) are replayed in time order from there, in plain Python over the TaskGr
 from __future__ import annotations
 
 import heapq
+from array import array
 
 import numpy as np
 
@@ -115,7 +116,9 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
             push(float(end[nxt[d] - 1]), SLOT_END, d, int(nxt[d] - 1))
         else:
             push(t0, TRY, d, 0)
-    state = _Replay(g, arr, start, end, dp_start, dp_end, nxt.tolist(), hi.tolist(), links, push)
+    fl = lambda x: array("d", np.ascontiguousarray(x, dtype=np.float64).tobytes())  # noqa: E731
+    state = _Replay(g, fl(arr), fl(start), fl(end), dp_start.tolist(), dp_end.tolist(), nxt.tolist(), hi.tolist(),
+                    links, push)
     while events:
         t, _, kind, a, b = heapq.heappop(events)
         if kind == SLOT_END:
@@ -127,7 +130,8 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
             state.try_start(a, t)
     if any(i < stop for i, stop in zip(state.nxt, state.hi)):
         raise ScheduleDeadlock("the schedule's orders wait on each other: some tasks never start")
-    return start, end, arr[:h], dp_start, dp_end
+    back = lambda x: np.frombuffer(x, dtype=np.float64).copy()  # noqa: E731
+    return back(state.start), back(state.end), back(state.arr)[:h], np.array(state.dp_start), np.array(state.dp_end)
 
 
 class _Replay:
@@ -138,8 +142,10 @@ class _Replay:
         self.g, self.arr, self.start, self.end = g, arr, start, end
         self.dp_start, self.dp_end = dp_start, dp_end
         self.nxt, self.hi, self.links, self.push = nxt, hi, links, push
-        self.dep, self.out = g.dep.tolist(), g.out.tolist()
-        self.dur, self.link, self.delay = g.dur.tolist(), g.link.tolist(), g.delay.tolist()
+        ints = lambda x: array("q", np.ascontiguousarray(x, dtype=np.int64).tobytes())  # noqa: E731
+        floats = lambda x: array("d", np.ascontiguousarray(x, dtype=np.float64).tobytes())  # noqa: E731
+        self.dep, self.out = ints(g.dep.ravel()), ints(g.out.ravel())  # slot i's pair: [2i], [2i + 1]
+        self.dur, self.link, self.delay = floats(g.dur), ints(g.link), floats(g.delay)
         self.last_backward = g.last_backward.tolist()
         self.h = g.halves
         self.waiting: dict[int, list[int]] = {}
@@ -149,7 +155,7 @@ class _Replay:
         i = self.nxt[d]
         if i >= self.hi[d]:
             return
-        for k in self.dep[i]:
+        for k in (self.dep[2 * i], self.dep[2 * i + 1]):
             if self.arr[k] < 0.0:
                 self.waiting.setdefault(k, []).append(d)
                 return
@@ -161,7 +167,7 @@ class _Replay:
 
     def slot_end(self, d: int, i: int, now: float) -> None:
         self.end[i] = now
-        for k in self.out[i]:
+        for k in (self.out[2 * i], self.out[2 * i + 1]):
             if k >= self.h:
                 continue
             if self.link[k] < 0:

@@ -57,8 +57,7 @@ class TaskGraph:
 
 def slot_codes(table):
     """(row starts, kind, mb, chunk, pair mb, pair chunk) of a ScheduleTable's slots, device by device."""
-    codes = getattr(table, "codes", None)
-    c = codes() if callable(codes) else codes_of(table)
+    c = table.coded if table.coded is not None else codes_of(table)
     return c.start, c.kind, c.mb, c.chunk, c.pmb, c.pchunk
 
 
