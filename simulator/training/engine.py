@@ -27,7 +27,7 @@ from .timeline import KIND_INDEX, Timeline
 
 OVERLAP_TOLERANCE = 1e-13  # of the step's scale: overlaps shorter than this change nothing measurable
 
-__all__ = ["KIND_INDEX", "Timeline", "first_overlap", "run_engine"]
+__all__ = ["KIND_INDEX", "Timeline", "first_overlap", "run_engine", "simulate_step"]
 
 
 def _dp(g: TaskGraph, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,6 +70,12 @@ def first_overlap(g: TaskGraph, end: np.ndarray, arrival: np.ndarray, dp_start: 
 
 def run_engine(plan: Plan) -> Timeline:
     """Simulate one training step of `plan`."""
+    return simulate_step(plan)[0]
+
+
+def simulate_step(plan: Plan) -> tuple[Timeline, float | None]:
+    """(Timeline of one training step of `plan`, the first instant two transfers shared a link, or None
+    when none ever did: then every transfer took its own seconds and the step is the longest path)."""
     g = build(plan)
     start, arrival = longest_paths(g)
     end = start + g.dur
@@ -83,7 +89,7 @@ def run_engine(plan: Plan) -> Timeline:
     return Timeline(device=g.device, kind=g.kind, mb=g.mb, chunk=g.chunk, pair_mb=g.pair_mb,
                     pair_chunk=g.pair_chunk, start=start, end=end, comm_wait=_comm_wait(g, start, end),
                     dp_start=dp_start, dp_end=dp_end, optimizer_start=opt_start, stage_end=stage_end,
-                    step_time=float(stage_end.max()) if len(stage_end) else 0.0)
+                    step_time=float(stage_end.max()) if len(stage_end) else 0.0), t0
 
 
 def _settle_dp(g: TaskGraph, start, end, dp_start, dp_end):
