@@ -125,7 +125,7 @@ def _model_flops(scn, tl: ServeTimeline) -> float:
     st, s = tl.steps, tl.summary
     if not len(st["tokens"]):
         return 0.0
-    attn = float(st["attn_flops"].sum()) * scn.layout.tp * scn.model.layers
+    attn = tl.attn_flops * scn.layout.tp * scn.model.layers
     return s.flops_per_token * float(st["tokens"].sum()) + s.head_flops_per_token * float(st["sampled"].sum()) + attn
 
 

@@ -181,6 +181,16 @@ class StepCosts:
     def attention(self, new: np.ndarray, ctx: np.ndarray, ranks=None) -> tuple[float, float]:
         """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]
         (the busiest attention replica's seconds when `ranks` gives each sequence's; FLOP of all)."""
+        compute, memory, flops = self.attention_terms(new, ctx)
+        if ranks is None:
+            busiest = max(float(compute.sum()), float(memory.sum()))
+        else:
+            busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
+                                       np.bincount(ranks, memory, self.ranks)).max())
+        return busiest + self._attention_overhead(len(new)), float(flops.sum())
+
+    def attention_terms(self, new, ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sequence: (compute seconds, HBM seconds, FLOP) of one layer's attention on one rank."""
         a = self.attn
         new = np.asarray(new, dtype=float)
         keys = ctx + new
@@ -195,13 +205,46 @@ class StepCosts:
         eff = roofline.attention_efficiency(ctx + (new + 1) / 2, width, self.cal)
         compute = flops / eff / self.attn_peak
         memory = (keys * self.kv_rank_layer + io) / (self.hbm_bw * self.cal.hbm)
-        if ranks is None:
-            busiest = max(float(compute.sum()), float(memory.sum()))
-        else:
-            busiest = float(np.maximum(np.bincount(ranks, compute, self.ranks),
-                                       np.bincount(ranks, memory, self.ranks)).max())
-        overhead = self.cal.graph_overhead if self.graphs and len(new) <= GRAPH_TOKENS else self.cal.kernel_overhead
-        return busiest + overhead, float(flops.sum())
+        return compute, memory, flops
+
+    def _attention_overhead(self, sequences: int) -> float:
+        return self.cal.graph_overhead if self.graphs and sequences <= GRAPH_TOKENS else self.cal.kernel_overhead
+
+    def decode_stage_times(self, n: int, ctx_total: float, sampled: int) -> tuple[np.ndarray, float]:
+        """stage_times(np.ones(n), ctx, sampled) of a dense model on one attention replica, from n and
+        ctx_total = ctx.sum() alone: with one new token, each of a sequence's attention terms is affine
+        in its context (the kernel's efficiency k / (k + half) times its k pairs), so their sums are
+        the affine map of ctx_total. The serving engine's decode-only steps take this path
+        (tests/test_serving_engine.py checks it against stage_times)."""
+        (sc, sm, sf), (bc, bm, bf) = self._decode_affine()
+        compute, memory, flops = sc * ctx_total + bc * n, sm * ctx_total + bm * n, sf * ctx_total + bf * n
+        lin, overhead, tp, embed, head = self._decode_fixed(n, sampled)
+        per_layer = lin + (max(compute, memory) + overhead) + tp  # stage_times' sums, in its order
+        if self.pp == 1:
+            return np.array([float(self.stage_layers[0]) * per_layer + embed + head]), flops
+        t = self.stage_layers * per_layer
+        t[0] += embed
+        t[-1] += head
+        return t, flops
+
+    def _decode_fixed(self, n: int, sampled: int) -> tuple[float, float, float, float, float]:
+        """(linear operators, attention kernel overhead, TP all-reduces of a layer; embedding; LM head)
+        seconds of a decode step of n sequences emitting `sampled` tokens, memoized."""
+        memo = self._tables.setdefault("decode_fixed", {})
+        got = memo.get((n, sampled))
+        if got is None:
+            got = memo[n, sampled] = (float(self.linear(n)), self._attention_overhead(n), float(self.tp_comm(n)),
+                                      float(self.embed(n)), float(self.head(-(-sampled // self.ranks))))
+        return got
+
+    def _decode_affine(self) -> tuple[list[float], list[float]]:
+        """(slopes, intercepts) of one decode token's attention terms (compute s, HBM s, FLOP) in its
+        context length."""
+        if "decode" not in self._tables:
+            far = float(2 ** 20)
+            terms = np.array(self.attention_terms(np.ones(2), np.array([0.0, far])))
+            self._tables["decode"] = (((terms[:, 1] - terms[:, 0]) / far).tolist(), terms[:, 0].tolist())
+        return self._tables["decode"]
 
     def _ranks(self, n: int, ranks):
         """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""
