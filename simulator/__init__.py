@@ -32,7 +32,7 @@ __all__ = ["__version__", "Report", "Result", "Scenario", "ScenarioError", "Serv
 
 
 def __getattr__(name: str):
-    """search and sweep, from simulator.api, on first use."""
+    """search and sweep (simulator.api), on first use."""
     if name not in ("search", "sweep"):
         raise AttributeError(f"module 'simulator' has no attribute {name!r}")
     from . import api  # deferred: the what-if machinery only when asked for
