@@ -109,8 +109,9 @@ def _check_steps(tl) -> None:
     start, end = st["start"], st["end"]
     if not len(start):
         return
-    lane = st["replica"].astype(np.int64) * tl.engines + st["engine"]
-    lanes = np.unique(lane)
+    count = len(tl.roles) * tl.engines
+    lane = None if count == 1 else st["replica"].astype(np.min_scalar_type(count)) * tl.engines + st["engine"]
+    lanes = np.zeros(1, dtype=int) if lane is None else np.unique(lane)
     busy = np.zeros(int(lanes.max()) + 1)
     for one in lanes:
         rows = np.flatnonzero(lane == one) if len(lanes) > 1 else None

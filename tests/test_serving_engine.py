@@ -98,6 +98,7 @@ def test_step_log_columns_are_narrow_and_widen_when_needed():
 class _TL:
     def __init__(self, steps, engines, end_time):
         self.steps, self.engines, self.end_time = steps, engines, end_time
+        self.roles = ("serve",) * (int(steps["replica"].max()) + 1)
 
 
 def _steps(replica, engine, start, end):
@@ -108,6 +109,10 @@ def _steps(replica, engine, start, end):
 def test_step_invariants_in_any_row_order_and_lane_count():
     ok = _steps([0, 1, 0, 1], [0, 0, 0, 0], [2.0, 0.0, 0.0, 1.0], [3.0, 1.0, 1.0, 2.0])
     _check_steps(_TL(ok, 1, 3.0))
+    one_lane_unsorted = _steps([0, 0, 0], [0, 0, 0], [2.0, 0.0, 1.0], [3.0, 1.0, 2.0])
+    _check_steps(_TL(one_lane_unsorted, 1, 3.0))
+    with pytest.raises(InvariantError, match="two steps at once"):
+        _check_steps(_TL(_steps([0, 0, 0], [0, 0, 0], [2.0, 0.0, 0.5], [3.0, 1.0, 2.0]), 1, 3.0))
     overlap = _steps([0, 1, 0, 1], [1, 0, 1, 0], [1.5, 0.0, 0.0, 1.0], [3.0, 1.0, 2.0, 2.0])
     with pytest.raises(InvariantError, match="two steps at once"):
         _check_steps(_TL(overlap, 2, 3.0))
