@@ -82,7 +82,7 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
                 dp_start: np.ndarray, dp_end: np.ndarray):
     """(start, end, arrival, dp_start, dp_end) with shared links, replayed from `t0` on the
     contention-free figures given (exact before t0)."""
-    n, h, p = len(g.dur), g.halves, g.p
+    h, p = g.halves, g.p
     start, end, dp_start, dp_end = start.copy(), end.copy(), dp_start.copy(), dp_end.copy()
     arr = np.append(arrival, [0.0, 0.0])
     lo, hi = g.lo[:-1], g.lo[1:]
