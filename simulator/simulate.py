@@ -14,7 +14,6 @@ from .invariants import check_plan, check_serving, check_training
 from .scenario.base import ScenarioError
 from .scenario.overrides import as_scenario
 from .scenario.spec import Scenario
-from .serving.engine import Simulation
 from .serving.report import ServeReport, summarize_serving
 from .training import faults as fl
 from .training.engine import Timeline, run_engine
@@ -110,6 +109,7 @@ def run_faulty(scenario: Scenario) -> Result:
 
 def run_serve(scenario: Scenario) -> Result:
     """Serving: step costs -> request-level simulation -> ServeReport (plan: StepCosts, timeline: ServeTimeline)."""
+    from .serving.engine import Simulation  # deferred (start-up): a training run loads no serving simulation
 
     fabric = fabric_for(scenario.topology)
     sim = Simulation(scenario, fabric=fabric)

@@ -41,31 +41,13 @@ import simpy
 from ..cost.fabric import Fabric, fabric_for
 from .batch import EngineState as _Engine
 from .memory import serve_memory
-from .requests import Requests, make_requests
+from .requests import make_requests
 from .steplog import StepLog
-from .steps import StepCosts, StepSummary, replica_devices, step_costs, step_summary
+from .steps import StepCosts, replica_devices, step_costs, step_summary
+from .timeline import DECODE, MIXED, PREFILL, STEP_KINDS, ServeTimeline
 
-PREFILL, DECODE, MIXED = 0, 1, 2
-STEP_KINDS = ("prefill", "decode", "mixed")
+__all__ = ["DECODE", "MIXED", "PREFILL", "STEP_KINDS", "ServeTimeline", "Simulation", "simulate_requests"]
 
-
-@dataclass
-class ServeTimeline:
-    """What the simulation produced: one row per step, per request and per KV transfer."""
-
-    requests: Requests
-    first_token: np.ndarray  # s; NaN if never
-    finish: np.ndarray  # s; NaN if never
-    rejected: np.ndarray  # bool
-    preemptions: np.ndarray  # times each request was evicted
-    roles: tuple[str, ...]  # per replica: serve | prefill | decode
-    engines: int  # virtual engines (pipeline stages) per replica
-    steps: dict  # arrays: replica, engine, start, end, kind, seqs, tokens, sampled, kv_tokens
-    transfers: dict  # arrays: request, replica, start, end, bytes, tier (1 nvlink, 2 scale-out)
-    kv_tokens_peak: np.ndarray  # per replica, most KV tokens held at once
-    end_time: float
-    summary: StepSummary  # the step's reference figures, computed once from the cost model
-    attn_flops: float = 0.0  # attention FLOP of one layer on one rank, summed over every step
 
 
 class Simulation:

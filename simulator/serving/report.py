@@ -12,13 +12,16 @@ prompt alone and for a decode step of `batch` sequences at the mean context, wit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._version import __version__
 from ..training.report import _round
-from .engine import DECODE, ServeTimeline
-from .memory import ServeMemory
+from .timeline import DECODE, ServeTimeline
+
+if TYPE_CHECKING:
+    from .memory import ServeMemory
 
 PERCENTILES = (50, 90, 99)
 
