@@ -15,7 +15,6 @@ import typer
 from ._version import __version__
 from .invariants import InvariantError
 from .output import render
-from .output.trace import chrome_trace
 from .scenario.base import ScenarioError
 from .scenario.loader import load_scenario
 from .simulate import run as run_scenario
@@ -39,6 +38,12 @@ def _options(
 
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a scenario field by its dotted path, e.g. --set layout.pp=16.")]
+
+
+def _trace(result) -> str:
+    from .output.trace import chrome_trace  # the trace writer only when a trace is asked for
+
+    return chrome_trace(result.plan, result.timeline)
 
 
 def fail(message: str) -> None:
@@ -109,7 +114,7 @@ def run(
     write_all({
         json_out: render.to_json(report) if json_out else "",
         csv_out: render.to_csv([report]) if csv_out else "",
-        trace_out: chrome_trace(result.plan, result.timeline) if trace_out else "",
+        trace_out: _trace(result) if trace_out else "",
     })
     if not quiet:
         render.print_table(report)

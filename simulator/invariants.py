@@ -98,6 +98,41 @@ def check_training(name: str, plan: Plan, tl: Timeline, report) -> None:
         raise InvariantError(f"{name}: invariant violated: {err}") from None
 
 
+CHUNK = 1 << 20  # rows of a serving step log checked at a time (a run may log millions of steps)
+
+
+def _check_steps(tl) -> None:
+    """Every step ends after it starts; an engine (lane: replica and pipeline stage) never runs two steps
+    at once nor works longer than the run. Lane by lane, in order of start, a chunk of rows at a time,
+    so that a log of millions of steps is checked in a few megabytes."""
+    st = tl.steps
+    start, end = st["start"], st["end"]
+    if not len(start):
+        return
+    count = len(tl.roles) * tl.engines
+    lane = None if count == 1 else st["replica"].astype(np.min_scalar_type(count)) * tl.engines + st["engine"]
+    lanes = np.zeros(1, dtype=int) if lane is None else np.unique(lane)
+    busy = np.zeros(int(lanes.max()) + 1)
+    for one in lanes:
+        rows = np.flatnonzero(lane == one) if len(lanes) > 1 else None
+        s, e = (start, end) if rows is None else (start[rows], end[rows])
+        if _any(lambda a, b: s[a + 1:b + 1] < s[a:b], len(s) - 1):  # not in row order: sort (stable, as lexsort)
+            order = np.argsort(s, kind="stable")
+            s, e = s[order], e[order]
+        if _any(lambda a, b: e[a:b] < s[a:b], len(s)):
+            raise InvariantError("a step ended before it started")
+        if _any(lambda a, b: s[a + 1:b + 1] < e[a:b] - EPS, len(s) - 1):
+            raise InvariantError("an engine ran two steps at once")
+        busy[one] = sum(float((e[a:a + CHUNK] - s[a:a + CHUNK]).sum()) for a in range(0, len(s), CHUNK))
+    if (busy > tl.end_time + EPS).any():
+        raise InvariantError("an engine was busy longer than the run")
+
+
+def _any(test, n: int) -> bool:
+    """Whether test(a, b) has a true element for some chunk [a, b) of range(n)."""
+    return any(bool(test(a, min(a + CHUNK, n)).any()) for a in range(0, n, CHUNK))
+
+
 def check_serving(name: str, tl, report, capacity: int) -> None:
     """All serving invariants; raises InvariantError naming `name` on the first violation.
 
@@ -113,18 +148,7 @@ def check_serving(name: str, tl, report, capacity: int) -> None:
         req = tl.requests
         if (tl.first_token[done] < req.arrival[done] - EPS).any() or (tl.finish[done] < tl.first_token[done] - EPS).any():
             raise InvariantError("a token was emitted before its request arrived or before its first token")
-        st = tl.steps
-        if len(st["start"]):
-            if (st["end"] < st["start"]).any():
-                raise InvariantError("a step ended before it started")
-            lane = st["replica"] * tl.engines + st["engine"]
-            order = np.lexsort((st["start"], lane))
-            same = lane[order][1:] == lane[order][:-1]
-            if (st["start"][order][1:][same] < st["end"][order][:-1][same] - EPS).any():
-                raise InvariantError("an engine ran two steps at once")
-            busy = np.bincount(lane, weights=st["end"] - st["start"])
-            if (busy > tl.end_time + EPS).any():
-                raise InvariantError("an engine was busy longer than the run")
+        _check_steps(tl)
         if (tl.kv_tokens_peak > capacity).any():
             raise InvariantError(f"the KV cache held {int(tl.kv_tokens_peak.max())} tokens, capacity {capacity}")
         check_memory(report.memory_bytes)

@@ -14,7 +14,6 @@ from .invariants import check_plan, check_serving, check_training
 from .scenario.base import ScenarioError
 from .scenario.overrides import as_scenario
 from .scenario.spec import Scenario
-from .serving.engine import Simulation
 from .serving.report import ServeReport, summarize_serving
 from .training import faults as fl
 from .training.engine import Timeline, run_engine
@@ -40,13 +39,24 @@ def run(scenario: Scenario) -> Result:
         return run_serve(scenario)
     if scenario.faults is not None:
         return run_faulty(scenario)
+    fabric, plan = training_plan(scenario)
+    return training_result(scenario, fabric, plan, run_engine(plan))
+
+
+def training_plan(scenario: Scenario) -> tuple[Fabric, Plan]:
+    """The fabric and checked Plan of a healthy training scenario; schedule constraints become
+    ScenarioErrors."""
     fabric = fabric_for(scenario.topology)
     try:
         plan = make_plan(scenario, build_op_table(scenario), place(scenario), fabric)
     except ValueError as err:  # a schedule's constraint on p, m or v
         raise ScenarioError(f"{scenario.source}: layout.schedule: {err}") from None
     check_plan(scenario.name, plan)
-    timeline = run_engine(plan)
+    return fabric, plan
+
+
+def training_result(scenario: Scenario, fabric: Fabric, plan: Plan, timeline: Timeline) -> Result:
+    """The checked Result of a training step the engine ran."""
     report = summarize(scenario, plan, timeline, fabric)
     check_training(scenario.name, plan, timeline, report)
     return Result(scenario, fabric, plan, timeline, report)
@@ -99,6 +109,7 @@ def run_faulty(scenario: Scenario) -> Result:
 
 def run_serve(scenario: Scenario) -> Result:
     """Serving: step costs -> request-level simulation -> ServeReport (plan: StepCosts, timeline: ServeTimeline)."""
+    from .serving.engine import Simulation  # deferred (start-up): a training run loads no serving simulation
 
     fabric = fabric_for(scenario.topology)
     sim = Simulation(scenario, fabric=fabric)

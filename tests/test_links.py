@@ -3,7 +3,7 @@
 import pytest
 import simpy
 
-from simulator.training.engine import Link
+from simulator.training.reference_engine import Link
 
 
 def finish_times(jobs):

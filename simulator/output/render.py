@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from ..scenario.units import fmt_bytes, fmt_time
-from ..serving.report import ServeReport
-from ..training.report import Report
+
+if TYPE_CHECKING:
+    from ..serving.report import ServeReport
+    from ..training.report import Report
 
 
 def to_json(report: Report | ServeReport) -> str:
@@ -61,7 +64,7 @@ def _pct(x: float) -> str:
 
 def table(report: Report | ServeReport) -> Table:
     """The report as a two-column rich table."""
-    if isinstance(report, ServeReport):
+    if report.kind == "serve":
         return serve_table(report)
     r = report
     lay = r.layout

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from ..serving.engine import STEP_KINDS, ServeTimeline
+from ..serving.timeline import STEP_KINDS, ServeTimeline
 from ..training.engine import Timeline
 from ..training.plan import Plan
 

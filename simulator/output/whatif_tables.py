@@ -91,7 +91,7 @@ def search_table(res, title: str) -> Table:
     t = Table(title=title, title_justify="left")
     for name, just in (("#", "right"), ("layout", "left"), ("GPUs", "right"), ("step", "right"),
                        ("analytic", "right"), ("tok/s/GPU", "right"), ("MFU", "right"), ("bubble", "right"),
-                       ("mem/GPU", "right"), ("$/Mtok", "right"), ("why it lost", "left")):
+                       ("mem/GPU", "right"), ("$/Mtok", "right"), ("refined", "left"), ("why it lost", "left")):
         t.add_column(name, justify=just)
     for i, r in enumerate(res.refined):
         rep = r.report or {}
@@ -99,15 +99,20 @@ def search_table(res, title: str) -> Table:
         a = r.analytic.get("step_time_s")
         analytic = "not in search space" if r.outside else fmt_time(a) if a is not None and math.isfinite(a) else "-"
         if r.report is None:
-            t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), "", analytic, "", "", "", "", "",
+            t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), "", analytic, "", "", "", "", "", "",
                       r.error or r.status)
             continue
         why = ("best (tie)" if r.tie else "best") if r is res.best else r.reason
         t.add_row(str(i + 1), r.label + tag, str(r.row["gpus"]), fmt_time(rep["step_time_s"]),
                   analytic, f"{rep['tokens_per_s_per_gpu']:,.0f}", f"{100 * rep['mfu']:.1f}%",
                   f"{100 * rep['bubble_fraction']:.1f}%", fmt_bytes(rep["memory_bytes"]["total"]),
-                  f"{rep['cost_per_million_tokens']:.3f}", why)
+                  f"{rep['cost_per_million_tokens']:.3f}", refined_text(r), why)
     return t
+
+
+def refined_text(r) -> str:
+    """'no (exact)' when the analytic figure is the engine's, else why the engine refined it."""
+    return getattr(r, "refined", "") or "no (exact)"
 
 
 def run_command(scenario, r) -> str:
@@ -125,7 +130,9 @@ def search_summary(res) -> list[str]:
     lines = [f"{c['enumerated']:,} layouts on {', '.join(map(str, res.gpus))} GPUs, all through the analytic pass "
              f"in {tm['analytic']:.2f} s ({c['enumerated'] / max(tm['analytic'], 1e-9):,.0f} layouts/s): "
              f"{c['out_of_memory']:,} out of memory, {c['constrained']:,} break a constraint, {c['ranked']:,} "
-             f"ranked; engine on {len(res.refined)} in {tm.get('engine', 0):.1f} s; total {tm['total']:.1f} s"]
+             f"ranked; engine on {len(res.refined)} in {tm.get('engine', 0):.1f} s ("
+             f"{sum(bool(r.refined) for r in res.refined)} refined, the others' analytic figures exact); "
+             f"total {tm['total']:.1f} s"]
     if res.dropped:
         lines.append("not simulated: " + "; ".join(f"{n:,} {why}" for why, n in res.dropped.items()))
     own = next((r for r in res.refined if r.source != "search"), None)
@@ -148,7 +155,8 @@ def search_json(res) -> str:
     def ref(r):
         return {"layout": r.row, "label": r.label, "source": r.source, "status": r.status, "error": r.error,
                 "reason": r.reason, "tie": r.tie, "analytic": r.analytic, "outside_search_space": r.outside or None,
-                "sets": list(r.sets), "report": r.report}
+                "sets": list(r.sets), "report": r.report,
+                "refined": bool(r.report is not None and r.refined), "refined_because": r.refined or None}
 
     data = {"objective": res.objective, "gpus": res.gpus, "constraints": [str(c) for c in res.constraints],
             "counts": res.counts, "timings_s": res.timings, "dropped": res.dropped,
@@ -161,7 +169,7 @@ def search_csv(res) -> str:
     rows = []
     for i, r in enumerate(res.refined):
         row = {"rank": i + 1, "label": r.label, "source": r.source, "status": r.status, "reason": r.reason,
-               "tie": r.tie, "outside_search_space": r.outside, "sets": " ".join(r.sets),
+               "tie": r.tie, "refined": r.refined, "outside_search_space": r.outside, "sets": " ".join(r.sets),
                **{f"layout.{k}": v for k, v in r.row.items()},
                **{f"analytic.{k}": v for k, v in r.analytic.items()}}
         row.update(flatten(r.report or {}))

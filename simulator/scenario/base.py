@@ -43,9 +43,10 @@ def _dp_value(value: object) -> int | str:
 
 
 class _Frozen(BaseModel):
-    """Base: frozen, keyword-only, unknown keys rejected, one docstring a field."""
+    """Base: frozen, keyword-only, unknown keys rejected, one docstring a field (read from the source by
+    the JSON schema, simulator.scenario.json_schema, not when the models are built: start-up)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _fill(model: BaseModel, **values: Any) -> None:

@@ -27,8 +27,7 @@ class DeviceSpec(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
-        use_attribute_docstrings=True,
-    )
+    )  # field docstrings: read by the JSON schema (simulator.scenario.json_schema), as _Frozen's
 
     name: str
     """Marketing name of the device, e.g. "A100-80GB"."""

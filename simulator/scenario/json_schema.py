@@ -9,11 +9,19 @@ scenario *file* needs over the validated model, i.e. what `simulator.scenario.lo
   `topology` a preset name, a file path or `{preset: ..., ...}`; `topology.device` a device preset name
   or `{preset: NAME, ...}`; presets are listed from the folders the loader reads;
 - `name` is optional (the file's stem) and `source` is not allowed (the loader sets it).
+
+Each field's description is its attribute docstring, read from the models' source here (ast) rather
+than by pydantic when the models are built (use_attribute_docstrings), which cost every command a
+tenth of its start-up.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
+import textwrap
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -42,8 +50,37 @@ def dimension_of(schema: cs.CoreSchema):
     return None
 
 
+@lru_cache(maxsize=None)
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Field name -> the docstring under its annotation in the class body (inherited ones included),
+    cleaned as pydantic's use_attribute_docstrings cleans them."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not hasattr(klass, "model_fields") or klass.__module__.startswith("pydantic"):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, SyntaxError):  # pragma: no cover - no source (a frozen build)
+            continue
+        for stmt, after in zip(body, body[1:]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 class _Generator(GenerateJsonSchema):
-    """pydantic's generator, with unit strings for dimensional fields and layout.dp's int | "auto"."""
+    """pydantic's generator, with unit strings for dimensional fields, layout.dp's int | "auto" and the
+    fields' docstrings as descriptions."""
+
+    def model_schema(self, schema: cs.ModelSchema):
+        out = super().model_schema(schema)
+        cls, docs = schema["cls"], attribute_docs(schema["cls"])
+        for name, info in cls.model_fields.items():
+            prop = out.get("properties", {}).get(info.alias or name)
+            if prop is not None and name in docs and info.description is None and "description" not in prop:
+                prop["description"] = docs[name]
+        return out
 
     def function_before_schema(self, schema: cs.BeforeValidatorFunctionSchema):
         dim = getattr(schema["function"]["function"], "dimension", None)

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .routes import check_basic
+from .table import ScheduleTable
+
 if TYPE_CHECKING:  # annotations only: codes.py reads SPECS
     from .codes import Codes
-    from .table import ScheduleTable
 
 
 def any_count(pp: int, m: int, m_text: str | None = None) -> str | None:
@@ -53,6 +55,16 @@ class ScheduleSpec:
     """Two pipeline copies each hold the whole model (DualPipe): the layers split over pp stages."""
     codes_together: Callable[[list[tuple[int, tuple]]], list[Codes]] | None = None
     """Codes of several (p, micro-batch counts) built in one pass, where that is faster (zb-h2)."""
+
+    def table(self, p: int, m: int, v: int) -> ScheduleTable:
+        """The table of `build(p, m, v)` from the integer Codes (numpy; tests/test_schedule_codes.py
+        checks them slot by slot against the tables): its orders are Actions only when read. The same
+        parameters are refused with a ValueError naming the constraint."""
+        check_basic(self.name, p, m)
+        problem = self.chunk_problem(v) or self.rule(p, m)
+        if problem:
+            raise ValueError(problem)
+        return ScheduleTable.from_codes(self.codes(p, (m,), v))
 
     def virtual_stages(self, pp: int, chunks: int) -> int:
         """Stages the model's layers split over."""

@@ -21,10 +21,14 @@ A chunk serves one direction only, so (device, chunk, mb) names a task uniquely.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: codes.py builds on this module
+    from .codes import Codes
 
 KINDS = ("F", "B", "W")
 
@@ -60,6 +64,34 @@ def pair(f: Action, b: Action) -> Action:
     return Action("F", f.mb, f.chunk, b)
 
 
+class CodedOrders(Sequence):
+    """Per-device orders read from a schedule's integer Codes (simulator.schedules.codes): device d's
+    Actions are built the first time they are asked for, so that a run that reads only the codes (the
+    engine, in_flight) never builds an object per task."""
+
+    def __init__(self, codes: Codes):
+        self.codes = codes
+        self._built: dict[int, tuple[Action, ...]] = {}
+
+    def __len__(self) -> int:
+        return self.codes.p
+
+    def __getitem__(self, d):
+        if isinstance(d, slice):
+            return tuple(self[i] for i in range(len(self))[d])
+        d = range(len(self))[d]  # IndexError outside, negative counted from the end
+        if d not in self._built:
+            c, lo, hi = self.codes, self.codes.start[d], self.codes.start[d + 1]
+            rows = zip(c.kind[lo:hi].tolist(), c.mb[lo:hi].tolist(), c.chunk[lo:hi].tolist(),
+                       c.pmb[lo:hi].tolist(), c.pchunk[lo:hi].tolist())
+            self._built[d] = tuple(Action(KINDS[k], mb, ch, Action("B", pm, pc) if pm >= 0 else None)
+                                   for k, mb, ch, pm, pc in rows)
+        return self._built[d]
+
+    def __iter__(self) -> Iterator[tuple[Action, ...]]:
+        return (self[d] for d in range(len(self)))
+
+
 @dataclass(frozen=True, eq=False)
 class ScheduleTable:
     """Per-device execution orders of a pipeline schedule with ``p`` devices and ``m`` micro-batches.
@@ -76,7 +108,16 @@ class ScheduleTable:
     routes: np.ndarray
     direction: np.ndarray
     split_backward: bool
+    coded: Codes | None = field(default=None, repr=False)
+    """The same table as integer Codes when it was built from them (ScheduleSpec.table), else None."""
     _vstage: np.ndarray = field(init=False, repr=False)
+
+    @classmethod
+    def from_codes(cls, codes: Codes) -> ScheduleTable:
+        """The table of one-table Codes, its orders built from them on demand."""
+        m = int(codes.m[0])
+        return cls(codes.name, codes.p, m, codes.v, CodedOrders(codes), codes.routes, codes.direction[0, :m],
+                   codes.split_backward, coded=codes)
 
     def __post_init__(self) -> None:
         routes = np.asarray(self.routes, dtype=np.int64)
@@ -159,6 +200,28 @@ def in_flight(table: ScheduleTable, unit: str = "chunk") -> np.ndarray:
     """
     if unit not in ("chunk", "stage"):
         raise ValueError(f"in_flight unit must be 'chunk' or 'stage', got {unit!r}")
+    peaks = _coded_in_flight(table) if table.coded is not None else _walked_in_flight(table)
+    return peaks if unit == "chunk" else peaks * (table.p / table.n_vstages)
+
+
+def _coded_in_flight(table: ScheduleTable) -> np.ndarray:
+    """in_flight's walk over the integer codes, every device at once: a running sum of +1 per F and
+    -1 per release, its peak taken after each slot's F."""
+    c = table.coded
+    release = 2 if table.split_backward else 1
+    up = (c.kind == 0).astype(np.int64)
+    down = (c.kind == release).astype(np.int64) + ((c.pmb >= 0) & (release == 1))
+    net = np.cumsum(up - down)
+    lo, sizes = c.start[:-1], np.diff(c.start)
+    before = np.concatenate([[0], net])[lo]  # held when each device's order begins, in the running sum
+    held = np.concatenate([[0], net[:-1]]) - np.repeat(before, sizes) + up  # after each slot's F
+    peaks = np.zeros(table.p, dtype=np.int64)
+    if len(held):
+        np.maximum.at(peaks, np.repeat(np.arange(table.p), sizes), held)
+    return peaks
+
+
+def _walked_in_flight(table: ScheduleTable) -> np.ndarray:
     release = "W" if table.split_backward else "B"
     peaks = np.zeros(table.p, dtype=np.int64)
     for d in range(table.p):
@@ -170,4 +233,4 @@ def in_flight(table: ScheduleTable, unit: str = "chunk") -> np.ndarray:
             elif a.kind == release:
                 held -= 1
         peaks[d] = peak
-    return peaks if unit == "chunk" else peaks * (table.p / table.n_vstages)
+    return peaks

@@ -5,7 +5,11 @@ Each model replica (tp x pp devices, layout.dp of them) runs one scheduler per p
 on each stage), each a simpy process that loops over steps:
 take the requests that arrived, choose the step's tokens, wait the step's time from
 simulator.serving.steps, advance every running sequence at once (numpy over the running batch). One
-simpy event per step (per stage with pp > 1), never one per token.
+simpy event per step (per stage with pp > 1), never one per token. A decode-only step (every running
+sequence one token, the common step) takes a fast path: its cost from the batch's size and total
+context alone (StepCosts.decode_stage_times), the batch's arrays left untouched (simulator.serving.batch
+counts the step and keeps running totals) until a sequence finishes or the scheduler reads them. The
+step log is numpy columns (simulator.serving.steplog).
 
 Step choice (workload.chunked_prefill):
 - false (prefill first, vLLM's default of 2024): admit waiting requests FIFO while slots (`batch`, vLLM's
@@ -31,63 +35,28 @@ Requests go to replicas round-robin in arrival order (and to a replica's virtual
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
 from ..cost.fabric import Fabric, fabric_for
+from .batch import EngineState as _Engine
 from .memory import serve_memory
-from .requests import Requests, make_requests
+from .requests import make_requests
+from .steplog import StepLog
 from .steps import StepCosts, replica_devices, step_costs
-from .summary import StepSummary, step_summary
+from .summary import step_summary
+from .timeline import DECODE, MIXED, PREFILL, STEP_KINDS, ServeTimeline
 
-PREFILL, DECODE, MIXED = 0, 1, 2
-STEP_KINDS = ("prefill", "decode", "mixed")
+__all__ = ["DECODE", "MIXED", "PREFILL", "STEP_KINDS", "ServeTimeline", "Simulation", "simulate_requests"]
 
-
-@dataclass
-class ServeTimeline:
-    """What the simulation produced: one row per step, per request and per KV transfer."""
-
-    requests: Requests
-    first_token: np.ndarray  # s; NaN if never
-    finish: np.ndarray  # s; NaN if never
-    rejected: np.ndarray  # bool
-    preemptions: np.ndarray  # times each request was evicted
-    roles: tuple[str, ...]  # per replica: serve | prefill | decode
-    engines: int  # virtual engines (pipeline stages) per replica
-    steps: dict  # arrays: replica, engine, start, end, kind, seqs, tokens, sampled, kv_tokens, attn_flops
-    transfers: dict  # arrays: request, replica, start, end, bytes, tier (1 nvlink, 2 scale-out)
-    kv_tokens_peak: np.ndarray  # per replica, most KV tokens held at once
-    end_time: float
-    summary: StepSummary  # the step's reference figures, computed once from the cost model
-
-
-@dataclass
-class _Engine:
-    """One scheduler (virtual engine) of one replica: its queue, running batch and KV cache."""
-
-    replica: int
-    index: int
-    role: str  # serve | prefill | decode
-    feed: np.ndarray  # request ids routed here, in arrival order (pulled as time passes)
-    pos: int = 0
-    waiting: deque = field(default_factory=deque)
-    inbox: deque = field(default_factory=deque)  # decode role: requests whose KV cache arrived
-    wake: object = None
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    ctx: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens in the KV cache
-    todo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # tokens to process before the next emission
-    gen: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # tokens emitted so far
-
-    def keep(self, mask: np.ndarray) -> None:
-        self.ids, self.ctx, self.todo, self.gen = self.ids[mask], self.ctx[mask], self.todo[mask], self.gen[mask]
 
 
 class Simulation:
     """Builds the engines of a scenario, runs them in simpy, and returns a ServeTimeline."""
+
+    fast_decode = True  # decode-only steps on the fast path (tests turn it off to compare)
 
     def __init__(self, scn, costs: StepCosts | None = None, fabric: Fabric | None = None):
         self.scn, w = scn, scn.workload
@@ -98,7 +67,7 @@ class Simulation:
         self.req = make_requests(scn)
         n = len(self.req)
         self.first, self.finish = np.full(n, np.nan), np.full(n, np.nan)
-        self.preempted = np.zeros(n, int)
+        self.preempted = np.zeros(n, np.int32)
         self.evicted_gen: dict[int, int] = {}  # request id -> tokens it had emitted when evicted
         self.ranks = scn.layout.ep  # attention replicas of an MoE EP unit, stepping together
         self.batch, self.budget = w.batch * self.ranks, w.max_num_tokens * self.ranks
@@ -108,14 +77,15 @@ class Simulation:
         prefill = w.disaggregated.prefill_replicas if w.disaggregated else 0
         self.roles = tuple("serve" if not prefill else ("prefill" if r < prefill else "decode") for r in range(dp))
         self.devices = replica_devices(scn)
-        self.steps: list[tuple] = []
+        self.log = StepLog(dp, self.pp, self.batch)
+        self._memo: dict = {}  # small steps' stage times (_stage_times)
         self.transfers: list[tuple] = []
         self.kv_now = np.zeros((dp, self.pp))
         self.kv_peak = np.zeros(dp)
         self.capacity = self.memory.kv_tokens if self.memory.fits_weights else 0  # a replica's, shared by its engines
         self.reserved = np.zeros(dp, dtype=np.int64)  # KV tokens reserved (reserve policy) or held for transfer
         self.rejected = self._paged(self.req.prompt + self.req.output) > self.capacity
-        self.rank = np.zeros(n, int)  # each request's attention replica in its EP unit
+        self.rank = np.zeros(n, np.int32)  # each request's attention replica in its EP unit
         self.engines = self._build_engines()
 
     def _build_engines(self) -> list[_Engine]:
@@ -150,6 +120,8 @@ class Simulation:
     def _loop(self, env, g: _Engine):
         """One engine: absorb arrivals, pick the step, time it, advance the batch; sleep when idle."""
         arrival = self.req.arrival
+        fast = self.fast_decode and self.ranks == 1 and self.costs.moe is None
+        decode = self.costs.decode_stage_times if fast else None
         while True:
             self._absorb(g, env.now)
             new = self._choose(g) if (len(g.ids) or g.waiting) else None
@@ -161,21 +133,63 @@ class Simulation:
                 yield g.wake if nxt is None else env.any_of([g.wake, env.timeout(nxt - env.now)])
                 g.wake = None
                 continue
+            n = len(g.ids)
+            if decode is not None and n and len(new) == n and g.decoding() and new.sum() == n:
+                yield from self._decode_step(env, g, n, decode)
+                continue
             sel = new > 0
             emit = sel & (g.todo == new)
             kind = _kind(g.todo[sel])
             start, m = env.now, int(new.sum())
+            kv = float(g.ctx.sum()) + m
             self.kv_now[g.replica, g.index] = self._held(g.ctx + new)  # what this step will hold, for the siblings
             ranks = self.rank[g.ids[sel]] if self.ranks > 1 else None
-            stage_t, flops = self.costs.stage_times(new[sel], g.ctx[sel], int(emit.sum()), ranks)
+            stage_t, flops = self._stage_times(new[sel], g.ctx[sel], int(emit.sum()), ranks)
             if self.pp == 1:
                 yield env.timeout(float(stage_t[0]))
             else:
                 yield from self._through_stages(env, g.replica, stage_t,
                                                 self.costs.pp_hop(self.costs.busiest(new[sel], ranks)))
-            self.steps.append((g.replica, g.index, start, env.now, kind, int(sel.sum()), m, int(emit.sum()),
-                               float(g.ctx.sum()) + m, flops))
+            self.log.add((g.replica, g.index, start, env.now, kind, int(sel.sum()), m, int(emit.sum()), kv), flops)
             self._advance(g, new, emit, env.now)
+
+    def _stage_times(self, new, ctx, sampled: int, ranks):
+        """costs.stage_times, memoized for steps of a few sequences (a prefill step of one or two
+        prompts recurs with the same lengths): it is a pure function of its arguments."""
+        if ranks is not None or len(new) > 4:
+            return self.costs.stage_times(new, ctx, sampled, ranks)
+        key = (new.tobytes(), ctx.tobytes(), sampled)
+        got = self._memo.get(key)
+        if got is None:
+            if len(self._memo) >= 1 << 14:
+                self._memo.clear()
+            got = self._memo[key] = self.costs.stage_times(new, ctx, sampled, ranks)
+        return got
+
+    def _decode_step(self, env, g: _Engine, n: int, decode):
+        """A decode-only step: every running sequence processes and emits one token. Timed from the
+        batch's size and total context; the batch's arrays wait (EngineState.lag) until needed."""
+        if g.counted is not g.ids:
+            g.count(self.req.output)
+        start, kv = env.now, g.ctx_total + n
+        blocks = self._held(g.ctx + 1.0)  # KV tokens the step's blocks hold
+        self.kv_now[g.replica, g.index] = blocks
+        stage_t, flops = decode(n, g.ctx_total, n)
+        if self.pp == 1:
+            yield env.timeout(float(stage_t[0]))
+        else:
+            yield from self._through_stages(env, g.replica, stage_t, self.costs.pp_hop(n))
+        now = env.now
+        self.log.add((g.replica, g.index, start, now, DECODE, n, n, n, kv), flops)
+        g.decoded()
+        self.kv_now[g.replica, g.index] = blocks
+        held = self.reserved[g.replica] if g.role == "prefill" else blocks if self.pp == 1 else self.kv_now[g.replica].sum()
+        if held > self.kv_peak[g.replica]:
+            self.kv_peak[g.replica] = held
+        if g.finish_in <= 0:
+            every = np.ones(n, dtype=bool)
+            self._retire(g, every, every & (g.gen >= self.req.output[g.ids]), now)
+            g.counted = None
 
     def _through_stages(self, env, replica: int, stage_t: np.ndarray, hop: float):
         """Pass one step through the replica's pipeline stages, each a resource shared by its engines."""
@@ -311,6 +325,12 @@ class Simulation:
         self.kv_now[g.replica, g.index] = self._held(g.ctx)
         held = self.reserved[g.replica] if g.role == "prefill" else self.kv_now[g.replica].sum()
         self.kv_peak[g.replica] = max(self.kv_peak[g.replica], held)
+        self._retire(g, emit, done, now)
+        g.touch()
+
+    def _retire(self, g: _Engine, emit: np.ndarray, done: np.ndarray, now: float) -> None:
+        """Finished requests leave (a prefill replica's every emitting one, to its decode replica)."""
+        ids = g.ids
         if done.any():
             self.finish[ids[done]] = now
             self.in_flight -= int(done.sum())
@@ -355,17 +375,13 @@ class Simulation:
 
     # --- result --------------------------------------------------------------------------------
     def _timeline(self, end: float) -> ServeTimeline:
-        floats = ("start", "end", "kv_tokens", "attn_flops", "bytes")
-        def arrays(rows, cols):
-            data = list(zip(*rows)) if rows else [()] * len(cols)
-            return {c: np.array(v, dtype=float if c in floats else int) for c, v in zip(cols, data)}
-        steps = arrays(self.steps, ("replica", "engine", "start", "end", "kind", "seqs", "tokens", "sampled",
-                                    "kv_tokens", "attn_flops"))
-        transfers = arrays(self.transfers, ("request", "replica", "start", "end", "bytes", "tier"))
+        cols = ("request", "replica", "start", "end", "bytes", "tier")
+        data = list(zip(*self.transfers)) if self.transfers else [()] * len(cols)
+        transfers = {c: np.array(v, dtype=float if c in ("start", "end", "bytes") else int) for c, v in zip(cols, data)}
         return ServeTimeline(requests=self.req, first_token=self.first, finish=self.finish, rejected=self.rejected,
-                             preemptions=self.preempted, roles=self.roles, engines=self.pp, steps=steps,
+                             preemptions=self.preempted, roles=self.roles, engines=self.pp, steps=self.log.columns(),
                              transfers=transfers, kv_tokens_peak=self.kv_peak, end_time=end,
-                             summary=self.summary)
+                             summary=self.summary, attn_flops=self.log.attn_flops)
 
 
 def _kind(todo: np.ndarray) -> int:

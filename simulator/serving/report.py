@@ -14,13 +14,16 @@ EP, PP, launch and scheduler seconds, adding up to the step).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._version import __version__
 from ..training.report import _round
-from .engine import DECODE, ServeTimeline
-from .memory import ServeMemory
+from .timeline import DECODE, ServeTimeline
+
+if TYPE_CHECKING:
+    from .memory import ServeMemory
 
 PERCENTILES = (50, 90, 99)
 
@@ -128,7 +131,7 @@ def _model_flops(scn, tl: ServeTimeline) -> float:
     st, s = tl.steps, tl.summary
     if not len(st["tokens"]):
         return 0.0
-    attn = float(st["attn_flops"].sum()) * scn.layout.tp * scn.model.layers
+    attn = tl.attn_flops * scn.layout.tp * scn.model.layers
     return s.flops_per_token * float(st["tokens"].sum()) + s.head_flops_per_token * float(st["sampled"].sum()) + attn
 
 

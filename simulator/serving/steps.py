@@ -183,9 +183,52 @@ class StepCosts:
     def attention(self, new: np.ndarray, ctx: np.ndarray, ranks=None) -> tuple[float, float]:
         """(seconds, FLOP) of one layer's attention on one rank for sequences with new[i] tokens on ctx[i]
         (the busiest attention replica's seconds when `ranks` gives each sequence's; FLOP of all)."""
-        overhead = self.cal.graph_overhead if self.graphs and len(new) <= GRAPH_TOKENS else self.cal.kernel_overhead
         return self.attn.seconds(np.asarray(new, dtype=float), np.asarray(ctx, dtype=float), self.kv_rank_layer, ranks,
-                                 self.ranks, overhead)
+                                 self.ranks, self._attention_overhead(len(new)))
+
+    def attention_terms(self, new, ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sequence: (compute seconds, HBM seconds, FLOP) of one layer's attention on one rank."""
+        p = self.attn.parts(np.asarray(new, dtype=float), np.asarray(ctx, dtype=float), self.kv_rank_layer)
+        return p["compute"], p["memory"], p["flops"]
+
+    def _attention_overhead(self, sequences: int) -> float:
+        return self.cal.graph_overhead if self.graphs and sequences <= GRAPH_TOKENS else self.cal.kernel_overhead
+
+    def decode_stage_times(self, n: int, ctx_total: float, sampled: int) -> tuple[np.ndarray, float]:
+        """stage_times(np.ones(n), ctx, sampled) of a dense model on one attention replica, from n and
+        ctx_total = ctx.sum() alone: with one new token, each of a sequence's attention terms is affine
+        in its context (the kernel's efficiency k / (k + half) times its k pairs), so their sums are
+        the affine map of ctx_total. The serving engine's decode-only steps take this path
+        (tests/test_serving_engine.py checks it against stage_times)."""
+        (sc, sm, sf), (bc, bm, bf) = self._decode_affine()
+        compute, memory, flops = sc * ctx_total + bc * n, sm * ctx_total + bm * n, sf * ctx_total + bf * n
+        lin, overhead, tp, embed, head = self._decode_fixed(n, sampled)
+        per_layer = lin + (max(compute, memory) + overhead) + tp  # stage_times' sums, in its order
+        if self.pp == 1:
+            return np.array([float(self.stage_layers[0]) * per_layer + embed + head]), flops
+        t = self.stage_layers * per_layer
+        t[0] += embed
+        t[-1] += head
+        return t, flops
+
+    def _decode_fixed(self, n: int, sampled: int) -> tuple[float, float, float, float, float]:
+        """(linear operators, attention kernel overhead, TP all-reduces of a layer; embedding; LM head)
+        seconds of a decode step of n sequences emitting `sampled` tokens, memoized."""
+        memo = self._tables.setdefault("decode_fixed", {})
+        got = memo.get((n, sampled))
+        if got is None:
+            got = memo[n, sampled] = (float(self.linear(n)), self._attention_overhead(n), float(self.tp_comm(n)),
+                                      float(self.embed(n)), float(self.head(-(-sampled // self.ranks))))
+        return got
+
+    def _decode_affine(self) -> tuple[list[float], list[float]]:
+        """(slopes, intercepts) of one decode token's attention terms (compute s, HBM s, FLOP) in its
+        context length."""
+        if "decode" not in self._tables:
+            far = float(2 ** 20)
+            terms = np.array(self.attention_terms(np.ones(2), np.array([0.0, far])))
+            self._tables["decode"] = (((terms[:, 1] - terms[:, 0]) / far).tolist(), terms[:, 0].tolist())
+        return self._tables["decode"]
 
     def _ranks(self, n: int, ranks):
         """Each sequence's attention replica: as given, else dealt round-robin; None for one replica."""

@@ -1,201 +1,109 @@
-"""simpy engine: one process per pipeline stage, shared links as resources -> Timeline.
+"""The training engine: a Plan's step as a task graph of arrays -> Timeline.
 
-One event per (stage, micro-batch, phase, chunk) task and one per transfer, never per kernel. Each
-stage runs its schedule order; a task starts when the stage is free and its inputs have arrived.
-Sends share the sender's link of their tier (NVLink port or NIC) fairly, so pipeline sends and the
-gradient reduction that cross one NIC slow each other down. After its last task a stage waits for its
-gradient reduction (launched when its last backward starts, bucketed behind it), then steps Adam.
+One row per (stage, micro-batch, phase, chunk) slot of the schedule, never per kernel. Each stage runs
+its schedule order; a slot starts when the stage is free and its inputs have arrived. Sends travel on
+the sender's link of their tier (NVLink port or NIC); transfers that cross one link at the same time
+share it fairly (processor sharing), so pipeline sends and the gradient reduction that cross one NIC
+slow each other down. After its last slot a stage waits for its gradient reduction (launched when its
+last backward starts, bucketed behind it), then steps Adam.
+
+How: the task graph (simulator.training.taskgraph) gives every slot's duration, inputs and transfers as
+integer and float arrays; one longest-path pass (simulator.training.paths) computes every start and
+end as if each transfer had its link to itself. Where no link ever carries two transfers at once that
+is the answer. Otherwise the event-driven pass (simulator.training.sharing) replays the step from the
+first instant two transfers overlap, with processor sharing. The simpy engine this replaced is kept in
+simulator.training.reference_engine, and tests check the two agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import simpy
 
+from .paths import longest_paths
 from .plan import Plan
+from .sharing import share_links
+from .taskgraph import TaskGraph, build
+from .timeline import KIND_INDEX, Timeline
 
-KIND_INDEX = {"F": 0, "B": 1, "W": 2}
+OVERLAP_TOLERANCE = 1e-13  # of the step's scale: overlaps shorter than this change nothing measurable
 
-
-@dataclass(frozen=True, kw_only=True)
-class Timeline:
-    """What happened: one row per task, plus per-stage totals (seconds)."""
-
-    device: np.ndarray  # stage of each task
-    kind: np.ndarray  # 0 F, 1 B, 2 W, 3 F&B pair
-    mb: np.ndarray
-    chunk: np.ndarray
-    pair_mb: np.ndarray  # micro-batch of the B half of an F&B pair, -1 for plain tasks
-    pair_chunk: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    comm_wait: np.ndarray  # seconds a task waited on a transfer after its producer finished
-    labels: tuple[str, ...]
-    dp_start: np.ndarray  # (p,) gradient reduction
-    dp_end: np.ndarray
-    optimizer_start: np.ndarray  # (p,)
-    stage_end: np.ndarray  # (p,) end of the step on each stage
-    step_time: float
+__all__ = ["KIND_INDEX", "Timeline", "first_overlap", "run_engine", "simulate_step"]
 
 
-class Link:
-    """A link (a NIC or an NVLink port) shared fairly: n transfers in flight each get 1/n of it.
-
-    A transfer is given as its seconds at full bandwidth; the link keeps their remaining work and one
-    timer for the next completion, rescheduled when a transfer arrives or leaves (processor sharing).
-    """
-
-    def __init__(self, env: simpy.Environment):
-        self.env = env
-        self.remaining: dict[simpy.Event, float] = {}  # arrival event -> seconds of work left
-        self.updated = 0.0
-        self.timer = None
-
-    def transfer(self, seconds: float, arrived: simpy.Event) -> None:
-        """Start moving `seconds` of work; `arrived` succeeds when it is done."""
-        self._advance()
-        self.remaining[arrived] = seconds
-        self._schedule()
-
-    def _advance(self) -> None:
-        """Charge the time since the last update to every transfer in flight, equally."""
-        if self.remaining:
-            share = (self.env.now - self.updated) / len(self.remaining)
-            for ev in self.remaining:
-                self.remaining[ev] -= share
-        self.updated = self.env.now
-
-    def _schedule(self) -> None:
-        if not self.remaining:
-            return
-        first = min(self.remaining.values())
-        self.timer = timer = self.env.timeout(max(first, 0.0) * len(self.remaining))
-        timer.callbacks.append(lambda _: self._complete(timer))
-
-    def _complete(self, timer) -> None:
-        if timer is not self.timer:  # superseded by a later arrival
-            return
-        self._advance()
-        first = min(self.remaining.values())
-        for ev in [e for e, left in self.remaining.items() if left <= first + 1e-15]:
-            del self.remaining[ev]
-            ev.succeed()
-        self._schedule()
+def _dp(g: TaskGraph, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dp start, dp end, end of each device's order), contention-free: the reduction starts with the
+    last backward and takes its seconds; a stage without a backward has none (start = end = its end)."""
+    lo, hi = g.lo[:-1], g.lo[1:]
+    busy = hi > lo
+    order_end = np.zeros(g.p)
+    order_end[busy] = end[hi[busy] - 1]
+    lb = g.last_backward
+    has = lb >= 0
+    dp_start = order_end.copy()
+    dp_start[has] = start[lb[has]]
+    dp_end = np.where(has, dp_start + g.dp_seconds, order_end)
+    return dp_start, dp_end, order_end
 
 
-class _Run:
-    """State of one engine run: arrival events, links and task records."""
+def first_overlap(g: TaskGraph, end: np.ndarray, arrival: np.ndarray, dp_start: np.ndarray,
+                  dp_end: np.ndarray) -> float | None:
+    """The first instant two transfers share a link in a run's figures, or None if none ever do.
 
-    def __init__(self, plan: Plan):
-        self.plan, self.table = plan, plan.table
-        self.env = simpy.Environment()
-        p = self.table.p
-        self.links = [[None, Link(self.env), Link(self.env)] for _ in range(p)]
-        self.arrival: dict[tuple, simpy.Event] = {}
-        self.produced: dict[tuple, float] = {}
-        n = sum(len(o) for o in self.table.orders)
-        self.rec = {k: np.zeros(n) for k in ("start", "end", "wait")}
-        self.meta = np.full((n, 6), -1, dtype=np.int64)
-        self.labels = [""] * n
-        self.dp = np.zeros((2, p))
-        self.dp_done = [self.env.event() for _ in range(p)]
-        self.opt_start, self.stage_end = np.zeros(p), np.zeros(p)
-
-    def event(self, key: tuple) -> simpy.Event:
-        ev = self.arrival.get(key)
-        if ev is None:
-            ev = self.arrival[key] = self.env.event()
-        return ev
-
-    def key(self, kind: str, mb: int, device: int, chunk: int) -> tuple:
-        """Arrival key of the output of `kind` for micro-batch `mb` at (device, chunk)'s vstage."""
-        k = self.table.vstage_of(device, chunk, int(self.table.direction[mb]))
-        return (kind, mb, k)
-
-    def duration(self, device: int, action, row: int) -> float:
-        """Seconds of one task: its (device, chunk) grid entry, times the plan's per-task factor if any."""
-        plan = self.plan
-        if action.paired is not None:
-            seconds = float(plan.fb[device, action.chunk, action.paired.chunk])
-        else:
-            seconds = float((plan.f, plan.b, plan.w)[KIND_INDEX[action.kind]][device, action.chunk])
-        return seconds if plan.task_scale is None else seconds * float(plan.task_scale[row])
-
-    def finish(self, device: int, action, now: float) -> None:
-        """Publish a finished action's outputs: locally at once, remotely after a send."""
-        table, plan = self.table, self.plan
-        for a in action.halves():
-            direction = int(table.direction[a.mb])
-            k = table.vstage_of(device, a.chunk, direction)
-            key = (a.kind, a.mb, k)
-            self.produced[key] = now
-            nxt = k + 1 if a.kind == "F" else k - 1
-            if a.kind == "W" or not 0 <= nxt < table.n_vstages:
-                self.event(key).succeed()
-                continue
-            dst = int(table.routes[direction, nxt, 0])
-            side = 0 if a.kind == "F" else 1
-            seconds, tier = plan.send[device, a.chunk, side], plan.send_tier[device, a.chunk, side]
-            if dst == device or tier == 0:
-                self.event(key).succeed()
-            else:
-                self.links[device][tier].transfer(seconds, self.event(key))
-
-    def needs(self, device: int, action) -> list[tuple]:
-        """Arrival keys this action waits for."""
-        return [self.key(a.kind, a.mb, dev, a.chunk) for dev, a in self.table.dependencies(device, action)]
-
-    def stage(self, device: int, first: int):
-        """Process of one pipeline stage: its order, then gradient reduction and optimizer."""
-        env, plan, order = self.env, self.plan, self.table.orders[device]
-        last_backward = max((i for i, a in enumerate(order) if a.kind in "BW"), default=-1)
-        for i, action in enumerate(order):
-            free, keys = env.now, self.needs(device, action)
-            for key in keys:
-                yield self.event(key)
-            ready = max([free] + [self.produced.get(k, free) for k in keys])
-            row = first + i
-            self.rec["start"][row], self.rec["wait"][row] = env.now, env.now - ready
-            if i == last_backward:
-                env.process(self.reduce_gradients(device))
-            yield env.timeout(self.duration(device, action, row))
-            self.rec["end"][row] = env.now
-            paired = action.paired
-            self.meta[row] = (device, 3 if paired else KIND_INDEX[action.kind], action.mb, action.chunk,
-                              paired.mb if paired else -1, paired.chunk if paired else -1)
-            self.labels[row] = action.label()
-            self.finish(device, action, env.now)
-        if last_backward < 0:
-            self.dp[:, device] = env.now
-        else:
-            yield self.dp_done[device]
-        self.opt_start[device] = env.now
-        yield env.timeout(plan.optimizer[device] + plan.param_gather[device])
-        self.stage_end[device] = env.now
-
-    def reduce_gradients(self, device: int):
-        """Gradient reduction of a stage on its DP link, from the start of its last backward."""
-        self.dp[0, device] = self.env.now
-        done = self.env.event()
-        self.links[device][int(self.plan.dp_tier[device])].transfer(float(self.plan.dp[device]), done)
-        yield done
-        self.dp[1, device] = self.env.now
-        self.dp_done[device].succeed()
+    Sorted by start on each link, some pair overlaps iff some consecutive pair does, and the earliest
+    consecutive overlap is the earliest of all (an interval overlapping a later non-neighbour also
+    overlaps its neighbour, no later)."""
+    moves = np.flatnonzero(g.link >= 0)
+    dp = np.flatnonzero(g.last_backward >= 0)
+    link = np.concatenate([g.link[moves], g.dp_link[dp]])
+    lo = np.concatenate([end[g.half_slot[moves]], dp_start[dp]])
+    hi = np.concatenate([arrival[moves], dp_end[dp]])
+    keep = hi > lo
+    link, lo, hi = link[keep], lo[keep], hi[keep]
+    if len(link) < 2:
+        return None
+    order = np.lexsort((hi, lo, link))
+    link, lo, hi = link[order], lo[order], hi[order]
+    tol = OVERLAP_TOLERANCE * float(hi.max())
+    clash = (link[1:] == link[:-1]) & (lo[1:] < hi[:-1] - tol)
+    return float(lo[1:][clash].min()) if clash.any() else None
 
 
 def run_engine(plan: Plan) -> Timeline:
     """Simulate one training step of `plan`."""
-    run = _Run(plan)
-    first = np.cumsum([0] + [len(o) for o in plan.table.orders])
-    for device in range(plan.table.p):
-        run.env.process(run.stage(device, int(first[device])))
-    run.env.run()
-    meta = run.meta
-    return Timeline(device=meta[:, 0], kind=meta[:, 1], mb=meta[:, 2], chunk=meta[:, 3],
-                    pair_mb=meta[:, 4], pair_chunk=meta[:, 5],
-                    start=run.rec["start"], end=run.rec["end"], comm_wait=run.rec["wait"],
-                    labels=tuple(run.labels), dp_start=run.dp[0], dp_end=run.dp[1],
-                    optimizer_start=run.opt_start, stage_end=run.stage_end,
-                    step_time=float(run.stage_end.max()))
+    return simulate_step(plan)[0]
+
+
+def simulate_step(plan: Plan) -> tuple[Timeline, float | None]:
+    """(Timeline of one training step of `plan`, the first instant two transfers shared a link, or None
+    when none ever did: then every transfer took its own seconds and the step is the longest path)."""
+    g = build(plan)
+    start, arrival = longest_paths(g)
+    end = start + g.dur
+    dp_start, dp_end, order_end = _dp(g, start, end)
+    t0 = first_overlap(g, end, arrival, dp_start, dp_end)
+    if t0 is not None:
+        start, end, arrival, dp_start, dp_end = share_links(g, t0, start, end, arrival, dp_start, dp_end)
+        dp_start, dp_end, order_end = _settle_dp(g, start, end, dp_start, dp_end)
+    opt_start = np.maximum(order_end, dp_end)
+    stage_end = opt_start + g.tail
+    return Timeline(device=g.device, kind=g.kind, mb=g.mb, chunk=g.chunk, pair_mb=g.pair_mb,
+                    pair_chunk=g.pair_chunk, start=start, end=end, comm_wait=_comm_wait(g, start, end),
+                    dp_start=dp_start, dp_end=dp_end, optimizer_start=opt_start, stage_end=stage_end,
+                    step_time=float(stage_end.max()) if len(stage_end) else 0.0), t0
+
+
+def _settle_dp(g: TaskGraph, start, end, dp_start, dp_end):
+    """Stages without a backward: their reduction is nothing, at the end of their order."""
+    _, _, order_end = _dp(g, start, end)
+    none = g.last_backward < 0
+    return np.where(none, order_end, dp_start), np.where(none, order_end, dp_end), order_end
+
+
+def _comm_wait(g: TaskGraph, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Seconds each slot waited after its device was free and its inputs' producers had finished."""
+    n = len(end)
+    prev = np.concatenate([[0.0], end[:-1]]) if n else end
+    prev[g.lo[:-1][g.lo[:-1] < g.lo[1:]]] = 0.0
+    made = np.append(end[g.half_slot], [0.0, 0.0])  # producer's end of each half; none -> 0
+    ready = np.maximum(prev, np.maximum(made[g.dep[:, 0]], made[g.dep[:, 1]]))
+    return start - ready

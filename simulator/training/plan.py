@@ -81,7 +81,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     so any one serves, and a fault names the one that holds the faulty GPU."""
     cal = calibration.for_device(scn.topology.device, scn.workload.dtype)
     lay, model = scn.layout, scn.model
-    table = SPECS[lay.schedule].build(lay.pp, scn.micro_batches, lay.chunks)
+    table = SPECS[lay.schedule].table(lay.pp, scn.micro_batches, lay.chunks)
     devices = placement.pipeline(anchor)
     keys = scenario_layer_keys(scn, ops, fabric, placement.group_of("tp", anchor), placement.group_of("cp", anchor),
                                table.split_backward)

@@ -4,8 +4,10 @@ re-simulated with the engine, and why the runners-up lost.
 1. simulator.whatif.space enumerates (tp, cp, pp, dp, micro-batch, schedule, chunks, ZeRO, recompute);
 2. simulator.whatif.analytic ranks them all at once (numpy over candidates), dropping those that do not fit
    in memory or break a --constraint;
-3. the best `top` (and the scenario's own layout) are simulated with the engine (simulate()), in
-   parallel, and re-ranked by the engine's figures;
+3. the best `top` (and the scenario's own layout) get the engine's figures (simulator.whatif.refine:
+   the event-driven pass only where links are shared, layouts that time the same simulated once) and
+   are re-ranked by them; each says whether the engine refined it and why (the analytic figure is
+   exact for the others);
 4. each runner-up gets the one reason that costs it most against the best (pipeline bubble, exposed
    TP/PP/DP/CP communication, compute from recompute or smaller GEMMs, fewer GPUs...); the layouts
    that never reached the engine are summarized by why they were dropped or ranked lower.
@@ -28,10 +30,11 @@ from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from .analytic import estimate
 from .candidates import CostModel
+from .refine import refine, refine_all
 from .space import (
     RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, SearchSpace, enumerate_layouts, label, stage_split, virtual_stages
 )
-from .sweep import Job, default_workers, evaluate, run_jobs
+from .sweep import Job, default_workers, portable, run_jobs
 
 OBJECTIVES = {  # name -> (report key, better)
     "tokens_per_s": ("tokens_per_s", "higher"),
@@ -89,6 +92,7 @@ class Refined:
     sets: tuple[str, ...] = ()  # `simrack run --set` arguments that reproduce it (the search's own first)
     outside: str = ""  # why the analytic pass does not cover it ("" when it does)
     tie: bool = False  # its objective equals the best's within TIE (relative)
+    refined: str = ""  # why the engine refined its analytic figure ("" when that figure is exact)
 
 
 @dataclass
@@ -282,11 +286,17 @@ def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers,
         meta.append(Refined(row=own, label=label(own), analytic=analytic, report=None, status="", error=None,
                             source="scenario", sets=tuple(scenario_overrides), outside=outside))
     t = time.perf_counter()
-    points = run_jobs(items, evaluate, workers=workers, cluster=cluster, progress=progress,
-                      label="engine refinement")
+    if cluster:  # scenarios loaded here and sent, not their paths (as sweep's points)
+        ready = [portable(job) for job in items]
+        done = iter(run_jobs([j for j in ready if isinstance(j, Job)], refine, workers=workers, cluster=cluster,
+                             progress=progress, label="engine refinement"))
+        outcomes = [next(done) if isinstance(j, Job) else (j, "") for j in ready]
+    else:  # the engine's costly pass runs only for shared links: here, in this process
+        outcomes = refine_all(items)
     timing["engine"] = time.perf_counter() - t
-    for m, p in zip(meta, points):
+    for m, (p, why) in zip(meta, outcomes):
         m.report, m.status, m.error = p.report, p.status, p.error
+        m.refined = why if p.report is not None else ""
     return meta
 
 

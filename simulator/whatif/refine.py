@@ -1,0 +1,93 @@
+"""Search refinement: the engine's figures for the search's best layouts, and which of them the analytic
+ranking could not give exactly.
+
+The analytic pass (simulator.whatif.analytic) computes the engine's longest path exactly when three
+things hold (docs/whatif.md, "Agreement, precisely"): the schedule's path families cover its critical
+path (every schedule but zb-v), the layers split evenly over the virtual stages, and no link ever
+carries two transfers at once. Such a layout cannot move in the ranking when the engine re-simulates
+it; the others can only fall (the analytic figure is a lower bound), and those are the layouts the
+engine *refines*. Each layout's Plan is built and its step run through the engine's longest-path pass,
+which is the analytic pass's computation on one layout and gives the report its per-stage figures;
+the event-driven pass, the engine's costly part, runs only where that pass finds two transfers
+sharing a link (simulator.training.engine). Layouts whose plans time the same (ZeRO 1 and 2 differ in
+memory only) share one engine run. Each result says why the layout was refined ("" when its analytic
+figure is exact): "shared links", the schedule, "uneven split", or "faults".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..scenario.base import ScenarioError
+from ..scenario.overrides import as_scenario
+from ..schedules import SPECS
+from ..simulate import run, training_plan, training_result
+from ..training.engine import simulate_step
+from .sweep import Job, Point, out_of_memory_text
+
+BOUND_ONLY = ("zb-v",)
+"""Schedules whose analytic families are a lower bound even without contention (ZB-V's cool-down can
+hop between two devices' chains)."""
+
+
+def static_reasons(scn) -> list[str]:
+    """Why a scenario's analytic step time can only be a bound, before any timing: its schedule, an
+    uneven stage split, faults."""
+    lay, why = scn.layout, []
+    if lay.schedule in BOUND_ONLY:
+        why.append(f"{lay.schedule} (analytic is a bound)")
+    stages = SPECS[lay.schedule].virtual_stages(lay.pp, lay.chunks)
+    split = lay.stage_layers
+    if (split is not None and len(set(split)) > 1) or (split is None and scn.model.layers % stages):
+        why.append("uneven split")
+    if scn.faults is not None:
+        why.append("faults")
+    return why
+
+
+def _timing_key(plan) -> tuple:
+    """What the engine reads from a Plan: equal keys, equal timelines."""
+    t = plan.table
+    arrays = (plan.f, plan.b, plan.w, plan.fb, plan.send, plan.send_tier, plan.dp, plan.dp_tier, plan.optimizer,
+              plan.param_gather, plan.task_scale if plan.task_scale is not None else np.zeros(0))
+    return (t.name, t.p, t.m, t.v) + tuple((a.dtype.str, a.shape, a.tobytes()) for a in map(np.asarray, arrays))
+
+
+def refine(job: Job, timelines: dict | None = None) -> tuple[Point, str]:
+    """(the Point evaluate() would give for this job, why its analytic figure is not exact: "" when it
+    is). `timelines` shares engine runs between plans that time the same."""
+    try:
+        scn = as_scenario(job.path if job.scenario is None else job.scenario, job.overrides)
+        why = static_reasons(scn)
+        if scn.faults is not None or scn.workload.kind != "train":
+            report = run(scn).report
+        else:
+            fabric, plan = training_plan(scn)
+            key = _timing_key(plan)
+            timelines = {} if timelines is None else timelines
+            if key not in timelines:
+                timelines[key] = simulate_step(plan)
+            timeline, shared_at = timelines[key]
+            if shared_at is not None:
+                why.insert(0, "shared links")
+            report = training_result(scn, fabric, plan, timeline).report
+    except ScenarioError as err:
+        return Point(job.index, job.values, "invalid", _as_given(str(err), job), None), ""
+    except Exception as err:  # noqa: BLE001 - a layout's failure is its result, as in evaluate()
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        return Point(job.index, job.values, "error", _as_given(text, job), None), ""
+    data = report.to_dict()
+    if data.get("fits_in_memory", True) is False:
+        return Point(job.index, job.values, "out_of_memory", out_of_memory_text(data), data), ", ".join(why)
+    return Point(job.index, job.values, "ok", None, data), ", ".join(why)
+
+
+def _as_given(text: str, job: Job) -> str:
+    """A message with a sent scenario's absolute path written as the job gave it (as evaluate() does)."""
+    return text if job.scenario is None else text.replace(job.scenario.source, job.path)
+
+
+def refine_all(jobs: list[Job]) -> list[tuple[Point, str]]:
+    """refine() of every job here, in order, layouts that time the same simulated once."""
+    timelines: dict = {}
+    return [refine(job, timelines) for job in jobs]
