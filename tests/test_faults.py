@@ -38,7 +38,11 @@ from tests.test_engine import make_plan
 
 F, B = 1.0, 2.0
 LLAMA = "scenarios/llama3-405b-h100.yaml"
-SMALL = ["topology.domains=128", "workload.global_batch=1024"]  # 1,024 GPUs, TP8 PP16 DP8, m = 128
+SMALL = ["topology.domains=128", "workload.global_batch=1024",  # 1,024 GPUs, TP8 PP16 DP8, m = 128
+         "topology.scaleout={kind: rail, nic_bandwidth: 50 GB/s, nics_per_domain: 8, oversubscription: 1,"
+         " latency: 5 us, domains_per_leaf: 32}",  # the SuperPOD's own rail fabric
+         "layout.schedule=1f1b", "layout.chunks=1", "layout.order=[tp, cp, ep, dp, pp]",  # DP inside, PP outside
+         "layout.stage_layers=[7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 7]"]
 
 
 @pytest.mark.parametrize("p,m", [(2, 3), (4, 8), (8, 32), (4, 1)])

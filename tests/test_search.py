@@ -141,8 +141,10 @@ def test_printed_commands_reproduce_the_engine_figures(tmp_path):
     """Each ranked layout's printed `simrack run` line (the search's --set first, uneven stage_layers
     spelled out, another GPU count) gives the engine figures the search reported, within 1e-9."""
     out = tmp_path / "s.json"
-    result = runner.invoke(app, ["search", str(LLAMA_405B), "--gpus", "8192", "--top", "2", "--set",
-                                 "workload.global_batch=8192", "-j", "1", "--json", str(out)])
+    one_chunk = ["layout.schedule=1f1b", "layout.chunks=1", f"layout.stage_layers=[7, {'8, ' * 14}7]"]
+    sets = [a for x in ["workload.global_batch=8192", *one_chunk] for a in ("--set", x)]
+    result = runner.invoke(app, ["search", str(LLAMA_405B), "--gpus", "8192", "--top", "2", *sets,
+                                 "-j", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     refined = json.loads(out.read_text())["refined"]
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("#") and "simrack run" in ln]

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from ..training.report import Report
 
 
+MEMORY_CATEGORIES = ("weights", "gradients", "optimizer", "activations", "kv_cache", "reserved")
+"""The memory rows of a training report, in print order (reserved: framework reserve and fragmentation)."""
+
+
 def to_json(report: Report | ServeReport) -> str:
     """Stable JSON (sorted keys, fixed float precision): same scenario and seed, same bytes."""
     return json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -84,8 +88,7 @@ def table(report: Report | ServeReport) -> Table:
          or "none"),
         ("memory / GPU", f"{fmt_bytes(mem['total'])} of {fmt_bytes(mem['capacity'])}"
          + ("" if r.fits_in_memory else f"  OUT OF MEMORY (largest: {', '.join(r.memory_overflow[:2])})")),
-        ("  by category", ", ".join(f"{k} {fmt_bytes(mem[k])}" for k in
-                                    ("weights", "gradients", "optimizer", "activations", "kv_cache") if mem[k])),
+        ("  by category", ", ".join(f"{k} {fmt_bytes(mem[k])}" for k in MEMORY_CATEGORIES if mem.get(k))),
         ("traffic / step", f"NVLink {fmt_bytes(r.traffic_bytes['nvlink'])}, "
                            f"scale-out {fmt_bytes(r.traffic_bytes['scaleout'])}"),
         ("busiest link", f"{r.busiest_link['tier']} of stage {r.busiest_link['stage']}: "
