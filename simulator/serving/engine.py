@@ -35,7 +35,6 @@ Requests go to replicas round-robin in arrival order (and to a replica's virtual
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
