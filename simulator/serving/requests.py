@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..scenario.base import ScenarioError
+from ..scenario.files import FileProblem, clip, one_line, quote, read_text, resolve
+from ..scenario.limits import MAX_CONTEXT, MAX_REQUESTS, MAX_SPAN_S, MAX_TRACE_BYTES, decode_steps
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,15 @@ def make_requests(scn) -> Requests:
     times, prompt, output = _read_trace(scn)
     n = len(prompt) if arr.count is None else min(arr.count, len(prompt))
     times, prompt, output = times[:n], prompt[:n], output[:n]
+    too_many = decode_steps(scn, int(output.sum()), "workload.arrivals.trace")
+    if too_many:
+        _trace_error(scn, too_many[1])
     if np.isnan(times).any():
         if arr.rate is None:
             _trace_error(scn, "rows without arrival_s need workload.arrivals.rate")
+        if n / arr.rate > MAX_SPAN_S:
+            _trace_error(scn, f"{n:,} rows without arrival_s at rate {arr.rate:g}/s span {n / arr.rate:g} s, over "
+                         f"simrack's limit of {MAX_SPAN_S:g} s (float time loses the microseconds beyond)")
         gaps = rng.exponential(1.0 / arr.rate, n)
         times = np.where(np.isnan(times), np.cumsum(gaps) - gaps[0], times)
     order = np.argsort(times, kind="stable")
@@ -48,32 +58,74 @@ def make_requests(scn) -> Requests:
 
 
 def _trace_error(scn, detail: str):
-    raise ScenarioError(f"{scn.source}: workload.arrivals.trace: {detail}")
+    raise ScenarioError(one_line(f"{scn.source}: workload.arrivals.trace: {detail}"))
 
 
 def _read_trace(scn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(arrival_s or NaN, prompt_len, output_len) of each row of the trace CSV."""
-    path = Path(scn.workload.arrivals.trace)
-    if not path.is_absolute():
-        path = Path(scn.source).parent / path
+    """(arrival_s or NaN where the field is empty, prompt_len, output_len) of each row of the trace
+    CSV; every problem is one line naming the scenario, the field, the trace and its line."""
+    path = resolve(scn.workload.arrivals.trace, Path(scn.source).parent)
+    shown = clip(str(path))
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        _trace_error(scn, f"cannot read {path}: {exc.strerror or exc}")
-    if not rows:
-        _trace_error(scn, f"{path} has no rows")
-    missing = {"prompt_len", "output_len"} - set(rows[0])
-    if missing:
-        _trace_error(scn, f"{path} lacks column(s) {', '.join(sorted(missing))}; has {', '.join(rows[0])}")
-    times, prompt, output = [], [], []
-    for line, row in enumerate(rows, start=2):
-        try:
-            p, o = int(row["prompt_len"]), int(row["output_len"])
-            t = float(row["arrival_s"]) if row.get("arrival_s") not in (None, "") else float("nan")
-        except ValueError:
-            _trace_error(scn, f"{path} line {line}: not a number in {dict(row)}")
-        if p < 1 or o < 1 or t < 0:
-            _trace_error(scn, f"{path} line {line}: prompt_len and output_len must be >= 1, arrival_s >= 0")
-        times.append(t), prompt.append(p), output.append(o)
-    return np.array(times, float), np.array(prompt, int), np.array(output, int)
+        text = read_text(path, MAX_TRACE_BYTES)
+    except FileProblem as exc:
+        _trace_error(scn, f"cannot read {shown}: {exc.detail}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        missing = {"prompt_len", "output_len"} - set(header)
+        if not header:
+            _trace_error(scn, f"{shown} has no rows")
+        if missing:
+            _trace_error(scn, f"{shown} lacks column(s) {', '.join(sorted(missing))}; has "
+                         f"{clip(', '.join(header))}")
+        if len(set(header)) < len(header):
+            _trace_error(scn, f"{shown} line 1: a column is named twice: {clip(', '.join(header))}")
+        at = {name: header.index(name) for name in ("prompt_len", "output_len", "arrival_s") if name in header}
+        times, prompt, output = [], [], []
+        for row in reader:
+            line = reader.line_num
+            if not row or row == [""]:
+                continue  # a blank line
+            where = f"{shown} line {line}"
+            if len(row) != len(header):
+                _trace_error(scn, f"{where}: {len(row)} fields, the header has {len(header)}")
+            if len(prompt) == MAX_REQUESTS:
+                _trace_error(scn, f"{shown}: more than {MAX_REQUESTS:,} requests, simrack's limit (per-request "
+                             "arrays and events)")
+            p, o = (_tokens(scn, where, name, row[at[name]]) for name in ("prompt_len", "output_len"))
+            if p + o > MAX_CONTEXT:
+                _trace_error(scn, f"{where}: prompt_len + output_len = {p + o:,} is over simrack's limit of "
+                             f"{MAX_CONTEXT:,} tokens (tables by context length)")
+            times.append(_seconds(scn, where, row[at["arrival_s"]]) if "arrival_s" in at else math.nan)
+            prompt.append(p), output.append(o)
+    except csv.Error as exc:
+        _trace_error(scn, f"{shown} line {reader.line_num}: not CSV ({one_line(str(exc), 100)})")
+    if not prompt:
+        _trace_error(scn, f"{shown} has no rows")
+    return np.array(times, float), np.array(prompt, np.int64), np.array(output, np.int64)
+
+
+def _tokens(scn, where: str, name: str, text: str) -> int:
+    """A token count of the trace: a whole number from 1 to MAX_CONTEXT."""
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        _trace_error(scn, f"{where}: {name} {quote(text)} is not a whole number of tokens")
+    if len(text) > 12 or not 1 <= int(text) <= MAX_CONTEXT:
+        _trace_error(scn, f"{where}: {name} {quote(text)} is not between 1 and {MAX_CONTEXT:,} tokens")
+    return int(text)
+
+
+def _seconds(scn, where: str, text: str) -> float:
+    """An arrival time of the trace: NaN where empty (drawn at workload.arrivals.rate), else a finite
+    number of seconds from 0 to MAX_SPAN_S."""
+    text = text.strip()
+    if not text:
+        return math.nan
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_SPAN_S:  # NaN, infinities and words fail this too
+        _trace_error(scn, f"{where}: arrival_s {quote(text)} is not a number of seconds from 0 to {MAX_SPAN_S:g}")
+    return value
