@@ -48,11 +48,13 @@ MAX_CONTEXT = 1 << 24
 """Tokens of one sequence (seq_len, prompt + output): serving tabulates step costs by context length."""
 MAX_STEP_TOKENS = 1 << 53
 """Tokens of a training step (global_batch x seq_len): token counts stay exact in floating point."""
-MAX_REQUESTS = 1 << 20
-"""Requests of a serving run: per-request arrays and events (a million take about a minute)."""
-MAX_DECODE_STEPS = 1 << 19
-"""Decode steps of a serving run at least (output tokens / (batch x replicas)): the engine simulates
-each (about 80 s at this many)."""
+MAX_REQUESTS = 1 << 17
+"""Requests of a serving run: per-request arrays and events (about 350 MiB and 50 s at this many
+with disaggregated pools and a small batch)."""
+MAX_DECODE_STEPS = 1 << 18
+"""Decode steps of a serving run, estimated: the longest output, or the output tokens over the
+sequences a step (the batch; fewer where the KV cache holds fewer, or where requests arrive too
+slowly to fill it). The engine simulates every step of every replica, 2,000 to 15,000 a second."""
 MAX_SPAN_S = 1e9
 """Seconds of simulated time (arrivals, traces): beyond them float time loses the microseconds."""
 MAX_SWEEP_POINTS = 100_000
@@ -243,16 +245,20 @@ def _serving(scn) -> tuple[str, str] | None:
         return _over("workload.arrivals.rate", requests / arr.rate, MAX_SPAN_S,
                      f"count / rate = {requests} / {arr.rate:g} =", "seconds of arrivals; float time "
                      "loses the microseconds beyond")
-    return decode_steps(scn, requests * w.output_len, "workload.output_len")
+    return decode_steps(scn, requests * w.output_len, w.output_len, "workload.output_len")
 
 
-def decode_steps(scn, output_tokens: int, field: str) -> tuple[str, str] | None:
-    """The decode steps a serving run needs at least, over MAX_DECODE_STEPS: (field, detail) or None."""
+def decode_steps(scn, output_tokens: int, longest: int, field: str, at_once: float | None = None,
+                 why: str = "") -> tuple[str, str] | None:
+    """The decode steps of a serving run, over MAX_DECODE_STEPS: (field, detail) or None. Every
+    replica's steps are simulated, each emitting a token for at most `at_once` sequences (default
+    batch x ep, the most a replica runs); `why` says where a smaller `at_once` comes from."""
     w, lay = scn.workload, scn.layout
-    replicas = max(1, _dp(scn) // lay.ep - (w.disaggregated.prefill_replicas if w.disaggregated else 0))
-    steps = output_tokens // ((w.batch or 256) * lay.ep * replicas)
+    at_once = (w.batch or 256) * lay.ep if at_once is None else max(1.0, at_once)
+    steps = max(longest, int(output_tokens / at_once))
     if steps > MAX_DECODE_STEPS:
         return _over(field, steps, MAX_DECODE_STEPS,
-                     f"{_n(output_tokens)} output tokens / (batch {w.batch or 256} x {lay.ep * replicas} decode "
-                     "replicas) =", "decode steps at least, each simulated")
+                     f"{_n(output_tokens)} output tokens, about {at_once:,.0f} sequence"
+                     f"{'' if round(at_once) == 1 else 's'} a step{why}: about",
+                     "decode steps, each simulated")
     return None

@@ -26,7 +26,7 @@ from simulator.scenario.units import UNITS_REQUIRED
 
 from ..data import MODELS_DIR
 
-__all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
+__all__ = ["MODELS_DIR", "PRESETS_DIR", "check_field", "load_scenario", "parse_value"]
 
 # MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
@@ -298,16 +298,36 @@ def _apply_override(raw: dict, text: object) -> None:
     target[keys[-1]] = value
 
 
-def _check_override_path(keys: list[str], text: str) -> None:
-    """Each key of an override path names a field of the schema."""
+def check_field(dotted: str) -> str | None:
+    """None if `dotted` ("layout.pp") names a field of the scenario schema, else one line saying why."""
+    if _OVERRIDE.fullmatch(f"{dotted}=") is None:
+        return f"{quote(dotted)}: expected a dotted field path, e.g. layout.pp"
+    try:
+        _check_override_path(dotted.split("."), None)
+    except _Issue as issue:
+        return str(issue)
+    return None
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` or `--grid` value: YAML within the document limits; ScenarioError (one line) if not."""
+    try:
+        return parse_yaml(text)
+    except _Issue as issue:
+        raise ScenarioError(str(issue)) from None
+
+
+def _check_override_path(keys: list[str], text: str | None) -> None:
+    """Each key of an override path names a field of the schema (`text`: the override, quoted)."""
+    said = "" if text is None else f"override {quote(text)}: "
     cls: Any = Scenario
     for i, key in enumerate(keys):
         where = ".".join(keys[: i + 1])
         if not _is_section(cls):
-            raise _Issue(".".join(keys[:i]), f"override {quote(text)}: not a section")
+            raise _Issue(".".join(keys[:i]), f"{said}not a section")
         cls = _step(cls, key)
         if cls is None:
-            raise _Issue(where, f"override {quote(text)}: unknown field{_hint(keys[:i])}")
+            raise _Issue(where, f"{said}unknown field{_hint(keys[:i])}")
 
 
 def _is_section(cls: Any) -> bool:

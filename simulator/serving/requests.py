@@ -12,7 +12,9 @@ import numpy as np
 
 from ..scenario.base import ScenarioError
 from ..scenario.files import FileProblem, clip, one_line, quote, read_text, resolve
-from ..scenario.limits import MAX_CONTEXT, MAX_REQUESTS, MAX_SPAN_S, MAX_TRACE_BYTES, decode_steps
+from ..scenario.limits import MAX_CONTEXT, MAX_DECODE_STEPS, MAX_REQUESTS, MAX_SPAN_S, MAX_TRACE_BYTES, decode_steps
+from .memory import serve_memory
+from .steps import step_costs
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,15 @@ def make_requests(scn) -> Requests:
     arr = w.arrivals
     if arr is None:
         n = w.batch * scn.layout.ep
-        return Requests(np.zeros(n), np.full(n, w.prompt_len), np.full(n, w.output_len))
+        return _bounded(scn, Requests(np.zeros(n), np.full(n, w.prompt_len), np.full(n, w.output_len)), "workload.batch")
     rng = np.random.default_rng(arr.seed)
     if arr.trace is None:
         gaps = rng.exponential(1.0 / arr.rate, arr.count)
-        return Requests(np.cumsum(gaps) - gaps[0], np.full(arr.count, w.prompt_len), np.full(arr.count, w.output_len))
+        return _bounded(scn, Requests(np.cumsum(gaps) - gaps[0], np.full(arr.count, w.prompt_len),
+                                      np.full(arr.count, w.output_len)), "workload.arrivals")
     times, prompt, output = _read_trace(scn)
     n = len(prompt) if arr.count is None else min(arr.count, len(prompt))
     times, prompt, output = times[:n], prompt[:n], output[:n]
-    too_many = decode_steps(scn, int(output.sum()), "workload.arrivals.trace")
-    if too_many:
-        _trace_error(scn, too_many[1])
     if np.isnan(times).any():
         if arr.rate is None:
             _trace_error(scn, "rows without arrival_s need workload.arrivals.rate")
@@ -54,7 +54,36 @@ def make_requests(scn) -> Requests:
         gaps = rng.exponential(1.0 / arr.rate, n)
         times = np.where(np.isnan(times), np.cumsum(gaps) - gaps[0], times)
     order = np.argsort(times, kind="stable")
-    return Requests(times[order], prompt[order], output[order])
+    return _bounded(scn, Requests(times[order], prompt[order], output[order]), "workload.arrivals.trace")
+
+
+def _bounded(scn, req: Requests, field: str) -> Requests:
+    """`req`, unless simulating it takes more decode steps than simrack's limit (simulator.scenario.
+    limits); ScenarioError at `field` then. Sequences a step: what a replica's KV cache holds, and
+    under a light load what arrives while one is served (Little's law with the batch-1 step time)."""
+    kv_tokens = serve_memory(scn).kv_tokens
+    fits = (req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
+    if not fits.any() or int(req.output[fits].sum()) <= MAX_DECODE_STEPS:
+        return req  # even one sequence a step is within the limit
+    prompt, output, arrival = req.prompt[fits], req.output[fits], req.arrival[fits]
+    context = float(np.mean(prompt + output))
+    at_once = min(kv_tokens // max(int(context), 1), scn.workload.batch * scn.layout.ep)
+    why = ""
+    span = float(arrival.max() - arrival.min()) if len(arrival) > 1 else 0.0
+    if span > 0 and not np.isnan(span):
+        replicas = max(1, scn.layout.dp // scn.layout.ep - (scn.workload.disaggregated.prefill_replicas
+                                                            if scn.workload.disaggregated else 0))
+        rate = len(arrival) / span / replicas
+        costs, busy = step_costs(scn), 1.0
+        prefill = float(costs.prefill(int(np.mean(prompt))))
+        for _ in range(4):  # Little's law: in the system = arrival rate x (prefill + output x step time)
+            busy = rate * (prefill + float(np.mean(output)) * float(costs.decode_step(max(1, round(busy)), context)))
+        if busy < at_once:
+            at_once, why = busy, f" at {rate:.3g} arrivals/s a replica"
+    problem = decode_steps(scn, int(output.sum()), int(output.max()), field, at_once, why)
+    if problem:
+        raise ScenarioError(one_line(f"{scn.source}: {problem[0]}: {problem[1]}"))
+    return req
 
 
 def _trace_error(scn, detail: str):
