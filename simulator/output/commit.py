@@ -6,14 +6,15 @@ rendered text, or a function that draws into the path it is given (a plot). Then
 1. Every target is checked before anything is written: the same file twice, a directory in the way.
 2. Every regular file is written to a hidden temporary file beside it (mode 0666 & ~umask), flushed
    to the disk; a plot is drawn into one. Missing folders are created, and recorded.
-3. Only when all of them are complete, with SIGINT and SIGTERM held (simulator.signals), special
-   files (/dev/null, a terminal, a FIFO with a reader: anything that is not a regular file) are
-   written in place, never replaced, and the temporary files renamed over their targets; `-` goes
-   to standard output, last.
+3. Only when all of them are complete, special files (/dev/null, a terminal, a FIFO with a reader:
+   anything that is not a regular file) are written in place, never replaced, and `-` goes to
+   standard output; then, with SIGINT and SIGTERM held (simulator.signals), the temporary files are
+   renamed over their targets, and a later signal no longer interrupts the command.
 
-Any failure before step 3 (a read-only folder, a full disk, a file size limit, an interrupt) removes
-every temporary file and every folder it created, and raises OutputError: one line naming the
-option, the file and what went wrong. A target that is a symbolic link is written through it.
+Any failure before the renames (a read-only folder, a full disk, a file size limit, a FIFO without
+a reader, an interrupt) removes every temporary file and every folder it created, and raises
+OutputError: one line naming the option, the file and what went wrong (what a special file or
+standard output received cannot be taken back). A target that is a symbolic link is written through.
 """
 
 from __future__ import annotations
@@ -169,20 +170,20 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
                 staged.append((opt, tmp, target))
             except OSError as err:
                 raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
-        with signals.held():
-            for opt, path, text in special:
-                try:
-                    _write_special(path, text)
-                except OSError as err:
-                    raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
+        for opt, path, text in special:  # interruptible: a FIFO's reader may take its time
+            try:
+                _write_special(path, text)
+            except OSError as err:
+                raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
+        for text in std:
+            (stdout or sys.stdout.write)(text)
+        with signals.held():  # the renames, together
             for opt, tmp, target in staged:
                 try:
                     os.replace(tmp, target)
                 except OSError as err:
                     raise OutputError(f"{opt} {clip(str(target))}: cannot write: {_reason(err)}") from None
                 work.temps.remove(tmp)
-            for text in std:
-                (stdout or sys.stdout.write)(text)
             done = True
             signals.settle()  # written: the command has done its work, a late signal changes nothing
     finally:

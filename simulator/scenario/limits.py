@@ -45,7 +45,10 @@ MAX_ROUTING_VALUES = 1 << 24
 """Routing draws (samples x MoE layers x expert slots) and sampled token choices (MoE layers x 1024
 tokens x top_k) of an MoE model: arrays of that many numbers."""
 MAX_CONTEXT = 1 << 24
-"""Tokens of one sequence (seq_len, prompt + output): serving tabulates step costs by context length."""
+"""Tokens of one training sequence (seq_len)."""
+MAX_SERVE_CONTEXT = 1 << 21
+"""Tokens of one served sequence (prompt + output): serving tabulates step costs by context length,
+about 1.2 KiB a token (2.4 GiB at this many)."""
 MAX_STEP_TOKENS = 1 << 53
 """Tokens of a training step (global_batch x seq_len): token counts stay exact in floating point."""
 MAX_REQUESTS = 1 << 17
@@ -81,11 +84,11 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "model.mla.qk_rope_head_dim": (1 << 16, _EXACT),
     "model.mla.qk_nope_head_dim": (1 << 16, _EXACT),
     "model.mla.v_head_dim": (1 << 16, _EXACT),
-    "workload.seq_len": (MAX_CONTEXT, "tables by context length"),
+    "workload.seq_len": (MAX_CONTEXT, "tokens of a sequence"),
     "workload.global_batch": (MAX_STEP_TOKENS, "sequences a step, exact in floating point"),
     "workload.micro_batch": (MAX_STEP_TOKENS, "sequences a micro-batch, exact in floating point"),
-    "workload.prompt_len": (MAX_CONTEXT, "tables by context length"),
-    "workload.output_len": (MAX_CONTEXT, "tables by context length"),
+    "workload.prompt_len": (MAX_SERVE_CONTEXT, "tables by context length"),
+    "workload.output_len": (MAX_SERVE_CONTEXT, "tables by context length"),
     "workload.batch": (1 << 16, "tables by batch size"),
     "workload.max_batch_tokens": (MAX_CONTEXT, "tables by tokens a step"),
     "workload.arrivals.count": (MAX_REQUESTS, "per-request arrays and events"),
@@ -125,7 +128,7 @@ FLOAT_MAX: dict[str, tuple[float, str]] = {
 }
 
 
-def _n(x: int | float) -> str:
+def number(x: int | float) -> str:
     """1048576 -> '1,048,576' (huge integers as a power of ten)."""
     if isinstance(x, int) and x.bit_length() > 64:
         return f"about 10^{len(str(x)) - 1}" if x.bit_length() < 20_000 else f"about 2^{x.bit_length() - 1}"
@@ -143,7 +146,7 @@ def _get(obj, path: str):
 
 def _over(field: str, value, limit, what: str, why: str) -> tuple[str, str]:
     """(field, "WHAT VALUE over the limit of LIMIT (WHY)")."""
-    return field, f"{what + ' ' if what else ''}{_n(value)} is over simrack's limit of {_n(limit)} ({why})"
+    return field, f"{what + ' ' if what else ''}{number(value)} is over simrack's limit of {number(limit)} ({why})"
 
 
 def excess(scn) -> tuple[str, str] | None:
@@ -167,7 +170,7 @@ def _cluster(scn) -> tuple[str, str] | None:
     gpus = topo.domains * topo.domain.gpus
     if gpus > MAX_GPUS:
         return _over("topology.domains", gpus, MAX_GPUS,
-                     f"{_n(topo.domains)} domains x {topo.domain.gpus} GPUs =", "GPUs: per-rank arrays")
+                     f"{number(topo.domains)} domains x {topo.domain.gpus} GPUs =", "GPUs: per-rank arrays")
     units = min(topo.domains, 2 * topo.scaleout.domains_per_leaf)
     nodes = units * (topo.domain.gpus + topo.scaleout.nics_per_domain)
     if nodes > MAX_TEMPLATE_NODES:
@@ -191,13 +194,13 @@ def _training(scn) -> tuple[str, str] | None:
     tokens = w.global_batch * w.seq_len
     if tokens > MAX_STEP_TOKENS:
         return _over("workload.global_batch", tokens, MAX_STEP_TOKENS,
-                     f"global_batch x seq_len = {_n(w.global_batch)} x {_n(w.seq_len)} =",
+                     f"global_batch x seq_len = {number(w.global_batch)} x {number(w.seq_len)} =",
                      "tokens a step, exact in floating point")
     m = w.global_batch // (w.micro_batch * _dp(scn))
     tasks = m * lay.pp * lay.chunks
     if tasks > MAX_PIPELINE_TASKS:
         return _over("workload.global_batch", tasks, MAX_PIPELINE_TASKS,
-                     f"{_n(m)} micro-batches x pp {_n(lay.pp)} x chunks {_n(lay.chunks)} =",
+                     f"{number(m)} micro-batches x pp {number(lay.pp)} x chunks {number(lay.chunks)} =",
                      "pipeline tasks the engine simulates one by one")
     return None
 
@@ -229,8 +232,8 @@ def _serving(scn) -> tuple[str, str] | None:
     w, lay = scn.workload, scn.layout
     if w.kind != "serve":
         return None
-    if w.prompt_len + w.output_len > MAX_CONTEXT:
-        return _over("workload.output_len", w.prompt_len + w.output_len, MAX_CONTEXT,
+    if w.prompt_len + w.output_len > MAX_SERVE_CONTEXT:
+        return _over("workload.output_len", w.prompt_len + w.output_len, MAX_SERVE_CONTEXT,
                      "prompt_len + output_len =", "tables by context length")
     arr = w.arrivals
     if arr is None:
@@ -258,7 +261,7 @@ def decode_steps(scn, output_tokens: int, longest: int, field: str, at_once: flo
     steps = max(longest, int(output_tokens / at_once))
     if steps > MAX_DECODE_STEPS:
         return _over(field, steps, MAX_DECODE_STEPS,
-                     f"{_n(output_tokens)} output tokens, about {at_once:,.0f} sequence"
+                     f"{number(output_tokens)} output tokens, about {at_once:,.0f} sequence"
                      f"{'' if round(at_once) == 1 else 's'} a step{why}: about",
                      "decode steps, each simulated")
     return None

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..scenario.base import ScenarioError
 from ..scenario.files import FileProblem, clip, one_line, quote, read_text, resolve
-from ..scenario.limits import MAX_CONTEXT, MAX_DECODE_STEPS, MAX_REQUESTS, MAX_SPAN_S, MAX_TRACE_BYTES, decode_steps
+from ..scenario.limits import (MAX_DECODE_STEPS, MAX_REQUESTS, MAX_SERVE_CONTEXT, MAX_SPAN_S, MAX_TRACE_BYTES,
+                               decode_steps)
 from .memory import serve_memory
 from .steps import step_costs
 
@@ -123,9 +124,9 @@ def _read_trace(scn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 _trace_error(scn, f"{shown}: more than {MAX_REQUESTS:,} requests, simrack's limit (per-request "
                              "arrays and events)")
             p, o = (_tokens(scn, where, name, row[at[name]]) for name in ("prompt_len", "output_len"))
-            if p + o > MAX_CONTEXT:
+            if p + o > MAX_SERVE_CONTEXT:
                 _trace_error(scn, f"{where}: prompt_len + output_len = {p + o:,} is over simrack's limit of "
-                             f"{MAX_CONTEXT:,} tokens (tables by context length)")
+                             f"{MAX_SERVE_CONTEXT:,} tokens (tables by context length)")
             times.append(_seconds(scn, where, row[at["arrival_s"]]) if "arrival_s" in at else math.nan)
             prompt.append(p), output.append(o)
     except csv.Error as exc:
@@ -136,12 +137,12 @@ def _read_trace(scn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _tokens(scn, where: str, name: str, text: str) -> int:
-    """A token count of the trace: a whole number from 1 to MAX_CONTEXT."""
+    """A token count of the trace: a whole number from 1 to MAX_SERVE_CONTEXT."""
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         _trace_error(scn, f"{where}: {name} {quote(text)} is not a whole number of tokens")
-    if len(text) > 12 or not 1 <= int(text) <= MAX_CONTEXT:
-        _trace_error(scn, f"{where}: {name} {quote(text)} is not between 1 and {MAX_CONTEXT:,} tokens")
+    if len(text) > 12 or not 1 <= int(text) <= MAX_SERVE_CONTEXT:
+        _trace_error(scn, f"{where}: {name} {quote(text)} is not between 1 and {MAX_SERVE_CONTEXT:,} tokens")
     return int(text)
 
 

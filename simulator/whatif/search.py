@@ -24,6 +24,7 @@ import numpy as np
 from ..output.baseline import lookup
 from ..output.pareto import front
 from ..scenario.base import ScenarioError
+from ..scenario.limits import MAX_GPUS, number
 from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from .analytic import estimate
@@ -108,6 +109,8 @@ class SearchResult:
 def _base_for(scn, gpus: int):
     """The scenario on `gpus` GPUs (same domain, device and fabric); its layout is not used."""
     per = scn.topology.domain.gpus
+    if gpus > MAX_GPUS:
+        raise ScenarioError(f"--gpus {number(gpus)}: over simrack's limit of {MAX_GPUS:,} GPUs (per-rank arrays)")
     if gpus <= 0 or gpus % per:
         raise ScenarioError(f"--gpus {gpus}: not a positive multiple of the domain size ({per} GPUs)")
     return scn.model_copy(update={"topology": scn.topology.model_copy(update={"domains": gpus // per})})
