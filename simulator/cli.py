@@ -18,6 +18,7 @@ from .output.commit import OutputError, commit, is_stdout
 from .output.trace import chrome_trace
 from .scenario.base import ScenarioError
 from .scenario.files import one_line
+from .scenario.limits import MAX_REFINED
 from .scenario.loader import load_scenario
 from .simulate import run as run_scenario
 
@@ -129,7 +130,19 @@ def schedule(
 
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here (-: stdout)")]
 CsvOut = Annotated[Optional[Path], typer.Option("--csv", help="write the results as CSV here (-: stdout)")]
-Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="local processes (default: all cores)")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", "-j", help="local processes (default: all cores; at most 4 a core)")]
+
+
+def _workers(workers: Optional[int]) -> Optional[int]:
+    """-j as given, unless below 1 or above 4 processes a core (each holds a simulator: more only
+    add memory); one line and exit status 2 then."""
+    from .whatif.sweep import default_workers
+
+    most = 4 * default_workers()
+    if workers is not None and not 1 <= workers <= most:
+        fail(f"--workers {workers}: expected 1 to {most} (4 processes a core)")
+    return workers
 Cluster = Annotated[Optional[str], typer.Option(
     "--cluster", help="send the simulations to a Dask distributed scheduler, e.g. tcp://host:8786")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no table on the terminal")]
@@ -171,7 +184,7 @@ def sweep(
         load_scenario(scenario, overrides or ())  # the base must load (points may still be invalid)
         n = math.prod(len(values) for _, values in fields)
         try:
-            points = run_sweep(scenario, fields, overrides or (), workers=workers, cluster=cluster,
+            points = run_sweep(scenario, fields, overrides or (), workers=_workers(workers), cluster=cluster,
                                progress=_progress(n, quiet), patience=cluster_timeout)
         except ClusterLost as err:  # written as far as it got, then exit status 1
             points, lost = err.points, str(err)
@@ -248,14 +261,14 @@ def search(
         counts = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         fail(f"--gpus {gpus!r}: expected a number or a comma-separated list of numbers")
-    if top < 1:
-        fail(f"--top {top}: must be at least 1")
+    if not 1 <= top <= MAX_REFINED:
+        fail(f"--top {top}: expected 1 to {MAX_REFINED:,} (each layout is simulated again with the engine)")
     try:
         cons = [parse_constraint(c) for c in constraint or ()]
         if counts is None:
             counts = [load_scenario(scenario, overrides or ()).gpus]
         res = run_search(scenario, gpus=counts, objective=objective, constraints=cons, top=top,
-                         scenario_overrides=overrides or (), workers=workers, cluster=cluster,
+                         scenario_overrides=overrides or (), workers=_workers(workers), cluster=cluster,
                          progress=sys.stderr.isatty())
     except (ScenarioError, ValueError) as err:
         fail(str(err))
@@ -307,7 +320,7 @@ def check(
         tol = chk.parse_tolerance(tolerance)
         old = {} if update and not baseline.exists() else chk.load_baseline(baseline)
         todo = [Job(i, str(p), tuple(overrides or ()), {}) for i, p in enumerate(scenarios)]
-        points = run_jobs(todo, evaluate, workers=workers if len(todo) > 1 else 1)
+        points = run_jobs(todo, evaluate, workers=_workers(workers) if len(todo) > 1 else 1)
     except ValueError as err:
         fail(str(err))
     for p in points:
@@ -347,11 +360,13 @@ def validate(
     from .whatif.sweep import Job, evaluate, run_jobs
 
     quiet = to_stdout(json_out, csv_out) or quiet
+    if folder is not None and not folder.is_dir():
+        fail(f"{folder}: not a folder (validate reads cases.yml and the scenarios beside it)")
     try:
         cases = val.load_cases(folder or val.DEFAULT_DIR)
         points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,
-                          workers=workers)
-    except ValueError as err:
+                          workers=_workers(workers))
+    except (ValueError, OSError) as err:
         fail(str(err))
     outcomes = [val.outcome(c, p) for c, p in zip(cases, points)]
     mean, worst = val.summary(outcomes)

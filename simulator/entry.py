@@ -1,8 +1,9 @@
 """The `simrack` program: signal handlers first, then the command line (simulator.cli).
 
-SIGINT and SIGTERM are handled before the heavy imports (numpy, pydantic, simpy), so an interrupt at
-any point, start-up included, ends with one line and status 130 or 143, never a traceback
-(simulator.signals).
+SIGINT and SIGTERM are handled before the heavy imports (numpy, pydantic, simpy: imported inside
+main, the one other place than cli with function-level imports), so an interrupt at any point,
+start-up included, ends with one line and status 130 or 143, never a traceback (simulator.signals).
+A usage error (a missing argument, an unknown option) is one line and status 2 like any bad input.
 """
 
 from __future__ import annotations
@@ -20,15 +21,31 @@ def main(argv: list[str] | None = None) -> None:
     status = 0
     try:
         try:
+            import typer
+
             from .cli import app
 
-            app(args=argv, prog_name="simrack")
+            usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+            try:
+                status = _status(app(args=argv, prog_name="simrack", standalone_mode=False))
+            except usage_error as err:  # a usage error: one line, as every other bad input
+                _leave(_usage(err) if err.format_message().strip() else None, err.exit_code)
         except SystemExit as done:
             status = _status(done.code)
         signals.settle()  # the command has finished: a signal from here on changes nothing
     except signals.Interrupted as stop:
         _leave(f"simrack: interrupted by {stop}", stop.status)
     _leave(None, status)
+
+
+def _usage(err) -> str:
+    """A command-line usage error as one line: "simrack: run: No such option: --nosuch (simrack run --help)"."""
+    from .scenario.files import one_line
+
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "simrack"
+    where = command.removeprefix("simrack").strip()
+    return one_line(f"simrack: {where + ': ' if where else ''}{err.format_message()} (see {command} --help)")
 
 
 def _status(code: object) -> int:

@@ -14,6 +14,7 @@ This module imports nothing from simrack and nothing heavy.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -83,8 +84,6 @@ def worker_init(parent: int | None = None) -> None:
     _state.update(installed=False, raised=None, settled=False)
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: end with the parent, never orphaned
             if parent is not None and os.getppid() != parent:  # it died before prctl took effect

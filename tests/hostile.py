@@ -1,5 +1,8 @@
 """Hostile cases for the command line, run where a runaway cannot take the machine down.
 
+(As root, a regression that replaced a device node would break /dev/null for the whole machine:
+cases write to private copies of devices made with mknod, DEV_NULL and DEV_FULL, instead.)
+
 `run_cases(cases)` starts one child Python under a memory limit (RLIMIT_AS) that imports simrack
 once and runs every case's command line through the CLI (typer's CliRunner), each in a folder of its
 own holding the case's files, under an alarm. It returns each case's outcome: exit status, stderr,
@@ -7,7 +10,7 @@ the exception if one escaped, the seconds it took, and the files left in its fol
 inputs. `problems(case, outcome)` lists what is wrong with an outcome (empty: the case passed).
 
 A case is a dict: id; args (the command line, relative paths into its folder); files {name: text,
-bytes, or "<fifo>"}; expect (exit status, default 2); says (fragments stderr must hold); fsize (an
+bytes, "<fifo>", or "<dev:MAJOR,MINOR>" for a private device node, root only}; expect (exit status, default 2); says (fragments stderr must hold); fsize (an
 RLIMIT_FSIZE while it runs); keep (files it may leave, e.g. an output it writes on success).
 """
 
@@ -19,6 +22,11 @@ import resource
 import subprocess
 import sys
 
+ROOT_USER = os.geteuid() == 0
+DEV_NULL = ("null", {"null": "<dev:1,3>"}) if ROOT_USER else ("/dev/null", {})
+"""(path, files): where a case writes to a null device without any risk to the machine's /dev/null."""
+DEV_FULL = ("full", {"full": "<dev:1,7>"}) if ROOT_USER else ("/dev/full", {})
+"""(path, files): a device that is always full (ENOSPC)."""
 MEMORY_LIMIT = 1 << 30  # address space of the child: simrack needs about 0.2 GiB
 CASE_SECONDS = 30  # the alarm of one case
 
@@ -51,11 +59,15 @@ for case in cases:
             os.makedirs(os.path.dirname(name), exist_ok=True)
         if text == "<fifo>":
             os.mkfifo(name)
+        elif isinstance(text, str) and text.startswith("<dev:"):  # a private copy of a device (root)
+            major, minor = map(int, text[5:-1].split(","))
+            os.mknod(name, 0o666 | __import__("stat").S_IFCHR, os.makedev(major, minor))
         elif isinstance(text, dict):
             open(name, "wb").write(bytes.fromhex(text["hex"]) * text.get("times", 1))
         else:
             open(name, "w", encoding="utf-8").write(text)
     inputs = tree()
+    kinds = {name: os.lstat(name).st_mode >> 12 for name in inputs}
     out = {"id": case["id"]}
     start = time.monotonic()
     signal.alarm(case.get("seconds", 30))
@@ -75,6 +87,7 @@ for case in cases:
         resource.setrlimit(resource.RLIMIT_FSIZE, fsize)
     out["seconds"] = time.monotonic() - start
     out["left"] = sorted(tree() - inputs)
+    out["replaced"] = sorted(n for n, kind in kinds.items() if not os.path.lexists(n) or os.lstat(n).st_mode >> 12 != kind)
     out["nonfinite"] = [name for name in out["left"] if os.path.isfile(name) and os.path.getsize(name) < 1 << 20
                         and any(word in open(name, "rb").read() for word in (b"Infinity", b"NaN"))]
     os.chdir("/")
@@ -101,7 +114,7 @@ def run_cases(cases: list[dict], timeout: float = 600) -> dict[str, dict]:
     for case in cases:
         out.setdefault(case["id"], {"id": case["id"], "exit": None, "stderr": done.stderr[-3000:], "stdout": "",
                                     "exception": f"child died: {done.returncode}", "left": [], "seconds": 0,
-                                    "nonfinite": []})
+                                    "nonfinite": [], "replaced": []})
     return out
 
 
@@ -128,6 +141,8 @@ def problems(case: dict, outcome: dict) -> list[str]:
     left = [f for f in outcome["left"] if f not in case.get("keep", ())]
     if left:
         bad.append(f"left {left}")
+    if outcome.get("replaced"):
+        bad.append(f"replaced or removed {outcome['replaced']}")
     if outcome.get("nonfinite"):
         bad.append(f"Infinity or NaN in {outcome['nonfinite']}")
     return [*bad, f"stderr: {err[:600]}"] if bad else []

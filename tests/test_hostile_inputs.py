@@ -6,11 +6,10 @@ process under RLIMIT_AS, so a regression fails here instead of taking the machin
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from hostile import problems, run_cases
+from hostile import DEV_FULL, DEV_NULL, problems, run_cases
 
 SCN = "s.yaml"
 TRAIN = """\
@@ -197,7 +196,8 @@ case("outputs", "directory-in-the-way", [*OUT, "--trace", "d"], {SCN: TRAIN, "d/
      ["--trace d", "a directory is in the way"], keep=["d"])
 case("outputs", "file-in-the-way-of-a-folder", [*OUT, "--trace", "f/t.json"], {SCN: TRAIN, "f": ""},
      ["--trace f/t.json", "cannot write"])
-case("outputs", "full-disk", [*OUT, "--trace", "/dev/full"], {SCN: TRAIN}, ["--trace /dev/full", "No space left"])
+case("outputs", "full-disk", [*OUT, "--trace", DEV_FULL[0]], {SCN: TRAIN, **DEV_FULL[1]},
+     [f"--trace {DEV_FULL[0]}", "No space left"])
 case("outputs", "file-size-limit", [*OUT, "--trace", "t.json"], {SCN: TRAIN}, ["--trace t.json", "too large"],
      fsize=3_000)
 case("outputs", "fifo-without-reader", [*OUT, "--trace", "p"], {SCN: TRAIN, "p": "<fifo>"}, ["--trace p", "no reader"])
@@ -205,8 +205,8 @@ case("outputs", "same-file-twice", ["run", SCN, "-q", "--json", "a", "--csv", ".
      ["--json and --csv name the same file"])
 case("outputs", "sweep-plot-directory", ["sweep", SCN, "--grid", "layout.zero=0,1", "-j", "1", "-q", "--json",
                                         "s.json", "--plot", "d"], {SCN: TRAIN, "d/x": ""}, ["--plot d"], keep=["d"])
-case("outputs", "dev-null", ["run", SCN, "-q", "--json", "/dev/null", "--csv", "b.csv"], {SCN: TRAIN}, expect=0,
-     keep=["b.csv"])
+case("outputs", "dev-null", ["run", SCN, "-q", "--json", DEV_NULL[0], "--csv", "b.csv"], {SCN: TRAIN, **DEV_NULL[1]},
+     expect=0, keep=["b.csv"])
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +225,78 @@ def test_hostile_cases_stay_quick(outcomes):
     assert not slow
 
 
-def test_dev_null_is_still_a_device():
-    """`--json /dev/null` (the case above, as root too) writes through the device, never replaces it."""
-    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+# --- the classes stay mended as the schema grows ---------------------------------------------------
+
+def _schema_fields(cls=None, prefix=()):
+    """(dotted path, field type without Annotated/Optional, FieldInfo) of every leaf of the schema;
+    dict-valued fields once, as "<key>"."""
+    from typing import get_args, get_origin
+
+    from pydantic import BaseModel
+
+    from simulator.scenario.loader import _unwrap
+    from simulator.scenario.spec import Scenario
+
+    cls = cls or Scenario
+    for name, info in cls.model_fields.items():
+        path = (*prefix, info.alias or name)
+        tp = _unwrap(info.annotation)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            yield from _schema_fields(tp, path)
+        elif get_origin(tp) is dict:
+            yield ".".join((*path, "<key>")), _unwrap(get_args(tp)[1]), info
+        elif get_origin(tp) is tuple:
+            yield ".".join(path), _unwrap(get_args(tp)[0]), info
+        else:
+            yield ".".join(path), tp, info
+
+
+def _models(cls=None):
+    from pydantic import BaseModel
+
+    from simulator.scenario.loader import _unwrap
+    from simulator.scenario.spec import Scenario
+
+    cls = cls or Scenario
+    yield cls
+    for info in cls.model_fields.values():
+        tp = _unwrap(info.annotation)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            yield from _models(tp)
+
+
+def test_every_integer_field_has_a_size_limit():
+    """A new integer field must say how large it may be (simulator.scenario.limits.FIELD_MAX)."""
+    from simulator.scenario.limits import FIELD_MAX
+
+    ints = [path for path, tp, _ in _schema_fields() if tp is int]
+    assert len(ints) > 30
+    assert not [path for path in ints if path not in FIELD_MAX]
+
+
+EVERY_SECTION = {  # between them, every section of the schema
+    "train": MOE.replace("kind: counts, counts_file: c.txt", "kind: zipf") + """\
+faults: {straggler: {gpu: 3, slowdown: 1.5}, degraded_link: {gpu: 1, tier: scaleout, fraction: 0.5},
+         failed_node: {domain: 0, checkpoint_interval_s: 1 h}, jitter: {cv: 0.1}}
+""",
+    "serve": SERVE.replace("trace: t.csv, rate: 5", "rate: 5, count: 4"),
+}
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "true", "1e400"])
+def test_every_float_field_refuses_infinity_nan_and_booleans(tmp_path, value):
+    """Every float field of the schema, set to `value` from YAML, is one line naming it."""
+    from simulator.scenario.base import ScenarioError
+    from simulator.scenario.loader import load_scenario
+
+    assert all(m.model_config.get("allow_inf_nan") is False for m in _models())
+    floats = [path.replace("<key>", "gemm" if "efficiency" in path else "bf16")
+              for path, tp, _ in _schema_fields() if tp is float]
+    assert len(floats) > 15
+    for kind, text in EVERY_SECTION.items():
+        (tmp_path / f"{kind}.yaml").write_text(text)
+    for path in floats:
+        kind = "serve" if path.startswith(("workload.arrivals", "workload.slo")) else "train"
+        with pytest.raises(ScenarioError) as err:
+            load_scenario(tmp_path / f"{kind}.yaml", [f"{path}={value}"])
+        assert f": {path}: " in str(err.value) and "\n" not in str(err.value), (path, str(err.value))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -48,18 +49,19 @@ def is_stdout(path: Path | None) -> bool:
     return path is not None and str(path) == "-"
 
 
+_DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|thread-self|\d+)/fd/\d+")
+
+
 def _special(path: Path) -> bool:
-    """Whether `path` names something to write in place: an existing non-regular file, or anything
-    under /dev or /proc (/dev/stdout is a link to the process's own descriptor)."""
-    real = os.path.realpath(path)
-    if real.startswith(("/dev/", "/proc/")):
+    """Whether `path` is written in place: an existing file that is not a regular one (/dev/null, a
+    FIFO, a terminal), or a descriptor of this process (/dev/stdout: renaming over what it points to
+    would cut the shell's redirection off)."""
+    if _DESCRIPTOR.fullmatch(os.path.abspath(path)):
         return True
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return False
     except OSError:
-        return False  # unreadable: the write below says why
+        return False  # missing, or unreadable: the write below says why
 
 
 def _reason(err: OSError) -> str:
@@ -122,8 +124,8 @@ def _write_file(name: str, text: str) -> None:
 
 
 def _write_special(path: Path, text: str) -> None:
-    """Write to an existing non-regular file in place (opened without blocking on a FIFO)."""
-    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """Write to an existing non-regular file in place, appending (opened without blocking on a FIFO)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as fh:

@@ -62,6 +62,8 @@ MAX_SPAN_S = 1e9
 """Seconds of simulated time (arrivals, traces): beyond them float time loses the microseconds."""
 MAX_SWEEP_POINTS = 100_000
 """Points of one sweep: each is a simulation and a row of every output."""
+MAX_REFINED = 1_000
+"""Layouts a search simulates again with the engine (--top)."""
 
 _EXACT = "FLOP and byte counts stay exact"
 _SEED = "a 64-bit seed"

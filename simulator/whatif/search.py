@@ -13,6 +13,7 @@ re-simulated with the engine, and why the runners-up lost.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ import numpy as np
 from ..output.baseline import lookup
 from ..output.pareto import front
 from ..scenario.base import ScenarioError
+from ..scenario.files import clip, quote
 from ..scenario.limits import MAX_GPUS, number
 from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
@@ -63,14 +65,17 @@ def parse_constraint(text: str) -> Constraint:
     """'memory_bytes.total<70e9' -> Constraint; ValueError (one line) otherwise."""
     match = _CONSTRAINT.match(text)
     if not match:
-        raise ValueError(f"--constraint {text!r}: expected KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
+        raise ValueError(f"--constraint {quote(text)}: expected KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
     key, op, raw = match.groups()
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"--constraint {text!r}: {raw!r} is not a number (SI units: seconds, bytes)") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"--constraint {quote(text)}: {quote(raw)} is not a finite number (SI units: seconds, "
+                         "bytes)") from None
     if key not in ANALYTIC_KEYS:
-        raise ValueError(f"--constraint {text!r}: {key} is not a figure of a training search; use one of "
+        raise ValueError(f"--constraint {quote(text)}: {clip(key, 60)} is not a figure of a training search; use one of "
                          f"{', '.join(ANALYTIC_KEYS)}")
     return Constraint(key, op, value)
 

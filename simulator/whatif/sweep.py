@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import yaml
+
 from .. import signals
 from ..scenario.base import ScenarioError
 from ..scenario.files import one_line, quote
@@ -133,8 +135,6 @@ def _scalar(text: str, spec: str):
 
 def _text(value) -> str:
     """A value as --set writes it (YAML flow style for lists)."""
-    import yaml
-
     if isinstance(value, str):
         return value
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
