@@ -361,7 +361,8 @@ def validate(
 
     quiet = to_stdout(json_out, csv_out) or quiet
     if folder is not None and not folder.is_dir():
-        fail(f"{folder}: not a folder (validate reads cases.yml and the scenarios beside it)")
+        fail(f"{folder}: {'not a folder' if folder.exists() else 'not found'} (validate reads cases.yml and the "
+             "scenarios beside it)")
     try:
         cases = val.load_cases(folder or val.DEFAULT_DIR)
         points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,

@@ -147,6 +147,8 @@ run("sizes/output-1e6", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 5, c
     "workload.output_len=1000000", says=["workload.output_len", "decode steps"])
 run("sizes/trace-slow-arrivals", {SCN: SERVE, "t.csv": "prompt_len,output_len\n" + "16,64\n" * 20000},
     "workload.arrivals.rate=0.001", says=["workload.arrivals.trace"])
+run("sizes/trace-context-over-limit", {SCN: SERVE, "t.csv": HEADER + "0,3000000,4\n"}, "topology.device.hbm=1 PB",
+    says=["workload.arrivals.trace", "3,000,004 tokens", "limit"])
 case("sizes", "sweep-1e9-points", ["sweep", SCN, "--grid", "layout.pp=" + ",".join(map(str, range(1000))),
                                    "--grid", "layout.tp=" + ",".join(map(str, range(1000))), "--grid",
                                    "workload.micro_batch=" + ",".join(map(str, range(1, 1001))), "-q"],

@@ -64,6 +64,11 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
     under a light load what arrives while one is served (Little's law with the batch-1 step time)."""
     kv_tokens = serve_memory(scn).kv_tokens
     fits = (req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
+    longest = int((req.prompt + req.output)[fits].max()) if fits.any() else 0
+    if longest > MAX_SERVE_CONTEXT:
+        raise ScenarioError(one_line(f"{scn.source}: {field}: a request of {longest:,} tokens (prompt + output) "
+                                     f"that the KV cache holds is over simrack's limit of {MAX_SERVE_CONTEXT:,} "
+                                     "(tables by context length)"))
     if not fits.any() or int(req.output[fits].sum()) <= MAX_DECODE_STEPS:
         return req  # even one sequence a step is within the limit
     prompt, output, arrival = req.prompt[fits], req.output[fits], req.arrival[fits]
@@ -124,9 +129,6 @@ def _read_trace(scn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 _trace_error(scn, f"{shown}: more than {MAX_REQUESTS:,} requests, simrack's limit (per-request "
                              "arrays and events)")
             p, o = (_tokens(scn, where, name, row[at[name]]) for name in ("prompt_len", "output_len"))
-            if p + o > MAX_SERVE_CONTEXT:
-                _trace_error(scn, f"{where}: prompt_len + output_len = {p + o:,} is over simrack's limit of "
-                             f"{MAX_SERVE_CONTEXT:,} tokens (tables by context length)")
             times.append(_seconds(scn, where, row[at["arrival_s"]]) if "arrival_s" in at else math.nan)
             prompt.append(p), output.append(o)
     except csv.Error as exc:
@@ -136,13 +138,16 @@ def _read_trace(scn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(times, float), np.array(prompt, np.int64), np.array(output, np.int64)
 
 
+MAX_ROW_TOKENS = 2**31 - 1  # a request longer than MAX_SERVE_CONTEXT is refused if the KV cache holds it
+
+
 def _tokens(scn, where: str, name: str, text: str) -> int:
-    """A token count of the trace: a whole number from 1 to MAX_SERVE_CONTEXT."""
+    """A token count of the trace: a whole number from 1 to MAX_ROW_TOKENS."""
     text = text.strip()
     if not text.isdigit() or not text.isascii():
         _trace_error(scn, f"{where}: {name} {quote(text)} is not a whole number of tokens")
-    if len(text) > 12 or not 1 <= int(text) <= MAX_SERVE_CONTEXT:
-        _trace_error(scn, f"{where}: {name} {quote(text)} is not between 1 and {MAX_SERVE_CONTEXT:,} tokens")
+    if len(text) > 12 or not 1 <= int(text) <= MAX_ROW_TOKENS:
+        _trace_error(scn, f"{where}: {name} {quote(text)} is not between 1 and {MAX_ROW_TOKENS:,} tokens")
     return int(text)
 
 
