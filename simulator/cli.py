@@ -18,7 +18,7 @@ from .output.commit import OutputError, commit, is_stdout
 from .output.trace import chrome_trace
 from .scenario.base import ScenarioError
 from .scenario.files import one_line
-from .scenario.limits import MAX_REFINED
+from .scenario.limits import MAX_DRAWN_SLICES, MAX_REFINED
 from .scenario.loader import load_scenario
 from .simulate import run as run_scenario
 
@@ -116,6 +116,9 @@ def schedule(
         fail(str(err))
     except InvariantError as err:
         bug(err)
+    if svg is not None and len(result.timeline.start) > MAX_DRAWN_SLICES:
+        fail(f"--svg {svg}: {len(result.timeline.start):,} slices to draw, over simrack's limit of "
+             f"{MAX_DRAWN_SLICES:,} for a picture (minutes and gigabytes to draw); draw fewer micro-batches")
     typer.echo(result.plan.table.format_grid())
     if svg is not None:
         from .output.plots import save_pipeline  # matplotlib only when a picture is asked for

@@ -149,6 +149,8 @@ run("sizes/trace-slow-arrivals", {SCN: SERVE, "t.csv": "prompt_len,output_len\n"
     "workload.arrivals.rate=0.001", says=["workload.arrivals.trace"])
 run("sizes/trace-context-over-limit", {SCN: SERVE, "t.csv": HEADER + "0,3000000,4\n"}, "topology.device.hbm=1 PB",
     says=["workload.arrivals.trace", "3,000,004 tokens", "limit"])
+case("sizes", "schedule-picture", ["schedule", SCN, "--set", "workload.global_batch=65536", "--svg", "s.png"],
+     {SCN: TRAIN}, ["--svg s.png", "slices", "limit"])
 case("sizes", "sweep-1e9-points", ["sweep", SCN, "--grid", "layout.pp=" + ",".join(map(str, range(1000))),
                                    "--grid", "layout.tp=" + ",".join(map(str, range(1000))), "--grid",
                                    "workload.micro_batch=" + ",".join(map(str, range(1, 1001))), "-q"],

@@ -64,6 +64,8 @@ MAX_SWEEP_POINTS = 100_000
 """Points of one sweep: each is a simulation and a row of every output."""
 MAX_REFINED = 1_000
 """Layouts a search simulates again with the engine (--top)."""
+MAX_DRAWN_SLICES = 1 << 14
+"""Slices of a `simrack schedule --svg` picture (4 s at 8,192; a minute and 1.5 GiB at 32,768)."""
 
 _EXACT = "FLOP and byte counts stay exact"
 _SEED = "a 64-bit seed"
