@@ -3,7 +3,8 @@
 SIGINT and SIGTERM are handled before the heavy imports (numpy, pydantic, simpy: imported inside
 main, the one other place than cli with function-level imports), so an interrupt at any point,
 start-up included, ends with one line and status 130 or 143, never a traceback (simulator.signals).
-A usage error (a missing argument, an unknown option) is one line and status 2 like any bad input.
+A usage error (a missing argument, an unknown option) is one line and status 2 like any bad input;
+an unexpected exception, a bug in simrack, is one line and status 3 (SIMRACK_TRACEBACK=1 re-raises it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
                 _leave(_usage(err) if err.format_message().strip() else None, err.exit_code)
         except SystemExit as done:
             status = _status(done.code)
+        except Exception as err:  # noqa: BLE001 - anything else is a bug in simrack: one line, status 3
+            if os.environ.get("SIMRACK_TRACEBACK"):
+                raise
+            text = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+            _leave(f"simrack: bug, please report it with the command line: {text} (SIMRACK_TRACEBACK=1 shows "
+                   "where)", 3)
         signals.settle()  # the command has finished: a signal from here on changes nothing
     except signals.Interrupted as stop:
         _leave(f"simrack: interrupted by {stop}", stop.status)

@@ -60,8 +60,9 @@ def make_requests(scn) -> Requests:
 
 def _bounded(scn, req: Requests, field: str) -> Requests:
     """`req`, unless simulating it takes more decode steps than simrack's limit (simulator.scenario.
-    limits); ScenarioError at `field` then. Sequences a step: what a replica's KV cache holds, and
-    under a light load what arrives while one is served (Little's law with the batch-1 step time)."""
+    limits), or it holds a request the KV cache takes that is longer than MAX_SERVE_CONTEXT;
+    ScenarioError at `field` then. Sequences a step: what a replica's KV cache holds, and under a
+    light load what arrives while one is served (Little's law with the step costs)."""
     kv_tokens = serve_memory(scn).kv_tokens
     fits = (req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
     longest = int((req.prompt + req.output)[fits].max()) if fits.any() else 0
@@ -83,7 +84,7 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
         costs, busy = step_costs(scn), 1.0
         prefill = float(costs.prefill(int(np.mean(prompt))))
         for _ in range(4):  # Little's law: in the system = arrival rate x (prefill + output x step time)
-            busy = rate * (prefill + float(np.mean(output)) * float(costs.decode_step(max(1, round(busy)), context)))
+            busy = rate * (prefill + float(np.mean(output)) * float(costs.decode_step(max(1, round(busy)), int(context))))
         if busy < at_once:
             at_once, why = busy, f" at {rate:.3g} arrivals/s a replica"
     problem = decode_steps(scn, int(output.sum()), int(output.max()), field, at_once, why)
