@@ -107,13 +107,20 @@ def read_counts(base_dir: Path, name: str, layers: int, experts: int) -> np.ndar
         if len(fields) != experts:
             raise CountsError(f"{shown} line {line}: {len(fields)} counts; expected 1 or {layers} rows of "
                               f"{experts} non-negative counts")
-        rows.append([_count(f, shown, line) for f in fields])
-        if not any(rows[-1]):
+        try:
+            row = np.array(fields, dtype=float)
+        except ValueError:
+            row = np.array([math.nan])  # a word: _count names it below
+        if not (np.all(row >= 0) and np.all(row <= 2.0**53)):  # NaN fails this too
+            for f in fields:
+                _count(f, shown, line)
+        rows.append(row)
+        if not rows[-1].any():
             raise CountsError(f"{shown} line {line}: every count is zero; a layer's tokens must go somewhere")
     if len(rows) not in (1, layers):
         raise CountsError(f"{shown}: expected 1 or {layers} rows of {experts} non-negative counts, got "
                           f"{len(rows)} rows")
-    counts = np.broadcast_to(np.array(rows, dtype=float), (layers, experts))
+    counts = np.broadcast_to(np.array(rows), (layers, experts))
     return counts / counts.sum(axis=1, keepdims=True)
 
 
