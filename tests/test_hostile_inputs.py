@@ -209,6 +209,8 @@ case("outputs", "same-file-twice", ["run", SCN, "-q", "--json", "a", "--csv", ".
      ["--json and --csv name the same file"])
 case("outputs", "sweep-plot-directory", ["sweep", SCN, "--grid", "layout.zero=0,1", "-j", "1", "-q", "--json",
                                         "s.json", "--plot", "d"], {SCN: TRAIN, "d/x": ""}, ["--plot d"], keep=["d"])
+case("outputs", "plot-unknown-format", ["schedule", SCN, "--svg", "p.xyz"], {SCN: TRAIN},
+     ["--svg p.xyz: cannot draw", "not supported"])
 case("outputs", "dev-null", ["run", SCN, "-q", "--json", DEV_NULL[0], "--csv", "b.csv"], {SCN: TRAIN, **DEV_NULL[1]},
      expect=0, keep=["b.csv"])
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import signals
-from ..scenario.files import clip
+from ..scenario.files import clip, one_line
 
 Content = str | Callable[[Path], None]
 
@@ -166,7 +166,11 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
                 work.folder(target)
                 tmp = work.temp(target)
                 if callable(content):
-                    content(Path(tmp))
+                    try:
+                        content(Path(tmp))
+                    except ValueError as err:  # a format the plotting library lacks, nothing to draw
+                        detail = one_line(str(err), 300).removeprefix(f"{opt}: ")
+                        raise OutputError(f"{opt} {clip(str(path))}: cannot draw: {detail}") from None
                 else:
                     _write_file(tmp, content)
                 staged.append((opt, tmp, target))
