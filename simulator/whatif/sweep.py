@@ -47,6 +47,7 @@ CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
 CLUSTER_PATIENCE_S = 60.0
 """Seconds a --cluster sweep waits while its scheduler is unreachable or has no worker, then gives up."""
 POLL_S = 0.2  # how often a cluster sweep looks for results and at the cluster's health
+FETCH_S = 1.0  # the longest a cluster sweep waits to fetch one result before looking at the cluster again
 
 
 @dataclass(frozen=True)
@@ -290,18 +291,20 @@ def _on_cluster(items: list, fn: Callable, address: str, bar: Bar, patience: flo
 
 @contextmanager
 def _quiet_dask():
-    """Dask's own loggers silenced inside the block: a lost scheduler is reported in one line, not by
-    the client's reconnection tracebacks."""
-    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in ("distributed", "tornado")]
-    loggers = [logging.getLogger(n) for n in ("distributed", "tornado", *names)]
+    """Dask's (and asyncio's) loggers silenced inside the block: a lost scheduler is reported in one
+    line, not by the client's reconnection tracebacks."""
+    roots = ("distributed", "tornado", "asyncio")
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in roots]
+    loggers = [logging.getLogger(n) for n in (*roots, *names)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        if not signals.installed():  # the Python API gets its logging back; the program stays quiet to the end
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def _with_client(Client, as_completed, items: list, fn: Callable, address: str, bar: Bar, patience: float) -> list:  # noqa: N803
@@ -335,27 +338,29 @@ def _with_client(Client, as_completed, items: list, fn: Callable, address: str, 
 
 def _collect(client, stream, position: dict, out: list, left: set, fn: Callable, address: str, bar: Bar,
              patience: float) -> str | None:
-    """Store results as they complete; the reason to give up, or None when every item is done."""
+    """Store results as they complete; the reason to give up, or None when every item is done. A
+    result that cannot be fetched (its worker died with it) goes back to be computed again; the
+    cluster's health decides how long that may take."""
     trouble_since = None
     while left:
-        batch = stream.next_batch(block=False)
-        for future in batch:
+        progressed = False
+        for future in stream.next_batch(block=False):
             i = position[future.key]
-            if future.status == "finished":
+            if future.status in ("finished", "error"):
                 try:
-                    out[i] = bar.tick(future.result(timeout=max(patience, 1.0)))
-                except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - fetching it failed
-                    return f"--cluster {address}: lost contact with the scheduler ({type(err).__name__})"
-            elif fn is evaluate and future.status == "error":  # evaluate never raises: the worker died
-                try:
-                    err = future.exception(timeout=max(patience, 1.0))
-                except (Exception, asyncio.CancelledError) as lost:  # noqa: BLE001
-                    return f"--cluster {address}: lost contact with the scheduler ({type(lost).__name__})"
-                job = out[i]
-                out[i] = bar.tick(Point(job.index, job.values, "error",
-                                        one_line(f"--cluster {address}: {type(err).__name__}: {err}"), None))
-            elif future.status == "error":
-                future.result()  # the item's own exception, as in-process
+                    err = future.exception(timeout=FETCH_S)
+                    value = future.result(timeout=FETCH_S) if err is None else None
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - not fetched: computed again
+                    stream.add(future)
+                    continue
+                if err is None:
+                    out[i] = bar.tick(value)
+                elif fn is evaluate:  # evaluate never raises: the worker died under it
+                    job = out[i]
+                    out[i] = bar.tick(Point(job.index, job.values, "error",
+                                            one_line(f"--cluster {address}: {type(err).__name__}: {err}"), None))
+                else:
+                    raise err  # the item's own exception, as in-process
             elif future.status == "lost":  # its worker died: computed again once a worker is there
                 stream.add(future)
                 continue
@@ -363,7 +368,8 @@ def _collect(client, stream, position: dict, out: list, left: set, fn: Callable,
                 gone = "went away" if client.status != "running" else "dropped the work"
                 return f"--cluster {address}: the scheduler {gone} ({future.status})"
             left.discard(i)
-        if batch:
+            progressed = True
+        if progressed:
             trouble_since = None
             continue
         problem = _health(client, address)
