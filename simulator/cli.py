@@ -4,9 +4,8 @@ a broken invariant (a bug in simrack) one line and exit status 3."""
 from __future__ import annotations
 
 import json
-import os
+import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +14,10 @@ import typer
 from ._version import __version__
 from .invariants import InvariantError
 from .output import render
+from .output.commit import OutputError, commit, is_stdout
 from .scenario.base import ScenarioError
+from .scenario.files import one_line
+from .scenario.limits import MAX_DRAWN_SLICES, MAX_REFINED
 from .scenario.loader import load_scenario
 from .simulate import run as run_scenario
 
@@ -48,49 +50,33 @@ def _trace(result) -> str:
 
 def fail(message: str) -> None:
     """Print one line to stderr and exit with status 2."""
-    typer.echo(f"simrack: {message}", err=True)
+    typer.echo(f"simrack: {one_line(message)}", err=True)
     raise typer.Exit(2)
 
 
 def bug(err: InvariantError) -> None:
     """A broken invariant: one line naming the scenario and the rule, exit status 3 (simrack's fault)."""
-    typer.echo(f"simrack: bug, please report it with the scenario: {err}", err=True)
+    typer.echo(f"simrack: bug, please report it with the scenario: {one_line(str(err))}", err=True)
     raise typer.Exit(3)
-
-
-def _file_mode() -> int:
-    """Mode of a new file under the ordinary umask: 0666 & ~umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _is_stdout(path: Optional[Path]) -> bool:
-    return path is not None and str(path) == "-"
 
 
 def to_stdout(*paths: Optional[Path]) -> bool:
     """Whether an output is '-' (standard output; then no table goes there); two of them is an error."""
-    if sum(map(_is_stdout, paths)) > 1:
+    if sum(map(is_stdout, paths)) > 1:
         fail("only one of --json, --csv, --trace may be '-' (standard output)")
-    return any(map(_is_stdout, paths))
+    return any(map(is_stdout, paths))
 
 
-def write_all(outputs: dict[Optional[Path], str]) -> None:
-    """Write every requested file, each atomically (temp file + rename, mode 0666 & ~umask), after all
-    were rendered; a '-' output goes to standard output, last."""
-    for path, text in outputs.items():
-        if path is None or _is_stdout(path):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    for path, text in outputs.items():
-        if _is_stdout(path):
-            typer.echo(text, nl=False)
+def write_all(outputs) -> None:
+    """Write every requested output, all or none (simulator.output.commit): (option, path, text or a
+    function drawing into a path) each, None paths skipped, '-' to standard output last; a failure
+    is one line and exit status 2, nothing left behind."""
+    try:
+        commit(outputs, stdout=lambda text: typer.echo(text, nl=False))
+    except OutputError as err:
+        fail(str(err))
+    except ValueError as err:  # a plot that cannot be drawn (its format, no point to draw)
+        fail(str(err))
 
 
 @app.command()
@@ -111,11 +97,9 @@ def run(
     except InvariantError as err:
         bug(err)
     report = result.report
-    write_all({
-        json_out: render.to_json(report) if json_out else "",
-        csv_out: render.to_csv([report]) if csv_out else "",
-        trace_out: _trace(result) if trace_out else "",
-    })
+    write_all([("--json", json_out, render.to_json(report) if json_out else ""),
+               ("--csv", csv_out, render.to_csv([report]) if csv_out else ""),
+               ("--trace", trace_out, _trace(result) if trace_out else "")])
     if not quiet:
         render.print_table(report)
 
@@ -137,6 +121,9 @@ def schedule(
         fail(str(err))
     except InvariantError as err:
         bug(err)
+    if svg is not None and len(result.timeline.start) > MAX_DRAWN_SLICES:
+        fail(f"--svg {svg}: {len(result.timeline.start):,} slices to draw, over simrack's limit of "
+             f"{MAX_DRAWN_SLICES:,} for a picture (minutes and gigabytes to draw); draw fewer micro-batches")
     typer.echo(result.plan.table.format_grid())
     if svg is not None:
         from .output.plots import save_pipeline  # matplotlib only when a picture is asked for
@@ -144,46 +131,38 @@ def schedule(
         lay = scn.layout
         title = (f"{scn.name}: {lay.schedule}, p={lay.pp}, m={scn.micro_batches}, "
                  f"bubble {100 * result.report.bubble_fraction:.1f}%")
-        svg.parent.mkdir(parents=True, exist_ok=True)
-        save_pipeline(result.plan, result.timeline, svg, title)
+        write_all([("--svg", svg, lambda out: save_pipeline(result.plan, result.timeline, out, title))])
 
 
 # --- what-if commands: sweep, search, check, validate (docs/whatif.md) ---------------------------
 
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here (-: stdout)")]
 CsvOut = Annotated[Optional[Path], typer.Option("--csv", help="write the results as CSV here (-: stdout)")]
-Workers = Annotated[Optional[int], typer.Option("--workers", "-j", help="local processes (default: all cores)")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", "-j", help="local processes (default: all cores; at most 4 a core)")]
+
+
+def _workers(workers: Optional[int]) -> Optional[int]:
+    """-j as given, unless below 1 or above 4 processes a core (each holds a simulator: more only
+    add memory); one line and exit status 2 then."""
+    from .whatif.sweep import default_workers
+
+    most = 4 * default_workers()
+    if workers is not None and not 1 <= workers <= most:
+        fail(f"--workers {workers}: expected 1 to {most} (4 processes a core)")
+    return workers
 Cluster = Annotated[Optional[str], typer.Option(
     "--cluster", help="send the simulations to a Dask distributed scheduler, e.g. tcp://host:8786")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no table on the terminal")]
+ClusterTimeout = Annotated[float, typer.Option(
+    "--cluster-timeout", min=0.0, help="seconds to wait while the --cluster scheduler is unreachable or has no "
+    "worker before giving up with the points done")]
 
 
 def _progress(n: int, quiet: bool) -> bool:
     """A progress bar (transient, on stderr) on long runs, when stderr is a terminal; -q only drops
     the table."""
     return n >= 8 and sys.stderr.isatty()
-
-
-def _render_plot(path: Optional[Path], draw) -> Optional[str]:
-    """Draw into a temporary file beside `path` (renamed into place by _commit), or None."""
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.fchmod(fd, _file_mode())
-    os.close(fd)
-    try:
-        draw(Path(tmp))
-    except Exception:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
-def _commit(outputs: dict, plot: Optional[Path], tmp: Optional[str]) -> None:
-    write_all(outputs)
-    if plot is not None and tmp is not None:
-        os.replace(tmp, plot)
 
 
 @app.command()
@@ -196,27 +175,33 @@ def sweep(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="draw the Pareto front (.png/.svg)")] = None,
     workers: Workers = None,
     cluster: Cluster = None,
+    cluster_timeout: ClusterTimeout = 60.0,
     quiet: Quiet = False,
 ) -> None:
     """Simulate every point of the cross product of --grid fields; failures are reported per point
-    (exit status 1 when no point simulates and fits in memory)."""
+    (exit status 1 when no point simulates and fits in memory, or when the cluster went away: the
+    points done are still written)."""
     from .output import whatif_tables as views
-    from .whatif.sweep import jobs, parse_grid
+    from .whatif.sweep import ClusterLost, parse_grid
     from .whatif.sweep import sweep as run_sweep
 
     quiet = to_stdout(json_out, csv_out) or quiet
+    lost = None
     try:
-        fields = parse_grid(grid)
+        fields = parse_grid(grid)  # every field known, the points within the limit: before any work
         load_scenario(scenario, overrides or ())  # the base must load (points may still be invalid)
-        n = len(jobs(scenario, fields))
-        points = run_sweep(scenario, fields, overrides or (), workers=workers, cluster=cluster,
-                           progress=_progress(n, quiet))
+        n = math.prod(len(values) for _, values in fields)
+        try:
+            points = run_sweep(scenario, fields, overrides or (), workers=_workers(workers), cluster=cluster,
+                               progress=_progress(n, quiet), patience=cluster_timeout)
+        except ClusterLost as err:  # written as far as it got, then exit status 1
+            points, lost = err.points, str(err)
         none_ok = not any(p.status == "ok" for p in points)
-        tmp = _render_plot(None if none_ok else plot, lambda out: _sweep_plot(points, fields, out))
     except (ScenarioError, ValueError) as err:
         fail(str(err))
-    _commit({json_out: views.sweep_json(points) if json_out else "",
-             csv_out: views.sweep_csv(points) if csv_out else ""}, plot, tmp)
+    write_all([("--json", json_out, views.sweep_json(points) if json_out else ""),
+               ("--csv", csv_out, views.sweep_csv(points) if csv_out else ""),
+               ("--plot", None if none_ok else plot, lambda out: _sweep_plot(points, fields, out))])
     if not quiet:
         bad = sum(p.status != "ok" for p in points)
         out = views.console()
@@ -224,6 +209,9 @@ def sweep(
                                     + (f", {bad} failed or out of memory" if bad else "")))
         for line in views.sweep_notes(points):
             out.print(line, highlight=False, soft_wrap=True)
+    if lost:
+        typer.echo(f"simrack: {lost}", err=True)
+        raise typer.Exit(1)
     if none_ok:
         typer.echo(f"simrack: none of the {len(points)} points simulated and fit in memory"
                    + (f"; {plot} not drawn" if plot else ""), err=True)
@@ -281,20 +269,20 @@ def search(
         counts = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         fail(f"--gpus {gpus!r}: expected a number or a comma-separated list of numbers")
-    if top < 1:
-        fail(f"--top {top}: must be at least 1")
+    if not 1 <= top <= MAX_REFINED:
+        fail(f"--top {top}: expected 1 to {MAX_REFINED:,} (each layout is simulated again with the engine)")
     try:
         cons = [parse_constraint(c) for c in constraint or ()]
         if counts is None:
             counts = [load_scenario(scenario, overrides or ()).gpus]
         res = run_search(scenario, gpus=counts, objective=objective, constraints=cons, top=top,
-                         scenario_overrides=overrides or (), workers=workers, cluster=cluster,
+                         scenario_overrides=overrides or (), workers=_workers(workers), cluster=cluster,
                          progress=sys.stderr.isatty())
-        tmp = _render_plot(plot if res.front else None, lambda out: _search_plot(res, out))
     except (ScenarioError, ValueError) as err:
         fail(str(err))
-    _commit({json_out: views.search_json(res) if json_out else "",
-             csv_out: views.search_csv(res) if csv_out else ""}, plot, tmp)
+    write_all([("--json", json_out, views.search_json(res) if json_out else ""),
+               ("--csv", csv_out, views.search_csv(res) if csv_out else ""),
+               ("--plot", plot if res.front else None, lambda out: _search_plot(res, out))])
     if not quiet:
         out = views.console()
         out.print(views.search_table(res, f"simrack search: {scenario.name}, objective {objective}"))
@@ -340,7 +328,7 @@ def check(
         tol = chk.parse_tolerance(tolerance)
         old = {} if update and not baseline.exists() else chk.load_baseline(baseline)
         todo = [Job(i, str(p), tuple(overrides or ()), {}) for i, p in enumerate(scenarios)]
-        points = run_jobs(todo, evaluate, workers=workers if len(todo) > 1 else 1)
+        points = run_jobs(todo, evaluate, workers=_workers(workers) if len(todo) > 1 else 1)
     except ValueError as err:
         fail(str(err))
     for p in points:
@@ -348,7 +336,7 @@ def check(
             fail(p.error or f"{scenarios[p.index]}: could not be simulated")
     keys = [chk.baseline_key(p, baseline) for p in scenarios]
     if update:
-        write_all({baseline: chk.updated(old, {k: chk.entry(p.report) for k, p in zip(keys, points)})})
+        write_all([("--baseline", baseline, chk.updated(old, {k: chk.entry(p.report) for k, p in zip(keys, points)}))])
         typer.echo(f"simrack: wrote {baseline} ({len(points)} scenario{'s' * (len(points) != 1)})")
         return
     findings = [chk.compare(k, chk.figures(p.report), (old.get(k) or {}).get("metrics"), tol)
@@ -382,18 +370,21 @@ def validate(
     from .whatif.sweep import Job, evaluate, run_jobs
 
     quiet = to_stdout(json_out, csv_out) or quiet
+    if folder is not None and not folder.is_dir():
+        fail(f"{folder}: {'not a folder' if folder.exists() else 'not found'} (validate reads cases.yml and the "
+             "scenarios beside it)")
     try:
         cases = val.load_cases(folder or val.DEFAULT_DIR)
         points = run_jobs([Job(i, str(c.scenario), (), {}) for i, c in enumerate(cases)], evaluate,
-                          workers=workers, progress=_progress(len(cases), quiet))
-    except ValueError as err:
+                          workers=_workers(workers), progress=_progress(len(cases), quiet))
+    except (ValueError, OSError) as err:
         fail(str(err))
     outcomes = [val.outcome(c, p) for c, p in zip(cases, points)]
     mean, worst = val.summary(outcomes)
     doc = val.document(outcomes)
-    write_all({json_out: (json.dumps({**doc, "simrack_version": __version__}, indent=2, sort_keys=True) + "\n")
-               if json_out else "",
-               csv_out: views.validate_csv(doc["cases"]) if csv_out else ""})
+    write_all([("--json", json_out, (json.dumps({**doc, "simrack_version": __version__}, indent=2, sort_keys=True)
+                                     + "\n") if json_out else ""),
+               ("--csv", csv_out, views.validate_csv(doc["cases"]) if csv_out else "")])
     if not quiet:
         out = views.console()
         out.print(views.validate_table(outcomes, mean, worst))
@@ -421,14 +412,13 @@ def schema(
     if out is None:
         typer.echo(text, nl=False)
         return
-    try:
-        write_all({out: text})
-    except OSError as err:
-        fail(f"{out}: --out: cannot write ({err.strerror or err})")
+    write_all([("--out", out, text)])
 
 
 def main() -> None:  # pragma: no cover - console entry
-    app(prog_name="simrack")
+    from .entry import main as entry_main  # signal handlers, then this app
+
+    entry_main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,3 +86,76 @@ def test_search_on_a_cluster_elsewhere_equals_local(elsewhere, monkeypatch):
     local = search(path, gpus=[64], top=2, workers=1)
     assert [r.status for r in remote.refined] == ["ok"] * 3
     assert [(r.label, r.report) for r in remote.refined] == [(r.label, r.report) for r in local.refined]
+
+
+# --- a cluster that goes away: the sweep ends with the points done, one line, no traceback ---------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _limit() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+@pytest.fixture
+def killable_cluster():
+    """A scheduler and one worker, each its own process (group), to be killed by the test."""
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_limit)
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"], **quiet)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-nanny", "--no-dashboard"], **quiet)
+    with distributed.Client(address, timeout="30s") as client:  # up, with its worker
+        client.wait_for_workers(1, timeout=30)
+    time.sleep(0.2)
+    yield address, scheduler, worker
+    for proc in (scheduler, worker):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("victim", ["worker", "scheduler"])
+def test_sweep_on_a_cluster_that_goes_away(killable_cluster, tmp_path, victim):
+    """Killing every worker used to make the sweep wait forever, killing the scheduler an 80-line
+    traceback: now --cluster-timeout seconds without a scheduler or a worker end it with exit 1, one
+    line naming the cluster, and the points done written."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    address, scheduler, worker = killable_cluster
+    grid = ["--grid", "layout.pp=1,2,4,8", "--grid", "layout.tp=1,2,4,8", "--grid",
+            "workload.recompute=none,selective,full", "--grid", "workload.global_batch=512,1024", "--grid",
+            "options.seed=" + ",".join(map(str, range(16)))]  # 1,536 points: far more than 4 s of work
+    out = tmp_path / "s.json"
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "simulator", "sweep", GPT3, *grid, "--cluster", address,
+                                   "--cluster-timeout", "2", "-q", "--json", str(out)], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_limit)
+    time.sleep(4)  # connected, the first points simulated
+    assert sweep_proc.poll() is None, sweep_proc.communicate()
+    (worker if victim == "worker" else scheduler).send_signal(signal.SIGKILL)
+    _, err = sweep_proc.communicate(timeout=60)
+    assert sweep_proc.returncode == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith(f"simrack: --cluster {address}: "), err
+    points = json.loads(out.read_text())["points"]
+    assert len(points) == 1536 and [p["index"] for p in points] == list(range(1536))
+    lost = [p for p in points if p["status"] == "error"]
+    assert lost and all(p["error"].startswith("not simulated: --cluster") for p in lost)
+    assert len(lost) < 1536 or victim == "scheduler"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]

@@ -1,14 +1,20 @@
 """Generated scenarios, valid and invalid, through `simrack run`: each simulates (report written,
 invariants hold: simulate.run checks them) or is rejected with one line and exit status 2 (no
 traceback, no file). Training steps of dense and MoE models under every schedule, and serving runs of
-dense and MoE models under every admission and batching policy.
+dense and MoE models under every admission and batching policy. Hostile cases too: sizes far past
+what a machine simulates, infinities, NaN and booleans in numeric fields, deep or alias-bombed YAML
+and garbled side files, run under a memory limit and a time limit each.
 
 The default run tries a few hundred cases; `pytest -m slow tests/test_properties.py` runs 10,000.
 """
 
 import copy
 import json
+import math
+import resource
 import tempfile
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -160,3 +166,135 @@ def test_tp_groups_spanning_domains(case):
 @given(scenario)
 def test_generated_scenarios_10k(case):
     check_one(case)
+
+
+# --- hostile cases: refused in one line, or simulated to finite figures, within bounds ----------
+
+HOSTILE_NUMBERS = st.sampled_from([2**31, 10**7, 2**63, 10**30, 2**4000, float("inf"), float("-inf"), float("nan"),
+                                   True, False, 1e308, -1e308, 5e-324, "1e400", "-0", 0])
+NUMERIC_FIELDS = [("model", "layers"), ("model", "hidden"), ("model", "heads"), ("model", "vocab"), ("model", "ffn"),
+                  ("model", "dropout"), ("workload", "seq_len"), ("workload", "global_batch"),
+                  ("workload", "micro_batch"), ("workload", "prompt_len"), ("workload", "output_len"),
+                  ("workload", "batch"), ("workload", "max_batch_tokens"), ("workload", "arrivals", "rate"),
+                  ("workload", "arrivals", "count"), ("workload", "arrivals", "seed"), ("layout", "tp"),
+                  ("layout", "pp"), ("layout", "chunks"), ("layout", "ep"), ("layout", "cp"),
+                  ("layout", "redundant_experts"), ("topology", "domains"), ("topology", "domain", "gpus"),
+                  ("topology", "scaleout", "nics_per_domain"), ("topology", "scaleout", "domains_per_leaf"),
+                  ("topology", "scaleout", "oversubscription"), ("options", "seed"), ("options", "gpu_hour_price")]
+UNITS = {"bandwidth": "GB/s", "latency": "s", "hbm": "GiB", "hbm_bandwidth": "TB/s", "bf16": "TFLOP/s"}
+DIMENSIONAL = [("topology", "domain", "bandwidth"), ("topology", "domain", "latency"),
+               ("topology", "device", "hbm"), ("topology", "device", "hbm_bandwidth"),
+               ("topology", "device", "peak_flops", "bf16"), ("topology", "scaleout", "latency")]
+HOSTILE_MAGNITUDES = st.sampled_from(["1e-300", "1e308", "1e400", "inf", "nan", "-1", "0", "1e-9", "1e12"])
+HOSTILE_YAML = st.one_of(
+    st.integers(33, 800).map(lambda d: "[" * d + "]" * d),  # deep nesting
+    st.tuples(st.integers(5, 12), st.integers(4, 9)).map(  # an alias bomb, width w and depth d
+        lambda wd: "{" + ", ".join([f"a0: &a0 [{', '.join(['x'] * wd[0])}]"] + [
+            f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * wd[0])}]" for i in range(1, wd[1])]) + "}"),
+    st.just("&a [*a]"),  # recursive
+    st.integers(4301, 6000).map(lambda n: "9" * n))  # too long to read as an integer
+TRACE_CELLS = st.one_of(st.sampled_from(["nan", "inf", "-1", "0", "", "1e400", "1" + "0" * 400, "12", "x", "\x00"]),
+                        st.text(max_size=8))
+
+
+def _put(case: dict, path: tuple, value) -> None:
+    node = case
+    for key in path[:-1]:
+        if isinstance(node.get(key), str):
+            node[key] = {"preset": node[key]}
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            return
+    node[path[-1]] = value
+
+
+@st.composite
+def hostile_cases(draw) -> tuple[dict, dict]:
+    """(scenario, side files): a valid base with one hostile number, dimension or YAML value, or a
+    garbled request trace."""
+    case = copy.deepcopy(draw(st.one_of(valid_base(), serve_base())))
+    files = {}
+    kind = draw(st.sampled_from(["number", "number", "dimension", "yaml", "trace"]))
+    if kind == "number":
+        _put(case, draw(st.sampled_from(NUMERIC_FIELDS)), draw(HOSTILE_NUMBERS))
+    elif kind == "dimension":
+        path = draw(st.sampled_from(DIMENSIONAL))
+        _put(case, path, f"{draw(HOSTILE_MAGNITUDES)} {UNITS[path[-1]]}")
+    elif kind == "yaml":
+        _put(case, draw(st.sampled_from(NUMERIC_FIELDS + DIMENSIONAL)), "<<HOSTILE>>")
+        files["<<HOSTILE>>"] = draw(HOSTILE_YAML)
+    elif case["workload"]["kind"] == "serve":
+        case["workload"]["arrivals"] = {"trace": "t.csv", "rate": 5}
+        rows = draw(st.lists(st.lists(TRACE_CELLS, min_size=1, max_size=4), min_size=1, max_size=5))
+        files["t.csv"] = "arrival_s,prompt_len,output_len\n" + "".join(",".join(r) + "\n" for r in rows)
+    return case, files
+
+
+@contextmanager
+def memory_limit(extra: int = 1 << 30):
+    """This process's address space capped at its current size + `extra` inside the block (a runaway
+    fails with MemoryError instead of taking the machine), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (min(size + extra, hard if hard != resource.RLIM_INFINITY else size + extra),
+                                            hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def check_hostile(case: dict, files: dict) -> None:
+    """Refused with exit 2 and one line, or simulated (exit 0) to a report of finite numbers; in
+    either case no traceback, no file left but the report, within memory and a few seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text = yaml.safe_dump(case, width=10**9)
+        for marker, value in files.items():
+            if marker.startswith("<<"):
+                text = text.replace(marker, value)
+            else:
+                (Path(tmp) / marker).write_text(value, encoding="utf-8", errors="surrogateescape")
+        path, out = Path(tmp) / "gen.yaml", Path(tmp) / "report.json"
+        path.write_text(text, encoding="utf-8", errors="surrogateescape")
+        before = set(Path(tmp).iterdir())
+        start = time.monotonic()
+        with memory_limit():
+            result = runner.invoke(app, ["run", str(path), "--json", str(out), "-q"])
+        assert time.monotonic() - start < 15, "took too long"
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert result.exit_code in (0, 2), (result.exit_code, result.output)
+        assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+        if result.exit_code == 0:
+            report = json.loads(out.read_text(), parse_constant=lambda c: math.nan)
+            numbers = [v for v in _leaves(report) if isinstance(v, float)]
+            assert all(math.isfinite(v) for v in numbers), "Infinity or NaN in the report"
+            assert set(Path(tmp).iterdir()) - before == {out}
+        else:
+            message = result.stderr.strip()
+            assert message.startswith("simrack: ") and "\n" not in message and len(message) <= 1100, message
+            assert "gen.yaml" in message
+            assert set(Path(tmp).iterdir()) == before
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@settings(max_examples=120, **COMMON)
+@given(hostile_cases())
+def test_hostile_scenarios(item):
+    check_hostile(*item)
+
+
+@pytest.mark.slow
+@settings(max_examples=5_000, **COMMON)
+@given(hostile_cases())
+def test_hostile_scenarios_5k(item):
+    check_hostile(*item)

@@ -316,9 +316,10 @@ def test_repository_scenarios_load(path):
 
 @pytest.mark.parametrize("name", REAL_TOPOLOGIES or [pytest.param("none", marks=pytest.mark.skip("no presets"))])
 def test_real_topology_presets_load(tmp_path, name):
-    highly_divisible = 2**16 * 3**4 * 5**2 * 7**2 * 11 * 13  # any dp of a real rack divides this
+    preset = yaml.safe_load((loader.PRESETS_DIR / f"{name}.yaml").read_text())
+    gpus = preset["domains"] * preset["domain"]["gpus"]  # every preset states both
     data = patched(BASE, {"topology": name, "layout": {"tp": 1, "pp": 1},
-                          "workload": {"global_batch": highly_divisible}})
+                          "workload": {"global_batch": 2 * gpus}})
     s = load_scenario(write(tmp_path, data))
     assert s.gpus == s.layout.dp > 0
     assert isinstance(s.topology.device, DeviceSpec)

@@ -17,10 +17,15 @@ That sample feeds the graph placement and the de-duplicated dispatch (distinct d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..scenario.base import ScenarioError
+from ..scenario.files import FileProblem, clip, one_line, quote, read_text, resolve
+from ..scenario.limits import MAX_COUNTS_BYTES
 
 TOKEN_SAMPLE = 1024  # tokens per MoE layer in the co-activation sample
 
@@ -77,15 +82,57 @@ def popularity(routing, moe, layers: int, rng: np.random.Generator, base_dir: Pa
     return clip_to_top_k(p, moe.top_k)
 
 
+class CountsError(ValueError):
+    """A routing counts file that cannot be used; `str()` is one line naming the file (and the line)."""
+
+
 def read_counts(base_dir: Path, name: str, layers: int, experts: int) -> np.ndarray:
-    """(layers, E) pmf from a text file of tokens per expert: one row for all layers, or one per layer."""
-    path = Path(name) if Path(name).is_absolute() else Path(base_dir) / name
-    counts = np.atleast_2d(np.loadtxt(path, dtype=float))
-    if counts.shape[1] != experts or counts.shape[0] not in (1, layers) or (counts < 0).any():
-        raise ValueError(f"{path}: expected 1 or {layers} rows of {experts} non-negative counts, "
-                         f"got shape {counts.shape}")
-    counts = np.broadcast_to(counts, (layers, experts))
+    """(layers, E) pmf from a text file of tokens per expert: one row for all layers, or one per layer
+    (whitespace-separated counts, '#' starts a comment). CountsError names the file and the line of
+    a count that is not a finite number from 0 to 2**53, a row of the wrong length or all zeros."""
+    path = resolve(name, base_dir)
+    shown = clip(str(path))
+    try:
+        text = read_text(path, MAX_COUNTS_BYTES)
+    except FileProblem as exc:
+        raise CountsError(f"{shown}: {exc.detail}") from None
+    rows = []
+    for line, content in enumerate(text.splitlines(), start=1):
+        fields = content.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(rows) == layers:
+            raise CountsError(f"{shown} line {line}: more than {layers} rows; expected 1 or {layers} rows of "
+                              f"{experts} non-negative counts")
+        if len(fields) != experts:
+            raise CountsError(f"{shown} line {line}: {len(fields)} counts; expected 1 or {layers} rows of "
+                              f"{experts} non-negative counts")
+        try:
+            row = np.array(fields, dtype=float)
+        except ValueError:
+            row = np.array([math.nan])  # a word: _count names it below
+        if not (np.all(row >= 0) and np.all(row <= 2.0**53)):  # NaN fails this too
+            for f in fields:
+                _count(f, shown, line)
+        rows.append(row)
+        if not rows[-1].any():
+            raise CountsError(f"{shown} line {line}: every count is zero; a layer's tokens must go somewhere")
+    if len(rows) not in (1, layers):
+        raise CountsError(f"{shown}: expected 1 or {layers} rows of {experts} non-negative counts, got "
+                          f"{len(rows)} rows")
+    counts = np.broadcast_to(np.array(rows), (layers, experts))
     return counts / counts.sum(axis=1, keepdims=True)
+
+
+def _count(text: str, shown: str, line: int) -> float:
+    """One count of a counts file: a finite number from 0 to 2**53."""
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 2.0**53:  # NaN, infinities and words fail this too
+        raise CountsError(f"{shown} line {line}: {quote(text)} is not a count of tokens from 0 to 2**53")
+    return value
 
 
 def draw_loads(pmf: np.ndarray, assignments: int, samples: int, rng: np.random.Generator,
@@ -154,7 +201,10 @@ def draw(scn, moe_layers: int, ep: int, tokens_per_rank: int, need_choices: bool
     """The routing of a scenario: pmf, loads of `ep` ranks' micro-batches, and the token sample."""
     moe, spec = scn.model.moe, scn.workload.routing
     rng = np.random.default_rng(scn.options.seed)
-    pmf = popularity(spec, moe, moe_layers, rng, Path(scn.source).parent)
+    try:
+        pmf = popularity(spec, moe, moe_layers, rng, Path(scn.source).parent)
+    except CountsError as err:
+        raise ScenarioError(one_line(f"{scn.source}: workload.routing.counts_file: {err}")) from None
     assignments = ep * tokens_per_rank * moe.top_k
     samples = 16 if spec is None else spec.samples
     loads, dropped = draw_loads(pmf, assignments, samples, rng, None if spec is None else spec.capacity_factor)

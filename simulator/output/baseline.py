@@ -16,11 +16,14 @@ same file works from any working directory:
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._version import __version__
+from ..scenario.files import FileProblem, clip, one_line, read_text
+from ..scenario.limits import MAX_BASELINE_BYTES
 from ..scenario.units import fmt_bytes, fmt_time
 
 VERSION = 1
@@ -90,17 +93,50 @@ def baseline_key(scenario: Path, baseline: Path) -> str:
 
 
 def load_baseline(path: Path) -> dict:
-    """The baseline's scenarios mapping; ValueError (one line) if unreadable."""
+    """The baseline's scenarios mapping; ValueError (one line) if unreadable or corrupt: every entry
+    holds metrics of METRICS, each a finite non-negative number (NaN, null, a string, a boolean or a
+    negative figure would compare as no regression, hiding one)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: baseline not found (create it with --update)") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a simrack baseline ({' '.join(str(err).split())})") from None
+        text = read_text(path, MAX_BASELINE_BYTES)
+    except FileProblem as err:
+        if err.detail == "file not found":
+            raise ValueError(f"{path}: baseline not found (create it with --update)") from None
+        raise ValueError(f"{path}: not a simrack baseline ({err.detail})") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: not a simrack baseline ({one_line(str(err), 200)})") from None
     if not isinstance(data, dict) or data.get("simrack_baseline") != VERSION or not isinstance(
             data.get("scenarios"), dict):
         raise ValueError(f"{path}: not a simrack baseline (expected simrack_baseline: {VERSION} and scenarios)")
+    for key, item in data["scenarios"].items():
+        problem = _entry_problem(item)
+        if problem:
+            raise ValueError(one_line(f"{path}: scenarios[{json.dumps(clip(key, 100))}]{problem}; a corrupt "
+                                      "baseline cannot show a regression (delete it and write it anew with --update)"))
     return data["scenarios"]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a figure a baseline may hold")
+
+
+_KNOWN = {key for key, *_ in METRICS}
+
+
+def _entry_problem(item: object) -> str | None:
+    """Why a baseline entry is unusable (".metrics.step_time_s: ..."), or None."""
+    if not isinstance(item, dict) or not isinstance(item.get("metrics"), dict) or not item["metrics"]:
+        return ": expected {\"kind\": ..., \"metrics\": {...}} with at least one metric"
+    for metric, value in item["metrics"].items():
+        where = f".metrics.{clip(str(metric), 60)}"
+        if metric not in _KNOWN:
+            return f"{where}: unknown metric; expected some of {', '.join(sorted(_KNOWN))}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{where}: {clip(json.dumps(value), 60)} is not a number"
+        if not math.isfinite(value) or value < 0:
+            return f"{where}: {value:g} is not a finite non-negative number"
+    return None
 
 
 def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tolerance: float) -> Finding:
@@ -109,7 +145,11 @@ def compare(key: str, now: dict[str, float], then: dict[str, float] | None, tole
         return Finding(key, [], [], True)
     worse, better = [], []
     for metric, label, way, unit in METRICS:
-        if metric not in now or metric not in then or then[metric] == 0:
+        if metric not in now or metric not in then or now[metric] == then[metric]:
+            continue
+        if then[metric] == 0:  # from zero: any rise is beyond every tolerance
+            text = f"{label} {_fmt(unit, 0.0)} -> {_fmt(unit, now[metric])} (from zero"
+            (worse if way == "lower" else better).append(f"{text})")
             continue
         change = now[metric] / then[metric] - 1
         loss = change if way == "lower" else -change

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NoReturn, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from ..schedules import SCHEDULE_NAMES
 
+def _real(value: object) -> object:
+    """A float field's input as given, unless it is a boolean (YAML `true` is not the number 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+Real = Annotated[float, BeforeValidator(_real)]
+"""A float field: a number, never a boolean; infinities and NaN are refused by every model's config."""
 PosInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
 Axis = Literal["tp", "cp", "ep", "dp", "pp"]
@@ -43,10 +52,10 @@ def _dp_value(value: object) -> int | str:
 
 
 class _Frozen(BaseModel):
-    """Base: frozen, keyword-only, unknown keys rejected, one docstring a field (read from the source by
-    the JSON schema, simulator.scenario.json_schema, not when the models are built: start-up)."""
+    """Base: frozen, keyword-only, unknown keys rejected, finite numbers only, one docstring a field (read from
+    the source by the JSON schema, simulator.scenario.json_schema, not when the models are built: start-up)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _fill(model: BaseModel, **values: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import NonNegInt, _Frozen
+from .base import NonNegInt, Real, _Frozen
 from .units import Seconds
 
 
@@ -15,7 +15,7 @@ class Straggler(_Frozen):
 
     gpu: NonNegInt
     """Global device index of the slow GPU."""
-    slowdown: Annotated[float, Field(ge=1)]
+    slowdown: Annotated[Real, Field(ge=1)]
     """Factor (>= 1) by which the GPU's kernels take longer; its TP group and stage wait for it."""
 
 
@@ -26,7 +26,7 @@ class DegradedLink(_Frozen):
     """Global device index whose link is degraded."""
     tier: Literal["nvlink", "scaleout"]
     """Which link: the GPU's NVLink port or its NIC share."""
-    fraction: Annotated[float, Field(ge=1e-6, le=1)]
+    fraction: Annotated[Real, Field(ge=1e-6, le=1)]
     """Bandwidth left, a fraction in [1e-6, 1] of the healthy figure (below that the link is dead:
     a failed node)."""
 
@@ -48,7 +48,7 @@ class FailedNode(_Frozen):
 class Jitter(_Frozen):
     """Faults: every task's duration times a lognormal factor of mean 1."""
 
-    cv: Annotated[float, Field(ge=0, le=10)]
+    cv: Annotated[Real, Field(ge=0, le=10)]
     """Coefficient of variation of the factor (0: no jitter)."""
     seed: NonNegInt = 0
     """Seed of the draw, combined with options.seed."""

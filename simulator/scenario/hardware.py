@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.scenario.base import Real
 from simulator.scenario.units import Bytes, BytesPerSecond, FlopPerSecond
 
 __all__ = ["DeviceSpec", "PEAK_FAMILY"]
@@ -15,7 +16,7 @@ PEAK_FAMILY = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "fp8-block": "fp8",
 """The data-sheet peak a compute dtype runs at: block-scaled FP8 (DeepSeek's 1x128 / 128x128 tiles, OCP
 MXFP8) at the FP8 peak, NVFP4 and MXFP4 at the FP4 peak (Blackwell)."""
 
-Efficiency = Annotated[float, Field(gt=0, le=1)]
+Efficiency = Annotated[Real, Field(gt=0, le=1)]
 
 
 class DeviceSpec(BaseModel):
@@ -27,6 +28,7 @@ class DeviceSpec(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True,
+        allow_inf_nan=False,
     )  # field docstrings: read by the JSON schema (simulator.scenario.json_schema), as _Frozen's
 
     name: str

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PlainValidator, StrictBool, model_validator
 
 from ..schedules import SPECS
-from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Schedule, _dp_value, _Frozen, _rule
+from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Real, Schedule, _dp_value, _Frozen, _rule
 
 
 class Layout(_Frozen):
@@ -79,5 +79,5 @@ class Options(_Frozen):
 
     seed: NonNegInt = 0
     """Seed for every random draw (routing, arrivals, stragglers)."""
-    gpu_hour_price: Annotated[float, Field(ge=0)] = 2.0
+    gpu_hour_price: Annotated[Real, Field(ge=0)] = 2.0
     """Price of one GPU-hour in dollars, for cost per million tokens."""

@@ -19,12 +19,14 @@ from pydantic import BaseModel, ValidationError
 
 import topologies
 from simulator.scenario.base import ScenarioError
+from simulator.scenario.files import FileProblem, clip, one_line, quote, read_text
+from simulator.scenario.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
 from simulator.scenario.spec import Scenario
 from simulator.scenario.units import UNITS_REQUIRED
 
 from ..data import MODELS_DIR
 
-__all__ = ["MODELS_DIR", "PRESETS_DIR", "load_scenario"]
+__all__ = ["MODELS_DIR", "PRESETS_DIR", "check_field", "load_scenario", "parse_value"]
 
 # MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
@@ -38,6 +40,7 @@ class _Issue(Exception):
     """A loading problem at a field path (None: the file itself)."""
 
     def __init__(self, field: str | None, detail: str) -> None:
+        field = None if field is None else clip(field)
         super().__init__(f"{field}: {detail}" if field else detail)
         self.field, self.detail = field, detail
 
@@ -48,7 +51,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     try:
         raw = _read_yaml(path)
         if not isinstance(raw, dict):
-            raise _Issue(None, f"expected a mapping with model, workload, topology; got {_short(raw)}")
+            raise _Issue(None, f"expected a mapping with model, workload, topology; got {quote(raw)}")
         raw = _expand(raw, path.parent)
         for text in overrides:
             _apply_override(raw, text)
@@ -57,47 +60,128 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
             raise _Issue("source", "set by the loader from the file path; remove it")
         raw = {"name": path.stem, **raw, "source": display}
     except _Issue as issue:
-        raise ScenarioError(f"{display}: {issue}") from None
+        raise ScenarioError(one_line(f"{display}: {issue}")) from None
     try:
         return Scenario.model_validate(raw, context={UNITS_REQUIRED: True})  # YAML and --set: units required
     except ValidationError as exc:
         raise ScenarioError(f"{display}: {_describe(exc.errors()[0])}") from None
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects duplicate keys instead of keeping the last."""
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where installed
 
 
-def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """A safe loader (libyaml's where present) that rejects duplicate keys instead of keeping the last."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode):
+    """A mapping, built like SafeConstructor's (a generator: nested mappings do not recurse)."""
+    data: dict = {}
+    yield data
     keys: list[Any] = []
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue  # "<<: *anchor" merge keys may be overridden by explicit keys
         key = loader.construct_object(key_node)
         if key in keys:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {quote(key)}", key_node.start_mark)
         keys.append(key)
-    return loader.construct_mapping(node)
+    data.update(loader.construct_mapping(node))
+
+
+def _integer(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    """An integer, or a marked error when Python refuses to convert it (over 4,300 digits)."""
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value):,} characters is "
+                                                "too long to read", node.start_mark) from None
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _integer)
+
+_OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_VALUE = (yaml.ScalarEvent, yaml.AliasEvent, *_OPEN)
+
+
+def parse_yaml(text: str) -> Any:
+    """The YAML document in `text`, within MAX_YAML_DEPTH levels and MAX_YAML_VALUES values (aliases
+    expanded); _Issue(None, ...) if malformed or beyond them. The events are counted first (libyaml
+    streams them in constant memory), so an oversized document is refused before it is built."""
+    try:
+        depth = values = 0
+        for event in yaml.parse(text, Loader=_BaseLoader):
+            if isinstance(event, _VALUE):
+                values += 1
+            if isinstance(event, _OPEN):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise _Issue(None, f"YAML nested deeper than {MAX_YAML_DEPTH} levels at line "
+                                 f"{event.start_mark.line + 1}")
+            elif isinstance(event, _CLOSE):
+                depth -= 1
+            if values > MAX_YAML_VALUES:
+                raise _Issue(None, f"YAML document of more than {MAX_YAML_VALUES:,} values (a scenario has about 100)")
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _Issue(None, f"YAML error{where}: {clip(' '.join(str(exc.problem or exc.context).split()))}") from None
+    except yaml.YAMLError as exc:
+        raise _Issue(None, f"YAML error: {clip(' '.join(str(exc).split()))}") from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # a scalar the constructor cannot build
+        raise _Issue(None, f"YAML value cannot be read: {clip(' '.join(str(exc).split()))}") from None
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """_Issue if the node graph, aliases expanded, is recursive, deeper than MAX_YAML_DEPTH or holds
+    more than MAX_YAML_VALUES values (a "billion laughs" document); iterative, each node seen once."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) of its expansion
+    path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if id(node) in done:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            done[id(node)] = (1, 0)
+            continue
+        kids = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if not finished:
+            if id(node) in path:
+                raise _Issue(None, f"YAML alias at line {node.start_mark.line + 1} refers to a value that holds it")
+            path.add(id(node))
+            stack.append((node, True))
+            stack.extend((kid, False) for kid in kids)
+            continue
+        path.discard(id(node))
+        values = 1 + sum(done[id(k)][0] for k in kids)
+        depth = 1 + max((done[id(k)][1] for k in kids), default=0)
+        if values > MAX_YAML_VALUES:
+            raise _Issue(None, f"YAML aliases expand to more than {MAX_YAML_VALUES:,} values "
+                         f"(line {node.start_mark.line + 1})")
+        if depth > MAX_YAML_DEPTH:
+            raise _Issue(None, f"YAML aliases nest deeper than {MAX_YAML_DEPTH} levels (line {node.start_mark.line + 1})")
+        done[id(node)] = (values, depth)
 
 
 def _read_yaml(path: Path) -> Any:
-    """Parsed YAML of `path`; _Issue(None, ...) if unreadable or malformed."""
+    """Parsed YAML of `path`; _Issue(None, ...) if unreadable, malformed or beyond the limits."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _Issue(None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _Issue(None, f"cannot read file: {exc}") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise _Issue(None, f"YAML error at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise _Issue(None, f"YAML error: {exc}") from None
+        text = read_text(path, MAX_YAML_BYTES)
+    except FileProblem as exc:
+        raise _Issue(None, exc.detail) from None
+    return parse_yaml(text)
 
 
 def _read_preset(path: Path, field: str, label: str) -> dict:
@@ -105,9 +189,9 @@ def _read_preset(path: Path, field: str, label: str) -> dict:
     try:
         data = _read_yaml(path)
     except _Issue as issue:
-        raise _Issue(field, f"{label} ({path}): {issue.detail}") from None
+        raise _Issue(field, f"{label} ({clip(str(path))}): {issue.detail}") from None
     if not isinstance(data, dict):
-        raise _Issue(field, f"{label} ({path}): expected a mapping, got {_short(data)}")
+        raise _Issue(field, f"{label} ({clip(str(path))}): expected a mapping, got {quote(data)}")
     return data
 
 
@@ -115,8 +199,8 @@ def _preset(folder: Path, name: object, field: str) -> dict:
     """Preset `folder/<name>.yaml` as a mapping, its `name` defaulting to the preset's."""
     available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "devices")
     if name not in available:
-        raise _Issue(field, f"no preset {name!r}; available: {', '.join(available) or 'none'}")
-    return {"name": name, **_read_preset(folder / f"{name}.yaml", field, f"preset {name!r}")}
+        raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(available) or 'none'}")
+    return {"name": name, **_read_preset(folder / f"{name}.yaml", field, f"preset {quote(name)}")}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -154,7 +238,7 @@ def _expand_topology(value: Any, base_dir: Path, field: str, depth: int) -> Any:
         raise _Issue(field, "presets refer to each other more than 8 deep")
     if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or "/" in value):
         path = base_dir / value
-        data = {"name": path.stem, **_read_preset(path, field, f"file {value!r}")}
+        data = {"name": path.stem, **_read_preset(path, field, f"file {quote(value)}")}
         return _expand_topology(data, path.parent, field, depth + 1)
     if isinstance(value, str):
         return _expand_topology(_preset(PRESETS_DIR, value, field), PRESETS_DIR, field, depth + 1)
@@ -164,7 +248,7 @@ def _expand_topology(value: Any, base_dir: Path, field: str, depth: int) -> Any:
     if "preset" in out:
         base = _expand_topology(out.pop("preset"), base_dir, f"{field}.preset", depth + 1)
         if not isinstance(base, dict):
-            raise _Issue(f"{field}.preset", f"expected a preset name or a file path, got {_short(base)}")
+            raise _Issue(f"{field}.preset", f"expected a preset name or a file path, got {quote(base)}")
         out = _merge(base, out)
     if "device" in out:
         out["device"] = _expand_device(out["device"])
@@ -185,11 +269,11 @@ def _device_preset(name: object, field: str) -> dict:
     """Entry `name` of devices.yaml, its `name` defaulting to the key."""
     path = PRESETS_DIR / "devices.yaml"
     if not path.is_file():
-        raise _Issue(field, f"no preset {name!r}: {path} not found")
+        raise _Issue(field, f"no preset {quote(name)}: {path} not found")
     devices = _read_preset(path, field, "devices.yaml")
     entry = devices.get(name) if isinstance(name, str) else None
     if not isinstance(entry, dict):
-        raise _Issue(field, f"no preset {name!r}; available: {', '.join(map(str, devices)) or 'none'}")
+        raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(map(str, devices)) or 'none'}")
     return {"name": name, **entry}
 
 
@@ -197,34 +281,55 @@ def _apply_override(raw: dict, text: object) -> None:
     """Set `dotted.path=value` (value parsed as YAML) in `raw`, creating missing sections."""
     match = _OVERRIDE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise _Issue("--set", f"override {text!r}: expected dotted.path=value, e.g. layout.pp=16")
+        raise _Issue("--set", f"override {quote(text)}: expected dotted.path=value, e.g. layout.pp=16")
     dotted, value_text = match.groups()
     keys = dotted.split(".")
     try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError:
-        raise _Issue(dotted, f"override {text!r}: value {value_text.strip()!r} is not valid YAML") from None
+        value = parse_yaml(value_text)
+    except _Issue as issue:
+        raise _Issue(dotted, f"override {quote(text)}: value {quote(value_text.strip())} is not valid YAML "
+                     f"({issue.detail})") from None
     _check_override_path(keys, text)
     target = raw
     for i, key in enumerate(keys[:-1]):
         if target.get(key) is None:
             target[key] = {}
         elif not isinstance(target[key], dict):
-            raise _Issue(".".join(keys[: i + 1]), f"override {text!r}: not a section, holds {_short(target[key])}")
+            raise _Issue(".".join(keys[: i + 1]), f"override {quote(text)}: not a section, holds {quote(target[key])}")
         target = target[key]
     target[keys[-1]] = value
 
 
-def _check_override_path(keys: list[str], text: str) -> None:
-    """Each key of an override path names a field of the schema."""
+def check_field(dotted: str) -> str | None:
+    """None if `dotted` ("layout.pp") names a field of the scenario schema, else one line saying why."""
+    if _OVERRIDE.fullmatch(f"{dotted}=") is None:
+        return f"{quote(dotted)}: expected a dotted field path, e.g. layout.pp"
+    try:
+        _check_override_path(dotted.split("."), None)
+    except _Issue as issue:
+        return str(issue)
+    return None
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` or `--grid` value: YAML within the document limits; ScenarioError (one line) if not."""
+    try:
+        return parse_yaml(text)
+    except _Issue as issue:
+        raise ScenarioError(str(issue)) from None
+
+
+def _check_override_path(keys: list[str], text: str | None) -> None:
+    """Each key of an override path names a field of the schema (`text`: the override, quoted)."""
+    said = "" if text is None else f"override {quote(text)}: "
     cls: Any = Scenario
     for i, key in enumerate(keys):
         where = ".".join(keys[: i + 1])
         if not _is_section(cls):
-            raise _Issue(".".join(keys[:i]), f"override {text!r}: not a section")
+            raise _Issue(".".join(keys[:i]), f"{said}not a section")
         cls = _step(cls, key)
         if cls is None:
-            raise _Issue(where, f"override {text!r}: unknown field{_hint(keys[:i])}")
+            raise _Issue(where, f"{said}unknown field{_hint(keys[:i])}")
 
 
 def _is_section(cls: Any) -> bool:
@@ -264,15 +369,9 @@ def _hint(loc: Sequence[object]) -> str:
     return "; expected one of: " + ", ".join(names)
 
 
-def _short(value: object) -> str:
-    """repr(value), at most 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _describe(err: Any) -> str:
     """One pydantic error as "field.path: what is wrong, got VALUE"."""
-    loc = [str(p) for p in err["loc"] if not _UNION_TAG.fullmatch(str(p))]
+    loc = [clip(str(p), 60) for p in err["loc"] if not _UNION_TAG.fullmatch(str(p))]
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "scenario_rule":
         loc, msg = loc + ctx["field"].split("."), ctx["detail"]
@@ -284,7 +383,7 @@ def _describe(err: Any) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         msg = msg.split(", ")[0] if kind.endswith("_parsing") else msg
         msg = msg[:1].lower() + msg[1:]
-        got = _short(err.get("input"))
+        got = quote(err.get("input"))
         if f"got {got}" not in msg and not (isinstance(err.get("input"), str) and got in msg):
             msg += f", got {got}"
-    return " ".join(f"{'.'.join(loc) or '(top level)'}: {msg}".split())
+    return one_line(f"{'.'.join(loc) or '(top level)'}: {msg}")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
-from .base import NonNegInt, PosInt, _derived, _fill, _Frozen, _rule
+from .base import NonNegInt, PosInt, Real, _derived, _fill, _Frozen, _rule
 
 
 class MoESpec(_Frozen):
@@ -67,7 +67,7 @@ class ModelSpec(_Frozen):
     rope: StrictBool = True
     """Rotary position embeddings applied to queries and keys in every layer (Llama, DeepSeek, Qwen);
     false for learned absolute positions added once to the embedding (GPT-2/3, Megatron GPT)."""
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    dropout: Annotated[Real, Field(ge=0, lt=1)] = 0.0
     """Hidden dropout probability (GPT-3 and Megatron GPT: 0.1; Llama: 0): the fused bias-dropout-add
     writes a one-byte mask per element and keeps it for the backward pass."""
     moe: MoESpec | None = None

@@ -15,8 +15,10 @@ from pydantic import model_validator
 from ..schedules import SPECS
 from .base import _derived, _fill, _Frozen, _rule
 from .faults import Faults
+from .files import clip
 from .hardware import PEAK_FAMILY
 from .layout import Layout, Options
+from .limits import excess
 from .model import ModelSpec
 from .topology import TopologySpec
 from .workload import Workload
@@ -57,6 +59,7 @@ class Scenario(_Frozen):
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
+        _check_limits(self)
         _check_model_split(self)
         _check_stages(self)
         _check_experts(self)
@@ -71,6 +74,13 @@ class Scenario(_Frozen):
 
 
 # --- cross-field rules (each names its field path and quotes the numbers) ---------------------
+
+
+def _check_limits(s: Scenario) -> None:
+    """Every size within what one machine simulates (simulator.scenario.limits), before any other rule."""
+    problem = excess(s)
+    if problem:
+        _rule(*problem)
 
 
 def _check_model_split(s: Scenario) -> None:
@@ -125,7 +135,7 @@ def _check_counts_file(s: Scenario, name: str | None) -> None:
         _rule("workload.routing.counts_file", "required when routing.kind is counts")
     path = Path(name) if Path(name).is_absolute() else Path(s.source).parent / name
     if not path.is_file():
-        _rule("workload.routing.counts_file", f"{str(path)!r} not found")
+        _rule("workload.routing.counts_file", f"{clip(str(path))!r} not found (or not a regular file)")
 
 
 def _resolve_dp(s: Scenario) -> Layout:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import PosInt, _Frozen
+from .base import PosInt, Real, _Frozen
 from .hardware import DeviceSpec
 from .units import BytesPerSecond, Seconds
 
@@ -33,7 +33,7 @@ class ScaleoutSpec(_Frozen):
     """Bandwidth of one NIC per direction, B/s."""
     nics_per_domain: PosInt
     """NICs per domain (usually one per GPU)."""
-    oversubscription: Annotated[float, Field(ge=1)] = 1.0
+    oversubscription: Annotated[Real, Field(ge=1)] = 1.0
     """Leaf downlink : uplink bandwidth ratio; 1 is non-blocking."""
     latency: Seconds = 5e-6
     """End-to-end scale-out latency, s (default 5 us)."""

@@ -172,6 +172,8 @@ class Dimension:
     example: str
     accepts: str  # the unit names, for messages
     fmt: Callable[[float], str]  # SI float -> human string
+    high: float = math.inf  # the largest value simrack simulates (SI)
+    low: float = 0.0  # the smallest positive value it simulates (SI); 0 itself where the field allows it
 
     @property
     def pattern(self) -> str:
@@ -194,6 +196,16 @@ class Dimension:
         """SI float of `value` (a bare number is taken as SI)."""
         return _parse(value, self.units, self.kind, self.example)
 
+    def check_range(self, number: float) -> None:
+        """ValueError if a parsed value is beyond what simrack simulates: past `high`, or positive and
+        below `low`; times and sizes computed from it would overflow or lose their precision."""
+        if number > self.high:
+            raise ValueError(f"over {self.high:g} {self.si}, the largest {self.kind} simrack simulates "
+                             "(figures computed from it would lose their precision)")
+        if 0 < number < self.low:
+            raise ValueError(f"under {self.low:g} {self.si}, the smallest {self.kind} simrack simulates "
+                             "(times computed from it would overflow)")
+
     def require_unit(self, value: object) -> None:
         """ValueError if `value` is a bare number (no unit), naming the units accepted."""
         bare = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -212,14 +224,14 @@ def _names(units: dict[str, float], keep=lambda name: True) -> str:
 
 
 DIMENSIONS: dict[str, Dimension] = {
-    "bytes": Dimension("size", "B", _BYTES, "80 GiB", _names(_BYTES), fmt_bytes),
+    "bytes": Dimension("size", "B", _BYTES, "80 GiB", _names(_BYTES), fmt_bytes, high=1e18, low=1.0),
     "bandwidth": Dimension("bandwidth", "B/s", _BANDWIDTH, "900 GB/s",
                            _names(_BANDWIDTH, lambda n: n.endswith("B/s"))
-                           + "; also GBps, and bits: Gb/s, Gbit/s, Gbps", fmt_bandwidth),
-    "time": Dimension("time", "s", _TIME, "2 us", "ns, us (\u00b5s), ms, s, min, h", fmt_time),
+                           + "; also GBps, and bits: Gb/s, Gbit/s, Gbps", fmt_bandwidth, high=1e18, low=1.0),
+    "time": Dimension("time", "s", _TIME, "2 us", "ns, us (\u00b5s), ms, s, min, h", fmt_time, high=1e7),
     "flops": Dimension("FLOP rate", "FLOP/s", _FLOPS, "312 TFLOP/s",
                        _names(_FLOPS, lambda n: n.endswith("FLOP/s") and not n.endswith("FLOPs/s"))
-                       + "; also TFLOPS, Tflop/s", fmt_flops),
+                       + "; also TFLOPS, Tflop/s", fmt_flops, high=1e21, low=1.0),
 }
 """What each dimensional field accepts; the pydantic types below and any schema read it from here."""
 
@@ -232,7 +244,9 @@ def _validator(dim: Dimension):
     def check(value: object, info: ValidationInfo) -> float:
         if info.context and info.context.get(UNITS_REQUIRED):
             dim.require_unit(value)
-        return dim.parse(value)
+        number = dim.parse(value)
+        dim.check_range(number)
+        return number
 
     check.__doc__ = f"A {dim.kind}: a number and a unit (bare SI numbers from Python callers)."
     check.dimension = dim  # read by the JSON schema and by simulator.scenario.overrides.to_yaml

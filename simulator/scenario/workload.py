@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
-from .base import NonNegInt, PosInt, Recompute, StoreDtype, _fill, _Frozen, _rule
+from .base import NonNegInt, PosInt, Real, Recompute, StoreDtype, _fill, _Frozen, _rule
 from .units import Seconds
 
 
 class Arrivals(_Frozen):
     """Serve: request arrivals, Poisson at `rate`, or read from a trace file."""
 
-    rate: Annotated[float, Field(gt=0)] | None = None
+    rate: Annotated[Real, Field(gt=0)] | None = None
     """Mean arrival rate, requests/s (Poisson); required unless the trace gives arrival times."""
     count: PosInt | None = None
     """Requests to simulate; required without a trace (default: every row of the trace)."""
@@ -55,14 +55,14 @@ class Routing(_Frozen):
     kind: Literal["uniform", "zipf", "counts"] = "uniform"
     """uniform; zipf (the i-th most popular expert weighs i**-skew, ranks shuffled per layer); counts
     (measured tokens per expert from counts_file)."""
-    skew: Annotated[float, Field(ge=0)] = 1.0
+    skew: Annotated[Real, Field(ge=0)] = 1.0
     """Zipf exponent s (kind zipf); 0 is uniform."""
     counts_file: str | None = None
     """Kind counts: whitespace-separated tokens per expert, one row for every MoE layer or one row per
     MoE layer; a relative path is read from the scenario file's folder."""
-    capacity_factor: Annotated[float, Field(gt=0)] | None = None
+    capacity_factor: Annotated[Real, Field(gt=0)] | None = None
     """Expert capacity as a multiple of the mean tokens per expert; tokens over it are dropped. None: no limit."""
-    affinity: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    affinity: Annotated[Real, Field(ge=0, lt=1)] = 0.0
     """Fraction of a token's choices made among the experts of its topic (co-activation); 0: independent."""
     topics: PosInt = 8
     """Topics (groups of experts often chosen together) when affinity > 0; experts join them at random."""

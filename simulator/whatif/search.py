@@ -15,6 +15,7 @@ re-simulated with the engine, and why the runners-up lost.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -26,6 +27,8 @@ import numpy as np
 from ..output.baseline import lookup
 from ..output.pareto import front
 from ..scenario.base import ScenarioError
+from ..scenario.files import clip, quote
+from ..scenario.limits import MAX_GPUS, number
 from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from .analytic import estimate
@@ -65,14 +68,17 @@ def parse_constraint(text: str) -> Constraint:
     """'memory_bytes.total<70e9' -> Constraint; ValueError (one line) otherwise."""
     match = _CONSTRAINT.match(text)
     if not match:
-        raise ValueError(f"--constraint {text!r}: expected KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
+        raise ValueError(f"--constraint {quote(text)}: expected KEY<VALUE, KEY<=VALUE, KEY>VALUE or KEY>=VALUE")
     key, op, raw = match.groups()
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"--constraint {text!r}: {raw!r} is not a number (SI units: seconds, bytes)") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"--constraint {quote(text)}: {quote(raw)} is not a finite number (SI units: seconds, "
+                         "bytes)") from None
     if key not in ANALYTIC_KEYS:
-        raise ValueError(f"--constraint {text!r}: {key} is not a figure of a training search; use one of "
+        raise ValueError(f"--constraint {quote(text)}: {clip(key, 60)} is not a figure of a training search; use one of "
                          f"{', '.join(ANALYTIC_KEYS)}")
     return Constraint(key, op, value)
 
@@ -112,6 +118,8 @@ class SearchResult:
 def _base_for(scn, gpus: int):
     """The scenario on `gpus` GPUs (same domain, device and fabric); its layout is not used."""
     per = scn.topology.domain.gpus
+    if gpus > MAX_GPUS:
+        raise ScenarioError(f"--gpus {number(gpus)}: over simrack's limit of {MAX_GPUS:,} GPUs (per-rank arrays)")
     if gpus <= 0 or gpus % per:
         raise ScenarioError(f"--gpus {gpus}: not a positive multiple of the domain size ({per} GPUs)")
     return scn.model_copy(update={"topology": scn.topology.model_copy(update={"domains": gpus // per})})

@@ -17,23 +17,37 @@ arrivals trace, routing counts) are read there, at their absolute path. Every ex
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
+import math
 import multiprocessing as mp
 import os
+import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
+from .. import signals
 from ..scenario.base import ScenarioError
+from ..scenario.files import one_line, quote
+from ..scenario.limits import MAX_SWEEP_POINTS
+from ..scenario.loader import check_field, parse_value
 from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from ..scenario.units import fmt_bytes
 from ..simulate import simulate
+from .workers import stop_pool
 
 STATUSES = ("ok", "out_of_memory", "invalid", "error")
 CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
+CLUSTER_PATIENCE_S = 60.0
+"""Seconds a --cluster sweep waits while its scheduler is unreachable or has no worker, then gives up."""
+POLL_S = 0.2  # how often a cluster sweep looks for results and at the cluster's health
+FETCH_S = 1.0  # the longest a cluster sweep waits to fetch one result before looking at the cluster again
 
 
 @dataclass(frozen=True)
@@ -70,13 +84,30 @@ def parse_grid(specs: Sequence[str]) -> list[tuple[str, list]]:
         field, sep, rest = spec.partition("=")
         field = field.strip()
         if not sep or not field or not rest.strip():
-            raise ValueError(f"--grid {spec!r}: expected FIELD=V1,V2,... (e.g. layout.tp=1,2,4,8)")
+            raise ValueError(f"--grid {quote(spec)}: expected FIELD=V1,V2,... (e.g. layout.tp=1,2,4,8)")
         if field in seen:
-            raise ValueError(f"--grid {field}: given twice")
+            raise ValueError(f"--grid {quote(field)}: given twice")
         seen.add(field)
         values = [_scalar(v, spec) for v in _split(rest)]
         grid.append((field, values))
+    check_grid(grid)
     return grid
+
+
+def check_grid(grid: list[tuple[str, list]]) -> None:
+    """ValueError (one line) unless every field of the grid names a field of the schema and the
+    cross product has at most MAX_SWEEP_POINTS points: refused once, up front, not point by point."""
+    for field, values in grid:
+        problem = check_field(field)
+        if problem:
+            raise ValueError(f"--grid {problem}")
+        if not values:
+            raise ValueError(f"--grid {quote(field)}: no values")
+    points = math.prod(len(values) for _, values in grid)
+    if points > MAX_SWEEP_POINTS:
+        sizes = " x ".join(str(len(v)) for _, v in grid)
+        raise ValueError(f"--grid: {sizes} = {points:,} points, over simrack's limit of {MAX_SWEEP_POINTS:,} "
+                         "(each is a simulation and a row of every output)")
 
 
 def _split(text: str) -> list[str]:
@@ -96,11 +127,11 @@ def _split(text: str) -> list[str]:
 def _scalar(text: str, spec: str):
     text = text.strip()
     if not text:
-        raise ValueError(f"--grid {spec!r}: empty value")
+        raise ValueError(f"--grid {quote(spec)}: empty value")
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ValueError(f"--grid {spec!r}: {text!r} is not a YAML value") from None
+        return parse_value(text)
+    except ScenarioError as err:
+        raise ValueError(f"--grid {quote(spec)}: {quote(text)} is not a YAML value ({err})") from None
 
 
 def _text(value) -> str:
@@ -176,21 +207,38 @@ def default_workers() -> int:
 
 
 def run_jobs(items: Sequence, fn: Callable = evaluate, *, workers: int | None = None,
-             cluster: str | None = None, progress: bool = False, label: str = "simulating") -> list:
-    """fn(item) for every item, in order: on a Dask cluster, a local process pool, or in-process."""
+             cluster: str | None = None, progress: bool = False, label: str = "simulating",
+             patience: float | None = None) -> list:
+    """fn(item) for every item, in order: on a Dask cluster, a local process pool, or in-process.
+    `patience`: seconds a cluster may stay unreachable or without workers (CLUSTER_PATIENCE_S)."""
     items = list(items)
     with Bar(len(items) if progress else 0, label) as bar:
         if cluster:
-            return _on_cluster(items, fn, cluster, bar)
+            return _on_cluster(items, fn, cluster, bar, CLUSTER_PATIENCE_S if patience is None else patience)
         workers = default_workers() if workers is None else workers
         if workers <= 1 or len(items) < 2:
             return [bar.tick(fn(x)) for x in items]
-        from concurrent.futures import ProcessPoolExecutor
+        return _in_pool(items, fn, workers, bar)
 
-        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as pool:
-            chunk = max(1, len(items) // (16 * workers))
-            return [bar.tick(r) for r in pool.map(fn, items, chunksize=chunk)]
+
+def _in_pool(items: list, fn: Callable, workers: int, bar: Bar) -> list:
+    """fn over items in a pool of forked processes. The workers leave SIGINT to this process and end
+    with it (simulator.signals.worker_init); on any exception here, an interrupt included, they are
+    killed at once rather than left to finish (or orphaned)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=signals.worker_init,
+                               initargs=(os.getpid(),))
+    try:
+        with signals.held():  # the workers fork here and start with the signals held
+            results = pool.map(fn, items, chunksize=max(1, len(items) // (16 * workers)))
+        out = [bar.tick(r) for r in results]
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown()
+    return out
 
 
 class Bar:
@@ -220,16 +268,50 @@ class Bar:
             self.progress.__exit__(*exc)
 
 
-def _on_cluster(items: list, fn: Callable, address: str, bar: Bar) -> list:
-    """Send the items to an existing Dask distributed scheduler; results in item order."""
+class ClusterLost(ScenarioError):
+    """A --cluster run gave up: its scheduler went away or kept no worker for `patience` seconds.
+    `points` holds every point, those not simulated as `error` saying so; `str()` is one line."""
+
+    def __init__(self, message: str, points: list) -> None:
+        super().__init__(message)
+        self.points = points
+
+
+def _on_cluster(items: list, fn: Callable, address: str, bar: Bar, patience: float) -> list:
+    """Send the items to an existing Dask distributed scheduler; results in item order. Gives up
+    (ClusterLost, with what is done) when the scheduler is unreachable or has had no worker for
+    `patience` seconds; a point whose worker died is an `error` point."""
     try:
         from distributed import Client, as_completed
     except ImportError:
         raise ScenarioError("--cluster needs Dask distributed: pip install 'simrack[cluster]'") from None
+    with _quiet_dask():
+        return _with_client(Client, as_completed, items, fn, address, bar, patience)
+
+
+@contextmanager
+def _quiet_dask():
+    """Dask's (and asyncio's) loggers silenced inside the block: a lost scheduler is reported in one
+    line, not by the client's reconnection tracebacks."""
+    roots = ("distributed", "tornado", "asyncio")
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in roots]
+    loggers = [logging.getLogger(n) for n in (*roots, *names)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        if not signals.installed():  # the Python API gets its logging back; the program stays quiet to the end
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _with_client(Client, as_completed, items: list, fn: Callable, address: str, bar: Bar, patience: float) -> list:  # noqa: N803
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as err:
-        raise ScenarioError(f"--cluster {address}: cannot reach the scheduler ({err})") from None
+        raise ScenarioError(one_line(f"--cluster {address}: cannot reach the scheduler ({err})")) from None
     try:
         out = [portable(x) for x in items] if fn is evaluate else list(items)  # send scenarios, not paths
         send = [i for i, x in enumerate(out) if fn is not evaluate or isinstance(x, Job)]
@@ -237,17 +319,88 @@ def _on_cluster(items: list, fn: Callable, address: str, bar: Bar) -> list:
             bar.tick(None)
         futures = client.map(fn, [out[i] for i in send], pure=False)
         position = {f.key: i for i, f in zip(send, futures)}
-        for future in as_completed(futures):
-            out[position[future.key]] = bar.tick(future.result())
-        return out
+        left = set(position.values())
+        problem = _collect(client, as_completed(futures), position, out, left, fn, address, bar, patience)
+        if problem is None:
+            return out
+        for i in sorted(left):
+            job = items[i]
+            out[i] = Point(job.index, job.values, "error", f"not simulated: {problem}", None) \
+                if isinstance(job, Job) else None
+        done = len(out) - len(left)
+        raise ClusterLost(one_line(f"{problem}; {done} of {len(out)} points done"), out)
     finally:
-        client.close()
+        try:
+            client.close(timeout=5)
+        except Exception:  # noqa: BLE001 - a client whose scheduler is gone may fail to close
+            pass
+
+
+def _collect(client, stream, position: dict, out: list, left: set, fn: Callable, address: str, bar: Bar,
+             patience: float) -> str | None:
+    """Store results as they complete; the reason to give up, or None when every item is done. A
+    result that cannot be fetched (its worker died with it) goes back to be computed again; the
+    cluster's health decides how long that may take."""
+    trouble_since = None
+    while left:
+        progressed = False
+        for future in stream.next_batch(block=False):
+            i = position[future.key]
+            if future.status in ("finished", "error"):
+                try:
+                    err = future.exception(timeout=FETCH_S)
+                    value = future.result(timeout=FETCH_S) if err is None else None
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - not fetched: computed again
+                    stream.add(future)
+                    continue
+                if err is None:
+                    out[i] = bar.tick(value)
+                elif fn is evaluate:  # evaluate never raises: the worker died under it
+                    job = out[i]
+                    out[i] = bar.tick(Point(job.index, job.values, "error",
+                                            one_line(f"--cluster {address}: {type(err).__name__}: {err}"), None))
+                else:
+                    raise err  # the item's own exception, as in-process
+            elif future.status == "lost":  # its worker died: computed again once a worker is there
+                stream.add(future)
+                continue
+            else:  # cancelled: the scheduler forgot it (it went away, or restarted)
+                gone = "went away" if client.status != "running" else "dropped the work"
+                return f"--cluster {address}: the scheduler {gone} ({future.status})"
+            left.discard(i)
+            progressed = True
+        if progressed:
+            trouble_since = None
+            continue
+        problem = _health(client, address)
+        if problem is None:
+            trouble_since = None
+        elif trouble_since is None:
+            trouble_since = time.monotonic()
+        elif time.monotonic() - trouble_since > patience:
+            return f"{problem} for {patience:g} s"
+        time.sleep(POLL_S)
+    return None
+
+
+def _health(client, address: str) -> str | None:
+    """What keeps the cluster from working, or None."""
+    if client.status != "running":
+        return f"--cluster {address}: the scheduler has been unreachable"
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # noqa: BLE001 - whatever the client raises, the scheduler is not answering
+        return f"--cluster {address}: the scheduler has been unreachable"
+    return None if workers else f"--cluster {address}: the scheduler has had no worker"
 
 
 def sweep(path, grid: list[tuple[str, list]], overrides: Sequence[str] = (), *, workers: int | None = None,
-          cluster: str | None = None, progress: bool = False) -> list[Point]:
-    """Simulate every point of `grid` over the scenario at `path`, or a Scenario (see the module docstring)."""
+          cluster: str | None = None, progress: bool = False, patience: float | None = None) -> list[Point]:
+    """Simulate every point of `grid` over the scenario at `path`, or a Scenario (see the module
+    docstring); ValueError up front for a field the schema lacks or too many points; ClusterLost
+    (with every point) when a cluster goes away."""
+    check_grid(grid)
     todo = jobs(path, grid, overrides)
     if not cluster and (workers is None and len(todo) <= 2):
         workers = 1
-    return run_jobs(todo, evaluate, workers=workers, cluster=cluster, progress=progress)
+    return run_jobs(todo, evaluate, workers=workers, cluster=cluster, progress=progress, patience=patience)

@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from .. import signals
+
 _FORKED: tuple = ()
 """(state, fn, tasks, counter) that the forked processes read: set before they fork, never pickled."""
 
@@ -37,21 +39,27 @@ def run(fn, tasks: list, shared: tuple, workers: int, late=None) -> list:
     if held is not None:
         held.pipe = ctx.SimpleQueue()
     _FORKED = (shared, fn, tasks, ctx.Value("l", 0))
+    pool = ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=signals.worker_init,
+                               initargs=(os.getpid(),))
     try:
-        with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool:
+        with signals.held():  # the workers fork here and start with SIGINT and SIGTERM held
             futures = [pool.submit(_take) for _ in range(workers - 1)]
-            if held is not None:  # computed while the workers start on their first tasks
-                try:
-                    held.value = late()
-                finally:  # on an error the workers get None, fail, and the pool can close
-                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
-                                              daemon=True)  # a worker that died cannot block the exit
-                    sender.start()
-            done = _take()
-            for f in futures:
-                done.update(f.result())
-            if held is not None:
-                sender.join()
+        if held is not None:  # computed while the workers start on their first tasks
+            try:
+                held.value = late()
+            finally:  # on an error the workers get None, fail, and the pool can close
+                sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
+                                          daemon=True)  # a worker that died cannot block the exit
+                sender.start()
+        done = _take()
+        for f in futures:
+            done.update(f.result())
+        if held is not None:
+            sender.join()
+        pool.shutdown()
+    except BaseException:  # an interrupt or an error: the workers are killed, not awaited
+        stop_pool(pool)
+        raise
     finally:
         _FORKED = ()
     return [done[i] for i in range(len(tasks))]
@@ -89,3 +97,19 @@ def _take() -> dict:
 def shared_array(n: int) -> np.ndarray:
     """(n,) float array, zeros, in memory that forked processes share (an anonymous shared mapping)."""
     return np.frombuffer(mmap.mmap(-1, max(n, 1) * 8), dtype=float)[:n]
+
+
+def stop_pool(pool) -> None:
+    """Kill a ProcessPoolExecutor's processes now and drop its queued work."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    for proc in processes:
+        try:
+            proc.kill()
+        except (OSError, AttributeError, ValueError):
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        try:
+            proc.join(5)
+        except (OSError, AttributeError, ValueError, AssertionError):
+            pass

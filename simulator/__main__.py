@@ -1,0 +1,5 @@
+"""`python -m simulator`: the simrack program."""
+
+from .entry import main
+
+main()
