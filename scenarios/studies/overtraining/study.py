@@ -1,7 +1,8 @@
 """Over-training: the cheapest model for a given loss once it must also be served.
 
 Run from the repository root:  python scenarios/studies/overtraining/study.py
-Writes results.md, results.csv, cost.png and ratio.png beside this file.
+Writes results.md, results.csv (the optimum against demand), prices.csv (simrack's $ per token), cost.png and
+ratio.png beside this file.
 
 1. simrack prices a training token and a served token of six Llama-3-style dense models (1B to 405B)
    on one GB200 NVL72 rack at $3 per GPU-hour: a training step (train.yaml, the cheapest layout that
@@ -400,6 +401,10 @@ def main() -> int:
     train, serve = interpolants(prices)
     target = target_loss()
     rows = optima(prices)
+    with (HERE / "prices.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(prices[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(prices)
     with (HERE / "results.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
