@@ -58,7 +58,10 @@ def scenario(series: str, context: int):
 def kv_bytes_per_token(model, kv_dtype: str) -> float:
     """The model's KV cache a token, all layers: GQA 2 x layers x kv_heads x head_dim; MLA layers x
     (latent + RoPE key); times the cache dtype's bytes."""
-    per_layer = (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) if model.mla else 2 * model.kv_heads * model.head_dim
+    if model.mla:
+        per_layer = model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+    else:
+        per_layer = 2 * model.kv_heads * model.head_dim
     return model.layers * per_layer * DTYPE_BYTES[kv_dtype]
 
 
@@ -438,7 +441,8 @@ def plot(rows: list[dict], path: Path, implied: dict) -> None:
         ax.title.set_fontsize(10)
     axes[1].legend(fontsize=6.5, loc="upper left")
     axes[2].legend(fontsize=6.5, loc="upper left")
-    fig.suptitle(r"Long context: what a token costs (H100 at \$2, GB200 at \$3 per GPU-hour) against what providers charge",
+    fig.suptitle(r"Long context: what a token costs (H100 at \$2, GB200 at \$3 per GPU-hour) "
+                 "against what providers charge",
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -453,7 +457,8 @@ def main() -> int:
         w.writerows(rows)
     back, flops, caps, refs = backward_bytes(), backward_flops(), cap_sensitivity(), reference_caches()
     inputs = input_ratios(rows)
-    gemini = next(r for r in back if r["price"].startswith("Gemini 2.5 Pro") and r["series"] == "Llama 3 70B (GQA), H100")
+    gemini = next(r for r in back
+                  if r["price"].startswith("Gemini 2.5 Pro") and r["series"] == "Llama 3 70B (GQA), H100")
     plot(rows, HERE / "prices.png", {"series": gemini["series"], "real": gemini["model_kv_KiB"] * 1024,
                                      "kv": gemini["implied_kv_KiB_roofline"] * 1024})
     fwd = {"kv_KiB_per_token": "{:.1f}", "kv_GB_per_sequence_per_gpu": "{:.2f}", "step_ms": "{:.1f}",
@@ -467,11 +472,14 @@ def main() -> int:
     text = ("## Forward: simulated cost against context\n\n" + _table(rows, fwd)
             + "\n## Summary (output-cost ratios between series over 8K to 256K)\n\n"
             + _table(summ, {k: "{:.3g}" for k in summ[0] if k not in ("series", "longest_context")})
-            + "\n## Backward, bytes: the KV cache an output-price ratio implies (cost at the threshold = ratio x cost at 8K)\n\n"
+            + "\n## Backward, bytes: the KV cache an output-price ratio implies "
+              "(cost at the threshold = ratio x cost at 8K)\n\n"
             + _table(back, bwd)
-            + "\n## Backward, FLOPs: the attention arithmetic an output-price ratio allows (cache free, one FLOP rate)\n\n"
+            + "\n## Backward, FLOPs: the attention arithmetic an output-price ratio allows "
+              "(cache free, one FLOP rate)\n\n"
             + _table(flops, flp)
-            + "\n## Roofline-implied KV cache (KiB a token) if the base tier ran smaller batches (Llama 3 70B, H100)\n\n"
+            + "\n## Roofline-implied KV cache (KiB a token) if the base tier ran smaller batches "
+              "(Llama 3 70B, H100)\n\n"
             + _table(caps, {k: "{:.2f}" for k in caps[0] if k != "price"})
             + "\n## Reference: KV cache and attention arithmetic of simrack's presets\n\n"
             + _table(refs, {"kv_KiB_per_token_bf16": "{:.1f}", "attention_MFLOP_per_context_token": "{:.2f}",

@@ -1,7 +1,8 @@
 """Over-training: the cheapest model for a given loss once it must also be served.
 
 Run from the repository root:  python scenarios/studies/overtraining/study.py
-Writes results.md, results.csv, cost.png and ratio.png beside this file.
+Writes results.md, results.csv (the optimum against demand), prices.csv (simrack's $ per token), cost.png and
+ratio.png beside this file.
 
 1. simrack prices a training token and a served token of six Llama-3-style dense models (1B to 405B)
    on one GB200 NVL72 rack at $3 per GPU-hour: a training step (train.yaml, the cheapest layout that
@@ -337,7 +338,8 @@ def plot_cost(prices, rows, path: Path) -> None:
                 label="training only" if q == 0 else f"{r['demand_T']:g}T tokens served")
         ax.plot(r["params_B"], r["total_M_usd"], "o", color=c, ms=7, mec="black", zorder=5)
     ax.axvline(lo / 1e9, color="grey", ls=":", lw=1)
-    ax.text(lo / 1e9 * 1.05, 0.05, f"no model below {lo / 1e9:.1f}B\nreaches the loss", transform=ax.get_xaxis_transform(),
+    ax.text(lo / 1e9 * 1.05, 0.05, f"no model below {lo / 1e9:.1f}B\nreaches the loss",
+            transform=ax.get_xaxis_transform(),
             fontsize=8, color="grey")
     for p in prices:
         ax.axvline(p["params"] / 1e9, ymax=0.025, color="black", lw=1.5)
@@ -347,7 +349,8 @@ def plot_cost(prices, rows, path: Path) -> None:
                 textcoords="offset points", ha="center", fontsize=8, color="#C44E52")
     ax.set(xscale="log", yscale="log", xlabel="model size N (billion parameters); ticks at the bottom: simulated sizes",
            ylabel=r"training + serving cost (million \$)",
-           title=f"Cheapest model for Chinchilla's loss ({target:.3f}: 70B on 1.4T tokens), one GB200 NVL72 at \\$3/GPU-h")
+           title=f"Cheapest model for Chinchilla's loss ({target:.3f}: 70B on 1.4T tokens), "
+                 "one GB200 NVL72 at \\$3/GPU-h")
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8, title="lifetime demand (dot: optimum)", title_fontsize=8, loc="upper right")
     totals = [r["total_M_usd"] for r in rows]
@@ -374,7 +377,8 @@ def plot_ratio(prices, path: Path) -> dict:
     a1.axhline(CHINCHILLA["tokens_per_param"], color="grey", ls="--", lw=1)
     a1.text(1.2e-3, CHINCHILLA["tokens_per_param"] * 1.1, "Chinchilla's 20 tokens/parameter", fontsize=8, color="grey")
     a1.axhline(base["tokens_per_param"], color="#DD8452", ls="--", lw=1)
-    a1.text(1.2e-3, base["tokens_per_param"] * 1.1, f"training-only optimum of this fit ({base['tokens_per_param']:.0f})",
+    a1.text(1.2e-3, base["tokens_per_param"] * 1.1,
+            f"training-only optimum of this fit ({base['tokens_per_param']:.0f})",
             fontsize=8, color="#DD8452")
     a1.axhline(OVERTRAINED * CHINCHILLA["tokens_per_param"], color="#C44E52", ls="--", lw=1)
     a1.text(1.2e-3, OVERTRAINED * CHINCHILLA["tokens_per_param"] * 1.1, f"{OVERTRAINED}x Chinchilla's 20", fontsize=8,
@@ -400,6 +404,10 @@ def main() -> int:
     train, serve = interpolants(prices)
     target = target_loss()
     rows = optima(prices)
+    with (HERE / "prices.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(prices[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(prices)
     with (HERE / "results.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -427,7 +435,8 @@ def main() -> int:
           f"({base['tokens_per_param']:.1f} tokens/parameter, ${base['train_usd'] / 1e6:.3f}M); Hoffmann's closed form "
           f"at the same compute (6ND = {6 * base['params'] * base['tokens']:.3g} FLOP, flat $/FLOP): "
           f"{chin_n / 1e9:.2f}B.\n"
-          f"Chinchilla itself (70B on 1.4T) costs ${float(train(CHINCHILLA['params'])) * CHINCHILLA['tokens'] / 1e6:.3f}M "
+          "Chinchilla itself (70B on 1.4T) costs "
+          f"${float(train(CHINCHILLA['params'])) * CHINCHILLA['tokens'] / 1e6:.3f}M "
           f"to train here.\n"
           f"Demand at which the optimum trains {OVERTRAINED} x 20 = {OVERTRAINED * CHINCHILLA['tokens_per_param']} "
           f"tokens/parameter: {q100 / 1e12:.3g}T tokens ({q100 / base['tokens']:.1f} x the training-only optimum's "
