@@ -103,7 +103,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     if split:
         dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
         params = dense + expert
-        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.replicas(devices, moe_plan.EXPERT_AXES))]
+        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.expert_replicas(devices))]
     dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
     if lay.zero >= 3:  # parameters re-gathered for every forward and backward, prefetched behind compute
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
@@ -149,9 +149,9 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
 
 
 def _memory(scn, table, params, grid, placement: Placement, activations) -> Memory:
-    """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * ep * cp."""
+    """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * cp."""
     lay = scn.layout
-    replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
+    replicas = lay.dp * lay.cp
     per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay))])
     mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
