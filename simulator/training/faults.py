@@ -115,9 +115,10 @@ def jitter_scale(scn, plan: Plan) -> np.ndarray | None:
 
 def relayout(scn):
     """(scenario on the survivors, dp') after losing one domain: the largest dp' with tp*pp*cp*dp'
-    within the surviving GPUs that keeps the expert grid whole (_whole), dividing
-    the global batch (and, interleaved, giving micro-batches divisible by pp). None when no dp' fits. The scenario is a copy, not re-validated:
-    its mesh uses fewer GPUs than the topology holds (the failed domain's and leftovers idle)."""
+    within the surviving GPUs that keeps the expert grid whole (_whole), dividing the global batch
+    (and, interleaved, giving micro-batches divisible by pp). None when no dp' fits. The scenario is a
+    copy, not re-validated: its mesh uses fewer GPUs than the topology holds (the failed domain's and
+    leftovers idle)."""
     lay, w = scn.layout, scn.workload
     survivors = scn.gpus - scn.topology.domain.gpus
     inner = lay.tp * lay.pp * lay.cp
