@@ -11,7 +11,8 @@ in a domain). Which expert each EP rank holds is simulator.moe.placement's busin
 MoE parallel folding (`layout.expert_tp`, Megatron-Core's) gives the expert layers a grid of their own over
 each pipeline stage's GPUs: the stage's devices in order, reshaped (expert-dp, ep, expert_tp) innermost last,
 so an expert-TP group is consecutive GPUs, an EP group the next ranks at that stride (inside an NVLink domain
-first), and the mesh keeps all of dp for attention (its ep axis has size 1).
+first), and the mesh keeps all of dp for attention (its ep axis has size 1). Hybrid sharding
+(`layout.shard_group`) cuts each replica group into consecutive shard groups (`shard_split`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,30 @@ def expert_grid(grid: np.ndarray, order: tuple[str, ...], ep: int, etp: int) -> 
     pos = len(order) - 1 - order.index("pp")
     stages = np.sort(np.moveaxis(grid, pos, 0).reshape(grid.shape[pos], -1), axis=1)
     return stages.reshape(stages.shape[0], -1, ep, etp)
+
+
+def shard_counts(layout) -> tuple[int, int]:
+    """(dense, expert) ranks that ZeRO or the distributed optimizer shards each part's state over: every
+    replica (dp*cp; an expert's expert_dp), or under hybrid sharding a shard group of each (shard_group, and
+    expert_dp over the dp*cp/shard_group groups)."""
+    dense, expert = layout.dp * layout.cp, layout.expert_dp
+    if layout.shard_group is None:
+        return dense, expert
+    return layout.shard_group, expert // (dense // layout.shard_group)
+
+
+def shard_split(rows: np.ndarray, devices, shard: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shard groups (len(devices), shard), cross groups (len(devices), n / shard)) of hybrid sharding: each
+    device's replica row (rows (len(devices), n)) in device order cut into groups of `shard` consecutive
+    ranks, the nearest GPUs together; the cross group holds the ranks at the device's place in every group
+    (those that all-reduce its gradient shard)."""
+    shards, cross = [], []
+    for row, device in zip(np.asarray(rows), np.asarray(devices)):
+        cut = np.sort(row).reshape(-1, shard)
+        g, j = np.argwhere(cut == device)[0]
+        shards.append(cut[g])
+        cross.append(cut[:, j])
+    return np.array(shards), np.array(cross)
 
 
 def split_layers(layers: int, stages: int, given=None) -> np.ndarray:

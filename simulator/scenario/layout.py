@@ -61,6 +61,11 @@ class Layout(_Frozen):
     grid over each pipeline stage's tp*cp*dp GPUs, expert_tp x ep x expert-dp (consecutive GPUs innermost),
     so ep no longer divides dp: ep*expert_tp divides tp*cp*dp. null: no folding (ep carved out of dp,
     experts split over the attention TP group). Training only."""
+    shard_group: PosInt | None = None
+    """Hybrid sharded data parallelism (HSDP: FSDP's hybrid shard; Megatron's distributed optimizer with
+    dp*cp/shard_group instances): ZeRO or the distributed optimizer shards over groups of this many
+    data-parallel ranks (nearest GPUs together) and replicates across groups, which all-reduce their
+    gradient shards each step. null: shard over all dp*cp data-parallel ranks."""
 
     @property
     def folded(self) -> bool:

@@ -165,6 +165,7 @@ def _check_mesh(s: Scenario) -> None:
     elif lay.dp % lay.ep:
         hint = ", or set layout.expert_tp to fold the experts over tp*cp*dp" if s.model.moe else ""
         _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp}){hint}")
+    _check_shard_group(s)
 
 
 def _check_folding(s: Scenario) -> None:
@@ -181,6 +182,26 @@ def _check_folding(s: Scenario) -> None:
     if s.workload.kind != "train":
         _rule("layout.expert_tp", f"MoE parallel folding is simulated for training only, got workload.kind "
               f"{s.workload.kind}")
+
+
+def _check_shard_group(s: Scenario) -> None:
+    """Hybrid sharding: sharded state, and shard groups that cut the data-parallel ranks (and, for an MoE
+    model, each expert's replicas into as many groups)."""
+    lay, group = s.layout, s.layout.shard_group
+    if group is None:
+        return
+    if s.workload.kind != "train":
+        _rule("layout.shard_group", f"shards training state, got workload.kind {s.workload.kind}")
+    if lay.zero == 0 and not lay.distributed_optimizer:
+        _rule("layout.shard_group", f"{group} shards ZeRO or distributed-optimizer state: set layout.zero >= 1 "
+              "(3 for FSDP's hybrid shard) or layout.distributed_optimizer: true")
+    replicas = lay.dp * lay.cp
+    if replicas % group:
+        _rule("layout.shard_group", f"shard_group ({group}) must divide the data-parallel ranks, dp*cp "
+              f"({lay.dp}*{lay.cp} = {replicas})")
+    if s.model.moe is not None and lay.expert_dp % (replicas // group):
+        _rule("layout.shard_group", f"{replicas // group} shard groups (dp*cp/shard_group = {replicas}/{group}) "
+              f"must divide each expert's {lay.expert_dp} replicas")
 
 
 def _check_batch(s: Scenario) -> None:

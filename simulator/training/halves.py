@@ -18,6 +18,7 @@ from ..cost.memory import (
 )
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
+from ..cost.placement import shard_counts
 from ..moe.costs import block_times, moe_costs
 from ..schedules import in_flight
 
@@ -104,8 +105,9 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
     grads = grad_bytes(lay)
-    per_dense = state_bytes_per_param(lay.dp * lay.cp, lay.zero, lay.distributed_optimizer, grads)
-    per_expert = state_bytes_per_param(lay.expert_dp, lay.zero, lay.distributed_optimizer, grads)
+    dense_ranks, expert_ranks = shard_counts(lay)
+    per_dense = state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads)
+    per_expert = state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0
