@@ -140,6 +140,30 @@ def test_all_to_all_bytes_per_gpu(make_scenario):
     assert ep["traffic_bytes"]["nvlink"] == pytest.approx(per_gpu * 16, rel=1e-12)
 
 
+def test_expert_tp_gathers_over_its_pair_inside_the_all_to_all(make_scenario):
+    """TP2 PP2 DP4 with EP4 x ETP2: an EP rank is a pair of consecutive GPUs bringing T = b s/cp x 2/2
+    tokens, each GPU sending h/2 of a copy. Inside one node, a forward all-to-all layer is, per sampled
+    step, dispatch + combine of the busiest rank's copies, max over ranks of max(sent (sum A - A_r)/n,
+    received A_r (n-1)/n), at NVLink's rate plus one hop, each with the expert-TP pair's all-gather and
+    reduce-scatter of the busiest rank's received copies (rings of 2: S/2 / NVLink + 1 step each)."""
+    scn = _folded(make_scenario, pp=2, ep=4, expert_tp=2)
+    costs = run(scn).plan.moe
+    fabric = fabric_for(scn.topology)
+    cal = calibration.for_device(scn.topology.device, "bf16")
+    h, n = 1024, 4
+    assert costs.tokens == 4096
+    A = costs.rank_tokens  # (S, Lm, n)
+    total = A.sum(axis=-1, keepdims=True)
+    most = np.maximum((total - A) / n, A * (n - 1) / n).max(axis=-1)
+    nv, hop = fabric.nvlink_bw * cal.nvlink, fabric.nvlink_lat
+    ring = max(fabric.nvlink_lat, cal.ring_latency)
+    gathered = A.max(axis=-1) * h * 2  # the busiest rank's received copies, 16-bit, whole width
+    gather = 2 * (gathered / 2 / nv + ring)  # all-gather + reduce-scatter over the pair
+    one = most * (h / 2) * 2 / nv + hop + gather
+    np.testing.assert_allclose(costs.a2a[1:, 0], (2 * one).mean(axis=0), rtol=1e-12)
+    assert not costs.a2a_scaleout.any()
+
+
 def test_expert_rows_split_over_expert_tp_not_tp(make_scenario):
     """TP2 with ETP1: a routed expert's forward FLOP per token is the whole 2 x 3 x h x f_e; the
     attention half's GEMMs stay split over tp."""
