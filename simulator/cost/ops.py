@@ -204,10 +204,11 @@ def _rope(model, tp: int) -> list[tuple]:
     return [_elementwise("rope", BLOCK_LAYER, 2 * width)]
 
 
-def ffn_half(model, tp: int) -> list[tuple]:
+def ffn_half(model, tp: int, etp: int | None = None) -> list[tuple]:
     """A dense layer's FFN (BLOCK_DENSE_FFN); with experts, the fixed part of an MoE FFN (BLOCK_MOE:
     router replicated over TP ranks, token permutation of the tokens * top_k / tp copies a rank
-    dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT)."""
+    dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT), split by
+    width over `etp` ranks (MoE parallel folding's expert TP; default tp)."""
     h, gated = model.hidden, model.ffn_kind == "swiglu"
     rows = _ffn("", BLOCK_DENSE_FFN, model.ffn // tp, h, gated)
     moe = model.moe
@@ -219,7 +220,7 @@ def ffn_half(model, tp: int) -> list[tuple]:
              _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
     if moe.shared_experts:
         rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
-    return rows + _ffn("expert-", BLOCK_EXPERT, width, h, gated)
+    return rows + _ffn("expert-", BLOCK_EXPERT, moe.expert_ffn // (etp or tp), h, gated)
 
 
 def dense_layer(model, tp: int, sp: bool) -> list[tuple]:
@@ -239,15 +240,16 @@ def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
             _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
 
 
-def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True) -> OpRows:
+def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
+               etp: int | None = None) -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
-    the FFN half. Under a low-precision `dtype` each low-precision GEMM's input is cast first
-    (cast_rows)."""
+    the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
+    low-precision GEMM's input is cast first (cast_rows)."""
     if model.moe is None and model.mla is None:
         rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp)
     else:
-        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp)
+        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp, etp)
     return OpRows.of(cast_rows(rows, dtype, training))
 
 
@@ -338,10 +340,11 @@ def layer_shape(scenario) -> LayerShape:
 
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
-    rows at the micro-batch's tokens (routed-expert rows per routed token, their weights apart in
-    bytes_fixed), with the attention core before the output projection."""
+    rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
+    weights apart in bytes_fixed), with the attention core before the output projection."""
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
-    rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype)
+    rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
+                      etp=getattr(lay, "expert_tp", None))
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

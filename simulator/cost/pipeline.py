@@ -239,7 +239,7 @@ def device_params(model, tp, layers, embed, head) -> np.ndarray:
 
 
 def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
-                  grad_bytes: float = GRAD_COMM_BYTES):
+                  grad_bytes: float = GRAD_COMM_BYTES, cross=None):
     """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
     nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
     all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
@@ -248,16 +248,23 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
     each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces the
     gradients (`grad_bytes` each); the distributed optimizer and ZeRO 1-3 reduce-scatter them and
     all-gather the updated bf16 parameters. Adam streams its state (a 1/replicas shard when sharded)
-    through HBM once.
+    through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard group and `cross`
+    (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside the
+    group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
     """
     coll = lambda kind, size: fabric.collective_profiled(kind, size, *profile, cal)  # noqa: E731
     sh = np.asarray(sharded)[:, None]
     grads = params * grad_bytes
     dp = np.where(sh, coll("reduce_scatter", grads), coll("all_reduce", grads))
+    tier = np.where(profile[1] > 1, 2, 1)
+    if cross is not None:
+        shard_grads = grads / np.asarray(replicas, float)[:, None]
+        dp = dp + np.where(sh, fabric.collective_profiled("all_reduce", shard_grads, *cross, cal), 0.0)
+        tier = np.maximum(tier, np.where(sh & (cross[1] > 1), 2, 1))
     ag = coll("all_gather", params * PARAM_COMM_BYTES)
     shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
     opt = params / shard * ADAM_BYTES_PER_PARAM / (hbm_bandwidth * cal.hbm)
-    return dp, np.where(profile[1] > 1, 2, 1), np.where(sh, ag, 0.0), opt, ag
+    return dp, tier, np.where(sh, ag, 0.0), opt, ag
 
 
 def device_memory(params, per_param, activations, held, layers, head) -> dict:

@@ -2,14 +2,15 @@
 all-to-all dispatch and combine on each tier, from drawn routing (routing.py) and placement (experts.py).
 
 An EP group of n ranks runs each MoE layer in lockstep: dispatch (all-to-all), the experts, combine
-(all-to-all), so the layer lasts as long as its slowest rank. Every EP rank brings T = b*s/cp tokens
-per micro-batch; ranks receive A_r token copies (the tokens of the experts they hold, sum = n*T*k less
-drops). Time per rank is a roofline per expert GEMM (shape M_e x N x K, M_e the tokens of the expert),
-summed over the rank's experts, one kernel overhead per grouped GEMM; the layer takes the max over
-ranks, averaged over the sampled micro-batch steps (DESIGN.md section 5: a synchronous collective ends
-at the max over its participants).
+(all-to-all), so the layer lasts as long as its slowest rank. Every EP rank (a TP group, or under MoE
+parallel folding expert_tp GPUs) brings T = b*s/cp tokens per micro-batch (b*s/cp * expert_tp/tp folded);
+ranks receive A_r token copies (the tokens of the experts they hold, sum = n*T*k less drops). Time per
+rank is a roofline per expert GEMM (shape M_e x N x K, M_e the tokens of the expert), summed over the
+rank's experts, one kernel overhead per grouped GEMM; the layer takes the max over ranks, averaged over
+the sampled micro-batch steps (DESIGN.md section 5: a synchronous collective ends at the max over its
+participants).
 
-All-to-all volumes, in token copies per rank (a copy is h activations, split over TP ranks):
+All-to-all volumes, in token copies per rank (a copy is h activations, split over expert-TP ranks):
 - flat: a rank sends its ΣA/n copies to ranks in proportion to their loads A; bytes to other ranks
   of its NVLink domain ride NVLink, bytes to other domains its NIC. It receives A_r copies, a
   fraction (n_D - 1)/n of them over NVLink and (n - n_D)/n over the NIC (n_D: group ranks in its domain).
@@ -67,7 +68,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     dev = scn.topology.device
     peak, hbm = dev.peak(scn.workload.dtype), dev.hbm_bandwidth
     n_moe = model.layers - moe.dense_layers
-    tokens = layer_shape(scn).tokens
+    tokens = rank_tokens(scn)
     ep_devices = slowest_group(placement, fabric)
     rank_domain = fabric.domain_of(ep_devices)
     dedup = lay.ep_dispatch == "dedup" and len(np.unique(rank_domain)) > 1
@@ -100,11 +101,19 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     )
 
 
+def rank_tokens(scn) -> int:
+    """T, the tokens an EP rank brings per micro-batch: its attention TP group's b*s/cp; under MoE parallel
+    folding an EP rank is expert_tp GPUs, each dispatching the b*s/(cp*tp) tokens sequence parallelism
+    leaves it: b*s/cp * expert_tp/tp."""
+    tokens, lay = layer_shape(scn).tokens, scn.layout
+    return tokens * lay.etp // lay.tp if lay.folded else tokens
+
+
 def slowest_group(placement, fabric) -> np.ndarray:
     """Devices of the EP group that spans the most NVLink domains (the first such): EP groups of the
     data-parallel replicas run the same layers independently and meet at the gradient reduction, so
     the step waits for the slowest one (e.g. EP 32 on 72-GPU racks: some groups straddle two racks)."""
-    groups = placement.groups("ep")
+    groups = placement.expert_groups("ep")
     _, d, crosses = fabric.profile(groups)
     return groups[int(np.argmax(d * 2 + crosses))]
 

@@ -103,7 +103,7 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
     lay, h = scn.layout, scn.model.hidden
     bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]))
-    copy = h / lay.tp  # elements of one token copy per TP rank
+    copy = h / lay.etp  # elements of one token copy per expert-TP rank
     dispatch_bytes = dispatch_width(scn)
     most = {t: np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1) for t in ("nv", "so")}  # (S, Lm)
     gather = _tp_gather(scn, rank, placement, fabric, cal)  # (S, Lm) experts split over TP ranks
@@ -127,12 +127,12 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
 
 
 def _tp_gather(scn, rank, placement, fabric, cal) -> np.ndarray:
-    """(S, Lm) seconds to all-gather a rank's received copies over its TP group and reduce-scatter the
-    results (experts split over TP ranks by width); 0 without TP."""
-    if scn.layout.tp == 1:
+    """(S, Lm) seconds to all-gather a rank's received copies over its expert-TP group (the TP group
+    unless folded) and reduce-scatter the results (experts split over those ranks by width); 0 without."""
+    if scn.layout.etp == 1:
         return np.zeros(rank.shape[:2])
     size = rank.max(axis=-1) * scn.model.hidden * ACT_BYTES
-    group = placement.group_of("tp", 0)[None]
+    group = placement.expert_group_of("etp", 0)[None]
     ag = fabric.collective("all_gather", size.ravel(), np.repeat(group, size.size, axis=0), cal)
     rs = fabric.collective("reduce_scatter", size.ravel(), np.repeat(group, size.size, axis=0), cal)
     return (ag + rs).reshape(size.shape)

@@ -75,8 +75,11 @@ def table(report: Report | ServeReport) -> Table:
     t = Table(title=f"simrack: {r.scenario}", show_header=False, title_justify="left")
     t.add_column("metric", style="bold")
     t.add_column("value")
-    layout = (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}, {lay['schedule']}"
+    folded = f" ETP{lay['expert_tp']}" if "expert_tp" in lay else ""
+    layout = (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
               f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
+    if "shard_group" in lay:
+        layout += f", state sharded in groups of {lay['shard_group']}"
     mem = r.memory_bytes
     rows = [
         ("GPUs / layout", f"{r.gpus} / {layout}"),

@@ -56,6 +56,33 @@ class Layout(_Frozen):
     ep_dispatch: Literal["flat", "dedup"] = "flat"
     """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
     per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
+    expert_tp: PosInt | None = None
+    """MoE parallel folding (Megatron-Core's expert_tensor_parallel_size): the expert layers get their own
+    grid over each pipeline stage's tp*cp*dp GPUs, expert_tp x ep x expert-dp (consecutive GPUs innermost),
+    so ep no longer divides dp: ep*expert_tp divides tp*cp*dp. null: no folding (ep carved out of dp,
+    experts split over the attention TP group). Training only."""
+    shard_group: PosInt | None = None
+    """Hybrid sharded data parallelism (HSDP: FSDP's hybrid shard; Megatron's distributed optimizer with
+    dp*cp/shard_group instances): ZeRO or the distributed optimizer shards over groups of this many
+    data-parallel ranks (nearest GPUs together) and replicates across groups, which all-reduce their
+    gradient shards each step. null: shard over all dp*cp data-parallel ranks."""
+
+    @property
+    def folded(self) -> bool:
+        """MoE parallel folding: the experts have their own grid (expert_tp given)."""
+        return self.expert_tp is not None
+
+    @property
+    def etp(self) -> int:
+        """Expert tensor-parallel degree: expert_tp under folding, else the attention's tp."""
+        return self.tp if self.expert_tp is None else self.expert_tp
+
+    @property
+    def expert_dp(self) -> int:
+        """GPUs holding the same experts: tp*cp*dp / (ep*expert_tp) under folding, else dp/ep*cp (dp resolved)."""
+        if self.folded:
+            return self.tp * self.cp * self.dp // (self.ep * self.etp)
+        return self.dp // self.ep * self.cp
 
     def degrees(self) -> dict[str, int]:
         """Degree per mesh axis, keyed in `order` (innermost first)."""

@@ -8,6 +8,7 @@ floats. `simulator.scenario.loader.load_scenario` reads YAML files, presets and 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import model_validator
@@ -118,6 +119,8 @@ def _check_experts(s: Scenario) -> None:
             _rule("layout.ep", f"ep ({lay.ep}) > 1 needs an MoE model (model.moe)")
         if lay.redundant_experts:
             _rule("layout.redundant_experts", f"{lay.redundant_experts} needs an MoE model (model.moe)")
+        if lay.expert_tp is not None:
+            _rule("layout.expert_tp", f"{lay.expert_tp} folds an MoE model's experts (model.moe)")
         if routing is not None:
             _rule("workload.routing", "needs an MoE model (model.moe)")
         return
@@ -157,8 +160,48 @@ def _check_mesh(s: Scenario) -> None:
     if total != s.gpus:
         _rule("layout", f"tp*pp*dp*cp = {lay.tp}*{lay.pp}*{lay.dp}*{lay.cp} = {total} != {s.gpus} GPUs "
               f"of topology {topo.name} ({topo.domains} domains x {topo.domain.gpus})")
-    if lay.dp % lay.ep:
-        _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp})")
+    if lay.folded:
+        _check_folding(s)
+    elif lay.dp % lay.ep:
+        hint = ", or set layout.expert_tp to fold the experts over tp*cp*dp" if s.model.moe else ""
+        _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp}){hint}")
+    _check_shard_group(s)
+
+
+def _check_folding(s: Scenario) -> None:
+    """MoE parallel folding: the expert grid expert_tp x ep x expert-dp covers a pipeline stage's GPUs;
+    with tp > 1 each GPU dispatches its own tokens, so sequence parallelism (Megatron-Core's rule)."""
+    lay = s.layout
+    stage = lay.tp * lay.cp * lay.dp
+    if stage % (lay.ep * lay.etp):
+        _rule("layout.expert_tp", f"ep*expert_tp ({lay.ep}*{lay.etp} = {lay.ep * lay.etp}) must divide the "
+              f"GPUs of a pipeline stage, tp*cp*dp ({lay.tp}*{lay.cp}*{lay.dp} = {stage})")
+    if lay.tp > 1 and not lay.sequence_parallel:
+        _rule("layout.expert_tp", f"folding experts with tp ({lay.tp}) > 1 needs sequence_parallel: true "
+              "(each GPU dispatches its own tokens)")
+    if s.workload.kind != "train":
+        _rule("layout.expert_tp", f"MoE parallel folding is simulated for training only, got workload.kind "
+              f"{s.workload.kind}")
+
+
+def _check_shard_group(s: Scenario) -> None:
+    """Hybrid sharding: sharded state, and shard groups that cut the data-parallel ranks (and, for an MoE
+    model, each expert's replicas into as many groups)."""
+    lay, group = s.layout, s.layout.shard_group
+    if group is None:
+        return
+    if s.workload.kind != "train":
+        _rule("layout.shard_group", f"shards training state, got workload.kind {s.workload.kind}")
+    if lay.zero == 0 and not lay.distributed_optimizer:
+        _rule("layout.shard_group", f"{group} shards ZeRO or distributed-optimizer state: set layout.zero >= 1 "
+              "(3 for FSDP's hybrid shard) or layout.distributed_optimizer: true")
+    replicas = lay.dp * lay.cp
+    if replicas % group:
+        _rule("layout.shard_group", f"shard_group ({group}) must divide the data-parallel ranks, dp*cp "
+              f"({lay.dp}*{lay.cp} = {replicas})")
+    if s.model.moe is not None and lay.expert_dp % (replicas // group):
+        _rule("layout.shard_group", f"{replicas // group} shard groups (dp*cp/shard_group = {replicas}/{group}) "
+              f"must divide each expert's {lay.expert_dp} replicas")
 
 
 def _check_batch(s: Scenario) -> None:
@@ -228,7 +271,10 @@ def _check_faults(s: Scenario) -> None:
         if node.domain >= s.topology.domains:
             _rule("faults.failed_node.domain", f"domain {node.domain} out of range: the topology has "
                   f"{s.topology.domains} domains")
-        inner = s.layout.tp * s.layout.pp * s.layout.cp * s.layout.ep
+        lay = s.layout
+        inner, what = lay.tp * lay.pp * lay.cp * lay.ep, "tp*pp*cp*ep"
+        if lay.folded:
+            inner, what = lay.pp * math.lcm(lay.tp * lay.cp, lay.ep * lay.etp), "pp*lcm(tp*cp, ep*expert_tp)"
         if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
             _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
-                  f"fewer than one replica (tp*pp*cp*ep = {inner})")
+                  f"fewer than one replica ({what} = {inner})")

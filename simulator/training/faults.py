@@ -115,20 +115,33 @@ def jitter_scale(scn, plan: Plan) -> np.ndarray | None:
 
 def relayout(scn):
     """(scenario on the survivors, dp') after losing one domain: the largest dp' with tp*pp*cp*dp'
-    within the surviving GPUs, divisible by ep, dividing the global batch (and, interleaved, giving
-    micro-batches divisible by pp). None when no dp' fits. The scenario is a copy, not re-validated:
-    its mesh uses fewer GPUs than the topology holds (the failed domain's and leftovers idle)."""
+    within the surviving GPUs that keeps the expert grid and the shard groups whole (_whole), dividing
+    the global batch (and, interleaved, giving micro-batches divisible by pp). None when no dp' fits.
+    The scenario is a copy, not re-validated: its mesh uses fewer GPUs than the topology holds (the
+    failed domain's and leftovers idle)."""
     lay, w = scn.layout, scn.workload
     survivors = scn.gpus - scn.topology.domain.gpus
     inner = lay.tp * lay.pp * lay.cp
     for dp in range(survivors // inner, 0, -1):
-        if dp % lay.ep or w.global_batch % (w.micro_batch * dp):
+        if not _whole(scn, lay.model_copy(update={"dp": dp})) or w.global_batch % (w.micro_batch * dp):
             continue
         m = w.global_batch // (w.micro_batch * dp)
         if lay.schedule == "interleaved" and m % lay.pp:
             continue
         return scn.model_copy(update={"layout": lay.model_copy(update={"dp": dp}), "faults": None}), dp
     return None, None
+
+
+def _whole(scn, lay) -> bool:
+    """Whether a layout's expert grid and shard groups cut its mesh evenly (as the scenario checks)."""
+    left = (lay.tp * lay.cp * lay.dp) % (lay.ep * lay.etp) if lay.folded else lay.dp % lay.ep
+    if left:
+        return False
+    group = lay.shard_group
+    if group is None:
+        return True
+    groups = lay.dp * lay.cp // group
+    return lay.dp * lay.cp % group == 0 and (scn.model.moe is None or lay.expert_dp % groups == 0)
 
 
 def renumber(faults, node, gpus_per_domain: int, used: int):

@@ -3,9 +3,10 @@
 Layers differ (dense first layers, MoE layers each with its own routing), so the FFN half is costed
 layer by layer and summed over the layers each (device, chunk) holds. Parameters split into dense
 ones, replicated over every data-parallel rank (dp * cp, ep included), and expert ones, of which an
-EP rank holds (experts + redundant) / ep per MoE layer and whose replicas are the dp / ep * cp ranks
-with the same EP coordinate. DualPipe's two pipeline copies hold twice of both (each device holds
-two chunks' layers).
+EP rank holds (experts + redundant) / ep per MoE layer, split over its expert-TP ranks (tp, or
+expert_tp under MoE parallel folding), and whose replicas are the expert-dp ranks (dp / ep * cp with
+the same EP coordinate; tp*cp*dp / (ep*expert_tp) folded). DualPipe's two pipeline copies hold twice
+of both (each device holds two chunks' layers).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from ..cost.memory import (
 )
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
+from ..cost.placement import shard_counts
 from ..moe.costs import block_times, moe_costs
 from ..schedules import in_flight
-
-EXPERT_AXES = ("tp", "pp", "ep")  # coordinates an expert's replicas share
 
 
 def ffn_half(scn, ops, placement, fabric, cal):
@@ -81,7 +81,7 @@ def split_params(scn, params: np.ndarray, table, stage_layers) -> tuple[np.ndarr
     non_expert = c["moe_layer"] - model.moe.experts * c["expert"]
     dense = params + n_moe * (non_expert - c["layer"]) / lay.tp
     slots = (model.moe.experts + lay.redundant_experts) // lay.ep
-    return dense, n_moe * slots * c["expert"] / lay.tp
+    return dense, n_moe * slots * c["expert"] / lay.etp
 
 
 def layer_activations(scn, costs) -> np.ndarray:
@@ -94,7 +94,7 @@ def layer_activations(scn, costs) -> np.ndarray:
     out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute) * (1 - moe_layers(model))
     if costs is not None:
         cached = operand_bytes(w.dtype)
-        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.tp, recompute=w.recompute, copies=1.0,
+        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, recompute=w.recompute, copies=1.0,
                                         cached=cached)
         fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute, copies=0.0)
         out += moe_layers(model) * (fixed + costs.act_copies * per_copy)
@@ -105,9 +105,9 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
     grads = grad_bytes(lay)
-    per_dense = state_bytes_per_param(placement.sizes["dp"] * placement.sizes["ep"] * lay.cp, lay.zero,
-                                      lay.distributed_optimizer, grads)
-    per_expert = state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer, grads)
+    dense_ranks, expert_ranks = shard_counts(lay)
+    per_dense = state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads)
+    per_expert = state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0

@@ -31,7 +31,7 @@ from ..cost.pipeline import (
     PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, data_parallel, device_memory, device_params, exposed_param_gather,
     fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid, zero3_passes
 )
-from ..cost.placement import Placement, split_layers
+from ..cost.placement import Placement, shard_counts, shard_split, split_layers
 from ..moe.costs import MoECosts
 from ..schedules import SPECS, in_flight
 from . import halves as moe_plan
@@ -103,9 +103,10 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     if split:
         dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
         params = dense + expert
-        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.replicas(devices, moe_plan.EXPERT_AXES))]
+        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.expert_replicas(devices))]
+    dp_parts = hybrid_shards(scn, dp_parts, devices)
     dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
-    if lay.zero >= 3:  # parameters re-gathered for every forward and backward, prefetched behind compute
+    if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched behind compute
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
@@ -132,16 +133,29 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     )
 
 
+def hybrid_shards(scn, parts, devices) -> list:
+    """The data-parallel parts as (parameters (p,), groups (p, n), cross groups (p, m) or None): each part's
+    replica groups, or under hybrid sharding (layout.shard_group) each cut into dp*cp/shard_group shard
+    groups (cost.placement.shard_split): state sharded inside a group, gradient shards all-reduced across."""
+    lay = scn.layout
+    groups = 1 if lay.shard_group is None else lay.dp * lay.cp // lay.shard_group
+    if groups == 1:
+        return [(params, replicas, None) for params, replicas in parts]
+    return [(params, *shard_split(replicas, devices, replicas.shape[1] // groups)) for params, replicas in parts]
+
+
 def replica_costs(scn, parts, fabric: Fabric, cal):
     """(dp seconds, dp tier, parameter-gather seconds, optimizer seconds), (p,) each, of one pipeline:
-    data_parallel of each (parameters (p,), replica groups (p, n)) part, reduced one after the other
-    (dense parameters over all data-parallel ranks; an MoE model's experts over their own replicas)."""
+    data_parallel of each (parameters (p,), replica or shard groups (p, n), cross groups or None) part
+    (hybrid_shards), reduced one after the other (dense parameters over all data-parallel ranks; an MoE
+    model's experts over their own replicas)."""
     lay = scn.layout
     sharded = np.array([lay.zero >= 1 or lay.distributed_optimizer])
-    out = [[x[0] for x in data_parallel(params[None], tuple(x[None] for x in fabric.profile(groups)),
-                                        [groups.shape[1]], sharded, fabric, cal, scn.topology.device.hbm_bandwidth,
-                                        grad_bytes(lay))]
-           for params, groups in parts]
+    profile = lambda groups: tuple(x[None] for x in fabric.profile(groups))  # noqa: E731
+    out = [[x[0] for x in data_parallel(params[None], profile(groups), [groups.shape[1]], sharded, fabric, cal,
+                                        scn.topology.device.hbm_bandwidth, grad_bytes(lay),
+                                        None if cross is None else profile(cross))]
+           for params, groups, cross in parts]
     if len(out) == 1:
         return tuple(out[0][:4])
     return (sum(o[0] for o in out), np.max([o[1] for o in out], axis=0), sum(o[2] for o in out),
@@ -149,9 +163,10 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
 
 
 def _memory(scn, table, params, grid, placement: Placement, activations) -> Memory:
-    """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * ep * cp."""
+    """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * cp (or a shard
+    group)."""
     lay = scn.layout
-    replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
+    replicas = shard_counts(lay)[0]
     per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay))])
     mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
@@ -188,9 +203,10 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     """Bytes sent per step, all GPUs, by tier ("nvlink", "scaleout"), and per stage rank by tier.
 
     Ring collectives send (n-1)/n of the buffer per phase; a hierarchical one sends (k-1)/k of it on
-    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs. `ep`: (mean, busiest) all-to-all
-    bytes per stage rank (p, 2) of an MoE model; "ep" then holds its share and "per_rank_peak" the
-    busiest EP rank's links.
+    NVLink per intra-domain phase and (d-1)/d of S/k on the NICs. Under hybrid sharding the gradient
+    shard (1/shard_group of the gradients) is all-reduced across the shard groups besides. `ep`: (mean,
+    busiest) all-to-all bytes per stage rank (p, 2) of an MoE model; "ep" then holds its share and
+    "per_rank_peak" the busiest EP rank's links.
     """
     lay, counts = scn.layout, chunk_micro_batches(table)
     p = table.p
@@ -205,9 +221,11 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
     sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS gradients + AG bf16, else AR (2 phases)
     grads = grad_bytes(lay)
-    for params, groups in dp_parts:
+    for params, groups, cross in dp_parts:
         dp_bytes = params * (grads + PARAM_COMM_BYTES if sharded else 2 * grads)
         per_rank += _split_by_tier(fabric, groups, dp_bytes)
+        if cross is not None:  # hybrid sharding: the gradient shard all-reduced across shard groups
+            per_rank += _split_by_tier(fabric, cross, 2 * grads * params / groups.shape[1])
     ranks = mesh_ranks(scn) // p
     out = {}
     if ep is not None:

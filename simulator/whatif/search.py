@@ -149,6 +149,9 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
         raise ScenarioError(f"{scn.source}: workload.kind: search covers training scenarios for now (got serve)")
     if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
         raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
+    if scn.layout.shard_group is not None:  # its candidates would shard over all dp*cp, its refinements not
+        raise ScenarioError(f"{scn.source}: layout.shard_group: search shards ZeRO state over all data-parallel "
+                            f"ranks for now; set layout.shard_group: null to search ({scn.layout.shard_group} given)")
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
