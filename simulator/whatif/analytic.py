@@ -19,7 +19,11 @@ candidates of one (schedule, pp, chunks) group:
 Every family is a real path of the graph, so the result never exceeds the engine's step time without
 link sharing; it equals it when the critical path is one of them (the device that bounds the
 pipeline busy from its entry to its exit, which is the regime of balanced and compute-bound
-pipelines). docs/whatif.md states the class precisely; tests/test_analytic.py checks both facts.
+pipelines). Where stages tie instead (ZeRO-3 makes every pass last its stage's parameter gather), the
+critical path can run round trips between them, a send each way per trip, which no family holds:
+the pipelines of the schedules prone to it whose stages tie that closely (exact.ties) get the
+longest path itself (simulator.whatif.exact). docs/whatif.md states the class precisely;
+tests/test_analytic.py checks both facts.
 
 The structures (positions of entries and exits in each device's orders) come from
 simulator.whatif.structures.
@@ -34,12 +38,13 @@ import numpy as np
 
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import exposed_param_gather
-from ..schedules import SCHEDULE_NAMES
+from ..schedules import SCHEDULE_NAMES, SPECS
 from . import workers as forked
 from .candidates import (
     data_parallel_costs, distinct_pipelines, firsts, group_memory, layer_figures, layer_tables, pair_seconds,
     pipeline_costs, unique_rows
 )
+from .exact import exact_last_task_end, ties
 from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
 
 NEG = -np.inf
@@ -432,6 +437,12 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
         if len(k):
             L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[u[k]], b[u[k]], w[k],
                                                        None if fb is None else fb[k], tp[k], send[k])
+    # where stages tie, round trips between them can outrun every family: the longest path itself there
+    even = cm.scn.model.layers % SPECS[schedule].virtual_stages(p, v) == 0
+    tied = np.nonzero(ties(schedule, even, sts[0].routes, busy, send, m))[0]
+    if len(tied):
+        L[tied] = exact_last_task_end(schedule, p, v, m[tied], f[u[tied]], b[u[tied]], w[tied],
+                                      None if fb is None else fb[tied], send[tied])
     r = same[q]  # each candidate's distinct pipeline
     param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather)
     stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather
