@@ -114,7 +114,7 @@ def _reference(table) -> dict:
                     out["ent_half"][k, e, hi] = ("FB".index(h.kind), r, table.vstage_of(k, h.chunk, r), rank[h.mb])
     out.update(x_type=np.zeros((2, dirs, n), dtype=np.int64), x_upto=np.zeros((2, dirs, n, S)),
                x_after=np.zeros((2, dirs, n, S)), x_mask=np.zeros((2, dirs, n, E), bool),
-               pred=np.full((dirs, n, 3), -1, dtype=np.int64))
+               pred=np.full((dirs, n, 4), -1, dtype=np.int64))
     last = [int(np.nonzero(table.direction == r)[0][-1]) for r in range(dirs)]
     first = [int(np.nonzero(table.direction == r)[0][0]) for r in range(dirs)]
     for r in range(dirs):
@@ -127,10 +127,11 @@ def _reference(table) -> dict:
                 out["x_mask"][x, r, s] = out["ent_pos"][k] <= i
             i = where[int(k), "F", first[r], int(c)]
             a = table.orders[k][i - 1] if i else None
-            if a is not None and a.paired is None and a.kind == "F" and int(table.direction[a.mb]) == r:
-                sp = table.vstage_of(int(k), a.chunk, r)
-                if sp < s:
-                    out["pred"][r, s] = (sp, rank[a.mb], types[k][i - 1])
+            if a is not None and a.paired is None and a.kind == "F":
+                ra = int(table.direction[a.mb])  # the forward before may be the other direction's
+                sp = table.vstage_of(int(k), a.chunk, ra)
+                if sp < s or ra != r:
+                    out["pred"][r, s] = (sp, rank[a.mb], types[k][i - 1], ra)
     out.update(routes=table.routes, total=np.stack([c[-1] for c in cum]),
                last_type=np.array([t[-1] for t in types]), x_last_rank=np.array([rank[j] for j in last]),
                in_flight=in_flight(table).astype(float))

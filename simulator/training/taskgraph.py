@@ -18,6 +18,7 @@ more transfer on its data-parallel link, from the start of its last backward (a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -119,3 +120,20 @@ def build(plan: Plan) -> TaskGraph:
         link=link, delay=delay, last_backward=last_backward,
         dp_link=np.arange(p) * 3 + np.asarray(plan.dp_tier, dtype=np.int64),
         dp_seconds=np.asarray(plan.dp, dtype=float), tail=plan.optimizer + plan.param_gather)
+
+
+def coded(table) -> TaskGraph:
+    """The task graph of a schedule table with cost codes in place of seconds (the layout search's
+    exact pass fills them in for many pipelines at once): `dur` holds each slot's column in one
+    pipeline's [f | b | w | fb] flattened ((p, v) three times, then (p, v, v)), `delay` 1 + each half's
+    column in its flattened sends (p, v, 2), 0 where the output is ready at once. The graph is build()'s,
+    so the dependencies are the engine's."""
+    p, v = table.p, table.v
+    pv = p * v
+    col = np.arange(pv, dtype=float).reshape(p, v)
+    plan = SimpleNamespace(
+        table=table, f=col, b=col + pv, w=col + 2 * pv, fb=3.0 * pv + np.arange(pv * v, dtype=float).reshape(p, v, v),
+        task_scale=None, send=1.0 + np.arange(2 * pv, dtype=float).reshape(p, v, 2),
+        send_tier=np.ones((p, v, 2), dtype=np.int8), dp_tier=np.ones(p, dtype=np.int64), dp=np.zeros(p),
+        optimizer=np.zeros(p), param_gather=np.zeros(p))
+    return build(plan)

@@ -7,7 +7,9 @@ candidates of one (schedule, pp, chunks) group:
 
 - entries: a device's early task (warm-up forwards, its first backward of each chunk, its first
   F&B pair), reached by micro-batch j's forward through the virtual stages before it (a flow-shop
-  staircase: PF[s] + j * max f over those stages; a backward adds the return path);
+  staircase: PF[s] + j * max f over those stages, raised where a device runs another forward just
+  before the first micro-batch's, of its own direction or DualPipe's other one; a backward adds the
+  return path);
 - chains: from an entry, the device's own tasks back to back up to an exit;
 - exits: the forward and backward of the last micro-batch on each virtual stage, continued stage by
   stage along the route (forward scan, then backward scan), landing on each device with the rest of
@@ -17,7 +19,11 @@ candidates of one (schedule, pp, chunks) group:
 Every family is a real path of the graph, so the result never exceeds the engine's step time without
 link sharing; it equals it when the critical path is one of them (the device that bounds the
 pipeline busy from its entry to its exit, which is the regime of balanced and compute-bound
-pipelines). docs/whatif.md states the class precisely; tests/test_analytic.py checks both facts.
+pipelines). Where stages tie instead (ZeRO-3 makes every pass last its stage's parameter gather), the
+critical path can run round trips between them, a send each way per trip, which no family holds:
+the pipelines of the schedules prone to it whose stages tie that closely (exact.ties) get the
+longest path itself (simulator.whatif.exact). docs/whatif.md states the class precisely;
+tests/test_analytic.py checks both facts.
 
 The structures (positions of entries and exits in each device's orders) come from
 simulator.whatif.structures.
@@ -32,12 +38,13 @@ import numpy as np
 
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import exposed_param_gather
-from ..schedules import SCHEDULE_NAMES
+from ..schedules import SCHEDULE_NAMES, SPECS
 from . import workers as forked
 from .candidates import (
     data_parallel_costs, distinct_pipelines, firsts, group_memory, layer_figures, layer_tables, pair_seconds,
     pipeline_costs, unique_rows
 )
+from .exact import exact_last_task_end, ties
 from .structures import STRUCTURES, Structure, build_structures, in_flight_of, steady_from
 
 NEG = -np.inf
@@ -71,24 +78,29 @@ def _route_arrays(st: Structure, r: int, f, b, send):
     return f[dev, chunk], b[dev, chunk], sf, sb
 
 
-def _prefix(fr, br, sf, sb, pred, D, dev):
+def _prefix(fr, br, sf, sb, pred, D, dev, r: int = 0, other=None):
     """Start bounds of micro-batch j's forward and backward at each stage, as two (base, slope) pairs
     over [forward | backward] stages, (2n, N) each: the pure staircase from the step's start
     (C + j max f), and the path reaching micro-batch 0's task through chain hops, then advancing on
     that stage (PF + j f). A hop: where a device runs another forward just before the first
-    micro-batch's, that forward's bound plus its duration (D: (p, S, N) slot seconds)."""
+    micro-batch's, that forward's bound plus its duration (D: (p, S, N) slot seconds). The forward
+    before may be another direction's (DualPipe): other(direction, vstage, rank) gives its start bound
+    from that direction's bounds (an earlier pass); without `other` such hops are left out."""
     n, N = fr.shape
     C = np.zeros((n, N))
     np.cumsum((fr + sf)[:-1], axis=0, out=C[1:])
     MF = np.maximum.accumulate(fr, axis=0)
-    hops = np.nonzero(pred[:, 0] >= 0)[0]
+    hops = np.nonzero((pred[:, 0] >= 0) & ((pred[:, 3] == r) | (other is not None)))[0]
     if len(hops):  # PF = C + G, G non-decreasing, raised at each hop: sequential over hops only
         G = np.zeros((n, N))
         g, at, seen = np.zeros(N), [], []  # seen[i]: G after the hop at stage at[i] (increasing)
-        for s, (sp, j, t) in zip(hops.tolist(), pred[hops].tolist()):
-            k = bisect_right(at, sp)  # the last hop at or before sp raised G there to seen[k - 1]
-            pf_sp = C[sp] + seen[k - 1] if k else C[sp]
-            hop = np.maximum(C[sp] + j * MF[sp], pf_sp + j * fr[sp]) + D[dev[s], t]
+        for s, (sp, j, t, rr) in zip(hops.tolist(), pred[hops].tolist()):
+            if rr == r:
+                k = bisect_right(at, sp)  # the last hop at or before sp raised G there to seen[k - 1]
+                pf_sp = C[sp] + seen[k - 1] if k else C[sp]
+                hop = np.maximum(C[sp] + j * MF[sp], pf_sp + j * fr[sp]) + D[dev[s], t]
+            else:
+                hop = other(rr, sp, j) + D[dev[s], t]
             g = np.maximum(g, hop - C[s])
             G[s] = g
             at.append(s)
@@ -165,7 +177,15 @@ def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np
     f, b = np.ascontiguousarray(f.transpose(1, 2, 0)), np.ascontiguousarray(b.transpose(1, 2, 0))
     send, D = np.ascontiguousarray(send.transpose(1, 2, 3, 0)), np.ascontiguousarray(D.transpose(1, 2, 0))
     routes = [_route_arrays(st, r, f, b, send) for r in range(st.routes.shape[0])]
-    pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0]) for r, ra in enumerate(routes)]
+    pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0], r) for r, ra in enumerate(routes)]
+    cross = (st.pred[..., 0] >= 0) & (st.pred[..., 3] != np.arange(len(routes))[:, None])
+    if cross.any():  # hops from the other direction's forwards, on that direction's bounds
+        def other(rr, sp, j, first=pre):
+            (base, slope), hopped = first[rr]
+            x = base[sp] + j * slope[sp]
+            return x if hopped is None else np.maximum(x, hopped[0][sp] + j * hopped[1][sp])
+
+        pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0], r, other) for r, ra in enumerate(routes)]
     # entries: start bound (a staircase path of micro-batch j) minus the tasks before them on their device
     n = st.routes.shape[1]
     if not all(q[1] is not None for q in pre):  # a direction without hops: its hopped bound is its pure one
@@ -417,6 +437,12 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
         if len(k):
             L[k], last[k], busy[k], tp_dev[k] = _paths(st, m[k], f[u[k]], b[u[k]], w[k],
                                                        None if fb is None else fb[k], tp[k], send[k])
+    # where stages tie, round trips between them can outrun every family: the longest path itself there
+    even = cm.scn.model.layers % SPECS[schedule].virtual_stages(p, v) == 0
+    tied = np.nonzero(ties(schedule, even, sts[0].routes, busy, send, m))[0]
+    if len(tied):
+        L[tied] = exact_last_task_end(schedule, p, v, m[tied], f[u[tied]], b[u[tied]], w[tied],
+                                      None if fb is None else fb[tied], send[tied])
     r = same[q]  # each candidate's distinct pipeline
     param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather)
     stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather

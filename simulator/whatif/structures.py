@@ -73,8 +73,8 @@ class Structure:
     x_last_rank: np.ndarray  # (directions,) rank of the last micro-batch at m_ref
     in_flight: np.ndarray  # (p,) activations held (micro-batch-chunks), at m_ref
     in_flight_slope: np.ndarray
-    pred: np.ndarray = None  # (directions, n, 3): the F before the first micro-batch's forward at each
-    # stage on its device, as (vstage, rank, slot type), -1 when none (a chain hop in the warm-up)
+    pred: np.ndarray = None  # (directions, n, 4): the F before the first micro-batch's forward at each
+    # stage on its device, as (vstage, rank, slot type, direction), -1 when none (a chain hop in the warm-up)
     used: np.ndarray = None  # slot types that occur (count arrays keep only these columns)
 
     def __post_init__(self):
@@ -177,7 +177,7 @@ def _extract(t: Codes) -> list[dict]:
     x_type = np.zeros((T, 2, dirs, n), dtype=np.int64)
     x_upto, x_after = np.zeros((T, 2, dirs, n, S)), np.zeros((T, 2, dirs, n, S))
     x_mask = np.zeros((T, 2, dirs, n, E), bool)
-    pred = np.full((T, dirs, n, 3), -1, dtype=np.int64)
+    pred = np.full((T, dirs, n, 4), -1, dtype=np.int64)
     ends = [_ends(t.direction == r) for r in range(dirs)]  # (first, last) micro-batch of each direction
     for r in range(dirs):
         rows = np.arange(T)[:, None] * p + t.routes[r, :, 0][None]  # (T, n)
@@ -213,16 +213,18 @@ def _ends(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pred(t: Codes, r: int, i: np.ndarray, rows: np.ndarray, vstage, rank, types) -> np.ndarray:
-    """(T, n, 3) Structure.pred of direction r; i: (T, n) position of the first micro-batch's forward
-    at each stage (on its device's row)."""
+    """(T, n, 4) Structure.pred of direction r; i: (T, n) position of the first micro-batch's forward
+    at each stage (on its device's row). The forward before it may be another direction's (DualPipe's
+    devices run one direction's forwards, then the other's)."""
     j = t.start[rows] + np.maximum(i - 1, 0)
     kind, mb, chunk = t.kind[j], t.mb[j], t.chunk[j]
     tt = rows // t.p
-    sp = vstage[r, rows % t.p, chunk]
-    hop = ((i > 0) & (kind == 0) & (t.pmb[j] < 0) & (t.direction[tt, mb] == r)
-           & (sp < np.arange(rows.shape[1])[None]))
-    out = np.full(rows.shape + (3,), -1, dtype=np.int64)
-    out[hop] = np.stack([sp[hop], rank[tt[hop], mb[hop]], types[j[hop]]], axis=1)
+    rr = t.direction[tt, mb]
+    sp = vstage[rr, rows % t.p, chunk]
+    hop = ((i > 0) & (kind == 0) & (t.pmb[j] < 0) & (rr >= 0)
+           & ((rr != r) | (sp < np.arange(rows.shape[1])[None])))
+    out = np.full(rows.shape + (4,), -1, dtype=np.int64)
+    out[hop] = np.stack([sp[hop], rank[tt[hop], mb[hop]], types[j[hop]], rr[hop]], axis=1)
     return out
 
 
