@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             text = " ".join(f"{type(err).__name__}: {err}".split())[:500]
             _leave(f"simrack: bug, please report it with the command line: {text} (SIMRACK_TRACEBACK=1 shows "
                    "where)", 3)
+        signals.raise_pending()
         signals.settle()  # the command has finished: a signal from here on changes nothing
     except signals.Interrupted as stop:
         _leave(f"simrack: interrupted by {stop}", stop.status)

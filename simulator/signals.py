@@ -14,6 +14,7 @@ This module imports nothing from simrack and nothing heavy.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import os
 import signal
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state = {"installed": False, "raised": None, "settled": False}
+_state = {"installed": False, "raised": None, "lost": None, "settled": False}
 
 
 class Interrupted(BaseException):
@@ -43,15 +44,42 @@ class Interrupted(BaseException):
 def _handler(signum: int, frame) -> None:  # noqa: ARG001 - the signal module's signature
     if _state["settled"] or _state["raised"] is not None:
         return  # finished (outputs committed), or already on the way out: let the cleanup run
-    _state["raised"] = signum
+    _state.update(raised=signum, lost=None)
     raise Interrupted(signum)
+
+
+def _unraisable(hook):
+    """A sys.unraisablehook that sends a swallowed Interrupted again. Python cannot raise out of a
+    weak-reference callback or a destructor (the import machinery runs such callbacks at start-up):
+    the exception would be printed as "Exception ignored" and lost. A thread re-sends the signal
+    instead, so that it interrupts the main thread's next ordinary line; anything else goes to `hook`."""
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, Interrupted) and not _state["settled"]:
+            _state.update(raised=None, lost=info.exc_value.signum)
+            _thread.start_new_thread(os.kill, (os.getpid(), info.exc_value.signum))  # returns at once
+            return
+        hook(info)
+
+    return unraisable
+
+
+def raise_pending() -> None:
+    """Raise Interrupted for a signal that arrived but has not interrupted the command yet (see
+    _unraisable): called before outputs are committed and before the command counts as finished."""
+    signum = _state["raised"] or _state["lost"]
+    if signum is not None and not _state["settled"]:
+        _state.update(raised=signum, lost=None)
+        raise Interrupted(signum)
 
 
 def install() -> None:
     """Make SIGINT and SIGTERM raise Interrupted in the main thread (once per process)."""
     for signum in SIGNALS:
         signal.signal(signum, _handler)
-    _state.update(installed=True, raised=None, settled=False)
+    if not installed():
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+    _state.update(installed=True, raised=None, lost=None, settled=False)
 
 
 def installed() -> bool:
@@ -81,7 +109,7 @@ def worker_init(parent: int | None = None) -> None:
     """Signal dispositions of a worker process forked by process `parent` (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _state.update(installed=False, raised=None, settled=False)
+    _state.update(installed=False, raised=None, lost=None, settled=False)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

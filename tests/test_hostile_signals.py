@@ -84,6 +84,33 @@ def test_signal_during_start_up(tmp_path, sig):
     assert not list(tmp_path.iterdir())
 
 
+SWALLOWED = """
+import os, signal, weakref
+from simulator import signals
+signals.install()
+class Thing: pass
+thing = Thing()
+ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIG{name}))  # raised inside the callback
+try:
+    del thing
+    for _ in range(10**7):
+        pass
+    print("not interrupted")
+except signals.Interrupted as stop:
+    print("interrupted by", stop)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_inside_a_weakref_callback_still_interrupts(sig):
+    """Python swallows an exception raised in a weak-reference callback (the import machinery runs
+    them at start-up): the signal still interrupts the next ordinary line, and nothing is printed."""
+    name = signal.Signals(sig).name.removeprefix("SIG")
+    done = subprocess.run([sys.executable, "-c", SWALLOWED.format(name=name)], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.stdout.strip() == f"interrupted by SIG{name}" and done.stderr == "", done
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_writing_leaves_no_output(tmp_path, sig):
     """The trace goes to a FIFO whose reader never reads: the write blocks once the pipe is full, with

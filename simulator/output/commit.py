@@ -183,6 +183,7 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
                 raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
         for text in std:
             (stdout or sys.stdout.write)(text)
+        signals.raise_pending()
         with signals.held():  # the renames, together
             for opt, tmp, target in staged:
                 try:
