@@ -102,6 +102,7 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "workload.routing.topics": (MAX_EXPERTS, "per-topic tables"),
     "workload.routing.samples": (1 << 10, "routing draws per layer"),
     "topology.domain.gpus": (1 << 12, "the template topology graph"),
+    "topology.domain.used": (1 << 12, "the template topology graph"),
     "topology.scaleout.nics_per_domain": (1 << 12, "the template topology graph"),
     "topology.scaleout.domains_per_leaf": (1 << 12, "the template topology graph"),
     "topology.domains": (MAX_GPUS, "per-rank arrays"),

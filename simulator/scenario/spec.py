@@ -46,7 +46,7 @@ class Scenario(_Frozen):
 
     @property
     def gpus(self) -> int:
-        """Total GPUs: topology.domains * topology.domain.gpus."""
+        """GPUs the job runs on: topology.domains * topology.ranks_per_domain (domain.used, else domain.gpus)."""
         return self.topology.gpus
 
     @property
@@ -156,7 +156,7 @@ def _check_mesh(s: Scenario) -> None:
     total = lay.tp * lay.pp * lay.dp * lay.cp
     if total != s.gpus:
         _rule("layout", f"tp*pp*dp*cp = {lay.tp}*{lay.pp}*{lay.dp}*{lay.cp} = {total} != {s.gpus} GPUs "
-              f"of topology {topo.name} ({topo.domains} domains x {topo.domain.gpus})")
+              f"of topology {topo.name} ({topo.domains} domains x {topo.ranks_per_domain})")
     if lay.dp % lay.ep:
         _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp})")
 
@@ -229,6 +229,7 @@ def _check_faults(s: Scenario) -> None:
             _rule("faults.failed_node.domain", f"domain {node.domain} out of range: the topology has "
                   f"{s.topology.domains} domains")
         inner = s.layout.tp * s.layout.pp * s.layout.cp * s.layout.ep
-        if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
-            _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
+        left = s.gpus - s.topology.ranks_per_domain
+        if node.policy == "relayout" and left < inner:
+            _rule("faults.failed_node.policy", f"relayout leaves {left} GPUs, "
                   f"fewer than one replica (tp*pp*cp*ep = {inner})")

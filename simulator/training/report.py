@@ -175,6 +175,7 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         memory_bytes=mem.as_dict(), fits_in_memory=mem.fits, memory_overflow=overflow,
         traffic_bytes={"nvlink": plan.traffic["nvlink"], "scaleout": plan.traffic["scaleout"]},
         busiest_link=busiest_link(scn, plan, fabric, step),
-        cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6,
+        cost_per_million_tokens=gpus * scn.topology.billed_per_gpu * scn.options.gpu_hour_price / 3600.0 * step / tokens
+        * 1e6,
         extra=ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {},
     )

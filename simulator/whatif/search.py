@@ -117,7 +117,7 @@ class SearchResult:
 
 def _base_for(scn, gpus: int):
     """The scenario on `gpus` GPUs (same domain, device and fabric); its layout is not used."""
-    per = scn.topology.domain.gpus
+    per = scn.topology.ranks_per_domain
     if gpus > MAX_GPUS:
         raise ScenarioError(f"--gpus {number(gpus)}: over simrack's limit of {MAX_GPUS:,} GPUs (per-rank arrays)")
     if gpus <= 0 or gpus % per:
@@ -222,7 +222,7 @@ def reproduce(row: dict, scn) -> tuple[str, ...]:
     """The `--set` arguments that turn scenario `scn` into layout `row` for `simrack run`: the fields
     that differ from the scenario's, stage_layers when the layout's split is uneven or the scenario's
     own split no longer applies."""
-    lay, w, per = scn.layout, scn.workload, scn.topology.domain.gpus
+    lay, w, per = scn.layout, scn.workload, scn.topology.ranks_per_domain
     split = stage_layers_of(row, scn.model.layers)
     fields = (("topology.domains", row["gpus"] // per, scn.topology.domains), ("layout.tp", row["tp"], lay.tp),
               ("layout.cp", row["cp"], lay.cp), ("layout.pp", row["pp"], lay.pp), ("layout.dp", row["dp"], lay.dp),
