@@ -59,6 +59,11 @@ class DeviceSpec(BaseModel):
     needs boost_clock. Compute-bound rates run at clock / boost_clock of the data-sheet peaks; HBM rates do not."""
     boost_clock: Hertz | None = None
     """The SM clock the data-sheet peaks are computed at (A100 1410 MHz, H100 1830 MHz), Hz."""
+    host_link: BytesPerSecond | None = None
+    """Bandwidth between the GPU and host memory per direction, B/s: PCIe 5 x16 64 GB/s on x86 hosts, NVLink-C2C
+    450 GB/s on Grace (GB200): what activation and optimizer offload (layout.offload) copy over."""
+    host_memory_bandwidth: BytesPerSecond | None = None
+    """The GPU's share of its host's DRAM bandwidth, B/s: what the CPU's Adam streams through (offload cpu)."""
 
     @model_validator(mode="after")
     def _check_power(self) -> DeviceSpec:

@@ -9,6 +9,7 @@ from pydantic import Field, PlainValidator, StrictBool, model_validator
 
 from ..schedules import SPECS
 from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Real, Schedule, _dp_value, _Frozen, _rule
+from .offload import Offload
 
 
 class Layout(_Frozen):
@@ -56,6 +57,8 @@ class Layout(_Frozen):
     ep_dispatch: Literal["flat", "dedup"] = "flat"
     """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
     per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
+    offload: Offload | None = None
+    """Activations of some layers and the optimizer state in host memory (training; simulator.cost.offload)."""
 
     def degrees(self) -> dict[str, int]:
         """Degree per mesh axis, keyed in `order` (innermost first)."""

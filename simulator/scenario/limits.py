@@ -115,6 +115,7 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "layout.zero": (3, "ZeRO stages 0 to 3"),
     "layout.stage_layers": (MAX_LAYERS, "the layers of a stage"),
     "layout.redundant_experts": (MAX_EXPERTS, "experts x experts placement matrices"),
+    "layout.offload.activations_layers": (MAX_LAYERS, "the layers of a device"),
     "options.seed": ((1 << 64) - 1, _SEED),
     "workload.arrivals.seed": ((1 << 64) - 1, _SEED),
     "faults.jitter.seed": ((1 << 64) - 1, _SEED),

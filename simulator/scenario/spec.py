@@ -20,6 +20,7 @@ from .hardware import PEAK_FAMILY
 from .layout import Layout, Options
 from .limits import excess
 from .model import ModelSpec
+from .offload import offload_problem
 from .topology import TopologySpec
 from .workload import Workload
 
@@ -69,6 +70,7 @@ class Scenario(_Frozen):
         _check_dtype(self)
         _check_serve(self)
         _check_faults(self)
+        _check_offload(self)
         return self
 
 
@@ -210,6 +212,14 @@ def _check_serve(s: Scenario) -> None:
     if w.disaggregated is not None and w.disaggregated.prefill_replicas >= replicas:
         _rule("workload.disaggregated.prefill_replicas", f"prefill_replicas "
               f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp/ep ({replicas})")
+
+
+def _check_offload(s: Scenario) -> None:
+    """Offload applies to training, over a host link the device states, and no device offloads more layers
+    than it holds."""
+    problem = offload_problem(s)
+    if problem:
+        _rule(*problem)
 
 
 def _check_faults(s: Scenario) -> None:

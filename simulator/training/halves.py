@@ -15,6 +15,7 @@ import numpy as np
 from ..cost.memory import (
     Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param
 )
+from ..cost.offload import hbm_state, offloaded_share
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
 from ..moe.costs import block_times, moe_costs
@@ -104,15 +105,18 @@ def layer_activations(scn, costs) -> np.ndarray:
 def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers) -> Memory:
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
-    grads = grad_bytes(lay)
-    per_dense = state_bytes_per_param(placement.sizes["dp"] * placement.sizes["ep"] * lay.cp, lay.zero,
-                                      lay.distributed_optimizer, grads)
-    per_expert = state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer, grads)
+    grads, off = grad_bytes(lay), lay.offload
+    per_dense = hbm_state(state_bytes_per_param(placement.sizes["dp"] * placement.sizes["ep"] * lay.cp, lay.zero,
+                                                lay.distributed_optimizer, grads), off)
+    per_expert = hbm_state(state_bytes_per_param(placement.sizes["dp"] * lay.cp, lay.zero, lay.distributed_optimizer,
+                                                 grads), off)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0
+    if off is not None and off.activations_layers:  # offloaded share out of HBM, one layer's copy buffer in
+        chunk, working = chunk * (1.0 - offloaded_share(grid[0], off.activations_layers)[:, 0]), per_layer.max()
     if w.recompute == "full":
-        working = layer_activations(scn.model_copy(update={"workload": w.model_copy(
+        working += layer_activations(scn.model_copy(update={"workload": w.model_copy(
             update={"recompute": "none"})}), costs).max()
     sh = layer_shape(scn)
     head = grid[2]

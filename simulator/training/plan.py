@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cost import calibration
+from ..cost import calibration, offload
 from ..cost.fabric import Fabric
 from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
@@ -65,6 +65,7 @@ class Plan:
     ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
     moe: MoECosts | None = None
     task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
+    offload: dict | None = None  # layout.offload's figures (offload_figures)
 
 
 def mesh_ranks(scn) -> int:
@@ -97,6 +98,14 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ep, ep_so = half[..., 3:5], half[..., 5:7]
         f, b, w = f + half[..., 0] + ep[..., 0], b + half[..., 1] + ep[..., 1], w + half[..., 2]
     b, w = backward_tasks(b, w, table.split_backward)
+    off = lay.offload
+    if off is not None and off.activations_layers:  # copies beside each task's compute (cost.offload)
+        chunk_bytes = (moe_plan.layer_grid(table, stage_layers, moe_plan.layer_activations(scn, costs)) if split
+                       else grid[0] * lc.activations[0, 0])
+        copies = offload.activation_copies(chunk_bytes, offload.offloaded_share(grid[0], off.activations_layers),
+                                           scn.topology.device.host_link)
+        copy_exposed = offload.exposed_seconds(f, b, copies, chunk_micro_batches(table))
+        f, b = offload.hide(f, copies), offload.hide(b, copies)
     send, send_tier = (x[0] for x in sends(table.routes, devices[None], lc.send_bytes, lc.send_gather, fabric, cal))
     params = device_params(model, lay.tp, *grid)
     dp_parts = [(params, placement.weight_replicas(devices))]
@@ -105,6 +114,11 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         params = dense + expert
         dp_parts = [(dense, dp_parts[0][1]), (expert, placement.replicas(devices, moe_plan.EXPERT_AXES))]
     dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
+    if off is not None:
+        dev = scn.topology.device
+        adam = opt
+        opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
+                                        dev.host_memory_bandwidth, grad_bytes(lay))
     if lay.zero >= 3:  # parameters re-gathered for every forward and backward, prefetched behind compute
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
@@ -128,8 +142,19 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         model_flops=scn.workload.global_batch * scn.workload.seq_len
         * model_flops_per_token(model, scn.workload.seq_len),
         hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, table, ops, grid),
+        offload=None if off is None else offload_figures(off, copies if off.activations_layers else None,
+                                                          copy_exposed if off.activations_layers else 0.0, adam, opt),
         **moe_fields,
     )
+
+
+def offload_figures(off, copies, exposed: float, adam, opt) -> dict:
+    """The report's extra.offload: layers offloaded, the longest chunk's copy one way (s), the copies' exposed
+    seconds a step (mean over stages), the optimizer's mode and seconds against Adam on HBM (busiest stage)."""
+    return {"activations_layers": off.activations_layers,
+            "copy_s_per_micro_batch": float(copies.max()) if copies is not None else 0.0,
+            "exposed_s": exposed, "optimizer": off.optimizer, "optimizer_s": float(np.max(opt)),
+            "optimizer_on_hbm_s": float(np.max(adam))}
 
 
 def replica_costs(scn, parts, fabric: Fabric, cal):
@@ -152,8 +177,10 @@ def _memory(scn, table, params, grid, placement: Placement, activations) -> Memo
     """device_memory of one pipeline as a Memory: dense parameters, state sharded over dp * ep * cp."""
     lay = scn.layout
     replicas = placement.sizes["dp"] * placement.sizes["ep"] * lay.cp
-    per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay))])
-    mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
+    state = offload.hbm_state(state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay)),
+                              lay.offload)
+    layers, activations = offload.kept_layers(grid[0], activations, lay.offload)
+    mem = device_memory(params[None], np.array([state]), activations, in_flight(table)[None], layers, grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
                   kv_cache=0.0, capacity=scn.topology.device.hbm_bytes)
 

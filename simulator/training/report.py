@@ -177,5 +177,6 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         busiest_link=busiest_link(scn, plan, fabric, step),
         cost_per_million_tokens=gpus * scn.topology.billed_per_gpu * scn.options.gpu_hour_price / 3600.0 * step / tokens
         * 1e6,
-        extra=ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {},
+        extra={**(ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {}),
+               **({"offload": plan.offload} if plan.offload is not None else {})},
     )

@@ -149,6 +149,8 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
         raise ScenarioError(f"{scn.source}: workload.kind: search covers training scenarios for now (got serve)")
     if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
         raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
+    if scn.layout.offload is not None:
+        raise ScenarioError(f"{scn.source}: layout.offload: the search's analytic pass prices no offload; remove it")
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
