@@ -20,6 +20,7 @@ from .hardware import PEAK_FAMILY
 from .layout import Layout, Options
 from .limits import excess
 from .model import ModelSpec
+from . import pipeline_layout
 from .offload import offload_problem
 from .topology import TopologySpec
 from .workload import Workload
@@ -96,9 +97,13 @@ def _check_model_split(s: Scenario) -> None:
 
 def _check_stages(s: Scenario) -> None:
     """Layers split over pp*chunks virtual stages (pp for dualpipe, whose two pipeline copies each
-    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says."""
+    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says,
+    or as pipeline_layout says (stage_layers then derived from it)."""
     m, lay = s.model, s.layout
     stages = SPECS[lay.schedule].virtual_stages(lay.pp, lay.chunks)
+    if lay.pipeline_layout is not None:
+        _check_pipeline_layout(s, stages)
+        return
     if lay.stage_layers is None:
         if m.layers % stages:
             _rule("layout.pp", f"layers ({m.layers}) not divisible by pp*chunks ({lay.pp}*{lay.chunks} = "
@@ -110,6 +115,24 @@ def _check_stages(s: Scenario) -> None:
         _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need {need} = {stages}")
     if sum(lay.stage_layers) != m.layers:
         _rule("layout.stage_layers", f"sum {sum(lay.stage_layers)} != model.layers ({m.layers})")
+
+
+def _check_pipeline_layout(s: Scenario, stages: int) -> None:
+    """A pipeline layout parses, fits the schedule's virtual stages, the model's layers and MTP modules, and sets
+    stage_layers (training only; a stage_layers given beside it must say the same)."""
+    lay = s.layout
+    if s.workload.kind != "train":
+        _rule("layout.pipeline_layout", f"simulated for training only, got workload.kind {s.workload.kind}")
+    try:
+        parsed = pipeline_layout.check(lay.pipeline_layout, stages, s.model.layers,
+                                       s.model.mtp.depth if s.model.mtp else 0)
+    except ValueError as err:
+        _rule("layout.pipeline_layout", str(err))
+    split = tuple(st.layers for st in parsed)
+    if lay.stage_layers is not None and tuple(lay.stage_layers) != split:
+        _rule("layout.stage_layers", f"[{', '.join(map(str, lay.stage_layers[:8]))}"
+              f"{', ...' if len(lay.stage_layers) > 8 else ''}] disagrees with pipeline_layout; give one of them")
+    _fill(s, layout=_derived(lay, stage_layers=split))
 
 
 def _check_experts(s: Scenario) -> None:

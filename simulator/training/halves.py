@@ -15,6 +15,7 @@ import numpy as np
 from ..cost.memory import (
     Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param
 )
+from ..cost import mtp
 from ..cost.offload import hbm_state, offloaded_share
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
@@ -42,10 +43,17 @@ def ffn_half(scn, ops, placement, fabric, cal):
 
 
 def layer_grid(table, stage_layers, per_layer: np.ndarray) -> np.ndarray:
-    """(p, v, ...) sums of a per-layer array (L, ...) over the layers of each device's chunk."""
-    stage_layers = np.asarray(stage_layers)
+    """(p, v, ...) sums of a per-layer array (L, ...) over the layers of each device's chunk; layers past the L-th
+    (multi-token-prediction modules, simulator.cost.mtp) take the last layer's row; a stage may hold none."""
+    stage_layers, per_layer = np.asarray(stage_layers), np.asarray(per_layer, float)
+    extra = int(stage_layers.sum()) - len(per_layer)
+    if extra > 0:
+        per_layer = np.concatenate([per_layer, np.repeat(per_layer[-1:], extra, axis=0)])
     starts = np.concatenate([[0], np.cumsum(stage_layers)[:-1]])
-    per_vstage = np.add.reduceat(np.asarray(per_layer, float), starts, axis=0)
+    if (stage_layers == 0).any():  # reduceat would give an empty stage its next layer's row
+        per_vstage = np.stack([per_layer[s:s + n].sum(axis=0) for s, n in zip(starts, stage_layers)])
+    else:
+        per_vstage = np.add.reduceat(per_layer, starts, axis=0)
     out = np.zeros((table.p, table.v, *np.shape(per_layer)[1:]))
     for route in table.routes:
         out[route[:, 0], route[:, 1]] = per_vstage
@@ -120,8 +128,8 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
             update={"recompute": "none"})}), costs).max()
     sh = layer_shape(scn)
     head = grid[2]
-    acts = (in_flight(table) * chunk + working
-            + head.any(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
+    acts = (in_flight(table) * chunk + working  # head: the loss's passes (MTP modules' included)
+            + head.sum(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
     state = [dense * a + expert * b for a, b in zip(per_dense, per_expert)]
     d = int(np.argmax(sum(state) + acts))
     return Memory(weights=float(state[0][d]), gradients=float(state[1][d]), optimizer=float(state[2][d]),
@@ -149,9 +157,14 @@ def hardware_flops(scn, ops, costs) -> float:
     else:
         ffn = np.full(model.layers, fwd[ops.block == BLOCK_DENSE_FFN].sum())
     per_layer = attn + ffn
-    redo = {"full": per_layer.sum(), "selective": model.layers * fwd[layer & ops.selective].sum(),
+    n = mtp.depth(model)
+    if n:  # MTP modules: a layer like the last, the embedding and head again, the projection
+        per_layer = np.append(per_layer, np.repeat(per_layer[-1:], n))
+    redo = {"full": per_layer.sum(), "selective": len(per_layer) * fwd[layer & ops.selective].sum(),
             "none": 0.0}[w.recompute]
     edges = fwd[ops.block == BLOCK_EMBED].sum() + fwd[ops.block == BLOCK_HEAD].sum()
+    if n:
+        edges = (1 + n) * edges + n * mtp.projection_flops(scn)
     per_mb = 3 * (per_layer.sum() + edges) + redo
     return float(per_mb * (w.global_batch // w.micro_batch) * lay.tp * lay.cp)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cost import calibration, offload
+from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
 from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
@@ -88,8 +88,15 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
                                table.split_backward)
     lc = layer_costs(scn, keys, fabric, cal)
     stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
+    depth, modules = mtp.depth(model), mtp.stage_modules(scn, len(stage_layers))
+    stage_layers = stage_layers + modules  # an MTP module's layer counts as one of its stage (cost.mtp)
     grid = stage_grid(table.routes, stage_layers)
-    f, b, w, f_tp, b_tp, f_cp, b_cp = (pass_grid(lc.passes, k, *grid)[0] for k in range(len(PASS_FIELDS)))
+    module_grid = stage_grid(table.routes, modules)[0]
+    passes = mtp.time_grid(grid, module_grid, depth) if depth else grid  # embedding and head run again
+    f, b, w, f_tp, b_tp, f_cp, b_cp = (pass_grid(lc.passes, k, *passes)[0] for k in range(len(PASS_FIELDS)))
+    if depth:
+        proj = mtp.projection_seconds(scn, cal)
+        f, b, w = f + module_grid * proj[0], b + module_grid * proj[1], w + module_grid * proj[2]
     split = model.moe is not None or model.mla is not None  # attention and FFN halves costed apart
     costs = ep = None
     if split:
@@ -108,6 +115,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         f, b = offload.hide(f, copies), offload.hide(b, copies)
     send, send_tier = (x[0] for x in sends(table.routes, devices[None], lc.send_bytes, lc.send_gather, fabric, cal))
     params = device_params(model, lay.tp, *grid)
+    if depth:
+        params = params + mtp.extra_params(model, lay.tp, grid, module_grid)
     dp_parts = [(params, placement.weight_replicas(devices))]
     if split:
         dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
@@ -135,13 +144,14 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
         param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather), optimizer=opt,
-        memory=(moe_plan.split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers)
-                if split else _memory(scn, table, params, grid, placement, lc.activations)),
+        memory=(moe_plan.split_memory(scn, table, dense, expert, passes, placement, costs, stage_layers)
+                if split else _memory(scn, table, params, passes, placement, lc.activations)),
         traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
                              moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
         model_flops=scn.workload.global_batch * scn.workload.seq_len
         * model_flops_per_token(model, scn.workload.seq_len),
-        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, table, ops, grid),
+        hardware_flops=(moe_plan.hardware_flops(scn, ops, costs) if split
+                        else hardware_flops(scn, table, ops, passes, module_grid if depth else None)),
         offload=None if off is None else offload_figures(off, copies if off.activations_layers else None,
                                                           copy_exposed if off.activations_layers else 0.0, adam, opt),
         **moe_fields,
@@ -195,9 +205,10 @@ def chunk_micro_batches(table) -> np.ndarray:
     return counts
 
 
-def hardware_flops(scn, table, ops: OpTable, grid) -> float:
+def hardware_flops(scn, table, ops: OpTable, grid, modules=None) -> float:
     """FLOP per step with recompute (for HFU), counted as MFU counts them: attention in full,
-    backward twice the forward, plus the forward work that recompute repeats."""
+    backward twice the forward, plus the forward work that recompute repeats; `modules` (p, v): the
+    MTP modules' projections (their layers, embedding and head passes are in `grid`)."""
     counts = chunk_micro_batches(table)
     layers, embed, head = ((g * counts).sum() for g in grid)  # layer- and block-passes per step
     fwd = ops.model_flops_f
@@ -206,6 +217,8 @@ def hardware_flops(scn, table, ops: OpTable, grid) -> float:
             "none": 0.0}[scn.workload.recompute]
     per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
               + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
+    if modules is not None:
+        per_mb = per_mb + (modules * counts).sum() * 3 * mtp.projection_flops(scn)
     replicas = mesh_ranks(scn) // (scn.layout.pp * scn.layout.tp)
     return float(per_mb * scn.layout.tp * replicas)
 

@@ -151,6 +151,9 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
         raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
     if scn.layout.offload is not None:
         raise ScenarioError(f"{scn.source}: layout.offload: the search's analytic pass prices no offload; remove it")
+    if scn.model.mtp is not None or scn.layout.pipeline_layout is not None:
+        raise ScenarioError(f"{scn.source}: {'model.mtp' if scn.model.mtp else 'layout.pipeline_layout'}: the "
+                            "search's analytic pass prices neither MTP modules nor pipeline layouts; remove it")
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
