@@ -77,11 +77,11 @@ def run_faulty(scenario: Scenario) -> Result:
             scn, dp = fl.relayout(scenario)
             if scn is None:
                 raise ScenarioError(f"{scenario.source}: faults.failed_node.policy: no dp fits the "
-                                    f"{scenario.gpus - scenario.topology.domain.gpus} surviving GPUs")
+                                    f"{scenario.gpus - scenario.topology.ranks_per_domain} surviving GPUs")
             info["failed_node"] = (f"failed domain {node.domain} (relayout dp {scenario.layout.dp} -> {dp}, "
                                    f"{scn.micro_batches} micro-batches)")
             used = mesh_ranks(scn)
-            scn = scn.model_copy(update={"faults": fl.renumber(f, node, scenario.topology.domain.gpus, used)})
+            scn = scn.model_copy(update={"faults": fl.renumber(f, node, scenario.topology.ranks_per_domain, used)})
     rest = scn.faults is not None and any(getattr(scn.faults, k) is not None
                                           for k in ("straggler", "degraded_link", "jitter"))
     if rest or scn is not scenario:

@@ -199,7 +199,7 @@ def test_dualpipe_holds_twice_the_parameters(make_scenario):
 
 @pytest.mark.parametrize("override, field", [
     (["model=llama3-8b", "layout.ep=1", "layout.pp=1", "layout.schedule=1f1b", "layout.chunks=1",
-      "layout.stage_layers=null"], "workload.routing"),
+      "layout.pipeline_layout=null"], "workload.routing"),
     (["layout.redundant_experts=3"], "layout.ep"),
     (["workload.routing.kind=counts"], "workload.routing.counts_file"),
 ])

@@ -350,7 +350,7 @@ BAD = [
     ("stage-layers-wrong-length", {"layout": {"stage_layers": [4, 3, 1]}},
      "layout.stage_layers", ["3 entries", "2*1 = 2"]),
     ("stage-layers-wrong-sum", {"layout": {"stage_layers": [3, 4]}}, "layout.stage_layers", ["sum 7", "(8)"]),
-    ("stage-layers-empty-stage", {"layout": {"stage_layers": [8, 0]}}, "layout.stage_layers.1", ["0"]),
+    ("stage-layers-negative-stage", {"layout": {"stage_layers": [9, -1]}}, "layout.stage_layers.1", ["-1"]),
     ("interleaved-one-chunk", {"layout": {"schedule": "interleaved"}}, "layout.chunks", ["interleaved", "1"]),
     ("interleaved-micro-batches-vs-pp", {"layout": {"schedule": "interleaved", "chunks": 2},
                                          "workload": {"global_batch": 12}},

@@ -2,15 +2,17 @@
 
 `build(spec)` takes a plain mapping in SI units (bytes/s per direction, seconds):
 
-    {"domain": {"kind": "hgx" | "nvl72", "gpus", "bandwidth", "latency"},
+    {"domain": {"kind": "hgx" | "nvl72", "gpus", "bandwidth", "latency", "used" (optional)},
      "scaleout": {"kind": "fat_tree" | "rail", "nic_bandwidth", "nics_per_domain",
                   "oversubscription", "latency", "domains_per_leaf"},
      "domains": int}
 
 Other top-level keys (name, device) are ignored. Graph contract: nodes carry `kind` in NODE_KINDS;
-GPU nodes ("gpu", device) carry `device` (global, domain-major), `local`, `domain`, `rack`; every
+GPU nodes ("gpu", device) carry `device` (global, domain-major), `local`, `domain`, `rack`, `used` (whether the
+job runs on it: the first domain["used"] GPUs of each domain, all by default; the others are spares); every
 edge carries `bandwidth` (bytes/s per direction), `latency` (s) and `tier` ("nvlink" | "scaleout").
-`graph.graph` records the sizes: domains, gpus_per_domain, gpus, nics_per_domain, domains_per_leaf.
+`graph.graph` records the sizes: domains, gpus_per_domain, gpus_used_per_domain, gpus, nics_per_domain,
+domains_per_leaf.
 This package never imports `simulator`.
 """
 
@@ -45,7 +47,7 @@ PRESETS_DIR = _presets if isinstance(_presets, Path) else Path(str(_presets))
 """Folder of the preset YAMLs (human units): devices.yaml and one file per system (package data,
 found through importlib.resources; simrack installs unzipped)."""
 
-_DOMAIN_KEYS = {"kind", "gpus", "bandwidth", "latency"}
+_DOMAIN_KEYS = {"kind", "gpus", "bandwidth", "latency", "used"}
 _SCALEOUT_KEYS = {"kind", "nic_bandwidth", "nics_per_domain", "oversubscription", "latency",
                   "domains_per_leaf"}
 
@@ -79,15 +81,24 @@ def build(spec: Mapping) -> nx.Graph:
     domains, domain_kind, scaleout_kind = int(domains), domain.pop("kind"), scaleout.pop("kind")
     gpus = domain.setdefault("gpus", DEFAULT_GPUS[domain_kind])
     check_positive("domain gpus", gpus, integer=True)
+    used = domain.pop("used", None)
+    used = gpus if used is None else used
+    check_positive("domain used", used, integer=True)
+    if used > gpus:
+        raise ValueError(f"domain used: {used} GPUs of a domain of {gpus}")
     scaleout.setdefault("oversubscription", 1.0)
     scaleout.setdefault("domains_per_leaf", DOMAINS_PER_LEAF)
     graph = nx.Graph(name=spec.get("name"), domain_kind=domain_kind, scaleout_kind=scaleout_kind,
-                     domains=domains, gpus_per_domain=int(gpus), gpus=domains * int(gpus),
+                     domains=domains, gpus_per_domain=int(gpus), gpus_used_per_domain=int(used),
+                     gpus=domains * int(gpus),
                      nics_per_domain=scaleout["nics_per_domain"],
                      domains_per_leaf=scaleout["domains_per_leaf"])
     for index in range(domains):
         DOMAIN_BUILDERS[domain_kind](graph, index, **domain)
     SCALEOUT_BUILDERS[scaleout_kind](graph, domains=domains, gpus_per_domain=int(gpus), **scaleout)
+    for _, data in graph.nodes(data=True):
+        if data["kind"] == "gpu":
+            data["used"] = data["local"] < used
     return graph
 
 

@@ -204,11 +204,45 @@ def _attention(attn: dict, kind: str) -> dict[int, float]:
 
 def for_device(device, dtype: str = "bf16") -> Calibration:
     """The calibration of a device running `dtype`: its generation's fit, with the preset's
-    `efficiency` overrides."""
+    `efficiency` overrides, throttled to a power limit or an explicit clock (clock_scale)."""
     overrides = getattr(device, "efficiency", None) or {}
     if overrides == "ideal":
-        return IDEAL
-    return replace(fitted(generation_of(device), dtype), **overrides)
+        return throttled(IDEAL, clock_scale(device, 1.0))
+    cal = replace(fitted(generation_of(device), dtype), **overrides)
+    return throttled(cal, clock_scale(device, sustained_clock(generation_of(device))))
+
+
+def power_clock(power_limit: float, tdp: float) -> float:
+    """Sustained clock at a board power cap over the sustained clock at the tdp: (power_limit / tdp)^(1/3).
+
+    Dynamic power ~ SMs * f * V^2 with the voltage roughly proportional to the clock over the DVFS range, so a
+    board held at its power limit runs at f ~ (P / SMs)^(1/3); static power is neglected (it makes the cap
+    bite harder). Anchored at the generation's sustained clock at the tdp (`Calibration.clock`), applied down
+    to half the tdp (hardware.LOWEST_POWER_SHARE). Checked against the one capped board of kernels.yaml: the
+    H100 PCIe (114 SMs, 350 W) predicted at 1,333 MHz from the H800's 1,600 MHz at 700 W on 132 SMs, measured
+    1,395 MHz (-4.4%; measured under memory microbenchmarks, which draw less power a clock than tensor work)."""
+    return (power_limit / tdp) ** (1.0 / 3.0)
+
+
+def clock_scale(device, sustained: float) -> float:
+    """Factor on the compute-bound rates of a device's calibration: power_clock of its power_limit, or its
+    explicit clock over boost_clock relative to the `sustained` clock fraction the calibration assumes; 1."""
+    limit, tdp = getattr(device, "power_limit", None), getattr(device, "tdp", None)
+    if limit is not None and tdp:
+        return power_clock(limit, tdp)
+    clock, boost = getattr(device, "clock", None), getattr(device, "boost_clock", None)
+    if clock is not None and boost:
+        return clock / boost / sustained
+    return 1.0
+
+
+def throttled(cal: Calibration, scale: float) -> Calibration:
+    """`cal` with every compute-bound rate (GEMMs and attention through `clock`, decode attention's FLOP-bound
+    fractions) scaled by `scale`; HBM, link and fixed costs as they are (they do not follow the SM clock)."""
+    if scale == 1.0:
+        return cal
+    return replace(cal, clock=cal.clock * scale, decode_attention=cal.decode_attention * scale,
+                   decode_attention_fp8kv=cal.decode_attention_fp8kv * scale)
 
 
 def head_scale(width, cal: Calibration) -> np.ndarray:

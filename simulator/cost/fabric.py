@@ -29,7 +29,7 @@ class Fabric:
     """Per-tier figures: bandwidths in bytes/s per GPU per direction, latencies in seconds."""
 
     gpus: int
-    gpus_per_domain: int
+    gpus_per_domain: int  # ranks a domain holds: the GPUs of it the job uses (topology.domain.used)
     domains_per_unit: int  # domains under one leaf (or one rail-optimized scalable unit)
     nvlink_bw: float
     nvlink_lat: float
@@ -112,15 +112,21 @@ def _distinct_per_row(a: np.ndarray) -> np.ndarray:
 
 
 def from_graph(graph: nx.Graph, gpus: int) -> Fabric:
-    """Read the tier figures of a regular topology graph; `gpus` is the full cluster's size."""
+    """Read the tier figures of a regular topology graph; `gpus` is the ranks of the full cluster.
+
+    Ranks fill the GPUs a domain uses (GPU attribute `used`), domain by domain, so a Fabric's domain holds
+    the used GPUs only: gpus_per_domain counts them. Each used GPU keeps its own NVLink port to the switch
+    plane (the same bandwidth however many are used) and its share of its domain's NICs (nic_bw: the NIC
+    bandwidth over all the domain's GPUs, spares included: a spare's NICs serve no other GPU)."""
     gpu_nodes = {d["device"]: n for n, d in graph.nodes(data=True) if d["kind"] == "gpu"}
     domain = {dev: graph.nodes[n]["domain"] for dev, n in gpu_nodes.items()}
     per_domain = sum(1 for v in domain.values() if v == 0)
+    used = sum(1 for dev, v in domain.items() if v == 0 and graph.nodes[gpu_nodes[dev]].get("used", True))
     g0 = gpu_nodes[0]
     nvlink_bw = sum(e["bandwidth"] for _, _, e in graph.edges(g0, data=True) if e["tier"] == "nvlink")
     lat = lambda g, a, b: nx.shortest_path_length(g, a, b, weight="latency")  # noqa: E731
     nvlink = graph.edge_subgraph((a, b) for a, b, t in graph.edges(data="tier") if t == "nvlink")
-    nvlink_lat = lat(nvlink, g0, gpu_nodes[1]) if per_domain > 1 else 0.0
+    nvlink_lat = lat(nvlink, g0, gpu_nodes[1]) if used > 1 else 0.0
     nics = {n for n in nx.node_connected_component(graph, g0) if graph.nodes[n]["kind"] == "nic"
             and any(graph.nodes[m].get("domain") == 0 for m in graph.neighbors(n))}
     nic_up = sum(e["bandwidth"] for nic in nics for _, m, e in graph.edges(nic, data=True)
@@ -129,7 +135,7 @@ def from_graph(graph: nx.Graph, gpus: int) -> Fabric:
     unit = _domains_per_unit(graph, nics, n_domains)
     far = gpu_nodes.get(unit * per_domain, gpu_nodes.get(per_domain, g0))
     return Fabric(
-        gpus=gpus, gpus_per_domain=per_domain, domains_per_unit=unit, nvlink_bw=nvlink_bw,
+        gpus=gpus, gpus_per_domain=used, domains_per_unit=unit, nvlink_bw=nvlink_bw,
         nvlink_lat=nvlink_lat, nic_bw=nic_up / per_domain,
         scaleout_lat=lat(graph, g0, far) if far != g0 else 0.0, uplink_ratio=_uplink_ratio(graph),
     )
@@ -167,6 +173,6 @@ def fabric_for(topology) -> Fabric:
 @lru_cache(maxsize=64)
 def _cached(spec_json: str) -> Fabric:
     spec = json.loads(spec_json)
-    total = spec["domains"] * spec["domain"]["gpus"]
+    total = spec["domains"] * (spec["domain"].get("used") or spec["domain"]["gpus"])
     template = dict(spec, domains=min(spec["domains"], 2 * max(1, spec["scaleout"]["domains_per_leaf"])))
     return from_graph(topologies.build(template), gpus=total)

@@ -63,6 +63,20 @@ def active_parameters(model) -> float:
     return _parameters(model, "moe_layer_active")
 
 
+def mtp_parameters(model) -> dict[str, float]:
+    """Parameters of one multi-token-prediction module (count; zeros without model.mtp): "projection" (the 2h -> h
+    projection, the norms of the hidden state and of the embedding, its own final norm: 2 h^2 + 3 h), "layer" (its
+    transformer layer, like the model's last: every expert of an MoE one) and "active" (what a token uses:
+    projection and norms, the layer's top_k routed experts, shared experts and router)."""
+    if model.mtp is None:
+        return {"projection": 0.0, "layer": 0.0, "active": 0.0}
+    c, h = parameter_counts(model), model.hidden
+    moe = model.moe is not None
+    projection = float(2 * h * h + 3 * h)
+    return {"projection": projection, "layer": c["moe_layer"] if moe else c["layer"],
+            "active": projection + (c["moe_layer_active"] if moe else c["layer"])}
+
+
 def model_flops_per_token(model, seq_len: int) -> float:
     """MFU's FLOP per trained token: 6 N + 12 L h s (N active parameters; causal attention in full).
 
@@ -70,10 +84,16 @@ def model_flops_per_token(model, seq_len: int) -> float:
     Korthikanti et al.'s 72 B s l h^2 (1 + s/6h + V/16lh) to within 0.5% (their head term is 4.5 V h).
     N counts the parameters a token uses (active: top_k routed experts of each MoE layer). With MLA the
     attention term is 6 L s a (d_qk + d_v), which is 12 L h s when a * d_qk = a * d_v = h.
+
+    Multi-token prediction adds, per module, 6 x (its active parameters and the output head it runs again: vocab h)
+    and one layer's attention term: the module's layer, projection and loss are trained work like the main model's.
     """
     if model.mla is None:
         attention = 12.0 * model.layers * model.hidden * seq_len
     else:
         qk, v, _ = mla_dims(model)
         attention = 6.0 * model.layers * seq_len * model.heads * (qk + v)
-    return 6.0 * active_parameters(model) + attention
+    if model.mtp is None:
+        return 6.0 * active_parameters(model) + attention
+    module = 6.0 * (mtp_parameters(model)["active"] + model.vocab * model.hidden) + attention / model.layers
+    return 6.0 * active_parameters(model) + attention + model.mtp.depth * module

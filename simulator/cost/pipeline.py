@@ -276,7 +276,7 @@ def device_memory(params, per_param, activations, held, layers, head) -> dict:
     (K, p) micro-batch-chunks each device holds at its peak; layers, head (p, v) stage_grid's."""
     chunk_layers = layers.sum(axis=1) / layers.shape[1]
     acts = (held * chunk_layers[None] * activations[:, 0, None] + activations[:, 1, None]
-            + head.any(axis=1)[None] * activations[:, 2, None])
+            + head.sum(axis=1)[None] * activations[:, 2, None])  # head: the loss's passes (MTP's included)
     d = np.argmax(params * per_param.sum(axis=1)[:, None] + acts, axis=1)
     pick = lambda a: np.take_along_axis(a, d[:, None], axis=1)[:, 0]  # noqa: E731
     prm = pick(params)

@@ -9,6 +9,7 @@ from pydantic import Field, PlainValidator, StrictBool, model_validator
 
 from ..schedules import SPECS
 from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Real, Schedule, _dp_value, _Frozen, _rule
+from .offload import Offload
 
 
 class Layout(_Frozen):
@@ -45,8 +46,13 @@ class Layout(_Frozen):
     them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); needs sequence_parallel."""
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
-    stage_layers: tuple[PosInt, ...] | None = None
-    """Layers per virtual stage (pp*chunks entries, pp for dualpipe; sum = layers); None splits evenly."""
+    stage_layers: tuple[NonNegInt, ...] | None = None
+    """Layers per virtual stage (pp*chunks entries, pp for dualpipe; sum = layers; 0 for a stage that holds only the
+    embedding or the head); None splits evenly. Derived from pipeline_layout when that is given."""
+    pipeline_layout: str | tuple[str, ...] | None = None
+    """What each virtual stage holds, as Megatron-Core's pipeline_model_parallel_layout writes it ("Et*3|(tt|)*29m|L":
+    E embedding, t layer, m MTP module, L loss, | boundary, (...)*n repetition) or a list of one string a stage;
+    simulator.scenario.pipeline_layout. Training only."""
     expert_placement: ExpertPlacement = "contiguous"
     """Expert -> EP rank: contiguous, round_robin, domain_local (ep axis next to tp, so an EP group
     spans the fewest NVLink domains), load_balanced (greedy by expected load), graph (co-chosen
@@ -83,6 +89,8 @@ class Layout(_Frozen):
         if self.folded:
             return self.tp * self.cp * self.dp // (self.ep * self.etp)
         return self.dp // self.ep * self.cp
+    offload: Offload | None = None
+    """Activations of some layers and the optimizer state in host memory (training; simulator.cost.offload)."""
 
     def degrees(self) -> dict[str, int]:
         """Degree per mesh axis, keyed in `order` (innermost first)."""

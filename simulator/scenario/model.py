@@ -41,6 +41,16 @@ class MLASpec(_Frozen):
     """Per-head value width (DeepSeek-V3: 128); default model head_dim."""
 
 
+class MTPSpec(_Frozen):
+    """Multi-token prediction (DeepSeek-V3 section 2.2): `depth` sequential modules after the last layer, module k
+    predicting token i + k + 1 from module k - 1's hidden state and token i + k's embedding. Each holds a projection
+    of the two normalized vectors (2h -> h) and one transformer layer like the model's last; it shares the embedding
+    and the output head with the main model (training only: serving does not run it)."""
+
+    depth: PosInt = 1
+    """Modules (extra tokens predicted); DeepSeek-V3 trains with 1."""
+
+
 class ModelSpec(_Frozen):
     """Decoder-only transformer shape."""
 
@@ -74,6 +84,8 @@ class ModelSpec(_Frozen):
     """Mixture-of-experts settings; None for a dense model."""
     mla: MLASpec | None = None
     """Multi-head latent attention (compressed KV cache); None for standard (GQA/MHA) attention."""
+    mtp: MTPSpec | None = None
+    """Multi-token prediction modules trained beside the model (DeepSeek-V3); None for none."""
 
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:

@@ -21,6 +21,8 @@ from .hardware import PEAK_FAMILY
 from .layout import Layout, Options
 from .limits import excess
 from .model import ModelSpec
+from . import pipeline_layout
+from .offload import offload_problem
 from .topology import TopologySpec
 from .workload import Workload
 
@@ -47,7 +49,7 @@ class Scenario(_Frozen):
 
     @property
     def gpus(self) -> int:
-        """Total GPUs: topology.domains * topology.domain.gpus."""
+        """GPUs the job runs on: topology.domains * topology.ranks_per_domain (domain.used, else domain.gpus)."""
         return self.topology.gpus
 
     @property
@@ -70,6 +72,7 @@ class Scenario(_Frozen):
         _check_dtype(self)
         _check_serve(self)
         _check_faults(self)
+        _check_offload(self)
         return self
 
 
@@ -95,9 +98,13 @@ def _check_model_split(s: Scenario) -> None:
 
 def _check_stages(s: Scenario) -> None:
     """Layers split over pp*chunks virtual stages (pp for dualpipe, whose two pipeline copies each
-    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says."""
+    hold the whole model: the schedule's ScheduleSpec.virtual_stages), evenly or as stage_layers says,
+    or as pipeline_layout says (stage_layers then derived from it)."""
     m, lay = s.model, s.layout
     stages = SPECS[lay.schedule].virtual_stages(lay.pp, lay.chunks)
+    if lay.pipeline_layout is not None:
+        _check_pipeline_layout(s, stages)
+        return
     if lay.stage_layers is None:
         if m.layers % stages:
             _rule("layout.pp", f"layers ({m.layers}) not divisible by pp*chunks ({lay.pp}*{lay.chunks} = "
@@ -109,6 +116,24 @@ def _check_stages(s: Scenario) -> None:
         _rule("layout.stage_layers", f"{len(lay.stage_layers)} entries, need {need} = {stages}")
     if sum(lay.stage_layers) != m.layers:
         _rule("layout.stage_layers", f"sum {sum(lay.stage_layers)} != model.layers ({m.layers})")
+
+
+def _check_pipeline_layout(s: Scenario, stages: int) -> None:
+    """A pipeline layout parses, fits the schedule's virtual stages, the model's layers and MTP modules, and sets
+    stage_layers (training only; a stage_layers given beside it must say the same)."""
+    lay = s.layout
+    if s.workload.kind != "train":
+        _rule("layout.pipeline_layout", f"simulated for training only, got workload.kind {s.workload.kind}")
+    try:
+        parsed = pipeline_layout.check(lay.pipeline_layout, stages, s.model.layers,
+                                       s.model.mtp.depth if s.model.mtp else 0)
+    except ValueError as err:
+        _rule("layout.pipeline_layout", str(err))
+    split = tuple(st.layers for st in parsed)
+    if lay.stage_layers is not None and tuple(lay.stage_layers) != split:
+        _rule("layout.stage_layers", f"[{', '.join(map(str, lay.stage_layers[:8]))}"
+              f"{', ...' if len(lay.stage_layers) > 8 else ''}] disagrees with pipeline_layout; give one of them")
+    _fill(s, layout=_derived(lay, stage_layers=split))
 
 
 def _check_experts(s: Scenario) -> None:
@@ -159,7 +184,7 @@ def _check_mesh(s: Scenario) -> None:
     total = lay.tp * lay.pp * lay.dp * lay.cp
     if total != s.gpus:
         _rule("layout", f"tp*pp*dp*cp = {lay.tp}*{lay.pp}*{lay.dp}*{lay.cp} = {total} != {s.gpus} GPUs "
-              f"of topology {topo.name} ({topo.domains} domains x {topo.domain.gpus})")
+              f"of topology {topo.name} ({topo.domains} domains x {topo.ranks_per_domain})")
     if lay.folded:
         _check_folding(s)
     elif lay.dp % lay.ep:
@@ -255,6 +280,14 @@ def _check_serve(s: Scenario) -> None:
               f"({w.disaggregated.prefill_replicas}) must leave decode replicas of dp/ep ({replicas})")
 
 
+def _check_offload(s: Scenario) -> None:
+    """Offload applies to training, over a host link the device states, and no device offloads more layers
+    than it holds."""
+    problem = offload_problem(s)
+    if problem:
+        _rule(*problem)
+
+
 def _check_faults(s: Scenario) -> None:
     """Faults apply to training and name GPUs and domains that exist."""
     f = s.faults
@@ -275,6 +308,6 @@ def _check_faults(s: Scenario) -> None:
         inner, what = lay.tp * lay.pp * lay.cp * lay.ep, "tp*pp*cp*ep"
         if lay.folded:
             inner, what = lay.pp * math.lcm(lay.tp * lay.cp, lay.ep * lay.etp), "pp*lcm(tp*cp, ep*expert_tp)"
-        if node.policy == "relayout" and s.gpus - s.topology.domain.gpus < inner:
-            _rule("faults.failed_node.policy", f"relayout leaves {s.gpus - s.topology.domain.gpus} GPUs, "
-                  f"fewer than one replica ({what} = {inner})")
+        left = s.gpus - s.topology.ranks_per_domain
+        if node.policy == "relayout" and left < inner:
+            _rule("faults.failed_node.policy", f"relayout leaves {left} GPUs, fewer than one replica ({what} = {inner})")

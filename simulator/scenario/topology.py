@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, model_validator
 
-from .base import PosInt, Real, _Frozen
+from .base import PosInt, Real, _Frozen, _rule
 from .hardware import DeviceSpec
 from .units import BytesPerSecond, Seconds
 
@@ -22,6 +22,9 @@ class DomainSpec(_Frozen):
     """NVLink bandwidth per GPU per direction, B/s."""
     latency: Seconds = 2e-6
     """NVLink latency per hop, s (default 2 us)."""
+    used: PosInt | None = None
+    """GPUs of each domain the job runs on (the first `used`; the others spares, e.g. 64 of an NVL72's 72);
+    None: all. Ranks fill the used GPUs domain by domain; each keeps its own NVLink and NIC bandwidth."""
 
 
 class ScaleoutSpec(_Frozen):
@@ -54,8 +57,27 @@ class TopologySpec(_Frozen):
     """Scale-out network."""
     domains: PosInt
     """Number of domains."""
+    spares_billed: StrictBool = True
+    """Whether the GPUs a domain holds beyond domain.used cost gpu_hour_price like the used ones (a rack is
+    bought or rented whole: true), or nothing (false)."""
+
+    @model_validator(mode="after")
+    def _check_used(self) -> TopologySpec:
+        if self.domain.used is not None and self.domain.used > self.domain.gpus:
+            _rule("domain.used", f"{self.domain.used} GPUs used of a domain of {self.domain.gpus}")
+        return self
+
+    @property
+    def ranks_per_domain(self) -> int:
+        """GPUs of each domain the job runs on: domain.used, else domain.gpus."""
+        return self.domain.used or self.domain.gpus
 
     @property
     def gpus(self) -> int:
-        """Total GPUs: domains * domain.gpus."""
-        return self.domains * self.domain.gpus
+        """GPUs the job runs on: domains * ranks_per_domain (domains * domain.gpus unless domain.used)."""
+        return self.domains * self.ranks_per_domain
+
+    @property
+    def billed_per_gpu(self) -> float:
+        """GPU-hours billed per GPU-hour of a used GPU: domain.gpus / used with spares_billed, else 1."""
+        return self.domain.gpus / self.ranks_per_domain if self.spares_billed else 1.0

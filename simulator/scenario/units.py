@@ -35,6 +35,8 @@ __all__ = [
     "BytesPerSecond",
     "Seconds",
     "FlopPerSecond",
+    "Watts",
+    "Hertz",
     "DIMENSIONS",
     "Dimension",
     "UNITS_REQUIRED",
@@ -75,6 +77,8 @@ _BYTES = _byte_units()
 _BANDWIDTH = _bandwidth_units()
 _TIME = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9}
 _FLOPS = _flops_units()
+_WATTS = {"W": 1.0, "kW": 1e3, "MW": 1e6}
+_HERTZ = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9}
 
 
 def _parse(value: object, units: dict[str, float], kind: str, example: str) -> float:
@@ -115,6 +119,16 @@ def parse_time(value: object) -> float:
 def parse_flops(value: object) -> float:
     """FLOP/s from "312 TFLOP/s", "989 TFLOPS", "1.98 PFLOP/s", or a bare number of FLOP/s."""
     return _parse(value, _FLOPS, "FLOP rate", "312 TFLOP/s")
+
+
+def fmt_watts(x: float) -> str:
+    """Watts: 700.0 -> "700 W", 1.2e3 -> "1.2 kW"."""
+    return _scaled(x, [(1.0, "W"), (1e3, "kW"), (1e6, "MW")])
+
+
+def fmt_hertz(x: float) -> str:
+    """Hertz: 1.83e9 -> "1.83 GHz", 1.395e9 -> "1.4 GHz" (three digits)."""
+    return _scaled(x, [(1.0, "Hz"), (1e3, "kHz"), (1e6, "MHz"), (1e9, "GHz")])
 
 
 def _three_digits(x: float) -> str:
@@ -232,6 +246,9 @@ DIMENSIONS: dict[str, Dimension] = {
     "flops": Dimension("FLOP rate", "FLOP/s", _FLOPS, "312 TFLOP/s",
                        _names(_FLOPS, lambda n: n.endswith("FLOP/s") and not n.endswith("FLOPs/s"))
                        + "; also TFLOPS, Tflop/s", fmt_flops, high=1e21, low=1.0),
+    "power": Dimension("power", "W", _WATTS, "700 W", "W, kW, MW", fmt_watts, high=1e9, low=1e-3),
+    "frequency": Dimension("frequency", "Hz", _HERTZ, "1830 MHz", "Hz, kHz, MHz, GHz", fmt_hertz, high=1e12,
+                           low=1.0),
 }
 """What each dimensional field accepts; the pydantic types below and any schema read it from here."""
 
@@ -262,3 +279,7 @@ Seconds = Annotated[float, _validator(DIMENSIONS["time"]), Field(ge=0)]
 """A non-negative duration in seconds; YAML says "2 us"."""
 FlopPerSecond = Annotated[float, _validator(DIMENSIONS["flops"]), Field(gt=0)]
 """A positive compute rate in FLOP/s; YAML says "312 TFLOP/s"."""
+Watts = Annotated[float, _validator(DIMENSIONS["power"]), Field(gt=0)]
+"""A positive power in watts; YAML says "700 W"."""
+Hertz = Annotated[float, _validator(DIMENSIONS["frequency"]), Field(gt=0)]
+"""A positive clock frequency in Hz; YAML says "1830 MHz"."""

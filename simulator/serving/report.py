@@ -166,8 +166,8 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
         kv_cache_tokens_capacity=memory.kv_tokens, memory_bytes=mem,
         fits_in_memory=bool(memory.fits_weights and memory.kv_tokens > 0),
         traffic_bytes=_traffic(tl), slo=targets, slo_met=met, slo_attainment=attain,
-        cost_per_million_tokens=(scn.gpus * scn.options.gpu_hour_price / 3600.0 * makespan / out_tokens * 1e6
-                                 if out_tokens else float("nan")),
+        cost_per_million_tokens=(scn.gpus * scn.topology.billed_per_gpu * scn.options.gpu_hour_price / 3600.0
+                                 * makespan / out_tokens * 1e6 if out_tokens else float("nan")),
         extra={"decode_steps": int((tl.steps["kind"] == DECODE).sum()), "steps": int(len(tl.steps["kind"])),
                "kv_transfer_bytes": float(tl.transfers["bytes"].sum()) if len(tl.transfers["bytes"]) else 0.0},
     )

@@ -120,7 +120,7 @@ def relayout(scn):
     The scenario is a copy, not re-validated: its mesh uses fewer GPUs than the topology holds (the
     failed domain's and leftovers idle)."""
     lay, w = scn.layout, scn.workload
-    survivors = scn.gpus - scn.topology.domain.gpus
+    survivors = scn.gpus - scn.topology.ranks_per_domain
     inner = lay.tp * lay.pp * lay.cp
     for dp in range(survivors // inner, 0, -1):
         if not _whole(scn, lay.model_copy(update={"dp": dp})) or w.global_batch % (w.micro_batch * dp):

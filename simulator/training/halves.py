@@ -16,6 +16,8 @@ import numpy as np
 from ..cost.memory import (
     Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param
 )
+from ..cost import mtp
+from ..cost.offload import hbm_state, offloaded_share
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
 from ..cost.placement import shard_counts
@@ -41,10 +43,17 @@ def ffn_half(scn, ops, placement, fabric, cal):
 
 
 def layer_grid(table, stage_layers, per_layer: np.ndarray) -> np.ndarray:
-    """(p, v, ...) sums of a per-layer array (L, ...) over the layers of each device's chunk."""
-    stage_layers = np.asarray(stage_layers)
+    """(p, v, ...) sums of a per-layer array (L, ...) over the layers of each device's chunk; layers past the L-th
+    (multi-token-prediction modules, simulator.cost.mtp) take the last layer's row; a stage may hold none."""
+    stage_layers, per_layer = np.asarray(stage_layers), np.asarray(per_layer, float)
+    extra = int(stage_layers.sum()) - len(per_layer)
+    if extra > 0:
+        per_layer = np.concatenate([per_layer, np.repeat(per_layer[-1:], extra, axis=0)])
     starts = np.concatenate([[0], np.cumsum(stage_layers)[:-1]])
-    per_vstage = np.add.reduceat(np.asarray(per_layer, float), starts, axis=0)
+    if (stage_layers == 0).any():  # reduceat would give an empty stage its next layer's row
+        per_vstage = np.stack([per_layer[s:s + n].sum(axis=0) for s, n in zip(starts, stage_layers)])
+    else:
+        per_vstage = np.add.reduceat(per_layer, starts, axis=0)
     out = np.zeros((table.p, table.v, *np.shape(per_layer)[1:]))
     for route in table.routes:
         out[route[:, 0], route[:, 1]] = per_vstage
@@ -104,20 +113,22 @@ def layer_activations(scn, costs) -> np.ndarray:
 def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers) -> Memory:
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
-    grads = grad_bytes(lay)
+    grads, off = grad_bytes(lay), lay.offload
     dense_ranks, expert_ranks = shard_counts(lay)
-    per_dense = state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads)
-    per_expert = state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads)
+    per_dense = hbm_state(state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads), off)
+    per_expert = hbm_state(state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads), off)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0
+    if off is not None and off.activations_layers:  # offloaded share out of HBM, one layer's copy buffer in
+        chunk, working = chunk * (1.0 - offloaded_share(grid[0], off.activations_layers)[:, 0]), per_layer.max()
     if w.recompute == "full":
-        working = layer_activations(scn.model_copy(update={"workload": w.model_copy(
+        working += layer_activations(scn.model_copy(update={"workload": w.model_copy(
             update={"recompute": "none"})}), costs).max()
     sh = layer_shape(scn)
     head = grid[2]
-    acts = (in_flight(table) * chunk + working
-            + head.any(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
+    acts = (in_flight(table) * chunk + working  # head: the loss's passes (MTP modules' included)
+            + head.sum(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
     state = [dense * a + expert * b for a, b in zip(per_dense, per_expert)]
     d = int(np.argmax(sum(state) + acts))
     return Memory(weights=float(state[0][d]), gradients=float(state[1][d]), optimizer=float(state[2][d]),
@@ -145,9 +156,14 @@ def hardware_flops(scn, ops, costs) -> float:
     else:
         ffn = np.full(model.layers, fwd[ops.block == BLOCK_DENSE_FFN].sum())
     per_layer = attn + ffn
-    redo = {"full": per_layer.sum(), "selective": model.layers * fwd[layer & ops.selective].sum(),
+    n = mtp.depth(model)
+    if n:  # MTP modules: a layer like the last, the embedding and head again, the projection
+        per_layer = np.append(per_layer, np.repeat(per_layer[-1:], n))
+    redo = {"full": per_layer.sum(), "selective": len(per_layer) * fwd[layer & ops.selective].sum(),
             "none": 0.0}[w.recompute]
     edges = fwd[ops.block == BLOCK_EMBED].sum() + fwd[ops.block == BLOCK_HEAD].sum()
+    if n:
+        edges = (1 + n) * edges + n * mtp.projection_flops(scn)
     per_mb = 3 * (per_layer.sum() + edges) + redo
     return float(per_mb * (w.global_batch // w.micro_batch) * lay.tp * lay.cp)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cost import calibration
+from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
 from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
@@ -65,6 +65,7 @@ class Plan:
     ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
     moe: MoECosts | None = None
     task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
+    offload: dict | None = None  # layout.offload's figures (offload_figures)
 
 
 def mesh_ranks(scn) -> int:
@@ -87,8 +88,15 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
                                table.split_backward)
     lc = layer_costs(scn, keys, fabric, cal)
     stage_layers = split_layers(model.layers, table.routes.shape[1], lay.stage_layers)
+    depth, modules = mtp.depth(model), mtp.stage_modules(scn, len(stage_layers))
+    stage_layers = stage_layers + modules  # an MTP module's layer counts as one of its stage (cost.mtp)
     grid = stage_grid(table.routes, stage_layers)
-    f, b, w, f_tp, b_tp, f_cp, b_cp = (pass_grid(lc.passes, k, *grid)[0] for k in range(len(PASS_FIELDS)))
+    module_grid = stage_grid(table.routes, modules)[0]
+    passes = mtp.time_grid(grid, module_grid, depth) if depth else grid  # embedding and head run again
+    f, b, w, f_tp, b_tp, f_cp, b_cp = (pass_grid(lc.passes, k, *passes)[0] for k in range(len(PASS_FIELDS)))
+    if depth:
+        proj = mtp.projection_seconds(scn, cal)
+        f, b, w = f + module_grid * proj[0], b + module_grid * proj[1], w + module_grid * proj[2]
     split = model.moe is not None or model.mla is not None  # attention and FFN halves costed apart
     costs = ep = None
     if split:
@@ -97,8 +105,18 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ep, ep_so = half[..., 3:5], half[..., 5:7]
         f, b, w = f + half[..., 0] + ep[..., 0], b + half[..., 1] + ep[..., 1], w + half[..., 2]
     b, w = backward_tasks(b, w, table.split_backward)
+    off = lay.offload
+    if off is not None and off.activations_layers:  # copies beside each task's compute (cost.offload)
+        chunk_bytes = (moe_plan.layer_grid(table, stage_layers, moe_plan.layer_activations(scn, costs)) if split
+                       else grid[0] * lc.activations[0, 0])
+        copies = offload.activation_copies(chunk_bytes, offload.offloaded_share(grid[0], off.activations_layers),
+                                           scn.topology.device.host_link)
+        copy_exposed = offload.exposed_seconds(f, b, copies, chunk_micro_batches(table))
+        f, b = offload.hide(f, copies), offload.hide(b, copies)
     send, send_tier = (x[0] for x in sends(table.routes, devices[None], lc.send_bytes, lc.send_gather, fabric, cal))
     params = device_params(model, lay.tp, *grid)
+    if depth:
+        params = params + mtp.extra_params(model, lay.tp, grid, module_grid)
     dp_parts = [(params, placement.weight_replicas(devices))]
     if split:
         dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
@@ -106,6 +124,11 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         dp_parts = [(dense, dp_parts[0][1]), (expert, placement.expert_replicas(devices))]
     dp_parts = hybrid_shards(scn, dp_parts, devices)
     dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
+    if off is not None:
+        dev = scn.topology.device
+        adam = opt
+        opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
+                                        dev.host_memory_bandwidth, grad_bytes(lay))
     if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched behind compute
         ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
@@ -122,13 +145,16 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
         param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather), optimizer=opt,
-        memory=(moe_plan.split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers)
-                if split else _memory(scn, table, params, grid, placement, lc.activations)),
+        memory=(moe_plan.split_memory(scn, table, dense, expert, passes, placement, costs, stage_layers)
+                if split else _memory(scn, table, params, passes, placement, lc.activations)),
         traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
                              moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
         model_flops=scn.workload.global_batch * scn.workload.seq_len
         * model_flops_per_token(model, scn.workload.seq_len),
-        hardware_flops=moe_plan.hardware_flops(scn, ops, costs) if split else hardware_flops(scn, table, ops, grid),
+        hardware_flops=(moe_plan.hardware_flops(scn, ops, costs) if split
+                        else hardware_flops(scn, table, ops, passes, module_grid if depth else None)),
+        offload=None if off is None else offload_figures(off, copies if off.activations_layers else None,
+                                                          copy_exposed if off.activations_layers else 0.0, adam, opt),
         **moe_fields,
     )
 
@@ -142,6 +168,13 @@ def hybrid_shards(scn, parts, devices) -> list:
     if groups == 1:
         return [(params, replicas, None) for params, replicas in parts]
     return [(params, *shard_split(replicas, devices, replicas.shape[1] // groups)) for params, replicas in parts]
+def offload_figures(off, copies, exposed: float, adam, opt) -> dict:
+    """The report's extra.offload: layers offloaded, the longest chunk's copy one way (s), the copies' exposed
+    seconds a step (mean over stages), the optimizer's mode and seconds against Adam on HBM (busiest stage)."""
+    return {"activations_layers": off.activations_layers,
+            "copy_s_per_micro_batch": float(copies.max()) if copies is not None else 0.0,
+            "exposed_s": exposed, "optimizer": off.optimizer, "optimizer_s": float(np.max(opt)),
+            "optimizer_on_hbm_s": float(np.max(adam))}
 
 
 def replica_costs(scn, parts, fabric: Fabric, cal):
@@ -167,8 +200,10 @@ def _memory(scn, table, params, grid, placement: Placement, activations) -> Memo
     group)."""
     lay = scn.layout
     replicas = shard_counts(lay)[0]
-    per_param = np.array([state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay))])
-    mem = device_memory(params[None], per_param, activations, in_flight(table)[None], grid[0], grid[2])
+    state = offload.hbm_state(state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay)),
+                              lay.offload)
+    layers, activations = offload.kept_layers(grid[0], activations, lay.offload)
+    mem = device_memory(params[None], np.array([state]), activations, in_flight(table)[None], layers, grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
                   kv_cache=0.0, capacity=scn.topology.device.hbm_bytes)
 
@@ -183,9 +218,10 @@ def chunk_micro_batches(table) -> np.ndarray:
     return counts
 
 
-def hardware_flops(scn, table, ops: OpTable, grid) -> float:
+def hardware_flops(scn, table, ops: OpTable, grid, modules=None) -> float:
     """FLOP per step with recompute (for HFU), counted as MFU counts them: attention in full,
-    backward twice the forward, plus the forward work that recompute repeats."""
+    backward twice the forward, plus the forward work that recompute repeats; `modules` (p, v): the
+    MTP modules' projections (their layers, embedding and head passes are in `grid`)."""
     counts = chunk_micro_batches(table)
     layers, embed, head = ((g * counts).sum() for g in grid)  # layer- and block-passes per step
     fwd = ops.model_flops_f
@@ -194,6 +230,8 @@ def hardware_flops(scn, table, ops: OpTable, grid) -> float:
             "none": 0.0}[scn.workload.recompute]
     per_mb = (layers * (3 * fwd[layer].sum() + redo) + embed * 3 * fwd[ops.block == BLOCK_EMBED].sum()
               + head * 3 * fwd[ops.block == BLOCK_HEAD].sum())
+    if modules is not None:
+        per_mb = per_mb + (modules * counts).sum() * 3 * mtp.projection_flops(scn)
     replicas = mesh_ranks(scn) // (scn.layout.pp * scn.layout.tp)
     return float(per_mb * scn.layout.tp * replicas)
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .._version import __version__
-from ..cost.params import active_parameters, total_parameters
+from ..cost.params import active_parameters, mtp_parameters, total_parameters
 from .engine import Timeline
 from .plan import Plan, mesh_ranks
 
@@ -122,7 +122,10 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
-        "params": {"total": total_parameters(scn.model), "active": active_parameters(scn.model)},
+        "params": {"total": total_parameters(scn.model), "active": active_parameters(scn.model),
+                   **({"mtp": scn.model.mtp.depth * (mtp_parameters(scn.model)["layer"]
+                                                      + mtp_parameters(scn.model)["projection"])}
+                      if scn.model.mtp is not None else {})},
     }
 
 
@@ -177,6 +180,8 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         memory_bytes=mem.as_dict(), fits_in_memory=mem.fits, memory_overflow=overflow,
         traffic_bytes={"nvlink": plan.traffic["nvlink"], "scaleout": plan.traffic["scaleout"]},
         busiest_link=busiest_link(scn, plan, fabric, step),
-        cost_per_million_tokens=gpus * scn.options.gpu_hour_price / 3600.0 * step / tokens * 1e6,
-        extra=ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {},
+        cost_per_million_tokens=gpus * scn.topology.billed_per_gpu * scn.options.gpu_hour_price / 3600.0 * step / tokens
+        * 1e6,
+        extra={**(ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {}),
+               **({"offload": plan.offload} if plan.offload is not None else {})},
     )

@@ -117,7 +117,7 @@ class SearchResult:
 
 def _base_for(scn, gpus: int):
     """The scenario on `gpus` GPUs (same domain, device and fabric); its layout is not used."""
-    per = scn.topology.domain.gpus
+    per = scn.topology.ranks_per_domain
     if gpus > MAX_GPUS:
         raise ScenarioError(f"--gpus {number(gpus)}: over simrack's limit of {MAX_GPUS:,} GPUs (per-rank arrays)")
     if gpus <= 0 or gpus % per:
@@ -152,6 +152,11 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
     if scn.layout.shard_group is not None:  # its candidates would shard over all dp*cp, its refinements not
         raise ScenarioError(f"{scn.source}: layout.shard_group: search shards ZeRO state over all data-parallel "
                             f"ranks for now; set layout.shard_group: null to search ({scn.layout.shard_group} given)")
+    if scn.layout.offload is not None:
+        raise ScenarioError(f"{scn.source}: layout.offload: the search's analytic pass prices no offload; remove it")
+    if scn.model.mtp is not None or scn.layout.pipeline_layout is not None:
+        raise ScenarioError(f"{scn.source}: {'model.mtp' if scn.model.mtp else 'layout.pipeline_layout'}: the "
+                            "search's analytic pass prices neither MTP modules nor pipeline layouts; remove it")
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
@@ -225,7 +230,7 @@ def reproduce(row: dict, scn) -> tuple[str, ...]:
     """The `--set` arguments that turn scenario `scn` into layout `row` for `simrack run`: the fields
     that differ from the scenario's, stage_layers when the layout's split is uneven or the scenario's
     own split no longer applies."""
-    lay, w, per = scn.layout, scn.workload, scn.topology.domain.gpus
+    lay, w, per = scn.layout, scn.workload, scn.topology.ranks_per_domain
     split = stage_layers_of(row, scn.model.layers)
     fields = (("topology.domains", row["gpus"] // per, scn.topology.domains), ("layout.tp", row["tp"], lay.tp),
               ("layout.cp", row["cp"], lay.cp), ("layout.pp", row["pp"], lay.pp), ("layout.dp", row["dp"], lay.dp),

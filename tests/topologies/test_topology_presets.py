@@ -64,7 +64,8 @@ def test_devices_have_exactly_the_data_sheet_keys():
     raw = load("devices")
     assert sorted(raw) == sorted(DEVICES)
     for name, d in raw.items():
-        assert set(d) == {"name", "generation", "peak_flops", "hbm", "hbm_bandwidth"}, name
+        sheet = {"name", "generation", "peak_flops", "hbm", "hbm_bandwidth", "tdp"}  # tdp: power caps
+        assert sheet <= set(d) <= sheet | {"boost_clock", "host_link", "host_memory_bandwidth"}, name
         assert {"bf16", "fp16"} <= set(d["peak_flops"]) <= {"bf16", "fp16", "fp8", "fp4"}, name
         assert ("fp4" in d["peak_flops"]) == (d["generation"] == "blackwell"), name
         figures = (d["hbm"], d["hbm_bandwidth"], *d["peak_flops"].values())
