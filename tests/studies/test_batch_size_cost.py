@@ -8,11 +8,11 @@ each step a fraction of a second to price).
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+from study_tables import read_rows
 
 from simulator import load_scenario
 from simulator.serving.steps import step_costs
@@ -31,14 +31,7 @@ WEIGHT_BYTES = {"bf16": 2, "fp8": 1}
 
 
 def rows(name: str) -> list[dict]:
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return {"True": True, "False": False}.get(v, v)
-
-    with open(STUDY.parent / name) as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return read_rows(STUDY.parent / name)
 
 
 def head(variant: str, label: str) -> dict:

@@ -9,11 +9,11 @@ token on one GPU)); $ = GPUs x $/GPU-s x step / batch.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+from study_tables import read_rows
 
 STUDY = Path(__file__).resolve().parents[2] / "scenarios" / "studies" / "long-context" / "study.py"
 spec = importlib.util.spec_from_file_location("long_context_study", STUDY)
@@ -28,14 +28,7 @@ PRICE = 8 * 2.0 / 3600  # $ a second of the replica
 
 
 def rows() -> list[dict]:
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    with open(STUDY.parent / "results.csv") as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return read_rows(STUDY.parent / "results.csv")
 
 
 def test_kv_bytes_per_sequence_from_the_shapes():

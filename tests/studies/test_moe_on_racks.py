@@ -9,12 +9,12 @@ top_k = 8 copies, of which (n - n_d)/n leave an EP group of n ranks with n_d in 
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from study_tables import read_rows
 
 from simulator import load_scenario, run
 from simulator.cost import calibration
@@ -30,14 +30,7 @@ NVLINK, NIC = 900e9, {"400 Gb/s": 50e9, "800 Gb/s": 100e9}  # bytes/s a GPU (the
 
 
 def rows(name: str) -> list[dict]:
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return {"True": True, "False": False}.get(v, v)
-
-    with open(STUDY.parent / name) as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return read_rows(STUDY.parent / name)
 
 
 def pick(**kw) -> dict:

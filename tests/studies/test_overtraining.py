@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from study_tables import read_rows
 
 STUDY = Path(__file__).resolve().parents[2] / "scenarios" / "studies" / "overtraining" / "study.py"
 spec = importlib.util.spec_from_file_location("overtraining_study", STUDY)
@@ -121,16 +122,7 @@ def test_simrack_prices_of_one_small_model():
 
 
 def _csv(name: str) -> list[dict]:
-    import csv
-
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    with open(STUDY.parent / name) as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return read_rows(STUDY.parent / name)
 
 
 def test_committed_optima_satisfy_the_closed_forms():

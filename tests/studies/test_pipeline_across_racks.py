@@ -7,11 +7,11 @@ second) where the closed form needs the plan's stage times or a bisection over m
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+from study_tables import read_rows
 
 from simulator import simulate
 
@@ -27,14 +27,7 @@ GB200_PEAK, GB200_HBM = 2.5e15, 8.0e12  # bf16 FLOP/s, bytes/s (the device data 
 
 
 def rows(name: str) -> list[dict]:
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return {"True": True, "False": False}.get(v, v)
-
-    with open(STUDY.parent / name) as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return read_rows(STUDY.parent / name)
 
 
 def grid(schedule: str, m: int) -> dict:

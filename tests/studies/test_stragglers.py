@@ -9,11 +9,11 @@ interleaved step is (v m + p - 1) t / v for a stage time t a micro-batch, its bu
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from pathlib import Path
 
 import pytest
+from study_tables import read_rows
 
 STUDY = Path(__file__).resolve().parents[2] / "scenarios" / "studies" / "stragglers" / "study.py"
 spec = importlib.util.spec_from_file_location("stragglers_study", STUDY)
@@ -24,14 +24,7 @@ P, V, M = 16, 2, 16  # Meta's layout: 16 stages, 2 chunks, 16 micro-batches a pi
 
 
 def rows(table: str) -> list[dict]:
-    def num(v):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    with open(STUDY.parent / "results.csv") as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh) if r["table"] == table]
+    return [r for r in read_rows(STUDY.parent / "results.csv") if r["table"] == table]
 
 
 def test_every_straggler_within_its_bounds():
