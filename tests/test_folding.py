@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
+from refusals import assert_refused
 
 from simulator import load_scenario, run
-from simulator.cli import app
 from simulator.cost import calibration
 from simulator.cost.fabric import fabric_for
 from simulator.cost.ops import build_op_table
@@ -212,10 +211,4 @@ MOE_TEXT = yaml.safe_dump({"model": SMALL_MOE, "topology": H800,
 def test_bad_folding_is_one_line_exit_2(tmp_path, sets, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(MOE_TEXT)
-    args = ["run", str(path)]
-    for s in sets:
-        args += ["--set", s]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message and "bad.yaml" in message and needle in message, message
+    assert_refused(path, sets, needle, tmp_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from refusals import assert_refused
 from typer.testing import CliRunner
 
 from simulator import load_scenario, run
@@ -140,13 +141,7 @@ TEXT = yaml.safe_dump({"model": SMALL, "topology": A100,
 def test_bad_shard_group_is_one_line_exit_2(tmp_path, sets, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(TEXT)
-    args = ["run", str(path)]
-    for s in sets:
-        args += ["--set", s]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message and "bad.yaml" in message and needle in message, message
+    assert_refused(path, sets, needle, tmp_path)
 
 
 def test_search_refuses_a_hybrid_sharded_scenario_in_one_line(tmp_path):
