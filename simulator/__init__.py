@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers
     from .simulate import Result, run, simulate
     from .training.report import Report
 
-__all__ = ["__version__", "Report", "Result", "Scenario", "ScenarioError", "ServeReport", "load_scenario", "run", "search",
-           "simulate", "sweep"]
+__all__ = ["__version__", "Report", "Result", "Scenario", "ScenarioError", "ServeReport", "load_scenario", "run",
+           "search", "simulate", "sweep"]
 
 
 def __getattr__(name: str):

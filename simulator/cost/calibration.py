@@ -254,8 +254,8 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
-                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0, "decode_attention": 1.0,
-                   "decode_attention_fp8kv": 1.0,
+                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0,
+                   "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
                       for x, v in (("_alpha", 1e-12), ("", 1.0))},
                    "ar_nccl_alpha": 1e-12, "ep_nvlink": 1.0, "ep_rdma": 1.0, "ep_ll_nvlink": 1.0, "ep_ll_rdma": 1.0,

@@ -148,7 +148,8 @@ def _half_key(group):
 
 def fit_gemm(cases: list[dict]) -> tuple[dict, dict]:
     """Fit (eff_max, half_dim) per (generation, dtype) and a fixed time per timing harness (s), jointly over all
-    cases; `ceiling` is the best measured fraction of peak (the form may extrapolate above it). Returns ({(gen, dtype): {eff_max, half_dim, fitted_from, residuals, ...}}, {harness: seconds})."""
+    cases; `ceiling` is the best measured fraction of peak (the form may extrapolate above it). Returns
+    ({(gen, dtype): {eff_max, half_dim, fitted_from, residuals, ...}}, {harness: seconds})."""
     groups = sorted({(c["gen"], c["dtype"]) for c in cases})
     halves = sorted({_half_key(g) for g in groups})
     ng, nh = len(groups), len(halves)

@@ -310,4 +310,5 @@ def _check_faults(s: Scenario) -> None:
             inner, what = lay.pp * math.lcm(lay.tp * lay.cp, lay.ep * lay.etp), "pp*lcm(tp*cp, ep*expert_tp)"
         left = s.gpus - s.topology.ranks_per_domain
         if node.policy == "relayout" and left < inner:
-            _rule("faults.failed_node.policy", f"relayout leaves {left} GPUs, fewer than one replica ({what} = {inner})")
+            _rule("faults.failed_node.policy", f"relayout leaves {left} GPUs, fewer than one replica "
+                  f"({what} = {inner})")

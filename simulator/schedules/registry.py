@@ -5,8 +5,8 @@ reads), how many chunks a device holds, whether the backward splits into B and W
 virtual stage sits (routes), how many virtual stages the layers split over, which (pp, micro-batch)
 counts the schedule accepts, and from which micro-batch count its analytic structure grows linearly.
 simulator.schedules fills SPECS, one line per schedule, in the order the search numbers them; the
-schema (simulator.scenario.spec), the search (simulator.whatif.space, simulator.whatif.candidates, simulator.whatif.analytic)
-and the structures read it. The table lives here, apart from the package's __init__, so that
+schema (simulator.scenario.spec), the search (simulator.whatif.space, simulator.whatif.candidates,
+simulator.whatif.analytic) and the structures read it. The table lives here, apart from the package's __init__, so that
 schedules.codes reads it without an import cycle (the entries refer to the builders there).
 """
 
