@@ -27,6 +27,8 @@ from sidebyside import both
 
 import simulator.whatif.analytic as analytic
 import simulator.whatif.candidates as candidates
+import simulator.whatif.exact as exact
+import simulator.whatif.families as families
 import simulator.whatif.space as layouts
 import simulator.whatif.structures as structures
 from simulator import load_scenario
@@ -42,7 +44,8 @@ LLAMA_405B = Path(__file__).resolve().parent / "llama3-405b-1f1b.yaml"  # TP8 PP
 
 def _clear():
     structures.STRUCTURES.clear()
-    analytic._EXIT_CACHE.clear()
+    families._EXIT_CACHE.clear()
+    exact.GRAPHS.clear()
     candidates._projection.cache_clear()
     candidates._LAYER_CACHE.clear()
     candidates._grid.cache_clear()

@@ -32,7 +32,7 @@ from simulator.cost.placement import mesh_order, place, replica_groups
 from simulator.schedules import SCHEDULES, in_flight
 from simulator.schedules.codes import codes_of
 from simulator.simulate import run
-from simulator.whatif.analytic import longest_paths
+from simulator.whatif.families import longest_paths
 from simulator.whatif.candidates import CostModel
 from simulator.whatif.space import (
     RECOMPUTE_NAMES, SCHEDULE_NAMES, SearchSpace, enumerate_layouts, label, overrides, virtual_stages
@@ -174,7 +174,7 @@ def test_closed_form_1f1b_tied_stages(p, m):
     families, 3.89 ms). Engine and exact pass give the closed form; the families alone fall short of it
     once the steady state holds a round trip; the tie rule sends such pipelines to the exact pass."""
     from simulator.schedules import SPECS
-    from simulator.whatif.analytic import slot_durations
+    from simulator.whatif.families import slot_durations
     from simulator.whatif.exact import exact_last_task_end, ties
 
     F, B, s = 0.6989784, 0.6989784, 1.38861e-4

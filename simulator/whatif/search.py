@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,21 +32,15 @@ from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from .analytic import estimate
 from .candidates import CostModel
+from .ranking import OBJECTIVES, reason_lost, ties, why_dropped
 from .refine import refine, refine_all
 from .space import (
     RECOMPUTE_NAMES, SCHEDULE_NAMES, Candidates, SearchSpace, enumerate_layouts, label, stage_split, virtual_stages
 )
 from .sweep import Job, default_workers, portable, run_jobs
 
-OBJECTIVES = {  # name -> (report key, better)
-    "tokens_per_s": ("tokens_per_s", "higher"),
-    "cost_per_million_tokens": ("cost_per_million_tokens", "lower"),
-    "step_time": ("step_time_s", "lower"),
-}
 ANALYTIC_KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "bubble_fraction",
                  "memory_bytes.total", "cost_per_million_tokens", "gpus")
-TIE = 1e-9
-"""Relative difference of the objective under which two layouts tie."""
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
 
@@ -137,6 +130,25 @@ def _analytic_values(est, gpus: np.ndarray) -> dict[str, np.ndarray]:
             "gpus": gpus.astype(float)}
 
 
+def _check_searchable(scn) -> None:
+    """Refuse, as one ScenarioError naming the field, what the search's analytic pass does not price."""
+    lay, model = scn.layout, scn.model
+    unpriced = "the search's analytic pass prices no {}; remove it"
+    for refused, name, why in [
+        (scn.workload.kind != "train", "workload.kind", "search covers training scenarios for now (got serve)"),
+        (model.moe is not None or model.mla is not None, "model",
+         "search covers dense models for now (this one has MoE or MLA)"),
+        (lay.shard_group is not None, "layout.shard_group",  # candidates would shard over all dp*cp, refinements not
+         f"search shards ZeRO state over all data-parallel ranks for now; set layout.shard_group: null to search "
+         f"({lay.shard_group} given)"),
+        (lay.offload is not None, "layout.offload", unpriced.format("offload")),
+        (model.mtp is not None, "model.mtp", unpriced.format("multi-token-prediction module")),
+        (lay.pipeline_layout is not None, "layout.pipeline_layout", unpriced.format("pipeline layout")),
+    ]:
+        if refused:
+            raise ScenarioError(f"{scn.source}: {name}: {why}")
+
+
 def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constraints: Sequence[Constraint] = (),
            top: int = 10, scenario_overrides: Sequence[str] = (), space: SearchSpace = SearchSpace(),
            workers: int | None = None, cluster: str | None = None, progress: bool = False) -> SearchResult:
@@ -145,18 +157,7 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     scn = as_scenario(path, scenario_overrides)
-    if scn.workload.kind != "train":
-        raise ScenarioError(f"{scn.source}: workload.kind: search covers training scenarios for now (got serve)")
-    if scn.model.moe is not None or getattr(scn.model, "mla", None) is not None:
-        raise ScenarioError(f"{scn.source}: model: search covers dense models for now (this one has MoE or MLA)")
-    if scn.layout.shard_group is not None:  # its candidates would shard over all dp*cp, its refinements not
-        raise ScenarioError(f"{scn.source}: layout.shard_group: search shards ZeRO state over all data-parallel "
-                            f"ranks for now; set layout.shard_group: null to search ({scn.layout.shard_group} given)")
-    if scn.layout.offload is not None:
-        raise ScenarioError(f"{scn.source}: layout.offload: the search's analytic pass prices no offload; remove it")
-    if scn.model.mtp is not None or scn.layout.pipeline_layout is not None:
-        raise ScenarioError(f"{scn.source}: {'model.mtp' if scn.model.mtp else 'layout.pipeline_layout'}: the "
-                            "search's analytic pass prices neither MTP modules nor pipeline layouts; remove it")
+    _check_searchable(scn)
     workers = default_workers() if workers is None else workers
     t0 = time.perf_counter()
     parts, ests, gcol, timing = [], [], [], {"enumerate": 0.0, "analytic": 0.0}
@@ -192,7 +193,7 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
             r.tie = r.status == "ok" and ties(r.report[key], best.report[key])
             r.reason = reason_lost(r, best, objective)
         best.tie = any(r.tie for r in refined[1:])
-    dropped = _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints)
+    dropped = why_dropped(cands, ests, fits, ok, values, ranked, chosen, constraints)
     timing["total"] = time.perf_counter() - t0
     return SearchResult(objective=objective, gpus=list(gpus), constraints=list(constraints), counts=counts,
                         refined=refined, dropped=dropped, timings=timing, best=best,
@@ -201,11 +202,6 @@ def search(path, *, gpus: Sequence[int], objective: str = "tokens_per_s", constr
 
 def _row(cands: Candidates, i: int, g: int) -> dict:
     return {**cands.row(i), "gpus": int(g)}
-
-
-def ties(a: float, b: float) -> bool:
-    """Whether two objective values are equal within TIE (relative)."""
-    return abs(a - b) <= TIE * max(abs(a), abs(b))
 
 
 def _scenario_row(scn) -> dict:
@@ -353,77 +349,6 @@ def _rank_refined(refined: list[Refined], objective: str, constraints) -> list[R
         return (0 if feasible else 1 if r.status == "constrained" else 2, sign * r.report[key])
 
     return sorted(refined, key=order)
-
-
-def _parts(report: dict) -> dict[str, float]:
-    """Seconds of a step by cause: pipeline bubble, exposed communication per kind, the rest compute."""
-    step = report["step_time_s"]
-    exposed = report.get("exposed_comm_s", {})
-    parts = {"pipeline bubble": report.get("bubble_fraction", 0.0) * step}
-    for kind in ("tp", "pp", "dp", "ep", "cp"):
-        parts[f"exposed {kind.upper()}"] = exposed.get(kind, 0.0)
-    parts["compute"] = step - sum(parts.values())
-    return parts
-
-
-def reason_lost(r: Refined, best: Refined, objective: str) -> str:
-    """One line: why `r` ranks below `best`."""
-    if r.report is None:
-        return r.error or r.status
-    if r.status == "out_of_memory":
-        return r.error or "out of memory"
-    if r.status == "constrained":
-        return r.error or "breaks a constraint"
-    key, way = OBJECTIVES[objective]
-    if ties(r.report[key], best.report[key]):
-        return f"tie with the best: the same {key} within {TIE:g}"
-    gap = r.report[key] / best.report[key] - 1
-    gap_text = f"{_percent(abs(gap))} {'lower' if way == 'higher' else 'higher'} {key}"
-    if r.row["gpus"] != best.row["gpus"] and objective != "step_time":
-        return f"{gap_text}: {r.row['gpus']} GPUs vs {best.row['gpus']}"
-    mine, theirs = _parts(r.report), _parts(best.report)
-    cause = max(mine, key=lambda k: mine[k] - theirs[k])
-    extra = mine[cause] - theirs[cause]
-    detail = ""
-    if cause == "pipeline bubble":
-        detail = f" ({100 * r.report['bubble_fraction']:.1f}% vs {100 * best.report['bubble_fraction']:.1f}%)"
-    elif cause == "compute":
-        diffs = [f"{k} {r.row[k]} vs {best.row[k]}" for k in ("recompute", "micro_batch", "tp", "cp")
-                 if r.row[k] != best.row[k]]
-        detail = f" ({', '.join(diffs[:2])})" if diffs else ""
-    return f"{gap_text}: {cause} +{extra:.3g} s{detail}"
-
-
-def _percent(x: float) -> str:
-    """A positive fraction as a percentage with enough digits not to read 0.0%: 0.103 -> '10.3%'."""
-    return f"{100 * x:.1f}%" if x >= 1e-3 else f"{100 * x:.2g}%"
-
-
-def _dropped(cands, ests, fits, ok, values, ranked, chosen, constraints) -> dict:
-    """Why layouts never reached the engine: memory (by largest category), constraints, and for the
-    ranked-lower ones the analytic component that costs them most against the analytic best."""
-    out: Counter = Counter()
-    mem = {k: np.concatenate([e.memory[k] for e in ests]) for k in ("weights", "gradients", "optimizer",
-                                                                     "activations")}
-    cats = np.array(list(mem))
-    largest = cats[np.argmax(np.stack([mem[k] for k in cats]), axis=0)]
-    for cat, n in Counter(largest[~fits].tolist()).items():
-        out[f"out of memory (largest: {cat})"] += n
-    for con in constraints:
-        out[f"breaks {con}"] += int((fits & ~con.holds(values[con.key])).sum())
-    rest = ranked[len(chosen):]
-    if len(ranked) and len(rest):
-        comp = {k: np.concatenate([getattr(e, a) for e in ests]) for k, a in
-                (("pipeline bubble", "bubble"), ("exposed TP", "exposed_tp"), ("DP, optimizer tail", "tail"))}
-        step = values["step_time_s"]
-        comp["pipeline bubble"] = comp["pipeline bubble"] * step
-        comp["compute"] = np.concatenate([e.busy - e.exposed_tp for e in ests])
-        best = ranked[0]
-        names = list(comp)
-        delta = np.stack([comp[k][rest] - comp[k][best] for k in names])
-        for name, n in Counter(np.array(names)[np.argmax(delta, axis=0)].tolist()).items():
-            out[f"ranked lower, mostly {name}"] += n
-    return dict(out.most_common())
 
 
 def _front(values, cands, gcol, ok) -> list[dict]:
