@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..data import path as data_path
+from ..scenario.hardware import generation_from_name
 
 GENERATIONS = ("ampere", "hopper", "blackwell")
 GEMM_KEY = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8-block": "fp8_block", "mxfp8": "fp8",
@@ -119,22 +120,29 @@ def _fitted() -> dict:
 
 
 def generation_of(device) -> str:
-    """A device's generation: its preset's `generation`, else read from its name (A100 ampere, H100 /
-    H200 / H800 / H20 hopper, B200 / GB200 / B300 blackwell), else hopper."""
-    given = getattr(device, "generation", None)
-    if given:
-        return given
-    name = str(getattr(device, "name", "")).upper()
-    if "A100" in name or "A800" in name:
-        return "ampere"
-    if "B200" in name or "B300" in name or "GB2" in name or "GB3" in name:
-        return "blackwell"
-    return "hopper"
+    """A device's generation: its preset's `generation`, else read from its name (scenario.hardware)."""
+    return getattr(device, "generation", None) or generation_from_name(str(getattr(device, "name", "")))
+
+
+FA2_KERNELS = ("flash2",)
+"""workload.attention values priced by a generation's FlashAttention-2 curves (`attention.fa2`, or the
+generation's own curves where its kernel is FlashAttention-2)."""
+
+
+def attention_curves(generation: str, kernel: str = "flash") -> dict | None:
+    """calibration.yaml's attention block of a generation for a workload.attention kernel: the generation's
+    newest measured kernel for flash (and unfused, which does not read it), FlashAttention-2's for flash2;
+    None where the generation has no FlashAttention-2 measurements."""
+    attn = _fitted()["generations"][generation]["attention"]
+    if kernel not in FA2_KERNELS or attn.get("kernel") == "FlashAttention-2":
+        return attn
+    return attn.get("fa2")
 
 
 @lru_cache(maxsize=64)
-def fitted(generation: str, dtype: str) -> Calibration:
-    """The fitted Calibration of a generation running GEMMs in `dtype` (a workload dtype)."""
+def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration:
+    """The fitted Calibration of a generation running GEMMs in `dtype` (a workload dtype) and attention with
+    the kernel `attention` (a workload.attention: flash2 takes the FlashAttention-2 curves)."""
     gen = _fitted()["generations"][generation]
     curves = gen["gemm"]
     key = GEMM_KEY.get(dtype, "bf16")
@@ -142,7 +150,7 @@ def fitted(generation: str, dtype: str) -> Calibration:
         key = "fp8" if key.startswith("fp8") and "fp8" in curves else "bf16"
     g = curves[key]
     half = g["half_dim"] if g["half_dim"] > 1e-6 else curves["bf16"]["half_dim"]
-    attn = gen["attention"]
+    attn = attention_curves(generation, attention)
     fwd, bwd = _attention(attn, "fwd"), _attention(attn, "bwd")
     col, launch = gen["collectives"], _fitted()["launch"]
     clock = 1.0 if key == "fp8_block" else sustained_clock(generation)
@@ -202,13 +210,13 @@ def _attention(attn: dict, kind: str) -> dict[int, float]:
     return {128: float(block["value"])}
 
 
-def for_device(device, dtype: str = "bf16") -> Calibration:
+def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibration:
     """The calibration of a device running `dtype`: its generation's fit, with the preset's
     `efficiency` overrides, throttled to a power limit or an explicit clock (clock_scale)."""
     overrides = getattr(device, "efficiency", None) or {}
     if overrides == "ideal":
         return throttled(IDEAL, clock_scale(device, 1.0))
-    cal = replace(fitted(generation_of(device), dtype), **overrides)
+    cal = replace(fitted(generation_of(device), dtype, attention), **overrides)
     return throttled(cal, clock_scale(device, sustained_clock(generation_of(device))))
 
 

@@ -37,7 +37,8 @@ HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); Babel
                ("quack_h100_rmsnorm_softmax_ce_model_throughput", ("model memory throughput, reduction dim > 4k",))],
     "blackwell": [("cccl_b200_devicetransform_bwutil", None)]}
 ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
-    ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd"}
+    ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd",
+    ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd"}
 RING_LARGE = {"ampere": [("mleng_a100_8gpu_allreduce_sweep", None), ("azure_a100_8gpu_allreduce_sweep", None)],
               "hopper": [("mleng_h200_8gpu_allreduce_ring_16gib", "busbw"), ("mleng_h200_8gpu_allgather_16gib", "busbw"),
                          ("mleng_h200_8gpu_reducescatter_16gib", "busbw"),
@@ -232,24 +233,32 @@ def _point(doc: dict, entry_id: str, quantity: str | None, denominator: float) -
     return {"value": values(by_id(doc)[entry_id], quantity)[0] / denominator, "fitted_from": [entry_id]}
 
 
+def fa2_curves(doc: dict, prefix: str, peak: float, ratio: dict) -> dict:
+    """FlashAttention-2 forward and backward from its fwd+bwd sweeps (entry ids starting with `prefix`), split
+    with the measured backward/forward ratio: eff_fwdbwd = 3.5 / (1/eff_fwd + 2.5/eff_bwd), eff_bwd = r eff_fwd."""
+    both = _curve_fit(doc, prefix, peak)
+    fwd_scale = (1 + 2.5 / ratio["ratio"]) / 3.5
+    split = {h: v * fwd_scale for h, v in both["eff_max"].items()}
+    return {"kernel": "FlashAttention-2", "fwd_bwd": both,
+            "fwd": {"eff_max": split, "s_half": both["s_half"], "derived_with": "fa2_bwd_over_fwd"},
+            "bwd": {"eff_max": {h: v * ratio["ratio"] for h, v in split.items()}, "s_half": both["s_half"],
+                    "derived_with": "fa2_bwd_over_fwd"}}
+
+
 def attention_params(doc: dict, sheet: dict) -> dict:
-    """Attention efficiencies per generation (fractions of dense BF16/FP16 peak; FP8 of the FP8 peak)."""
+    """Attention efficiencies per generation (fractions of dense BF16/FP16 peak; FP8 of the FP8 peak): each
+    generation's newest measured kernel, and on Hopper FlashAttention-2 beside FlashAttention-3 (`fa2`)."""
     h100, b200 = sheet["H100-SXM5-80GB"]["peak"], sheet["B200"]["peak"]
     tf = {k: v / TERA for k, v in h100.items()}, {k: v / TERA for k, v in b200.items()}
     ratio = fa2_bwd_over_fwd(doc, h100["bf16"])
-    both = _curve_fit(doc, ATTENTION["ampere", "fwd_bwd"], sheet["A100-SXM4-80GB"]["peak"]["bf16"])
-    fwd_scale = (1 + 2.5 / ratio["ratio"]) / 3.5  # eff_fwdbwd = 3.5 / (1/eff_fwd + 2.5/eff_bwd), eff_bwd = r * eff_fwd
-    split = {h: v * fwd_scale for h, v in both["eff_max"].items()}
     fwd = _curve_fit(doc, ATTENTION["hopper", "fwd"], h100["bf16"])
     return {
-        "ampere": {"kernel": "FlashAttention-2", "fwd_bwd": both,
-                   "fwd": {"eff_max": split, "s_half": both["s_half"], "derived_with": "fa2_bwd_over_fwd"},
-                   "bwd": {"eff_max": {h: v * ratio["ratio"] for h, v in split.items()}, "s_half": both["s_half"],
-                           "derived_with": "fa2_bwd_over_fwd"},
+        "ampere": {**fa2_curves(doc, ATTENTION["ampere", "fwd_bwd"], sheet["A100-SXM4-80GB"]["peak"]["bf16"], ratio),
                    "fa2_bwd_over_fwd": ratio},
         "hopper": {"kernel": "FlashAttention-3", "fwd": fwd,
                    "bwd": _curve_fit(doc, ATTENTION["hopper", "bwd"], h100["bf16"]),
                    "fa2_bwd_over_fwd": ratio,
+                   "fa2": fa2_curves(doc, ATTENTION["hopper", "fa2_fwd_bwd"], h100["bf16"], ratio),
                    "fp8_fwd_peak": _point(doc, "fa3_h100_headline_fp8", None, tf[0]["fp8"]),
                    "fp16_fwd_headline": _point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
                    "mla_decode_compute": _point(doc, "flashmla_h800_dense_decode_compute_bound", "throughput (2025",

@@ -22,6 +22,16 @@ LOWEST_POWER_SHARE = 0.5
 check, the H100 PCIe at 350 W, sits at 0.58 of the H100 SXM's power per SM; below, refused."""
 
 
+def generation_from_name(name: str) -> str:
+    """A device's generation read from its name: ampere, blackwell, else hopper."""
+    name = name.upper()
+    if "A100" in name or "A800" in name:
+        return "ampere"
+    if "B200" in name or "B300" in name or "GB2" in name or "GB3" in name:
+        return "blackwell"
+    return "hopper"
+
+
 class DeviceSpec(BaseModel):
     """One accelerator's data sheet, as `topology.device` gives it (or names a preset of).
 
@@ -85,6 +95,12 @@ class DeviceSpec(BaseModel):
                 _rule("clock", f"{fmt_hertz(self.clock)} is over the boost_clock of {self.name} "
                       f"({fmt_hertz(self.boost_clock)}), the clock of its data-sheet peaks")
         return self
+
+    @property
+    def arch(self) -> str:
+        """The generation whose measured device model applies: `generation` if given, else read from the name
+        (A100 / A800 ampere; B200 / B300 / GB200 / GB300 blackwell; H100 / H200 / H800 / H20 and others hopper)."""
+        return self.generation or generation_from_name(self.name)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s of a compute dtype (its PEAK_FAMILY entry of peak_flops)."""

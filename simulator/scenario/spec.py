@@ -249,13 +249,21 @@ def _check_batch(s: Scenario) -> None:
         _rule("layout.schedule", problem)
 
 
+FA2_MEASURED = ("ampere", "hopper")
+"""Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""
+
+
 def _check_dtype(s: Scenario) -> None:
-    """The compute dtype has a peak on the device (block-scaled FP8 the fp8 peak, FP4 formats fp4's)."""
+    """The compute dtype has a peak on the device (block-scaled FP8 the fp8 peak, FP4 formats fp4's); flash2
+    attention has measurements on the device's generation."""
     dtype, device = s.workload.dtype, s.topology.device
     family = PEAK_FAMILY[dtype]
     if family not in device.peak_flops:
         need = f"{dtype} runs at the {family} peak, " if family != dtype else ""
         _rule("workload.dtype", f"{need}{family} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
+    if s.workload.attention == "flash2" and device.arch not in FA2_MEASURED:
+        _rule("workload.attention", f"flash2: no FlashAttention-2 measurement on {device.arch} ({device.name}); "
+              f"measured on {' and '.join(FA2_MEASURED)}: use flash")
 
 
 def _check_serve(s: Scenario) -> None:

@@ -87,9 +87,11 @@ class Workload(_Frozen):
     and mxfp4 (Blackwell). Attention, the router and the LM head stay in 16 bits."""
     recompute: Recompute = "selective"
     """Activation recomputation: none, selective (attention core), full (whole layer)."""
-    attention: Literal["flash", "unfused"] = "flash"
-    """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks) or
-    unfused (materializes scores, as Megatron-LM of 2022 did)."""
+    attention: Literal["flash", "flash2", "unfused"] = "flash"
+    """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks; the newest kernel
+    measured on the device's generation: FlashAttention-2 on A100, FlashAttention-3 on Hopper, FlashAttention-4
+    and CUTLASS on Blackwell), flash2 (FlashAttention-2 or the fused kernels of its time, e.g. runs before July
+    2024 on Hopper; A100 and Hopper only), or unfused (materializes scores, as Megatron-LM of 2022 did)."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None

@@ -80,7 +80,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
 
     `anchor`: a device of the replica simulated (its pipeline and TP group); replicas are symmetric,
     so any one serves, and a fault names the one that holds the faulty GPU."""
-    cal = calibration.for_device(scn.topology.device, scn.workload.dtype)
+    cal = calibration.for_device(scn.topology.device, scn.workload.dtype, scn.workload.attention)
     lay, model = scn.layout, scn.model
     table = SPECS[lay.schedule].table(lay.pp, scn.micro_batches, lay.chunks)
     devices = placement.pipeline(anchor)
