@@ -22,10 +22,11 @@ import numpy as np
 BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD = 0, 1, 2
 BLOCK_DENSE_FFN, BLOCK_MOE, BLOCK_EXPERT = 3, 4, 5
 ACT_BYTES = 2  # 16-bit activations
-DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8-block": 1.0 + 1 / 128, "mxfp8": 1.0 + 1 / 32,
+DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8-block": 1.0 + 4 / (128 * 128), "mxfp8": 1.0 + 1 / 32,
                "nvfp4": 0.5 + 1 / 16, "int8": 1.0, "mxfp4": 0.5 + 1 / 32, "int4": 0.5}
-"""Storage bytes per element of weights and KV cache, block scales included (one byte a block:
-128 elements for DeepSeek-style FP8, 32 for MX formats, 16 for NVFP4)."""
+"""Storage bytes per element of weights and KV cache, block scales included: DeepSeek's FP8 weights an FP32 scale
+a 128x128 block, the MX formats a one-byte (E8M0) scale a 32-element block, NVFP4 a one-byte (E4M3) scale a 16-element
+block (its per-tensor FP32 scale is negligible)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,9 +254,10 @@ def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = T
     return OpRows.of(cast_rows(rows, dtype, training))
 
 
-CAST_BYTES = {"fp8": 1.0, "fp8-block": 1.0 + 1 / 128, "mxfp8": 1.0 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
+CAST_BYTES = {"fp8": 1.0, "fp8-block": 1.0 + 4 / 128, "mxfp8": 1.0 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
               "mxfp4": 0.5 + 1 / 32}
-"""Bytes a low-precision GEMM operand takes per element, its block scales included."""
+"""Bytes per element of an activation cast for a low-precision GEMM, its block scales included: DeepSeek's FP8 an
+FP32 scale a 1x128 tile; the other formats as their DTYPE_BYTES."""
 
 
 def operand_bytes(dtype: str) -> float:
