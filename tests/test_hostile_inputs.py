@@ -141,11 +141,11 @@ run("sizes/experts-100k", {SCN: MOE.replace("kind: counts, counts_file: c.txt", 
     "model.moe.experts=100000", says=["model.moe.experts", "limit"])
 run("sizes/requests-1e9", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 5, count: 1000000000")},
     says=["workload.arrivals.count", "limit"])
-run("sizes/decode-steps", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 0.5, count: 100000")},
+run("sizes/decode-steps", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 0.5, count: 1000000")},
     says=["workload.arrivals", "decode steps"])
-run("sizes/output-1e6", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 5, count: 20")},
+run("sizes/output-1e6", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: 5, count: 40")},
     "workload.output_len=1000000", says=["workload.output_len", "decode steps"])
-run("sizes/trace-slow-arrivals", {SCN: SERVE, "t.csv": "prompt_len,output_len\n" + "16,64\n" * 20000},
+run("sizes/trace-slow-arrivals", {SCN: SERVE, "t.csv": "prompt_len,output_len\n" + "16,64\n" * 80000},
     "workload.arrivals.rate=0.001", says=["workload.arrivals.trace"])
 run("sizes/trace-context-over-limit", {SCN: SERVE, "t.csv": HEADER + "0,3000000,4\n"}, "topology.device.hbm=1 PB",
     says=["workload.arrivals.trace", "3,000,004 tokens", "limit"])

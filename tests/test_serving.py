@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from simulator.cost.kv_cache import kv_bytes_per_token
 from simulator.output.render import print_table, to_csv, to_json
 from simulator.output.trace import chrome_trace
 from simulator.serving.report import ServeReport, request_latencies
+from simulator.serving.requests import make_requests
 from simulator.serving.steps import step_costs
 
 H100 = {"preset": "dgx-h100-superpod", "domains": 1}
@@ -259,3 +261,14 @@ def test_missing_trace_file(serve):
     scn = serve(arrivals={"trace": "nowhere.csv"})
     with pytest.raises(ScenarioError, match="workload.arrivals.trace: cannot read"):
         run(scn)
+
+
+def test_a_million_requests_are_within_the_size_limits():
+    """Issue 17's workload, a million Llama 3 70B requests on 8 H100 at 12 a second, passes the size limits: its
+    decode steps are estimated at about 3.2 million (the benchmark simulates 3.4 million; the estimate counts the
+    share of each replica's time the prompts' prefill takes) against 4,194,304. At a tenth of the rate each step
+    runs about a tenth of the sequences: ten times the steps, refused in one line."""
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "serve-llama3-70b-h100.yaml"
+    assert len(make_requests(load_scenario(path, ["workload.arrivals.count=1000000"]))) == 1_000_000
+    with pytest.raises(ScenarioError, match=r"sequences a step at 1\.2 arrivals/s a replica: about [\d,]+ is over"):
+        make_requests(load_scenario(path, ["workload.arrivals.count=1000000", "workload.arrivals.rate=1.2"]))

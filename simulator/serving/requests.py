@@ -62,7 +62,8 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
     """`req`, unless simulating it takes more decode steps than simrack's limit (simulator.scenario.
     limits), or it holds a request the KV cache takes that is longer than MAX_SERVE_CONTEXT;
     ScenarioError at `field` then. Sequences a step: what a replica's KV cache holds, and under a
-    light load what arrives while one is served (Little's law with the step costs)."""
+    light load what arrives while one is served (Little's law with the step costs, the decode
+    steps stretched by the share of the replica's time that the arriving prompts' prefill takes)."""
     kv_tokens = serve_memory(scn).kv_tokens
     fits = (req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
     longest = int((req.prompt + req.output)[fits].max()) if fits.any() else 0
@@ -83,9 +84,11 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
         rate = len(arrival) / span / replicas
         costs, busy = step_costs(scn), 1.0
         prefill = float(costs.prefill(int(np.mean(prompt))))
+        share = min(rate * prefill, 0.99)  # of a replica's time spent in the prompts' prefill, stretching decode
         for _ in range(4):  # Little's law: in the system = arrival rate x (prefill + output x step time)
             running = max(1, round(min(busy, at_once)))  # never more than the cache and the batch hold
-            busy = rate * (prefill + float(np.mean(output)) * float(costs.decode_step(running, int(context))))
+            step = float(costs.decode_step(running, int(context))) / (1.0 - share)
+            busy = rate * (prefill + float(np.mean(output)) * step)
         if busy < at_once:
             at_once, why = busy, f" at {rate:.3g} arrivals/s a replica"
     problem = decode_steps(scn, int(output.sum()), int(output.max()), field, at_once, why)
