@@ -13,7 +13,7 @@
 from pathlib import Path
 
 import pytest
-from sidebyside import ROOT, both, probe
+from sidebyside import ROOT, both, probe, require_base
 
 from simulator import load_scenario, run
 
@@ -36,7 +36,7 @@ def test_llama3_70b_10k_requests(benchmark, chunked):
 REQUESTS = '''
 from simulator import load_scenario
 from simulator.simulate import run
-scn = load_scenario("scenarios/serve-llama3-70b-h100.yaml", [f"workload.arrivals.count={sys.argv[1]}"])
+scn = load_scenario(sys.argv[2], [f"workload.arrivals.count={sys.argv[1]}"])
 before = rss()
 t = cpu()
 report = run(scn).report
@@ -46,8 +46,11 @@ emit(cpu=cpu() - t, own=hwm() - before, peak=hwm(), completed=report.completed, 
 
 
 def _million():
-    new, base = both(REQUESTS, args=(200_000,))
-    return new, base, probe(REQUESTS, ROOT, args=(1_000_000,))
+    """Both codes on the base commit's copy of the scenario (the base code reads no newer field; this one reads
+    the older ones) at 200,000 requests; this checkout alone on its own copy at a million."""
+    scenario = "scenarios/serve-llama3-70b-h100.yaml"
+    new, base = both(REQUESTS, args=(200_000, require_base() / scenario))
+    return new, base, probe(REQUESTS, ROOT, args=(1_000_000, ROOT / scenario))
 
 
 @pytest.mark.benchmark(group="serving-side-by-side")

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
@@ -93,7 +93,7 @@ def busiest_copies(copies, ranks: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _largest_normal(n: int) -> float:
     """Median of the largest of n standard normal draws."""
-    return float(norm.ppf(0.5 ** (1.0 / n)))
+    return NormalDist().inv_cdf(0.5 ** (1.0 / n))
 
 
 def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
