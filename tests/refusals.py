@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from simulator.cli import app
 
 
-def assert_refused(scenario: Path, sets: list[str], says: str, tmp_path: Path) -> None:
+def assert_refused(scenario: Path, sets: list[str], says: str, tmp_path: Path) -> str:
     """`simrack run scenario --set ... --json out` exits 2 with one stderr line naming scenario and
-    holding `says`, and leaves no `out`."""
+    holding `says`, and leaves no `out`; the line."""
     out = tmp_path / "refused.json"
     args = ["run", str(scenario), "--json", str(out)]
     for s in sets:
@@ -22,3 +22,4 @@ def assert_refused(scenario: Path, sets: list[str], says: str, tmp_path: Path) -
     message = result.stderr.strip()
     assert "\n" not in message and str(scenario) in message and says in message, message
     assert not out.exists()
+    return message

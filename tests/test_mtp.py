@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from refusals import assert_refused
 
 from simulator import load_scenario, simulate
-from simulator.cli import app
 from simulator.cost import calibration, mtp
 from simulator.cost.fabric import fabric_for
 from simulator.cost.ops import build_op_table
@@ -78,13 +77,8 @@ def test_megatron_layout_string_parses_into_stages():
     ("E(t*65536)*65536mL", "expands to more than 65,536 symbols"),
 ])
 def test_bad_layout_is_one_line_exit_2(tmp_path, text, says):
-    out = tmp_path / "r.json"
-    result = CliRunner().invoke(app, ["run", str(DEEPSEEK), "--set", f"layout.pipeline_layout={text}", "--json",
-                                      str(out)])
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message and f"{DEEPSEEK}: layout.pipeline_layout: " in message and says in message
-    assert not out.exists()
+    message = assert_refused(DEEPSEEK, [f"layout.pipeline_layout={text}"], says, tmp_path)
+    assert f"{DEEPSEEK}: layout.pipeline_layout: " in message
 
 
 @pytest.mark.parametrize("overrides, says", [
@@ -93,16 +87,14 @@ def test_bad_layout_is_one_line_exit_2(tmp_path, text, says):
     (["model.mtp.depth=5000"], "model.mtp.depth: 5,000 is over simrack's limit"),
     (["model.mtp.depth=0"], "model.mtp.depth"),
 ])
-def test_bad_mtp_input_is_one_line_exit_2(overrides, says):
-    args = ["run", str(DEEPSEEK)] + [x for o in overrides for x in ("--set", o)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and says in result.stderr and "\n" not in result.stderr.strip(), result.output
+def test_bad_mtp_input_is_one_line_exit_2(tmp_path, overrides, says):
+    assert_refused(DEEPSEEK, overrides, says, tmp_path)
 
 
-def test_serving_refuses_a_pipeline_layout_and_leaves_mtp_out():
+def test_serving_refuses_a_pipeline_layout_and_leaves_mtp_out(tmp_path):
     serve = ROOT / "scenarios" / "deepseek-v3-serve-h800.yaml"
-    result = CliRunner().invoke(app, ["run", str(serve), "--set", "layout.pipeline_layout=EtL"])
-    assert result.exit_code == 2 and "layout.pipeline_layout: simulated for training only" in result.stderr
+    assert_refused(serve, ["layout.pipeline_layout=EtL"], "layout.pipeline_layout: simulated for training only",
+                   tmp_path)
     small = ["workload.arrivals.count=200"]
     assert simulate(load_scenario(serve, small)).to_dict() == \
         simulate(load_scenario(serve, [*small, "model.mtp=null"])).to_dict()

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from refusals import assert_refused
-from typer.testing import CliRunner
 
 from simulator import load_scenario, simulate
-from simulator.cli import app
 from simulator.cost import calibration
 from simulator.cost.memory import activation_bytes_per_layer
 from simulator.cost.pipeline import ADAM_BYTES_PER_PARAM
@@ -94,9 +92,8 @@ def test_bad_offload_input_is_one_line_exit_2(tmp_path, override, says):
 
 
 def test_serving_refuses_offload(tmp_path):
-    result = CliRunner().invoke(app, ["run", str(ROOT / "scenarios" / "serve-llama3-70b-h100.yaml"), "--set",
-                                      "layout.offload={activations_layers: 1}"])
-    assert result.exit_code == 2 and "layout.offload: offload is simulated for training only" in result.stderr
+    assert_refused(ROOT / "scenarios" / "serve-llama3-70b-h100.yaml", ["layout.offload={activations_layers: 1}"],
+                   "layout.offload: offload is simulated for training only", tmp_path)
 
 
 def test_moe_layers_offload_too():

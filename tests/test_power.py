@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import yaml
 from refusals import assert_refused
-from typer.testing import CliRunner
 
 from simulator import load_scenario, simulate
-from simulator.cli import app
 from simulator.cost import calibration, roofline
 from simulator.data import path as data_path
 from simulator.scenario.hardware import DeviceSpec
@@ -91,7 +89,5 @@ def test_bad_power_input_is_one_line_exit_2(tmp_path, override, says):
 
 
 def test_clock_over_the_boost_clock_is_refused(tmp_path):
-    result = CliRunner().invoke(app, ["run", str(SCENARIO), "--set", "topology.device.power_limit=null", "--set",
-                                      "topology.device.clock=2 GHz"])
-    assert result.exit_code == 2
-    assert "topology.device.clock: 2 GHz is over the boost_clock of H100-SXM (1.83 GHz)" in result.stderr
+    assert_refused(SCENARIO, ["topology.device.power_limit=null", "topology.device.clock=2 GHz"],
+                   "topology.device.clock: 2 GHz is over the boost_clock of H100-SXM (1.83 GHz)", tmp_path)
