@@ -15,6 +15,7 @@ from refusals import assert_refused
 
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
+from simulator.scenario.spec import FA2_MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = ROOT / "scenarios" / "llama3-405b-h100.yaml"
@@ -51,3 +52,9 @@ def test_flash2_is_flash_on_a100_and_slower_than_fa3_on_h100():
 def test_flash2_on_blackwell_is_refused(tmp_path):
     assert_refused(GB200, ["workload.attention=flash2"], "workload.attention: flash2: no FlashAttention-2 "
                    "measurement on blackwell", tmp_path)
+
+
+def test_the_schema_refuses_flash2_exactly_where_no_curve_is_measured():
+    """spec.FA2_MEASURED (the schema's check) names the generations whose calibration has FlashAttention-2 curves."""
+    have = {g for g in calibration.GENERATIONS if calibration.attention_curves(g, "flash2") is not None}
+    assert have == set(FA2_MEASURED)
