@@ -193,10 +193,11 @@ def _cluster(scn) -> tuple[str, str] | None:
 
 
 def _dp(scn) -> int:
+    """layout.dp, "auto" resolved as the schema will (gpus / (tp*pp*cp), the used GPUs of partial domains)."""
     lay = scn.layout
     if lay.dp != "auto":
         return lay.dp
-    return max(1, scn.topology.domains * scn.topology.domain.gpus // (lay.tp * lay.pp * lay.cp))
+    return max(1, scn.topology.gpus // (lay.tp * lay.pp * lay.cp))
 
 
 def _training(scn) -> tuple[str, str] | None:
