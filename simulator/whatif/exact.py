@@ -5,7 +5,7 @@ critical path when the busiest device stays busy from its entry to its exit. Whe
 critical path can instead run round trips between them, a pipeline send each way per trip, and no
 family holds it: ZeRO-3 makes every forward and backward last at least its stage's parameter
 gather, so the two stages of a 1F1B pipeline of two stages (both hold the tied embedding) tie to a
-few parameters, and the step's critical path collects a send per micro-batch. `tied` finds the
+few parameters, and the step's critical path collects a send per micro-batch. `ties` finds the
 pipelines whose stages tie that closely; they get the longest path itself here.
 
 How: the engine's task graph of the schedule (simulator.training.taskgraph.coded: its slots,
@@ -25,8 +25,6 @@ import numpy as np
 from ..schedules import SPECS
 from ..training.paths import longest_paths
 from ..training.taskgraph import coded
-
-FIELDS = ("slot", "prev", "dep0", "dep1", "out0", "out1", "cost", "send0", "send1")
 
 
 @dataclass(frozen=True, eq=False)
