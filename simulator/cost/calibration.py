@@ -124,17 +124,12 @@ def generation_of(device) -> str:
     return getattr(device, "generation", None) or generation_from_name(str(getattr(device, "name", "")))
 
 
-FA2_KERNELS = ("flash2",)
-"""workload.attention values priced by a generation's FlashAttention-2 curves (`attention.fa2`, or the
-generation's own curves where its kernel is FlashAttention-2)."""
-
-
 def attention_curves(generation: str, kernel: str = "flash") -> dict | None:
     """calibration.yaml's attention block of a generation for a workload.attention kernel: the generation's
     newest measured kernel for flash (and unfused, which does not read it), FlashAttention-2's for flash2;
     None where the generation has no FlashAttention-2 measurements."""
     attn = _fitted()["generations"][generation]["attention"]
-    if kernel not in FA2_KERNELS or attn.get("kernel") == "FlashAttention-2":
+    if kernel != "flash2" or attn.get("kernel") == "FlashAttention-2":
         return attn
     return attn.get("fa2")
 

@@ -254,10 +254,9 @@ def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = T
     return OpRows.of(cast_rows(rows, dtype, training))
 
 
-CAST_BYTES = {"fp8": 1.0, "fp8-block": 1.0 + 4 / 128, "mxfp8": 1.0 + 1 / 32, "nvfp4": 0.5 + 1 / 16,
-              "mxfp4": 0.5 + 1 / 32}
-"""Bytes per element of an activation cast for a low-precision GEMM, its block scales included: DeepSeek's FP8 an
-FP32 scale a 1x128 tile; the other formats as their DTYPE_BYTES."""
+CAST_BYTES = {**{k: DTYPE_BYTES[k] for k in ("fp8", "mxfp8", "nvfp4", "mxfp4")}, "fp8-block": 1.0 + 4 / 128}
+"""Bytes per element of an activation cast for a low-precision GEMM, its block scales included: the format's
+DTYPE_BYTES, but DeepSeek's FP8 an FP32 scale a 1x128 tile (its weights: a 128x128 block)."""
 
 
 def operand_bytes(dtype: str) -> float:
