@@ -64,6 +64,11 @@ def _special(path: Path) -> bool:
         return False  # missing, or unreadable: the write below says why
 
 
+def _cannot_write(opt: str, path: Path, err: OSError) -> OutputError:
+    """The one-line error of an output that failed to write."""
+    return OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}")
+
+
 def _reason(err: OSError) -> str:
     if err.errno == errno.EISDIR:
         return "a directory is in the way"
@@ -175,12 +180,12 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
                     _write_file(tmp, content)
                 staged.append((opt, tmp, target))
             except OSError as err:
-                raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
+                raise _cannot_write(opt, path, err) from None
         for opt, path, text in special:  # interruptible: a FIFO's reader may take its time
             try:
                 _write_special(path, text)
             except OSError as err:
-                raise OutputError(f"{opt} {clip(str(path))}: cannot write: {_reason(err)}") from None
+                raise _cannot_write(opt, path, err) from None
         for text in std:
             (stdout or sys.stdout.write)(text)
         signals.raise_pending()
@@ -189,7 +194,7 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
                 try:
                     os.replace(tmp, target)
                 except OSError as err:
-                    raise OutputError(f"{opt} {clip(str(target))}: cannot write: {_reason(err)}") from None
+                    raise _cannot_write(opt, target, err) from None
                 work.temps.remove(tmp)
             done = True
             signals.settle()  # written: the command has done its work, a late signal changes nothing
