@@ -17,7 +17,6 @@ import numpy as np
 import yaml
 
 from ..data import path as data_path
-from ..scenario.hardware import generation_from_name
 
 GENERATIONS = ("ampere", "hopper", "blackwell")
 GEMM_KEY = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8-block": "fp8_block", "mxfp8": "fp8",
@@ -119,11 +118,6 @@ def _fitted() -> dict:
     return yaml.load(data_path("calibration.yaml").read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
 
 
-def generation_of(device) -> str:
-    """A device's generation: its preset's `generation`, else read from its name (scenario.hardware)."""
-    return getattr(device, "generation", None) or generation_from_name(str(getattr(device, "name", "")))
-
-
 def attention_curves(generation: str, kernel: str = "flash") -> dict | None:
     """calibration.yaml's attention block of a generation for a workload.attention kernel: the generation's
     newest measured kernel for flash (and unfused, which does not read it), FlashAttention-2's for flash2;
@@ -211,8 +205,9 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
     overrides = getattr(device, "efficiency", None) or {}
     if overrides == "ideal":
         return throttled(IDEAL, clock_scale(device, 1.0))
-    cal = replace(fitted(generation_of(device), dtype, attention), **overrides)
-    return throttled(cal, clock_scale(device, sustained_clock(generation_of(device))))
+    gen = device.arch  # the preset's generation, else read from the device's name (scenario.hardware)
+    cal = replace(fitted(gen, dtype, attention), **overrides)
+    return throttled(cal, clock_scale(device, sustained_clock(gen)))
 
 
 def power_clock(power_limit: float, tdp: float) -> float:
