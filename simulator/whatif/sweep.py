@@ -40,7 +40,7 @@ from ..scenario.overrides import as_scenario
 from ..scenario.spec import Scenario
 from ..scenario.units import fmt_bytes
 from ..simulate import simulate
-from .workers import stop_pool
+from .workers import worker_pool
 
 STATUSES = ("ok", "out_of_memory", "invalid", "error")
 CONNECT_TIMEOUT = "10s"  # to reach a --cluster scheduler
@@ -222,23 +222,13 @@ def run_jobs(items: Sequence, fn: Callable = evaluate, *, workers: int | None = 
 
 
 def _in_pool(items: list, fn: Callable, workers: int, bar: Bar) -> list:
-    """fn over items in a pool of forked processes. The workers leave SIGINT to this process and end
-    with it (simulator.signals.worker_init); on any exception here, an interrupt included, they are
-    killed at once rather than left to finish (or orphaned)."""
-    from concurrent.futures import ProcessPoolExecutor
-
+    """fn over items in a pool of forked processes (workers.worker_pool: on any exception here, an
+    interrupt included, the workers are killed at once rather than left to finish or orphaned)."""
     ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx, initializer=signals.worker_init,
-                               initargs=(os.getpid(),))
-    try:
+    with worker_pool(min(workers, len(items)), ctx) as pool:
         with signals.held():  # the workers fork here and start with the signals held
             results = pool.map(fn, items, chunksize=max(1, len(items) // (16 * workers)))
-        out = [bar.tick(r) for r in results]
-    except BaseException:
-        stop_pool(pool)
-        raise
-    pool.shutdown()
-    return out
+        return [bar.tick(r) for r in results]
 
 
 class Bar:

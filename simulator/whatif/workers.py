@@ -12,7 +12,9 @@ import mmap
 import multiprocessing as mp
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -39,30 +41,39 @@ def run(fn, tasks: list, shared: tuple, workers: int, late=None) -> list:
     if held is not None:
         held.pipe = ctx.SimpleQueue()
     _FORKED = (shared, fn, tasks, ctx.Value("l", 0))
-    pool = ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=signals.worker_init,
-                               initargs=(os.getpid(),))
     try:
-        with signals.held():  # the workers fork here and start with SIGINT and SIGTERM held
-            futures = [pool.submit(_take) for _ in range(workers - 1)]
-        if held is not None:  # computed while the workers start on their first tasks
-            try:
-                held.value = late()
-            finally:  # on an error the workers get None, fail, and the pool can close
-                sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
-                                          daemon=True)  # a worker that died cannot block the exit
-                sender.start()
-        done = _take()
-        for f in futures:
-            done.update(f.result())
-        if held is not None:
-            sender.join()
-        pool.shutdown()
-    except BaseException:  # an interrupt or an error: the workers are killed, not awaited
-        stop_pool(pool)
-        raise
+        with worker_pool(workers - 1, ctx) as pool:
+            with signals.held():  # the workers fork here and start with SIGINT and SIGTERM held
+                futures = [pool.submit(_take) for _ in range(workers - 1)]
+            if held is not None:  # computed while the workers start on their first tasks
+                try:
+                    held.value = late()
+                finally:  # on an error the workers get None, fail, and the pool can close
+                    sender = threading.Thread(target=lambda: [held.pipe.put(held.value) for _ in futures],
+                                              daemon=True)  # a worker that died cannot block the exit
+                    sender.start()
+            done = _take()
+            for f in futures:
+                done.update(f.result())
+            if held is not None:
+                sender.join()
     finally:
         _FORKED = ()
     return [done[i] for i in range(len(tasks))]
+
+
+@contextmanager
+def worker_pool(workers: int, ctx) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor of `workers` processes from the multiprocessing context `ctx`, whose workers
+    leave SIGINT to this process and end with it (simulator.signals.worker_init); shut down when the block
+    ends, its workers killed at once, not awaited, when the block raises (an interrupt included)."""
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=signals.worker_init, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown()
 
 
 class Late:
