@@ -72,6 +72,8 @@ class Layout(_Frozen):
     dp*cp/shard_group instances): ZeRO or the distributed optimizer shards over groups of this many
     data-parallel ranks (nearest GPUs together) and replicates across groups, which all-reduce their
     gradient shards each step. null: shard over all dp*cp data-parallel ranks."""
+    offload: Offload | None = None
+    """Activations of some layers and the optimizer state in host memory (training; simulator.cost.offload)."""
 
     @property
     def folded(self) -> bool:
@@ -89,8 +91,36 @@ class Layout(_Frozen):
         if self.folded:
             return self.tp * self.cp * self.dp // (self.ep * self.etp)
         return self.dp // self.ep * self.cp
-    offload: Offload | None = None
-    """Activations of some layers and the optimizer state in host memory (training; simulator.cost.offload)."""
+
+    def expert_grid_problem(self, moe: bool) -> tuple[str, str] | None:
+        """(field, what is wrong) when the expert grid does not cut the mesh evenly (dp resolved), else None:
+        ep*expert_tp must divide a stage's tp*cp*dp under folding, ep must divide dp otherwise (`moe`: the
+        model has experts, for the hint)."""
+        if self.folded:
+            stage = self.tp * self.cp * self.dp
+            if stage % (self.ep * self.etp):
+                return "layout.expert_tp", (f"ep*expert_tp ({self.ep}*{self.etp} = {self.ep * self.etp}) must divide "
+                                            f"the GPUs of a pipeline stage, tp*cp*dp ({self.tp}*{self.cp}*{self.dp} "
+                                            f"= {stage})")
+        elif self.dp % self.ep:
+            hint = ", or set layout.expert_tp to fold the experts over tp*cp*dp" if moe else ""
+            return "layout.ep", f"ep ({self.ep}) must divide dp ({self.dp}){hint}"
+        return None
+
+    def shard_problem(self, moe: bool) -> tuple[str, str] | None:
+        """(field, what is wrong) when shard groups do not cut the data-parallel ranks evenly (dp resolved),
+        or, for an MoE model (`moe`), each expert's replicas into as many groups; None otherwise."""
+        group = self.shard_group
+        if group is None:
+            return None
+        replicas = self.dp * self.cp
+        if replicas % group:
+            return "layout.shard_group", (f"shard_group ({group}) must divide the data-parallel ranks, dp*cp "
+                                          f"({self.dp}*{self.cp} = {replicas})")
+        if moe and self.expert_dp % (replicas // group):
+            return "layout.shard_group", (f"{replicas // group} shard groups (dp*cp/shard_group = {replicas}/{group}) "
+                                          f"must divide each expert's {self.expert_dp} replicas")
+        return None
 
     def degrees(self) -> dict[str, int]:
         """Degree per mesh axis, keyed in `order` (innermost first)."""

@@ -185,22 +185,18 @@ def _check_mesh(s: Scenario) -> None:
     if total != s.gpus:
         _rule("layout", f"tp*pp*dp*cp = {lay.tp}*{lay.pp}*{lay.dp}*{lay.cp} = {total} != {s.gpus} GPUs "
               f"of topology {topo.name} ({topo.domains} domains x {topo.ranks_per_domain})")
+    problem = lay.expert_grid_problem(s.model.moe is not None)
+    if problem:
+        _rule(*problem)
     if lay.folded:
         _check_folding(s)
-    elif lay.dp % lay.ep:
-        hint = ", or set layout.expert_tp to fold the experts over tp*cp*dp" if s.model.moe else ""
-        _rule("layout.ep", f"ep ({lay.ep}) must divide dp ({lay.dp}){hint}")
     _check_shard_group(s)
 
 
 def _check_folding(s: Scenario) -> None:
-    """MoE parallel folding: the expert grid expert_tp x ep x expert-dp covers a pipeline stage's GPUs;
-    with tp > 1 each GPU dispatches its own tokens, so sequence parallelism (Megatron-Core's rule)."""
+    """MoE parallel folding (its grid cutting the mesh evenly checked before, Layout.expert_grid_problem): with
+    tp > 1 each GPU dispatches its own tokens, so sequence parallelism (Megatron-Core's rule); training only."""
     lay = s.layout
-    stage = lay.tp * lay.cp * lay.dp
-    if stage % (lay.ep * lay.etp):
-        _rule("layout.expert_tp", f"ep*expert_tp ({lay.ep}*{lay.etp} = {lay.ep * lay.etp}) must divide the "
-              f"GPUs of a pipeline stage, tp*cp*dp ({lay.tp}*{lay.cp}*{lay.dp} = {stage})")
     if lay.tp > 1 and not lay.sequence_parallel:
         _rule("layout.expert_tp", f"folding experts with tp ({lay.tp}) > 1 needs sequence_parallel: true "
               "(each GPU dispatches its own tokens)")
@@ -220,13 +216,9 @@ def _check_shard_group(s: Scenario) -> None:
     if lay.zero == 0 and not lay.distributed_optimizer:
         _rule("layout.shard_group", f"{group} shards ZeRO or distributed-optimizer state: set layout.zero >= 1 "
               "(3 for FSDP's hybrid shard) or layout.distributed_optimizer: true")
-    replicas = lay.dp * lay.cp
-    if replicas % group:
-        _rule("layout.shard_group", f"shard_group ({group}) must divide the data-parallel ranks, dp*cp "
-              f"({lay.dp}*{lay.cp} = {replicas})")
-    if s.model.moe is not None and lay.expert_dp % (replicas // group):
-        _rule("layout.shard_group", f"{replicas // group} shard groups (dp*cp/shard_group = {replicas}/{group}) "
-              f"must divide each expert's {lay.expert_dp} replicas")
+    problem = lay.shard_problem(s.model.moe is not None)
+    if problem:
+        _rule(*problem)
 
 
 def _check_batch(s: Scenario) -> None:

@@ -133,15 +133,9 @@ def relayout(scn):
 
 
 def _whole(scn, lay) -> bool:
-    """Whether a layout's expert grid and shard groups cut its mesh evenly (as the scenario checks)."""
-    left = (lay.tp * lay.cp * lay.dp) % (lay.ep * lay.etp) if lay.folded else lay.dp % lay.ep
-    if left:
-        return False
-    group = lay.shard_group
-    if group is None:
-        return True
-    groups = lay.dp * lay.cp // group
-    return lay.dp * lay.cp % group == 0 and (scn.model.moe is None or lay.expert_dp % groups == 0)
+    """Whether a layout's expert grid and shard groups cut its mesh evenly (the scenario's own rules)."""
+    moe = scn.model.moe is not None
+    return lay.expert_grid_problem(moe) is None and lay.shard_problem(moe) is None
 
 
 def renumber(faults, node, gpus_per_domain: int, used: int):
