@@ -73,9 +73,7 @@ def write_all(outputs) -> None:
     is one line and exit status 2, nothing left behind."""
     try:
         commit(outputs, stdout=lambda text: typer.echo(text, nl=False))
-    except OutputError as err:
-        fail(str(err))
-    except ValueError as err:  # a plot that cannot be drawn (its format, no point to draw)
+    except (OutputError, ValueError) as err:  # ValueError: a plot that cannot be drawn (its format, no point)
         fail(str(err))
 
 

@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from ..schedules import SCHEDULE_NAMES
 
+
 def _real(value: object) -> object:
     """A float field's input as given, unless it is a boolean (YAML `true` is not the number 1)."""
     if isinstance(value, bool):

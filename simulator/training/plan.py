@@ -168,6 +168,8 @@ def hybrid_shards(scn, parts, devices) -> list:
     if groups == 1:
         return [(params, replicas, None) for params, replicas in parts]
     return [(params, *shard_split(replicas, devices, replicas.shape[1] // groups)) for params, replicas in parts]
+
+
 def offload_figures(off, copies, exposed: float, adam, opt) -> dict:
     """The report's extra.offload: layers offloaded, the longest chunk's copy one way (s), the copies' exposed
     seconds a step (mean over stages), the optimizer's mode and seconds against Adam on HBM (busiest stage)."""

@@ -113,6 +113,7 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
     util = per_rank / (bw * tl.step_time)
     stage, tier = np.unravel_index(int(np.argmax(util)), util.shape)
     a2a = (plan.exposed_ep[..., 0] + plan.exposed_ep[..., 1]).sum(axis=1).mean()
+    module = mtp_parameters(scn.model)  # zeros without model.mtp
     return {
         "ep": {"exposed_s": {"nvlink": float(exposed[0]), "scaleout": float(exposed[1])},
                "traffic_bytes": dict(plan.traffic["ep"]),
@@ -123,8 +124,7 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
         "params": {"total": total_parameters(scn.model), "active": active_parameters(scn.model),
-                   **({"mtp": scn.model.mtp.depth * (mtp_parameters(scn.model)["layer"]
-                                                      + mtp_parameters(scn.model)["projection"])}
+                   **({"mtp": scn.model.mtp.depth * (module["layer"] + module["projection"])}
                       if scn.model.mtp is not None else {})},
     }
 
