@@ -144,7 +144,8 @@ def test_collective_inside_domain_is_flat_on_nvlink():
     size = 2e9
     t = float(fab.collective("all_reduce", size, np.arange(8)[None], cal)[0])
     step = max(2e-6, cal.ring_latency)  # a ring step: the hop, or NCCL's measured per-step alpha
-    assert t == pytest.approx(2 * 7 / 8 * size / (300e9 * 0.75) + 2 * 7 * step, rel=1e-12)
+    ramp = 1 + (cal.ring_ramp_bytes / (size / 8)) ** cal.ring_ramp_power  # NCCL's size ramp, S/8 a rank
+    assert t == pytest.approx(2 * 7 / 8 * size / (300e9 * 0.75) * ramp + 2 * 7 * step, rel=1e-12)
 
 
 def test_collective_across_domains_is_hierarchical():
@@ -152,7 +153,8 @@ def test_collective_across_domains_is_hierarchical():
     fab = _fabric(nvlink=300e9, nic=25e9, per_leaf=4, domains=2)
     cal = Calibration(nvlink=0.75, scaleout=0.9)
     size, bi, be = 2e9, 300e9 * 0.75, 25e9 * 0.9
-    intra = 7 / 8 * size / bi + 7 * max(2e-6, cal.ring_latency)
+    ramp = 1 + (cal.ring_ramp_bytes / (size / 8)) ** cal.ring_ramp_power  # on NVLink only
+    intra = 7 / 8 * size / bi * ramp + 7 * max(2e-6, cal.ring_latency)
     inter = 2 * 1 / 2 * (size / 8) / be + 2 * 1 * 5e-6
     t = float(fab.collective("all_reduce", size, np.arange(16)[None], cal)[0])
     assert t == pytest.approx(2 * intra + inter, rel=1e-12)

@@ -157,7 +157,8 @@ def test_expert_tp_gathers_over_its_pair_inside_the_all_to_all(make_scenario):
     nv, hop = fabric.nvlink_bw * cal.nvlink, fabric.nvlink_lat
     ring = max(fabric.nvlink_lat, cal.ring_latency)
     gathered = A.max(axis=-1) * h * 2  # the busiest rank's received copies, 16-bit, whole width
-    gather = 2 * (gathered / 2 / nv + ring)  # all-gather + reduce-scatter over the pair
+    ramp = 1 + (cal.ring_ramp_bytes / (gathered / 2)) ** cal.ring_ramp_power  # NCCL's size ramp, half a rank
+    gather = 2 * (gathered / 2 / nv * ramp + ring)  # all-gather + reduce-scatter over the pair
     one = most * (h / 2) * 2 / nv + hop + gather
     np.testing.assert_allclose(costs.a2a[1:, 0], (2 * one).mean(axis=0), rtol=1e-12)
     assert not costs.a2a_scaleout.any()

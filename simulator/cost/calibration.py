@@ -53,8 +53,13 @@ class Calibration:
     """NVLink SHARP all-reduce bus bandwidth over the NVLink bandwidth (0: no NVLS on this generation)."""
     scaleout: float = 0.94
     """Fraction of a NIC's line rate a collective or send across domains reaches."""
-    ring_latency: float = 2.5e-6
+    ring_latency: float = 2.3e-6
     """Seconds one ring step of an NVLink collective costs beyond its bytes (NCCL's small-message alpha)."""
+    ring_ramp_bytes: float = 0.37e6
+    """Bytes a rank at which a ring collective inside a domain runs at half its large-message bus bandwidth
+    (power 1); collectives.ramp_factor."""
+    ring_ramp_power: float = 0.48
+    """Exponent of that ramp: how slowly mid-size messages approach the large-message bus bandwidth."""
     clock: float = 0.874
     """Sustained tensor clock of a GPU under a job's full load over the clock of the data-sheet peak: it
     scales every compute-bound rate (GEMMs, attention), not HBM. Measured: A100 1305 of 1410 MHz (the
@@ -151,7 +156,8 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         hbm=gen["hbm"]["streaming"]["value"], nvlink=col["ring_busbw_fraction"]["value"],
         nvls=col.get("nvls_busbw_fraction", {}).get("value", 0.0),
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
-        ring_latency=col["allreduce_alpha_intra"]["per_step_alpha_8gpu_ring"],
+        ring_latency=col["ring_intra"]["per_step_alpha_8gpu_ring"],
+        ring_ramp_bytes=col["ring_intra"]["ramp_bytes"], ring_ramp_power=col["ring_intra"]["ramp_power"],
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"],
     ), **serving_fields(generation))
@@ -252,6 +258,7 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
+                   "ring_ramp_bytes": 0.0,
                    "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0,
                    "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")

@@ -31,6 +31,19 @@ TensorRT-LLM's custom all-reduce for small messages inside one NVLink domain). A
 picks among its algorithms by size: serving_all_reduce."""
 
 
+RAMPED = ("all_reduce", "all_gather", "reduce_scatter")
+"""The ring collectives whose mid-size messages run under the large-message bus bandwidth (ramp_factor)."""
+
+
+def ramp_factor(shard, ramp_bytes: float, power: float) -> np.ndarray:
+    """How many times longer than at its large-message bus bandwidth a ring collective takes to move `shard`
+    bytes a rank (the message over the ranks): 1 + (ramp_bytes / shard)^power. NCCL reaches its asymptotic busbw
+    only past ~1 GiB: mid-size messages (1-128 MiB) run on other protocols, fewer channels and a pipeline still
+    filling (calibration.yaml ring_intra, fitted to all-reduce sweeps by size)."""
+    shard = np.maximum(np.asarray(shard, float), 1.0)
+    return 1.0 + (ramp_bytes / shard) ** power
+
+
 def flat(kind: str, size, n, bw, lat, algorithm: str = "ring"):
     """One-tier collective of `size` bytes over n ranks at bw (bytes/s) and per-step latency lat (s);
     nothing to move (size 0, or one rank) costs nothing."""

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
+from .collectives import ramp_factor
 from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
 from .serving_fit import scheduler_params, serving_params
 
@@ -27,6 +28,7 @@ OUT_BYTES = 2.0  # every GEMM here writes BF16/FP16 (DeepGEMM and XLA FP8 state 
 HARNESS = ("xla_table", "azure", "deepgemm")  # timing harnesses whose fixed per-call cost (s) is fitted
 NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR ConnectX-7 or EFA v4)
 B200_DRIVER_HBM = 7680 / 8 * 3996e6 * 2  # bytes/s the B200 driver reports (data-sheet note): CCCL's % base
+LATENCY_REGIME = 256 * 1024  # bytes: all-reduces up to this size cost their latency (sweeps flat below it)
 GB200_RING_GPUS = 4  # azure_gb200_allreduce_ring_sweep: one ND GB200 v6 VM is one 4-GPU tray (entry config)
 STREAM = ("copy", "mul", "add", "triad")
 HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); BabelStream dot is read-only
@@ -317,10 +319,15 @@ def link_fractions(doc: dict, sheet: dict, table: dict) -> dict:
             for gen, pairs in table.items()}
 
 
+def sweep_gpus(entry: dict) -> int:
+    """GPUs of an all-reduce sweep (the GB200 sweep does not state them: one 4-GPU tray)."""
+    return entry["config"]["gpus"] if isinstance(entry["config"]["gpus"], int) else GB200_RING_GPUS
+
+
 def sweep_points(entry: dict) -> list[tuple[float, float]]:
     """(message bytes, seconds) of an 8-GPU (or stated-size) all-reduce sweep from busbw; a point slower than 1.5x
     some larger message is a warm-up artefact and dropped."""
-    n = entry["config"]["gpus"] if isinstance(entry["config"]["gpus"], int) else GB200_RING_GPUS
+    n = sweep_gpus(entry)
     factor = 2.0 * (n - 1) / n
     pts = [(m["message_bytes"], m["message_bytes"] * factor / (m["value"] * GIGA)) for m in entry["measured"]]
     return [(s, t) for i, (s, t) in enumerate(pts) if all(t <= 1.5 * u for _, u in pts[i + 1:])]
@@ -329,14 +336,38 @@ def sweep_points(entry: dict) -> list[tuple[float, float]]:
 def fit_alpha(entries: list[dict]) -> dict:
     """One latency alpha (s) for time(S) = alpha + S * factor / busbw_large over the sweeps' points, each sweep's
     busbw_large being its largest-message busbw."""
-    model = []
-    for entry in entries:
-        pts = sweep_points(entry)
-        beta = pts[-1][1] / pts[-1][0]  # seconds per byte at the largest message
-        model += [(s * beta, t) for s, t in pts]
-    wire, meas = np.array(model).T
+    wire, _, meas, _ = _sweep_table(entries)
     x = _fit(lambda a: np.log((a[0] + wire) / meas), [np.array([10e-6])], [0.0], [1e-2], [1e-6])
     return {"alpha": float(x[0]), "fitted_from": [e["id"] for e in entries], "residuals": stats((x[0] + wire) / meas)}
+
+
+def _sweep_table(entries: list[dict]) -> tuple[np.ndarray, ...]:
+    """(wire seconds at the sweep's large-message busbw, bytes a rank holds (S / n), measured seconds, message bytes)
+    over the points of all-reduce sweeps."""
+    rows = []
+    for entry in entries:
+        n = sweep_gpus(entry)
+        pts = sweep_points(entry)
+        beta = pts[-1][1] / pts[-1][0]  # seconds per byte at the largest message
+        rows += [(s * beta, s / n, t, s) for s, t in pts]
+    return tuple(np.array(rows).T)
+
+
+def fit_ring(entries: list[dict]) -> dict:
+    """Intra-domain ring collective: time(S) = alpha + S * factor / busbw_large * ramp_factor(S / n, b, q).
+
+    alpha is fitted first on the latency regime (messages up to LATENCY_REGIME, where bytes cost little), then the
+    ramp (b bytes a rank, power q) with alpha held: NCCL moves mid-size messages (1-128 MiB) 20-40% under its
+    large-message busbw (protocol choice, fewer channels, pipeline fill), which one alpha cannot express."""
+    wire, shard, meas, size = _sweep_table(entries)
+    small = size <= LATENCY_REGIME
+    alpha = _fit(lambda a: np.log((a[0] + wire[small]) / meas[small]), [np.array([20e-6])], [0.0], [1e-2], [1e-6])[0]
+    predict = lambda x: alpha + wire * ramp_factor(shard, x[0], x[1])  # noqa: E731
+    x = _fit(lambda x: np.log(predict(x) / meas), [np.array([1e6, 0.5]), np.array([1e5, 0.3]), np.array([1e7, 0.7])],
+             [1e2, 0.01], [1e10, 1.0], [1e6, 0.1])
+    ids = [e["id"] for e in entries]
+    return {"alpha": float(alpha), "ramp_bytes": float(x[0]), "ramp_power": float(x[1]), "fitted_from": ids,
+            "residuals": stats(predict(x) / meas), "residuals_without_ramp": fit_alpha(entries)["residuals"]}
 
 
 def collective_params(doc: dict, sheet: dict) -> dict:
@@ -347,9 +378,9 @@ def collective_params(doc: dict, sheet: dict) -> dict:
                    [i for i, _ in pairs]) for g, pairs in P2P.items()}
     out = {}
     for gen in GENERATIONS:
-        alpha = fit_alpha([e[i] for i in SWEEPS[gen]])
-        alpha["per_step_alpha_8gpu_ring"] = alpha["alpha"] / 14  # simrack flat(): 2(n-1) latencies, n = 8
-        out[gen] = {"ring_busbw_fraction": ring[gen], "p2p_fraction": p2p[gen], "allreduce_alpha_intra": alpha}
+        intra = fit_ring([e[i] for i in SWEEPS[gen]])
+        intra["per_step_alpha_8gpu_ring"] = intra["alpha"] / 14  # simrack flat(): 2(n-1) latencies, n = 8
+        out[gen] = {"ring_busbw_fraction": ring[gen], "p2p_fraction": p2p[gen], "ring_intra": intra}
         if gen in nvls:
             out[gen]["nvls_busbw_fraction"] = nvls[gen]
     out["hopper"]["nvls_vs_gpus"] = _nvls_by_count(e["mleng_h200_allreduce_gpu_count_sweep"], sheet)

@@ -74,16 +74,21 @@ class Fabric:
         the switch algorithm for the other kinds.
 
         Inside a domain a ring step costs the link's hop latency or NCCL's measured per-step alpha
-        (cal.ring_latency), whichever is larger; a ring all-reduce of 8 or more GPUs inside one
-        NVSwitch domain runs NVLink SHARP where the generation has it (cal.nvls), as NCCL picks it."""
-        intra_bw = self.nvlink_bw * cal.nvlink
+        (cal.ring_latency), whichever is larger, and a ring collective's bytes move at its large-message bus
+        bandwidth slowed by the size ramp (collectives.ramp_factor of the bytes a rank); a ring all-reduce of 8 or
+        more GPUs inside one NVSwitch domain runs NVLink SHARP where the generation has it (cal.nvls), as NCCL picks
+        it."""
+        ramp = 1.0
+        if algorithm == "ring" and kind in collectives.RAMPED:
+            ramp = collectives.ramp_factor(np.asarray(size, float) / k, cal.ring_ramp_bytes, cal.ring_ramp_power)
+        intra_bw = self.nvlink_bw * cal.nvlink / ramp
         lat = max(self.nvlink_lat, cal.ring_latency)
         # rings cross a leaf unit's uplinks with a few flows, far below their capacity: only an
         # all-to-all, where every GPU sends across at once, feels the oversubscription
         inter_bw = (self.scaleout_bw(crosses) if kind == "all_to_all" else self.nic_bw) * cal.scaleout
         flat_bw = intra_bw
         if kind == "all_reduce" and algorithm in ("ring", "serving") and cal.nvls > cal.nvlink:
-            flat_bw = np.where(np.asarray(k) >= NVLS_MIN_GPUS, self.nvlink_bw * cal.nvls, intra_bw)
+            flat_bw = np.where(np.asarray(k) >= NVLS_MIN_GPUS, self.nvlink_bw * cal.nvls / ramp, intra_bw)
         if algorithm == "serving" and kind == "all_reduce":
             multimem = (cal.nvls > 0) & (np.asarray(k) >= MULTIMEM_MIN_GPUS)
             flat = collectives.serving_all_reduce(size, k, self.nvlink_bw, self.nvlink_lat, cal, flat_bw, multimem)
