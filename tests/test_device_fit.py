@@ -168,7 +168,8 @@ def test_physical_sanity(cal):
         assert gens[g]["gemm"]["bf16"]["eff_max"] > gens[g]["gemm"].get("fp8", {"eff_max": 0})["eff_max"]
         c = gens[g]["collectives"]
         assert 0.7 < c["ring_busbw_fraction"]["value"] < 0.85 and 0.8 < c["p2p_fraction"]["value"] < 1
-        assert 5e-6 < c["ring_intra"]["alpha"] < 100e-6
+        assert all(5e-6 < a < 100e-6 for a in c["ring_intra"]["alpha_by_sweep"].values())
+        assert 1e-6 < c["ring_intra"]["per_step_alpha"] < 5e-6
         assert 1e4 < c["ring_intra"]["ramp_bytes"] < 1e7 and 0 < c["ring_intra"]["ramp_power"] < 1
         if "nvls_busbw_fraction" in c:
             assert c["nvls_busbw_fraction"]["value"] > c["ring_busbw_fraction"]["value"]
@@ -245,10 +246,10 @@ def test_fp8_layer_speedup_lands_in_the_measured_range(cal):
                                                                             False) > 1.7
 
 
-@pytest.mark.parametrize("gen, mean_tol", [("ampere", 0.10), ("hopper", 0.09), ("blackwell", 0.29)])
+@pytest.mark.parametrize("gen, mean_tol", [("ampere", 0.09), ("hopper", 0.07), ("blackwell", 0.08)])
 def test_ring_size_ramp_fits_the_sweeps_better_than_one_alpha(cal, gen, mean_tol):
-    """Intra-domain all-reduce sweeps by size: alpha + wire x ramp reproduces them within the stated mean residual and
-    beats alpha + wire alone (which is 20-40% fast from 4 to 128 MiB)."""
+    """Intra-domain all-reduce sweeps by size: each harness's alpha + wire x ramp reproduces them within the stated mean
+    residual and beats one alpha + wire (which is 20-40% fast from 4 to 128 MiB)."""
     ring = cal["generations"][gen]["collectives"]["ring_intra"]
     assert ring["residuals"]["mean_abs_rel_err"] <= mean_tol
     assert ring["residuals"]["mean_abs_rel_err"] < ring["residuals_without_ramp"]["mean_abs_rel_err"]

@@ -53,12 +53,12 @@ class Calibration:
     """NVLink SHARP all-reduce bus bandwidth over the NVLink bandwidth (0: no NVLS on this generation)."""
     scaleout: float = 0.94
     """Fraction of a NIC's line rate a collective or send across domains reaches."""
-    ring_latency: float = 2.3e-6
+    ring_latency: float = 2.2e-6
     """Seconds one ring step of an NVLink collective costs beyond its bytes (NCCL's small-message alpha)."""
-    ring_ramp_bytes: float = 0.37e6
+    ring_ramp_bytes: float = 0.28e6
     """Bytes a rank at which a ring collective inside a domain runs at half its large-message bus bandwidth
     (power 1); collectives.ramp_factor."""
-    ring_ramp_power: float = 0.48
+    ring_ramp_power: float = 0.45
     """Exponent of that ramp: how slowly mid-size messages approach the large-message bus bandwidth."""
     clock: float = 0.874
     """Sustained tensor clock of a GPU under a job's full load over the clock of the data-sheet peak: it
@@ -156,7 +156,7 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         hbm=gen["hbm"]["streaming"]["value"], nvlink=col["ring_busbw_fraction"]["value"],
         nvls=col.get("nvls_busbw_fraction", {}).get("value", 0.0),
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
-        ring_latency=col["ring_intra"]["per_step_alpha_8gpu_ring"],
+        ring_latency=col["ring_intra"]["per_step_alpha"],
         ring_ramp_bytes=col["ring_intra"]["ramp_bytes"], ring_ramp_power=col["ring_intra"]["ramp_power"],
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"],
