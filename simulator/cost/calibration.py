@@ -56,8 +56,8 @@ class Calibration:
     ring_latency: float = 2.2e-6
     """Seconds one ring step of an NVLink collective costs beyond its bytes (NCCL's small-message alpha)."""
     ring_ramp_bytes: float = 0.28e6
-    """Bytes a rank at which a ring collective inside a domain runs at half its large-message bus bandwidth
-    (power 1); collectives.ramp_factor."""
+    """Bytes a rank at which a ring collective inside a domain moves them at half its large-message bus bandwidth
+    (collectives.ramp_factor); 0: no ramp."""
     ring_ramp_power: float = 0.45
     """Exponent of that ramp: how slowly mid-size messages approach the large-message bus bandwidth."""
     clock: float = 0.874

@@ -338,8 +338,8 @@ def fit_alpha(entries: list[dict]) -> dict:
     """One latency alpha (s) for time(S) = alpha + S * factor / busbw_large over the sweeps' points, each sweep's
     busbw_large being its largest-message busbw."""
     _, wire, _, meas, _ = _sweep_table(entries)
-    x = _fit(lambda a: np.log((a[0] + wire) / meas), [np.array([10e-6])], [0.0], [1e-2], [1e-6])
-    return {"alpha": float(x[0]), "fitted_from": [e["id"] for e in entries], "residuals": stats((x[0] + wire) / meas)}
+    alpha = _latency(wire, meas)
+    return {"alpha": alpha, "fitted_from": [e["id"] for e in entries], "residuals": stats((alpha + wire) / meas)}
 
 
 def _sweep_table(entries: list[dict]) -> tuple[np.ndarray, ...]:
@@ -355,6 +355,11 @@ def _sweep_table(entries: list[dict]) -> tuple[np.ndarray, ...]:
     return (j.astype(int), *rest)
 
 
+def _latency(wire: np.ndarray, meas: np.ndarray) -> float:
+    """The alpha (s) of time = alpha + wire that fits measured times best (least squares on log ratios)."""
+    return float(_fit(lambda a: np.log((a[0] + wire) / meas), [np.array([20e-6])], [0.0], [1e-2], [1e-6])[0])
+
+
 def fit_ring(entries: list[dict]) -> dict:
     """Intra-domain ring collective: time(S) = alpha_harness + S * factor / busbw_large * ramp_factor(S / n, b, q).
 
@@ -365,8 +370,8 @@ def fit_ring(entries: list[dict]) -> dict:
     channels, pipeline fill), which an alpha cannot express. The model's per-step latency is the nccl-tests sweeps'
     alpha over their 2 (n - 1) ring steps."""
     j, wire, shard, meas, size = _sweep_table(entries)
-    alphas = np.array([_fit(lambda a, m=(j == k) & (size <= LATENCY_REGIME): np.log((a[0] + wire[m]) / meas[m]),
-                            [np.array([20e-6])], [0.0], [1e-2], [1e-6])[0] for k in range(len(entries))])
+    small = size <= LATENCY_REGIME
+    alphas = np.array([_latency(wire[small & (j == k)], meas[small & (j == k)]) for k in range(len(entries))])
     predict = lambda x: alphas[j] + wire * ramp_factor(shard, x[0], x[1])  # noqa: E731
     x = _fit(lambda x: np.log(predict(x) / meas), [np.array([1e6, 0.5]), np.array([1e5, 0.3]), np.array([1e7, 0.7])],
              [1e2, 0.01], [1e10, 1.0], [1e6, 0.1])
