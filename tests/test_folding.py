@@ -5,6 +5,7 @@ changes no figure; bad layouts are one line naming the field."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,8 @@ def test_expert_parameters_and_optimizer_per_gpu(make_scenario):
 
 def test_expert_gradients_reduce_over_the_expert_dp_group(make_scenario):
     """TP2 x DP8, EP4 x ETP1: expert-dp = 16 / 4 = 4, the GPUs 4 apart; the step's gradient reduction is
-    the dense part's reduce-scatter over dp (8 GPUs, 2 apart) plus the experts' over those 4."""
+    the dense part's reduce-scatter over dp (8 GPUs, 2 apart) plus the experts' over those 4, each in buckets of
+    Megatron-Core's default max(40M, 1M x dp) = 40M parameters, one collective a bucket."""
     scn = _folded(make_scenario, ep=4)
     res = run(scn)
     pl, fabric = place(scn), fabric_for(scn.topology)
@@ -110,8 +112,9 @@ def test_expert_gradients_reduce_over_the_expert_dp_group(make_scenario):
 
     def rs(params, group):
         prof = tuple(x[None] for x in fabric.profile(np.asarray(group)[None]))
-        return data_parallel(np.array([[params]]), prof, [len(group)], np.array([True]), fabric, cal,
-                             scn.topology.device.hbm_bandwidth, grads)[0][0]
+        buckets = math.ceil(params / 40e6)
+        return buckets * data_parallel(np.array([[params / buckets]]), prof, [len(group)], np.array([True]), fabric,
+                                       cal, scn.topology.device.hbm_bandwidth, grads)[0][0]
     expect = rs(_dense_per_gpu(2), np.arange(0, 16, 2)) + rs(experts, [0, 4, 8, 12])
     np.testing.assert_allclose(res.plan.dp, expect, rtol=1e-12)
 

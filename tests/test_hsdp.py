@@ -5,6 +5,7 @@ cross-group all-reduce of the gradient shards (seconds, tier and volume); bad la
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +84,22 @@ def test_gather_before_each_pass_rides_nvlink_inside_the_shard_group(make_scenar
 def test_gradients_reduce_scatter_in_the_group_then_all_reduce_across(make_scenario):
     """The gradient reduction: reduce-scatter of the bf16 gradients G = 2N over the node (7/8 G / NVLink
     + 7 steps), then an all-reduce of the G/8 shard across the two nodes (2 x 1/2 x G/8 / NIC + 2
-    latencies), on the scale-out tier; the step's scale-out bytes are that all-reduce's, 16 GPUs x
-    2 x 1/2 x G/8 (everything else stays in the node)."""
+    latencies), on the scale-out tier, once per gradient bucket (Megatron-Core's default: max(40M, 1M x 16)
+    parameters, each collective paying its latencies); the step's scale-out bytes are that all-reduce's,
+    16 GPUs x 2 x 1/2 x G/8 (everything else stays in the node)."""
     scn = _scn(make_scenario)
     res = run(scn)
     fabric = fabric_for(scn.topology)
     cal = calibration.for_device(scn.topology.device, "bf16")
-    grads = 2.0 * total_parameters(scn.model)
+    buckets = math.ceil(total_parameters(scn.model) / 40e6)
+    assert buckets > 1
+    grads = 2.0 * total_parameters(scn.model) / buckets  # one bucket's
     nv, lat = fabric.nvlink_bw * cal.nvlink, max(fabric.nvlink_lat, cal.ring_latency)
     nv = nv / (1 + (cal.ring_ramp_bytes / (grads / 8)) ** cal.ring_ramp_power)  # NCCL's size ramp
     rs = 7 / 8 * grads / nv + 7 * lat
     ar = 2 * (1 / 2) * grads / 8 / (fabric.nic_bw * cal.scaleout) + 2 * fabric.scaleout_lat
-    assert res.plan.dp[0] == pytest.approx(rs + ar, rel=1e-12)
+    assert res.plan.dp[0] == pytest.approx(buckets * (rs + ar), rel=1e-12)
+    grads *= buckets
     assert res.plan.dp_tier[0] == 2
     assert res.report.traffic_bytes["scaleout"] == pytest.approx(16 * 2 * (1 / 2) * grads / 8, rel=1e-12)
     # one shard group spanning all 16: no cross-group all-reduce, the reduce-scatter crosses the nodes

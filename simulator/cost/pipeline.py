@@ -30,6 +30,10 @@ momentum and variance (24), reads the fp32 gradient (4) and writes the bf16 weig
 clipping reads the gradient once more for the global norm (4) and the gradient buffer is zeroed for the
 next step (4)."""
 GRAD_COMM_BYTES, PARAM_COMM_BYTES = 4.0, 2.0  # fp32 gradient reduction (Megatron), bf16 gather
+BUCKET_PARAMS_MIN, BUCKET_PARAMS_PER_RANK = 40e6, 1e6
+"""Megatron-Core's default gradient bucket, max(40M, 1M x data-parallel ranks) parameters
+(megatron/core/distributed/distributed_data_parallel_config.py, bucket_size: "larger DP sizes need larger buckets
+to ensure collectives do not become latency-bound")."""
 PASS_FIELDS = ("f", "b", "w", "f_tp", "b_tp", "f_cp", "b_cp")
 BLOCKS = (BLOCK_EMBED, BLOCK_LAYER, BLOCK_HEAD)
 
@@ -238,8 +242,16 @@ def device_params(model, tp, layers, embed, head) -> np.ndarray:
     return (per_chunk.sum(axis=1) - shared) / np.asarray(tp)[..., None]
 
 
+def bucket_params(layout, dp_ranks) -> np.ndarray:
+    """Parameters a gradient bucket holds for (K,) data-parallel rank counts (dp x cp): layout.bucket_params, else
+    Megatron-Core's default max(40M, 1M x ranks)."""
+    if layout.bucket_params is not None:
+        return np.full(np.shape(dp_ranks), float(layout.bucket_params))
+    return np.maximum(BUCKET_PARAMS_MIN, BUCKET_PARAMS_PER_RANK * np.asarray(dp_ranks, float))
+
+
 def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
-                  grad_bytes: float = GRAD_COMM_BYTES, cross=None):
+                  grad_bytes: float = GRAD_COMM_BYTES, cross=None, bucket=None):
     """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
     nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
     all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
@@ -251,20 +263,26 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
     through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard group and `cross`
     (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside the
     group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
+    The reduction and the step's parameter all-gather run one collective per bucket of `bucket` (K,) parameters
+    (None: one bucket), each paying its latency; ZeRO-3's per-pass gather is one collective.
     """
-    coll = lambda kind, size: fabric.collective_profiled(kind, size, *profile, cal)  # noqa: E731
+    n = np.ones_like(params) if bucket is None else np.maximum(1.0, np.ceil(params / np.asarray(bucket)[:, None]))
+
+    def coll(kind, size, prof=profile):
+        return n * fabric.collective_profiled(kind, size / n, *prof, cal)
+
     sh = np.asarray(sharded)[:, None]
     grads = params * grad_bytes
     dp = np.where(sh, coll("reduce_scatter", grads), coll("all_reduce", grads))
     tier = np.where(profile[1] > 1, 2, 1)
     if cross is not None:
         shard_grads = grads / np.asarray(replicas, float)[:, None]
-        dp = dp + np.where(sh, fabric.collective_profiled("all_reduce", shard_grads, *cross, cal), 0.0)
+        dp = dp + np.where(sh, coll("all_reduce", shard_grads, cross), 0.0)
         tier = np.maximum(tier, np.where(sh & (cross[1] > 1), 2, 1))
-    ag = coll("all_gather", params * PARAM_COMM_BYTES)
+    gather = fabric.collective_profiled("all_gather", params * PARAM_COMM_BYTES, *profile, cal)
     shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
     opt = params / shard * ADAM_BYTES_PER_PARAM / (hbm_bandwidth * cal.hbm)
-    return dp, tier, np.where(sh, ag, 0.0), opt, ag
+    return dp, tier, np.where(sh, coll("all_gather", params * PARAM_COMM_BYTES), 0.0), opt, gather
 
 
 def device_memory(params, per_param, activations, held, layers, head) -> dict:

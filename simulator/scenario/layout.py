@@ -38,6 +38,10 @@ class Layout(_Frozen):
     grad_reduce_fp32: StrictBool = False
     """Keep and reduce gradients in fp32 (Megatron's accumulate/grad_reduce_in_fp32: 4 bytes a gradient
     in memory and on the wire); false: in the 16-bit parameter dtype, Megatron-Core's and NeMo's default."""
+    bucket_params: PosInt | None = None
+    """Parameters in one gradient bucket: the gradient reduction and the distributed optimizer's parameter
+    all-gather run one collective a bucket, each paying its own latency (Megatron-Core's bucket_size). null:
+    Megatron-Core's default, max(40M, 1M x dp x cp) parameters."""
     overlap_param_gather: StrictBool = True
     """With the distributed optimizer or ZeRO, gather the updated parameters chunk by chunk behind the
     next step's forward (Megatron overlap_param_gather, NeMo overlap_param_sync); false: all before it."""

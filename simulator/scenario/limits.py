@@ -119,6 +119,7 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "layout.redundant_experts": (MAX_EXPERTS, "experts x experts placement matrices"),
     "layout.expert_tp": (MAX_GPUS, "one rank a GPU at most"),
     "layout.shard_group": (MAX_GPUS, "one rank a GPU at most"),
+    "layout.bucket_params": (1 << 50, "parameters a bucket, beyond any model"),
     "layout.offload.activations_layers": (MAX_LAYERS, "the layers of a device"),
     "options.seed": ((1 << 64) - 1, _SEED),
     "workload.arrivals.seed": ((1 << 64) - 1, _SEED),

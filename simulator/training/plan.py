@@ -28,8 +28,9 @@ from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
-    PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, data_parallel, device_memory, device_params, exposed_param_gather,
-    fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid, zero3_passes
+    PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, bucket_params, data_parallel, device_memory, device_params,
+    exposed_param_gather, fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid,
+    zero3_passes
 )
 from ..cost.placement import Placement, shard_counts, shard_split, split_layers
 from ..moe.costs import MoECosts
@@ -187,9 +188,10 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
     lay = scn.layout
     sharded = np.array([lay.zero >= 1 or lay.distributed_optimizer])
     profile = lambda groups: tuple(x[None] for x in fabric.profile(groups))  # noqa: E731
+    bucket = bucket_params(lay, [lay.dp * lay.cp])
     out = [[x[0] for x in data_parallel(params[None], profile(groups), [groups.shape[1]], sharded, fabric, cal,
                                         scn.topology.device.hbm_bandwidth, grad_bytes(lay),
-                                        None if cross is None else profile(cross))]
+                                        None if cross is None else profile(cross), bucket)]
            for params, groups, cross in parts]
     if len(out) == 1:
         return tuple(out[0][:4])

@@ -24,8 +24,8 @@ from ..cost.fabric import fabric_for
 from ..cost.memory import grad_bytes, state_bytes_per_param
 from ..cost.ops import build_op_table, layer_shape
 from ..cost.pipeline import (
-    LayerKeys, backward_tasks, data_parallel, device_memory, device_params, fb_pairs, layer_costs, pass_grid, sends,
-    stage_grid
+    LayerKeys, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs, layer_costs,
+    pass_grid, sends, stage_grid
 )
 from ..cost.placement import mesh_order, replica_groups, split_layers
 from ..schedules import SPECS
@@ -206,7 +206,8 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     profile = tuple(np.stack([q[2][j] for q in prof]) for j in range(3))
     out = data_parallel(device_params(cm.scn.model, uniq[:, 0], layers, embed, head), profile,
                         [q[1].shape[1] for q in prof], uniq[:, 3].astype(bool), cm.fabric, cm.cal,
-                        cm.scn.topology.device.hbm_bandwidth, grad_bytes(cm.scn.layout))
+                        cm.scn.topology.device.hbm_bandwidth, grad_bytes(cm.scn.layout),
+                        bucket=bucket_params(cm.scn.layout, uniq[:, 2] * uniq[:, 1]))
     return tuple(x[inverse] for x in out)
 
 
