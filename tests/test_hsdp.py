@@ -77,7 +77,7 @@ def test_gather_before_each_pass_rides_nvlink_inside_the_shard_group(make_scenar
     assert plan.f[0, 0] == pytest.approx(gather, rel=1e-12)
     assert plan.b[0, 0] == pytest.approx(gather, rel=1e-12)
     full = run(_scn(make_scenario, seq_len=128, shard_group=None)).plan
-    across = size / 8 / 2 / (fabric.nic_bw * cal.scaleout) + fabric.scaleout_lat
+    across = size / 8 / 2 / (fabric.nic_bw * cal.scaleout) + max(fabric.scaleout_lat, cal.scaleout_ring_latency)
     assert full.f[0, 0] == pytest.approx(gather + across, rel=1e-12)
 
 
@@ -97,7 +97,8 @@ def test_gradients_reduce_scatter_in_the_group_then_all_reduce_across(make_scena
     nv, lat = fabric.nvlink_bw * cal.nvlink, max(fabric.nvlink_lat, cal.ring_latency)
     nv = nv / (1 + (cal.ring_ramp_bytes / (grads / 8)) ** cal.ring_ramp_power)  # NCCL's size ramp
     rs = 7 / 8 * grads / nv + 7 * lat
-    ar = 2 * (1 / 2) * grads / 8 / (fabric.nic_bw * cal.scaleout) + 2 * fabric.scaleout_lat
+    so_lat = max(fabric.scaleout_lat, cal.scaleout_ring_latency)  # the path's latency or NCCL's inter-node alpha
+    ar = 2 * (1 / 2) * grads / 8 / (fabric.nic_bw * cal.scaleout) + 2 * so_lat
     assert res.plan.dp[0] == pytest.approx(buckets * (rs + ar), rel=1e-12)
     grads *= buckets
     assert res.plan.dp_tier[0] == 2

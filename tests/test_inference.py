@@ -163,7 +163,8 @@ def test_tp_group_across_two_domains_runs_hierarchically(make_scenario):
     S / 8 across the two domains on the NICs (50 GB/s a GPU, 5 us one way), as training's collectives."""
     costs = step_costs(serve(make_scenario, topology={"preset": "dgx-h100-superpod", "domains": 2},
                              layout={"tp": 16}))
-    nv, lat, nic, so_lat = 450e9 * costs.cal.nvlink, max(2e-6, costs.cal.ring_latency), 50e9 * costs.cal.scaleout, 5e-6
+    nv, lat, nic = 450e9 * costs.cal.nvlink, max(2e-6, costs.cal.ring_latency), 50e9 * costs.cal.scaleout
+    so_lat = max(5e-6, costs.cal.scaleout_ring_latency)  # the path's latency or NCCL's inter-node alpha
     size = np.array([0.0, 64 * 8192 * 2, 1e9])
     ar = 2 * (7 / 8 * size / nv + 7 * lat) + (2 * 1 / 2 * size / 8 / nic + 2 * so_lat)
     ag = (7 / 8 * size / nv + 7 * lat) + (1 / 2 * size / 8 / nic + so_lat)

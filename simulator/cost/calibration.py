@@ -55,6 +55,9 @@ class Calibration:
     """Fraction of a NIC's line rate a collective or send across domains reaches."""
     ring_latency: float = 2.2e-6
     """Seconds one ring step of an NVLink collective costs beyond its bytes (NCCL's small-message alpha)."""
+    scaleout_ring_latency: float = 9.7e-6
+    """Seconds one ring step of a collective across domains costs beyond its bytes, at least (the link latency of
+    the topology where larger): NCCL's small-message alpha between two InfiniBand nodes over its 2 ring steps."""
     ring_ramp_bytes: float = 0.28e6
     """Bytes a rank at which a ring collective inside a domain moves them at half its large-message bus bandwidth
     (collectives.ramp_factor); 0: no ramp."""
@@ -158,6 +161,7 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
         ring_latency=col["ring_intra"]["per_step_alpha"],
         ring_ramp_bytes=col["ring_intra"]["ramp_bytes"], ring_ramp_power=col["ring_intra"]["ramp_power"],
+        scaleout_ring_latency=infiniband_step_latency(),
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"],
     ), **serving_fields(generation))
@@ -184,6 +188,13 @@ def serving_fields(generation: str) -> dict:
     for name in ("one_shot", "two_shot", "multimem"):
         out[f"ar_{name}_alpha"], out[f"ar_{name}"] = ar[name]["alpha"], ar[name]["link_fraction"]
     return out
+
+
+def infiniband_step_latency() -> float:
+    """Seconds a ring step across InfiniBand costs beyond its bytes: the one inter-node small-message measurement
+    (two A100 nodes on HDR, nccl-tests), for every generation: the latency is the NIC fabric's and NCCL's network
+    transport's, not the GPU's. (The EFA sweep of kernels.yaml, 409 us through torch's harness, models no preset.)"""
+    return float(_fitted()["generations"]["ampere"]["collectives"]["allreduce_alpha_inter"]["per_step_alpha"])
 
 
 SUSTAINED_CLOCK = {"ampere": "hpl", "hopper": "flashmla_h800"}
@@ -258,7 +269,7 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
-                   "ring_ramp_bytes": 0.0,
+                   "ring_ramp_bytes": 0.0, "scaleout_ring_latency": 1e-12,
                    "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0,
                    "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")

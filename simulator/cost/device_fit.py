@@ -400,8 +400,10 @@ def collective_params(doc: dict, sheet: dict) -> dict:
     out["hopper"]["nic_fraction_efa"] = _nic(e["mleng_h200_4node_allreduce_efa_4gib"], "busbw, default")
     out["blackwell"]["nic_fraction_efa"] = _nic(e["mleng_b200_4node_allreduce_efa_sweep"], None)
     small = values(e["nccltests150_a100_2node_small_allreduce_latency"])
-    out["ampere"]["allreduce_alpha_inter"] = {"alpha": float(np.mean(small)) * MICRO, "fitted_from": [
-        "nccltests150_a100_2node_small_allreduce_latency"], "residuals": stats(np.array(small) / np.mean(small))}
+    out["ampere"]["allreduce_alpha_inter"] = {
+        "alpha": float(np.mean(small)) * MICRO, "per_step_alpha": float(np.mean(small)) * MICRO / 2,  # 2(n-1), n = 2
+        "fitted_from": ["nccltests150_a100_2node_small_allreduce_latency"],
+        "residuals": stats(np.array(small) / np.mean(small))}
     out["blackwell"]["allreduce_alpha_inter"] = fit_alpha([e["mleng_b200_4node_allreduce_efa_sweep"]])
     return out
 

@@ -77,7 +77,8 @@ class Fabric:
         (cal.ring_latency), whichever is larger, and a ring collective's bytes move at its large-message bus
         bandwidth slowed by the size ramp (collectives.ramp_factor of the bytes a rank); a ring all-reduce of 8 or
         more GPUs inside one NVSwitch domain runs NVLink SHARP where the generation has it (cal.nvls), as NCCL picks
-        it."""
+        it. Across domains a ring step costs the path latency or NCCL's measured inter-node alpha
+        (cal.scaleout_ring_latency), whichever is larger."""
         ramp = 1.0
         if algorithm == "ring" and kind in collectives.RAMPED:
             ramp = collectives.ramp_factor(np.asarray(size, float) / k, cal.ring_ramp_bytes, cal.ring_ramp_power)
@@ -94,7 +95,8 @@ class Fabric:
             flat = collectives.serving_all_reduce(size, k, self.nvlink_bw, self.nvlink_lat, cal, flat_bw, multimem)
         else:
             flat = collectives.flat(kind, size, k, flat_bw, lat, "switch" if algorithm == "serving" else algorithm)
-        hier = collectives.hierarchical(kind, size, k, d, intra_bw, lat, inter_bw, self.scaleout_lat)
+        inter_lat = max(self.scaleout_lat, cal.scaleout_ring_latency)
+        hier = collectives.hierarchical(kind, size, k, d, intra_bw, lat, inter_bw, inter_lat)
         return np.where(d > 1, hier, flat)
 
     def p2p(self, size, src, dst, cal: Calibration) -> np.ndarray:
