@@ -113,7 +113,19 @@ def _llama3(published, case):
     return tokens * flops / (row["gpus"] * case.source_value * 1e12)
 
 
+def _mcore_deepseek_v3(published, case):
+    """Megatron-Core's num_floating_point_operations for DeepSeek-V3 (no MTP): 3 passes x 2 FLOP a multiply-add."""
+    cfg, h, ffn, s = published["config"], 7168, 18432, published["config"]["seq_len"]
+    mlp = h * (ffn * 3 * 3 + 2048 * 8 * 3 * 58 + 2048 * 3 * 58)  # 3 dense layers, 58 MoE: routed top-8 and shared
+    mla = 1536 * (h + 128 * 192 + 1) + 512 * (h + 128 * 256 + 1) + h * 64 + 128 * 128 * h
+    core = s * 61 * (128 * 192 / 2 + 128 * 128 / 2)  # causal: half the score matrix
+    per_token = 6 * (mlp + 61 * mla + h * cfg["padded_vocab"] + core)
+    assert per_token == pytest.approx(published["derived"]["flop_per_token"], rel=1e-5)
+    return case.source_value * 1e12 / per_token
+
+
 DERIVE = {
+    "mcore_deepseek_v3_gb200_mxfp8": _mcore_deepseek_v3,
     "megatron2021_table1_weak_scaling": _megatron_t1,
     "megatron2021_table2_ptdp_vs_zero3": _megatron_t2,
     "korthikanti2022_530b_2240gpus": _korthikanti_2240,
