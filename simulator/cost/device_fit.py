@@ -29,7 +29,6 @@ HARNESS = ("xla_table", "azure", "deepgemm")  # timing harnesses whose fixed per
 NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR ConnectX-7 or EFA v4)
 B200_DRIVER_HBM = 7680 / 8 * 3996e6 * 2  # bytes/s the B200 driver reports (data-sheet note): CCCL's % base
 LATENCY_REGIME = 256 * 1024  # bytes: all-reduces up to this size cost their latency (sweeps flat below it)
-NCCL_TESTS_PREFIX = "azure_"  # all-reduce sweeps timed by nccl-tests (Azure's); "mleng_" ones by torch's harness
 GB200_RING_GPUS = 4  # azure_gb200_allreduce_ring_sweep: one ND GB200 v6 VM is one 4-GPU tray (entry config)
 STREAM = ("copy", "mul", "add", "triad")
 HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); BabelStream dot is read-only
@@ -375,7 +374,7 @@ def fit_ring(entries: list[dict]) -> dict:
     predict = lambda x: alphas[j] + wire * ramp_factor(shard, x[0], x[1])  # noqa: E731
     x = _fit(lambda x: np.log(predict(x) / meas), [np.array([1e6, 0.5]), np.array([1e5, 0.3]), np.array([1e7, 0.7])],
              [1e2, 0.01], [1e10, 1.0], [1e6, 0.1])
-    nccl_tests = [k for k, e in enumerate(entries) if e["id"].startswith(NCCL_TESTS_PREFIX)]
+    nccl_tests = [k for k, e in enumerate(entries) if e["config"]["tool"].startswith("nccl-tests")]
     step = np.mean([alphas[k] / (2 * (sweep_gpus(entries[k]) - 1)) for k in nccl_tests])
     return {"alpha_by_sweep": {e["id"]: float(a) for e, a in zip(entries, alphas)}, "ramp_bytes": float(x[0]),
             "ramp_power": float(x[1]), "per_step_alpha": float(step), "fitted_from": [e["id"] for e in entries],
