@@ -8,28 +8,23 @@ relative to the data-sheet figures of kernels.yaml (`data_sheet`). Fits are dete
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.optimize import least_squares
 
-from .collectives import ramp_factor
 from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
+from .kernel_data import (
+    GENERATION, GENERATIONS, GIGA, TERA, by_id, data_sheet, geometric_fraction, least_squares_fit, load_kernels,
+    single_point, stats, values
+)
+from .link_fit import NIC_RATE, collective_params
 from .serving_fit import scheduler_params, serving_params
 
-GENERATION = {"A100-SXM4-80GB": "ampere", "H100-SXM5-80GB": "hopper", "H800": "hopper", "H200-SXM": "hopper",
-              "B200": "blackwell", "GB200": "blackwell"}
-GENERATIONS = ("ampere", "hopper", "blackwell")
-TERA, GIGA, MICRO = 1e12, 1e9, 1e-6
 IN_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5}  # GEMM input bytes per element
 OUT_BYTES = 2.0  # every GEMM here writes BF16/FP16 (DeepGEMM and XLA FP8 state it; assumed for cuBLASLt FP8)
 HARNESS = ("xla_table", "azure", "deepgemm")  # timing harnesses whose fixed per-call cost (s) is fitted
-NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR ConnectX-7 or EFA v4)
 B200_DRIVER_HBM = 7680 / 8 * 3996e6 * 2  # bytes/s the B200 driver reports (data-sheet note): CCCL's % base
-LATENCY_REGIME = 256 * 1024  # bytes: all-reduces up to this size cost their latency (sweeps flat below it)
-GB200_RING_GPUS = 4  # azure_gb200_allreduce_ring_sweep: one ND GB200 v6 VM is one 4-GPU tray (entry config)
 STREAM = ("copy", "mul", "add", "triad")
 HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); BabelStream dot is read-only
     "ampere": [("azure_a100_babelstream", STREAM)],
@@ -41,71 +36,7 @@ HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); Babel
 ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
     ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd",
     ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd"}
-RING_LARGE = {"ampere": [("mleng_a100_8gpu_allreduce_sweep", None), ("azure_a100_8gpu_allreduce_sweep", None)],
-              "hopper": [("mleng_h200_8gpu_allreduce_ring_16gib", "busbw"), ("mleng_h200_8gpu_allgather_16gib", "busbw"),
-                         ("mleng_h200_8gpu_reducescatter_16gib", "busbw"),
-                         ("mleng_h200_allreduce_gpu_count_sweep", "busbw NVLS off"),
-                         ("nccltests212_h100_8gpu_maintainer", "effective NVLink busbw")],
-              "blackwell": [("mleng_b200_allreduce_gpu_count_sweep", "busbw NVLS off"),
-                            ("azure_gb200_allreduce_ring_sweep", None)]}
-NVLS_LARGE = {"hopper": [("mleng_h200_8gpu_allreduce_nvls_16gib", "busbw"), ("mleng_h200_8gpu_allreduce_nvls_sweep", None),
-                         ("azure_h100_8gpu_allreduce_sweep", None), ("azure_h200_8gpu_allreduce_sweep", None),
-                         ("nccltests212_h100_8gpu_maintainer", "NVLS all-reduce peak busbw"),
-                         ("nccltests290_ndr400_per_nic", "single-node"),
-                         ("mleng_h200_allreduce_gpu_count_sweep", "busbw default")],
-              "blackwell": [("mleng_b200_allreduce_gpu_count_sweep", "busbw default"),
-                            ("mleng_b200_1node_allreduce_sweep", None)]}
-SWEEPS = {"ampere": ["mleng_a100_8gpu_allreduce_sweep", "azure_a100_8gpu_allreduce_sweep"],
-          "hopper": ["azure_h100_8gpu_allreduce_sweep", "azure_h200_8gpu_allreduce_sweep",
-                     "mleng_h200_8gpu_allreduce_nvls_sweep"],
-          "blackwell": ["mleng_b200_1node_allreduce_sweep", "azure_gb200_allreduce_ring_sweep"]}
-P2P = {"ampere": [("mleng_a100_p2p_unidir", "typical")], "blackwell": [("mleng_gb200_p2p_unidir", "typical")],
-       "hopper": [("mleng_h100_p2p_unidir", "typical"), ("mleng_h200_p2p_nvbandwidth", "unidirectional")]}
 
-
-# ---------------------------------------------------------------- reading
-def load_kernels(path: str | Path | None = None) -> dict:
-    """The transcribed measurement document: `path`, or the packaged simulator/data/kernels.yaml."""
-    if path is not None:
-        return yaml.safe_load(Path(path).read_text())
-    return yaml.safe_load(resources.files("simulator").joinpath("data", "kernels.yaml").read_text())
-
-
-def data_sheet(doc: dict) -> dict:
-    """Per device: dense peak FLOP/s by dtype ('bf16', 'fp16', 'fp8', 'fp4'), 'hbm' and 'nvlink' (bytes/s)."""
-    sheet = {}
-    for device, facts in doc["data_sheet"].items():
-        peaks = {k.split("_")[0]: v * TERA for k, v in facts.items() if k.endswith("_dense_TFLOPs")}
-        sheet[device] = {"peak": peaks, "hbm": facts["hbm_GBps"] * GIGA,
-                         "nvlink": facts.get("nvlink_GBps_per_direction", 0) * GIGA}
-    return sheet
-
-
-def by_id(doc: dict) -> dict:
-    """Entries keyed by id."""
-    return {e["id"]: e for e in doc["entries"]}
-
-
-def values(entry: dict, quantity: str | None = None, **where) -> list[float]:
-    """Measured values whose quantity starts with `quantity` (all if None) and whose sweep keys equal `where`."""
-    return [m["value"] for m in entry["measured"]
-            if (quantity is None or m["quantity"].startswith(quantity))
-            and all(m.get(k) == v for k, v in where.items())]
-
-
-def stats(ratios) -> dict:
-    """Residual summary of predicted/measured ratios: mean and max |ratio - 1| and the count."""
-    err = np.abs(np.asarray(ratios, float) - 1.0)
-    return {"mean_abs_rel_err": float(err.mean()), "max_abs_rel_err": float(err.max()), "n": int(err.size)}
-
-
-def _fit(residuals, starts, lower, upper, scale):
-    """Least squares from each fixed start; the lowest-cost solution (deterministic)."""
-    best = None
-    for x0 in starts:
-        sol = least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, xtol=1e-14, ftol=1e-14, gtol=1e-14)
-        best = sol if best is None or sol.cost < best.cost - 1e-15 else best
-    return best.x
 
 
 # ---------------------------------------------------------------- GEMM
@@ -165,8 +96,10 @@ def fit_gemm(cases: list[dict]) -> tuple[dict, dict]:
 
     measured = np.array([c["time"] for c in cases])
     starts = [np.r_[[0.8] * ng, [h] * nh, [3e-6] * len(HARNESS)] for h in (30.0, 100.0, 300.0)]
-    x = _fit(lambda x: np.log(predict(x) / measured), starts, [0.05] * ng + [0.0] * nh + [0.0] * len(HARNESS),
-             [1.0] * ng + [5000.0] * nh + [20e-6] * len(HARNESS), [0.1] * ng + [100.0] * nh + [1e-6] * len(HARNESS))
+    lower = [0.05] * ng + [0.0] * nh + [0.0] * len(HARNESS)
+    upper = [1.0] * ng + [5000.0] * nh + [20e-6] * len(HARNESS)
+    x = least_squares_fit(lambda x: np.log(predict(x) / measured), starts, lower, upper,
+                          [0.1] * ng + [100.0] * nh + [1e-6] * len(HARNESS))
     ratio = predict(x) / measured
     params = {}
     for i, g in enumerate(groups):
@@ -202,7 +135,7 @@ def fit_attention(points: list[tuple]) -> dict:
     def predict(x):
         return np.array([attention_efficiency(h, c, s, dict(zip(dims, x[:-1])), x[-1]) for h, c, s, _ in points])
 
-    x = _fit(lambda x: np.log(predict(x) / meas), [np.r_[[0.6] * len(dims), s] for s in (100.0, 500.0)],
+    x = least_squares_fit(lambda x: np.log(predict(x) / meas), [np.r_[[0.6] * len(dims), s] for s in (100.0, 500.0)],
              [0.01] * len(dims) + [0.0], [1.0] * len(dims) + [1e5], [0.1] * len(dims) + [100.0])
     return {"eff_max": {int(h): float(v) for h, v in zip(dims, x[:-1])}, "s_half": float(x[-1]),
             "residuals": stats(predict(x) / meas)}
@@ -229,10 +162,6 @@ def _curve_fit(doc: dict, prefix: str, peak: float) -> dict:
     out = fit_attention([p for e in chosen for p in attention_points(e, peak)])
     return {**out, "fitted_from": [e["id"] for e in chosen]}
 
-
-def _point(doc: dict, entry_id: str, quantity: str | None, denominator: float) -> dict:
-    """A single-measurement parameter: first matching value / denominator (in the entry's unit), with its id."""
-    return {"value": values(by_id(doc)[entry_id], quantity)[0] / denominator, "fitted_from": [entry_id]}
 
 
 def fa2_curves(doc: dict, prefix: str, peak: float, ratio: dict) -> dict:
@@ -261,25 +190,20 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                    "bwd": _curve_fit(doc, ATTENTION["hopper", "bwd"], h100["bf16"]),
                    "fa2_bwd_over_fwd": ratio,
                    "fa2": fa2_curves(doc, ATTENTION["hopper", "fa2_fwd_bwd"], h100["bf16"], ratio),
-                   "fp8_fwd_peak": _point(doc, "fa3_h100_headline_fp8", None, tf[0]["fp8"]),
-                   "fp16_fwd_headline": _point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
-                   "mla_decode_compute": _point(doc, "flashmla_h800_dense_decode_compute_bound", "throughput (2025",
+                   "fp8_fwd_peak": single_point(doc, "fa3_h100_headline_fp8", None, tf[0]["fp8"]),
+                   "fp16_fwd_headline": single_point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
+                   "mla_decode_compute": single_point(doc, "flashmla_h800_dense_decode_compute_bound", "throughput (2025",
                                                 sheet["H800"]["peak"]["bf16"] / TERA),
-                   "mla_sparse_prefill_fwd": _point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
+                   "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
         "blackwell": {"kernel": "FlashAttention-4 / cuDNN / CUTLASS (B200)",
-                      "fwd": {**_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
+                      "fwd": {**single_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
                               "s_half": fwd["s_half"], "s_half_from": "hopper fwd (no Blackwell sweep)"},
-                      "bwd": _point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
-                      "mha_prefill_fwd": _point(doc, "flashmla_b200_mha_prefill_fwd", None, tf[1]["bf16"]),
-                      "mla_sparse_prefill_fwd": _point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
+                      "bwd": single_point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
+                      "mha_prefill_fwd": single_point(doc, "flashmla_b200_mha_prefill_fwd", None, tf[1]["bf16"]),
+                      "mla_sparse_prefill_fwd": single_point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
 
 
 # ---------------------------------------------------------------- HBM and links
-def _geo(fractions: list[float], ids: list[str]) -> dict:
-    """One fraction for a set of measured fractions: their geometric mean (the log least-squares constant)."""
-    value = float(np.exp(np.mean(np.log(fractions))))
-    return {"value": value, "fitted_from": sorted(set(ids)), "residuals": stats(np.array(fractions) / value)}
-
 
 def hbm_params(doc: dict, sheet: dict) -> dict:
     """Achieved HBM fractions per generation: streaming read+write kernels (fit), read-only BabelStream dot and
@@ -294,129 +218,15 @@ def hbm_params(doc: dict, sheet: dict) -> dict:
             else:
                 fr += [values(entry, q)[0] * GIGA / sheet[entry["device"]]["hbm"] for q in quantities]
             ids += [entry_id] * (len(fr) - len(ids))
-        out[gen] = {"streaming": _geo(fr, ids)}
+        out[gen] = {"streaming": geometric_fraction(fr, ids)}
     for gen, ids in {"ampere": ["azure_a100_babelstream"],
                      "hopper": ["azure_h100_babelstream", "azure_h200_babelstream"]}.items():
-        out[gen]["read_only_dot"] = _geo([values(e[i], "dot")[0] * GIGA / sheet[e[i]["device"]]["hbm"] for i in ids],
+        out[gen]["read_only_dot"] = geometric_fraction([values(e[i], "dot")[0] * GIGA / sheet[e[i]["device"]]["hbm"] for i in ids],
                                          ids)
-    out["hopper"]["decode_flashmla"] = _point(doc, "flashmla_h800_dense_decode_memory_bound", None,
+    out["hopper"]["decode_flashmla"] = single_point(doc, "flashmla_h800_dense_decode_memory_bound", None,
                                               sheet["H800"]["hbm"] / GIGA)
     return out
 
-
-def _busbw(entry: dict, quantity: str | None) -> float:
-    """Large-message busbw (bytes/s): the named quantity (8 GPUs where swept by count) or a sweep's last point."""
-    if quantity is None:
-        return entry["measured"][-1]["value"] * GIGA
-    found = values(entry, quantity, gpus=8) or values(entry, quantity)
-    return found[0] * GIGA
-
-
-def link_fractions(doc: dict, sheet: dict, table: dict) -> dict:
-    """Per generation: busbw / NVLink per direction for the (entry, quantity) pairs of `table` (geometric mean)."""
-    e = by_id(doc)
-    return {gen: _geo([_busbw(e[i], q) / sheet[e[i]["device"]]["nvlink"] for i, q in pairs], [i for i, _ in pairs])
-            for gen, pairs in table.items()}
-
-
-def sweep_gpus(entry: dict) -> int:
-    """GPUs of an all-reduce sweep (the GB200 sweep does not state them: one 4-GPU tray)."""
-    return entry["config"]["gpus"] if isinstance(entry["config"]["gpus"], int) else GB200_RING_GPUS
-
-
-def sweep_points(entry: dict) -> list[tuple[float, float]]:
-    """(message bytes, seconds) of an 8-GPU (or stated-size) all-reduce sweep from busbw; a point slower than 1.5x
-    some larger message is a warm-up artefact and dropped."""
-    n = sweep_gpus(entry)
-    factor = 2.0 * (n - 1) / n
-    pts = [(m["message_bytes"], m["message_bytes"] * factor / (m["value"] * GIGA)) for m in entry["measured"]]
-    return [(s, t) for i, (s, t) in enumerate(pts) if all(t <= 1.5 * u for _, u in pts[i + 1:])]
-
-
-def fit_alpha(entries: list[dict]) -> dict:
-    """One latency alpha (s) for time(S) = alpha + S * factor / busbw_large over the sweeps' points, each sweep's
-    busbw_large being its largest-message busbw."""
-    _, wire, _, meas, _ = _sweep_table(entries)
-    alpha = _latency(wire, meas)
-    return {"alpha": alpha, "fitted_from": [e["id"] for e in entries], "residuals": stats((alpha + wire) / meas)}
-
-
-def _sweep_table(entries: list[dict]) -> tuple[np.ndarray, ...]:
-    """(sweep index, wire seconds at the sweep's large-message busbw, bytes a rank holds (S / n), measured seconds,
-    message bytes) over the points of all-reduce sweeps."""
-    rows = []
-    for j, entry in enumerate(entries):
-        n = sweep_gpus(entry)
-        pts = sweep_points(entry)
-        beta = pts[-1][1] / pts[-1][0]  # seconds per byte at the largest message
-        rows += [(j, s * beta, s / n, t, s) for s, t in pts]
-    j, *rest = np.array(rows).T
-    return (j.astype(int), *rest)
-
-
-def _latency(wire: np.ndarray, meas: np.ndarray) -> float:
-    """The alpha (s) of time = alpha + wire that fits measured times best (least squares on log ratios)."""
-    return float(_fit(lambda a: np.log((a[0] + wire) / meas), [np.array([20e-6])], [0.0], [1e-2], [1e-6])[0])
-
-
-def fit_ring(entries: list[dict]) -> dict:
-    """Intra-domain ring collective: time(S) = alpha_harness + S * factor / busbw_large * ramp_factor(S / n, b, q).
-
-    Each sweep's alpha is fitted first on its latency regime (messages up to LATENCY_REGIME, where bytes cost little):
-    the alpha is the timing harness's as much as NCCL's (torch's all_reduce_bench adds 10-40 us a call), as GEMM
-    harnesses have their own fixed time. Then one ramp (b bytes a rank, power q) for the generation with the alphas
-    held: NCCL moves mid-size messages (1-128 MiB) 20-40% under its large-message busbw (protocol choice, fewer
-    channels, pipeline fill), which an alpha cannot express. The model's per-step latency is the nccl-tests sweeps'
-    alpha over their 2 (n - 1) ring steps."""
-    j, wire, shard, meas, size = _sweep_table(entries)
-    small = size <= LATENCY_REGIME
-    alphas = np.array([_latency(wire[small & (j == k)], meas[small & (j == k)]) for k in range(len(entries))])
-    predict = lambda x: alphas[j] + wire * ramp_factor(shard, x[0], x[1])  # noqa: E731
-    x = _fit(lambda x: np.log(predict(x) / meas), [np.array([1e6, 0.5]), np.array([1e5, 0.3]), np.array([1e7, 0.7])],
-             [1e2, 0.01], [1e10, 1.0], [1e6, 0.1])
-    nccl_tests = [k for k, e in enumerate(entries) if e["config"]["tool"].startswith("nccl-tests")]
-    step = np.mean([alphas[k] / (2 * (sweep_gpus(entries[k]) - 1)) for k in nccl_tests])
-    return {"alpha_by_sweep": {e["id"]: float(a) for e, a in zip(entries, alphas)}, "ramp_bytes": float(x[0]),
-            "ramp_power": float(x[1]), "per_step_alpha": float(step), "fitted_from": [e["id"] for e in entries],
-            "residuals": stats(predict(x) / meas), "residuals_without_ramp": fit_alpha(entries)["residuals"]}
-
-
-def collective_params(doc: dict, sheet: dict) -> dict:
-    """NVLink, NVLS, p2p fractions, intra-node all-reduce latency, NIC fractions and inter-node latency."""
-    e = by_id(doc)
-    ring, nvls = link_fractions(doc, sheet, RING_LARGE), link_fractions(doc, sheet, NVLS_LARGE)
-    p2p = {g: _geo([values(e[i], q)[0] * GIGA / sheet[e[i]["device"]]["nvlink"] for i, q in pairs],
-                   [i for i, _ in pairs]) for g, pairs in P2P.items()}
-    out = {}
-    for gen in GENERATIONS:
-        intra = fit_ring([e[i] for i in SWEEPS[gen]])
-        out[gen] = {"ring_busbw_fraction": ring[gen], "p2p_fraction": p2p[gen], "ring_intra": intra}
-        if gen in nvls:
-            out[gen]["nvls_busbw_fraction"] = nvls[gen]
-    out["hopper"]["nvls_vs_gpus"] = _nvls_by_count(e["mleng_h200_allreduce_gpu_count_sweep"], sheet)
-    out["blackwell"]["nvls_vs_gpus"] = _nvls_by_count(e["mleng_b200_allreduce_gpu_count_sweep"], sheet)
-    out["hopper"]["nic_fraction_ib"] = _point(doc, "nccltests290_ndr400_per_nic", "expected", NIC_RATE / GIGA)
-    out["hopper"]["nic_fraction_efa"] = _nic(e["mleng_h200_4node_allreduce_efa_4gib"], "busbw, default")
-    out["blackwell"]["nic_fraction_efa"] = _nic(e["mleng_b200_4node_allreduce_efa_sweep"], None)
-    small = values(e["nccltests150_a100_2node_small_allreduce_latency"])
-    out["ampere"]["allreduce_alpha_inter"] = {
-        "alpha": float(np.mean(small)) * MICRO, "per_step_alpha": float(np.mean(small)) * MICRO / 2,  # 2(n-1), n = 2
-        "fitted_from": ["nccltests150_a100_2node_small_allreduce_latency"],
-        "residuals": stats(np.array(small) / np.mean(small))}
-    out["blackwell"]["allreduce_alpha_inter"] = fit_alpha([e["mleng_b200_4node_allreduce_efa_sweep"]])
-    return out
-
-
-def _nvls_by_count(entry: dict, sheet: dict) -> dict:
-    """Default-algorithm all-reduce busbw / NVLink per direction against GPU count (NVLS where NCCL picks it)."""
-    link = sheet[entry["device"]]["nvlink"]
-    return {int(m["gpus"]): m["value"] * GIGA / link for m in entry["measured"] if m["quantity"] == "busbw default"}
-
-
-def _nic(entry: dict, quantity: str | None) -> dict:
-    """Per-GPU NIC rate / 400 Gb/s from a k-node, n-GPU all-reduce: busbw * (k - 1) / (n - 1)."""
-    k, n = entry["config"]["nodes"], entry["config"]["gpus"]
-    return {"value": _busbw(entry, quantity) * (k - 1) / (n - 1) / NIC_RATE, "fitted_from": [entry["id"]]}
 
 
 # ---------------------------------------------------------------- assembly
@@ -430,7 +240,7 @@ def calibrate(doc: dict | None = None) -> dict:
     gemm, offsets = fit_gemm(cases)
     attention, links = attention_params(doc, sheet), collective_params(doc, sheet)
     clocks, deepep = clock_params(doc), deepep_table(doc, sheet, NIC_RATE)
-    serving = serving_params(doc, sheet, deepep, GENERATION, _fit, stats)
+    serving = serving_params(doc, sheet, deepep, GENERATION, least_squares_fit, stats)
     gens = {gen: {"devices": [d for d, g in GENERATION.items() if g == gen],
                   "gemm": {dt: p for (g, dt), p in gemm.items() if g == gen},
                   "attention": attention[gen], "hbm": hbm[gen], "collectives": links[gen], "clocks": clocks[gen],
