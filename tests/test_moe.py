@@ -17,6 +17,7 @@ from simulator.cost.params import active_parameters, model_flops_per_token, tota
 from simulator.cost.placement import place
 from simulator.invariants import check_training
 from simulator.moe import routing
+from simulator.moe.dispatch import dispatch_width
 from simulator.scenario.base import ScenarioError
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.spec import ModelSpec
@@ -104,6 +105,26 @@ def test_bytes_leaving_each_domain_equal_the_hand_count(make_scenario):
     copies = costs.domain_out.sum() * m * (scn.gpus // 16)
     per_copy = h * (2 + 2 + 2 + 2)  # bf16 dispatch and combine, forward and backward
     assert res.report.extra["ep"]["traffic_bytes"]["scaleout"] == pytest.approx(copies * per_copy, rel=1e-9)
+
+
+def test_training_dispatches_16_bit_unless_fp8_dispatch(make_scenario):
+    """FP8 GEMMs, EP 16 over two nodes: a token copy crosses at 2 bytes an element in dispatch, combine and both
+    backward all-to-alls (Megatron-Core quantizes after the dispatch), so the scale-out bytes equal the BF16
+    run's; layout.fp8_dispatch sends the forward dispatch at the FP8 operand's 1 byte: 7/8 of them (exact)."""
+    traffic = {}
+    for dtype, fp8 in (("bf16", None), ("fp8", None), ("fp8", True)):
+        scn = _small(make_scenario, layout={"ep": 16, "fp8_dispatch": fp8}, workload={"dtype": dtype})
+        assert dispatch_width(scn) == (1.0 if fp8 else 2.0)
+        traffic[dtype, fp8] = run(scn).report.extra["ep"]["traffic_bytes"]["scaleout"]
+    assert traffic["fp8", None] == pytest.approx(traffic["bf16", None], rel=1e-12)
+    assert traffic["fp8", True] == pytest.approx(traffic["fp8", None] * (1 + 2 + 2 + 2) / (2 + 2 + 2 + 2), rel=1e-12)
+
+
+def test_serving_dispatches_in_the_gemm_format_by_default(make_scenario):
+    scn = make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8},
+                        workload={"kind": "serve", "dtype": "fp8", "prompt_len": 512, "output_len": 16, "batch": 8})
+    assert dispatch_width(scn) == 1.0
+    assert dispatch_width(scn.model_copy(update={"layout": scn.layout.model_copy(update={"fp8_dispatch": False})})) == 2.0
 
 
 def test_dedup_sends_one_copy_per_remote_domain(make_scenario, monkeypatch):
@@ -202,6 +223,9 @@ def test_dualpipe_holds_twice_the_parameters(make_scenario):
       "layout.pipeline_layout=null"], "workload.routing"),
     (["layout.redundant_experts=3"], "layout.ep"),
     (["workload.routing.kind=counts"], "workload.routing.counts_file"),
+    (["workload.dtype=bf16"], "layout.fp8_dispatch"),
+    (["model=llama3-8b", "layout.ep=1", "layout.pp=1", "layout.schedule=1f1b", "layout.chunks=1",
+      "layout.pipeline_layout=null", "workload.routing=null"], "layout.fp8_dispatch"),
 ])
 def test_scenario_rules(override, field):
     with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):

@@ -21,8 +21,8 @@ Each tier is a per-rank link: a tier's time is max over ranks of max(sent, recei
 (NVLink at calibration.nvlink of line rate; NICs at calibration.scaleout, cut by oversubscription when
 the group crosses leaf units), plus one latency (a rank's sends to its peers are in flight at once,
 as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries
-fp8 activations when the workload's dtype is fp8 (as DeepSeek-V3), else 16-bit; combine and the backward
-pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
+the low-precision GEMM operand with layout.fp8_dispatch (DeepSeek-V3), else 16-bit (dispatch.dispatch_width);
+combine and the backward pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
 """
 
 from __future__ import annotations

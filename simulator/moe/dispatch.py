@@ -63,9 +63,12 @@ def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_t
 
 
 def dispatch_width(scn) -> float:
-    """Bytes a dispatched activation takes: the low-precision GEMM operand's (1 with FP8, as DeepSeek-V3;
-    block scales included), else 16-bit."""
-    return operand_bytes(scn.workload.dtype)
+    """Bytes a dispatched activation takes: the low-precision GEMM operand's (1 with FP8, block scales included)
+    where layout.fp8_dispatch says so (default: serving yes, training no), else 16-bit."""
+    fp8 = scn.layout.fp8_dispatch
+    if fp8 is None:
+        fp8 = scn.workload.kind == "serve"
+    return operand_bytes(scn.workload.dtype) if fp8 else float(ACT_BYTES)
 
 
 KERNEL_FRACTIONS = {None: ("nvlink", "scaleout"), "normal": ("ep_nvlink", "ep_rdma"),

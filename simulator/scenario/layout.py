@@ -66,6 +66,11 @@ class Layout(_Frozen):
     ep_dispatch: Literal["flat", "dedup"] = "flat"
     """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
     per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
+    fp8_dispatch: StrictBool | None = None
+    """Send tokens to the experts in the GEMMs' low-precision format (combine stays 16-bit): DeepSeek-V3
+    quantizes before its dispatch, serving engines run DeepEP's FP8 kernels. null: true for serving under a
+    low-precision dtype, false for training (Megatron-Core quantizes inside the expert GEMMs, after a 16-bit
+    dispatch: its MXFP8 guide lists EP dispatch among the communications MXFP8 does not yet cover)."""
     expert_tp: PosInt | None = None
     """MoE parallel folding (Megatron-Core's expert_tensor_parallel_size): the expert layers get their own
     grid over each pipeline stage's tp*cp*dp GPUs, expert_tp x ep x expert-dp (consecutive GPUs innermost),

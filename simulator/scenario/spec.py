@@ -148,7 +148,12 @@ def _check_experts(s: Scenario) -> None:
             _rule("layout.expert_tp", f"{lay.expert_tp} folds an MoE model's experts (model.moe)")
         if routing is not None:
             _rule("workload.routing", "needs an MoE model (model.moe)")
+        if lay.fp8_dispatch:
+            _rule("layout.fp8_dispatch", "dispatches tokens to experts: needs an MoE model (model.moe)")
         return
+    if lay.fp8_dispatch and s.workload.dtype in ("bf16", "fp16"):
+        _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: workload.dtype {s.workload.dtype} "
+                                     "has none (fp8, fp8-block, mxfp8, nvfp4, mxfp4)")
     slots = moe.experts + lay.redundant_experts
     if slots % lay.ep:
         extra = f" + redundant_experts ({lay.redundant_experts}) = {slots}" if lay.redundant_experts else ""
