@@ -386,3 +386,22 @@ def test_layer_figures_are_shared_across_cluster_sizes_not_mesh_orders():
     assert CostModel(one_leaf)._layer_cache is not CostModel(base)._layer_cache
     other = load_scenario(GPT3, ["topology.domains=64", "layout.order=[tp,dp,cp,ep,pp]"])
     assert CostModel(other)._dp_cache is not CostModel(base)._dp_cache
+
+
+def test_fp8_params_memory_and_step_agree_with_the_engine():
+    """With FP8 primary weights (layout.fp8_params) the search prices the weights and the parameter all-gather as
+    the engine does: the same memory total and fits flag (exact) and no faster step, for layouts of every schedule
+    with sharded state."""
+    FP8 = ["topology.device=h100-sxm", "topology.domains=8", "workload.dtype=fp8",
+           "layout.distributed_optimizer=true", "layout.fp8_params=true"]
+    base = load_scenario(GPT3, FP8)
+    c = enumerate_layouts(base, 64, SearchSpace(micro_batches=(1, 2)))
+    keep = (c.m <= 16) & (c.zero >= 1) & np.array([base.model.layers % virtual_stages(SCHEDULE_NAMES[s], p, v) == 0
+                                                   for s, p, v in zip(c.schedule, c.pp, c.chunks)])
+    c = c.take(np.random.default_rng(5).choice(np.nonzero(keep)[0], size=8, replace=False))
+    est = _estimate(base, c)
+    for i in range(len(c)):
+        report = run(load_scenario(GPT3, FP8 + overrides(c.row(i), base.model.layers, 8, base.gpus))).report
+        assert est.memory["total"][i] == pytest.approx(report.memory_bytes["total"], rel=1e-12)
+        assert bool(est.fits[i]) == report.fits_in_memory
+        assert est.step_time[i] <= report.step_time_s * (1 + 1e-9)

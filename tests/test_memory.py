@@ -8,6 +8,8 @@ GPT-3 175B at TP 8 PP 8 ~ 49.1 GB a GPU without the embedding).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ from simulator.cost.placement import place
 from simulator.scenario.spec import ModelSpec
 from simulator.training.plan import device_params, make_plan
 
+ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 GPT3 = ModelSpec(layers=96, hidden=12288, heads=96, vocab=51200, tied_embeddings=True, dropout=0.1)  # GPT has dropout
 S, B, H, A, T = 2048, 1, 12288, 96, 8
@@ -150,3 +153,54 @@ def test_memory_totals_and_overflow():
     assert mem.as_dict() == {"weights": 1 * gib, "gradients": 2 * gib, "optimizer": 3 * gib, "activations": 4 * gib,
                              "kv_cache": gib / 2, "reserved": mem.reserved, "total": mem.total,
                              "capacity": 12 * gib}
+
+
+# ---------------------------------------------------------------- FP8 primary weights (layout.fp8_params)
+def test_fp8_params_weight_bytes_closed_form():
+    """Transformer layers at the FP8 operand's byte, embedding and output layer 16-bit: Llama 3 8B (vocab 128,256 x
+    4,096, untied) averages 2 - (1 - 2 V h / N) bytes a parameter; MXFP8 adds its E8M0 scale a 32-element block."""
+    from simulator import load_scenario
+    from simulator.cost.memory import weight_bytes
+    from simulator.cost.params import total_parameters
+
+    scn = load_scenario(ROOT / "simulator/data/validation/bridge2511-h100-llama3-8b.yaml")
+    share = 1 - 2 * 128256 * 4096 / total_parameters(scn.model)
+    assert 0.86 < share < 0.88
+    assert weight_bytes(scn.model, scn.layout, "fp8") == pytest.approx(2 - share)
+    assert weight_bytes(scn.model, scn.layout, "mxfp8") == pytest.approx(2 - (1 - 1 / 32) * share)
+    off = scn.layout.model_copy(update={"fp8_params": False})
+    assert weight_bytes(scn.model, off, "fp8") == 2.0
+
+
+def test_fp8_params_shrink_weights_and_the_parameter_all_gather(make_scenario):
+    """GPT-3 175B at TP8 PP8 DP2, FP8, distributed optimizer: the weights a device holds and the bytes of the
+    step's parameter all-gather both scale by weight_bytes / 2; gradients and optimizer state do not change."""
+    from simulator.cost.memory import weight_bytes
+
+    def plan(fp8_params):
+        scn = make_scenario(model="gpt3-175b", topology={"preset": "dgx-h100-superpod", "domains": 16},
+                            workload={"dtype": "fp8", "global_batch": 16},
+                            layout={"tp": 8, "pp": 8, "sequence_parallel": True, "distributed_optimizer": True,
+                                    "fp8_params": fp8_params})
+        return scn, make_plan(scn, build_op_table(scn), place(scn), fabric_for(scn.topology))
+
+    (scn, bf16), (_, fp8) = plan(False), plan(True)
+    ratio = weight_bytes(scn.model, scn.layout.model_copy(update={"fp8_params": True}), "fp8") / 2
+    assert 0.5 < ratio < 0.51  # GPT-3's tied embedding is 0.35% of its parameters
+    assert fp8.memory.weights == pytest.approx(bf16.memory.weights * ratio, rel=1e-9)
+    assert (fp8.memory.gradients, fp8.memory.optimizer) == pytest.approx((bf16.memory.gradients, bf16.memory.optimizer))
+    # the step's traffic: the all-gather moves 2 x ratio bytes a parameter instead of 2 (reduce-scatter unchanged)
+    assert fp8.traffic["per_rank"].sum() < bf16.traffic["per_rank"].sum()
+    np.testing.assert_array_less(fp8.param_gather, bf16.param_gather + 1e-15)
+
+
+@pytest.mark.parametrize("sets, says", [
+    ({"workload": {"dtype": "bf16"}, "layout": {"distributed_optimizer": True}}, "workload.dtype bf16 has none"),
+    ({"workload": {"dtype": "fp8"}, "layout": {}}, "set layout.distributed_optimizer: true or layout.zero >= 1"),
+])
+def test_fp8_params_refusals(make_scenario, sets, says):
+    from simulator.scenario.base import ScenarioError
+
+    with pytest.raises(ScenarioError, match="layout.fp8_params: .*" + says.replace(".", r"\.")):
+        make_scenario(topology={"preset": "dgx-h100-superpod", "domains": 8}, workload=sets["workload"],
+                      layout={"fp8_params": True, **sets["layout"]})

@@ -251,7 +251,7 @@ def bucket_params(layout, dp_ranks) -> np.ndarray:
 
 
 def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
-                  grad_bytes: float = GRAD_COMM_BYTES, cross=None, bucket=None):
+                  grad_bytes: float = GRAD_COMM_BYTES, cross=None, bucket=None, param_bytes: float = PARAM_COMM_BYTES):
     """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
     nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
     all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
@@ -259,7 +259,7 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
     params (K, p) on a TP rank of each stage; profile: (k, d, crosses) (K, p) each, Fabric.profile of
     each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces the
     gradients (`grad_bytes` each); the distributed optimizer and ZeRO 1-3 reduce-scatter them and
-    all-gather the updated bf16 parameters. Adam streams its state (a 1/replicas shard when sharded)
+    all-gather the updated parameters (`param_bytes` each: memory.weight_bytes). Adam streams its state (a 1/replicas shard when sharded)
     through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard group and `cross`
     (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside the
     group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
@@ -279,10 +279,10 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
         shard_grads = grads / np.asarray(replicas, float)[:, None]
         dp = dp + np.where(sh, coll("all_reduce", shard_grads, cross), 0.0)
         tier = np.maximum(tier, np.where(sh & (cross[1] > 1), 2, 1))
-    gather = fabric.collective_profiled("all_gather", params * PARAM_COMM_BYTES, *profile, cal)
+    gather = fabric.collective_profiled("all_gather", params * param_bytes, *profile, cal)
     shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
     opt = params / shard * ADAM_BYTES_PER_PARAM / (hbm_bandwidth * cal.hbm)
-    return dp, tier, np.where(sh, coll("all_gather", params * PARAM_COMM_BYTES), 0.0), opt, gather
+    return dp, tier, np.where(sh, coll("all_gather", params * param_bytes), 0.0), opt, gather
 
 
 def device_memory(params, per_param, activations, held, layers, head) -> dict:

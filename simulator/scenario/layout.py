@@ -38,6 +38,12 @@ class Layout(_Frozen):
     grad_reduce_fp32: StrictBool = False
     """Keep and reduce gradients in fp32 (Megatron's accumulate/grad_reduce_in_fp32: 4 bytes a gradient
     in memory and on the wire); false: in the 16-bit parameter dtype, Megatron-Core's and NeMo's default."""
+    fp8_params: StrictBool = False
+    """Keep the model's working copy of the weights in the GEMMs' low-precision format (Transformer Engine's FP8
+    primary weights, Megatron's --fp8-param-gather; NeMo's FP8 recipes turn it on): a transformer layer's parameter
+    takes the operand's bytes (1 with FP8, block scales included) in memory and in the parameter all-gathers; the
+    embedding and the output layer stay 16-bit and the FP32 master copy stays in the sharded optimizer state.
+    Needs a low-precision workload.dtype and sharded optimizer state (distributed_optimizer or zero >= 1)."""
     bucket_params: PosInt | None = None
     """Parameters in one gradient bucket: the gradient reduction and the distributed optimizer's parameter
     all-gather run one collective a bucket, each paying its own latency (Megatron-Core's bucket_size). null:

@@ -261,6 +261,17 @@ def _check_dtype(s: Scenario) -> None:
     if s.workload.attention == "flash2" and device.arch not in FA2_MEASURED:
         _rule("workload.attention", f"flash2: no FlashAttention-2 measurement on {device.arch} ({device.name}); "
               f"measured on {' and '.join(FA2_MEASURED)}: use flash")
+    lay = s.layout
+    if lay.fp8_params:
+        if s.workload.kind != "train":
+            _rule("layout.fp8_params", f"keeps training's working weights in FP8, got workload.kind {s.workload.kind} "
+                                       "(serving stores weights at workload.weight_dtype)")
+        if dtype in ("bf16", "fp16"):
+            _rule("layout.fp8_params", f"stores weights in the GEMMs' low-precision format: workload.dtype {dtype} "
+                                       "has none (fp8, fp8-block, mxfp8, nvfp4, mxfp4)")
+        if not (lay.distributed_optimizer or lay.zero >= 1):
+            _rule("layout.fp8_params", "the FP32 master weights live in the sharded optimizer state: set "
+                                       "layout.distributed_optimizer: true or layout.zero >= 1")
 
 
 def _check_serve(s: Scenario) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..cost.memory import (
-    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param
+    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param,
+    weight_bytes
 )
 from ..cost import mtp
 from ..cost.offload import hbm_state, offloaded_share
@@ -115,8 +116,10 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
     lay, w, model = scn.layout, scn.workload, scn.model
     grads, off = grad_bytes(lay), lay.offload
     dense_ranks, expert_ranks = shard_counts(lay)
-    per_dense = hbm_state(state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads), off)
-    per_expert = hbm_state(state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads), off)
+    weights = weight_bytes(model, lay, w.dtype)
+    per_dense = hbm_state(state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads, weights), off)
+    per_expert = hbm_state(state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads, weights),
+                           off)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0

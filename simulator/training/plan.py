@@ -24,11 +24,11 @@ import numpy as np
 
 from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
-from ..cost.memory import Memory, grad_bytes, state_bytes_per_param
+from ..cost.memory import Memory, grad_bytes, state_bytes_per_param, weight_bytes
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
-    PARAM_COMM_BYTES, PASS_FIELDS, backward_tasks, bucket_params, data_parallel, device_memory, device_params,
+    PASS_FIELDS, backward_tasks, bucket_params, data_parallel, device_memory, device_params,
     exposed_param_gather, fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid,
     zero3_passes
 )
@@ -131,7 +131,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
                                         dev.host_memory_bandwidth, grad_bytes(lay))
     if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched behind compute
-        ag = fabric.collective("all_gather", params * PARAM_COMM_BYTES, dp_parts[0][1], cal)
+        ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
     fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b, cal)
@@ -180,6 +180,11 @@ def offload_figures(off, copies, exposed: float, adam, opt) -> dict:
             "optimizer_on_hbm_s": float(np.max(adam))}
 
 
+def param_bytes(scn) -> float:
+    """Bytes a parameter's working copy takes in memory and in the all-gathers (memory.weight_bytes)."""
+    return weight_bytes(scn.model, scn.layout, scn.workload.dtype)
+
+
 def replica_costs(scn, parts, fabric: Fabric, cal):
     """(dp seconds, dp tier, parameter-gather seconds, optimizer seconds), (p,) each, of one pipeline:
     data_parallel of each (parameters (p,), replica or shard groups (p, n), cross groups or None) part
@@ -191,7 +196,7 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
     bucket = bucket_params(lay, [lay.dp * lay.cp])
     out = [[x[0] for x in data_parallel(params[None], profile(groups), [groups.shape[1]], sharded, fabric, cal,
                                         scn.topology.device.hbm_bandwidth, grad_bytes(lay),
-                                        None if cross is None else profile(cross), bucket)]
+                                        None if cross is None else profile(cross), bucket, param_bytes(scn))]
            for params, groups, cross in parts]
     if len(out) == 1:
         return tuple(out[0][:4])
@@ -204,8 +209,8 @@ def _memory(scn, table, params, grid, placement: Placement, activations) -> Memo
     group)."""
     lay = scn.layout
     replicas = shard_counts(lay)[0]
-    state = offload.hbm_state(state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay)),
-                              lay.offload)
+    state = offload.hbm_state(state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay),
+                                                    param_bytes(scn)), lay.offload)
     layers, activations = offload.kept_layers(grid[0], activations, lay.offload)
     mem = device_memory(params[None], np.array([state]), activations, in_flight(table)[None], layers, grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},
@@ -264,7 +269,7 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS gradients + AG bf16, else AR (2 phases)
     grads = grad_bytes(lay)
     for params, groups, cross in dp_parts:
-        dp_bytes = params * (grads + PARAM_COMM_BYTES if sharded else 2 * grads)
+        dp_bytes = params * (grads + param_bytes(scn) if sharded else 2 * grads)
         per_rank += _split_by_tier(fabric, groups, dp_bytes)
         if cross is not None:  # hybrid sharding: the gradient shard all-reduced across shard groups
             per_rank += _split_by_tier(fabric, cross, 2 * grads * params / groups.shape[1])
