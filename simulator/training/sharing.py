@@ -13,6 +13,7 @@ wake-ups) are replayed in time order from there, in plain Python over the TaskGr
 from __future__ import annotations
 
 import heapq
+import itertools
 from array import array
 
 import numpy as np
@@ -35,8 +36,15 @@ class Links:
 
     def start(self, link: int, key: int, seconds: float, now: float) -> None:
         """Transfer `key` joins `link` at `now` with `seconds` of work."""
+        left = self.left.get(link)
+        if not left:  # an idle link (the common case): nothing to charge, one timer
+            self.left[link] = {key: seconds}
+            self.updated[link] = now
+            self.version[link] = v = self.version.get(link, 0) + 1
+            self.push(now + max(seconds, 0.0), LINK_TIMER, link, v)
+            return
         self._advance(link, now)
-        self.left.setdefault(link, {})[key] = seconds
+        left[key] = seconds
         self._plan(link, now)
 
     def resume(self, link: int, key: int, seconds: float, now: float) -> None:
@@ -68,8 +76,13 @@ class Links:
         """The transfers a timer completes (none when a later arrival superseded it)."""
         if version != self.version.get(link):
             return []
-        self._advance(link, now)
         left = self.left[link]
+        if len(left) == 1:  # a transfer alone on its link ends at its timer
+            self.updated[link] = now
+            done = list(left)
+            left.clear()
+            return done
+        self._advance(link, now)
         first = min(left.values())
         done = [k for k, w in left.items() if w <= first + TIE]
         for k in done:
@@ -98,11 +111,10 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
     dp_flying = launched & (dp_end >= t0)
     dp_end[~launched | dp_flying] = -1.0
     events: list = []
-    seq = [0]
+    seq = itertools.count()
 
-    def push(t, kind, a, b):
-        seq[0] += 1
-        heapq.heappush(events, (t, seq[0], kind, a, b))
+    def push(t, kind, a, b, _push=heapq.heappush, _next=seq.__next__):
+        _push(events, (t, _next(), kind, a, b))
 
     links = Links(push)
     for k in np.flatnonzero(in_flight).tolist():
@@ -119,15 +131,16 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
     fl = lambda x: array("d", np.ascontiguousarray(x, dtype=np.float64).tobytes())  # noqa: E731
     state = _Replay(g, fl(arr), fl(start), fl(end), dp_start.tolist(), dp_end.tolist(), nxt.tolist(), hi.tolist(),
                     links, push)
+    pop, slot_end, fire, arrive, try_start = heapq.heappop, state.slot_end, links.fire, state.arrive, state.try_start
     while events:
-        t, _, kind, a, b = heapq.heappop(events)
+        t, _, kind, a, b = pop(events)
         if kind == SLOT_END:
-            state.slot_end(a, b, t)
+            slot_end(a, b, t)
         elif kind == LINK_TIMER:
-            for key in links.fire(a, b, t):
-                state.arrive(key, t)
+            for key in fire(a, b, t):
+                arrive(key, t)
         else:
-            state.try_start(a, t)
+            try_start(a, t)
     if any(i < stop for i, stop in zip(state.nxt, state.hi)):
         raise ScheduleDeadlock("the schedule's orders wait on each other: some tasks never start")
     back = lambda x: np.frombuffer(x, dtype=np.float64).copy()  # noqa: E731
@@ -155,8 +168,9 @@ class _Replay:
         i = self.nxt[d]
         if i >= self.hi[d]:
             return
-        for k in (self.dep[2 * i], self.dep[2 * i + 1]):
-            if self.arr[k] < 0.0:
+        dep, arr = self.dep, self.arr
+        for k in (dep[2 * i], dep[2 * i + 1]):
+            if arr[k] < 0.0:
                 self.waiting.setdefault(k, []).append(d)
                 return
         self.start[i] = now
@@ -167,13 +181,14 @@ class _Replay:
 
     def slot_end(self, d: int, i: int, now: float) -> None:
         self.end[i] = now
-        for k in (self.out[2 * i], self.out[2 * i + 1]):
-            if k >= self.h:
+        out, link, h = self.out, self.link, self.h
+        for k in (out[2 * i], out[2 * i + 1]):
+            if k >= h:
                 continue
-            if self.link[k] < 0:
+            if link[k] < 0:
                 self.arrive(k, now)
             else:
-                self.links.start(self.link[k], k, self.delay[k], now)
+                self.links.start(link[k], k, self.delay[k], now)
         self.nxt[d] = i + 1
         self.try_start(d, now)
 

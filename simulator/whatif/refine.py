@@ -23,6 +23,7 @@ from ..scenario.overrides import as_scenario
 from ..schedules import SPECS
 from ..simulate import run, training_plan, training_result
 from ..training.engine import simulate_step
+from . import workers as forked
 from .sweep import Job, Point, out_of_memory_text
 
 BOUND_ONLY = ("zb-v",)
@@ -56,30 +57,64 @@ def _timing_key(plan) -> tuple:
 def refine(job: Job, timelines: dict | None = None) -> tuple[Point, str]:
     """(the Point evaluate() would give for this job, why its analytic figure is not exact: "" when it
     is). `timelines` shares engine runs between plans that time the same."""
+    prepared = _prepare(job)
+    if isinstance(prepared, tuple) and isinstance(prepared[0], Point):
+        return prepared
+    timelines = {} if timelines is None else timelines
+    key = _timing_key(prepared[2])
+    if key not in timelines:
+        timelines[key] = _step(prepared[2])
+    return _finish(job, prepared, timelines[key])
+
+
+def _prepare(job: Job):
+    """(scenario, fabric, Plan, why) of a training job the engine runs, or its final (Point, why) already:
+    invalid, failed, or a run without the engine's shared step (faults, serving)."""
     try:
         scn = as_scenario(job.path if job.scenario is None else job.scenario, job.overrides)
         why = static_reasons(scn)
         if scn.faults is not None or scn.workload.kind != "train":
-            report = run(scn).report
-        else:
-            fabric, plan = training_plan(scn)
-            key = _timing_key(plan)
-            timelines = {} if timelines is None else timelines
-            if key not in timelines:
-                timelines[key] = simulate_step(plan)
-            timeline, shared_at = timelines[key]
-            if shared_at is not None:
-                why.insert(0, "shared links")
-            report = training_result(scn, fabric, plan, timeline).report
+            return _point(job, run(scn).report, why)
+        fabric, plan = training_plan(scn)
+        return scn, fabric, plan, why
     except ScenarioError as err:
         return Point(job.index, job.values, "invalid", _as_given(str(err), job), None), ""
     except Exception as err:  # noqa: BLE001 - a layout's failure is its result, as in evaluate()
-        text = " ".join(f"{type(err).__name__}: {err}".split())
-        return Point(job.index, job.values, "error", _as_given(text, job), None), ""
+        return _failed(job, err)
+
+
+def _step(plan):
+    """simulate_step(plan), or the exception it raised (a layout's failure is its result)."""
+    try:
+        return simulate_step(plan)
+    except Exception as err:  # noqa: BLE001
+        return err
+
+
+def _finish(job: Job, prepared: tuple, simulated) -> tuple[Point, str]:
+    """The job's (Point, why) from its prepared plan and the engine's (Timeline, first shared instant) or the
+    exception the engine raised."""
+    if isinstance(simulated, Exception):
+        return _failed(job, simulated)
+    scn, fabric, plan, why = prepared
+    timeline, shared_at = simulated
+    try:
+        report = training_result(scn, fabric, plan, timeline).report
+    except Exception as err:  # noqa: BLE001 - as in refine's other steps
+        return _failed(job, err)
+    return _point(job, report, (["shared links"] if shared_at is not None else []) + why)
+
+
+def _point(job: Job, report, why: list[str]) -> tuple[Point, str]:
     data = report.to_dict()
     if data.get("fits_in_memory", True) is False:
         return Point(job.index, job.values, "out_of_memory", out_of_memory_text(data), data), ", ".join(why)
     return Point(job.index, job.values, "ok", None, data), ", ".join(why)
+
+
+def _failed(job: Job, err: Exception) -> tuple[Point, str]:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return Point(job.index, job.values, "error", _as_given(text, job), None), ""
 
 
 def _as_given(text: str, job: Job) -> str:
@@ -87,7 +122,30 @@ def _as_given(text: str, job: Job) -> str:
     return text if job.scenario is None else text.replace(job.scenario.source, job.path)
 
 
-def refine_all(jobs: list[Job]) -> list[tuple[Point, str]]:
-    """refine() of every job here, in order, layouts that time the same simulated once."""
-    timelines: dict = {}
-    return [refine(job, timelines) for job in jobs]
+def refine_all(jobs: list[Job], workers: int = 1) -> list[tuple[Point, str]]:
+    """refine() of every job here, in order: the plans built here, each distinct timing simulated once and its
+    jobs' reports made by one of `workers` processes (this one and forked ones; the largest step first)."""
+    prepared = [_prepare(job) for job in jobs]
+    groups = {}
+    for i, p in enumerate(prepared):
+        if not isinstance(p[0], Point):
+            groups.setdefault(_timing_key(p[2]), []).append(i)
+    size = lambda members: prepared[members[0]][2].table  # noqa: E731
+    tasks = sorted(groups.values(), key=lambda members: -size(members).m * size(members).p * size(members).v)
+    state = (jobs, prepared)
+    if workers > 1 and len(tasks) > 1:
+        done = forked.run(_refine_group, tasks, state, min(workers, len(tasks)))
+    else:
+        done = [_refine_group(members, state) for members in tasks]
+    for members, outcomes in zip(tasks, done):
+        for i, outcome in zip(members, outcomes):
+            prepared[i] = outcome
+    return prepared
+
+
+def _refine_group(members: list[int], state: tuple | None = None) -> list[tuple[Point, str]]:
+    """(Point, why) of the jobs `members` whose plans time the same: one engine run, a report each (`state`:
+    (jobs, prepared), else the forked process's)."""
+    jobs, prepared = forked.state() if state is None else state
+    simulated = _step(prepared[members[0]][2])
+    return [_finish(jobs[i], prepared[i], simulated) for i in members]

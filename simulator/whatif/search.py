@@ -303,8 +303,8 @@ def _refine(path, scn, scenario_overrides, cands, gcol, values, chosen, workers,
         done = iter(run_jobs([j for j in ready if isinstance(j, Job)], refine, workers=workers, cluster=cluster,
                              progress=progress, label="engine refinement"))
         outcomes = [next(done) if isinstance(j, Job) else (j, "") for j in ready]
-    else:  # the engine's costly pass runs only for shared links: here, in this process
-        outcomes = refine_all(items)
+    else:  # the engine's costly pass runs only for shared links: here, the distinct steps over the workers
+        outcomes = refine_all(items, workers)
     timing["engine"] = time.perf_counter() - t
     for m, (p, why) in zip(meta, outcomes):
         m.report, m.status, m.error = p.report, p.status, p.error
