@@ -10,8 +10,9 @@ engine *refines*. Each layout's Plan is built and its step run through the engin
 which is the analytic pass's computation on one layout and gives the report its per-stage figures;
 the event-driven pass, the engine's costly part, runs only where that pass finds two transfers
 sharing a link (simulator.training.engine). Layouts whose plans time the same (ZeRO 1 and 2 differ in
-memory only) share one engine run; refine_all spreads the distinct runs over worker processes. Each result says why the layout was refined ("" when its analytic
-figure is exact): "shared links", the schedule, "uneven split", or "faults".
+memory only) share one engine run; refine_all spreads the distinct runs over worker processes. Each result
+says why the layout was refined ("" when its analytic figure is exact): "shared links", the schedule,
+"uneven split", or "faults".
 """
 
 from __future__ import annotations
