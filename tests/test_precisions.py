@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from refusals import assert_refused
 
-from simulator import load_scenario
+from simulator import load_scenario, run
 from simulator.cost import calibration, roofline
 from simulator.cost.ops import ACT_BYTES, CAST_BYTES, DTYPE_BYTES, layer_rows
 from simulator.serving.steps import step_costs
@@ -48,6 +48,27 @@ def test_a_cast_before_each_low_precision_gemm(dtype, training):
         g = rows.name.index(rows.name[i].removesuffix("-cast"))
         assert rows.io[i] == pytest.approx((1 + copies * CAST_BYTES[dtype] / ACT_BYTES) * rows.k[g], rel=1e-12)
         assert rows.bwd[i] == pytest.approx(rows.n[g] / rows.k[g] if training else 0.0)
+
+
+def test_fp8_current_scaling_reads_each_cast_input_once_more(tmp_path):
+    """Per-tensor FP8 with current scaling (workload.fp8_scaling: current): a separate amax kernel reads each cast's
+    k-wide 16-bit input before the cast, so io = (2 + 2 x 1 / 2) k = 3 k elements a token, 1.5x delayed scaling's;
+    nothing else changes, so a step grows by exactly those bytes' HBM seconds (no cast is compute-bound)."""
+    scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml")
+    delayed = layer_rows(scn.model, 8, True, "fp8", True)
+    current = layer_rows(scn.model, 8, True, "fp8", True, current_scaling=True)
+    casts = np.array([name.endswith("-cast") for name in delayed.name])
+    np.testing.assert_allclose(current.io[casts], 1.5 * delayed.io[casts], rtol=1e-12)
+    np.testing.assert_array_equal(current.io[~casts], delayed.io[~casts])
+    assert layer_rows(scn.model, 8, True, "mxfp8", True, current_scaling=True).io.sum() == pytest.approx(
+        layer_rows(scn.model, 8, True, "mxfp8", True).io.sum())  # block formats scale from each block
+    fp8 = ["workload.dtype=fp8", "layout.fp8_params=false"]
+    step = lambda sets: run(load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml", fp8 + sets)).report  # noqa: E731
+    assert step(["workload.fp8_scaling=current"]).step_time_s > step([]).step_time_s
+    assert_refused(ROOT / "scenarios" / "llama3-405b-h100.yaml", ["workload.fp8_scaling=current"],
+                   "workload.fp8_scaling: current scales per-tensor FP8 (workload.dtype fp8), got bf16", tmp_path)
+    assert_refused(SERVE_H100, ["workload.dtype=fp8", "workload.fp8_scaling=current"],
+                   "workload.fp8_scaling: sets training's per-tensor FP8 scales", tmp_path)
 
 
 def test_fp4_gemms_run_at_the_fp4_peak_on_blackwell():

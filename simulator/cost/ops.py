@@ -242,16 +242,16 @@ def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
 
 
 def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
-               etp: int | None = None) -> OpRows:
+               etp: int | None = None, current_scaling: bool = False) -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
     the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
-    low-precision GEMM's input is cast first (cast_rows)."""
+    low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass)."""
     if model.moe is None and model.mla is None:
         rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp)
     else:
         rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp, etp)
-    return OpRows.of(cast_rows(rows, dtype, training))
+    return OpRows.of(cast_rows(rows, dtype, training, current_scaling))
 
 
 CAST_BYTES = {**{k: DTYPE_BYTES[k] for k in ("fp8", "mxfp8", "nvfp4", "mxfp4")}, "fp8-block": 1.0 + 4 / 128}
@@ -264,15 +264,18 @@ def operand_bytes(dtype: str) -> float:
     return CAST_BYTES.get(dtype, float(ACT_BYTES))
 
 
-def cast_rows(rows: list[tuple], dtype: str, training: bool) -> list[tuple]:
+def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bool = False) -> list[tuple]:
     """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's
     cast-transpose; per-token quantization in serving engines): it reads the 16-bit input and writes
     it at the dtype's bytes (and, in training, a transposed copy for the weight gradient), amax and
-    scales fused. Backward casts the output gradient likewise. Nothing under 16-bit compute."""
+    scales fused. Backward casts the output gradient likewise. Nothing under 16-bit compute. With
+    `current_scaling` (per-tensor FP8 scaled by the tensor's own amax) a separate amax kernel reads the input
+    once more before each cast."""
     if dtype not in CAST_BYTES:
         return rows
     copies = 2 if training else 1
-    per_element = 1.0 + copies * CAST_BYTES[dtype] / ACT_BYTES  # in 16-bit elements: read + writes
+    amax_pass = 1.0 if current_scaling and dtype == "fp8" else 0.0
+    per_element = 1.0 + amax_pass + copies * CAST_BYTES[dtype] / ACT_BYTES  # in 16-bit elements: reads + writes
     out = []
     for r in rows:
         name, block, n, k, *_ = r
@@ -339,13 +342,18 @@ def layer_shape(scenario) -> LayerShape:
     )
 
 
+def current_scaling(workload) -> bool:
+    """Whether a training workload's per-tensor FP8 casts read their input once more for its amax."""
+    return workload.kind == "train" and getattr(workload, "fp8_scaling", "delayed") == "current"
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
     weights apart in bytes_fixed), with the attention core before the output projection."""
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
-                      etp=getattr(lay, "expert_tp", None))
+                      etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload))
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

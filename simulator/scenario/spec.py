@@ -261,6 +261,11 @@ def _check_dtype(s: Scenario) -> None:
     if s.workload.attention == "flash2" and device.arch not in FA2_MEASURED:
         _rule("workload.attention", f"flash2: no FlashAttention-2 measurement on {device.arch} ({device.name}); "
               f"measured on {' and '.join(FA2_MEASURED)}: use flash")
+    if s.workload.fp8_scaling == "current" and s.workload.kind != "train":
+        _rule("workload.fp8_scaling", "sets training's per-tensor FP8 scales; serving engines quantize per token")
+    if s.workload.fp8_scaling == "current" and dtype != "fp8":
+        _rule("workload.fp8_scaling", f"current scales per-tensor FP8 (workload.dtype fp8), got {dtype}; block-scaled "
+                                      "formats (fp8-block, mxfp8, nvfp4, mxfp4) take their scales from each block")
     lay = s.layout
     if lay.fp8_params:
         if s.workload.kind != "train":

@@ -85,6 +85,11 @@ class Workload(_Frozen):
     """Compute dtype of the matrix multiplies: bf16, fp16; fp8 (per-tensor scaling, Transformer
     Engine), fp8-block (DeepSeek's 1x128 / 128x128 block scaling), mxfp8 (OCP, 32-element blocks); nvfp4
     and mxfp4 (Blackwell). Attention, the router and the LM head stay in 16 bits."""
+    fp8_scaling: Literal["delayed", "current"] = "delayed"
+    """Train, dtype fp8: how per-tensor scales are set. delayed (Transformer Engine's DelayedScaling): from past
+    amaxes, each cast computing its tensor's amax as it goes; current (Float8CurrentScaling, NeMo's FP8-CS
+    recipes): from the tensor's own amax, which a separate kernel reads first (TE's compute_amax), so every cast
+    reads its 16-bit input twice."""
     recompute: Recompute = "selective"
     """Activation recomputation: none, selective (attention core), full (whole layer)."""
     attention: Literal["flash", "flash2", "unfused"] = "flash"
