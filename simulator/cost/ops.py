@@ -344,7 +344,7 @@ def layer_shape(scenario) -> LayerShape:
 
 def current_scaling(workload) -> bool:
     """Whether a training workload's per-tensor FP8 casts read their input once more for its amax."""
-    return workload.kind == "train" and getattr(workload, "fp8_scaling", "delayed") == "current"
+    return workload.kind == "train" and workload.fp8_scaling == "current"
 
 
 def build_op_table(scenario) -> OpTable:

@@ -266,7 +266,7 @@ def step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement: Placemen
     units = (4 + (6 if lay.sequence_parallel else 4) + (4 if scn.workload.recompute == "full" else 0))
     tp_bytes = (grid[0] * counts).sum(axis=1) * units * s * (lay.tp - 1) / max(lay.tp, 1)
     per_rank += _split_by_tier(fabric, placement.group_of("tp", 0)[None], tp_bytes)
-    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS gradients + AG bf16, else AR (2 phases)
+    sharded = lay.zero >= 1 or lay.distributed_optimizer  # RS gradients + AG parameters, else AR (2 phases)
     grads = grad_bytes(lay)
     for params, groups, cross in dp_parts:
         dp_bytes = params * (grads + param_bytes(scn) if sharded else 2 * grads)
