@@ -131,8 +131,7 @@ def refine_all(jobs: list[Job], workers: int = 1) -> list[tuple[Point, str]]:
     for i, p in enumerate(prepared):
         if not isinstance(p[0], Point):
             groups.setdefault(_timing_key(p[2]), []).append(i)
-    size = lambda members: prepared[members[0]][2].table  # noqa: E731
-    tasks = sorted(groups.values(), key=lambda members: -size(members).m * size(members).p * size(members).v)
+    tasks = sorted(groups.values(), key=lambda members: -_slots(prepared[members[0]][2]))
     state = (jobs, prepared)
     if workers > 1 and len(tasks) > 1:
         done = forked.run(_refine_group, tasks, state, min(workers, len(tasks)))
@@ -142,6 +141,12 @@ def refine_all(jobs: list[Job], workers: int = 1) -> list[tuple[Point, str]]:
         for i, outcome in zip(members, outcomes):
             prepared[i] = outcome
     return prepared
+
+
+def _slots(plan) -> int:
+    """The schedule slots of a plan's step (m micro-batches x p stages x v chunks): the engine's work."""
+    t = plan.table
+    return t.m * t.p * t.v
 
 
 def _refine_group(members: list[int], state: tuple | None = None) -> list[tuple[Point, str]]:
