@@ -49,6 +49,13 @@ def test_refine_gives_what_evaluate_gives():
         assert why == why_alone
 
 
+def test_refine_over_workers_gives_the_same_points():
+    """The distinct engine runs spread over forked workers (a search's default) change no figure and no order:
+    the invalid layout, the two ZeRO stages that share a run and the rest, as one process gives them."""
+    jobs = _jobs()
+    assert refine_all(jobs, workers=2) == refine_all(jobs, workers=1)
+
+
 def test_plans_that_time_the_same_share_one_engine_run(monkeypatch):
     calls = []
     original = refine_mod.simulate_step
