@@ -197,15 +197,15 @@ def infiniband_step_latency() -> float:
     return float(_fitted()["generations"]["ampere"]["collectives"]["allreduce_alpha_inter"]["per_step_alpha"])
 
 
-SUSTAINED_CLOCK = {"ampere": "hpl", "hopper": "flashmla_h800"}
-"""Which clock-under-load measurement of calibration.yaml gives each generation's sustained clock."""
+SUSTAINED_CLOCK = {"ampere": "hpl", "hopper": "flashmla_h800", "blackwell": "flashinfer_b200"}
+"""Which clock-under-load measurement of calibration.yaml gives each generation's sustained compute rate."""
 
 
 def sustained_clock(generation: str) -> float:
-    """Sustained tensor clock over the data-sheet peak's clock (Blackwell: Hopper's, none measured)."""
-    gens = _fitted()["generations"]
-    gen = generation if generation in SUSTAINED_CLOCK else "hopper"
-    return float(gens[gen]["clocks"][SUSTAINED_CLOCK[gen]]["value"])
+    """Sustained compute rate over the rate kernel benchmarks time in short bursts: ampere the HPL clock, hopper
+    the H800's FlashMLA clock over its data-sheet clock, blackwell B200's FlashAttention-4 throughput after 70
+    back-to-back iterations over its first ones."""
+    return float(_fitted()["generations"][generation]["clocks"][SUSTAINED_CLOCK[generation]]["value"])
 
 
 def _attention(attn: dict, kind: str) -> dict[int, float]:

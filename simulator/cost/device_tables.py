@@ -75,7 +75,10 @@ def clock_params(doc: dict) -> dict:
                        "zeros_over_randn_gemm": values(e["thonking_a100_power_limited_matmul"])[0]},
             "hopper": {"flashmla_h800": ratio("flashmla_h800_clock_throttle", "sustained", h100),
                        "h100_pcie_350w_memory_microbench": ratio("chipsandcheese_h100pcie_clock", "lowest", "max boost")},
-            "blackwell": {}}
+            "blackwell": {"flashinfer_b200": ratio("flashinfer2899_b200_sustained_throttle", "TFLOP/s sustained",
+                                                   "TFLOP/s at the start"),
+                          "b200_clock_drop": ratio("flashinfer2899_b200_sustained_throttle", "SM clock sustained",
+                                                   "SM clock at the start")}}
 
 
 def sheet_differences(sheet: dict) -> dict:
