@@ -9,6 +9,7 @@ overlapped x s / (1 - s).
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from simulator.cost.pipeline import PASS_FIELDS, pass_table
 
+ROOT = Path(__file__).resolve().parents[1]
 MS = 1e-3
 CAL = SimpleNamespace(comm_sms=0.15)
 COL = {name: i for i, name in enumerate(PASS_FIELDS)}
@@ -59,3 +61,54 @@ def test_backward_exposes_one_chunk_behind_ample_gemms(tp):
     layer = _layer(16 * MS, tp=tp)
     assert layer[COL["b_tp"]] == pytest.approx(4 * MS / tp, rel=1e-12)
     assert layer[COL["b_tp"]] < _layer(16 * MS, tp=tp, overlap=False)[COL["b_tp"]]
+
+
+# ---------------------------------------------------------------- the GEMMs userbuffers split
+def _chunk_case(tp_overlap: bool, tp: int = 8):
+    from simulator import load_scenario
+    from simulator.cost import calibration, roofline
+    from simulator.cost.ops import build_op_table
+    from simulator.cost.pipeline import block_seconds, overlap_chunks
+
+    scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml",
+                        [f"layout.tp={tp}", "layout.sequence_parallel=true", "workload.dtype=fp8",
+                         f"layout.tp_overlap={str(tp_overlap).lower()}"])
+    dev = scn.topology.device
+    cal = calibration.for_device(dev, "fp8")
+    ops = build_op_table(scn)
+    chunks = overlap_chunks(ops, tp, tp_overlap)
+    return scn, dev, cal, ops, chunks, roofline, block_seconds
+
+
+def test_userbuffers_split_the_gemms_they_overlap():
+    """TE's default methods at TP 8: QKV and FC1 forward in 8 chunks (ring exchange), projection and FC2 forward in
+    4 (pipelined reduce-scatter), projection and FC2 input gradients in 8, the rest whole; without overlap none."""
+    *_, ops, chunks, _, _ = _chunk_case(True)
+    f, b = dict(zip(ops.name, chunks["f"])), dict(zip(ops.name, chunks["b"]))
+    assert (f["qkv"], f["fc1"], f["proj"], f["fc2"]) == (8, 8, 4, 4)
+    assert (b["proj"], b["fc2"], b["qkv"], b["fc1"]) == (8, 8, 1, 1)
+    assert "w" not in chunks and f["attention"] == 1 and f["norm1"] == 1
+    assert _chunk_case(False)[4] is None
+
+
+def test_a_chunked_gemm_costs_its_chunks():
+    """A GEMM run as c chunks takes c times the roofline of an M/c-row GEMM, each chunk reading the whole weight and
+    paying one launch: the layer's forward with overlap equals that closed form summed, the FLOPs unchanged; the
+    chunked layer is slower (smaller tiles) and W, which userbuffers run whole, is unchanged."""
+    scn, dev, cal, ops, chunks, roofline, block_seconds = _chunk_case(True)
+    peak, hbm = dev.peak("fp8"), dev.hbm_bandwidth
+    whole = block_seconds([ops], peak, hbm, cal, roofline.attention_peak(dev))[0, 1]
+    split = block_seconds([ops], peak, hbm, cal, roofline.attention_peak(dev), [chunks])[0, 1]
+    fused = np.array([n == "attention" for n in ops.name])
+    hand = 0.0
+    layer = ops.block == 1
+    for i in np.flatnonzero(layer):
+        c = chunks["f"][i]
+        m, n, k = ops.gemm[i]
+        shape = np.array([[m / c if m else 0.0, n, k]])
+        extra = (c - 1) * 2.0 * n * k if m else 0.0
+        hand += c * roofline.op_times(np.array([ops.flops_f[i] / c]), np.array([(ops.bytes_f[i] + extra) / c]), shape,
+                                      peak, hbm, cal, fused[i:i + 1], peak16=roofline.attention_peak(dev),
+                                      precise=ops.precise[i:i + 1])[0]
+    assert split[0] == pytest.approx(hand, rel=1e-9)
+    assert split[0] > whole[0] and split[1] > whole[1] and split[2] == pytest.approx(whole[2], rel=1e-12)

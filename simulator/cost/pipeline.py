@@ -77,8 +77,11 @@ def scenario_layer_keys(scn, ops: OpTable, fabric: Fabric, tp_group, cp_group, s
 def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     """Seconds and bytes of the embedding, one transformer layer and the head for each layer key."""
     dev = scn.topology.device
+    first = [int(np.argmax(keys.which == i)) for i in range(len(keys.ops))]  # a key of each table: its tp and sp
+    chunks = [overlap_chunks(t, int(keys.tp[j]), scn.layout.tp_overlap and bool(keys.sp[j]))
+              for t, j in zip(keys.ops, first)]
     sums = block_seconds(keys.ops, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal,
-                         roofline.attention_peak(dev))[keys.which]
+                         roofline.attention_peak(dev), chunks)[keys.which]
     shape = lambda name: np.array([getattr(sh, name) for sh in keys.shapes])[keys.which]  # noqa: E731
     tokens = shape("tokens")
     size = tokens * shape("hidden") * ACT_BYTES  # one activation, all TP ranks
@@ -110,18 +113,46 @@ def layer_activations(scn, keys: LayerKeys) -> np.ndarray:
     return out
 
 
-def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak: float | None = None) -> np.ndarray:
+UB_CHUNKS = {"f": {"qkv": None, "fc1": None, "proj": 4, "fc2": 4}, "b": {"proj": None, "fc2": None}}
+"""GEMMs Transformer Engine's userbuffers overlap splits, by pass, and into how many chunks along the tokens (None: tp).
+Its default methods (transformer_engine/pytorch/module/base.py, initialize_ub; NeMo's Llama configs keep them):
+ring-exchange all-gather overlap runs a GEMM as tp chunks of M/tp rows (QKV and FC1 forward, projection and FC2 input
+gradients), the pipelined reduce-scatter as num_splits = 4 (projection and FC2 forward); bulk overlaps (QKV and FC1
+input gradients, every weight gradient) run the GEMM whole."""
+
+
+def overlap_chunks(table: OpTable, tp: int, on: bool) -> dict | None:
+    """{pass: (ops,) chunks each op runs as} under TP communication overlap (`on`: layout.tp_overlap with sequence
+    parallelism and tp > 1), else None."""
+    if not on or tp <= 1:
+        return None
+    out = {}
+    for x, split in UB_CHUNKS.items():
+        out[x] = np.array([float(tp if split.get(n, 1) is None else split.get(n, 1)) for n in table.name])
+    return out
+
+
+def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak: float | None = None,
+                  chunks: list | None = None) -> np.ndarray:
     """(tables, 3 blocks, 8) roofline seconds of the embedding, one layer and the head: F, B, W; F, B of
     the selective-recompute ops; F, B, W of the GEMMs alone (what TP communication can overlap); tables
     of one model (the same operators, other sizes).
-    Flash attention runs at `attn_peak` (its dtype's), its backward at the backward efficiency."""
+    Flash attention runs at `attn_peak` (its dtype's), its backward at the backward efficiency. `chunks`: per table
+    overlap_chunks or None; a GEMM run as c chunks takes c kernels of M/c rows, each reading the whole weight."""
     first = tables[0]
     fused = np.array([n == "attention" for n in first.name])
     precise = np.stack([t.precise for t in tables])
     stack = lambda k: np.stack([getattr(t, k) for t in tables])  # noqa: E731
     gemm = stack("gemm")
-    times = [roofline.op_times(stack("flops_" + x), stack("bytes_" + x), gemm, peak, hbm, cal, fused,
-                               backward=x == "b", peak16=attn_peak, precise=precise) for x in "fbw"]
+    times = []
+    for x in "fbw":
+        c = np.stack([np.ones(len(first.name)) if ch is None or x not in ch else ch[x]
+                      for ch in (chunks or [None] * len(tables))])
+        shapes = np.concatenate([gemm[..., :1] / c[..., None], gemm[..., 1:]], axis=-1)
+        reread = (c - 1.0) * ACT_BYTES * gemm[..., 1] * gemm[..., 2] * (gemm[..., 0] > 0)
+        times.append(roofline.op_times(stack("flops_" + x), stack("bytes_" + x) + reread, shapes, peak, hbm, cal,
+                                       fused, backward=x == "b", peak16=attn_peak, precise=precise,
+                                       overhead=cal.kernel_overhead * c))
     out = np.zeros((len(tables), 3, 8))
     gemm_rows = (first.gemm[:, 1] > 0) & ~fused
     for i, block in enumerate(BLOCKS):
