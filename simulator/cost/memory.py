@@ -77,6 +77,11 @@ def weight_bytes(model, layout, dtype: str) -> float:
     return WEIGHT_BYTES - (WEIGHT_BYTES - operand_bytes(dtype)) * layers_share
 
 
+def param_bytes(scn) -> float:
+    """A scenario's weight_bytes: bytes a parameter's working copy takes in memory and in the all-gathers."""
+    return weight_bytes(scn.model, scn.layout, scn.workload.dtype)
+
+
 def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool, grads: float = GRAD_BYTES,
                           weights: float = WEIGHT_BYTES) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes per parameter held on a device; `grads` bytes a gradient, `weights`

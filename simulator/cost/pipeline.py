@@ -128,7 +128,8 @@ def overlap_chunks(table: OpTable, tp: int, on: bool) -> dict | None:
         return None
     out = {}
     for x, split in UB_CHUNKS.items():
-        out[x] = np.array([float(tp if split.get(n, 1) is None else split.get(n, 1)) for n in table.name])
+        ways = {name: tp if c is None else c for name, c in split.items()}
+        out[x] = np.array([float(ways.get(n, 1)) for n in table.name])
     return out
 
 

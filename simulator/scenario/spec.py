@@ -136,6 +136,16 @@ def _check_pipeline_layout(s: Scenario, stages: int) -> None:
     _fill(s, layout=_derived(lay, stage_layers=split))
 
 
+SIXTEEN_BIT = ("bf16", "fp16")
+"""Compute dtypes without a low-precision GEMM operand."""
+
+
+def _no_low_precision(s: Scenario) -> str:
+    """The refusal's reason when a low-precision feature meets a 16-bit workload.dtype."""
+    low = ", ".join(d for d in PEAK_FAMILY if d not in SIXTEEN_BIT)
+    return f"workload.dtype {s.workload.dtype} has none ({low})"
+
+
 def _check_experts(s: Scenario) -> None:
     """Expert parallelism needs experts to split over; expert slots split evenly over EP ranks."""
     lay, moe, routing = s.layout, s.model.moe, s.workload.routing
@@ -151,9 +161,8 @@ def _check_experts(s: Scenario) -> None:
         if lay.fp8_dispatch:
             _rule("layout.fp8_dispatch", "dispatches tokens to experts: needs an MoE model (model.moe)")
         return
-    if lay.fp8_dispatch and s.workload.dtype in ("bf16", "fp16"):
-        _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: workload.dtype {s.workload.dtype} "
-                                     "has none (fp8, fp8-block, mxfp8, nvfp4, mxfp4)")
+    if lay.fp8_dispatch and s.workload.dtype in SIXTEEN_BIT:
+        _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: {_no_low_precision(s)}")
     slots = moe.experts + lay.redundant_experts
     if slots % lay.ep:
         extra = f" + redundant_experts ({lay.redundant_experts}) = {slots}" if lay.redundant_experts else ""
@@ -271,9 +280,8 @@ def _check_dtype(s: Scenario) -> None:
         if s.workload.kind != "train":
             _rule("layout.fp8_params", f"keeps training's working weights in FP8, got workload.kind {s.workload.kind} "
                                        "(serving stores weights at workload.weight_dtype)")
-        if dtype in ("bf16", "fp16"):
-            _rule("layout.fp8_params", f"stores weights in the GEMMs' low-precision format: workload.dtype {dtype} "
-                                       "has none (fp8, fp8-block, mxfp8, nvfp4, mxfp4)")
+        if dtype in SIXTEEN_BIT:
+            _rule("layout.fp8_params", f"stores weights in the GEMMs' low-precision format: {_no_low_precision(s)}")
         if not (lay.distributed_optimizer or lay.zero >= 1):
             _rule("layout.fp8_params", "the FP32 master weights live in the sharded optimizer state: set "
                                        "layout.distributed_optimizer: true or layout.zero >= 1")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..cost.memory import (
-    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, state_bytes_per_param,
-    weight_bytes
+    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, param_bytes,
+    state_bytes_per_param
 )
 from ..cost import mtp
 from ..cost.offload import hbm_state, offloaded_share
@@ -116,7 +116,7 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
     lay, w, model = scn.layout, scn.workload, scn.model
     grads, off = grad_bytes(lay), lay.offload
     dense_ranks, expert_ranks = shard_counts(lay)
-    weights = weight_bytes(model, lay, w.dtype)
+    weights = param_bytes(scn)
     per_dense = hbm_state(state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads, weights), off)
     per_expert = hbm_state(state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads, weights),
                            off)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
-from ..cost.memory import Memory, grad_bytes, state_bytes_per_param, weight_bytes
+from ..cost.memory import Memory, grad_bytes, param_bytes, state_bytes_per_param
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
@@ -178,11 +178,6 @@ def offload_figures(off, copies, exposed: float, adam, opt) -> dict:
             "copy_s_per_micro_batch": float(copies.max()) if copies is not None else 0.0,
             "exposed_s": exposed, "optimizer": off.optimizer, "optimizer_s": float(np.max(opt)),
             "optimizer_on_hbm_s": float(np.max(adam))}
-
-
-def param_bytes(scn) -> float:
-    """Bytes a parameter's working copy takes in memory and in the all-gathers (memory.weight_bytes)."""
-    return weight_bytes(scn.model, scn.layout, scn.workload.dtype)
 
 
 def replica_costs(scn, parts, fabric: Fabric, cal):

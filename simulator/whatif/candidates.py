@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
-from ..cost.memory import grad_bytes, state_bytes_per_param, weight_bytes
+from ..cost.memory import grad_bytes, param_bytes, state_bytes_per_param
 from ..cost.ops import build_op_table, layer_shape
 from ..cost.pipeline import (
     LayerKeys, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs, layer_costs,
@@ -207,13 +207,8 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     out = data_parallel(device_params(cm.scn.model, uniq[:, 0], layers, embed, head), profile,
                         [q[1].shape[1] for q in prof], uniq[:, 3].astype(bool), cm.fabric, cm.cal,
                         cm.scn.topology.device.hbm_bandwidth, grad_bytes(cm.scn.layout),
-                        bucket=bucket_params(cm.scn.layout, uniq[:, 2] * uniq[:, 1]), param_bytes=_weights(cm.scn))
+                        bucket=bucket_params(cm.scn.layout, uniq[:, 2] * uniq[:, 1]), param_bytes=param_bytes(cm.scn))
     return tuple(x[inverse] for x in out)
-
-
-def _weights(scn) -> float:
-    """Bytes a parameter's working copy takes (memory.weight_bytes)."""
-    return weight_bytes(scn.model, scn.layout, scn.workload.dtype)
 
 
 def pair_seconds(f, b, tp, cp, cal) -> np.ndarray:
@@ -230,7 +225,7 @@ def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in
     params = device_params(cm.scn.model, c.tp, layers, embed, head)
     uniq, inverse = unique_rows(np.stack([c.dp * c.cp, c.zero], axis=1))
     per_param = np.array([state_bytes_per_param(int(rep), int(zero), cm.scn.layout.distributed_optimizer,
-                                                grad_bytes(cm.scn.layout), _weights(cm.scn))
+                                                grad_bytes(cm.scn.layout), param_bytes(cm.scn))
                           for rep, zero in uniq])[inverse]
     out = device_memory(params, per_param, lt["mem"], in_flight, layers, head)
     return {**out, "kv_cache": np.zeros(len(c)), "capacity": np.full(len(c), float(cm.scn.topology.device.hbm_bytes))}

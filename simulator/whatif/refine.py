@@ -59,7 +59,7 @@ def refine(job: Job, timelines: dict | None = None) -> tuple[Point, str]:
     """(the Point evaluate() would give for this job, why its analytic figure is not exact: "" when it
     is). `timelines` shares engine runs between plans that time the same."""
     prepared = _prepare(job)
-    if isinstance(prepared, tuple) and isinstance(prepared[0], Point):
+    if isinstance(prepared[0], Point):
         return prepared
     timelines = {} if timelines is None else timelines
     key = _timing_key(prepared[2])
