@@ -37,13 +37,16 @@ def _small(make_scenario, layout=None, workload=None, topology=None, model=None)
 
 # --- presets -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, total, active", [("deepseek-v3", 671e9, 37e9), ("mixtral-8x7b", 46.7e9, 12.9e9),
-                                                 ("qwen3-235b-a22b", 235e9, 22e9)])
-def test_presets_total_and_active_parameters(name, total, active):
-    """Published totals (DeepSeek-V3 without its MTP module) within 1.5%."""
+@pytest.mark.parametrize("name, total, active, tol", [("deepseek-v3", 671e9, 37e9, 0.015),
+                                                      ("mixtral-8x7b", 46.7e9, 12.9e9, 0.015),
+                                                      ("qwen3-235b-a22b", 235e9, 22e9, 0.015),
+                                                      ("qwen3-30b-a3b", 30.5e9, 3.3e9, 0.02)])
+def test_presets_total_and_active_parameters(name, total, active, tol):
+    """Published totals (DeepSeek-V3 without its MTP module) within 1.5%; Qwen3-30B-A3B's card states 3.3B active
+    to two figures (the embedding and the output layer, 0.31B each, counted here), so within 2%."""
     model = ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
-    assert total_parameters(model) == pytest.approx(total, rel=0.015)
-    assert active_parameters(model) == pytest.approx(active, rel=0.015)
+    assert total_parameters(model) == pytest.approx(total, rel=tol)
+    assert active_parameters(model) == pytest.approx(active, rel=tol)
 
 
 def test_mfu_counts_active_parameters_and_mla_attention():
