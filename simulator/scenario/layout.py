@@ -77,6 +77,11 @@ class Layout(_Frozen):
     quantizes before its dispatch, serving engines run DeepEP's FP8 kernels. null: true for serving under a
     low-precision dtype, false for training (Megatron-Core quantizes inside the expert GEMMs, after a 16-bit
     dispatch: its MXFP8 guide lists EP dispatch among the communications MXFP8 does not yet cover)."""
+    ep_overlap: StrictBool = False
+    """MoE training: each steady-state forward runs paired with another micro-batch's backward, one's expert
+    all-to-alls behind the other's compute (Megatron-Core's overlap_moe_expert_parallel_comm, its combined 1F1B,
+    after one more warm-up forward: simulator.schedules.combined). Needs schedule interleaved, or 1f1b with pp 1;
+    TP and CP communication stay inside each half."""
     expert_tp: PosInt | None = None
     """MoE parallel folding (Megatron-Core's expert_tensor_parallel_size): the expert layers get their own
     grid over each pipeline stage's tp*cp*dp GPUs, expert_tp x ep x expert-dp (consecutive GPUs innermost),

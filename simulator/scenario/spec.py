@@ -160,7 +160,11 @@ def _check_experts(s: Scenario) -> None:
             _rule("workload.routing", "needs an MoE model (model.moe)")
         if lay.fp8_dispatch:
             _rule("layout.fp8_dispatch", "dispatches tokens to experts: needs an MoE model (model.moe)")
+        if lay.ep_overlap:
+            _rule("layout.ep_overlap", "overlaps the experts' all-to-alls: needs an MoE model (model.moe)")
         return
+    if lay.ep_overlap:
+        _check_ep_overlap(s)
     if lay.fp8_dispatch and s.workload.dtype in SIXTEEN_BIT:
         _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: {_no_low_precision(s)}")
     slots = moe.experts + lay.redundant_experts
@@ -169,6 +173,16 @@ def _check_experts(s: Scenario) -> None:
         _rule("layout.ep", f"experts ({moe.experts}){extra} not divisible by ep ({lay.ep})")
     if routing is not None and routing.kind == "counts":
         _check_counts_file(s, routing.counts_file)
+
+
+def _check_ep_overlap(s: Scenario) -> None:
+    """Megatron-Core's combined 1F1B trains with the interleaved schedule or without pipelining."""
+    lay = s.layout
+    if s.workload.kind != "train":
+        _rule("layout.ep_overlap", "pairs training micro-batches' forwards and backwards: needs workload.kind train")
+    if not (lay.schedule == "interleaved" or (lay.schedule == "1f1b" and lay.pp == 1)):
+        _rule("layout.ep_overlap", f"runs with schedule interleaved or with 1f1b at pp 1 (Megatron-Core's combined "
+                                   f"1F1B), got {lay.schedule} at pp {lay.pp}")
 
 
 def _check_counts_file(s: Scenario, name: str | None) -> None:

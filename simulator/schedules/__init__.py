@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import codes
+from .combined import combined
 from .dualpipe import dualpipe, dualpipe_v
 from .gpipe import gpipe
 from .interleaved import interleaved
@@ -66,5 +67,5 @@ CHUNKS: dict[str, int | None] = {n: s.chunks for n, s in SPECS.items()}
 SCHEDULE_NAMES: tuple[str, ...] = tuple(SPECS)
 """Schedule names in registry order (the search's schedule codes index it)."""
 
-__all__ = ["CHUNKS", "SCHEDULES", "SCHEDULE_NAMES", "SPECS", "Action", "ScheduleSpec", "ScheduleTable", "in_flight",
-           "pair"]
+__all__ = ["CHUNKS", "SCHEDULES", "SCHEDULE_NAMES", "SPECS", "Action", "ScheduleSpec", "ScheduleTable", "combined",
+           "in_flight", "pair"]

@@ -61,12 +61,16 @@ def straggle(plan: Plan, stage: int, s: float) -> Plan:
     w[stage] *= s
     opt[stage] *= s
     pre = cf[stage][:, None] + cb[stage][None, :]  # the pair's two computes, back to back
+    serial = 0.0  # communication a pair runs between its computes: TP and CP under combined 1F1B
+    if not plan.pairs_hide_tp:
+        comm = plan.exposed_tp[stage] + plan.exposed_cp[stage]
+        serial = comm[:, 0][:, None] + comm[:, 1][None, :]
     hidden = plan.exposed_ep_pair[stage] if plan.exposed_ep_pair is not None else 0.0
-    fb[stage] = np.maximum(s * pre, plan.fb[stage])  # max(compute, communication): the latter unchanged
+    fb[stage] = np.maximum(s * pre + serial, plan.fb[stage])  # max(compute, communication): the latter unchanged
     extra = {}
     if plan.exposed_ep_pair is not None:
         pair = plan.exposed_ep_pair.copy()
-        pair[stage] = np.maximum(pre + hidden - fb[stage], 0.0)
+        pair[stage] = np.maximum(pre + serial + hidden - fb[stage], 0.0)
         extra["exposed_ep_pair"] = pair
     return dataclasses.replace(plan, f=f, b=b, w=w, fb=fb, optimizer=opt, **extra)
 

@@ -10,7 +10,9 @@ unless the schedule moves those GEMMs to a separate W task.
 Mixture-of-experts models (and MLA ones) cost the attention half of a layer as above and add the FFN
 half layer by layer (simulator.moe.costs: the slowest EP rank's experts, the all-to-all dispatch and
 combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
-the other half's compute: the pair lasts max(both computes, both all-to-alls).
+the other half's compute: the pair lasts max(both computes, both all-to-alls). layout.ep_overlap runs the
+schedule's steady state as such pairs (Megatron-Core's combined 1F1B), hiding the all-to-alls only: TP and CP
+communication count as each half's compute there, where DualPipe's pairs hide them too.
 
 The cost functions live in simulator.cost.pipeline and take a leading candidate axis: make_plan is their
 one-candidate case; the layout search calls the same functions with K candidate layouts.
@@ -34,7 +36,7 @@ from ..cost.pipeline import (
 )
 from ..cost.placement import Placement, shard_counts, shard_split, split_layers
 from ..moe.costs import MoECosts
-from ..schedules import SPECS, in_flight
+from ..schedules import SPECS, combined, in_flight
 from . import halves as moe_plan
 
 
@@ -63,6 +65,7 @@ class Plan:
     hardware_flops: float  # FLOP per step including recompute
     exposed_ep: np.ndarray | None = None  # (p, v, 3) all-to-all seconds inside F, B, W (MoE)
     exposed_ep_pair: np.ndarray | None = None  # (p, v, v) all-to-all seconds an F&B pair leaves exposed
+    pairs_hide_tp: bool = True  # an F&B pair hides its halves' TP and CP communication (DualPipe; not ep_overlap)
     ep_scaleout: np.ndarray | None = None  # (p, v, 2) share of exposed_ep's F, B bound by the scale-out tier
     moe: MoECosts | None = None
     task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
@@ -84,6 +87,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     cal = calibration.for_device(scn.topology.device, scn.workload.dtype, scn.workload.attention)
     lay, model = scn.layout, scn.model
     table = SPECS[lay.schedule].table(lay.pp, scn.micro_batches, lay.chunks)
+    if lay.ep_overlap:
+        table = combined(table)
     devices = placement.pipeline(anchor)
     keys = scenario_layer_keys(scn, ops, fabric, placement.group_of("tp", anchor), placement.group_of("cp", anchor),
                                table.split_backward)
@@ -134,7 +139,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
-    fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b, cal)
+    hidden_f, hidden_b = (ep_f, ep_b) if lay.ep_overlap else (f_tp + f_cp + ep_f, b_tp + b_cp + ep_b)
+    fb, compute, comm = fb_pairs(f, b, hidden_f, hidden_b, cal)
     moe_fields = {}
     if split:
         exposed = np.minimum(np.maximum(comm - compute, 0.0), pair_times(ep_f, ep_b))
@@ -142,7 +148,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
                           exposed_ep_pair=exposed, ep_scaleout=ep_so, moe=costs)
     act_bytes, zeros = float(lc.send_bytes[0]), np.zeros_like(f)
     return Plan(
-        table=table, devices=devices, f=f, b=b, w=w, fb=fb, exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
+        table=table, devices=devices, f=f, b=b, w=w, fb=fb, pairs_hide_tp=not lay.ep_overlap,
+        exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
         param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather), optimizer=opt,

@@ -78,13 +78,19 @@ def exposed_comm(plan: Plan, tl: Timeline) -> dict:
     kinds = np.minimum(tl.kind, 2)
     per_task = lambda grid: grid[tl.device, tl.chunk, kinds]  # noqa: E731
     pair = tl.kind == 3
-    tp = per_task(plan.exposed_tp) * ~pair
-    cp = per_task(plan.exposed_cp) * ~pair
+    tp, cp = per_task(plan.exposed_tp) * ~pair, per_task(plan.exposed_cp) * ~pair
+    if not plan.pairs_hide_tp:  # a combined-1F1B pair runs both halves' TP and CP communication exposed
+        tp, cp = tp + _pair_halves(plan.exposed_tp, tl) * pair, cp + _pair_halves(plan.exposed_cp, tl) * pair
     dp = np.maximum(0.0, tl.dp_end - _last_task_end(plan, tl)) + plan.param_gather
     ep = ep_exposed(plan, tl).sum() if plan.exposed_ep is not None else 0.0
     out = {"tp": tp.sum() / p, "pp": tl.comm_wait.sum() / p, "dp": float(dp.mean()), "ep": ep,
            "cp": cp.sum() / p}
     return {k: float(out[k]) for k in COMM_KINDS}
+
+
+def _pair_halves(grid: np.ndarray, tl: Timeline) -> np.ndarray:
+    """(tasks,) a (p, v, 3) grid's F entry of each task's chunk plus its B entry of the paired chunk."""
+    return grid[tl.device, tl.chunk, 0] + grid[tl.device, np.maximum(tl.pair_chunk, 0), 1]
 
 
 def ep_exposed(plan: Plan, tl: Timeline) -> np.ndarray:

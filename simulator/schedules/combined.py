@@ -1,0 +1,48 @@
+"""Megatron-Core's combined 1F1B (`overlap_moe_expert_parallel_comm`): a schedule's steady state run as overlapped
+F&B pairs, one micro-batch's expert all-to-alls behind another micro-batch's compute.
+
+Each device keeps its schedule's order of forwards and of backwards, runs one forward more in the warm-up (so that
+no pair's halves depend on each other: megatron/core/pipeline_parallel/schedules.py, get_pp_rank_microbatches),
+then runs each further forward paired with its next backward, and the backwards left alone. Without pipelining
+that is F0, F1&B0, F2&B1, ..., B(m-1) (combined_1f1b.py, combined_1f1b_schedule_for_no_pipelining); with the
+interleaved schedule, Megatron's warm-up plus one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codes import B, F, Codes, codes_of
+from .table import ScheduleTable
+
+
+def combined_codes(codes: Codes) -> Codes:
+    """The combined-1F1B Codes of one table of forwards and full backwards (1f1b, interleaved)."""
+    if len(codes.m) != 1 or codes.split_backward or (codes.pmb >= 0).any():
+        raise ValueError(f"combined 1F1B pairs the forwards and full backwards of one table; {codes.name} "
+                         "splits its backward or already pairs")
+    rows = [_combined_row(codes, d) for d in range(codes.p)]
+    start = np.concatenate([[0], np.cumsum([len(r[0]) for r in rows])])
+    cols = [np.concatenate([r[i] for r in rows]) for i in range(5)]
+    return Codes(f"{codes.name}, combined 1F1B", codes.p, codes.v, codes.m, start, *cols, codes.routes,
+                 codes.direction, False)
+
+
+def _combined_row(codes: Codes, d: int) -> tuple[np.ndarray, ...]:
+    """(kind, mb, chunk, pair mb, pair chunk) of device d: warm-up forwards, F&B pairs, the backwards left."""
+    lo, hi = codes.start[d], codes.start[d + 1]
+    kind, mb, chunk = codes.kind[lo:hi], codes.mb[lo:hi], codes.chunk[lo:hi]
+    f, b = np.flatnonzero(kind == F), np.flatnonzero(kind == B)
+    warm = int(np.searchsorted(f, b[0])) if len(b) else len(f)  # the forwards before the first backward
+    paired = len(f) - warm
+    alone = b[paired:]
+    none = np.full(warm, -1), np.full(len(alone), -1)
+    return (np.concatenate([np.full(len(f), F), np.full(len(alone), B)]),
+            np.concatenate([mb[f], mb[alone]]), np.concatenate([chunk[f], chunk[alone]]),
+            np.concatenate([none[0], mb[b[:paired]], none[1]]),
+            np.concatenate([none[0], chunk[b[:paired]], none[1]]))
+
+
+def combined(table: ScheduleTable) -> ScheduleTable:
+    """A ScheduleTable of forwards and full backwards, run as Megatron-Core's combined 1F1B."""
+    return ScheduleTable.from_codes(combined_codes(table.coded if table.coded is not None else codes_of(table)))
