@@ -67,10 +67,12 @@ def test_without_pipelining_the_step_is_f_then_pairs_then_b(make_scenario):
     check_training(res.scenario.name, plan, tl, res.report)
 
 
-def test_pairs_hide_the_all_to_alls_only(make_scenario):
-    """TP 2, pp 1: a pair lasts max(both computes with both halves' TP, both all-to-alls) (compute slowed by the
-    SMs the communication holds), so less all-to-all stays exposed than in 1F1B, and the TP seconds reported
-    exposed are the same as without pairing (every F and B runs once, its TP inside it)."""
+def test_pairs_hide_the_all_to_alls_step_by_step(make_scenario):
+    """TP 2, pp 1 (one chunk of all 4 layers): a pair runs four steps, each one half's compute beside the other's
+    all-to-all (combined_1f1b.py): B's combine with F's attention, B's MLP with F's dispatch, B's dispatch with F's
+    MLP, B's attention with F's combine; a step lasts max(compute slowed by the SMs the communication holds, comm).
+    16-bit dispatch: dispatch and combine carry half of each pass's all-to-all. Less all-to-all stays exposed than in
+    1F1B, and the TP seconds reported exposed are the same (every F and B runs once, its TP inside it)."""
     lay = {"pp": 1, "tp": 2, "sequence_parallel": True, "schedule": "1f1b"}
     one = run(_moe(make_scenario, lay, {"global_batch": 64}))
     both = run(_moe(make_scenario, {**lay, "ep_overlap": True}, {"global_batch": 64}))
@@ -78,12 +80,14 @@ def test_pairs_hide_the_all_to_alls_only(make_scenario):
     assert both.report.exposed_comm_s["tp"] == pytest.approx(one.report.exposed_comm_s["tp"], rel=1e-9)
     assert both.report.exposed_comm_s["tp"] > 0
     plan = both.plan
-    ep_f, ep_b = plan.exposed_ep[..., 0], plan.exposed_ep[..., 1]
-    comm = ep_f[:, :, None] + ep_b[:, None, :]
-    compute = (plan.f - ep_f)[:, :, None] + (plan.b - ep_b)[:, None, :]
-    share = calibration.for_device(both.scenario.topology.device, "bf16").comm_sms
-    np.testing.assert_allclose(plan.fb, np.maximum(compute + np.minimum(compute, comm) * share / (1 - share), comm),
-                               rtol=1e-12)
+    ffn = plan.moe.ffn.sum(axis=0)  # F, B, W of the FFN halves of the chunk's 4 layers
+    ep_f, ep_b = plan.exposed_ep[0, 0, 0], plan.exposed_ep[0, 0, 1]
+    att_f, att_b = plan.f[0, 0] - ffn[0] - ep_f, plan.b[0, 0] - ffn[1] - ffn[2] - ep_b
+    s = calibration.for_device(both.scenario.topology.device, "bf16").comm_sms
+    step = lambda compute, comm: max(compute + min(compute, comm) * s / (1 - s), comm)  # noqa: E731
+    closed = (step(att_f, ep_b / 2) + step(ffn[1] + ffn[2], ep_f / 2) + step(ffn[0], ep_b / 2)
+              + step(att_b, ep_f / 2))
+    assert plan.fb[0, 0, 0] == pytest.approx(closed, rel=1e-12)
     assert both.report.step_time_s < one.report.step_time_s
 
 
@@ -132,3 +136,19 @@ def test_a_straggler_slows_the_pairs_by_their_compute(make_scenario):
                              faults={"straggler": {"gpu": 0, "slowdown": 1.5}}))
     ratio = slow.report.step_time_s / healthy.report.step_time_s
     assert 1.0 < ratio < 1.5
+
+
+def test_fp8_dispatch_is_a_third_of_the_forward_all_to_all(make_scenario):
+    """With layout.fp8_dispatch the dispatch carries 1 byte an element and the combine 2: F's dispatch step holds
+    1/3 of the forward all-to-all, its combine step 2/3 (the backward's gradients stay halves)."""
+    res = run(_moe(make_scenario, {"pp": 1, "schedule": "1f1b", "ep_overlap": True, "fp8_dispatch": True},
+                   {"global_batch": 64, "dtype": "fp8"}))
+    plan = res.plan
+    ffn = plan.moe.ffn.sum(axis=0)
+    ep_f, ep_b = plan.exposed_ep[0, 0, 0], plan.exposed_ep[0, 0, 1]
+    att_f, att_b = plan.f[0, 0] - ffn[0] - ep_f, plan.b[0, 0] - ffn[1] - ffn[2] - ep_b
+    s = calibration.for_device(res.scenario.topology.device, "fp8").comm_sms
+    step = lambda compute, comm: max(compute + min(compute, comm) * s / (1 - s), comm)  # noqa: E731
+    closed = (step(att_f, ep_b / 2) + step(ffn[1] + ffn[2], ep_f / 3) + step(ffn[0], ep_b / 2)
+              + step(att_b, 2 * ep_f / 3))
+    assert plan.fb[0, 0, 0] == pytest.approx(closed, rel=1e-12)

@@ -362,6 +362,21 @@ def fb_pairs(f, b, comm_f, comm_b, cal):
     return np.maximum(np.maximum(slowed, comm), 0.0), compute, comm
 
 
+def combined_pairs(f_blocks, b_blocks, cal) -> np.ndarray:
+    """(..., p, v, v) seconds of Megatron-Core's combined-1F1B pairs (layout.ep_overlap) from each pass's
+    (..., p, v) blocks: F as (attention, dispatch, MLP, combine), B as (combine, MLP, dispatch, attention),
+    attention and MLP compute (TP and CP inside), dispatch and combine all-to-all. The pair runs four steps, each
+    one half's compute beside the other's all-to-all (combined_1f1b.py): B's combine with F's attention, B's MLP
+    with F's dispatch, B's dispatch with F's MLP, B's attention with F's combine; a step lasts max(compute slowed
+    by the communication beside it, communication)."""
+    f_att, f_disp, f_mlp, f_comb = (np.asarray(x)[..., :, :, None] for x in f_blocks)
+    b_comb, b_mlp, b_disp, b_att = (np.asarray(x)[..., :, None, :] for x in b_blocks)
+    total = 0.0
+    for compute, comm in ((f_att, b_comb), (b_mlp, f_disp), (f_mlp, b_disp), (b_att, f_comb)):
+        total = total + np.maximum(compute + contention(np.minimum(compute, comm), cal), comm)
+    return total
+
+
 def contention(overlapped, cal):
     """Seconds compute loses to the communication kernels running beside it for `overlapped` seconds:
     they hold cal.comm_sms of the SMs, so the compute runs at 1 - comm_sms of its speed meanwhile."""

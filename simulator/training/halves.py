@@ -19,10 +19,12 @@ from ..cost.memory import (
 )
 from ..cost import mtp
 from ..cost.offload import hbm_state, offloaded_share
-from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
+from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
 from ..cost.params import parameter_counts
+from ..cost.pipeline import combined_pairs
 from ..cost.placement import shard_counts
 from ..moe.costs import block_times, moe_costs
+from ..moe.dispatch import dispatch_width
 from ..schedules import in_flight
 
 
@@ -41,6 +43,17 @@ def ffn_half(scn, ops, placement, fabric, cal):
         ffn[:, 1] += ffn[:, 0]
         a2a, so = a2a + a2a[:, :1] * [0, 1], so + so[:, :1] * [0, 1]
     return costs, np.concatenate([ffn, a2a, so], axis=1)
+
+
+def combined_fb(scn, f, b, ffn, ep, cal) -> np.ndarray:
+    """(p, v, v) combined-1F1B pair seconds (cost.pipeline.combined_pairs) of tasks f and b (full backward, (p, v))
+    whose FFN halves are `ffn` (p, v, 3: F, B, W) and all-to-alls `ep` (p, v, 2: F, B); the rest of each pass is its
+    attention block. The forward all-to-all splits into dispatch and combine by their bytes (dispatch_width against
+    16-bit), the backward's in halves (gradients both ways)."""
+    mlp_f, mlp_b, ep_f, ep_b = ffn[..., 0], ffn[..., 1] + ffn[..., 2], ep[..., 0], ep[..., 1]
+    share = dispatch_width(scn) / (dispatch_width(scn) + ACT_BYTES)
+    return combined_pairs((f - mlp_f - ep_f, ep_f * share, mlp_f, ep_f * (1 - share)),
+                          (ep_b / 2, mlp_b, ep_b / 2, b - mlp_b - ep_b), cal)
 
 
 def layer_grid(table, stage_layers, per_layer: np.ndarray) -> np.ndarray:

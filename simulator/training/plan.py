@@ -11,8 +11,9 @@ Mixture-of-experts models (and MLA ones) cost the attention half of a layer as a
 half layer by layer (simulator.moe.costs: the slowest EP rank's experts, the all-to-all dispatch and
 combine). The all-to-all is exposed in plain tasks; an overlapped F&B pair (DualPipe) hides it behind
 the other half's compute: the pair lasts max(both computes, both all-to-alls). layout.ep_overlap runs the
-schedule's steady state as such pairs (Megatron-Core's combined 1F1B), hiding the all-to-alls only: TP and CP
-communication count as each half's compute there, where DualPipe's pairs hide them too.
+schedule's steady state as Megatron-Core's combined 1F1B pairs: four steps, each one half's attention or MLP beside
+the other half's dispatch or combine (cost.pipeline.combined_pairs); TP and CP communication count as compute there,
+where DualPipe's pairs hide them too, pooled.
 
 The cost functions live in simulator.cost.pipeline and take a leading candidate axis: make_plan is their
 one-candidate case; the layout search calls the same functions with K candidate layouts.
@@ -139,11 +140,15 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag), zero3_passes(b, ag)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
-    hidden_f, hidden_b = (ep_f, ep_b) if lay.ep_overlap else (f_tp + f_cp + ep_f, b_tp + b_cp + ep_b)
-    fb, compute, comm = fb_pairs(f, b, hidden_f, hidden_b, cal)
+    if lay.ep_overlap:  # Megatron-Core's combined 1F1B: the all-to-alls step by step beside the other half's blocks
+        fb, compute = moe_plan.combined_fb(scn, f, b, half[..., :3], ep, cal), pair_times(f - ep_f, b - ep_b)
+        surplus = fb - compute
+    else:  # DualPipe: the pair's communication (TP, CP, EP) behind its computes, pooled
+        fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b, cal)
+        surplus = comm - compute
     moe_fields = {}
     if split:
-        exposed = np.minimum(np.maximum(comm - compute, 0.0), pair_times(ep_f, ep_b))
+        exposed = np.minimum(np.maximum(surplus, 0.0), pair_times(ep_f, ep_b))
         moe_fields = dict(exposed_ep=np.stack([ep_f, ep_b, np.zeros_like(f)], axis=-1),
                           exposed_ep_pair=exposed, ep_scaleout=ep_so, moe=costs)
     act_bytes, zeros = float(lc.send_bytes[0]), np.zeros_like(f)
