@@ -38,7 +38,6 @@ ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length cu
     ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd"}
 
 
-
 # ---------------------------------------------------------------- GEMM
 def gemm_dtype(config: dict) -> str:
     """'fp8_block' (DeepGEMM 1x128/128x128 scaling), 'fp8' (per-tensor), 'fp4' or 'bf16' (BF16/FP16)."""
@@ -136,7 +135,7 @@ def fit_attention(points: list[tuple]) -> dict:
         return np.array([attention_efficiency(h, c, s, dict(zip(dims, x[:-1])), x[-1]) for h, c, s, _ in points])
 
     x = least_squares_fit(lambda x: np.log(predict(x) / meas), [np.r_[[0.6] * len(dims), s] for s in (100.0, 500.0)],
-             [0.01] * len(dims) + [0.0], [1.0] * len(dims) + [1e5], [0.1] * len(dims) + [100.0])
+                          [0.01] * len(dims) + [0.0], [1.0] * len(dims) + [1e5], [0.1] * len(dims) + [100.0])
     return {"eff_max": {int(h): float(v) for h, v in zip(dims, x[:-1])}, "s_half": float(x[-1]),
             "residuals": stats(predict(x) / meas)}
 
@@ -161,7 +160,6 @@ def _curve_fit(doc: dict, prefix: str, peak: float) -> dict:
     chosen = [e for e in doc["entries"] if e["id"].startswith(prefix)]
     out = fit_attention([p for e in chosen for p in attention_points(e, peak)])
     return {**out, "fitted_from": [e["id"] for e in chosen]}
-
 
 
 def fa2_curves(doc: dict, prefix: str, peak: float, ratio: dict) -> dict:
@@ -192,8 +190,8 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                    "fa2": fa2_curves(doc, ATTENTION["hopper", "fa2_fwd_bwd"], h100["bf16"], ratio),
                    "fp8_fwd_peak": single_point(doc, "fa3_h100_headline_fp8", None, tf[0]["fp8"]),
                    "fp16_fwd_headline": single_point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
-                   "mla_decode_compute": single_point(doc, "flashmla_h800_dense_decode_compute_bound", "throughput (2025",
-                                                sheet["H800"]["peak"]["bf16"] / TERA),
+                   "mla_decode_compute": single_point(doc, "flashmla_h800_dense_decode_compute_bound",
+                                                      "throughput (2025", sheet["H800"]["peak"]["bf16"] / TERA),
                    "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
         "blackwell": {"kernel": "FlashAttention-4 / cuDNN / CUTLASS (B200)",
                       "fwd": {**single_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
@@ -203,8 +201,7 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                       "mla_sparse_prefill_fwd": single_point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
 
 
-# ---------------------------------------------------------------- HBM and links
-
+# ---------------------------------------------------------------- HBM
 def hbm_params(doc: dict, sheet: dict) -> dict:
     """Achieved HBM fractions per generation: streaming read+write kernels (fit), read-only BabelStream dot and
     memory-bound decode (FlashMLA) as reported."""
@@ -221,12 +218,11 @@ def hbm_params(doc: dict, sheet: dict) -> dict:
         out[gen] = {"streaming": geometric_fraction(fr, ids)}
     for gen, ids in {"ampere": ["azure_a100_babelstream"],
                      "hopper": ["azure_h100_babelstream", "azure_h200_babelstream"]}.items():
-        out[gen]["read_only_dot"] = geometric_fraction([values(e[i], "dot")[0] * GIGA / sheet[e[i]["device"]]["hbm"] for i in ids],
-                                         ids)
+        dot = [values(e[i], "dot")[0] * GIGA / sheet[e[i]["device"]]["hbm"] for i in ids]
+        out[gen]["read_only_dot"] = geometric_fraction(dot, ids)
     out["hopper"]["decode_flashmla"] = single_point(doc, "flashmla_h800_dense_decode_memory_bound", None,
-                                              sheet["H800"]["hbm"] / GIGA)
+                                                    sheet["H800"]["hbm"] / GIGA)
     return out
-
 
 
 # ---------------------------------------------------------------- assembly

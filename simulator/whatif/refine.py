@@ -55,17 +55,13 @@ def _timing_key(plan) -> tuple:
     return (t.name, t.p, t.m, t.v) + tuple((a.dtype.str, a.shape, a.tobytes()) for a in map(np.asarray, arrays))
 
 
-def refine(job: Job, timelines: dict | None = None) -> tuple[Point, str]:
+def refine(job: Job) -> tuple[Point, str]:
     """(the Point evaluate() would give for this job, why its analytic figure is not exact: "" when it
-    is). `timelines` shares engine runs between plans that time the same."""
+    is)."""
     prepared = _prepare(job)
     if isinstance(prepared[0], Point):
         return prepared
-    timelines = {} if timelines is None else timelines
-    key = _timing_key(prepared[2])
-    if key not in timelines:
-        timelines[key] = _step(prepared[2])
-    return _finish(job, prepared, timelines[key])
+    return _finish(job, prepared, _step(prepared[2]))
 
 
 def _prepare(job: Job):
