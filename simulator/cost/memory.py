@@ -92,6 +92,14 @@ def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool, grads
             OPTIMIZER_BYTES / (dp if shard_opt else 1))
 
 
+def scenario_state_bytes(scn, ranks: int, zero: int | None = None) -> tuple[float, float, float]:
+    """state_bytes_per_param of a training scenario's layout over `ranks` shard ranks (`zero`: the ZeRO stage, default
+    the layout's): its gradient bytes (grad_bytes) and parameter bytes (param_bytes)."""
+    lay = scn.layout
+    return state_bytes_per_param(ranks, lay.zero if zero is None else zero, lay.distributed_optimizer,
+                                 grad_bytes(lay), param_bytes(scn))
+
+
 def outside_bytes(model, cached: float = 2.0) -> float:
     """Bytes a token keeps outside the TP region of a layer (split only by sequence parallelism): the
     two norms' inputs (2 h each), the QKV and FC1 inputs (`cached` bytes an element: 1 when FP8

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cost.memory import (
-    Memory, attention_activation_bytes, ffn_activation_bytes, grad_bytes, head_activation_bytes, param_bytes,
-    state_bytes_per_param
+    Memory, attention_activation_bytes, ffn_activation_bytes, head_activation_bytes, scenario_state_bytes
 )
 from ..cost import mtp
 from ..cost.offload import hbm_state, offloaded_share
@@ -127,12 +126,10 @@ def layer_activations(scn, costs) -> np.ndarray:
 def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers) -> Memory:
     """Memory of the most loaded device: dense and expert state sharded over their own replicas."""
     lay, w, model = scn.layout, scn.workload, scn.model
-    grads, off = grad_bytes(lay), lay.offload
+    off = lay.offload
     dense_ranks, expert_ranks = shard_counts(lay)
-    weights = param_bytes(scn)
-    per_dense = hbm_state(state_bytes_per_param(dense_ranks, lay.zero, lay.distributed_optimizer, grads, weights), off)
-    per_expert = hbm_state(state_bytes_per_param(expert_ranks, lay.zero, lay.distributed_optimizer, grads, weights),
-                           off)
+    per_dense = hbm_state(scenario_state_bytes(scn, dense_ranks), off)
+    per_expert = hbm_state(scenario_state_bytes(scn, expert_ranks), off)
     per_layer = layer_activations(scn, costs)
     chunk = layer_grid(table, stage_layers, per_layer).mean(axis=1)
     working = 0.0

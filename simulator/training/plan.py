@@ -27,7 +27,7 @@ import numpy as np
 
 from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
-from ..cost.memory import Memory, grad_bytes, param_bytes, state_bytes_per_param
+from ..cost.memory import Memory, grad_bytes, param_bytes, scenario_state_bytes
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
@@ -216,8 +216,7 @@ def _memory(scn, table, params, grid, placement: Placement, activations) -> Memo
     group)."""
     lay = scn.layout
     replicas = shard_counts(lay)[0]
-    state = offload.hbm_state(state_bytes_per_param(replicas, lay.zero, lay.distributed_optimizer, grad_bytes(lay),
-                                                    param_bytes(scn)), lay.offload)
+    state = offload.hbm_state(scenario_state_bytes(scn, replicas), lay.offload)
     layers, activations = offload.kept_layers(grid[0], activations, lay.offload)
     mem = device_memory(params[None], np.array([state]), activations, in_flight(table)[None], layers, grid[2])
     return Memory(**{k: float(mem[k][0]) for k in ("weights", "gradients", "optimizer", "activations")},

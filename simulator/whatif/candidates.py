@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
-from ..cost.memory import grad_bytes, param_bytes, state_bytes_per_param
+from ..cost.memory import grad_bytes, param_bytes, scenario_state_bytes
 from ..cost.ops import build_op_table, layer_shape
 from ..cost.pipeline import (
     LayerKeys, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs, layer_costs,
@@ -224,9 +224,7 @@ def group_memory(cm: CostModel, c: Candidates, schedule: str, p: int, v: int, in
     lt = cm.prepare(c, SPECS[schedule].split_backward) if lt is None else lt
     params = device_params(cm.scn.model, c.tp, layers, embed, head)
     uniq, inverse = unique_rows(np.stack([c.dp * c.cp, c.zero], axis=1))
-    per_param = np.array([state_bytes_per_param(int(rep), int(zero), cm.scn.layout.distributed_optimizer,
-                                                grad_bytes(cm.scn.layout), param_bytes(cm.scn))
-                          for rep, zero in uniq])[inverse]
+    per_param = np.array([scenario_state_bytes(cm.scn, int(rep), int(zero)) for rep, zero in uniq])[inverse]
     out = device_memory(params, per_param, lt["mem"], in_flight, layers, head)
     return {**out, "kv_cache": np.zeros(len(c)), "capacity": np.full(len(c), float(cm.scn.topology.device.hbm_bytes))}
 
