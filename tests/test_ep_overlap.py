@@ -4,7 +4,6 @@ all-to-alls hidden and TP left exposed, two micro-batches' activations in flight
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from simulator import run

@@ -77,8 +77,11 @@ def test_uniform_ranks_get_tokens_times_top_k_over_ep_within_one_percent(make_sc
 
 
 def test_skew_slows_the_step_and_redundant_experts_win_it_back(make_scenario):
-    base = dict(workload={"routing": {"kind": "zipf", "skew": 1.0}})
-    uniform = run(_small(make_scenario)).report
+    """Device-bound experts (one grouped kernel a pass): issued one GEMM an expert, this small model's experts
+    would wait on the host whatever their loads (test_expert_host_launches)."""
+    one = {"expert_gemm": "single_kernel"}
+    base = dict(workload={**one, "routing": {"kind": "zipf", "skew": 1.0}})
+    uniform = run(_small(make_scenario, workload=one)).report
     skewed = run(_small(make_scenario, **base)).report
     fixed = run(_small(make_scenario, layout={"expert_placement": "load_balanced", "redundant_experts": 16},
                        **base)).report

@@ -77,6 +77,10 @@ class Calibration:
     """Device time per kernel beyond its roofline (launch ramp and tail), kernels queued back to back."""
     graph_overhead: float = 0.5e-6
     """The same inside a CUDA graph (decode steps of serving engines)."""
+    expert_gemm_host: float = 33.4e-6
+    """Host seconds to issue one routed expert's GEMM where a grouped GEMM runs as one cuBLASLt call an expert
+    (Transformer Engine's multi-stream grouped GEMM, workload.expert_gemm multi_stream) outside a CUDA graph: a rank's
+    experts take at least this per expert holding tokens and GEMM (TE PR #3134, B200)."""
     # --- serving (docs/calibration.md, "Serving"): decode kernels, small all-reduces, DeepEP, the scheduler ---
     hbm_decode: float = 0.896
     """Fraction of the data-sheet HBM bandwidth a decode attention kernel streams the KV cache at (FlashMLA)."""
@@ -163,7 +167,7 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         ring_ramp_bytes=col["ring_intra"]["ramp_bytes"], ring_ramp_power=col["ring_intra"]["ramp_power"],
         scaleout_ring_latency=infiniband_step_latency(),
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
-        graph_overhead=launch["graph_residue_per_kernel"],
+        graph_overhead=launch["graph_residue_per_kernel"], expert_gemm_host=launch["expert_gemm_host"],
     ), **serving_fields(generation))
 
 
@@ -227,6 +231,14 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
     return throttled(cal, clock_scale(device, sustained_clock(gen)))
 
 
+def for_training(scn) -> Calibration:
+    """The calibration of a training scenario: for_device, charging the routed experts' host launches
+    (`expert_gemm_host`) only where workload.expert_gemm issues one GEMM an expert from the host, outside CUDA graphs."""
+    w = scn.workload
+    cal = for_device(scn.topology.device, w.dtype, w.attention)
+    return cal if w.expert_gemm == "multi_stream" and not w.cuda_graphs else replace(cal, expert_gemm_host=0.0)
+
+
 def power_clock(power_limit: float, tdp: float) -> float:
     """Sustained clock at a board power cap over the sustained clock at the tdp: (power_limit / tdp)^(1/3).
 
@@ -270,7 +282,8 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
                    "ring_ramp_bytes": 0.0, "scaleout_ring_latency": 1e-12,
-                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "hbm_decode": 1.0,
+                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "expert_gemm_host": 1e-12,
+                   "hbm_decode": 1.0,
                    "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
                       for x, v in (("_alpha", 1e-12), ("", 1.0))},

@@ -13,7 +13,7 @@ import yaml
 
 from ..scenario.units import parse_bandwidth, parse_flops
 
-GIGA, MICRO = 1e9, 1e-6
+GIGA, MICRO, MILLI = 1e9, 1e-6, 1e-3
 DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
                  "B200": "b200", "GB200": "gb200"}  # kernels.yaml device -> topologies/presets/devices.yaml key
 
@@ -46,12 +46,16 @@ def deepep_table(doc: dict, sheet: dict, nic_rate: float) -> list[dict]:
 
 
 def launch_params(doc: dict, offsets: dict) -> dict:
-    """Per-kernel fixed costs (s): host launch paths (GB200 host), CUDA-graph residue (blog), GEMM harness offsets."""
+    """Per-kernel fixed costs (s): host launch paths (GB200 host), the host's seconds per expert GEMM of Transformer
+    Engine's multi-stream grouped GEMM, CUDA-graph residue (blog), GEMM harness offsets."""
     e = {x["id"]: x for x in doc["entries"]}
     blog, tb = e["nvblog_cuda_graphs_short_kernel"], e["tritonbench1017_gb200_launch_overhead"]
+    te = e["te3134_b200_multistream_grouped_gemm"]
     run = values(blog, "kernel execution time")[0]
     return {"host_launch": {m["quantity"]: m["value"] * MICRO for m in tb["measured"]},
             "host_launch_from": [tb["id"]],
+            "expert_gemm_host": values(te, "multi-stream, pure")[0] * MILLI / te["config"]["groups"],
+            "expert_gemm_host_from": [te["id"]],
             "graph_residue_per_kernel": (values(blog, "per kernel: CUDA graph")[0] - run) * MICRO,
             "stream_residue_per_kernel": (values(blog, "per kernel: back-to-back")[0] - run) * MICRO,
             "graph_from": [blog["id"]], "graph_verified": blog["verified"],

@@ -130,13 +130,24 @@ def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal, peak16: 
 
 def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> np.ndarray:
     """(3, ...) seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots):
-    expert_seconds of each pass's rows, an expert's weights read only when it received a token."""
+    expert_seconds of each pass's rows, an expert's weights read only when it received a token; at least
+    host_launches of the pass where the host issues one GEMM an expert."""
     rows = ops.block == BLOCK_EXPERT
     n, k, fixed = ops.gemm[rows, 1], ops.gemm[rows, 2], ops.bytes_fixed[rows]
     reads = (slot_tokens > 0).astype(float)
     eff = expert_efficiency(n, k, slot_tokens, cal)  # the same GEMM shapes in every pass
-    return np.stack([expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens, reads,
-                                    1.0, peak, hbm, cal, eff)["time"] for f, b in PASSES])
+    return np.stack([np.maximum(expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens,
+                                               reads, 1.0, peak, hbm, cal, eff)["time"],
+                                host_launches(getattr(ops, f)[rows], n, reads, cal)) for f, b in PASSES])
+
+
+def host_launches(flops, n, reads, cal) -> np.ndarray:
+    """Host seconds to issue a pass of a rank's routed experts one GEMM an expert (Transformer Engine's
+    multi-stream grouped GEMM): cal.expert_gemm_host for each GEMM row of the pass (FLOP, n > 0) and each
+    expert holding tokens (`reads`, (..., slots)). The device cannot run ahead of the host: the token counts
+    that size each expert's GEMM reach the host through a device-to-host copy each layer."""
+    gemms = int(((np.asarray(n) > 0) & (np.asarray(flops) > 0)).sum())
+    return reads.sum(axis=-1) * gemms * cal.expert_gemm_host
 
 
 def expert_efficiency(n, k, m, cal) -> list:

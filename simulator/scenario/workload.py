@@ -125,9 +125,16 @@ class Workload(_Frozen):
     """Serve: split prompts into chunks that share steps with decodes, up to max_num_tokens a step
     (Sarathi-Serve, vLLM V1, SGLang); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
     cuda_graphs: StrictBool | None = None
-    """Kernels launched from captured CUDA graphs, leaving ~0.5 us a kernel instead of ~2.5 us; default
-    true for serve (vLLM, SGLang and TensorRT-LLM capture decode steps up to 512 sequences), false for
-    train."""
+    """Kernels launched from captured CUDA graphs. Serve: ~0.5 us a kernel instead of ~2.5 us; default true (vLLM,
+    SGLang and TensorRT-LLM capture decode steps up to 512 sequences). Train: the whole iteration captured
+    (Megatron-Core's full-iteration scope), so the routed experts' GEMMs cost no host time (expert_gemm); default
+    false, as where only attention or the router is captured."""
+    expert_gemm: Literal["multi_stream", "single_kernel"] | None = None
+    """MoE: how a rank's routed-expert GEMMs are launched. multi_stream: one cuBLASLt GEMM an expert, each issued from
+    the host (Transformer Engine's grouped GEMM, Megatron-Core's default), so outside CUDA graphs a rank's experts take
+    at least the host's ~33 us an expert and GEMM (calibration.expert_gemm_host); single_kernel: one grouped kernel
+    for all (DeepGEMM, CUTLASS and cuDNN grouped GEMMs, serving engines' fused MoE kernels). Default multi_stream for
+    train, single_kernel for serve."""
     two_batch_overlap: StrictBool = False
     """Serve, MoE: split each step's sequences into two micro-batches, each one's all-to-alls
     overlapping the other's compute (DeepSeek-V3's decode, SGLang's two-batch overlap)."""
@@ -149,6 +156,10 @@ class Workload(_Frozen):
             _fill(self, seq_len=self.prompt_len + self.output_len)
         if self.cuda_graphs is None:
             _fill(self, cuda_graphs=self.kind == "serve")
+        if self.expert_gemm is None:
+            _fill(self, expert_gemm="multi_stream" if self.kind == "train" else "single_kernel")
+        elif self.kind == "serve" and self.expert_gemm == "multi_stream":
+            _rule("expert_gemm", "multi_stream is modelled for training only (serving runs fused MoE kernels)")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)

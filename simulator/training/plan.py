@@ -85,7 +85,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
 
     `anchor`: a device of the replica simulated (its pipeline and TP group); replicas are symmetric,
     so any one serves, and a fault names the one that holds the faulty GPU."""
-    cal = calibration.for_device(scn.topology.device, scn.workload.dtype, scn.workload.attention)
+    cal = calibration.for_training(scn)
     lay, model = scn.layout, scn.model
     table = SPECS[lay.schedule].table(lay.pp, scn.micro_batches, lay.chunks)
     if lay.ep_overlap:

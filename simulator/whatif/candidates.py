@@ -40,7 +40,7 @@ class CostModel:
             raise ValueError("the analytic pass covers dense models (no MoE or MLA) for now")
         self.scn = scn
         self.fabric = fabric_for(scn.topology)
-        self.cal = calibration.for_device(scn.topology.device, scn.workload.dtype, scn.workload.attention)
+        self.cal = calibration.for_training(scn)
         identity = _identity(scn, self.fabric)
         self._layer_cache = _LAYER_CACHE.setdefault(identity, {})
         self._dp_cache = _LAYER_CACHE.setdefault("dp:" + identity, {})

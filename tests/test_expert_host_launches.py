@@ -1,0 +1,86 @@
+"""Routed experts issued one GEMM an expert from the host (workload.expert_gemm: multi_stream, Transformer Engine's
+grouped GEMM): the host's seconds per expert GEMM from its kernel measurement, the pass's floor of local experts x
+GEMMs x that cost, and where it does not apply (one grouped kernel, CUDA graphs, device-bound experts). Exact
+(1e-12) unless stated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from simulator import run
+from simulator.cost import calibration
+from simulator.cost.ops import BLOCK_MOE, build_op_table
+from simulator.cost.roofline import attention_peak
+from simulator.moe.costs import block_times, host_launches
+from simulator.scenario.base import ScenarioError
+
+ROOT = Path(__file__).resolve().parents[1]
+H800 = {"preset": "hgx-h800", "domains": 2}
+SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
+             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
+
+
+def _scenario(make_scenario, model=SMALL_MOE, **workload):
+    return make_scenario(model=model, topology=H800, layout={"ep": 8, "schedule": "1f1b"},
+                         workload={"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **workload})
+
+
+def test_host_cost_an_expert_gemm_is_the_measured_multi_stream_call():
+    """TE PR #3134 on B200: the multi-stream grouped GEMM of 8 experts took 0.267 ms, 33.4 us an expert GEMM;
+    every generation takes it (a host cost), and the pure roofline none."""
+    doc = yaml.safe_load((ROOT / "simulator" / "data" / "kernels.yaml").read_text())
+    entry = next(e for e in doc["entries"] if e["id"] == "te3134_b200_multistream_grouped_gemm")
+    pure = next(m["value"] for m in entry["measured"] if m["quantity"] == "multi-stream, pure")
+    for gen in ("ampere", "hopper", "blackwell"):
+        assert calibration.fitted(gen, "bf16").expert_gemm_host == pytest.approx(pure * 1e-3 / 8, rel=1e-9)
+    assert calibration.IDEAL.expert_gemm_host < 1e-9
+
+
+def test_host_launches_count_gemm_rows_and_experts_holding_tokens():
+    """Two GEMM rows with FLOP and one memory-bound row (n = 0); 3 of 4 experts hold tokens: 3 x 2 launches."""
+    cal = calibration.fitted("hopper", "bf16")
+    reads = np.array([[1.0, 1.0, 0.0, 1.0]])
+    got = host_launches(np.array([2.0, 0.0, 2.0]), np.array([1024, 0, 512]), reads, cal)
+    assert got == pytest.approx([3 * 2 * cal.expert_gemm_host], rel=1e-12)
+    weight_grad_of_activation = host_launches(np.array([2.0, 3.0, 0.0]), np.array([1024, 0, 512]), reads, cal)
+    assert weight_grad_of_activation == pytest.approx([3 * 1 * cal.expert_gemm_host], rel=1e-12)
+
+
+def test_host_bound_experts_take_experts_times_gemms_times_the_host_cost(make_scenario):
+    """64 experts over EP 8 on H800, 4,096 tokens an expert, each expert's two GEMMs 7-14 us on the device against
+    33 us of host each: every MoE layer's FFN pass lasts its fixed part (router, permutation, shared expert) plus
+    8 experts x 2 GEMMs x expert_gemm_host, in F, B and W; the dense first layer is unchanged."""
+    scn = _scenario(make_scenario)
+    cal = calibration.for_training(scn)
+    ops, dev = build_op_table(scn), scn.topology.device
+    fixed = block_times(ops, BLOCK_MOE, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal, attention_peak(dev))
+    multi = run(scn).plan.moe.ffn
+    single = run(_scenario(make_scenario, expert_gemm="single_kernel")).plan.moe.ffn
+    np.testing.assert_allclose(multi[1:], np.tile(fixed + 8 * 2 * cal.expert_gemm_host, (3, 1)), rtol=1e-12)
+    assert (single[1:] < multi[1:]).all()
+    np.testing.assert_allclose(multi[0], single[0], rtol=1e-12)
+
+
+def test_device_bound_experts_and_cuda_graphs_pay_no_host_time(make_scenario):
+    """One 8,192-token expert a rank with an 8,192-wide FFN (0.2-0.5 ms a GEMM on the device) hides its two 33 us
+    host calls: multi_stream equals single_kernel. A whole-iteration CUDA graph removes the host launches of the small
+    model's host-bound experts: the step equals single_kernel's."""
+    wide = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "experts": 8, "top_k": 2, "expert_ffn": 8192}}
+    device_bound = [run(_scenario(make_scenario, model=wide, expert_gemm=g)).report.step_time_s
+                    for g in ("multi_stream", "single_kernel")]
+    assert device_bound[0] == pytest.approx(device_bound[1], rel=1e-12)
+    graphs = run(_scenario(make_scenario, cuda_graphs=True)).report.step_time_s
+    single = run(_scenario(make_scenario, expert_gemm="single_kernel")).report.step_time_s
+    eager = run(_scenario(make_scenario)).report.step_time_s
+    assert graphs == pytest.approx(single, rel=1e-12)
+    assert eager > 1.05 * single
+
+
+def test_serving_refuses_multi_stream(make_scenario):
+    with pytest.raises(ScenarioError, match=r"expert_gemm"):
+        make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8},
+                      workload={"kind": "serve", "prompt_len": 512, "output_len": 64, "expert_gemm": "multi_stream"})
