@@ -53,16 +53,22 @@ def test_host_launches_count_gemm_rows_and_experts_holding_tokens():
 def test_host_bound_experts_take_experts_times_gemms_times_the_host_cost(make_scenario):
     """64 experts over EP 8 on H800, 4,096 tokens an expert, each expert's two GEMMs 7-14 us on the device against
     33 us of host each: every MoE layer's FFN pass lasts its fixed part (router, permutation, shared expert) plus
-    8 experts x 2 GEMMs x expert_gemm_host, in F, B and W; the dense first layer is unchanged."""
+    8 experts x 2 GEMMs x expert_gemm_host, in F, B and W; the dense first layer is unchanged. The report's
+    extra.ep.expert_host_wait_s_per_layer is what that adds over the device time of the same experts."""
     scn = _scenario(make_scenario)
     cal = calibration.for_training(scn)
     ops, dev = build_op_table(scn), scn.topology.device
     fixed = block_times(ops, BLOCK_MOE, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal, attention_peak(dev))
-    multi = run(scn).plan.moe.ffn
+    res = run(scn)
+    multi, wait = res.plan.moe.ffn, res.plan.moe.host_wait
     single = run(_scenario(make_scenario, expert_gemm="single_kernel")).plan.moe.ffn
     np.testing.assert_allclose(multi[1:], np.tile(fixed + 8 * 2 * cal.expert_gemm_host, (3, 1)), rtol=1e-12)
     assert (single[1:] < multi[1:]).all()
     np.testing.assert_allclose(multi[0], single[0], rtol=1e-12)
+    # what the report shows: the wait beyond the device time, per MoE layer and micro-batch (F + B + W)
+    np.testing.assert_allclose(wait, multi - single, rtol=1e-9, atol=1e-15)
+    assert res.report.extra["ep"]["expert_host_wait_s_per_layer"] == pytest.approx((multi - single)[1:].sum(1).mean(),
+                                                                                   rel=1e-9)
 
 
 def test_device_bound_experts_and_cuda_graphs_pay_no_host_time(make_scenario):

@@ -233,7 +233,8 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
 
 def for_training(scn) -> Calibration:
     """The calibration of a training scenario: for_device, charging the routed experts' host launches
-    (`expert_gemm_host`) only where workload.expert_gemm issues one GEMM an expert from the host, outside CUDA graphs."""
+    (`expert_gemm_host`) only where workload.expert_gemm issues one GEMM an expert from the host, outside CUDA
+    graphs."""
     w = scn.workload
     cal = for_device(scn.topology.device, w.dtype, w.attention)
     return cal if w.expert_gemm == "multi_stream" and not w.cuda_graphs else replace(cal, expert_gemm_host=0.0)
@@ -282,9 +283,8 @@ def head_scale(width, cal: Calibration) -> np.ndarray:
 IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "attention": 1.0, "attention_bwd": 1.0,
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
                    "ring_ramp_bytes": 0.0, "scaleout_ring_latency": 1e-12,
-                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12, "expert_gemm_host": 1e-12,
-                   "hbm_decode": 1.0,
-                   "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
+                   "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12,
+                   "expert_gemm_host": 1e-12, "hbm_decode": 1.0, "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
                       for x, v in (("_alpha", 1e-12), ("", 1.0))},
                    "ar_nccl_alpha": 1e-12, "ep_nvlink": 1.0, "ep_rdma": 1.0, "ep_ll_nvlink": 1.0, "ep_ll_rdma": 1.0,

@@ -46,6 +46,7 @@ class MoECosts:
     """Per transformer layer (L rows; dense layers have no all-to-all) for one micro-batch; SI units."""
 
     ffn: np.ndarray  # (L, 3) seconds of the FFN half, F / B / W, slowest EP rank (mean over samples)
+    host_wait: np.ndarray  # (L, 3) of `ffn`, seconds the routed experts wait on the host beyond their device time
     ffn_flops: np.ndarray  # (L,) forward FLOP of the FFN half per TP rank (mean EP rank)
     a2a: np.ndarray  # (L, 2) all-to-all seconds: forward (dispatch + combine), backward
     a2a_scaleout: np.ndarray  # (L, 2) the part of `a2a` whose slower tier is the scale-out one
@@ -80,10 +81,12 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
                            lay.redundant_experts, rank_domain, coact, scn.options.seed)
     slot_tokens = placed.rank_tokens(drawn.loads)  # (S, Lm, n, slots)
     rank = slot_tokens.sum(axis=-1)
-    expert_t = expert_times(ops, slot_tokens, peak, hbm, cal)  # (3, S, Lm, n)
+    device, host = expert_times(ops, slot_tokens, peak, hbm, cal)  # (3, S, Lm, n) each
     fixed = block_times(ops, BLOCK_MOE, peak, hbm, cal, attention_peak(dev))
     dense = block_times(ops, BLOCK_DENSE_FFN, peak, hbm, cal, attention_peak(dev))
-    moe_ffn = expert_t.max(axis=-1).mean(axis=1).T + fixed  # (Lm, 3)
+    slowest = lambda t: t.max(axis=-1).mean(axis=1).T  # noqa: E731  (Lm, 3): slowest rank, mean over samples
+    moe_ffn = slowest(np.maximum(device, host)) + fixed
+    host_wait = moe_ffn - fixed - slowest(device)
     p_touch = touch_probability(drawn.choices, placed, rank_domain, scn.options.seed) if dedup else None
     vol = dispatch_volumes(rank, tokens, rank_domain, p_touch)
     comm = a2a_costs(scn, vol, rank, ep_devices, placement, fabric, cal)
@@ -92,7 +95,8 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     pad = lambda x, fill: np.concatenate([np.broadcast_to(fill, (moe.dense_layers, *x.shape[1:])), x])  # noqa: E731
     mean = rank.mean(axis=-1)
     return MoECosts(
-        ffn=pad(moe_ffn, dense), ffn_flops=pad(moe_flops, ops.flops_f[ops.block == BLOCK_DENSE_FFN].sum()),
+        ffn=pad(moe_ffn, dense), host_wait=pad(host_wait, 0.0),
+        ffn_flops=pad(moe_flops, ops.flops_f[ops.block == BLOCK_DENSE_FFN].sum()),
         a2a=pad(comm["a2a"], 0.0), a2a_scaleout=pad(comm["scaleout"], 0.0), sent=pad(comm["sent"], 0.0),
         peak=pad(comm["peak"], 0.0), act_copies=pad(rank.max(axis=-1).mean(axis=0), 0.0),
         domain_out=vol["domain_out"].mean(axis=0), rank_tokens=rank,
@@ -128,17 +132,17 @@ def block_times(ops: OpTable, block: int, peak: float, hbm: float, cal, peak16: 
                      for i, (f, b) in enumerate(PASSES)])
 
 
-def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> np.ndarray:
-    """(3, ...) seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots):
-    expert_seconds of each pass's rows, an expert's weights read only when it received a token; at least
-    host_launches of the pass where the host issues one GEMM an expert."""
+def expert_times(ops: OpTable, slot_tokens: np.ndarray, peak: float, hbm: float, cal) -> tuple:
+    """(3, ...) device seconds per EP rank for F, B, W of its routed experts, from tokens per slot (..., slots):
+    expert_seconds of each pass's rows, an expert's weights read only when it received a token; and (3, ...) the
+    host's seconds to issue them (host_launches). A pass lasts the longer of the two."""
     rows = ops.block == BLOCK_EXPERT
     n, k, fixed = ops.gemm[rows, 1], ops.gemm[rows, 2], ops.bytes_fixed[rows]
     reads = (slot_tokens > 0).astype(float)
     eff = expert_efficiency(n, k, slot_tokens, cal)  # the same GEMM shapes in every pass
-    return np.stack([np.maximum(expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens,
-                                               reads, 1.0, peak, hbm, cal, eff)["time"],
-                                host_launches(getattr(ops, f)[rows], n, reads, cal)) for f, b in PASSES])
+    device = np.stack([expert_seconds(getattr(ops, f)[rows], getattr(ops, b)[rows], fixed, n, k, slot_tokens, reads,
+                                      1.0, peak, hbm, cal, eff)["time"] for f, b in PASSES])
+    return device, np.stack([host_launches(getattr(ops, f)[rows], n, reads, cal) for f, _ in PASSES])
 
 
 def host_launches(flops, n, reads, cal) -> np.ndarray:

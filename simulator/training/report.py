@@ -110,7 +110,8 @@ def ep_exposed(plan: Plan, tl: Timeline) -> np.ndarray:
 
 
 def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
-    """The EP breakdown of an MoE step: exposed seconds and bytes by tier, the busiest EP link."""
+    """The EP breakdown of an MoE step: exposed seconds and bytes by tier, the busiest EP link, the seconds a
+    micro-batch's MoE layer waits on the host to issue its routed experts (forward and backward, mean layer)."""
 
     costs = plan.moe
     exposed = ep_exposed(plan, tl)
@@ -126,6 +127,7 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                "all_to_all_s_per_micro_batch": float(a2a),
                "busiest_link": {"tier": ("nvlink", "scaleout")[tier], "stage": int(stage),
                                 "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])},
+               "expert_host_wait_s_per_layer": float(costs.host_wait[scn.model.moe.dense_layers:].sum(axis=1).mean()),
                "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
