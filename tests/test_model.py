@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from simulator.cost.ops import BLOCK_HEAD, BLOCK_LAYER, build_op_table
 from simulator.cost.params import model_flops_per_token, parameter_counts, total_parameters
+from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.spec import ModelSpec
 
 S = 2048
@@ -136,3 +138,17 @@ def test_llama3_parameters(shape, published):
     # q and o: h x h each; k and v: h x kv*d each; SwiGLU: three h x f matrices
     assert parameter_counts(model)["layer"] == pytest.approx(2 * h * h + 2 * h * kv * d + 3 * h * f,
                                                              rel=1e-4)
+
+
+@pytest.mark.parametrize("name, published, tol", [("llama2-7b", 6_738_415_616, 1e-9),
+                                                  ("llama2-13b", 13_015_864_320, 1e-9),
+                                                  ("nemotron4-340b", 340e9, 1e-2)])
+def test_dense_presets_total_parameters(name, published, tol):
+    """Llama 2 7B and 13B: the released checkpoints' exact counts (Hugging Face model cards); Nemotron-4 340B: the
+    report's 340B (its squared-ReLU FFN has two matrices, so 2 h f a layer) within 1%."""
+    model = ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
+    assert total_parameters(model) == pytest.approx(published, rel=tol)
+    if model.ffn_kind == "squared_relu":
+        h, kv, d = model.hidden, model.kv_heads, model.head_dim
+        layer = 2 * h * h + 2 * h * kv * d + 2 * h * model.ffn
+        assert parameter_counts(model)["layer"] == pytest.approx(layer, rel=1e-4)

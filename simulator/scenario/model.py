@@ -68,8 +68,9 @@ class ModelSpec(_Frozen):
     """Width of one head; default hidden // heads."""
     ffn: PosInt | None = None
     """FFN inner width; default 4 * hidden (swiglu presets state it)."""
-    ffn_kind: Literal["gelu", "swiglu"] = "gelu"
-    """FFN kind: gelu (2 matrices) or swiglu (3 matrices)."""
+    ffn_kind: Literal["gelu", "squared_relu", "swiglu"] = "gelu"
+    """FFN kind: gelu or squared_relu (Nemotron-4: relu(x)^2), 2 matrices and one elementwise activation, or
+    swiglu (3 matrices, gated)."""
     vocab: PosInt = 51200
     """Vocabulary size, padded as the framework pads it."""
     tied_embeddings: StrictBool = False
