@@ -142,10 +142,10 @@ def test_llama3_parameters(shape, published):
 
 @pytest.mark.parametrize("name, published, tol", [("llama2-7b", 6_738_415_616, 1e-9),
                                                   ("llama2-13b", 13_015_864_320, 1e-9),
-                                                  ("nemotron4-340b", 340e9, 1e-2)])
+                                                  ("nemotron4-15b", 15.7e9, 1e-2), ("nemotron4-340b", 340e9, 1e-2)])
 def test_dense_presets_total_parameters(name, published, tol):
-    """Llama 2 7B and 13B: the released checkpoints' exact counts (Hugging Face model cards); Nemotron-4 340B: the
-    report's 340B (its squared-ReLU FFN has two matrices, so 2 h f a layer) within 1%."""
+    """Llama 2 7B and 13B: the released checkpoints' exact counts (Hugging Face model cards); Nemotron-4 15B and 340B:
+    their reports' 15.7B (3.2B embedding + 12.5B) and 340B within 1% (a squared-ReLU FFN has two matrices: 2 h f)."""
     model = ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
     assert total_parameters(model) == pytest.approx(published, rel=tol)
     if model.ffn_kind == "squared_relu":

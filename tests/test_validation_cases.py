@@ -247,6 +247,20 @@ def test_nemo_configs(reference, scenarios):
         assert got["seq_len"] == row["seq_len_k"] * 1024 and got["global_batch"] * got["seq_len"] == 4 * 2 ** 20
 
 
+def test_nemo_gb200_configs(reference, scenarios):
+    """NeMo 25.04's GB200 scenarios run the printed layouts (FSDP as ZeRO-3)."""
+    for row in _table(reference("nemo_25_04_pretraining_gb200"), "reported"):
+        name = {"GPT3-175B": "gpt3-175b", "LLAMA3-8B": "llama3-8b", "LLAMA3-70B": "llama3-70b",
+                "LLAMA3-405B": "llama31-405b", "Nemotron-15B": "nemotron4-15b", "Nemotron-340B": "nemotron4-340b",
+                "Mixtral-8x7B": "mixtral-8x7b"}[row["model"]]
+        scn = scenarios[f"nemo2504-gb200-{name}.yaml"]
+        got = _shape(scn)
+        assert {k: got[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp")} == \
+            {k: row[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp")}
+        assert (got["chunks"], scn.layout.ep, scn.layout.zero == 3) == (row["vp"], row["ep"], row["fsdp"] == 1)
+        assert scn.micro_batches == row["ga"]
+
+
 def test_serving_configs(reference, scenarios):
     c = reference("mlperf_inference_v4_1_llama2_70b")
     files = {"dgx_h100_x8": "h100x8", "h200_x8": "h200x8", "h200_cts_x1": "h200cts", "b200_x1": "b200"}
