@@ -261,6 +261,20 @@ def test_nemo_gb200_configs(reference, scenarios):
         assert scn.micro_batches == row["ga"]
 
 
+def test_bridge_2509_configs(reference, scenarios):
+    """Megatron-Bridge 25.09's H100 MoE scenarios run the printed layouts, experts folded to expert-TP 1."""
+    names = {"DeepSeekV3": "deepseek-v3", "Qwen3_235B_a22B": "qwen3-235b", "Qwen3_30B_a3B": "qwen3-30b-a3b"}
+    for row in _table(reference("megatron_bridge_25_09_pretraining_h100"), "reported"):
+        if row["model"] not in names:
+            continue
+        scn = scenarios[f"bridge2509-h100-{names[row['model']]}-fp8.yaml"]
+        got = _shape(scn)
+        assert {k: got[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp", "chunks")} == \
+            {**{k: row[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp")},
+             "chunks": row["vp"]}
+        assert (scn.layout.ep, scn.layout.etp, scn.micro_batches) == (row["ep"], 1, row["ga"])
+
+
 def test_serving_configs(reference, scenarios):
     c = reference("mlperf_inference_v4_1_llama2_70b")
     files = {"dgx_h100_x8": "h100x8", "h200_x8": "h200x8", "h200_cts_x1": "h200cts", "b200_x1": "b200"}

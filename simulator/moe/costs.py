@@ -86,7 +86,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     dense = block_times(ops, BLOCK_DENSE_FFN, peak, hbm, cal, attention_peak(dev))
     slowest = lambda t: t.max(axis=-1).mean(axis=1).T  # noqa: E731  (Lm, 3): slowest rank, mean over samples
     moe_ffn = slowest(np.maximum(device, host)) + fixed
-    host_wait = moe_ffn - fixed - slowest(device)
+    host_wait = np.maximum(moe_ffn - fixed - slowest(device), 0.0)  # float noise of equal terms: exact zeros
     p_touch = touch_probability(drawn.choices, placed, rank_domain, scn.options.seed) if dedup else None
     vol = dispatch_volumes(rank, tokens, rank_domain, p_touch)
     comm = a2a_costs(scn, vol, rank, ep_devices, placement, fabric, cal)
