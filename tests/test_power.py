@@ -66,6 +66,30 @@ def test_explicit_clock_replaces_the_sustained_one():
     assert calibration.for_device(DeviceSpec(**H100), "bf16") == calibration.fitted("hopper", "bf16")
 
 
+def _preset(name, **extra):
+    """A devices.yaml entry as a DeviceSpec, with `extra` fields."""
+    presets = yaml.safe_load((ROOT / "topologies" / "presets" / "devices.yaml").read_text())
+    return DeviceSpec.model_validate({"name": name, **presets[name], **extra})
+
+
+def test_gb200_carries_b200s_sustained_clock_to_its_board_power():
+    """B200's sustained clock was measured at its 1,000 W; GB200 is the same die at 1,200 W: its compute-bound rates
+    are B200's sustained rate x (1200/1000)^(1/3) on GB200's sheet, i.e. 0.956 of the sheet-based rate; capped at
+    1,000 W (power_limit) it sustains exactly B200's rate. Boards at the measured boards' power take 1."""
+    b200, gb200 = _preset("b200"), _preset("gb200")
+    sustained = calibration.for_device(b200).clock * b200.peak("bf16")
+    assert calibration.for_device(gb200).clock * gb200.peak("bf16") == pytest.approx(
+        sustained * (1200 / 1000) ** (1 / 3), rel=1e-12)
+    assert calibration.board_scale(gb200, "blackwell") == pytest.approx(1.2 ** (1 / 3) * 2.25 / 2.5, rel=1e-12)
+    capped = _preset("gb200", power_limit=1000.0)
+    assert calibration.for_device(capped).clock * capped.peak("bf16") == pytest.approx(sustained, rel=1e-12)
+    for name in ("a100-80gb", "h100-sxm", "h200", "h800", "b200"):
+        device = _preset(name)
+        assert calibration.board_scale(device, device.arch) == 1.0
+    clocked = _preset("gb200", clock=1.6e9, boost_clock=2.0e9)  # an explicit clock replaces both factors
+    assert calibration.for_device(clocked).clock == pytest.approx(0.8, rel=1e-12)
+
+
 def test_shipped_500_w_scenario_is_slower_by_at_most_the_clock():
     capped = simulate(SCENARIO)
     full = simulate(load_scenario(SCENARIO, ["topology.device.power_limit=null"]))

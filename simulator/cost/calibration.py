@@ -228,7 +228,8 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
         return throttled(IDEAL, clock_scale(device, 1.0))
     gen = device.arch  # the preset's generation, else read from the device's name (scenario.hardware)
     cal = replace(fitted(gen, dtype, attention), **overrides)
-    return throttled(cal, clock_scale(device, sustained_clock(gen)))
+    scale = clock_scale(device, sustained_clock(gen))
+    return throttled(cal, scale if getattr(device, "clock", None) is not None else scale * board_scale(device, gen))
 
 
 def for_training(scn) -> Calibration:
@@ -250,6 +251,19 @@ def power_clock(power_limit: float, tdp: float) -> float:
     H100 PCIe (114 SMs, 350 W) predicted at 1,333 MHz from the H800's 1,600 MHz at 700 W on 132 SMs, measured
     1,395 MHz (-4.4%; measured under memory microbenchmarks, which draw less power a clock than tensor work)."""
     return (power_limit / tdp) ** (1.0 / 3.0)
+
+
+def board_scale(device, generation: str) -> float:
+    """Factor on the compute-bound rates of a board of `generation` drawing another board power than the one its
+    sustained clock was measured on (GB200's Blackwell GPUs at 1,200 W against B200's 1,000 W, the same die): the
+    measured board's sustained clock carried over by power_clock(tdp, its tdp), times its dense BF16 peak over this
+    board's (a data sheet folds a board's clock into its peak: GB200's 2.5 against B200's 2.25 PFLOP/s). GB200:
+    1.063 x 0.9 = 0.956. 1 at the measured board's power, or where the device states no tdp or BF16 peak."""
+    board = _fitted()["generations"][generation]["clocks"][SUSTAINED_CLOCK[generation]]["board"]
+    tdp, peak = getattr(device, "tdp", None), getattr(device, "peak_flops", {}).get("bf16")
+    if not tdp or not peak or abs(tdp / board["tdp"] - 1.0) < 1e-9:
+        return 1.0
+    return power_clock(tdp, board["tdp"]) * board["peak_bf16"] / peak
 
 
 def clock_scale(device, sustained: float) -> float:

@@ -11,7 +11,7 @@ from importlib import resources
 import numpy as np
 import yaml
 
-from ..scenario.units import parse_bandwidth, parse_flops
+from ..scenario.units import parse_bandwidth, parse_flops, parse_power
 
 GIGA, MICRO, MILLI = 1e9, 1e-6, 1e-3
 DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
@@ -71,8 +71,9 @@ def clock_params(doc: dict) -> dict:
 
     def ratio(entry_id, q_load, top):  # top: boost clock (MHz) or the entry's quantity naming it
         top = values(e[entry_id], top)[0] if isinstance(top, str) else top
+        device = e[entry_id]["device"]
         return {"value": values(e[entry_id], q_load)[0] / top, "fitted_from": [entry_id],
-                "verified": e[entry_id]["verified"]}
+                "verified": e[entry_id]["verified"], **({"board": board(device)} if device in DEVICE_PRESET else {})}
     return {"ampere": {"hpl": ratio("klockwood_a100_hpl_clock", "sustained", "max boost"),
                        "gemm_bimodal_low": ratio("simllm_a100_clock_bimodal", "SM clock state 1", a100),
                        "memory_microbench": ratio("chipsandcheese_a100_clock", "SM clock", a100),
@@ -85,10 +86,22 @@ def clock_params(doc: dict) -> dict:
                                                    "SM clock at the start")}}
 
 
+def board(device: str) -> dict:
+    """The board a clock was measured on, as devices.yaml states it: preset, data-sheet board power (W) and dense
+    BF16 peak (FLOP/s); what simulator.cost.calibration.board_scale carries the clock to other boards with."""
+    preset = _device_presets()[DEVICE_PRESET[device]]
+    return {"preset": DEVICE_PRESET[device], "tdp": parse_power(preset["tdp"]),
+            "peak_bf16": parse_flops(preset["peak_flops"]["bf16"])}
+
+
+def _device_presets() -> dict:
+    return yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
+
+
 def sheet_differences(sheet: dict) -> dict:
     """Data-sheet facts of kernels.yaml that topologies/presets/devices.yaml lacks or states >0.1% differently
     (NVLink is not a devices.yaml field: topology presets carry it)."""
-    presets = yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
+    presets = _device_presets()
     out = {}
     for device, facts in sheet.items():
         preset, diff = presets[DEVICE_PRESET[device]], {}

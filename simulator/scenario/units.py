@@ -121,6 +121,11 @@ def parse_flops(value: object) -> float:
     return _parse(value, _FLOPS, "FLOP rate", "312 TFLOP/s")
 
 
+def parse_power(value: object) -> float:
+    """Watts from "700 W", "1.2 kW", or a bare number of watts."""
+    return _parse(value, _WATTS, "power", "700 W")
+
+
 def fmt_watts(x: float) -> str:
     """Watts: 700.0 -> "700 W", 1.2e3 -> "1.2 kW"."""
     return _scaled(x, [(1.0, "W"), (1e3, "kW"), (1e6, "MW")])

@@ -141,7 +141,7 @@ def test_committed_optima_satisfy_the_closed_forms():
 
 
 def test_the_100x_demand_from_the_first_order_condition():
-    """The README's answer: the optimum trains 100 x 20 = 2,000 tokens a parameter at 67.4T served tokens.
+    """The README's answer: the optimum trains 100 x 20 = 2,000 tokens a parameter at 68.4T served tokens.
     Independently: the N whose iso-loss D(N) is 2,000 N (bisection), put into the first-order condition."""
     prices = _csv("prices.csv")
     train, serve = study.interpolants(prices)
