@@ -126,9 +126,10 @@ class Workload(_Frozen):
     (Sarathi-Serve, vLLM V1, SGLang); false runs whole prompts in prefill-only steps first (vLLM's default of 2024)."""
     cuda_graphs: StrictBool | None = None
     """Kernels launched from captured CUDA graphs. Serve: ~0.5 us a kernel instead of ~2.5 us; default true (vLLM,
-    SGLang and TensorRT-LLM capture decode steps up to 512 sequences). Train: the whole iteration captured
-    (Megatron-Core's full-iteration scope), so the routed experts' GEMMs cost no host time (expert_gemm); default
-    false, as where only attention or the router is captured."""
+    SGLang and TensorRT-LLM capture decode steps up to 512 sequences). Train: the routed experts' GEMMs captured too
+    (Megatron-Core's full-iteration scope, or graphs of each layer where its shapes are static, as with tokens padded
+    to capacity), so they cost no host time (expert_gemm); default false, as where only attention or the router is
+    captured."""
     expert_gemm: Literal["multi_stream", "single_kernel"] | None = None
     """MoE: how a rank's routed-expert GEMMs are launched. multi_stream: one cuBLASLt GEMM an expert, each issued from
     the host (Transformer Engine's grouped GEMM, Megatron-Core's default), so outside CUDA graphs a rank's experts take
