@@ -11,10 +11,7 @@ from simulator.cost import calibration
 from simulator.invariants import check_training
 from simulator.schedules import SPECS, combined, in_flight
 from simulator.scenario.base import ScenarioError
-
-SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
-             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
-H800 = {"preset": "hgx-h800", "domains": 2}
+from small_moe import H800, SMALL_MOE
 
 
 def _moe(make_scenario, layout, workload=None):

@@ -17,11 +17,9 @@ from simulator.cost.ops import BLOCK_MOE, build_op_table
 from simulator.cost.roofline import attention_peak
 from simulator.moe.costs import block_times, host_launches
 from simulator.scenario.base import ScenarioError
+from small_moe import H800, SMALL_MOE
 
 ROOT = Path(__file__).resolve().parents[1]
-H800 = {"preset": "hgx-h800", "domains": 2}
-SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
-             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
 
 
 def _scenario(make_scenario, model=SMALL_MOE, **workload):

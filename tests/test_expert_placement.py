@@ -9,9 +9,7 @@ import pytest
 from simulator.cost.placement import place
 from simulator.moe import routing
 from simulator.moe.placement import STRATEGIES, partition_graph, place_experts, replicate
-
-SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
-             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
+from small_moe import SMALL_MOE
 
 
 def _zipf(layers=8, experts=64, k=8, skew=1.0, seed=0):

@@ -21,11 +21,9 @@ from simulator.cost.params import parameter_counts
 from simulator.cost.pipeline import GRAD_COMM_BYTES, data_parallel
 from simulator.cost.placement import place
 from simulator.training.halves import split_params
+from small_moe import H800, SMALL_MOE
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
-             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
-H800 = {"preset": "hgx-h800", "domains": 2}  # 16 GPUs: 8-GPU nodes
 
 
 def _folded(make_scenario, **layout):

@@ -22,11 +22,9 @@ from simulator.scenario.base import ScenarioError
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.spec import ModelSpec
 from simulator.training.halves import split_params
+from small_moe import H800, SMALL_MOE
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_MOE = {"layers": 4, "hidden": 1024, "heads": 8, "ffn": 4096, "ffn_kind": "swiglu", "vocab": 32000,
-             "moe": {"experts": 64, "top_k": 8, "shared_experts": 1, "expert_ffn": 512, "dense_layers": 1}}
-H800 = {"preset": "hgx-h800", "domains": 2}  # 16 GPUs: 8-GPU nodes, NVLink 200 GB/s, NIC 50 GB/s a GPU
 
 
 def _small(make_scenario, layout=None, workload=None, topology=None, model=None):

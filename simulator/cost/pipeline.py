@@ -292,9 +292,9 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
     each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces the
     gradients (`grad_bytes` each); the distributed optimizer and ZeRO 1-3 reduce-scatter them and
     all-gather the updated parameters (`param_bytes` each: memory.weight_bytes). Adam streams its state (a
-    1/replicas shard when sharded) through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard group and `cross`
-    (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside the
-    group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
+    1/replicas shard when sharded) through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard
+    group and `cross` (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside
+    the group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
     The reduction and the step's parameter all-gather run one collective per bucket of `bucket` (K,) parameters
     (None: one bucket), each paying its latency; ZeRO-3's per-pass gather is one collective.
     """

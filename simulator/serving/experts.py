@@ -113,10 +113,10 @@ def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
 
 def all_to_all_seconds(scn, devices, tp_group, cal, tokens, kernel: str = "normal") -> np.ndarray:
     """(..., 2) seconds of one MoE layer's dispatch (dispatch_width: the FP8 operand's byte by default, else 2)
-    and combine (16-bit) when every rank of the EP group `devices` brings `tokens` tokens (array): simulator.moe.dispatch.a2a_seconds
-    of the busiest rank's copies (linear in the tokens) with DeepEP's `kernel` ("normal": de-duplicated as
-    layout.ep_dispatch says; "ll": low-latency, every copy sent to its rank). With tp > 1 the received copies are
-    all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
+    and combine (16-bit) when every rank of the EP group `devices` brings `tokens` tokens (array):
+    simulator.moe.dispatch.a2a_seconds of the busiest rank's copies (linear in the tokens) with DeepEP's `kernel`
+    ("normal": de-duplicated as layout.ep_dispatch says; "ll": low-latency, every copy sent to its rank). With tp > 1
+    the received copies are all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
     fabric, model = fabric_for(scn.topology), scn.model
     b = np.asarray(tokens, float)
     vol = _unit_volumes(scn, devices, None if kernel == "normal" else False)
