@@ -81,6 +81,12 @@ class Calibration:
     """Host seconds to issue one routed expert's GEMM where a grouped GEMM runs as one cuBLASLt call an expert
     (Transformer Engine's multi-stream grouped GEMM, workload.expert_gemm multi_stream) outside a CUDA graph: a rank's
     experts take at least this per expert holding tokens and GEMM (TE PR #3134, B200)."""
+    hybridep_nvlink: float = 0.51
+    """HybridEP's dispatch and combine (layout.ep_backend hybridep): rate of a rank's rows, one per token and rank,
+    over the NVLink rate (B200 and GB200, 8-36 ranks; Hopper has no NVLink figure and takes Blackwell's)."""
+    hybridep_rdma: float = 0.95
+    """HybridEP across domains: rate of a rank's rows, one per token and remote domain, over the NIC's line rate
+    (H100, 16-64 ranks; Blackwell has no figure and takes Hopper's)."""
     # --- serving (docs/calibration.md, "Serving"): decode kernels, small all-reduces, DeepEP, the scheduler ---
     hbm_decode: float = 0.896
     """Fraction of the data-sheet HBM bandwidth a decode attention kernel streams the KV cache at (FlashMLA)."""
@@ -168,7 +174,17 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         scaleout_ring_latency=infiniband_step_latency(),
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"], expert_gemm_host=launch["expert_gemm_host"],
-    ), **serving_fields(generation))
+        **hybridep_fields(generation)), **serving_fields(generation))
+
+
+def hybridep_fields(generation: str) -> dict:
+    """HybridEP's link fractions of a generation: NVLink measured on Blackwell, InfiniBand on Hopper; a generation
+    without its own figure takes the measured one."""
+    gens = _fitted()["generations"]
+    own = gens[generation]["hybridep"]
+    nvlink = own.get("nvlink", gens["blackwell"]["hybridep"]["nvlink"])
+    rdma = own.get("rdma", gens["hopper"]["hybridep"]["rdma"])
+    return {"hybridep_nvlink": nvlink["value"], "hybridep_rdma": rdma["value"]}
 
 
 def serving_fields(generation: str) -> dict:

@@ -18,7 +18,7 @@ from .kernel_data import (
     GENERATION, GENERATIONS, GIGA, TERA, by_id, data_sheet, geometric_fraction, least_squares_fit, load_kernels,
     single_point, stats, values
 )
-from .link_fit import NIC_RATE, collective_params
+from .link_fit import NIC_RATE, collective_params, hybridep_params
 from .serving_fit import scheduler_params, serving_params
 
 IN_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5}  # GEMM input bytes per element
@@ -237,10 +237,12 @@ def calibrate(doc: dict | None = None) -> dict:
     attention, links = attention_params(doc, sheet), collective_params(doc, sheet)
     clocks, deepep = clock_params(doc), deepep_table(doc, sheet, NIC_RATE)
     serving = serving_params(doc, sheet, deepep, GENERATION, least_squares_fit, stats)
+    hybridep = hybridep_params(doc, sheet)
     gens = {gen: {"devices": [d for d, g in GENERATION.items() if g == gen],
                   "gemm": {dt: p for (g, dt), p in gemm.items() if g == gen},
                   "attention": attention[gen], "hbm": hbm[gen], "collectives": links[gen], "clocks": clocks[gen],
-                  "deepep": [r for r in deepep if GENERATION[r["device"]] == gen], "serving": serving[gen]}
+                  "deepep": [r for r in deepep if GENERATION[r["device"]] == gen], "hybridep": hybridep[gen],
+                  "serving": serving[gen]}
             for gen in GENERATIONS}
     launch = {**launch_params(doc, offsets), **scheduler_params(doc)}
     return {"schema": "simrack device calibration v1", "generations": gens, "launch": launch,

@@ -1,5 +1,6 @@
 """Link parameters per generation fitted to the kernel measurements: NVLink ring and NVLS busbw fractions, p2p,
-the intra-domain ring's per-step latency and NCCL's message-size ramp, NIC fractions and the inter-node latency.
+the intra-domain ring's per-step latency and NCCL's message-size ramp, NIC fractions and the inter-node latency,
+HybridEP's all-to-all rates.
 Fractions are of the data-sheet link rates (kernel_data.data_sheet); seconds and bytes SI.
 """
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .collectives import ramp_factor
 from .kernel_data import (
-    GENERATIONS, GIGA, MICRO, by_id, geometric_fraction, least_squares_fit, single_point, stats, values
+    GENERATION, GENERATIONS, GIGA, MICRO, by_id, geometric_fraction, least_squares_fit, single_point, stats, values
 )
 
 NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR ConnectX-7 or EFA v4)
@@ -152,3 +153,28 @@ def _nic(entry: dict, quantity: str | None) -> dict:
     """Per-GPU NIC rate / 400 Gb/s from a k-node, n-GPU all-reduce: busbw * (k - 1) / (n - 1)."""
     k, n = entry["config"]["nodes"], entry["config"]["gpus"]
     return {"value": _busbw(entry, quantity) * (k - 1) / (n - 1) / NIC_RATE, "fitted_from": [entry["id"]]}
+
+
+HYBRIDEP_SMS = {"NVLink": (16, 32), "InfiniBand": (8,)}
+"""SM counts whose HybridEP rows are fitted: HybridEP's own default is 24 SMs inside one NVLink domain, which the
+measured 16 and 32 bracket, and 8 across nodes (csrc/hybrid_ep/config.cuh); Megatron-Core keeps that default."""
+
+
+def hybridep_params(doc: dict, sheet: dict) -> dict:
+    """HybridEP's dispatch (16-bit, as Megatron-Core sends) and combine rates as fractions of the link, per
+    generation: on NVLink the algorithm bandwidth times (n - 1) / n over the NVLink rate (its bytes count the rank's
+    own rows, which cross no link); across nodes over the NIC's line rate, capped at 1 (rates above it count
+    traffic forwarded on NVLink, as DeepEP's logical bandwidth does). Torch API rows: what a framework's call takes."""
+    rows: dict = {}
+    for e in (x for x in doc["entries"] if x["id"].startswith("hybridep_")):
+        c = e["config"]
+        if c["sms"] not in HYBRIDEP_SMS[c["link"]]:
+            continue
+        link = "nvlink" if c["link"] == "NVLink" else "rdma"
+        for q in ("dispatch BF16, Torch API", "combine, Torch API"):
+            rate = values(e, q)[0] * GIGA
+            frac = (rate * (c["ep_ranks"] - 1) / c["ep_ranks"] / sheet[e["device"]]["nvlink"] if link == "nvlink"
+                    else min(rate / NIC_RATE, 1.0))
+            rows.setdefault((GENERATION[e["device"]], link), []).append((frac, e["id"]))
+    return {gen: {link: geometric_fraction(*map(list, zip(*found))) for (g, link), found in rows.items() if g == gen}
+            for gen in GENERATIONS}
