@@ -17,10 +17,14 @@ All-to-all volumes, in token copies per rank (a copy is h activations, split ove
 - dedup (DeepSeek-V3's DeepEP): a token crosses the scale-out tier once per remote domain it needs
   (P(token touches domain D) from the token sample), arrives at the GPU of its rail and is forwarded
   on NVLink to the target ranks; combine reduces inside the domain before sending back.
+- layout.ep_backend deepep or hybridep (Megatron-Core's flex dispatcher) de-duplicates so, and sends a token
+  once to each rank it needs, which permutes it to its experts: the NVLink copies shrink by the mean distinct
+  ranks among a token's k experts over k (rows_per_copy, from the sample).
 Each tier is a per-rank link: a tier's time is max over ranks of max(sent, received) bytes / bandwidth
-(NVLink at calibration.nvlink of line rate; NICs at calibration.scaleout, cut by oversubscription when
-the group crosses leaf units), plus one latency (a rank's sends to its peers are in flight at once,
-as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries
+(NVLink and NICs at the fractions of their line rates the backend's kernels reach: NCCL's calibration.nvlink
+and scaleout, DeepEP's ep_nvlink and ep_rdma, HybridEP's hybridep_nvlink and hybridep_rdma; NICs cut by
+oversubscription when the group crosses leaf units), plus one latency (a rank's sends to its peers are in flight at
+once, as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries
 the low-precision GEMM operand with layout.fp8_dispatch (DeepSeek-V3), else 16-bit (dispatch.dispatch_width);
 combine and the backward pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
 """
@@ -35,7 +39,7 @@ from ..cost import roofline
 from ..cost.ops import BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, OpTable, layer_shape
 from ..cost.roofline import attention_peak
 from . import routing
-from .dispatch import a2a_costs, dispatch_volumes, touch_probability
+from .dispatch import a2a_costs, chosen_ranks, dispatch_volumes, rows_per_copy, touch_probability
 from .placement import ExpertPlacement, place_experts
 
 PASSES = (("flops_f", "bytes_f"), ("flops_b", "bytes_b"), ("flops_w", "bytes_w"))
@@ -73,8 +77,9 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     tokens = rank_tokens(scn)
     ep_devices = slowest_group(placement, fabric)
     rank_domain = fabric.domain_of(ep_devices)
-    dedup = lay.ep_dispatch == "dedup" and len(np.unique(rank_domain)) > 1
-    need = dedup or lay.expert_placement == "graph"
+    per_rank = lay.ep_backend != "nccl"  # DeepEP, HybridEP: one row a token and rank, one a token and remote domain
+    dedup = (lay.ep_dispatch == "dedup" or per_rank) and len(np.unique(rank_domain)) > 1
+    need = dedup or per_rank or lay.expert_placement == "graph"
     drawn = routing.draw(scn, n_moe, lay.ep, tokens, need)
     coact = routing.coactivation(drawn.choices, moe.experts) if lay.expert_placement == "graph" else None
     placed = place_experts(lay.expert_placement, drawn.pmf * drawn.assignments, lay.ep,
@@ -87,8 +92,9 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     slowest = lambda t: t.max(axis=-1).mean(axis=1).T  # noqa: E731  (Lm, 3): slowest rank, mean over samples
     moe_ffn = slowest(np.maximum(device, host)) + fixed
     host_wait = np.maximum(moe_ffn - fixed - slowest(device), 0.0)  # float noise of equal terms: exact zeros
-    p_touch = touch_probability(drawn.choices, placed, rank_domain, scn.options.seed) if dedup else None
-    vol = dispatch_volumes(rank, tokens, rank_domain, p_touch)
+    ranks = chosen_ranks(drawn.choices, placed, scn.options.seed) if dedup or per_rank else None
+    p_touch = touch_probability(ranks, rank_domain) if dedup else None
+    vol = dispatch_volumes(rank, tokens, rank_domain, p_touch, rows_per_copy(ranks) if per_rank else None)
     comm = a2a_costs(scn, vol, rank, ep_devices, placement, fabric, cal)
     per_token = ops.flops_f[ops.block == BLOCK_EXPERT].sum()
     moe_flops = ops.flops_f[ops.block == BLOCK_MOE].sum() + rank.mean(axis=(0, 2)) * per_token

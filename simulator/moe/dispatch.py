@@ -1,5 +1,6 @@
 """Expert-parallel all-to-all: the token copies each EP rank sends and receives per tier (flat, or
-de-duplicated per remote domain as DeepEP), and the seconds of dispatch and combine over NVLink and the NICs."""
+de-duplicated per remote domain and per rank as DeepEP and HybridEP), and the seconds of dispatch and combine over
+NVLink and the NICs at the measured rates of the kernels that move them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from ..cost.ops import ACT_BYTES, operand_bytes
 from .placement import ExpertPlacement
 
 
-def touch_probability(choices: np.ndarray, placed: ExpertPlacement, rank_domain: np.ndarray,
-                      seed: int) -> np.ndarray:
-    """(Lm, d) probability that a token needs domain D: from the token sample, a copy of each chosen
-    expert picked uniformly among its copies."""
+def chosen_ranks(choices: np.ndarray, placed: ExpertPlacement, seed: int) -> np.ndarray:
+    """(Lm, tokens, k) EP rank serving each sampled token's chosen experts: a copy of each chosen expert picked
+    uniformly among its copies."""
     L, n, slots = placed.slot_expert.shape
     rank_of_slot = np.broadcast_to(np.arange(n)[:, None], (n, slots)).ravel()
     flat = placed.slot_expert.reshape(L, n * slots)
@@ -23,18 +23,31 @@ def touch_probability(choices: np.ndarray, placed: ExpertPlacement, rank_domain:
     c = np.take_along_axis(placed.copies, choices.reshape(L, -1), axis=1)
     s = np.take_along_axis(start, choices.reshape(L, -1), axis=1)
     pick = s + np.floor(rng.random(c.shape) * c).astype(int)
+    return np.take_along_axis(ranks_sorted, pick, axis=1).reshape(choices.shape)
+
+
+def touch_probability(ranks: np.ndarray, rank_domain: np.ndarray) -> np.ndarray:
+    """(Lm, d) probability that a token needs domain D, from chosen_ranks' (Lm, tokens, k) sample."""
     doms, dom_idx = np.unique(rank_domain, return_inverse=True)
-    dom = dom_idx[np.take_along_axis(ranks_sorted, pick, axis=1)].reshape(choices.shape)
-    touched = np.zeros((L, choices.shape[1], len(doms)), dtype=bool)
-    np.put_along_axis(touched, dom, True, axis=2)
+    touched = np.zeros((*ranks.shape[:2], len(doms)), dtype=bool)
+    np.put_along_axis(touched, dom_idx[ranks], True, axis=2)
     return touched.mean(axis=1)
 
 
-def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_touch=None) -> dict:
+def rows_per_copy(ranks: np.ndarray) -> np.ndarray:
+    """(Lm,) rows a kernel sending one row a token and destination rank (DeepEP, HybridEP) moves per expert copy:
+    the mean distinct ranks among a token's k chosen experts over k, from chosen_ranks' (Lm, tokens, k) sample."""
+    ordered = np.sort(ranks, axis=-1)
+    distinct = 1 + (np.diff(ordered, axis=-1) != 0).sum(axis=-1)
+    return distinct.mean(axis=1) / ranks.shape[-1]
+
+
+def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_touch=None, per_copy=None) -> dict:
     """Token copies each EP rank sends and receives per dispatch, per tier; (S, Lm, n) arrays.
 
-    `rank` (S, Lm, n): copies each rank computes (A_r). Keys send_nv, recv_nv, send_so, recv_so and
-    domain_out (S, Lm, d): copies leaving each domain.
+    `rank` (S, Lm, n): copies each rank computes (A_r); `p_touch` (Lm, d): de-duplicated per remote domain
+    (touch_probability); `per_copy` (Lm,): NVLink rows per copy of kernels that send a token once per rank
+    (rows_per_copy). Keys send_nv, recv_nv, send_so, recv_so and domain_out (S, Lm, d): copies leaving each domain.
     """
     n = rank.shape[-1]
     doms, idx = np.unique(rank_domain, return_inverse=True)
@@ -58,6 +71,8 @@ def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_t
         fwd_dom = np.stack([forwarded[..., idx == j].sum(axis=-1) for j in range(len(doms))], axis=-1)
         recv_nv = rank * (n_d - 1) / n + forwarded
         send_nv = (own - rank) / n + fwd_dom[..., idx] / n_d
+    if per_copy is not None:  # one row a token and destination rank: the NVLink copies shrink to rows
+        send_nv, recv_nv = send_nv * per_copy[:, None], recv_nv * per_copy[:, None]
     domain_out = np.stack([send_so[..., idx == j].sum(axis=-1) for j in range(len(doms))], axis=-1)
     return dict(send_nv=send_nv, recv_nv=recv_nv, send_so=send_so, recv_so=recv_so, domain_out=domain_out)
 
@@ -72,16 +87,19 @@ def dispatch_width(scn) -> float:
 
 
 KERNEL_FRACTIONS = {None: ("nvlink", "scaleout"), "normal": ("ep_nvlink", "ep_rdma"),
-                    "ll": ("ep_ll_nvlink", "ep_ll_rdma")}
-"""Calibration fields giving each link's achieved fraction: NCCL's collectives (training), or DeepEP's measured
-dispatch and combine (serving): normal kernels (prefill; de-duplicated per node) and low-latency kernels (decode;
-every copy sent to its rank)."""
+                    "ll": ("ep_ll_nvlink", "ep_ll_rdma"), "hybridep": ("hybridep_nvlink", "hybridep_rdma")}
+"""Calibration fields giving each link's achieved fraction: NCCL's collectives (training's all-to-all dispatcher), or
+DeepEP's measured dispatch and combine: normal kernels (training and prefill; de-duplicated per node) and low-latency
+kernels (decode; every copy sent to its rank); or HybridEP's (training)."""
+
+BACKEND_KERNEL = {"nccl": None, "deepep": "normal", "hybridep": "hybridep"}
+"""The KERNEL_FRACTIONS key of each layout.ep_backend."""
 
 
 def tier_links(fabric, cal, crosses: bool, kernel: str | None = None) -> tuple[dict, dict]:
     """({tier: bytes/s}, {tier: s}) of an EP rank's links: NVLink and its NIC share (cut by oversubscription when the
-    group crosses leaf units) at the fractions `kernel` reaches (KERNEL_FRACTIONS: NCCL's, or DeepEP's normal or
-    low-latency kernels'); one latency each, a rank's sends to its peers being in flight at once."""
+    group crosses leaf units) at the fractions `kernel` reaches (KERNEL_FRACTIONS: NCCL's, DeepEP's normal or
+    low-latency kernels', HybridEP's); one latency each, a rank's sends to its peers being in flight at once."""
     nv, so = (getattr(cal, name) for name in KERNEL_FRACTIONS[kernel])
     bw = {"nv": fabric.nvlink_bw * nv, "so": float(fabric.scaleout_bw(crosses)) * so}
     return bw, {"nv": fabric.nvlink_lat, "so": fabric.scaleout_lat}
@@ -105,7 +123,7 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
     """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
     lay, h = scn.layout, scn.model.hidden
-    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]))
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]), BACKEND_KERNEL[lay.ep_backend])
     copy = h / lay.etp  # elements of one token copy per expert-TP rank
     dispatch_bytes = dispatch_width(scn)
     most = {t: np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1) for t in ("nv", "so")}  # (S, Lm)

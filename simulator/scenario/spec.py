@@ -162,9 +162,14 @@ def _check_experts(s: Scenario) -> None:
             _rule("layout.fp8_dispatch", "dispatches tokens to experts: needs an MoE model (model.moe)")
         if lay.ep_overlap:
             _rule("layout.ep_overlap", "overlaps the experts' all-to-alls: needs an MoE model (model.moe)")
+        if lay.ep_backend != "nccl":
+            _rule("layout.ep_backend", f"{lay.ep_backend} runs the experts' all-to-alls: needs an MoE model "
+                                       "(model.moe)")
         return
     if lay.ep_overlap:
         _check_ep_overlap(s)
+    if lay.ep_backend != "nccl":
+        _check_ep_backend(s)
     if lay.fp8_dispatch and s.workload.dtype in SIXTEEN_BIT:
         _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: {_no_low_precision(s)}")
     slots = moe.experts + lay.redundant_experts
@@ -173,6 +178,20 @@ def _check_experts(s: Scenario) -> None:
         _rule("layout.ep", f"experts ({moe.experts}){extra} not divisible by ep ({lay.ep})")
     if routing is not None and routing.kind == "counts":
         _check_counts_file(s, routing.counts_file)
+
+
+def _check_ep_backend(s: Scenario) -> None:
+    """DeepEP and HybridEP are training's flex dispatcher (serving prices DeepEP's kernels already); they
+    de-duplicate per remote domain by design, and HybridEP's TMA kernels need Hopper or later."""
+    lay = s.layout
+    if s.workload.kind != "train":
+        _rule("layout.ep_backend", f"{lay.ep_backend} is a training dispatcher: serving prices DeepEP's normal and "
+                                   "low-latency kernels (layout.ep_dispatch chooses the de-duplication)")
+    if "ep_dispatch" in lay.model_fields_set and lay.ep_dispatch == "flat":
+        _rule("layout.ep_dispatch", f"flat contradicts ep_backend {lay.ep_backend}, which sends one copy a token and "
+                                    "remote domain (dedup)")
+    if lay.ep_backend == "hybridep" and s.topology.device.arch == "ampere":
+        _rule("layout.ep_backend", "hybridep runs TMA kernels: needs a Hopper or later device")
 
 
 def _check_ep_overlap(s: Scenario) -> None:
