@@ -25,7 +25,8 @@ def values(entry: dict, quantity: str | None = None) -> list[float]:
 
 def deepep_table(doc: dict, sheet: dict, nic_rate: float) -> list[dict]:
     """DeepEP dispatch/combine per entry: EP size, tokens, bandwidth (bytes/s) with its fraction of the link
-    (NVLink per direction or the 400 Gb/s NIC), latency (s) and implied bytes per rank where both are given."""
+    (NVLink per direction or the 400 Gb/s NIC; of V2's NVLink figures only the (ep - 1) / ep that leaves the rank),
+    latency (s) and implied bytes per rank where both are given."""
     rows = []
     for e in (x for x in doc["entries"] if x["id"].startswith("deepep")):
         c = e["config"]
@@ -36,8 +37,11 @@ def deepep_table(doc: dict, sheet: dict, nic_rate: float) -> list[dict]:
         for phase in ("dispatch", "combine"):
             bw = [m for m in e["measured"] if m["quantity"].startswith(phase) and m["unit"] == "GB/s"][0]
             link = "nvlink" if "NVLink" in bw["quantity"] else "rdma"
-            row[phase] = {"bandwidth": bw["value"] * GIGA, "link": link, "fraction_of_link": bw["value"] * GIGA / (
-                sheet[e["device"]]["nvlink"] if link == "nvlink" else nic_rate)}
+            # V2's logical bandwidth counts the rank's own tokens, which cross no NVLink: (ep - 1) / ep of it does
+            remote = (ep - 1) / ep if "V2" in row["kernel"] and link == "nvlink" else 1.0
+            rate = sheet[e["device"]]["nvlink"] if link == "nvlink" else nic_rate
+            row[phase] = {"bandwidth": bw["value"] * GIGA, "link": link,
+                          "fraction_of_link": bw["value"] * GIGA * remote / rate}
             lat = values(e, f"{phase} latency")
             if lat:
                 row[phase].update(latency=lat[0] * MICRO, bytes_per_rank=lat[0] * MICRO * bw["value"] * GIGA)
