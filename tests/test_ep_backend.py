@@ -128,7 +128,7 @@ def test_hybridep_all_to_all_reproduces_its_b200_benchmark(make_scenario, monkey
 ])
 def test_refusals(make_scenario, case, field):
     """Only MoE models; DeepEP and HybridEP de-duplicate per remote domain by design; HybridEP's TMA kernels need
-    Hopper or later; serving prices DeepEP's kernels whatever the field says."""
+    Hopper or later; serving refuses it (it prices DeepEP's kernels)."""
     args = {"model": SMALL_MOE, "topology": H800, **case}
     with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):
         make_scenario(**args)

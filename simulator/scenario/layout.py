@@ -76,8 +76,8 @@ class Layout(_Frozen):
     """MoE training: the kernels of the expert all-to-all. nccl: Megatron-Core's all-to-all token dispatcher, NCCL
     moving the copies permuted per expert, at NCCL's link rates; deepep, hybridep: its flex dispatcher's DeepEP or
     HybridEP kernels, which send a token once to each rank it needs (the rank permutes it to its experts) and once
-    to each remote domain (ep_dispatch dedup), at their measured rates (docs/calibration.md). Serving prices DeepEP's
-    kernels whatever this says (ep_dispatch chooses the de-duplication)."""
+    to each remote domain (ep_dispatch dedup), at their measured rates (docs/calibration.md). Training only: serving
+    prices DeepEP's kernels (ep_dispatch chooses the de-duplication)."""
     fp8_dispatch: StrictBool | None = None
     """Send tokens to the experts in the GEMMs' low-precision format (combine stays 16-bit): DeepSeek-V3
     quantizes before its dispatch, serving engines run DeepEP's FP8 kernels. null: true for serving under a
