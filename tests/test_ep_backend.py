@@ -96,23 +96,34 @@ def test_deepep_moves_one_row_a_rank_on_nvlink(make_scenario, monkeypatch):
 
 # --- the benchmark the rates come from -------------------------------------------------------------------------------
 
-BENCH_MODEL = {"layers": 1, "hidden": 7168, "heads": 56, "ffn": 18432, "ffn_kind": "swiglu", "vocab": 32000,
-               "moe": {"experts": 64, "top_k": 8, "shared_experts": 0, "expert_ffn": 2048, "dense_layers": 0}}
-"""HybridEP's benchmark: hidden 7168, top-8, 8 local experts a rank at EP 8."""
+def bench_model(ranks: int) -> dict:
+    """HybridEP's benchmark model: hidden 7168, top-8, 8 local experts a rank."""
+    return {"layers": 1, "hidden": 7168, "heads": 56, "ffn": 18432, "ffn_kind": "swiglu", "vocab": 32000,
+            "moe": {"experts": 8 * ranks, "top_k": 8, "shared_experts": 0, "expert_ffn": 2048, "dense_layers": 0}}
 
 
-def test_hybridep_all_to_all_reproduces_its_b200_benchmark(make_scenario, monkeypatch):
-    """EP 8 on one B200 node, 4,096 tokens a rank, uniform routing: simrack's forward all-to-all (16-bit dispatch,
-    then combine) against the time HybridEP's table implies, rows a rank receives x 7168 x 2 bytes over the measured
-    535.94 (dispatch) and 530.86 GB/s (combine): within 6% (the fit's spread over the rows is 4%, a microsecond of
-    latency a phase, a 16,384-token sample)."""
+B200_NODE = {"preset": "hgx-b200", "domains": 1}
+GB200_RACK = {"preset": "gb200-nvl72", "domains": 1, "domain": {"gpus": 64}, "scaleout": {"nics_per_domain": 64}}
+
+
+@pytest.mark.parametrize("topology, ranks, dispatch, combine", [
+    (B200_NODE, 8, 535.94, 530.86),  # the 16 SMs measured
+    (GB200_RACK, 8, (550.10 + 545.71) / 2, (538.44 + 568.94) / 2),  # 16 and 32 SMs around HybridEP's 24
+    (GB200_RACK, 16, (472.84 + 523.48) / 2, (474.48 + 521.55) / 2),
+    (GB200_RACK, 32, (485.50 + 484.22) / 2, (423.19 + 464.54) / 2),
+])
+def test_hybridep_all_to_all_reproduces_its_benchmark(make_scenario, monkeypatch, topology, ranks, dispatch, combine):
+    """4,096 tokens a rank, uniform routing: simrack's forward all-to-all (16-bit dispatch, then combine) against the
+    time HybridEP's table implies, rows a rank receives x 7168 x 2 bytes over the measured dispatch and combine GB/s:
+    within 6% (one fraction fits all the rows, 4% apart on average; a microsecond of latency a phase; a 16,384-token
+    sample)."""
     monkeypatch.setattr(routing, "TOKEN_SAMPLE", 16384)
-    scn = make_scenario(model=BENCH_MODEL, topology={"preset": "hgx-b200", "domains": 1},
-                        workload={"seq_len": 4096, "global_batch": 8, "routing": {"kind": "uniform"}},
-                        layout={"ep": 8, "ep_backend": "hybridep"})
+    scn = make_scenario(model=bench_model(ranks), topology=topology,
+                        workload={"seq_len": 4096, "global_batch": 64, "routing": {"kind": "uniform"}},
+                        layout={"ep": ranks, "ep_backend": "hybridep"})
     simulated = run(scn).plan.moe.a2a[0, 0]
-    rows = 8 * 4096 * uniform_rows_per_copy(64, 8, 8)  # one a token and rank it needs, from all 8 ranks
-    measured = rows * 7168 * 2 * (1 / 535.94e9 + 1 / 530.86e9)
+    rows = 4096 * 8 * uniform_rows_per_copy(8 * ranks, ranks, 8)  # ranks x 4096 x P(a token needs this rank)
+    measured = rows * 7168 * 2 * (1 / (dispatch * 1e9) + 1 / (combine * 1e9))
     assert simulated == pytest.approx(measured, rel=0.06)
 
 
