@@ -176,8 +176,11 @@ def test_moe_weights_per_device_are_the_parameter_counts(make_scenario):
 def test_flat_dispatch_in_one_domain_is_the_closed_form(make_scenario):
     """Flat dispatch inside one NVL72 rack, bf16: each of n ranks sends and receives b k (n - 1) / n
     copies of h 16-bit values on NVLink, for dispatch and for combine: b k (n-1)/n h 2 / bw + one latency each, bw
-    the NVLink rate times DeepEP's measured fraction (normal kernels; low-latency kernels for decode); the report's EP
-    bytes a token and MoE layer are k (n - 1)/n h (2 + 2)."""
+    the NVLink rate times DeepEP's measured fraction; the low-latency kernels (decode) move every copy, the normal
+    kernels (prefill) one row a token and rank it needs, n (1 - C(14, 2) / C(16, 2)) / k rows a copy for 16 experts
+    at top-2 (29/30); the report's EP bytes a token and MoE layer are the normal kernels' k (n - 1)/n rows h (2 + 2)."""
+    from math import comb
+
     from simulator.cost.fabric import fabric_for
     from simulator.serving.steps import step_costs
 
@@ -186,10 +189,11 @@ def test_flat_dispatch_in_one_domain_is_the_closed_form(make_scenario):
     costs = step_costs(scn)
     fabric, cal, n, k, h = fabric_for(scn.topology), costs.cal, 8, 2, 1024
     b = np.array([1, 7, 64, 300])
-    for a2a, fraction in ((costs.moe.a2a, cal.ep_nvlink), (costs.moe.a2a_ll, cal.ep_ll_nvlink)):
-        by_hand = b * k * (n - 1) / n * h * 2 / (fabric.nvlink_bw * fraction) + fabric.nvlink_lat
+    rows = n * (1 - comb(14, 2) / comb(16, 2)) / k
+    for a2a, fraction, per_copy in ((costs.moe.a2a, cal.ep_nvlink, rows), (costs.moe.a2a_ll, cal.ep_ll_nvlink, 1.0)):
+        by_hand = b * k * (n - 1) / n * per_copy * h * 2 / (fabric.nvlink_bw * fraction) + fabric.nvlink_lat
         np.testing.assert_allclose(a2a(b), np.stack([by_hand, by_hand], axis=-1), rtol=1e-12)
-    assert costs.moe.ep_bytes["nvlink"] == pytest.approx(k * (n - 1) / n * h * 4, rel=1e-12)
+    assert costs.moe.ep_bytes["nvlink"] == pytest.approx(k * (n - 1) / n * rows * h * 4, rel=1e-12)
     assert costs.moe.ep_bytes["scaleout"] == 0.0
 
 
@@ -300,3 +304,4 @@ def test_skewed_routing_is_refused_for_serving(make_scenario):
     with pytest.raises(ScenarioError, match="workload.routing: serving assumes uniform expert load"):
         _serve_moe(make_scenario, routing={"kind": "zipf", "skew": 0.5})
     assert _serve_moe(make_scenario, routing={"kind": "uniform"}).workload.routing.kind == "uniform"
+

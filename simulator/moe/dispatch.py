@@ -42,6 +42,14 @@ def rows_per_copy(ranks: np.ndarray) -> np.ndarray:
     return distinct.mean(axis=1) / ranks.shape[-1]
 
 
+def uniform_rows_per_copy(experts: int, ranks: int, k: int) -> float:
+    """rows_per_copy of uniform routing in closed form: a token's k distinct experts, of `experts` spread evenly over
+    `ranks`, miss a given rank with probability prod_i (E - E/n - i) / (E - i), so reach n (1 - that) ranks; over k."""
+    per_rank = experts / ranks
+    miss = np.prod([max(experts - per_rank - i, 0.0) / (experts - i) for i in range(k)])
+    return float(ranks * (1.0 - miss) / k)
+
+
 def dispatch_volumes(rank: np.ndarray, tokens: int, rank_domain: np.ndarray, p_touch=None, per_copy=None) -> dict:
     """Token copies each EP rank sends and receives per dispatch, per tier; (S, Lm, n) arrays.
 

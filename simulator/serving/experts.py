@@ -11,8 +11,8 @@ replica and B on the unit runs:
   z sqrt(B k / ep), z ~ 2.6 at EP 144); its slots at that load each, an expert reading its weights only if it
   received a token (probability 1 - exp(-M), tokens arriving as Poisson), each GEMM at its grouped-GEMM efficiency;
 - dispatch and combine of the copies (simulator.moe.dispatch's per-tier volumes, linear in b) at DeepEP's measured
-  fractions of the links: the normal kernels (de-duplicated per node) for steps that prefill, the low-latency
-  kernels (every copy to its rank) for decode-only steps.
+  fractions of the links: the normal kernels (de-duplicated per node, one row a token and rank it needs) for steps
+  that prefill, the low-latency kernels (every copy to its rank) for decode-only steps.
 
 An expert GEMM (M x N x K) turns compute-bound when 2 M N K / peak >= (weight + activation bytes) /
 HBM, i.e. at M = 1 / (HBM / (peak * w) - (1/N + 1/K) * a / w) (w, a bytes of a weight and an
@@ -37,7 +37,7 @@ from ..cost.fabric import fabric_for
 from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, DTYPE_BYTES, OpRows, layer_rows
 from ..cost.placement import place, split_layers
 from ..moe.costs import expert_seconds
-from ..moe.dispatch import a2a_seconds, dispatch_volumes, dispatch_width, tier_links
+from ..moe.dispatch import a2a_seconds, dispatch_volumes, dispatch_width, tier_links, uniform_rows_per_copy
 from .lookup import tabulated
 
 
@@ -96,10 +96,11 @@ def _largest_normal(n: int) -> float:
     return NormalDist().inv_cdf(0.5 ** (1.0 / n))
 
 
-def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
+def _unit_volumes(scn, devices, dedup: bool | None = None, per_rank: bool = True) -> dict:
     """Copies each EP rank sends and receives per tier when every rank brings one token (uniform
     routing; dedup (default: layout.ep_dispatch): a token needs domain D with probability
-    1 - (1 - share of D's experts)^k). The volumes are linear in the tokens a rank brings."""
+    1 - (1 - share of D's experts)^k; `per_rank`: on NVLink one row a token and rank it needs, as DeepEP's normal
+    kernels send, uniform_rows_per_copy of the copies). The volumes are linear in the tokens a rank brings."""
     n, k = len(devices), scn.model.moe.top_k
     dom = fabric_for(scn.topology).domain_of(devices)
     doms, idx = np.unique(dom, return_inverse=True)
@@ -107,7 +108,8 @@ def _unit_volumes(scn, devices, dedup: bool | None = None) -> dict:
     dedup = scn.layout.ep_dispatch == "dedup" if dedup is None else dedup
     if dedup and len(doms) > 1:
         p_touch = (1 - (1 - np.bincount(idx) / n) ** k)[None]
-    vol = dispatch_volumes(np.full((1, 1, n), float(k)), 1, dom, p_touch)
+    rows = np.array([uniform_rows_per_copy(scn.model.moe.experts, n, k)]) if per_rank else None
+    vol = dispatch_volumes(np.full((1, 1, n), float(k)), 1, dom, p_touch, rows)
     return {key: v.reshape(-1) for key, v in vol.items() if key != "domain_out"}
 
 
@@ -119,7 +121,8 @@ def all_to_all_seconds(scn, devices, tp_group, cal, tokens, kernel: str = "norma
     the received copies are all-gathered over `tp_group` before the experts and reduce-scattered after (on NVLink)."""
     fabric, model = fabric_for(scn.topology), scn.model
     b = np.asarray(tokens, float)
-    vol = _unit_volumes(scn, devices, None if kernel == "normal" else False)
+    normal = kernel == "normal"
+    vol = _unit_volumes(scn, devices, None if normal else False, per_rank=normal)
     bw, lat = tier_links(fabric, cal, bool(fabric.profile(np.asarray(devices)[None])[2][0]), kernel)
     gather = scatter = 0.0
     if scn.layout.tp > 1:
