@@ -232,10 +232,10 @@ def test_nemo_configs(reference, scenarios):
     """The NeMo H100 scenarios run the layouts their tables print (GPUs, TP, PP, CP, virtual stages, batches)."""
     names = {("GPT3-175B", 128): "gpt3-175b-128", ("GPT3-175B", 512): "gpt3-175b-512", ("LLAMA2-7B", 8): "llama2-7b",
              ("LLAMA2-13B", 16): "llama2-13b", ("LLAMA2-70B", 64): "llama2-70b",
-             ("Nemotron-340B", 128): "nemotron4-340b", ("LLAMA3-8B", 8): "llama3-8b", ("LLAMA3-70B", 64): "llama3-70b"}
+             ("Nemotron-340B", 128): "nemotron4-340b", ("LLAMA3-8B", 8): "llama3-8b", ("LLAMA3-70B", 64): "llama3-70b",
+             ("GPT3-5B", 64): "gpt3-5b", ("GPT3-20B", 64): "gpt3-20b", ("Nemotron-8B", 64): "nemotron3-8b",
+             ("Nemotron-22B", 64): "nemotron3-22b"}
     for row in _table(reference("nemo_24_07_pretraining_h100"), "reported"):
-        if (row["model"], row["gpus"]) not in names:
-            continue
         got = _shape(scenarios[f"nemo2407-h100-{names[row['model'], row['gpus']]}.yaml"])
         assert {k: got[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp")} == \
             {k: row[k] for k in ("gpus", "global_batch", "micro_batch", "seq_len", "tp", "pp", "cp")}
