@@ -6,6 +6,7 @@ Used by device_fit.calibrate; entries come from simulator/data/kernels.yaml.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -98,7 +99,9 @@ def board(device: str) -> dict:
             "peak_bf16": parse_flops(preset["peak_flops"]["bf16"])}
 
 
+@lru_cache(maxsize=1)
 def _device_presets() -> dict:
+    """topologies/presets/devices.yaml, read once (callers only read it)."""
     return yaml.safe_load(resources.files("topologies").joinpath("presets", "devices.yaml").read_text())
 
 
