@@ -88,3 +88,23 @@ def test_serving_refuses_multi_stream(make_scenario):
     with pytest.raises(ScenarioError, match=r"expert_gemm"):
         make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8},
                       workload={"kind": "serve", "prompt_len": 512, "output_len": 64, "expert_gemm": "multi_stream"})
+
+
+def test_eager_moe_reports_carry_the_caveat(make_scenario):
+    """An MoE step without CUDA graphs says what it leaves out (the host's launches beyond the experts' GEMMs, the
+    dispatcher's sync each layer) in its report, JSON and table; with whole-iteration graphs, or a dense model, it
+    says nothing. tests/test_validate.py checks the caveat against the development set."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from simulator.output.render import print_table
+    from simulator.training.report import EAGER_MOE
+
+    eager = run(_scenario(make_scenario)).report
+    assert eager.caveats == [EAGER_MOE] and eager.to_dict()["caveats"] == [EAGER_MOE]
+    assert run(_scenario(make_scenario, cuda_graphs=True)).report.caveats == []
+    assert run(make_scenario(layout={"dp": 64})).report.caveats == []
+    out = StringIO()
+    print_table(eager, Console(file=out, width=200))
+    assert "caveat" in out.getvalue() and "not priced" in out.getvalue()

@@ -98,6 +98,7 @@ def table(report: Report | ServeReport) -> Table:
                          f"{_pct(r.busiest_link['utilization'])} busy"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
     ]
+    rows += [("caveat", c) for c in r.caveats]
     fl = r.extra.get("faults")
     if fl:
         rows.append(("faults", f"{fl['slowdown']:.3f}x healthy {fmt_time(fl['healthy_step_time_s'])}; "

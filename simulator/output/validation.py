@@ -65,6 +65,7 @@ class Outcome:
     problem: str | None  # why it could not be simulated
     kind: str = ""  # the case's kind, or the report's when the case does not say
     fits_in_memory: bool | None = None
+    caveats: tuple[str, ...] = ()  # the report's: what simrack leaves out of this case's step
 
     @property
     def counted(self) -> bool:
@@ -167,7 +168,8 @@ def outcome(case: Case, point) -> Outcome:
     simulated = lookup(report, case.metric)
     if simulated is None:
         return Outcome(case, None, None, f"report has no {case.metric}", kind, fits)
-    return Outcome(case, simulated, (simulated - case.value) / case.value, None, kind, fits)
+    return Outcome(case, simulated, (simulated - case.value) / case.value, None, kind, fits,
+                   tuple(report.get("caveats", ())))
 
 
 def _stat(outcomes: list[Outcome], group: str, kind: str, fitted: bool | None) -> Stat:
@@ -210,7 +212,8 @@ def rows(outcomes: list[Outcome]) -> list[dict]:
              "error": o.error, "problem": o.problem, "group": o.case.group, "kind": o.kind, "dtype": o.case.dtype,
              "moe": o.case.moe, "fitted": o.case.fitted, "verified": o.case.verified,
              "expressible": o.case.expressible, "why": o.case.why, "counted": o.counted,
-             "fits_in_memory": o.fits_in_memory, "unmodelled": list(o.case.unmodelled)} for o in outcomes]
+             "fits_in_memory": o.fits_in_memory, "unmodelled": list(o.case.unmodelled),
+             "caveats": list(o.caveats)} for o in outcomes]
 
 
 def document(outcomes: list[Outcome]) -> dict:
