@@ -124,17 +124,25 @@ def _mcore_deepseek_v3(published, case):
     return case.source_value * 1e12 / per_token
 
 
+LONG_SEQUENCE_SHAPES = {"nemo_long_sequence_llama2_7b_h100": (32, 4096, 1.0, 11008, 32000),  # Llama 2 7B
+                        "nemo_long_sequence_llama3_8b_b200": (32, 4096, 8 / 32, 14336, 128256)}  # Llama 3 8B
+"""Layers, hidden, KV heads over heads, FFN width, vocabulary."""
+
+
 def _nemo_long_sequence(published, case):
     """NeMo's Llama FLOP count (nemo/utils/flops_formulas.py): L h^2 (12 + 12 kv/a + 18 f/h + 12 s/h + 6 V/(L h))
-    a token, Llama 2 7B's shape (kv/a 1), attention not halved for the causal mask."""
+    a token, attention not halved for the causal mask, over the GPUs of the printed TP x PP x DP x CP (the H100
+    table's GPU column; a quarter of the B200 table's, published.yaml says why)."""
     (row,) = [r for r in _table(published, "reported") if f"seq_len_k={r['seq_len_k']}]" in case.reported]
-    s, layers, h, f, vocab = row["seq_len_k"] * 1024, 32, 4096, 11008, 32000
-    per_token = layers * h * h * (12 + 12 + 18 * f / h + 12 * s / h + 6 * vocab / (layers * h))
-    return row["global_batch"] * s * per_token / (row["gpus"] * case.source_value * 1e12)
+    layers, h, kv, f, vocab = LONG_SEQUENCE_SHAPES[case.case]
+    s, gpus = row["seq_len_k"] * 1024, row["tp"] * row["pp"] * row["dp"] * row["cp"]
+    per_token = layers * h * h * (12 + 12 * kv + 18 * f / h + 12 * s / h + 6 * vocab / (layers * h))
+    return row["global_batch"] * s * per_token / (gpus * case.source_value * 1e12)
 
 
 DERIVE = {
     "nemo_long_sequence_llama2_7b_h100": _nemo_long_sequence,
+    "nemo_long_sequence_llama3_8b_b200": _nemo_long_sequence,
     "mcore_deepseek_v3_gb200_mxfp8": _mcore_deepseek_v3,
     "megatron2021_table1_weak_scaling": _megatron_t1,
     "megatron2021_table2_ptdp_vs_zero3": _megatron_t2,
@@ -229,7 +237,8 @@ def test_llama3_configs(reference, scenarios):
 
 
 def test_nemo_configs(reference, scenarios):
-    """The NeMo H100 scenarios run the layouts their tables print (GPUs, TP, PP, CP, virtual stages, batches)."""
+    """The NeMo scenarios run the layouts their tables print (GPUs, TP, PP, CP, virtual stages, batches); the B200
+    long-sequence ones on the printed TP x PP x DP x CP, a quarter of the GPU column."""
     names = {("GPT3-175B", 128): "gpt3-175b-128", ("GPT3-175B", 512): "gpt3-175b-512", ("LLAMA2-7B", 8): "llama2-7b",
              ("LLAMA2-13B", 16): "llama2-13b", ("LLAMA2-70B", 64): "llama2-70b",
              ("Nemotron-340B", 128): "nemotron4-340b", ("LLAMA3-8B", 8): "llama3-8b", ("LLAMA3-70B", 64): "llama3-70b",
@@ -245,6 +254,12 @@ def test_nemo_configs(reference, scenarios):
         assert {k: got[k] for k in ("gpus", "global_batch", "tp", "pp", "dp", "cp")} == \
             {k: row[k] for k in ("gpus", "global_batch", "tp", "pp", "dp", "cp")}
         assert got["seq_len"] == row["seq_len_k"] * 1024 and got["global_batch"] * got["seq_len"] == 4 * 2 ** 20
+    for row in _table(reference("nemo_long_sequence_llama3_8b_b200"), "reported"):
+        got = _shape(scenarios[f"nemo-longseq-b200-llama3-8b-{row['seq_len_k']}k.yaml"])
+        assert {k: got[k] for k in ("global_batch", "tp", "pp", "dp", "cp")} == \
+            {k: row[k] for k in ("global_batch", "tp", "pp", "dp", "cp")}
+        assert got["gpus"] * 4 == row["gpus"] and got["seq_len"] == row["seq_len_k"] * 1024
+        assert got["global_batch"] * got["seq_len"] == 4 * 2 ** 20
 
 
 def test_nemo_gb200_configs(reference, scenarios):
