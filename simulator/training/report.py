@@ -8,7 +8,8 @@ MoE models: `exposed_comm_s.ep` is the all-to-all time left on the critical path
 tasks; in DualPipe's F&B pairs what the other half's compute does not cover), and `extra["ep"]`
 splits it by the tier that bounded each all-to-all, with the EP traffic per tier, the busiest EP
 link, the load imbalance (max / mean tokens per EP rank) and the dropped fraction. `extra["params"]`
-gives total and active parameters.
+gives total and active parameters. `caveats` names what the step leaves unpriced where the development set shows
+simrack optimistic (caveats()).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Report:
     traffic_bytes: dict
     busiest_link: dict
     cost_per_million_tokens: float
-    caveats: list = field(default_factory=list)  # what the figures leave out where they are known to be optimistic
+    caveats: list[str] = field(default_factory=list)  # what the figures leave out where they are known optimistic
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
