@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.training.report import EAGER_MOE
 from simulator.output.validation import (DEFAULT_DIR, Case, Outcome, group_stats, load_cases, published_figure,
                                          rows, sample_stats, summary)
+from simulator.training.report import EAGER_MOE
 
 runner = CliRunner()
 

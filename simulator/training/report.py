@@ -166,8 +166,8 @@ def busiest_link(scn, plan: Plan, fabric, step_time: float) -> dict:
 
 
 EAGER_MOE = ("MoE layers without CUDA graphs: the host's launches beyond the routed experts' GEMMs and the "
-             "dispatcher's device-to-host sync in every layer are not priced; published runs of this kind took "
-             "longer than simrack predicts (docs/calibration.md, development set)")
+             "dispatcher's device-to-host sync in every layer are not priced; published runs of this kind mostly "
+             "took longer than simrack predicts (docs/calibration.md, development set)")
 
 
 def caveats(scn) -> list[str]:
