@@ -361,8 +361,8 @@ def validate(
     quiet: Quiet = False,
 ) -> None:
     """Simulate the validation cases; print published, simulated and error per case, and the mean and max
-    error per group (generation x kind), in-sample and out-of-sample apart (exit status 1 when a case
-    fails to simulate)."""
+    error per group (generation x kind) and per model family of the training cases (dense, MoE), in-sample and
+    out-of-sample apart (exit status 1 when a case fails to simulate)."""
     from .output import validation as val
     from .output import whatif_tables as views
     from .whatif.sweep import Job, evaluate, run_jobs
@@ -387,6 +387,7 @@ def validate(
         out = views.console()
         out.print(views.validate_table(outcomes, mean, worst))
         out.print(views.validate_groups_table(val.group_stats(outcomes), val.sample_stats(outcomes)))
+        out.print(views.validate_groups_table(val.family_stats(outcomes), title="training errors by model family"))
         lines = views.validate_not_expressible(outcomes)
         if lines:
             out.print("not expressible yet (simulated and listed, not counted):", highlight=False)

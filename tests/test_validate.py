@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.output.validation import (DEFAULT_DIR, Case, Outcome, group_stats, load_cases, published_figure,
-                                         rows, sample_stats, summary)
+from simulator.output.validation import (DEFAULT_DIR, Case, Outcome, family_stats, group_stats, load_cases,
+                                         published_figure, rows, sample_stats, summary)
 from simulator.training.report import EAGER_MOE
 
 runner = CliRunner()
@@ -62,6 +62,12 @@ def test_shipped_cases_simulate_and_the_summary_is_their_errors(shipped):
                 and r["fitted"] == (g["sample"] == "in-sample")]
         assert g["cases"] == len(mine) and g["mean_abs_error"] == pytest.approx(sum(mine) / len(mine))
         assert g["max_abs_error"] == pytest.approx(max(mine))
+    for f in data["families"]:
+        mine = [abs(r["error"]) for r in counted if r["group"] == f["group"] and r["kind"] == "train"
+                and f["kind"] == ("train moe" if r["moe"] else "train dense")
+                and r["fitted"] == (f["sample"] == "in-sample")]
+        assert f["cases"] == len(mine) and f["mean_abs_error"] == pytest.approx(sum(mine) / len(mine))
+    assert sum(f["cases"] for f in data["families"]) == sum(r["kind"] == "train" for r in counted)
     for key, fitted in (("in_sample", True), ("out_of_sample", False)):
         mine = [abs(r["error"]) for r in counted if r["fitted"] == fitted]
         assert data[key]["cases"] == len(mine)
@@ -130,10 +136,10 @@ def test_csv_has_the_json_rows(tmp_path):
 
 # --- statistics on a synthetic list of outcomes -----------------------------------------------------
 
-def _outcome(error, *, group="hopper", kind="train", fitted=False, expressible=True, simulated=True):
+def _outcome(error, *, group="hopper", kind="train", fitted=False, expressible=True, simulated=True, moe=False):
     case = Case(scenario=Path("x.yaml"), label=f"{group} {kind} {error}", case="c", reported="r",
                 metric="step_time_s", value=10.0, unit="s", group=group, kind=kind, fitted=fitted,
-                expressible=expressible, why="" if expressible else "needs fp4")
+                expressible=expressible, why="" if expressible else "needs fp4", moe=moe)
     if not simulated:
         return Outcome(case, None, None, "invalid: bad", kind)
     return Outcome(case, 10.0 * (1 + error), error, None, kind)
@@ -168,6 +174,20 @@ def test_group_statistics_are_the_closed_form_means():
     mean, worst = summary(SYNTHETIC)
     assert mean == pytest.approx((0.06 + sum(out)) / 8) and worst == pytest.approx(0.30)
     assert samples["all"].cases == 8 and samples["all"].mean == pytest.approx(mean)
+
+
+def test_family_statistics_split_the_training_cases_into_dense_and_moe():
+    """Training cases only, by (group, dense or MoE, sample): the serving case, the uncounted ones and the other
+    groups' cases stay out of each row."""
+    outcomes = SYNTHETIC + [_outcome(0.40, moe=True), _outcome(-0.20, moe=True), _outcome(0.60, moe=True, kind="serve")]
+    stats = {(s.group, s.kind, s.sample): s for s in family_stats(outcomes)}
+    assert list(stats) == [("ampere", "train dense", "in-sample"), ("ampere", "train dense", "out-of-sample"),
+                           ("hopper", "train dense", "out-of-sample"), ("hopper", "train moe", "out-of-sample")]
+    expect = {("ampere", "train dense", "out-of-sample"): (3, 0.20, 0.30),
+              ("hopper", "train dense", "out-of-sample"): (2, 0.10, 0.15),
+              ("hopper", "train moe", "out-of-sample"): (2, 0.30, 0.40)}
+    for key, (n, mean, worst) in expect.items():
+        assert (stats[key].cases, stats[key].mean, stats[key].max) == (n, pytest.approx(mean), pytest.approx(worst))
 
 
 def test_no_counted_case_gives_nan_not_an_error():

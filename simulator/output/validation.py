@@ -197,6 +197,16 @@ def group_stats(outcomes: list[Outcome]) -> list[Stat]:
     return [_stat([o for o in outcomes if (o.case.group, o.kind, o.case.fitted) == k], *k) for k in keys]
 
 
+def family_stats(outcomes: list[Outcome]) -> list[Stat]:
+    """The training cases of group_stats split by model family: one Stat per (group, dense or MoE, in-sample or
+    out-of-sample) with at least one counted case, kind "train dense" or "train moe"."""
+    train = [o for o in outcomes if o.counted and o.kind == "train"]
+    family = lambda o: "train moe" if o.case.moe else "train dense"  # noqa: E731
+    keys = sorted({(o.case.group, family(o), o.case.fitted) for o in train},
+                  key=lambda k: (_order(k[0]), k[1], not k[2]))
+    return [_stat([o for o in train if (o.case.group, family(o), o.case.fitted) == k], *k) for k in keys]
+
+
 def sample_stats(outcomes: list[Outcome]) -> dict[str, Stat]:
     """In-sample, out-of-sample and all counted cases."""
     return {"in_sample": _stat([o for o in outcomes if o.case.fitted], "", "", True),
@@ -217,10 +227,12 @@ def rows(outcomes: list[Outcome]) -> list[dict]:
 
 
 def document(outcomes: list[Outcome]) -> dict:
-    """The JSON document of validate (less the version): cases, statistics per group and per sample."""
+    """The JSON document of validate (less the version): cases, statistics per group, per model family of the
+    training cases and per sample."""
     mean, worst = summary(outcomes)
     samples = sample_stats(outcomes)
     return {"cases": rows(outcomes), "groups": [s.to_dict() for s in group_stats(outcomes)],
+            "families": [s.to_dict() for s in family_stats(outcomes)],
             "in_sample": samples["in_sample"].to_dict(), "out_of_sample": samples["out_of_sample"].to_dict(),
             "not_expressible": sum(not o.case.expressible for o in outcomes),
             "mean_abs_error": _json_float(mean), "max_abs_error": _json_float(worst)}

@@ -215,10 +215,11 @@ def validate_table(outcomes, mean: float, worst: float) -> Table:
     return t
 
 
-def validate_groups_table(stats, samples: dict) -> Table:
+def validate_groups_table(stats, samples: dict | None = None, title: str = "errors by group (expressible cases)"
+                          ) -> Table:
     """Mean and max absolute error per group (generation x kind), in-sample and out-of-sample apart,
-    then per sample over all groups."""
-    t = Table(title="errors by group (expressible cases)", title_justify="left")
+    then, given `samples`, per sample over all groups."""
+    t = Table(title=title, title_justify="left")
     for name, just in (("group", "left"), ("kind", "left"), ("sample", "left"), ("cases", "right"),
                        ("mean |error|", "right"), ("max |error|", "right")):
         t.add_column(name, justify=just)
@@ -230,9 +231,10 @@ def validate_groups_table(stats, samples: dict) -> Table:
 
     for s in stats:
         row(s, s.group or "-", s.kind or "-")
-    t.add_section()
-    for key in ("in_sample", "out_of_sample", "all"):
-        row(samples[key], "all", "all")
+    if samples is not None:
+        t.add_section()
+        for key in ("in_sample", "out_of_sample", "all"):
+            row(samples[key], "all", "all")
     return t
 
 
