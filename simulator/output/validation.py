@@ -189,22 +189,27 @@ def _order(group: str) -> tuple:
     return (GROUPS.index(group) if group in GROUPS else len(GROUPS), group)
 
 
+def _stats_by(outcomes: list[Outcome], kind_of) -> list[Stat]:
+    """One Stat per (group, kind_of(outcome), in-sample or out-of-sample) with at least one counted case, in the
+    order of GROUPS, then KINDS (other kinds after them, by name), in-sample first."""
+    keyed: dict[tuple, list[Outcome]] = {}
+    for o in outcomes:
+        if o.counted:
+            keyed.setdefault((o.case.group, kind_of(o), o.case.fitted), []).append(o)
+    order = lambda k: (_order(k[0]), KINDS.index(k[1]) if k[1] in KINDS else len(KINDS), k[1], not k[2])  # noqa: E731
+    return [_stat(keyed[k], *k) for k in sorted(keyed, key=order)]
+
+
 def group_stats(outcomes: list[Outcome]) -> list[Stat]:
-    """One Stat per (group, kind, in-sample or out-of-sample) with at least one counted case, in the
-    order of GROUPS, then KINDS, in-sample first."""
-    keys = sorted({(o.case.group, o.kind, o.case.fitted) for o in outcomes if o.counted},
-                  key=lambda k: (_order(k[0]), KINDS.index(k[1]) if k[1] in KINDS else len(KINDS), k[1], not k[2]))
-    return [_stat([o for o in outcomes if (o.case.group, o.kind, o.case.fitted) == k], *k) for k in keys]
+    """One Stat per (group, kind, in-sample or out-of-sample) with at least one counted case (_stats_by)."""
+    return _stats_by(outcomes, lambda o: o.kind)
 
 
 def family_stats(outcomes: list[Outcome]) -> list[Stat]:
     """The training cases of group_stats split by model family: one Stat per (group, dense or MoE, in-sample or
     out-of-sample) with at least one counted case, kind "train dense" or "train moe"."""
-    train = [o for o in outcomes if o.counted and o.kind == "train"]
-    family = lambda o: "train moe" if o.case.moe else "train dense"  # noqa: E731
-    keys = sorted({(o.case.group, family(o), o.case.fitted) for o in train},
-                  key=lambda k: (_order(k[0]), k[1], not k[2]))
-    return [_stat([o for o in train if (o.case.group, family(o), o.case.fitted) == k], *k) for k in keys]
+    return _stats_by([o for o in outcomes if o.kind == "train"],
+                     lambda o: "train moe" if o.case.moe else "train dense")
 
 
 def sample_stats(outcomes: list[Outcome]) -> dict[str, Stat]:
