@@ -46,6 +46,8 @@ class LayerShape:
     norm_tokens: int  # tokens the elementwise ops touch: tokens / tp with sequence parallelism
     flash: bool  # fused attention that never writes the score matrix and skips masked blocks
     mla: object = None  # MLASpec of multi-head latent attention, None for standard attention
+    window: int = 0  # keys a query of a windowed layer sees at most (sliding-window attention); 0: none
+    windowed: float = 0.0  # share of the layers that attend through the window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,8 +290,9 @@ def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bo
 
 def attention_core(sh: LayerShape) -> list[dict]:
     """Training rows of the attention core of one micro-batch: one fused (flash) kernel that skips the
-    masked half, or the unfused score and value GEMMs with softmax and dropout over the score matrix.
-    MLA attends with query/key width qk and value width v per head (always fused)."""
+    masked half (and, in windowed layers, the keys out of the window: _flash_rows), or the unfused score and value
+    GEMMs with softmax and dropout over the whole score matrix, window or not. MLA attends with query/key width qk
+    and value width v per head (always fused)."""
     if sh.mla is not None:
         qk, v = mla_dims_of(sh.mla, sh.head_dim)[:2]
         full = 2.0 * sh.tokens * sh.seq * sh.heads * (qk + v)
@@ -298,7 +301,7 @@ def attention_core(sh: LayerShape) -> list[dict]:
     full = 4.0 * sh.tokens * sh.seq * sh.head_dim * sh.heads
     if sh.flash:
         io = ACT_BYTES * sh.tokens * sh.head_dim * (2 * sh.heads + 2 * sh.kv_heads)
-        return [_core("attention", (sh.seq, sh.seq, sh.head_dim), full / 2, io, full)]
+        return _flash_rows(sh, full, io)
     batch = sh.heads * sh.sequences  # one score matrix a head and sequence
     q = sh.tokens // sh.sequences
     scores = batch * q * sh.seq
@@ -308,6 +311,33 @@ def attention_core(sh: LayerShape) -> list[dict]:
     softmax, dropout = (_core(name, (0, 0, 0), 0.0, ACT_BYTES * scores * io, 0.0, backward=2.0)
                         for name, io in (("softmax", 2.0), ("attn-dropout", 2.5)))
     return [gemms[0], softmax, dropout, gemms[1]]
+
+
+def _flash_rows(sh: LayerShape, full: float, io: float) -> list[dict]:
+    """The fused kernel of a layer averaged over the model's layers: full causal attention in the share 1 - windowed,
+    and in the windowed share a kernel whose queries see window_keys(seq, window) keys on average (FLOP, bytes and
+    the keys behind its efficiency; its shape is that of a causal kernel over twice those keys). `full`: FLOP of the
+    whole score matrix; `io`: bytes of Q, K, V and O."""
+    share = sh.windowed if sh.window else 0.0
+    rows = [_core("attention", (sh.seq, sh.seq, sh.head_dim), (1 - share) * full / 2, (1 - share) * io,
+                  (1 - share) * full)] if share < 1 else []
+    if share > 0:
+        keys = window_keys(sh.seq, sh.window)
+        per_key = full / sh.seq
+        rows.append(_core("attention-window", (sh.seq, 2 * keys, sh.head_dim), share * per_key * keys, share * io,
+                          share * per_key * min(sh.window, sh.seq)))
+    return rows
+
+
+def window_keys(seq: int, window: int) -> float:
+    """Mean keys a query sees under causal sliding-window attention over a sequence of `seq` tokens: query i
+    (1-based) sees min(i, window) keys."""
+    w = min(window, seq)
+    return (w * (w + 1) / 2 + (seq - w) * w) / seq
+
+
+FUSED_ATTENTION = ("attention", "attention-window")
+"""Names of the fused (flash) attention rows of an OpTable."""
 
 
 def _core(name, shape, flops, io, model_flops, backward: float = 2.5, selective: bool = True) -> dict:
@@ -339,7 +369,14 @@ def layer_shape(scenario) -> LayerShape:
         gated=m.ffn_kind == "swiglu", vocab=-(-m.vocab // tp),
         norm_tokens=tokens // tp if lay.sequence_parallel else tokens,
         flash=getattr(w, "attention", "flash") != "unfused" or m.mla is not None, mla=m.mla,
+        **_window(m),
     )
+
+
+def _window(model) -> dict:
+    """LayerShape's window fields of a model: its sliding window and the share of layers using it."""
+    sw = model.sliding_window
+    return {} if sw is None else {"window": sw.window, "windowed": sw.windowed_share(model.layers)}
 
 
 def current_scaling(workload) -> bool:

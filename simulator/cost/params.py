@@ -77,22 +77,29 @@ def mtp_parameters(model) -> dict[str, float]:
             "active": projection + (c["moe_layer_active"] if moe else c["layer"])}
 
 
+def attended_keys(model, seq_len: int) -> float:
+    """Keys a query's mask spans, averaged over the layers: the sequence, or the window in windowed layers."""
+    sw = model.sliding_window
+    if sw is None:
+        return float(seq_len)
+    share = sw.windowed_share(model.layers)
+    return (1 - share) * seq_len + share * min(sw.window, seq_len)
+
+
 def model_flops_per_token(model, seq_len: int) -> float:
     """MFU's FLOP per trained token: 6 N + 12 L h s (N active parameters; causal attention in full).
 
     The definition of DESIGN.md section 8 and PaLM's appendix B; for GPT models it equals
     Korthikanti et al.'s 72 B s l h^2 (1 + s/6h + V/16lh) to within 0.5% (their head term is 4.5 V h).
-    N counts the parameters a token uses (active: top_k routed experts of each MoE layer). With MLA the
-    attention term is 6 L s a (d_qk + d_v), which is 12 L h s when a * d_qk = a * d_v = h.
+    N counts the parameters a token uses (active: top_k routed experts of each MoE layer). The attention
+    term is 6 L s a (d_qk + d_v) over the heads' widths (MLA's, or head_dim), 12 L h s when a * d = h; in a
+    sliding-window layer s is the window (where shorter), its mask's extent as s is the causal mask's.
 
     Multi-token prediction adds, per module, 6 x (its active parameters and the output head it runs again: vocab h)
     and one layer's attention term: the module's layer, projection and loss are trained work like the main model's.
     """
-    if model.mla is None:
-        attention = 12.0 * model.layers * model.hidden * seq_len
-    else:
-        qk, v, _ = mla_dims(model)
-        attention = 6.0 * model.layers * seq_len * model.heads * (qk + v)
+    qk, v = mla_dims(model)[:2] if model.mla is not None else (model.head_dim, model.head_dim)
+    attention = 6.0 * model.layers * attended_keys(model, seq_len) * model.heads * (qk + v)
     if model.mtp is None:
         return 6.0 * active_parameters(model) + attention
     module = 6.0 * (mtp_parameters(model)["active"] + model.vocab * model.hidden) + attention / model.layers

@@ -21,7 +21,7 @@ from ..scenario.base import RECOMPUTE_NAMES
 from . import roofline
 from .fabric import Fabric
 from .memory import activation_bytes_per_layer, head_activation_bytes, reserved_bytes
-from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape, operand_bytes
+from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, FUSED_ATTENTION, OpTable, layer_shape, operand_bytes
 from .params import parameter_counts
 
 ADAM_BYTES_PER_PARAM = 38.0
@@ -89,7 +89,8 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     tp_coll = lambda kind, nbytes: fabric.collective_profiled(kind, nbytes, *keys.tp_profile, cal)  # noqa: E731
     comm = [tp_coll(kind, size) for kind in ("all_reduce", "all_gather", "reduce_scatter")]
     kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
-    ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop)
+    ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop, shape("windowed"),
+                           np.minimum(shape("window"), tokens) / tokens)
     return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.layout.tp_overlap,
                                         keys.tp),
                       send_bytes=act,
@@ -141,7 +142,7 @@ def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak
     Flash attention runs at `attn_peak` (its dtype's), its backward at the backward efficiency. `chunks`: per table
     overlap_chunks or None; a GEMM run as c chunks takes c kernels of M/c rows, each reading the whole weight."""
     first = tables[0]
-    fused = np.array([n == "attention" for n in first.name])
+    fused = np.array([n in FUSED_ATTENTION for n in first.name])
     precise = np.stack([t.precise for t in tables])
     stack = lambda k: np.stack([getattr(t, k) for t in tables])  # noqa: E731
     gemm = stack("gemm")
@@ -212,11 +213,14 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     return out
 
 
-def cp_ring_seconds(fabric: Fabric, cal, cp, kv_bytes, src, dst) -> tuple[np.ndarray, np.ndarray]:
+def cp_ring_seconds(fabric: Fabric, cal, cp, kv_bytes, src, dst, windowed=0.0,
+                    halo=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(forward, backward) seconds of context parallelism's K/V ring per layer, (K,) each: forward passes
-    K and V (cp-1) times, backward passes K, V and their gradients; kv_bytes per hop from src to dst."""
-    hop = fabric.p2p(kv_bytes, src, dst, cal)
-    return np.where(cp > 1, (cp - 1) * hop, 0.0), np.where(cp > 1, 2 * (cp - 1) * hop, 0.0)
+    K and V (cp-1) times, backward passes K, V and their gradients; kv_bytes per hop from src to dst. A windowed
+    layer (share `windowed` of the layers) needs only its neighbour's last keys, `halo` of a rank's K and V, once."""
+    hop = (1 - windowed) * (cp - 1) * fabric.p2p(kv_bytes, src, dst, cal)
+    hop = hop + np.where(windowed > 0, windowed * fabric.p2p(kv_bytes * halo, src, dst, cal), 0.0)
+    return np.where(cp > 1, hop, 0.0), np.where(cp > 1, 2 * hop, 0.0)
 
 
 def stage_grid(routes: np.ndarray, stage_layers: np.ndarray):

@@ -90,6 +90,8 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "model.mla.qk_nope_head_dim": (1 << 16, _EXACT),
     "model.mla.v_head_dim": (1 << 16, _EXACT),
     "model.mtp.depth": (MAX_LAYERS, "per-layer tables"),
+    "model.sliding_window.window": (MAX_CONTEXT, "tokens of a window"),
+    "model.sliding_window.full_every": (MAX_LAYERS, "layers"),
     "workload.seq_len": (MAX_CONTEXT, "tokens of a sequence"),
     "workload.global_batch": (MAX_STEP_TOKENS, "sequences a step, exact in floating point"),
     "workload.micro_batch": (MAX_STEP_TOKENS, "sequences a micro-batch, exact in floating point"),

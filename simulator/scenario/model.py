@@ -41,6 +41,22 @@ class MLASpec(_Frozen):
     """Per-head value width (DeepSeek-V3: 128); default model head_dim."""
 
 
+class SlidingWindowSpec(_Frozen):
+    """Local (sliding-window) attention: in a windowed layer a query sees only the `window` most recent keys,
+    itself included, and the KV cache keeps only those."""
+
+    window: PosInt
+    """Keys a query sees in a windowed layer (GPT-OSS: 128; Mistral 7B: 4096)."""
+    full_every: NonNegInt = 0
+    """One full-attention layer in every `full_every` layers (GPT-OSS: 2, alternating; Gemma 3: 6); 0: every
+    layer windowed."""
+
+    def windowed_share(self, layers: int) -> float:
+        """Fraction of `layers` that attend through the window (the full layers: every full_every-th)."""
+        full = 0 if self.full_every == 0 else layers // self.full_every
+        return (layers - full) / layers
+
+
 class MTPSpec(_Frozen):
     """Multi-token prediction (DeepSeek-V3 section 2.2): `depth` sequential modules after the last layer, module k
     predicting token i + k + 1 from module k - 1's hidden state and token i + k's embedding. Each holds a projection
@@ -87,6 +103,9 @@ class ModelSpec(_Frozen):
     """Multi-head latent attention (compressed KV cache); None for standard (GQA/MHA) attention."""
     mtp: MTPSpec | None = None
     """Multi-token prediction modules trained beside the model (DeepSeek-V3); None for none."""
+    sliding_window: SlidingWindowSpec | None = None
+    """Local attention in some or all layers (GPT-OSS, Gemma, Mistral); None: every layer attends to the whole
+    causal prefix."""
 
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:
@@ -99,6 +118,8 @@ class ModelSpec(_Frozen):
             _rule("kv_heads", f"heads ({self.heads}) not divisible by kv_heads ({self.kv_heads})")
         if self.moe is not None:
             self._check_moe(ffn)
+        if self.sliding_window is not None and self.mla is not None:
+            _rule("sliding_window", "sliding-window attention with multi-head latent attention is not modelled")
         return self
 
     def _check_moe(self, ffn: int) -> None:
