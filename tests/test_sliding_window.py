@@ -19,6 +19,9 @@ from simulator.cost.params import active_parameters, model_flops_per_token, para
 from simulator.cost.pipeline import cp_ring_seconds
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.model import ModelSpec
+from simulator.serving.attention import query_key_pairs
+from simulator.serving.memory import max_batch, serve_memory
+from simulator.serving.steps import step_costs
 
 S, H = 2048, 12288
 
@@ -113,3 +116,60 @@ def test_sliding_window_with_latent_attention_is_refused():
     raw = yaml.safe_load((MODELS_DIR / "deepseek-v3.yaml").read_text())
     with pytest.raises(ValidationError, match="sliding-window attention with multi-head latent attention"):
         ModelSpec(**{**raw, "sliding_window": {"window": 128}})
+
+
+# --- serving -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [1, 5, 64])
+def test_query_key_pairs_sum_min_c_plus_j_w(window):
+    rng = np.random.default_rng(0)
+    new, ctx = rng.integers(1, 100, 50).astype(float), rng.integers(0, 100, 50).astype(float)
+    brute = [np.minimum(c + np.arange(1, n + 1), window).sum() for n, c in zip(new, ctx)]
+    assert query_key_pairs(new, ctx, window) == pytest.approx(brute, rel=1e-12)
+    assert query_key_pairs(new, ctx) == pytest.approx([(c + np.arange(1, n + 1)).sum() for n, c in zip(new, ctx)])
+
+
+def _serve(make_scenario, model, **work):
+    workload = {"kind": "serve", "prompt_len": 4096, "output_len": 64, "batch": 8, "max_num_tokens": 4096,
+                "arrivals": {"rate": 2, "count": 8, "seed": 0}, **work}
+    return make_scenario(model=model, topology={"preset": "dgx-h100-superpod", "domains": 1}, workload=workload,
+                         layout={"tp": 8})
+
+
+def test_a_windowed_decode_reads_the_window_not_the_context(make_scenario):
+    """Every layer windowed over 256 keys: a decode token's attention time and FLOP are the same at 4K and at 64K
+    cached tokens; with one full layer in four the KV reads are 1/4 of the context's and 3/4 of the window's."""
+    llama = yaml.safe_load((MODELS_DIR / "llama3-8b.yaml").read_text())
+    local = step_costs(_serve(make_scenario, {**llama, "sliding_window": {"window": 256}}))
+    one = np.ones(1)
+    near, far = (local.attention_terms(one, np.array([c])) for c in (4096.0, 65536.0))
+    assert np.allclose(near, far, rtol=1e-12)
+    mixed = step_costs(_serve(make_scenario, {**llama, "sliding_window": {"window": 256, "full_every": 4}}))
+    full = step_costs(_serve(make_scenario, llama))
+    c = 65535.0
+    got = mixed.attention_terms(one, np.array([c]))[1]
+    keys = lambda n: full.attention_terms(one, np.array([n]))[1]  # noqa: E731
+    want = 0.25 * keys(c) + 0.75 * keys(255.0)  # one layer in four full, three windowed
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("tokens, held", [(100, 112), (1000, 0.5 * 1008 + 0.5 * 9 * 16), (144, 144)])
+def test_a_windowed_cache_keeps_whole_blocks_of_the_window(make_scenario, tokens, held):
+    """16-token blocks, a 128-token window in half the layers: a windowed layer keeps ceil(128 / 16) + 1 blocks."""
+    llama = yaml.safe_load((MODELS_DIR / "llama3-8b.yaml").read_text())
+    memory = serve_memory(_serve(make_scenario, {**llama, "sliding_window": {"window": 128, "full_every": 2}},
+                                 kv_block=16))
+    assert float(memory.held(tokens)) == pytest.approx(np.ceil(held), abs=0)
+    assert memory.room(1000.0, 100.0) == pytest.approx(8 + 100 / 0.5)  # past the window: two tokens a free token
+    assert memory.room(100.0, 100.0) == pytest.approx(12 + 100)  # inside it: one
+
+
+def test_a_windowed_model_serves_more_long_sequences_at_once(make_scenario):
+    """GPT-OSS 120B at 64K contexts: with half its layers keeping 128 keys the KV cache holds ~2x the sequences."""
+    oss = yaml.safe_load((MODELS_DIR / "gpt-oss-120b.yaml").read_text())
+    full = {k: v for k, v in oss.items() if k != "sliding_window"}
+    with_window, without = (max_batch(_serve(make_scenario, m, weight_dtype="mxfp4"), 65536) for m in (oss, full))
+    assert with_window / without == pytest.approx(2.0, rel=0.01)
+    report = simulate(_serve(make_scenario, oss, weight_dtype="mxfp4"))
+    assert (report.completed, report.rejected) == (8, 0)

@@ -369,12 +369,13 @@ def layer_shape(scenario) -> LayerShape:
         gated=m.ffn_kind == "swiglu", vocab=-(-m.vocab // tp),
         norm_tokens=tokens // tp if lay.sequence_parallel else tokens,
         flash=getattr(w, "attention", "flash") != "unfused" or m.mla is not None, mla=m.mla,
-        **_window(m),
+        **window_fields(m),
     )
 
 
-def _window(model) -> dict:
-    """LayerShape's window fields of a model: its sliding window and the share of layers using it."""
+def window_fields(model) -> dict:
+    """{window, windowed} of a model with a sliding window (keys a windowed query sees at most, share of the layers
+    windowed), else {}: keyword arguments of LayerShape and serving's AttentionCosts."""
     sw = model.sliding_window
     return {} if sw is None else {"window": sw.window, "windowed": sw.windowed_share(model.layers)}
 

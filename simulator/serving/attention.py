@@ -45,6 +45,15 @@ def attention_dims(model, tp: int) -> dict:
             "latent": model.mla.kv_lora_rank, "rope": rope}
 
 
+def query_key_pairs(new: np.ndarray, ctx: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Query-key pairs of chunks of new[i] queries on ctx[i] cached keys, query j (1-based) seeing ctx + j keys, or
+    at most `window` of them: n c + n (n + 1) / 2, or the sum of min(c + j, w) over j."""
+    if window is None:
+        return new * ctx + new * (new + 1) / 2
+    inside = np.clip(window - ctx, 0.0, new)  # queries whose keys all fit the window
+    return inside * ctx + inside * (inside + 1) / 2 + (new - inside) * window
+
+
 @dataclass(frozen=True)
 class AttentionCosts:
     """The attention core of one layer on one TP rank (SI units): `parts(new, ctx)` gives each sequence's compute and
@@ -55,6 +64,8 @@ class AttentionCosts:
     hbm_bw: float
     cal: object
     dequant: bool = False  # an 8-bit (or narrower) cache, converted to 16 bits for the math
+    window: int = 0  # keys a query of a windowed layer sees at most; 0: no sliding window
+    windowed: float = 0.0  # share of the layers that attend through the window
 
     def _forms(self) -> tuple[float, float, float, float]:
         """(FLOP a pair, elements of queries and outputs a query) of the decode form, then of the prefill form."""
@@ -72,21 +83,32 @@ class AttentionCosts:
 
     def parts(self, new: np.ndarray, ctx: np.ndarray, kv_bytes: float) -> dict:
         """Per sequence: `decode` (bool), `compute` and `memory` seconds, `flops` (the attention's, model FLOP), the
-        cache holding `kv_bytes` a token on this rank and layer (kv_dtype)."""
+        cache holding `kv_bytes` a token on this rank and layer (kv_dtype); averaged over the layers with a sliding
+        window: in the windowed share query j of a chunk sees min(c_i + j, window) keys and reads as many."""
+        full = self._parts(new, ctx, kv_bytes, None)
+        if not self.window or not self.windowed:
+            return full
+        local = self._parts(new, ctx, kv_bytes, self.window)
+        f = self.windowed
+        return {"decode": full["decode"], **{k: (1 - f) * full[k] + f * local[k] for k in ("compute", "memory", "flops")}}
+
+    def _parts(self, new: np.ndarray, ctx: np.ndarray, kv_bytes: float, window: int | None) -> dict:
+        """parts() of layers whose queries see every earlier key (`window` None) or the last `window` of them."""
         a, cal = self.dims, self.cal
         pair_d, io_d, pair_p, io_p = self._forms()
         decode = new == 1
-        pairs = new * ctx + new * (new + 1) / 2
+        pairs = query_key_pairs(new, ctx, window)
+        read = ctx + new if window is None else np.minimum(ctx + new, window)  # keys the kernel reads
         stream = self.hbm_bw * cal.hbm_decode
         decode_eff = cal.decode_attention_fp8kv if self.dequant else cal.decode_attention
         if decode.all():  # a decode-only step: one kernel, one form
             flops = pair_d * pairs
             return {"decode": decode, "compute": flops / (self.peak16 * decode_eff),
-                    "memory": ((ctx + new) * kv_bytes + new * (io_d * ACT)) / stream, "flops": flops}
+                    "memory": (read * kv_bytes + new * (io_d * ACT)) / stream, "flops": flops}
         flops = np.where(decode, pair_d, pair_p) * pairs
-        prefill_eff = roofline.attention_efficiency(ctx + (new + 1) / 2, a["qk"], cal)
+        prefill_eff = roofline.attention_efficiency(pairs / np.maximum(new, 1.0), a["qk"], cal)
         compute = flops / (self.peak16 * np.where(decode, decode_eff, prefill_eff))
-        memory = ((ctx + new) * kv_bytes + new * np.where(decode, io_d, io_p) * ACT) / stream
+        memory = (read * kv_bytes + new * np.where(decode, io_d, io_p) * ACT) / stream
         if a["mla"]:  # a prefill chunk on cached tokens up-projects their latent to keys and values first
             up = np.where(decode, 0.0, ctx)
             width_kv = a["heads"] * (a["qk"] - a["rope"] + a["v"])

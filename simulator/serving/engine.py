@@ -70,7 +70,6 @@ class Simulation:
         self.evicted_gen: dict[int, int] = {}  # request id -> tokens it had emitted when evicted
         self.ranks = scn.layout.ep  # attention replicas of an MoE EP unit, stepping together
         self.batch, self.budget = w.batch * self.ranks, w.max_num_tokens * self.ranks
-        self.block = float(w.kv_block)
         self.chunked, self.reserve = w.chunked_prefill, w.admission == "reserve"
         self.pp, dp = scn.layout.pp, scn.layout.dp // self.ranks
         prefill = w.disaggregated.prefill_replicas if w.disaggregated else 0
@@ -119,7 +118,7 @@ class Simulation:
     def _loop(self, env, g: _Engine):
         """One engine: absorb arrivals, pick the step, time it, advance the batch; sleep when idle."""
         arrival = self.req.arrival
-        fast = self.fast_decode and self.ranks == 1 and self.costs.moe is None
+        fast = self.fast_decode and self.ranks == 1 and self.costs.moe is None and not self.costs.attn.windowed
         decode = self.costs.decode_stage_times if fast else None
         while True:
             self._absorb(g, env.now)
@@ -236,7 +235,7 @@ class Simulation:
         left = self.budget - new.sum()
         free = np.inf if self.reserve else self.capacity - self._others(g) - self._held(g.ctx + new)
         for i in np.flatnonzero(g.todo > 1):  # preempt policy: chunks only into free blocks
-            room = self._paged(g.ctx[i]) - g.ctx[i] + free
+            room = self.memory.room(g.ctx[i], free)
             if left <= 0 or room <= 0:
                 break
             new[i] = min(g.todo[i], left, room)
@@ -282,16 +281,15 @@ class Simulation:
         else:
             gen, ctx, todo = 0, 0.0, float(p)
         tokens = int(p if g.role == "prefill" else p + o if self.reserve else ctx + todo)
-        block = int(self.block)
-        return gen, ctx, todo, -(-tokens // block) * block
+        return gen, ctx, todo, int(self._paged(tokens))
 
     def _paged(self, tokens):
-        """Tokens rounded up to whole KV blocks (array or number)."""
-        return np.ceil(np.asarray(tokens, dtype=float) / self.block) * self.block
+        """KV tokens the blocks of a sequence holding `tokens` take (array or number; ServeMemory.held)."""
+        return self.memory.held(tokens)
 
     def _held(self, tokens: np.ndarray) -> float:
         """KV tokens the blocks of sequences holding `tokens` each take."""
-        return float(np.ceil(tokens / self.block).sum()) * self.block
+        return float(self._paged(tokens).sum())
 
     def _others(self, g: _Engine) -> float:
         """KV tokens the replica's other engines held at the end of their last step."""

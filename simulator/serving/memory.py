@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.kv_cache import kv_bytes_per_token_per_rank
-from ..cost.ops import DTYPE_BYTES
+from ..cost.ops import DTYPE_BYTES, window_fields
 from ..cost.placement import split_layers
 from .experts import expert_working_set, ffn_weight_elements
 from .steps import ACT, LOGIT, ServeRows, layer_weight_elements
@@ -26,6 +26,28 @@ class ServeMemory:
     capacity: float  # HBM bytes of one device
     ranks: int = 1
     block: int = 1  # tokens per KV cache block: the cache is allocated in whole blocks
+    window: int = 0  # keys a windowed layer keeps (sliding-window attention); 0: none
+    windowed: float = 0.0  # share of the layers with a window
+
+    def held(self, tokens):
+        """KV tokens (of every layer: kv_per_token's unit) the cache of a sequence of `tokens` takes, array or
+        number: whole blocks; a windowed layer frees the blocks wholly behind its window (as vLLM's hybrid KV
+        cache manager and SGLang's SWA pool do), so it keeps at most ceil(window / block) + 1 blocks."""
+        paged = np.ceil(np.asarray(tokens, dtype=float) / self.block) * self.block
+        if not self.windowed:
+            return paged
+        kept = np.minimum(paged, (np.ceil(self.window / self.block) + 1) * self.block)
+        return np.ceil((1 - self.windowed) * paged + self.windowed * kept)
+
+    def room(self, tokens: float, free: float) -> float:
+        """Tokens a sequence holding `tokens` can add in `free` KV tokens: the rest of its last block, then one
+        free token a token, or 1 / (1 - windowed) once its windowed layers keep all they will (any number when
+        every layer is windowed)."""
+        slack = -tokens % self.block
+        kept_all = self.windowed and tokens >= (np.ceil(self.window / self.block) + 1) * self.block
+        if not kept_all:
+            return slack + free
+        return np.inf if self.windowed >= 1 else slack + free / (1 - self.windowed)
 
     @property
     def kv_tokens(self) -> int:
@@ -76,10 +98,10 @@ def serve_memory(scn) -> ServeMemory:
     act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
     kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
     return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
-                       ranks=lay.ep, block=w.kv_block)
+                       ranks=lay.ep, block=w.kv_block, **window_fields(m))
 
 
 def max_batch(scn, context: int) -> int:
     """Most sequences of `context` tokens whose KV cache (whole blocks each) fits one replica next to its weights."""
     mem = serve_memory(scn)
-    return mem.kv_tokens // (-(-max(context, 1) // mem.block) * mem.block)
+    return int(mem.kv_tokens // mem.held(max(context, 1)))

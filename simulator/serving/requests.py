@@ -64,8 +64,9 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
     ScenarioError at `field` then. Sequences a step: what a replica's KV cache holds, and under a
     light load what arrives while one is served (Little's law with the step costs, the decode
     steps stretched by the share of the replica's time that the arriving prompts' prefill takes)."""
-    kv_tokens = serve_memory(scn).kv_tokens
-    fits = (req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
+    memory = serve_memory(scn)
+    kv_tokens = memory.kv_tokens
+    fits = memory.held(req.prompt + req.output) <= kv_tokens  # the others are rejected, not run
     longest = int((req.prompt + req.output)[fits].max()) if fits.any() else 0
     if longest > MAX_SERVE_CONTEXT:
         raise ScenarioError(one_line(f"{scn.source}: {field}: a request of {longest:,} tokens (prompt + output) "
@@ -75,7 +76,7 @@ def _bounded(scn, req: Requests, field: str) -> Requests:
         return req  # even one sequence a step is within the limit
     prompt, output, arrival = req.prompt[fits], req.output[fits], req.arrival[fits]
     context = float(np.mean(prompt + output))
-    at_once = min(kv_tokens // max(int(context), 1), scn.workload.batch * scn.layout.ep)
+    at_once = min(int(kv_tokens // memory.held(max(int(context), 1))), scn.workload.batch * scn.layout.ep)
     why = ""
     span = float(arrival.max() - arrival.min()) if len(arrival) > 1 else 0.0
     if span > 0 and not np.isnan(span):

@@ -29,7 +29,7 @@ from ..cost.fabric import Fabric, fabric_for
 from ..cost.kv_cache import kv_bytes_per_token_per_rank
 from ..cost.ops import (
     ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, DTYPE_BYTES, OpRows,
-    layer_rows
+    layer_rows, window_fields
 )
 from ..cost.placement import place, split_layers
 from .attention import AttentionCosts, attention_dims
@@ -195,9 +195,9 @@ class StepCosts:
         return self.cal.graph_overhead if self.graphs and sequences <= GRAPH_TOKENS else self.cal.kernel_overhead
 
     def decode_stage_times(self, n: int, ctx_total: float, sampled: int) -> tuple[np.ndarray, float]:
-        """stage_times(np.ones(n), ctx, sampled) of a dense model on one attention replica, from n and
-        ctx_total = ctx.sum() alone: with one new token, each of a sequence's attention terms is affine
-        in its context (the kernel's efficiency k / (k + half) times its k pairs), so their sums are
+        """stage_times(np.ones(n), ctx, sampled) of a dense model without sliding windows on one attention
+        replica, from n and ctx_total = ctx.sum() alone: with one new token, each of a sequence's attention terms
+        is affine in its context (the kernel's efficiency k / (k + half) times its k pairs), so their sums are
         the affine map of ctx_total. The serving engine's decode-only steps take this path
         (tests/test_serving_engine.py checks it against stage_times)."""
         (sc, sm, sf), (bc, bm, bf) = self._decode_affine()
@@ -352,7 +352,8 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
         rows=ServeRows.of(model, lay.tp, lay.sequence_parallel, w.dtype),
         w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
         attn=AttentionCosts(attention_dims(model, lay.tp), roofline.attention_peak(dev), dev.hbm_bandwidth, cal,
-                            DTYPE_BYTES[w.kv_dtype] < ACT), hidden=model.hidden, vocab=model.vocab,
+                            DTYPE_BYTES[w.kv_dtype] < ACT, **window_fields(model)), hidden=model.hidden,
+        vocab=model.vocab,
         tp_collective=tp_collective, hop=hop, ranks=lay.ep,
     )
     if model.moe is not None:
