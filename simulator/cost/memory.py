@@ -108,19 +108,34 @@ def outside_bytes(model, cached: float = 2.0) -> float:
     return (4.0 + 2.0 * cached + (2.0 if model.dropout else 0.0)) * model.hidden
 
 
+def _modules(recompute: str, modules) -> tuple:
+    """The recompute_modules in force: `modules` under selective recompute, else none."""
+    return tuple(modules or ()) if recompute == "selective" else ()
+
+
+def norm_outputs(model, recompute: str, modules, cached: float) -> float:
+    """Bytes a token does not keep outside the TP region when layernorm is recomputed: both norms' outputs (the QKV
+    and FC1 inputs, `cached` bytes an element)."""
+    return 2.0 * cached * model.hidden if "layernorm" in _modules(recompute, modules) else 0.0
+
+
 def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,
-                               recompute: str, flash: bool, cached: float = 2.0) -> float:
+                               recompute: str, flash: bool, cached: float = 2.0, modules=None) -> float:
     """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
 
     Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V,
     the attention output and the MLP intermediates (the projection's and FC2's inputs at `cached` bytes),
     split by tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
+    Selective recompute of `modules` (workload.recompute_modules; None: the attention core) keeps no norm outputs
+    under layernorm, no MLP intermediates under mlp, no score matrix unless core_attn is left out.
     """
     h, d, a, kv, f = model.hidden, model.head_dim, model.heads, model.kv_heads, model.ffn
-    outside = outside_bytes(model, cached)
+    outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     gated = model.ffn_kind == "swiglu"
-    inside = 2.0 * (a * d + 2 * kv * d) + cached * a * d + 2.0 * f * (2 if gated else 1) + cached * f
-    scores = 0.0 if (flash or recompute == "selective") else 5.0 * a * seq
+    mlp = 0.0 if "mlp" in _modules(recompute, modules) else 2.0 * f * (2 if gated else 1) + cached * f
+    inside = 2.0 * (a * d + 2 * kv * d) + cached * a * d + mlp
+    attention_kept = recompute != "selective" or (modules is not None and "core_attn" not in modules)
+    scores = 0.0 if (flash or not attention_kept) else 5.0 * a * seq
     sp = tp if sequence_parallel else 1
     if recompute == "full":
         return tokens * 2.0 * h / sp
@@ -133,47 +148,52 @@ def head_activation_bytes(model, *, tokens: int, tp: int) -> float:
 
 
 def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel: bool, recompute: str,
-                               cached: float = 2.0) -> float:
+                               cached: float = 2.0, modules=None) -> float:
     """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
     rank, for models whose op table splits layers (MoE, MLA). The bytes a token keeps outside the TP
     region (outside_bytes) are counted here; inside: Q, K, V and the attention output, and with MLA the
     two latents. Under full recompute: the layer's input. MLA with selective recompute (DeepSeek-V3's:
     norms and up-projections run again) keeps the latents and the attention output but not Q, K, V nor
-    the norms' outputs (4 h bytes a token fewer outside).
+    the norms' outputs (4 h bytes a token fewer outside). Explicit `modules` (workload.recompute_modules): layernorm
+    drops the norms' outputs, mla_up_proj MLA's Q, K and V.
     """
     h = model.hidden
     sp = tp if sequence_parallel else 1
     if recompute == "full":
         return tokens * 2.0 * h / sp
     a = model.heads
+    outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     if model.mla is None:
         d, kv = model.head_dim, model.kv_heads
         inside = 2.0 * (a * d + 2 * kv * d + a * d)
     else:
-
         qk, v, rope = mla_dims(model)
         mla = model.mla
         latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
-        if recompute == "selective":
+        if recompute == "selective" and modules is None:
             return tokens * ((outside_bytes(model, cached) - 4.0 * h) / sp + (2.0 * a * v + latents) / tp)
-        inside = 2.0 * (2 * a * qk + 2 * a * v) + latents
-    return tokens * (outside_bytes(model, cached) / sp + inside / tp)
+        up_kept = "mla_up_proj" not in _modules(recompute, modules)
+        inside = (2.0 * (2 * a * qk + 2 * a * v) if up_kept else 2.0 * a * v) + latents
+    return tokens * (outside / sp + inside / tp)
 
 
 def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,
-                         cached: float = 2.0) -> float:
+                         cached: float = 2.0, modules=None) -> float:
     """Bytes the FFN half of a layer keeps: a dense FFN's intermediates (copies None), or an MoE
     layer's: router probabilities (fp32), shared experts' intermediates, and for each of the `copies`
     token copies the rank's experts compute, the dispatched input and the expert intermediates.
     `cached`: bytes per element of the experts' GEMM inputs kept for backward (1 with FP8 training,
-    which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit)."""
+    which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit). Recomputed `modules`
+    (workload.recompute_modules) keep nothing of a dense FFN (mlp) or the shared experts (shared_experts), and no
+    FC2 input of a routed expert (moe_act)."""
     if recompute == "full":
         return 0.0
+    redo = _modules(recompute, modules)
     gated = 2 if model.ffn_kind == "swiglu" else 1
     if copies is None:
-        return tokens * (2.0 * model.ffn * gated + 2.0 * model.ffn) / tp
+        return 0.0 if "mlp" in redo else tokens * (2.0 * model.ffn * gated + 2.0 * model.ffn) / tp
     moe = model.moe
     width = moe.expert_ffn / tp
-    per_copy = cached * model.hidden + 2.0 * width * gated + cached * width
-    shared = moe.shared_experts * (2.0 * width * gated + 2.0 * width)
+    per_copy = cached * model.hidden + 2.0 * width * gated + (0.0 if "moe_act" in redo else cached * width)
+    shared = 0.0 if "shared_experts" in redo else moe.shared_experts * (2.0 * width * gated + 2.0 * width)
     return tokens * (4.0 * moe.experts + shared) + copies * per_copy

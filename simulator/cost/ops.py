@@ -385,6 +385,23 @@ def current_scaling(workload) -> bool:
     return workload.kind == "train" and workload.fp8_scaling == "current"
 
 
+RECOMPUTE_ROWS = {
+    "core_attn": (*FUSED_ATTENTION, "scores", "softmax", "attn-dropout", "values"),
+    "layernorm": ("norm1", "norm2"),
+    "mla_up_proj": ("q-norm", "q-up", "kv-norm", "kv-up"),
+    "mlp": ("fc1", "activation", "fc2"),
+    "moe_act": ("expert-activation",),
+    "shared_experts": ("shared-fc1", "shared-activation", "shared-fc2"),
+}
+"""The op-table rows each of Megatron-Core's recompute_modules runs again (a GEMM's input cast with it)."""
+
+
+def recomputed(names, modules) -> np.ndarray:
+    """bool per row name: run again in the backward pass under selective recompute of `modules`."""
+    rows = {r for m in modules for r in RECOMPUTE_ROWS[m]}
+    return np.array([n in rows or (n.endswith("-cast") and n[:-5] in rows) for n in names], dtype=bool)
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
@@ -402,12 +419,15 @@ def build_op_table(scenario) -> OpTable:
     core = attention_core(sh)
     at = rows.name.index("proj-cast" if "proj-cast" in rows.name else "proj")
     cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
+    names = rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:]
+    selective = cat(rows.selective, np.array([c["selective"] for c in core]))
+    modules = getattr(scenario.workload, "recompute_modules", None)
     return OpTable(
-        name=rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:],
+        name=names,
         block=cat(rows.block, np.full(len(core), BLOCK_LAYER, dtype=np.int8)),
         gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
                  np.array([c["gemm"] for c in core], dtype=float)),
-        selective=cat(rows.selective, np.array([c["selective"] for c in core])),
+        selective=selective if modules is None else recomputed(names, modules),
         precise=cat(rows.precise, np.ones(len(core), dtype=bool)),
         bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
         **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},

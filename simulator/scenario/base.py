@@ -26,6 +26,7 @@ Axis = Literal["tp", "cp", "ep", "dp", "pp"]
 StoreDtype = Literal["bf16", "fp16", "fp8", "fp8-block", "mxfp8", "nvfp4", "mxfp4", "int8", "int4"]
 Schedule = Literal[SCHEDULE_NAMES]  # the registry's names (simulator.schedules)
 Recompute = Literal["none", "selective", "full"]
+RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act", "shared_experts"]
 ExpertPlacement = Literal["contiguous", "round_robin", "domain_local", "load_balanced", "graph"]
 
 AXES: tuple[str, ...] = get_args(Axis)

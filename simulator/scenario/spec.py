@@ -282,10 +282,26 @@ def _check_batch(s: Scenario) -> None:
     if w.global_batch % per_step:
         _rule("workload.global_batch", f"global_batch ({w.global_batch}) not divisible by micro_batch*dp "
               f"({w.micro_batch}*{lay.dp} = {per_step})")
+    _check_recompute_modules(s)
     m = w.global_batch // per_step
     problem = SPECS[lay.schedule].rule(lay.pp, m, f"{w.global_batch}/({w.micro_batch}*{lay.dp}) = {m}")
     if problem:
         _rule("layout.schedule", problem)
+
+
+def _check_recompute_modules(s: Scenario) -> None:
+    """recompute_modules only with selective recompute, each module one the model has."""
+    w, m = s.workload, s.model
+    if w.recompute_modules is None:
+        return
+    if w.recompute != "selective":
+        _rule("workload.recompute_modules", f"chooses what selective recompute runs again; recompute is {w.recompute}")
+    absent = {"mla_up_proj": m.mla is None, "moe_act": m.moe is None,
+              "shared_experts": m.moe is None or not m.moe.shared_experts,
+              "mlp": m.moe is not None and not m.moe.dense_layers}
+    for name in w.recompute_modules:
+        if absent.get(name):
+            _rule("workload.recompute_modules", f"{name}: model {m.name} has no such module")
 
 
 FA2_MEASURED = ("ampere", "hopper")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
-from .base import NonNegInt, PosInt, Real, Recompute, StoreDtype, _fill, _Frozen, _rule
+from .base import NonNegInt, PosInt, Real, Recompute, RecomputeModule, StoreDtype, _fill, _Frozen, _rule
 from .units import Seconds
 
 
@@ -91,7 +91,13 @@ class Workload(_Frozen):
     recipes): from the tensor's own amax, which a separate kernel reads first (TE's compute_amax), so every cast
     reads its 16-bit input twice."""
     recompute: Recompute = "selective"
-    """Activation recomputation: none, selective (attention core), full (whole layer)."""
+    """Activation recomputation: none, selective (attention core; recompute_modules), full (whole layer)."""
+    recompute_modules: list[RecomputeModule] | None = None
+    """Train, recompute selective: the modules run again in the backward pass instead of keeping their outputs
+    (Megatron-Core's recompute_modules): core_attn (the attention core), layernorm (both norms: their outputs, the
+    QKV and FC1 inputs, are not kept), mla_up_proj (MLA's query and key-value up-projections and their norms), mlp
+    (a dense FFN), moe_act (the routed experts' activation: FC2's input not kept), shared_experts. Default: core_attn,
+    or with MLA layernorm and mla_up_proj (DeepSeek-V3's)."""
     attention: Literal["flash", "flash2", "unfused"] = "flash"
     """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks; the newest kernel
     measured on the device's generation: FlashAttention-2 on A100, FlashAttention-3 on Hopper, FlashAttention-4

@@ -16,9 +16,11 @@ import numpy as np
 from ..cost.memory import (
     Memory, attention_activation_bytes, ffn_activation_bytes, head_activation_bytes, scenario_state_bytes
 )
-from ..cost import mtp
+from ..cost import mtp, roofline
 from ..cost.offload import hbm_state, offloaded_share
-from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, layer_shape, operand_bytes
+from ..cost.ops import (
+    ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, layer_shape, operand_bytes
+)
 from ..cost.params import parameter_counts
 from ..cost.pipeline import combined_pairs
 from ..cost.placement import shard_counts
@@ -41,7 +43,29 @@ def ffn_half(scn, ops, placement, fabric, cal):
     if scn.workload.recompute == "full":
         ffn[:, 1] += ffn[:, 0]
         a2a, so = a2a + a2a[:, :1] * [0, 1], so + so[:, :1] * [0, 1]
+    elif scn.workload.recompute == "selective":
+        ffn[:, 1] += ffn_recompute(scn, ops, costs, cal)
     return costs, np.concatenate([ffn, a2a, so], axis=1)
+
+
+def ffn_recompute(scn, ops, costs, cal) -> np.ndarray:
+    """(L,) seconds each layer's backward pass adds to run its FFN half's recomputed rows forward again
+    (recompute_modules: mlp in the dense layers; shared_experts and moe_act in the MoE layers, the routed experts'
+    activation over the copies the busiest EP rank keeps)."""
+    model, dev = scn.model, scn.topology.device
+    peak, hbm = dev.peak(scn.workload.dtype), dev.hbm_bandwidth
+
+    def forward(mask, scale=1.0) -> float:
+        return float(roofline.op_times(ops.flops_f[mask] * scale, ops.bytes_f[mask] * scale, ops.gemm[mask], peak,
+                                       hbm, cal, precise=ops.precise[mask]).sum())
+
+    out = np.full(model.layers, forward(ops.selective & (ops.block == BLOCK_DENSE_FFN)))
+    if costs is None:
+        return out
+    moe = moe_layers(model)
+    expert = ops.selective & (ops.block == BLOCK_EXPERT) & (ops.gemm[:, 1] == 0)  # memory-bound: per token copy
+    per_layer = [forward(ops.selective & (ops.block == BLOCK_MOE)) + forward(expert, c) for c in costs.act_copies]
+    return np.where(moe > 0, per_layer, out)
 
 
 def combined_fb(scn, f, b, ffn, ep, cal) -> np.ndarray:
@@ -110,15 +134,15 @@ def layer_activations(scn, costs) -> np.ndarray:
     """(L,) bytes each layer keeps per micro-batch on the busiest EP rank's TP rank."""
     model, w, lay = scn.model, scn.workload, scn.layout
     sh = layer_shape(scn)
+    redo = dict(recompute=w.recompute, modules=w.recompute_modules)
     attn = attention_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, cached=operand_bytes(w.dtype),
-                                      sequence_parallel=lay.sequence_parallel, recompute=w.recompute)
+                                      sequence_parallel=lay.sequence_parallel, **redo)
     out = np.full(model.layers, attn)
-    out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute) * (1 - moe_layers(model))
+    out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, **redo) * (1 - moe_layers(model))
     if costs is not None:
         cached = operand_bytes(w.dtype)
-        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, recompute=w.recompute, copies=1.0,
-                                        cached=cached)
-        fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, recompute=w.recompute, copies=0.0)
+        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, copies=1.0, cached=cached, **redo)
+        fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, copies=0.0, **redo)
         out += moe_layers(model) * (fixed + costs.act_copies * per_copy)
     return out
 
