@@ -35,7 +35,8 @@ HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); Babel
     "blackwell": [("cccl_b200_devicetransform_bwutil", None)]}
 ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
     ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd",
-    ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd"}
+    ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd", ("blackwell", "cudnn_fwd"): "cudnn_gb200_sdpa_fwd",
+    ("blackwell", "cudnn_bwd"): "cudnn_gb200_sdpa_bwd"}
 
 
 # ---------------------------------------------------------------- GEMM
@@ -177,7 +178,7 @@ def fa2_curves(doc: dict, prefix: str, peak: float, ratio: dict) -> dict:
 def attention_params(doc: dict, sheet: dict) -> dict:
     """Attention efficiencies per generation (fractions of dense BF16/FP16 peak; FP8 of the FP8 peak): each
     generation's newest measured kernel, and on Hopper FlashAttention-2 beside FlashAttention-3 (`fa2`)."""
-    h100, b200 = sheet["H100-SXM5-80GB"]["peak"], sheet["B200"]["peak"]
+    h100, b200, gb200 = sheet["H100-SXM5-80GB"]["peak"], sheet["B200"]["peak"], sheet["GB200"]["peak"]
     tf = {k: v / TERA for k, v in h100.items()}, {k: v / TERA for k, v in b200.items()}
     ratio = fa2_bwd_over_fwd(doc, h100["bf16"])
     fwd = _curve_fit(doc, ATTENTION["hopper", "fwd"], h100["bf16"])
@@ -195,8 +196,10 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                    "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
         "blackwell": {"kernel": "FlashAttention-4 / cuDNN / CUTLASS (B200)",
                       "fwd": {**single_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
-                              "s_half": fwd["s_half"], "s_half_from": "hopper fwd (no Blackwell sweep)"},
+                              "s_half": fwd["s_half"], "s_half_from": "hopper fwd"},
                       "bwd": single_point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
+                      "cudnn_2026_fwd": _curve_fit(doc, ATTENTION["blackwell", "cudnn_fwd"], gb200["bf16"]),
+                      "cudnn_2026_bwd": _curve_fit(doc, ATTENTION["blackwell", "cudnn_bwd"], gb200["bf16"]),
                       "mha_prefill_fwd": single_point(doc, "flashmla_b200_mha_prefill_fwd", None, tf[1]["bf16"]),
                       "mla_sparse_prefill_fwd": single_point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
 
