@@ -98,9 +98,16 @@ def test_gpt_oss_recipe_recompute_fits_and_costs_time():
     assert redo.fits_in_memory
 
 
+def test_modules_are_ignored_outside_selective_recompute():
+    """As Megatron-Core's: a search or sweep that switches recompute keeps the list and gets plain none / full."""
+    for mode in ("none", "full"):
+        plain = simulate(load_scenario(LLAMA, [f"workload.recompute={mode}"]))
+        listed = simulate(load_scenario(LLAMA, [f"workload.recompute={mode}", "workload.recompute_modules=[layernorm]"]))
+        assert listed.step_time_s == plain.step_time_s
+        assert listed.memory_bytes == plain.memory_bytes
+
+
 @pytest.mark.parametrize("sets, says", [
-    (["workload.recompute=none", "workload.recompute_modules=[layernorm]"],
-     "workload.recompute_modules: chooses what selective recompute runs again; recompute is none"),
     (["workload.recompute=selective", "workload.recompute_modules=[mla_up_proj]"],
      "workload.recompute_modules: mla_up_proj: model"),
     (["workload.recompute=selective", "workload.recompute_modules=[moe_act]"],

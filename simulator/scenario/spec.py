@@ -290,12 +290,11 @@ def _check_batch(s: Scenario) -> None:
 
 
 def _check_recompute_modules(s: Scenario) -> None:
-    """recompute_modules only with selective recompute, each module one the model has."""
+    """Each of recompute_modules a module the model has (the list applies under selective recompute only, as
+    Megatron-Core's; a sweep or a search may switch recompute and keep it)."""
     w, m = s.workload, s.model
     if w.recompute_modules is None:
         return
-    if w.recompute != "selective":
-        _rule("workload.recompute_modules", f"chooses what selective recompute runs again; recompute is {w.recompute}")
     absent = {"mla_up_proj": m.mla is None, "moe_act": m.moe is None,
               "shared_experts": m.moe is None or not m.moe.shared_experts,
               "mlp": m.moe is not None and not m.moe.dense_layers}
