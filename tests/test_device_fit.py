@@ -177,14 +177,16 @@ def test_physical_sanity(cal):
         fwd, bwd = gens[g]["attention"]["fwd"]["eff_max"], gens[g]["attention"]["bwd"]["eff_max"]
         assert all(0 < bwd[h] < fwd[h] <= 1 for h in bwd)
     bw = gens["blackwell"]["attention"]
-    assert 0 < bw["bwd"]["value"] < bw["fwd"]["value"] <= 1
-    # cuDNN's 2026 GB200 sweep (recorded, not used): its long-sequence forward top agrees with FlashAttention-4's
-    # headline (1,613 TFLOP/s) within 5%, its half-rate key count is within 2x of Hopper's, its backward is faster
-    cudnn_fwd, cudnn_bwd = bw["cudnn_2026_fwd"], bw["cudnn_2026_bwd"]
-    assert cudnn_fwd["eff_max"][128] == pytest.approx(bw["fwd"]["value"], rel=0.05)
-    assert bw["fwd"]["s_half"] / 2 < cudnn_fwd["s_half"] < 2 * bw["fwd"]["s_half"]
-    assert bw["bwd"]["value"] < cudnn_bwd["eff_max"][128] < cudnn_fwd["eff_max"][128]
-    assert max(cudnn_fwd["residuals"]["max_abs_rel_err"], cudnn_bwd["residuals"]["max_abs_rel_err"]) < 0.12
+    fwd, cudnn_bwd = bw["fwd"], bw["cudnn_2026_bwd"]
+    assert 0 < bw["bwd"]["value"] < fwd["eff_max"][128] <= fwd["eff_max"][256] <= 1
+    # cuDNN's GB200 forward sweep: its long-sequence top agrees with FlashAttention-4's B200 headline (1,613 TFLOP/s)
+    # within 5%; its half-rate key count is within 2x of Hopper's; cuDNN's 2026 backward (recorded) is faster than
+    # the 2025 CUTLASS figure in use and slower than the forward
+    assert fwd["eff_max"][128] == pytest.approx(bw["fa4_fwd_headline"]["value"], rel=0.05)
+    hopper = gens["hopper"]["attention"]["fwd"]["s_half"]
+    assert hopper / 2 < fwd["s_half"] < 2 * hopper
+    assert bw["bwd"]["value"] < cudnn_bwd["eff_max"][128] < fwd["eff_max"][128]
+    assert max(fwd["residuals"]["max_abs_rel_err"], cudnn_bwd["residuals"]["max_abs_rel_err"]) < 0.12
     assert 0.83 <= gens["hopper"]["hbm"]["streaming"]["value"] <= 0.92
     assert 0.78 <= gens["ampere"]["hbm"]["streaming"]["value"] <= 0.88
     assert gens["hopper"]["hbm"]["streaming"]["value"] < gens["hopper"]["hbm"]["read_only_dot"]["value"] < 1

@@ -35,7 +35,7 @@ HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); Babel
     "blackwell": [("cccl_b200_devicetransform_bwutil", None)]}
 ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
     ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd",
-    ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd", ("blackwell", "cudnn_fwd"): "cudnn_gb200_sdpa_fwd",
+    ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd", ("blackwell", "fwd"): "cudnn_gb200_sdpa_fwd",
     ("blackwell", "cudnn_bwd"): "cudnn_gb200_sdpa_bwd"}
 
 
@@ -194,12 +194,12 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                    "mla_decode_compute": single_point(doc, "flashmla_h800_dense_decode_compute_bound",
                                                       "throughput (2025", sheet["H800"]["peak"]["bf16"] / TERA),
                    "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
-        "blackwell": {"kernel": "FlashAttention-4 / cuDNN / CUTLASS (B200)",
-                      "fwd": {**single_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv", tf[1]["bf16"]),
-                              "s_half": fwd["s_half"], "s_half_from": "hopper fwd"},
+        "blackwell": {"kernel": "cuDNN forward (GB200 sweep), CUTLASS MHA backward (B200)",
+                      "fwd": _curve_fit(doc, ATTENTION["blackwell", "fwd"], gb200["bf16"]),
                       "bwd": single_point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
-                      "cudnn_2026_fwd": _curve_fit(doc, ATTENTION["blackwell", "cudnn_fwd"], gb200["bf16"]),
                       "cudnn_2026_bwd": _curve_fit(doc, ATTENTION["blackwell", "cudnn_bwd"], gb200["bf16"]),
+                      "fa4_fwd_headline": single_point(doc, "fa4_b200_headline_bf16", "peak throughput (arXiv",
+                                                       tf[1]["bf16"]),
                       "mha_prefill_fwd": single_point(doc, "flashmla_b200_mha_prefill_fwd", None, tf[1]["bf16"]),
                       "mla_sparse_prefill_fwd": single_point(doc, "flashmla_b200_sparse_prefill", None, tf[1]["bf16"])}}
 
