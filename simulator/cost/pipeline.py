@@ -219,7 +219,8 @@ def cp_ring_seconds(fabric: Fabric, cal, cp, kv_bytes, src, dst, windowed=0.0,
     K and V (cp-1) times, backward passes K, V and their gradients; kv_bytes per hop from src to dst. A windowed
     layer (share `windowed` of the layers) needs only its neighbour's last keys, `halo` of a rank's K and V, once."""
     hop = (1 - windowed) * (cp - 1) * fabric.p2p(kv_bytes, src, dst, cal)
-    hop = hop + np.where(windowed > 0, windowed * fabric.p2p(kv_bytes * halo, src, dst, cal), 0.0)
+    if np.any(windowed):
+        hop = hop + np.where(windowed > 0, windowed * fabric.p2p(kv_bytes * halo, src, dst, cal), 0.0)
     return np.where(cp > 1, hop, 0.0), np.where(cp > 1, 2 * hop, 0.0)
 
 

@@ -53,19 +53,23 @@ def ffn_recompute(scn, ops, costs, cal) -> np.ndarray:
     (recompute_modules: mlp in the dense layers; shared_experts and moe_act in the MoE layers, the routed experts'
     activation over the copies the busiest EP rank keeps)."""
     model, dev = scn.model, scn.topology.device
+    redo = ops.selective & np.isin(ops.block, (BLOCK_DENSE_FFN, BLOCK_MOE, BLOCK_EXPERT))
+    if not redo.any():
+        return np.zeros(model.layers)
     peak, hbm = dev.peak(scn.workload.dtype), dev.hbm_bandwidth
 
-    def forward(mask, scale=1.0) -> float:
-        return float(roofline.op_times(ops.flops_f[mask] * scale, ops.bytes_f[mask] * scale, ops.gemm[mask], peak,
-                                       hbm, cal, precise=ops.precise[mask]).sum())
+    def forward(mask, scale=np.ones(1)) -> np.ndarray:
+        """Forward seconds of the masked rows with their FLOP and bytes times each of `scale`, (len(scale),)."""
+        s = np.asarray(scale, float)[:, None]
+        return roofline.op_times(ops.flops_f[mask] * s, ops.bytes_f[mask] * s, np.broadcast_to(
+            ops.gemm[mask], (len(s), int(mask.sum()), 3)), peak, hbm, cal, precise=ops.precise[mask]).sum(axis=1)
 
-    out = np.full(model.layers, forward(ops.selective & (ops.block == BLOCK_DENSE_FFN)))
+    dense = forward(redo & (ops.block == BLOCK_DENSE_FFN))[0]
     if costs is None:
-        return out
-    moe = moe_layers(model)
-    expert = ops.selective & (ops.block == BLOCK_EXPERT) & (ops.gemm[:, 1] == 0)  # memory-bound: per token copy
-    per_layer = [forward(ops.selective & (ops.block == BLOCK_MOE)) + forward(expert, c) for c in costs.act_copies]
-    return np.where(moe > 0, per_layer, out)
+        return np.full(model.layers, dense)
+    expert = redo & (ops.block == BLOCK_EXPERT) & (ops.gemm[:, 1] == 0)  # memory-bound: per token copy
+    per_layer = forward(redo & (ops.block == BLOCK_MOE))[0] + forward(expert, costs.act_copies)
+    return np.where(moe_layers(model) > 0, per_layer, dense)
 
 
 def combined_fb(scn, f, b, ffn, ep, cal) -> np.ndarray:
