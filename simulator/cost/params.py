@@ -48,8 +48,8 @@ def _parameters(model, moe_key: str) -> float:
     edges = c["embedding"] + c["head"] + c["final_norm"]
     if model.moe is None:
         return model.layers * c["layer"] + edges
-    dense = model.moe.dense_layers
-    return dense * c["layer"] + (model.layers - dense) * c[moe_key] + edges
+    moe = sum(model.moe.is_moe(model.layers))
+    return (model.layers - moe) * c["layer"] + moe * c[moe_key] + edges
 
 
 def total_parameters(model) -> float:

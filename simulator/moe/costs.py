@@ -73,7 +73,8 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     moe = model.moe
     dev = scn.topology.device
     peak, hbm = dev.peak(scn.workload.dtype), dev.hbm_bandwidth
-    n_moe = model.layers - moe.dense_layers
+    is_moe = np.array(moe.is_moe(model.layers))
+    n_moe = int(is_moe.sum())
     tokens = rank_tokens(scn)
     ep_devices = slowest_group(placement, fabric)
     rank_domain = fabric.domain_of(ep_devices)
@@ -98,7 +99,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     comm = a2a_costs(scn, vol, rank, ep_devices, placement, fabric, cal)
     per_token = ops.flops_f[ops.block == BLOCK_EXPERT].sum()
     moe_flops = ops.flops_f[ops.block == BLOCK_MOE].sum() + rank.mean(axis=(0, 2)) * per_token
-    pad = lambda x, fill: np.concatenate([np.broadcast_to(fill, (moe.dense_layers, *x.shape[1:])), x])  # noqa: E731
+    pad = lambda x, fill: _spread(x, fill, is_moe)  # noqa: E731
     mean = rank.mean(axis=-1)
     return MoECosts(
         ffn=pad(moe_ffn, dense), host_wait=pad(host_wait, 0.0),
@@ -110,6 +111,14 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
         dropped=float(drawn.dropped.sum() / (drawn.assignments * drawn.dropped.size)), tokens=tokens,
         ep_devices=ep_devices, rank_domain=rank_domain, experts=placed,
     )
+
+
+def _spread(per_moe_layer: np.ndarray, fill, is_moe: np.ndarray) -> np.ndarray:
+    """(L, ...) an array of the MoE layers' rows at their layers, `fill` at the dense layers'."""
+    out = np.empty((len(is_moe), *per_moe_layer.shape[1:]), dtype=np.result_type(per_moe_layer, np.asarray(fill)))
+    out[...] = fill
+    out[is_moe] = per_moe_layer
+    return out
 
 
 def rank_tokens(scn) -> int:

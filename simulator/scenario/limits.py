@@ -82,6 +82,7 @@ FIELD_MAX: dict[str, tuple[int, str]] = {
     "model.moe.experts": (MAX_EXPERTS, "experts x experts placement matrices"),
     "model.moe.top_k": (MAX_EXPERTS, "experts a token visits"),
     "model.moe.dense_layers": (MAX_LAYERS, "per-layer tables"),
+    "model.moe.layer_step": (MAX_LAYERS, "layers"),
     "model.moe.shared_experts": (MAX_EXPERTS, "per-expert tables"),
     "model.moe.expert_ffn": (1 << 24, _EXACT),
     "model.mla.kv_lora_rank": (1 << 20, _EXACT),
@@ -225,7 +226,7 @@ def _routing(scn) -> tuple[str, str] | None:
     moe = scn.model.moe
     if moe is None:
         return None
-    layers = scn.model.layers - moe.dense_layers
+    layers = sum(moe.is_moe(scn.model.layers))
     slots = moe.experts + scn.layout.redundant_experts
     if slots > MAX_EXPERTS:
         return _over("layout.redundant_experts", slots, MAX_EXPERTS, "expert slots (experts + redundant)",

@@ -23,6 +23,14 @@ class MoESpec(_Frozen):
     """Inner width of one expert's FFN; default the model's `ffn`."""
     dense_layers: NonNegInt = 0
     """Leading layers with a dense FFN instead of experts."""
+    layer_step: PosInt = 1
+    """After the dense layers, one MoE layer in every `layer_step`, the others dense (Megatron-Core's moe_layer_freq;
+    Llama 4 Maverick: 2, its odd layers)."""
+
+    def is_moe(self, layers: int) -> tuple[bool, ...]:
+        """Whether each of `layers` layers holds experts."""
+        return tuple(i >= self.dense_layers and (i - self.dense_layers + 1) % self.layer_step == 0
+                     for i in range(layers))
 
 
 class MLASpec(_Frozen):
@@ -126,7 +134,8 @@ class ModelSpec(_Frozen):
         moe = self.moe
         if moe.top_k > moe.experts:
             _rule("moe.top_k", f"top_k ({moe.top_k}) exceeds experts ({moe.experts})")
-        if moe.dense_layers >= self.layers:
-            _rule("moe.dense_layers", f"dense_layers ({moe.dense_layers}) leaves no MoE layer of {self.layers}")
+        if not any(moe.is_moe(self.layers)):
+            _rule("moe.dense_layers", f"dense_layers ({moe.dense_layers}) and layer_step ({moe.layer_step}) leave no "
+                  f"MoE layer of {self.layers}")
         if moe.expert_ffn is None:
             _fill(self, moe=_derived(moe, expert_ffn=ffn))

@@ -297,7 +297,7 @@ def _check_recompute_modules(s: Scenario) -> None:
         return
     absent = {"mla_up_proj": m.mla is None, "moe_act": m.moe is None,
               "shared_experts": m.moe is None or not m.moe.shared_experts,
-              "mlp": m.moe is not None and not m.moe.dense_layers}
+              "mlp": m.moe is not None and all(m.moe.is_moe(m.layers))}
     for name in w.recompute_modules:
         if absent.get(name):
             _rule("workload.recompute_modules", f"{name}: model {m.name} has no such module")

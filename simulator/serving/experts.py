@@ -141,11 +141,12 @@ def all_to_all_seconds(scn, devices, tp_group, cal, tokens, kernel: str = "norma
 
 
 def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
-    """((pp,) dense-FFN layers, (pp,) MoE layers) of each pipeline stage: the first dense_layers are dense."""
+    """((pp,) dense-FFN layers, (pp,) MoE layers) of each pipeline stage (MoESpec.is_moe: dense_layers, layer_step)."""
     layers = split_layers(scn.model.layers, scn.layout.pp, scn.layout.stage_layers)
     start = np.cumsum(layers) - layers
-    dense = np.clip(scn.model.moe.dense_layers - start, 0, layers)
-    return dense.astype(float), (layers - dense).astype(float)
+    moe = np.array(scn.model.moe.is_moe(scn.model.layers), dtype=float)
+    experts = np.array([moe[s:s + n].sum() for s, n in zip(start, layers)])
+    return layers - experts, experts
 
 
 def ffn_ops(scn) -> tuple[OpRows, OpRows]:

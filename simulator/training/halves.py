@@ -113,10 +113,9 @@ def chunk_micro_batches(table) -> np.ndarray:
 
 def moe_layers(model) -> np.ndarray:
     """(L,) 1.0 for MoE layers, 0.0 for dense ones."""
-    mask = np.zeros(model.layers)
-    if model.moe is not None:
-        mask[model.moe.dense_layers:] = 1.0
-    return mask
+    if model.moe is None:
+        return np.zeros(model.layers)
+    return np.array(model.moe.is_moe(model.layers), dtype=float)
 
 
 def split_params(scn, params: np.ndarray, table, stage_layers) -> tuple[np.ndarray, np.ndarray]:

@@ -129,7 +129,8 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                "all_to_all_s_per_micro_batch": float(a2a),
                "busiest_link": {"tier": ("nvlink", "scaleout")[tier], "stage": int(stage),
                                 "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])},
-               "expert_host_wait_s_per_layer": float(costs.host_wait[scn.model.moe.dense_layers:].sum(axis=1).mean()),
+               "expert_host_wait_s_per_layer": float(costs.host_wait[list(scn.model.moe.is_moe(scn.model.layers))]
+                                                      .sum(axis=1).mean()),
                "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
