@@ -288,8 +288,8 @@ class Simulation:
         return self.memory.held(tokens)
 
     def _held(self, tokens: np.ndarray) -> float:
-        """KV tokens the blocks of sequences holding `tokens` each take."""
-        return float(self._paged(tokens).sum())
+        """KV tokens the blocks of sequences holding `tokens` each take (ServeMemory.held_total)."""
+        return self.memory.held_total(tokens)
 
     def _others(self, g: _Engine) -> float:
         """KV tokens the replica's other engines held at the end of their last step."""

@@ -33,11 +33,17 @@ class ServeMemory:
         """KV tokens (of every layer: kv_per_token's unit) the cache of a sequence of `tokens` takes, array or
         number: whole blocks; a windowed layer frees the blocks wholly behind its window (as vLLM's hybrid KV
         cache manager and SGLang's SWA pool do), so it keeps at most ceil(window / block) + 1 blocks."""
-        paged = np.ceil(np.asarray(tokens, dtype=float) / self.block) * self.block
+        paged = np.ceil(np.divide(tokens, self.block)) * self.block
         if not self.windowed:
             return paged
         kept = np.minimum(paged, (np.ceil(self.window / self.block) + 1) * self.block)
         return np.ceil((1 - self.windowed) * paged + self.windowed * kept)
+
+    def held_total(self, tokens: np.ndarray) -> float:
+        """held() summed over sequences holding `tokens` each (the whole blocks counted once without a window)."""
+        if not self.windowed:
+            return float(np.ceil(tokens / self.block).sum()) * self.block
+        return float(self.held(tokens).sum())
 
     def room(self, tokens: float, free: float) -> float:
         """Tokens a sequence holding `tokens` can add in `free` KV tokens: the rest of its last block, then one
