@@ -94,10 +94,10 @@ class Workload(_Frozen):
     """Activation recomputation: none, selective (attention core; recompute_modules), full (whole layer)."""
     recompute_modules: list[RecomputeModule] | None = None
     """Train: the modules selective recompute runs again in the backward pass instead of keeping their outputs
-    (Megatron-Core's recompute_modules; ignored under recompute none or full): core_attn (the attention core), layernorm (both norms: their outputs, the
-    QKV and FC1 inputs, are not kept), mla_up_proj (MLA's query and key-value up-projections and their norms), mlp
-    (a dense FFN), moe_act (the routed experts' activation: FC2's input not kept), shared_experts. Default: core_attn,
-    or with MLA layernorm and mla_up_proj (DeepSeek-V3's)."""
+    (Megatron-Core's recompute_modules; ignored under recompute none or full): core_attn (the attention core),
+    layernorm (both norms: their outputs, the QKV and FC1 inputs, are not kept), mla_up_proj (MLA's query and key-value
+    up-projections and their norms), mlp (a dense FFN), moe_act (the routed experts' activation: FC2's input not kept),
+    shared_experts. Default: core_attn, or with MLA layernorm and mla_up_proj (DeepSeek-V3's)."""
     attention: Literal["flash", "flash2", "unfused"] = "flash"
     """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks; the newest kernel
     measured on the device's generation: FlashAttention-2 on A100, FlashAttention-3 on Hopper, FlashAttention-4

@@ -90,7 +90,8 @@ class AttentionCosts:
             return full
         local = self._parts(new, ctx, kv_bytes, self.window)
         f = self.windowed
-        return {"decode": full["decode"], **{k: (1 - f) * full[k] + f * local[k] for k in ("compute", "memory", "flops")}}
+        blend = {k: (1 - f) * full[k] + f * local[k] for k in ("compute", "memory", "flops")}
+        return {"decode": full["decode"], **blend}
 
     def _parts(self, new: np.ndarray, ctx: np.ndarray, kv_bytes: float, window: int | None) -> dict:
         """parts() of layers whose queries see every earlier key (`window` None) or the last `window` of them."""

@@ -19,7 +19,8 @@ from ..cost.memory import (
 from ..cost import mtp, roofline
 from ..cost.offload import hbm_state, offloaded_share
 from ..cost.ops import (
-    ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, layer_shape, operand_bytes
+    ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, layer_shape,
+    operand_bytes,
 )
 from ..cost.params import parameter_counts
 from ..cost.pipeline import combined_pairs
