@@ -329,11 +329,19 @@ def _flash_rows(sh: LayerShape, full: float, io: float) -> list[dict]:
     return rows
 
 
+def query_key_pairs(new, ctx, window: int | None = None):
+    """Query-key pairs of chunks of `new` queries on `ctx` cached keys (arrays or numbers), query j (1-based) seeing
+    ctx + j keys, or at most `window` of them: n c + n (n + 1) / 2, or the sum of min(c + j, w) over j."""
+    if window is None:
+        return new * ctx + new * (new + 1) / 2
+    inside = np.clip(window - ctx, 0.0, new)  # queries whose keys all fit the window
+    return inside * ctx + inside * (inside + 1) / 2 + (new - inside) * window
+
+
 def window_keys(seq: int, window: int) -> float:
     """Mean keys a query sees under causal sliding-window attention over a sequence of `seq` tokens: query i
     (1-based) sees min(i, window) keys."""
-    w = min(window, seq)
-    return (w * (w + 1) / 2 + (seq - w) * w) / seq
+    return float(query_key_pairs(seq, 0.0, window)) / seq
 
 
 FUSED_ATTENTION = ("attention", "attention-window")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import roofline
-from ..cost.ops import ACT_BYTES, mla_dims
+from ..cost.ops import ACT_BYTES, mla_dims, query_key_pairs
 
 ACT = float(ACT_BYTES)
 
@@ -43,15 +43,6 @@ def attention_dims(model, tp: int) -> dict:
     qk, v, rope = mla_dims(model)
     return {"heads": heads, "kv_heads": 1, "qk": qk, "v": v, "group": heads, "mla": True,
             "latent": model.mla.kv_lora_rank, "rope": rope}
-
-
-def query_key_pairs(new: np.ndarray, ctx: np.ndarray, window: int | None = None) -> np.ndarray:
-    """Query-key pairs of chunks of new[i] queries on ctx[i] cached keys, query j (1-based) seeing ctx + j keys, or
-    at most `window` of them: n c + n (n + 1) / 2, or the sum of min(c + j, w) over j."""
-    if window is None:
-        return new * ctx + new * (new + 1) / 2
-    inside = np.clip(window - ctx, 0.0, new)  # queries whose keys all fit the window
-    return inside * ctx + inside * (inside + 1) / 2 + (new - inside) * window
 
 
 @dataclass(frozen=True)
