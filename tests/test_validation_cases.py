@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import yaml
 
 from simulator import load_scenario
 from simulator.output.validation import DEFAULT_DIR, GROUPS, KINDS, load_cases, published_figure
@@ -124,6 +125,15 @@ def _mcore_deepseek_v3(published, case):
     return case.source_value * 1e12 / per_token
 
 
+def _mcore_r08(published, case):
+    """Megatron-LM's num_floating_point_operations for GPT with a 4h GeLU MLP: 12 B s L h^2 (6 + s/h + V/(2 L h))
+    a step (full attention counted), over the row's GPUs at the printed TFLOP/s."""
+    (row,) = [r for r in _table(published, "reported") if f"params_B={r['params_B']:g}]" in case.reported]
+    s, vocab, h, layers = 4096, 131072, row["hidden"], row["layers"]
+    flops = 12 * row["global_batch"] * s * layers * h * h * (6 + s / h + vocab / (2 * layers * h))
+    return flops / (row["gpus"] * case.source_value * 1e12)
+
+
 LONG_SEQUENCE_SHAPES = {"nemo_long_sequence_llama2_7b_h100": (32, 4096, 1.0, 11008, 32000),  # Llama 2 7B
                         "nemo_long_sequence_llama3_8b_b200": (32, 4096, 8 / 32, 14336, 128256)}  # Llama 3 8B
 """Layers, hidden, KV heads over heads, FFN width, vocabulary."""
@@ -145,6 +155,7 @@ DERIVE = {
     "nemo_long_sequence_llama3_8b_b200": _nemo_long_sequence,
     "mcore_deepseek_v3_gb200_mxfp8": _mcore_deepseek_v3,
     "megatron2021_table1_weak_scaling": _megatron_t1,
+    "megatron_core_0_8_weak_scaling_h100": _mcore_r08,
     "megatron2021_table2_ptdp_vs_zero3": _megatron_t2,
     "korthikanti2022_530b_2240gpus": _korthikanti_2240,
     "llama3_405b_table4_pretraining_mfu": _llama3,
@@ -171,6 +182,11 @@ def test_derived_values_match_the_references_own(reference):
         if c.case == "megatron2021_table1_weak_scaling":
             params = float(c.reported.split("params_B=")[1].split("]")[0])
             assert c.value == pytest.approx(t1[params], abs=0.006), c.label
+    r08 = reference("megatron_core_0_8_weak_scaling_h100")["derived"]["iteration_time_s"]
+    for c in CASES:
+        if c.case == "megatron_core_0_8_weak_scaling_h100":
+            params = yaml.safe_load(c.reported.split("params_B=")[1].split("]")[0])
+            assert c.value == pytest.approx(r08[params], abs=1e-3), c.label
     ds = reference("deepseek_v3_training_config_and_cost")["derived"]["tokens_per_s_per_gpu"]
     assert BY_SCENARIO["deepseek-v3-train-2048.yaml"].value == pytest.approx(ds, abs=0.5)
 
@@ -182,6 +198,19 @@ def _shape(scn):
     return {"gpus": scn.gpus, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp, "dp": lay.dp, "global_batch": w.global_batch,
             "micro_batch": w.micro_batch, "seq_len": w.seq_len, "chunks": lay.chunks, "layers": scn.model.layers,
             "hidden": scn.model.hidden, "heads": scn.model.heads}
+
+
+def test_mcore_r08_weak_scaling_configs(reference, scenarios):
+    """Each scenario runs its row's layout and shape, and the row's parameter count (untied embeddings)."""
+    published = reference("megatron_core_0_8_weak_scaling_h100")
+    for row in _table(published, "reported"):
+        scn = scenarios[f"mcore08-h100-gpt-{row['params_B']:g}b.yaml"]
+        got = _shape(scn)
+        want = {k: row[k] for k in ("gpus", "tp", "pp", "dp", "global_batch", "layers", "hidden", "heads")}
+        assert {k: got[k] for k in want} == want
+        h, layers = row["hidden"], row["layers"]
+        assert 12 * layers * h * h + 2 * 131072 * h == pytest.approx(row["params_B"] * 1e9, rel=0.03)
+        assert (scn.workload.seq_len, scn.model.vocab, scn.workload.dtype) == (4096, 131072, "bf16")
 
 
 def test_megatron_tables_configs(reference, scenarios):

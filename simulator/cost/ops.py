@@ -234,25 +234,30 @@ def dense_layer(model, tp: int, sp: bool) -> list[tuple]:
     return half[:-2] + [half[-2], *ffn, half[-1]]
 
 
-def edge_rows(model, tp: int, sp: bool) -> list[tuple]:
-    """Embedding lookup on the first stage; final norm, LM head and the fp32 logits pass (cross-entropy
-    in training, sampling in serving: 8 bytes a logit each way) on the last."""
+CROSS_ENTROPY_BYTES = {"fused": (8.0, 16.0), "unfused": (38.0, 14.0)}
+"""Bytes a logit (forward, backward) by workload.cross_entropy. unfused (Megatron's PyTorch ops): cast 6, max 4,
+subtract 8, exp 8, sum 4, normalize 8; backward scale 8, cast back 6. fused: one pass (also serving's sampling)."""
+
+
+def edge_rows(model, tp: int, sp: bool, cross_entropy: str = "fused") -> list[tuple]:
+    """Embedding lookup on the first stage; final norm, LM head and logits pass (CROSS_ENTROPY_BYTES) on the last."""
     hs, vocab = model.hidden / (tp if sp else 1), -(-model.vocab // tp)
+    forward, backward = CROSS_ENTROPY_BYTES[cross_entropy]
     return [_elementwise("embedding", BLOCK_EMBED, 2 * hs), _elementwise("final-norm", BLOCK_HEAD, 2 * hs),
             _gemm("lm-head", BLOCK_HEAD, vocab, model.hidden, precise=True),
-            _elementwise("logits", BLOCK_HEAD, 4 * vocab)]
+            _elementwise("logits", BLOCK_HEAD, forward / ACT_BYTES * vocab, bwd=backward / forward)]
 
 
 def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
-               etp: int | None = None, current_scaling: bool = False) -> OpRows:
+               etp: int | None = None, current_scaling: bool = False, cross_entropy: str = "fused") -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
     the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
     low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass)."""
     if model.moe is None and model.mla is None:
-        rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp)
+        rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
     else:
-        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp) + ffn_half(model, tp, etp)
+        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy) + ffn_half(model, tp, etp)
     return OpRows.of(cast_rows(rows, dtype, training, current_scaling))
 
 
@@ -416,7 +421,8 @@ def build_op_table(scenario) -> OpTable:
     weights apart in bytes_fixed), with the attention core before the output projection."""
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
-                      etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload))
+                      etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
+                      cross_entropy=scenario.workload.cross_entropy)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

@@ -103,6 +103,11 @@ class Workload(_Frozen):
     measured on the device's generation: FlashAttention-2 on A100, FlashAttention-3 on Hopper, FlashAttention-4
     and CUTLASS on Blackwell), flash2 (FlashAttention-2 or the fused kernels of its time, e.g. runs before July
     2024 on Hopper; A100 and Hopper only), or unfused (materializes scores, as Megatron-LM of 2022 did)."""
+    cross_entropy: Literal["fused", "unfused"] = "fused"
+    """Train: how the loss over the vocabulary runs. fused: one pass over the logits each way (Megatron-Core's
+    cross_entropy_loss_fusion, Transformer Engine's and Apex's fused kernels; NeMo's recipes); unfused: Megatron's
+    vocab-parallel cross-entropy in PyTorch ops (Megatron-LM of 2021-2024 by default): the logits cast to fp32, then
+    max, subtract, exp, sum and normalize, each a pass over them, and two more backward (ops.CROSS_ENTROPY_BYTES)."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None
@@ -167,6 +172,8 @@ class Workload(_Frozen):
             _fill(self, expert_gemm="multi_stream" if self.kind == "train" else "single_kernel")
         elif self.kind == "serve" and self.expert_gemm == "multi_stream":
             _rule("expert_gemm", "multi_stream is modelled for training only (serving runs fused MoE kernels)")
+        if self.kind == "serve" and self.cross_entropy != "fused":
+            _rule("cross_entropy", "a training setting (serving samples from the logits, no loss)")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)
