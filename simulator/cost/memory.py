@@ -171,7 +171,7 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
         mla = model.mla
         latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
         if recompute == "selective" and modules is None:
-            return tokens * ((outside_bytes(model, cached) - 4.0 * h) / sp + (2.0 * a * v + latents) / tp)
+            return tokens * ((outside - 4.0 * h) / sp + (2.0 * a * v + latents) / tp)  # no norm outputs left out yet
         up_kept = "mla_up_proj" not in _modules(recompute, modules)
         inside = (2.0 * (2 * a * qk + 2 * a * v) if up_kept else 2.0 * a * v) + latents
     return tokens * (outside / sp + inside / tp)

@@ -144,8 +144,8 @@ def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
     """((pp,) dense-FFN layers, (pp,) MoE layers) of each pipeline stage (MoESpec.is_moe: dense_layers, layer_step)."""
     layers = split_layers(scn.model.layers, scn.layout.pp, scn.layout.stage_layers)
     start = np.cumsum(layers) - layers
-    moe = np.array(scn.model.moe.is_moe(scn.model.layers), dtype=float)
-    experts = np.array([moe[s:s + n].sum() for s, n in zip(start, layers)])
+    moe = np.concatenate([[0.0], np.cumsum(scn.model.moe.is_moe(scn.model.layers))])  # MoE layers before each
+    experts = moe[start + layers] - moe[start]
     return layers - experts, experts
 
 
