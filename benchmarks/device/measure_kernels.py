@@ -1,10 +1,11 @@
 """Kernel measurements on one NVIDIA GPU, as calibration input for simulator/cost/device_fit.py.
 
 Run on the lent device machine (never in CI): `python3 benchmarks/device/measure_kernels.py OUT.json [SECTION...]`.
-Sections: gemm, attention, layer, memory_bound, hbm, optimizer, launch, clocks (all, in this order, when none is
-named). Kernels are timed with CUDA events (median of repeats after a warm-up, the L2 cleared before each repeat by
-writing a 256 MiB buffer); each section is written to OUT.json as soon as it ends, and a failing one is recorded under
-`errors` and skipped. Units in the file: seconds, bytes, FLOP; rates are derived later, not stored.
+Sections: gemm, gemm_load, attention, layer, memory_bound, hbm, optimizer, launch, clocks (all, in this order, when
+none is named). Kernels are timed with CUDA events (median of repeats after a warm-up, the L2 cleared before each
+repeat by writing a 256 MiB buffer) beside the SM clock sampled every 10 ms; each section is written to OUT.json as
+soon as it ends, and a failing one is recorded under `errors` and skipped. Units in the file: seconds, bytes, FLOP,
+MHz; rates are derived later, not stored.
 Needs PyTorch with CUDA (cuBLAS, cuDNN) and pynvml; inputs are random normal, never zeros.
 """
 
@@ -34,10 +35,12 @@ LAYERS = [  # name, hidden, ffn, gated (SwiGLU), heads, kv heads, tp
 
 # ---------------------------------------------------------------- timing
 class Timer:
-    """Median device time (s) of a callable, L2 cleared before each repeat."""
+    """Median device time (s) of a callable, L2 cleared before each repeat; `sm_MHz` is the mean SM clock the
+    sampler saw while the last call's repeats ran."""
 
-    def __init__(self):
+    def __init__(self, clocks):
         self.flush = torch.empty(256 * 2**20, dtype=torch.uint8, device=DEV)
+        self.clocks, self.sm_MHz = clocks, None
 
     def __call__(self, fn, target=0.03, least=5, most=100, flush=True) -> float:
         fn()
@@ -50,6 +53,7 @@ class Timer:
         n = max(least, min(most, int(target / max(a.elapsed_time(b) * 1e-3, 1e-7))))
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        t0 = time.time()
         for s, e in zip(starts, ends):
             if flush:
                 self.flush.fill_(1)
@@ -57,13 +61,14 @@ class Timer:
             fn()
             e.record()
         torch.cuda.synchronize()
+        self.sm_MHz = self.clocks.mean_sm(t0, time.time())
         return statistics.median(s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends))
 
 
 def measured(row: dict, make, timer) -> dict:
     """`row` with the median time (s) of the callable make() builds, or the error (one kernel fails, not the sweep)."""
     try:
-        return {**row, "time": timer(make())}
+        return {**row, "time": timer(make()), "sm_MHz": timer.sm_MHz}
     except Exception as exc:  # noqa: BLE001
         return {**row, "error": str(exc)[:200]}
 
@@ -74,7 +79,7 @@ def randn(*shape, dtype=BF16):
 
 # ---------------------------------------------------------------- clocks (pynvml sampler)
 class Clocks:
-    """Samples SM clock (MHz), memory clock (MHz), power (W) and temperature (C) every 50 ms in a thread."""
+    """Samples SM clock (MHz), memory clock (MHz), power (W) and temperature (C) every 10 ms in a thread."""
 
     def __init__(self):
         import pynvml
@@ -93,7 +98,15 @@ class Clocks:
                                      n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)])
             except Exception:  # noqa: BLE001 - a missing counter must not stop the measurement
                 pass
-            time.sleep(0.05)
+            time.sleep(0.01)
+
+    def mean_sm(self, t0: float, t1: float) -> float | None:
+        """Mean SM clock (MHz) of the samples taken between wall times t0 and t1, else of the nearest sample."""
+        inside = [x[2] for x in self.samples[-2000:] if t0 <= x[0] <= t1]
+        if inside:
+            return statistics.fmean(inside)
+        near = min(self.samples[-2000:], key=lambda x: abs(x[0] - (t0 + t1) / 2), default=None)
+        return near[2] if near else None
 
     def meta(self) -> dict:
         n, h = self.nvml, self.handle
@@ -240,6 +253,53 @@ def section_gemm(timer, clocks) -> list:
     return out
 
 
+LOADS = (("gpt-1.7b", 4096), ("gpt-7.1b", 4096), ("te-gpt-4096", 16384), ("gpt-175b", 2048),
+         ("llama-70b-tp8", 8192), ("llama-405b", 8192))  # a layer's twelve GEMMs at a micro-batch's tokens
+
+
+def layer_set(name: str, tokens: int) -> list:
+    """The twelve GEMM shapes (fprop, dgrad, wgrad of QKV, projection, FC1, FC2) of one layer at `tokens`."""
+    return [s for s in gemm_shapes() if s["layer"] == name and (s["K"] if s["pass"] == "wgrad" else s["M"]) == tokens]
+
+
+def section_gemm_load(timer, clocks) -> list:
+    """A layer's twelve GEMMs under two loads: burst (each timed once after the GPU idled 1 s) and sustained
+    (the twelve back to back for 3 s, the last 2 s kept): seconds and the SM clock of each, BF16 and FP8."""
+    out = []
+    for name, tokens in LOADS:
+        shapes = layer_set(name, tokens)
+        for dtype in ("bf16", "fp8_tensor"):
+            fns = [bf16_gemm(s) if dtype == "bf16" else fp8_gemm(s, "tensor") for s in shapes]
+            for fn in fns:
+                fn()
+            torch.cuda.synchronize()
+            time.sleep(1.0)
+            burst, t0 = [], time.time()
+            for fn in fns:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                torch.cuda.synchronize()
+                burst.append(a.elapsed_time(b) * 1e-3)
+            burst_clock = clocks.mean_sm(t0, time.time())
+            sets, start = [], time.time()
+            while time.time() - start < 3.0:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                for fn in fns:
+                    fn()
+                b.record()
+                torch.cuda.synchronize()
+                sets.append((time.time() - start, a.elapsed_time(b) * 1e-3))
+            kept = [t for w, t in sets if w > 1.0]
+            out.append({"layer": name, "tokens": tokens, "dtype": dtype, "shapes": shapes,
+                        "flop": sum(2 * s["M"] * s["N"] * s["K"] for s in shapes), "burst": burst,
+                        "burst_sm_MHz": burst_clock, "sustained_set_time": statistics.median(kept),
+                        "sustained_sm_MHz": clocks.mean_sm(start + 1.0, time.time()), "sets": len(sets)})
+    return out
+
+
 # ---------------------------------------------------------------- attention
 def section_attention(timer, clocks) -> list:
     """torch SDPA, cuDNN and FlashAttention-2 backends, BF16, (B, H, S, D) with B S = 32768 tokens, H D = 4096;
@@ -268,6 +328,7 @@ def section_attention(timer, clocks) -> list:
 
                         row["fwd"] = timer(lambda: fwd().detach())
                         row["fwd_bwd"] = timer(fwd_bwd)
+                        row["sm_MHz"] = timer.sm_MHz
                 except Exception as exc:  # noqa: BLE001
                     row["unsupported"] = str(exc)[:200]
                 out.append(row)
@@ -379,6 +440,11 @@ def section_launch(timer, clocks) -> list:
 
 
 # ---------------------------------------------------------------- a whole layer
+LAYER_RUNS = (("te-gpt-4096", 4096, 16384, 32, 2048, 8), ("gpt-1.7b", 2048, 8192, 16, 4096, 1),
+              ("gpt-1.7b-mbs4", 2048, 8192, 16, 4096, 4), ("gpt-7.1b-tp1", 4096, 16384, 32, 4096, 1))
+"""name, hidden, ffn, heads, sequence, micro-batch of the whole layers timed"""
+
+
 class Layer(torch.nn.Module):
     """A GPT layer in plain PyTorch modules: LayerNorm, QKV, causal SDPA, projection, dropout + residual, LayerNorm,
     GeLU MLP, dropout + residual (Megatron's GPT without tensor parallelism)."""
@@ -402,9 +468,7 @@ def section_layer(timer, clocks) -> list:
     """Forward + backward of one layer, BF16 weights, cuDNN attention: eager, and replayed as CUDA graphs."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     out = []
-    for name, h, ffn, heads, s, b in (("te-gpt-4096", 4096, 16384, 32, 2048, 8), ("gpt-1.7b", 2048, 8192, 16, 4096, 1),
-                                      ("gpt-1.7b-mbs4", 2048, 8192, 16, 4096, 4),
-                                      ("gpt-7.1b-tp1", 4096, 16384, 32, 4096, 1)):
+    for name, h, ffn, heads, s, b in LAYER_RUNS:
         layer = Layer(h, ffn, heads).to(DEV, BF16)
         x, dy = randn(s, b, h).requires_grad_(), randn(s, b, h)
         row = {"layer": name, "hidden": h, "ffn": ffn, "heads": heads, "seq": s, "micro_batch": b, "dropout": 0.1}
@@ -417,25 +481,28 @@ def section_layer(timer, clocks) -> list:
         row["attention_backend"] = str(backend)
         with sdpa_kernel([backend]):
             row["fwd_bwd_eager"] = timer(lambda: torch.autograd.backward(layer(x), dy), least=10, most=30)
+            row["sm_MHz_eager"] = timer.sm_MHz
             row["fwd_eager"] = timer(lambda: layer(x).detach(), least=10, most=30)
             try:
                 graphed = torch.cuda.make_graphed_callables(layer, (x,))
                 row["fwd_bwd_graph"] = timer(lambda: torch.autograd.backward(graphed(x), dy), least=10, most=30)
+                row["sm_MHz_graph"] = timer.sm_MHz
             except Exception as exc:  # noqa: BLE001
                 row["graph_error"] = str(exc)[:200]
         out.append(row)
     return out
 
 
-SECTIONS = {"gemm": section_gemm, "attention": section_attention, "layer": section_layer,
-            "memory_bound": section_memory_bound, "hbm": section_hbm, "optimizer": section_optimizer,
-            "launch": section_launch, "clocks": section_clocks}
+SECTIONS = {"gemm": section_gemm, "gemm_load": section_gemm_load, "attention": section_attention,
+            "layer": section_layer, "memory_bound": section_memory_bound, "hbm": section_hbm,
+            "optimizer": section_optimizer, "launch": section_launch, "clocks": section_clocks}
 
 
 def main(path: str, names: list[str]) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    clocks, timer = Clocks(), Timer()
+    clocks = Clocks()
+    timer = Timer(clocks)
     props = torch.cuda.get_device_properties(0)
     doc = {"meta": {"device": props.name, "sms": props.multi_processor_count, "memory_bytes": props.total_memory,
                     "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
