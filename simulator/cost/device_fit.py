@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import measured
 from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
 from .kernel_data import (
     GENERATION, GENERATIONS, GIGA, TERA, by_id, data_sheet, geometric_fraction, least_squares_fit, load_kernels,
@@ -141,6 +142,14 @@ def fit_attention(points: list[tuple]) -> dict:
             "residuals": stats(predict(x) / meas)}
 
 
+def measured_attention(peak: float) -> dict:
+    """cuDNN's fused attention (PyTorch SDPA) on simrack's H200, forward and backward curves fitted as FlashAttention's
+    (recorded beside the curves in use, which it checks; not read by the cost model)."""
+    points = measured.attention_points(peak)
+    return {"kernel": "cuDNN fused attention (PyTorch SDPA)", "fitted_from": [measured.source()],
+            **{kind: fit_attention(pts) for kind, pts in points.items()}}
+
+
 def fa2_bwd_over_fwd(doc: dict, peak: float) -> dict:
     """FlashAttention-2 backward/forward efficiency ratio on H100 from matched fwd and fwd+bwd points:
     t_bwd = t_fwdbwd - t_fwd with fwd+bwd FLOP = 3.5x and bwd FLOP = 2.5x the forward FLOP."""
@@ -193,7 +202,8 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                    "fp16_fwd_headline": single_point(doc, "fa3_h100_headline_fp16", None, tf[0]["bf16"]),
                    "mla_decode_compute": single_point(doc, "flashmla_h800_dense_decode_compute_bound",
                                                       "throughput (2025", sheet["H800"]["peak"]["bf16"] / TERA),
-                   "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"])},
+                   "mla_sparse_prefill_fwd": single_point(doc, "flashmla_h800_sparse_prefill", None, tf[0]["bf16"]),
+                   "cudnn_h200": measured_attention(sheet[measured.DEVICE]["peak"]["bf16"])},
         "blackwell": {"kernel": "cuDNN forward (GB200 sweep), CUTLASS MHA backward (B200)",
                       "fwd": _curve_fit(doc, ATTENTION["blackwell", "fwd"], gb200["bf16"]),
                       "bwd": single_point(doc, "flashmla_b200_mha_prefill_bwd", None, tf[1]["bf16"]),
@@ -225,6 +235,9 @@ def hbm_params(doc: dict, sheet: dict) -> dict:
         out[gen]["read_only_dot"] = geometric_fraction(dot, ids)
     out["hopper"]["decode_flashmla"] = single_point(doc, "flashmla_h800_dense_decode_memory_bound", None,
                                                     sheet["H800"]["hbm"] / GIGA)
+    h200 = measured.hbm_points(sheet[measured.DEVICE]["hbm"])  # checks the streaming fit, not in it
+    out["hopper"]["streaming_h200_measured"] = {"value": float(np.exp(np.mean(np.log(h200)))), "n": len(h200),
+                                                "from": [measured.source()]}
     return out
 
 

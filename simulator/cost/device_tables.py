@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from ..scenario.units import parse_bandwidth, parse_flops, parse_power
+from . import measured
 
 GIGA, MICRO, MILLI = 1e9, 1e-6, 1e-3
 DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
@@ -52,7 +53,9 @@ def deepep_table(doc: dict, sheet: dict, nic_rate: float) -> list[dict]:
 
 def launch_params(doc: dict, offsets: dict) -> dict:
     """Per-kernel fixed costs (s): host launch paths (GB200 host), the host's seconds per expert GEMM of Transformer
-    Engine's multi-stream grouped GEMM, CUDA-graph residue (blog), GEMM harness offsets."""
+    Engine's multi-stream grouped GEMM, CUDA-graph residue (blog: a kernel's time in a graph less its run alone), GEMM
+    harness offsets. Recorded beside them from simrack's H200: a kernel with nothing to do inside a graph (its run
+    included: an upper bound of the residue) and PyTorch's eager launch (host seconds)."""
     e = {x["id"]: x for x in doc["entries"]}
     blog, tb = e["nvblog_cuda_graphs_short_kernel"], e["tritonbench1017_gb200_launch_overhead"]
     te = e["te3134_b200_multistream_grouped_gemm"]
@@ -64,6 +67,8 @@ def launch_params(doc: dict, offsets: dict) -> dict:
             "graph_residue_per_kernel": (values(blog, "per kernel: CUDA graph")[0] - run) * MICRO,
             "stream_residue_per_kernel": (values(blog, "per kernel: back-to-back")[0] - run) * MICRO,
             "graph_from": [blog["id"]], "graph_verified": blog["verified"],
+            "graph_empty_kernel_h200": measured.graph_kernel_time(),
+            "eager_launch_torch_h200": measured.eager_launch_time(), "h200_from": [measured.source()],
             "event_record_a100": values(e["simllm_a100_event_record_cost"])[0] * MICRO,
             "gemm_harness_fixed_time": offsets}
 
