@@ -15,6 +15,8 @@ RUN = "h200-2026-12-04-run2.json.gz"
 """measure_kernels.py on one H200 (torch 2.11.0+cu130, cuDNN 9.19, driver 580.159.04), each row with its SM clock."""
 LAYERS = "h200-2026-12-04-layers.json"
 """profile_layer.py on the same machine: four GPT layers kernel by kernel, eager and under sustained load."""
+MOE_GEMM = "h200-2026-12-04-moe-gemm.json"
+"""measure_moe_gemm.py on the same machine: routed-expert GEMMs, grouped (BF16, FP8) and one call an expert."""
 DEVICE = "H200-SXM"  # the device's key in kernels.yaml's data_sheet
 STREAM_MIN_BYTES = 2**29
 """Copies moving at least this many bytes (read + write, 512 MiB) stream from HBM: smaller ones sit partly in the
@@ -82,3 +84,11 @@ def layers(doc: dict | None = None) -> list[dict]:
              "sustained": r["sustained_mean"], "sustained_clock": r["sustained_sm_MHz"] * 1e6,
              "kernels": {k: tuple(v) for k, v in r["kernels"].items()}}
             for r in (doc or load(LAYERS))["layers"]]
+
+
+def expert_gemms(doc: dict | None = None) -> list[dict]:
+    """measure_moe_gemm.py's rows: {model, gemm, experts, tokens (an expert), K, N, seconds of the grouped BF16 and
+    FP8 kernels and of the one-call-an-expert loop (device), the loop's host seconds}."""
+    return [{"model": r["model"], "gemm": r["gemm"], "experts": r["experts"], "tokens": r["tokens"], "K": r["K"],
+             "N": r["N"], "bf16": r["grouped_bf16"], "fp8": r["grouped_fp8"], "loop": r["loop_bf16"],
+             "loop_host": r["loop_host"]} for r in (doc or load(MOE_GEMM))["rows"]]
