@@ -1,6 +1,7 @@
-"""simrack's own kernel measurements on a lent GPU (benchmarks/device/measure_kernels.py and profile_layer.py), as
-the device fit reads them: simulator/data/measured/. Kept as the scripts wrote them (seconds, bytes, FLOP, MHz);
-the functions here return SI units and fractions of kernels.yaml's data-sheet figures.
+"""simrack's own kernel measurements on a lent GPU (the scripts of benchmarks/device/), as the device fit records them
+and tests/test_h200_measurements.py checks the model against them: simulator/data/measured/. Kept as the scripts
+wrote them (seconds, bytes, FLOP, MHz); the functions here return SI units and fractions of kernels.yaml's data-sheet
+figures.
 """
 
 from __future__ import annotations
