@@ -12,10 +12,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulator import load_scenario
+from one_layer import gpt_layer, layer_seconds
+
 from simulator.cost import calibration, device_fit, measured, roofline
-from simulator.cost.ops import build_op_table
-from simulator.cost.pipeline import block_seconds
 from simulator.moe.costs import expert_seconds
 
 H200_BF16, H200_FP8 = 989e12, 1979e12  # kernels.yaml data_sheet H200-SXM (dense FLOP/s)
@@ -79,30 +78,15 @@ PYTORCH_ONLY = ("CatArrayBatchedCopy", "at::native::elementwise_kernel", "at::na
 strided copies around attention, the bias gradients' reductions (Transformer Engine folds them into GEMMs)."""
 
 
-def layer_seconds(tmp_path, row) -> float:
-    """simrack's forward + backward of the profiled layer on one H200 (the engine's block_seconds)."""
-    path = tmp_path / f"{row['layer']}.yaml"
-    path.write_text(
-        f"model: {{name: g, layers: 1, hidden: {row['hidden']}, heads: {row['heads']}, ffn: {row['ffn']}, "
-        "ffn_kind: gelu, vocab: 32000, rope: false, dropout: 0.1}\n"
-        "topology: {preset: hgx-h200, domains: 1, domain: {kind: hgx, gpus: 8, bandwidth: 450 GB/s, used: 1}}\n"
-        f"workload: {{kind: train, seq_len: {row['seq']}, global_batch: {row['micro_batch']}, "
-        f"micro_batch: {row['micro_batch']}, dtype: bf16, recompute: none}}\nlayout: {{tp: 1, pp: 1, dp: 1}}\n")
-    scn = load_scenario(path)
-    dev = scn.topology.device
-    sums = block_seconds([build_op_table(scn)], dev.peak("bf16"), dev.hbm_bandwidth, calibration.for_training(scn),
-                         roofline.attention_peak(dev))
-    return float(sums[0, 1, :3].sum())
-
-
 @pytest.mark.parametrize("row", measured.layers(), ids=lambda r: r["layer"])
-def test_layer_under_sustained_load(tmp_path, row):
+def test_layer_under_sustained_load(make_scenario, row):
     """One GPT layer run back to back for 3 s in eager PyTorch on the H200: simrack's layer plus the kernels only
     eager PyTorch runs (profiled) is 3-11% fast, within 13%: in the layer cuDNN's attention reads Q, K, V strided out
     of the fused QKV output and, at micro-batch 1, over 16 heads; it runs 17-25% under the contiguous sweep."""
     extra = sum(sec for name, (_, sec) in row["kernels"].items() if any(k in name for k in PYTORCH_ONLY))
-    assert layer_seconds(tmp_path, row) + extra == pytest.approx(row["sustained"], rel=0.13)
-    assert layer_seconds(tmp_path, row) + extra < row["sustained"]
+    simulated = layer_seconds(gpt_layer(make_scenario, preset="hgx-h200", hidden=row["hidden"], heads=row["heads"],
+                                        ffn=row["ffn"], seq=row["seq"], batch=row["micro_batch"])) + extra
+    assert simulated == pytest.approx(row["sustained"], rel=0.13) and simulated < row["sustained"]
 
 
 def expert_set_seconds(row, dtype: str) -> float:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from simulator import load_scenario
-from simulator.cost import calibration, roofline
-from simulator.cost.ops import build_op_table
-from simulator.cost.pipeline import block_seconds
+from one_layer import gpt_layer, layer_seconds
+
 from simulator.data import path as data_path
 
 
@@ -25,35 +23,24 @@ def _measured(quantity: str) -> float:
     return next(m["value"] for m in entry["measured"] if m["quantity"] == quantity) * 1e-3, entry["config"]
 
 
-def _layer_seconds(tmp_path, dtype: str) -> float:
+def _layer_seconds(make_scenario, dtype: str) -> float:
     _, cfg = _measured("te.TransformerLayer, FP8")
-    path = tmp_path / f"layer-{dtype}.yaml"
-    path.write_text(
-        f"model: {{name: te-gpt, layers: 1, hidden: {cfg['hidden']}, heads: {cfg['heads']}, ffn: {cfg['ffn']}, "
-        "ffn_kind: gelu, vocab: 32000, rope: false, dropout: 0.1}\n"
-        "topology: {preset: dgx-h100-superpod, domains: 1, domain: {kind: hgx, gpus: 8, bandwidth: 450 GB/s, used: 1}}\n"
-        f"workload: {{kind: train, seq_len: {cfg['seq_len']}, global_batch: {cfg['batch']}, micro_batch: {cfg['batch']}, "
-        f"dtype: {dtype}, recompute: none}}\n"
-        "layout: {tp: 1, pp: 1, dp: 1}\n")
-    scn = load_scenario(path)
-    dev = scn.topology.device
-    sums = block_seconds([build_op_table(scn)], dev.peak(dtype), dev.hbm_bandwidth, calibration.for_training(scn),
-                         roofline.attention_peak(dev))
-    return float(sums[0, 1, :3].sum())  # the layer block: forward, input gradients, weight gradients
+    return layer_seconds(gpt_layer(make_scenario, preset="dgx-h100-superpod", hidden=cfg["hidden"], heads=cfg["heads"],
+                                   ffn=cfg["ffn"], seq=cfg["seq_len"], batch=cfg["batch"], dtype=dtype))
 
 
-def test_bf16_layer_against_transformer_engine(tmp_path):
+def test_bf16_layer_against_transformer_engine(make_scenario):
     measured, _ = _measured("TE unfused + TE attention, BF16")
-    assert _layer_seconds(tmp_path, "bf16") == pytest.approx(measured, rel=0.08)
+    assert _layer_seconds(make_scenario, "bf16") == pytest.approx(measured, rel=0.08)
 
 
-def test_fp8_layer_against_transformer_engine(tmp_path):
+def test_fp8_layer_against_transformer_engine(make_scenario):
     measured, _ = _measured("TE fused + TE attention, FP8")
-    assert _layer_seconds(tmp_path, "fp8") == pytest.approx(measured, rel=0.08)
+    assert _layer_seconds(make_scenario, "fp8") == pytest.approx(measured, rel=0.08)
 
 
-def test_fp8_speedup_of_the_layer(tmp_path):
+def test_fp8_speedup_of_the_layer(make_scenario):
     """FP8 over BF16 for the one layer: TE measures 1.53x (both unfused); simrack's comes out of the GEMM fits and the
     casts, within 8% of it."""
     ratio = _measured("TE unfused + TE attention, BF16")[0] / _measured("TE unfused + TE attention, FP8")[0]
-    assert _layer_seconds(tmp_path, "bf16") / _layer_seconds(tmp_path, "fp8") == pytest.approx(ratio, rel=0.08)
+    assert _layer_seconds(make_scenario, "bf16") / _layer_seconds(make_scenario, "fp8") == pytest.approx(ratio, rel=0.08)
