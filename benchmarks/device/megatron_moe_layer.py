@@ -25,7 +25,11 @@ import torch.nn.functional as F
 
 CASES = (  # name, hidden, expert ffn, local experts, top-k, tokens a micro-batch
     ("qwen3-30b-ep16", 2048, 768, 8, 8, 4096), ("qwen3-235b-ep32", 4096, 1536, 4, 4, 4096),
-    ("deepseek-v3-ep64", 7168, 2048, 4, 4, 4096), ("qwen3-30b-ep16-mbs2", 2048, 768, 8, 8, 8192))
+    ("deepseek-v3-ep64", 7168, 2048, 4, 4, 4096), ("qwen3-30b-ep16-mbs2", 2048, 768, 8, 8, 8192),
+    ("gpt-oss-120b-ep8", 2880, 2880, 16, 4, 4096))
+GPT_OSS = {"add_bias_linear": True, "glu_linear_offset": 1.0, "activation_func_clamp_value": 7.0}
+"""GPT-OSS's experts as Megatron-Core configures them: biases, quick-GeLU GLU with a linear offset of 1, clamped at 7
+(with activation=quick_gelu below)."""
 
 
 def setup(cpu: bool) -> None:
@@ -41,17 +45,18 @@ def setup(cpu: bool) -> None:
         model_parallel_cuda_manual_seed(123)
 
 
-def layer(hidden: int, ffn: int, experts: int, topk: int, cpu: bool, dispatcher: str):
+def layer(hidden: int, ffn: int, experts: int, topk: int, cpu: bool, dispatcher: str, oss: bool = False):
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_submodules
     from megatron.core.transformer.moe.moe_layer import MoELayer
     from megatron.core.transformer.spec_utils import get_submodules
     from megatron.core.transformer.transformer_config import TransformerConfig
+    from megatron.core.activations import quick_gelu
     config = TransformerConfig(
         num_layers=1, hidden_size=hidden, num_attention_heads=16, num_moe_experts=experts, moe_ffn_hidden_size=ffn,
         moe_router_topk=topk, moe_router_load_balancing_type="aux_loss", moe_aux_loss_coeff=1e-3,
         moe_token_dispatcher_type=dispatcher, moe_grouped_gemm=False, gated_linear_unit=True,
-        activation_func=F.silu, add_bias_linear=False, bf16=True, params_dtype=torch.bfloat16,
-        use_cpu_initialization=cpu)
+        activation_func=quick_gelu if oss else F.silu, bf16=True, params_dtype=torch.bfloat16,
+        use_cpu_initialization=cpu, **(GPT_OSS if oss else {"add_bias_linear": False}))
     spec = get_submodules(get_gpt_layer_local_submodules(num_experts=experts, moe_grouped_gemm=False).mlp)
     moe = MoELayer(config, spec)
     return moe if cpu else moe.cuda()
@@ -124,7 +129,7 @@ def main(path: str, cpu: bool = False) -> None:
         row = {"case": name, "hidden": size[0], "ffn": size[1], "experts": experts, "topk": topk, "tokens": size[2]}
         for dispatcher in ("allgather",) if cpu else ("alltoall", "allgather"):
             try:
-                moe = layer(size[0], size[1], experts, topk, cpu, dispatcher)
+                moe = layer(size[0], size[1], experts, topk, cpu, dispatcher, oss=name.startswith("gpt-oss"))
                 annotate(moe)
                 row[dispatcher] = measure(moe, size[0], size[2], "cpu" if cpu else "cuda", 2 if cpu else 10)
             except Exception as exc:  # noqa: BLE001 - one dispatcher failing leaves the other's figures
