@@ -15,18 +15,23 @@ import pytest
 from one_layer import gpt_layer, layer_seconds
 
 from simulator.cost import calibration, device_fit, measured, roofline
+from simulator.cost.kernel_data import data_sheet, load_kernels
 from simulator.moe.costs import expert_seconds
 
-H200_BF16, H200_FP8 = 989e12, 1979e12  # kernels.yaml data_sheet H200-SXM (dense FLOP/s)
+H200 = data_sheet(load_kernels())[measured.DEVICE]  # dense FLOP/s by dtype, HBM bytes/s
+H200_BF16, H200_FP8, H200_HBM = H200["peak"]["bf16"], H200["peak"]["fp8"], H200["hbm"]
+IN_BYTES = {"bf16": 2.0, "fp8": 1.0}  # GEMM input bytes per element; outputs BF16
 
 
 def gemm_set_seconds(dims, dtype: str) -> float:
-    """simrack's seconds for a layer's twelve GEMMs back to back on a loaded Hopper GPU (sustained clock)."""
+    """simrack's seconds for a layer's twelve GEMMs back to back on a loaded Hopper GPU (sustained clock): the
+    engine's roofline of each (roofline.op_times), inputs read and the BF16 output written once."""
     cal = calibration.fitted("hopper", dtype)
     dims = np.array(dims, float)
+    m, n, k = dims.T
+    nbytes = IN_BYTES[dtype] * (m * k + n * k) + 2.0 * m * n
     peak = H200_BF16 if dtype == "bf16" else H200_FP8
-    return float((2 * dims.prod(axis=1) / (peak * roofline.gemm_efficiency(dims, cal))).sum()
-                 + cal.kernel_overhead * len(dims))
+    return float(roofline.op_times(2 * m * n * k, nbytes, dims, peak, H200_HBM, cal).sum())
 
 
 @pytest.mark.parametrize("row", measured.gemm_sets(), ids=lambda r: f"{r['layer']}-{r['dtype']}")
@@ -60,7 +65,7 @@ def test_hbm_streaming_fraction_against_the_h200_copies():
     """The Hopper streaming fraction (0.874, fitted to the transcribed H100 and H200 streams) within 5% of each H200
     stream measured here: copies of 512 MiB to 8 GiB (0.87-0.90 of 4.8 TB/s), a bf16 add and a triad (0.91)."""
     hbm = calibration.fitted("hopper", "bf16").hbm
-    points = measured.hbm_points(4.8e12)
+    points = measured.hbm_points(H200_HBM)
     assert len(points) == 7
     for p in points:
         assert hbm == pytest.approx(p, rel=0.05)
@@ -93,12 +98,12 @@ def expert_set_seconds(row, dtype: str) -> float:
     """simrack's routed-expert seconds (moe.costs.expert_seconds) for E experts of T tokens each, at the burst clock
     the kernels ran at (no sustained factor): FLOP 2 K N a token, the expert's weights read once."""
     cal = replace(calibration.fitted("hopper", dtype), clock=1.0)
-    size = 2.0 if dtype == "bf16" else 1.0
+    size = IN_BYTES[dtype]
     n, k = np.array([row["N"]], float), np.array([row["K"]], float)
     m = np.full(row["experts"], float(row["tokens"]))
     out = expert_seconds(np.array([2.0 * k[0] * n[0]]), np.array([size * k[0] + 2.0 * n[0]]),
                          np.array([size * k[0] * n[0]]), n, k, m, np.ones_like(m), 1.0,
-                         H200_BF16 if dtype == "bf16" else H200_FP8, 4.8e12, cal)
+                         H200_BF16 if dtype == "bf16" else H200_FP8, H200_HBM, cal)
     return float(np.sum(out["time"]))
 
 

@@ -236,8 +236,7 @@ def hbm_params(doc: dict, sheet: dict) -> dict:
     out["hopper"]["decode_flashmla"] = single_point(doc, "flashmla_h800_dense_decode_memory_bound", None,
                                                     sheet["H800"]["hbm"] / GIGA)
     h200 = measured.hbm_points(sheet[measured.DEVICE]["hbm"])  # checks the streaming fit, not in it
-    out["hopper"]["streaming_h200_measured"] = {"value": float(np.exp(np.mean(np.log(h200)))), "n": len(h200),
-                                                "from": [measured.source()]}
+    out["hopper"]["streaming_h200_measured"] = geometric_fraction(h200, [measured.source()])
     return out
 
 
