@@ -20,6 +20,7 @@ from simulator import ScenarioError, load_scenario
 from simulator.scenario.base import SCHEDULES as SCHEMA_SCHEDULES
 from simulator.scenario.spec import Layout
 from simulator.schedules import CHUNKS, SCHEDULES, SPECS, in_flight
+from simulator.schedules.table import peak_in_pair
 from simulator.whatif.space import SCHEDULE_NAMES
 
 GPT3 = Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml"
@@ -61,6 +62,7 @@ def test_table_from_codes_is_the_builders(name, p):
             np.testing.assert_array_equal(fast.routes, built.routes)
             for unit in ("chunk", "stage"):
                 np.testing.assert_array_equal(in_flight(fast, unit), in_flight(built, unit))
+            np.testing.assert_array_equal(peak_in_pair(fast), peak_in_pair(built))
             assert tuple(fast.orders) == built.orders
             assert fast.orders[-1] == built.orders[-1] and fast.orders[1:] == built.orders[1:]
 

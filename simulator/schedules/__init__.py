@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import codes
-from .combined import combined
+from .combined import combined, combined_in_flight
 from .dualpipe import dualpipe, dualpipe_v
 from .gpipe import gpipe
 from .interleaved import interleaved
@@ -68,4 +68,4 @@ SCHEDULE_NAMES: tuple[str, ...] = tuple(SPECS)
 """Schedule names in registry order (the search's schedule codes index it)."""
 
 __all__ = ["CHUNKS", "SCHEDULES", "SCHEDULE_NAMES", "SPECS", "Action", "ScheduleSpec", "ScheduleTable", "combined",
-           "in_flight", "pair"]
+           "combined_in_flight", "in_flight", "pair"]

@@ -6,6 +6,11 @@ no pair's halves depend on each other: megatron/core/pipeline_parallel/schedules
 then runs each further forward paired with its next backward, and the backwards left alone. Without pipelining
 that is F0, F1&B0, F2&B1, ..., B(m-1) (combined_1f1b.py, combined_1f1b_schedule_for_no_pipelining); with the
 interleaved schedule, Megatron's warm-up plus one.
+
+A pair runs its two halves layer by layer (megatron/core/models/common/model_chunk_schedule_plan.py,
+TransformerModelChunkSchedulePlan.run: the forward's layer i beside the backward's last unfinished layer, whose state
+is released before the next two layers start), so inside a pair a device holds what it held before it plus one
+layer: combined_in_flight.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codes import B, F, Codes, codes_of
-from .table import ScheduleTable
+from .table import ScheduleTable, in_flight, peak_in_pair
 
 
 def combined_codes(codes: Codes) -> Codes:
@@ -46,3 +51,11 @@ def _combined_row(codes: Codes, d: int) -> tuple[np.ndarray, ...]:
 def combined(table: ScheduleTable) -> ScheduleTable:
     """A ScheduleTable of forwards and full backwards, run as Megatron-Core's combined 1F1B."""
     return ScheduleTable.from_codes(combined_codes(table.coded if table.coded is not None else codes_of(table)))
+
+
+def combined_in_flight(table: ScheduleTable, chunk_layers) -> np.ndarray:
+    """(p,) micro-batch-chunks of activations each device of a combined-1F1B table holds at its peak (floats):
+    in_flight, less, where a device peaks inside a pair, the pair's forward chunk but one of its `chunk_layers` (p,)
+    layers (the pair grows its forward one layer as it frees one of its backward's)."""
+    layers = np.maximum(np.asarray(chunk_layers, dtype=float), 1.0)
+    return in_flight(table) - peak_in_pair(table) * (1.0 - 1.0 / layers)

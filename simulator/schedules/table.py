@@ -204,9 +204,23 @@ def in_flight(table: ScheduleTable, unit: str = "chunk") -> np.ndarray:
     return peaks if unit == "chunk" else peaks * (table.p / table.n_vstages)
 
 
-def _coded_in_flight(table: ScheduleTable) -> np.ndarray:
-    """in_flight's walk over the integer codes, every device at once: a running sum of +1 per F and
-    -1 per release, its peak taken after each slot's F."""
+def peak_in_pair(table: ScheduleTable) -> np.ndarray:
+    """(p,) bool: each device reaches its in_flight peak only at an overlapped pair, whose F in_flight counts
+    whole before its B releases anything (without the pairs' slots the peak would be lower)."""
+    if table.coded is None:
+        return np.array([_walk(order, table.split_backward)[1] for order in table.orders], dtype=bool)
+    c = table.coded
+    held, device = _coded_held(table)
+    plain = np.zeros(table.p, dtype=np.int64)
+    if len(held):
+        single = (c.kind == 0) & (c.pmb < 0)
+        np.maximum.at(plain, device[single], held[single])
+    return _coded_in_flight(table) > plain
+
+
+def _coded_held(table: ScheduleTable) -> tuple[np.ndarray, np.ndarray]:
+    """(held after each slot's F, device of each slot), over the integer codes: a running sum of +1 per F and
+    -1 per release."""
     c = table.coded
     release = 2 if table.split_backward else 1
     up = (c.kind == 0).astype(np.int64)
@@ -215,22 +229,32 @@ def _coded_in_flight(table: ScheduleTable) -> np.ndarray:
     lo, sizes = c.start[:-1], np.diff(c.start)
     before = np.concatenate([[0], net])[lo]  # held when each device's order begins, in the running sum
     held = np.concatenate([[0], net[:-1]]) - np.repeat(before, sizes) + up  # after each slot's F
+    return held, np.repeat(np.arange(table.p), sizes)
+
+
+def _coded_in_flight(table: ScheduleTable) -> np.ndarray:
+    """in_flight's walk over the integer codes, every device at once: the running sum's peak taken after each
+    slot's F."""
+    held, device = _coded_held(table)
     peaks = np.zeros(table.p, dtype=np.int64)
     if len(held):
-        np.maximum.at(peaks, np.repeat(np.arange(table.p), sizes), held)
+        np.maximum.at(peaks, device, held)
     return peaks
 
 
 def _walked_in_flight(table: ScheduleTable) -> np.ndarray:
-    release = "W" if table.split_backward else "B"
-    peaks = np.zeros(table.p, dtype=np.int64)
-    for d in range(table.p):
-        held = peak = 0
-        for a in table.flat(d):
-            if a.kind == "F":
-                held += 1
-                peak = max(peak, held)
-            elif a.kind == release:
-                held -= 1
-        peaks[d] = peak
-    return peaks
+    return np.array([_walk(order, table.split_backward)[0] for order in table.orders], dtype=np.int64)
+
+
+def _walk(order, split_backward: bool) -> tuple[int, bool]:
+    """(peak activations held, whether only a pair's F reaches it) of one device's order, Action by Action."""
+    release = "W" if split_backward else "B"
+    held = peak = plain = 0
+    for slot in order:
+        if slot.kind == "F":
+            held += 1
+            peak = max(peak, held)
+            plain = plain if slot.paired else max(plain, held)
+        for a in slot.halves():
+            held -= a.kind == release
+    return peak, peak > plain

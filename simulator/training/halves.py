@@ -27,7 +27,7 @@ from ..cost.pipeline import combined_pairs
 from ..cost.placement import shard_counts
 from ..moe.costs import block_times, moe_costs
 from ..moe.dispatch import dispatch_width
-from ..schedules import in_flight
+from ..schedules import combined_in_flight, in_flight
 
 
 def ffn_half(scn, ops, placement, fabric, cal):
@@ -168,7 +168,8 @@ def split_memory(scn, table, dense, expert, grid, placement, costs, stage_layers
             update={"recompute": "none"})}), costs).max()
     sh = layer_shape(scn)
     head = grid[2]
-    acts = (in_flight(table) * chunk + working  # head: the loss's passes (MTP modules' included)
+    held = combined_in_flight(table, grid[0].mean(axis=1)) if lay.ep_overlap else in_flight(table)
+    acts = (held * chunk + working  # head: the loss's passes (MTP modules' included)
             + head.sum(axis=1) * head_activation_bytes(model, tokens=sh.tokens, tp=lay.tp))
     state = [dense * a + expert * b for a, b in zip(per_dense, per_expert)]
     d = int(np.argmax(sum(state) + acts))
