@@ -9,7 +9,8 @@ import pytest
 from simulator import run
 from simulator.cost import calibration
 from simulator.invariants import check_training
-from simulator.schedules import SPECS, combined, combined_in_flight, in_flight
+from simulator.schedules import SPECS, ScheduleTable, combined, combined_in_flight, in_flight
+from simulator.schedules.table import peak_in_pair
 from simulator.scenario.base import ScenarioError
 from small_moe import H800, SMALL_MOE
 
@@ -99,7 +100,11 @@ def test_a_pair_holds_one_layer_more_than_before_it(make_scenario):
     assert in_flight(t).tolist() == [2]
     assert combined_in_flight(t, [4]).tolist() == [1.25]
     plain = SPECS["interleaved"].table(4, 16, 2)
-    assert combined_in_flight(combined(plain), [3] * 4).tolist() == pytest.approx(in_flight(plain) + 1 / 3)
+    comb = combined(plain)
+    assert combined_in_flight(comb, [3] * 4).tolist() == pytest.approx(in_flight(plain) + 1 / 3)
+    walked = ScheduleTable(comb.name, comb.p, comb.m, comb.v, tuple(comb.orders), comb.routes, comb.direction,
+                           comb.split_backward)  # no integer codes: in_flight walks the Actions
+    assert peak_in_pair(walked).tolist() == peak_in_pair(comb).tolist() == [True] * 4
     lay = {"pp": 1}
     one = run(_moe(make_scenario, {**lay, "schedule": "1f1b"}))
     both = run(_moe(make_scenario, {**lay, "schedule": "1f1b", "ep_overlap": True}))
