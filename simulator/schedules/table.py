@@ -209,13 +209,9 @@ def peak_in_pair(table: ScheduleTable) -> np.ndarray:
     whole before its B releases anything (without the pairs' slots the peak would be lower)."""
     if table.coded is None:
         return np.array([_walk(order, table.split_backward)[1] for order in table.orders], dtype=bool)
-    c = table.coded
     held, device = _coded_held(table)
-    plain = np.zeros(table.p, dtype=np.int64)
-    if len(held):
-        single = (c.kind == 0) & (c.pmb < 0)
-        np.maximum.at(plain, device[single], held[single])
-    return _coded_in_flight(table) > plain
+    single = (table.coded.kind == 0) & (table.coded.pmb < 0)  # plain forwards
+    return _device_max(held, device, table.p) > _device_max(held[single], device[single], table.p)
 
 
 def _coded_held(table: ScheduleTable) -> tuple[np.ndarray, np.ndarray]:
@@ -235,10 +231,13 @@ def _coded_held(table: ScheduleTable) -> tuple[np.ndarray, np.ndarray]:
 def _coded_in_flight(table: ScheduleTable) -> np.ndarray:
     """in_flight's walk over the integer codes, every device at once: the running sum's peak taken after each
     slot's F."""
-    held, device = _coded_held(table)
-    peaks = np.zeros(table.p, dtype=np.int64)
-    if len(held):
-        np.maximum.at(peaks, device, held)
+    return _device_max(*_coded_held(table), table.p)
+
+
+def _device_max(held: np.ndarray, device: np.ndarray, p: int) -> np.ndarray:
+    """(p,) the largest of `held` on each device (0 where it has none)."""
+    peaks = np.zeros(p, dtype=np.int64)
+    np.maximum.at(peaks, device, held)
     return peaks
 
 
