@@ -81,6 +81,11 @@ class Calibration:
     """Host seconds to issue one routed expert's GEMM where a grouped GEMM runs as one cuBLASLt call an expert
     (Transformer Engine's multi-stream grouped GEMM, workload.expert_gemm multi_stream) outside a CUDA graph: a rank's
     experts take at least this per expert holding tokens and GEMM (TE PR #3134, B200)."""
+    eager_moe_host: float = 2.07e-3
+    """Host seconds an MoE layer and micro-batch (forward pass; forward and backward measured together) adds where
+    Megatron-Core's dispatcher syncs with the host and the layer's attention, router and dispatch preprocessing run
+    eagerly: one layout's step before and after CUDA graphs captured those parts (NVIDIA's DeepSeek-V3 GB200 guide,
+    Grace hosts; every generation takes it, a host cost)."""
     hybridep_nvlink: float = 0.51
     """HybridEP's dispatch and combine (layout.ep_backend hybridep): rate of a rank's rows, one per token and rank,
     over the NVLink rate (B200 and GB200, 8-36 ranks; Hopper has no NVLink figure and takes Blackwell's)."""
@@ -174,6 +179,7 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         scaleout_ring_latency=infiniband_step_latency(),
         clock=clock, kernel_overhead=launch["gemm_harness_fixed_time"]["deepgemm"],
         graph_overhead=launch["graph_residue_per_kernel"], expert_gemm_host=launch["expert_gemm_host"],
+        eager_moe_host=launch["eager_moe_layer_host"],
         **hybridep_fields(generation)), **serving_fields(generation))
 
 
@@ -249,12 +255,19 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
 
 
 def for_training(scn) -> Calibration:
-    """The calibration of a training scenario: for_device, charging the routed experts' host launches
-    (`expert_gemm_host`) only where workload.expert_gemm issues one GEMM an expert from the host, outside CUDA
-    graphs."""
+    """The calibration of a training scenario: for_device, charging host time only to Megatron-Core's eager path
+    (workload.expert_gemm multi_stream: Transformer Engine's grouped GEMM, one GEMM an expert from the host; not
+    workload.cuda_graphs): the routed experts' launches (`expert_gemm_host`), and the eager attention, router and
+    dispatch preprocessing of an MoE layer (`eager_moe_host`) unless workload.cuda_graph_scope captures all three."""
     w = scn.workload
     cal = for_device(scn.topology.device, w.dtype, w.attention)
-    return cal if w.expert_gemm == "multi_stream" and not w.cuda_graphs else replace(cal, expert_gemm_host=0.0)
+    if w.expert_gemm != "multi_stream" or w.cuda_graphs:
+        return replace(cal, expert_gemm_host=0.0, eager_moe_host=0.0)
+    return replace(cal, eager_moe_host=0.0) if set(PRE_DISPATCH) <= set(w.cuda_graph_scope) else cal
+
+
+PRE_DISPATCH = ("attn", "moe_router", "moe_preprocess")
+"""An MoE layer's parts before its dispatch, which Megatron-Core's partial CUDA graphs capture (--cuda-graph-scope)."""
 
 
 def power_clock(power_limit: float, tdp: float) -> float:
@@ -314,7 +327,8 @@ IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "att
                    "attention_half_seq": 1e-9, "hbm": 1.0, "nvlink": 1.0, "scaleout": 1.0, "ring_latency": 1e-12,
                    "ring_ramp_bytes": 0.0, "scaleout_ring_latency": 1e-12,
                    "kernel_overhead": 1e-12, "clock": 1.0, "comm_sms": 1e-12, "graph_overhead": 1e-12,
-                   "expert_gemm_host": 1e-12, "hbm_decode": 1.0, "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
+                   "expert_gemm_host": 1e-12, "eager_moe_host": 1e-12,
+                   "hbm_decode": 1.0, "decode_attention": 1.0, "decode_attention_fp8kv": 1.0,
                    **{f"ar_{a}{x}": v for a in ("one_shot", "two_shot", "multimem")
                       for x, v in (("_alpha", 1e-12), ("", 1.0))},
                    "ar_nccl_alpha": 1e-12, "ep_nvlink": 1.0, "ep_rdma": 1.0, "ep_ll_nvlink": 1.0, "ep_ll_rdma": 1.0,

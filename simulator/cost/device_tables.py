@@ -15,7 +15,7 @@ import yaml
 from ..scenario.units import parse_bandwidth, parse_flops, parse_power
 from . import measured
 
-GIGA, MICRO, MILLI = 1e9, 1e-6, 1e-3
+GIGA, TERA, MICRO, MILLI = 1e9, 1e12, 1e-6, 1e-3
 DEVICE_PRESET = {"A100-SXM4-80GB": "a100-80gb", "H100-SXM5-80GB": "h100-sxm", "H800": "h800", "H200-SXM": "h200",
                  "B200": "b200", "GB200": "gb200"}  # kernels.yaml device -> topologies/presets/devices.yaml key
 
@@ -64,6 +64,7 @@ def launch_params(doc: dict, offsets: dict) -> dict:
             "host_launch_from": [tb["id"]],
             "expert_gemm_host": values(te, "multi-stream, pure")[0] * MILLI / te["config"]["groups"],
             "expert_gemm_host_from": [te["id"]],
+            **eager_moe_host(e["mcore_dsv3_gb200_guide_partial_cuda_graphs"]),
             "graph_residue_per_kernel": (values(blog, "per kernel: CUDA graph")[0] - run) * MICRO,
             "stream_residue_per_kernel": (values(blog, "per kernel: back-to-back")[0] - run) * MICRO,
             "graph_from": [blog["id"]], "graph_verified": blog["verified"],
@@ -71,6 +72,18 @@ def launch_params(doc: dict, offsets: dict) -> dict:
             "eager_launch_torch_h200": measured.eager_launch_time(), "h200_from": [measured.source()],
             "event_record_a100": values(e["simllm_a100_event_record_cost"])[0] * MICRO,
             "gemm_harness_fixed_time": offsets}
+
+
+def eager_moe_host(entry: dict) -> dict:
+    """Host seconds an MoE layer and micro-batch (forward and backward) leaves exposed where its attention, router and
+    dispatch preprocessing run eagerly: the step-time difference of one layout before and after CUDA graphs captured
+    those parts, from model FLOP/s a GPU, over the layers and micro-batches the busiest GPU runs in a step."""
+    c = entry["config"]
+    flop_per_gpu = c["tokens_per_step"] * float(c["model_flop_per_token"]) / c["gpus"]
+    eager, graphs = (values(entry, q)[0] * TERA for q in ("model TFLOP/s a GPU, eager", "model TFLOP/s a GPU, partial"))
+    saved = flop_per_gpu / eager - flop_per_gpu / graphs
+    return {"eager_moe_layer_host": saved / (c["layers_on_busiest_gpu"] * c["micro_batches"]),
+            "eager_moe_layer_host_from": [entry["id"]]}
 
 
 def clock_params(doc: dict) -> dict:

@@ -27,6 +27,12 @@ oversubscription when the group crosses leaf units), plus one latency (a rank's 
 once, as in DeepEP's GPU-initiated RDMA); the tiers run at once, the a2a takes the slower. Dispatch carries
 the low-precision GEMM operand with layout.fp8_dispatch (DeepSeek-V3), else 16-bit (dispatch.dispatch_width);
 combine and the backward pass carry 16-bit. Forward: dispatch + combine; backward: the same pair.
+
+Host time: a rank's routed experts issued one GEMM an expert (expert_gemm multi_stream) last at least the host's
+launches (host_launches); and Megatron-Core's dispatcher copies the token counts to the host and waits for them in
+every MoE layer's forward, so the host cannot run ahead of it: where the layer's attention, router and dispatch
+preprocessing are launched eagerly, the forward adds the measured exposure cal.eager_moe_host (zero where CUDA graphs
+capture them, calibration.for_training).
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     slowest = lambda t: t.max(axis=-1).mean(axis=1).T  # noqa: E731  (Lm, 3): slowest rank, mean over samples
     moe_ffn = slowest(np.maximum(device, host)) + fixed
     host_wait = np.maximum(moe_ffn - fixed - slowest(device), 0.0)  # float noise of equal terms: exact zeros
+    moe_ffn[:, 0] += cal.eager_moe_host  # the eager pre-dispatch host time the dispatcher's sync exposes
     ranks = chosen_ranks(drawn.choices, placed, scn.options.seed) if dedup or per_rank else None
     p_touch = touch_probability(ranks, rank_domain) if dedup else None
     vol = dispatch_volumes(rank, tokens, rank_domain, p_touch, rows_per_copy(ranks) if per_rank else None)

@@ -141,6 +141,11 @@ class Workload(_Frozen):
     (Megatron-Core's full-iteration scope, or graphs of each layer where its shapes are static, as with tokens padded
     to capacity), so they cost no host time (expert_gemm); default false, as where only attention or the router is
     captured."""
+    cuda_graph_scope: list[Literal["attn", "moe_router", "moe_preprocess"]] = []
+    """Train, cuda_graphs false: the parts of each layer captured in CUDA graphs while the routed experts run eagerly
+    (Megatron-Core's partial graphs, --cuda-graph-scope). Where an MoE layer's attention, router and dispatch
+    preprocessing are not all captured, its forward pays the host time the dispatcher's sync leaves exposed
+    (calibration.eager_moe_host, with expert_gemm multi_stream). Default none."""
     expert_gemm: Literal["multi_stream", "single_kernel"] | None = None
     """MoE: how a rank's routed-expert GEMMs are launched. multi_stream: one cuBLASLt GEMM an expert, each issued from
     the host (Transformer Engine's grouped GEMM, Megatron-Core's default), so outside CUDA graphs a rank's experts take
@@ -168,6 +173,9 @@ class Workload(_Frozen):
             _fill(self, seq_len=self.prompt_len + self.output_len)
         if self.cuda_graphs is None:
             _fill(self, cuda_graphs=self.kind == "serve")
+        if self.cuda_graph_scope and (self.kind == "serve" or self.cuda_graphs):
+            _rule("cuda_graph_scope", "partial CUDA graphs are for training with cuda_graphs false "
+                  "(cuda_graphs true captures whole layers)")
         if self.expert_gemm is None:
             _fill(self, expert_gemm="multi_stream" if self.kind == "train" else "single_kernel")
         elif self.kind == "serve" and self.expert_gemm == "multi_stream":

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .._version import __version__
+from ..cost import calibration
 from ..cost.params import active_parameters, mtp_parameters, total_parameters
 from .engine import Timeline
 from .plan import Plan, mesh_ranks
@@ -113,7 +114,8 @@ def ep_exposed(plan: Plan, tl: Timeline) -> np.ndarray:
 
 def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
     """The EP breakdown of an MoE step: exposed seconds and bytes by tier, the busiest EP link, the seconds a
-    micro-batch's MoE layer waits on the host to issue its routed experts (forward and backward, mean layer)."""
+    micro-batch's MoE layer waits on the host to issue its routed experts (forward and backward, mean layer) and
+    the host seconds its eager pre-dispatch part adds (calibration.eager_moe_host, 0 under CUDA graphs)."""
 
     costs = plan.moe
     exposed = ep_exposed(plan, tl)
@@ -131,6 +133,7 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                                 "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])},
                "expert_host_wait_s_per_layer": float(costs.host_wait[list(scn.model.moe.is_moe(scn.model.layers))]
                                                       .sum(axis=1).mean()),
+               "eager_host_s_per_layer": calibration.for_training(scn).eager_moe_host,
                "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
@@ -166,13 +169,13 @@ def busiest_link(scn, plan: Plan, fabric, step_time: float) -> dict:
             "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])}
 
 
-EAGER_MOE = ("MoE layers without CUDA graphs: the host's launches beyond the routed experts' GEMMs and the "
-             "dispatcher's device-to-host sync in every layer are not priced; published runs of this kind mostly "
-             "took longer than simrack predicts (docs/calibration.md, development set)")
+EAGER_MOE = ("MoE layers without CUDA graphs: the host's time beyond the routed experts' launches is priced by one "
+             "measured exposure a layer and micro-batch (Grace hosts, extra.ep.eager_host_s_per_layer); published "
+             "runs of this kind mostly took longer still, most on x86 hosts (docs/calibration.md, development set)")
 
 
 def caveats(scn) -> list[str]:
-    """One line for each part of the step that simrack does not price and the development set shows slow:
+    """One line for each part of the step that simrack prices only in part and the development set shows slow:
     an MoE model launched eagerly (the dispatcher syncs with the host in every layer's forward pass)."""
     return [EAGER_MOE] if scn.model.moe is not None and not scn.workload.cuda_graphs else []
 
