@@ -95,17 +95,20 @@ def test_serving_refuses_multi_stream(make_scenario):
 
 def test_eager_moe_reports_carry_the_caveat(make_scenario):
     """An MoE step without CUDA graphs says what it prices only in part (the host's time beyond the experts'
-    launches, one measured exposure a layer) in its report, JSON and table; with whole-iteration graphs, or a dense
-    model, it says nothing. tests/test_validate.py checks the caveat against the development set."""
+    launches, one measured exposure a layer) in its report, JSON and table, or, with the experts as one grouped
+    kernel (another framework's path, no exposure charged), that the host is not priced; with whole-iteration graphs,
+    or a dense model, it says nothing. tests/test_validate.py checks the caveat against the development set."""
     from io import StringIO
 
     from rich.console import Console
 
     from simulator.output.render import print_table
-    from simulator.training.report import EAGER_MOE
+    from simulator.training.report import EAGER_MOE, EAGER_MOE_GROUPED
 
     eager = run(_scenario(make_scenario)).report
     assert eager.caveats == [EAGER_MOE] and eager.to_dict()["caveats"] == [EAGER_MOE]
+    grouped = run(_scenario(make_scenario, expert_gemm="single_kernel")).report
+    assert grouped.caveats == [EAGER_MOE_GROUPED] and grouped.extra["ep"]["eager_host_s_per_layer"] == 0.0
     assert run(_scenario(make_scenario, cuda_graphs=True)).report.caveats == []
     assert run(make_scenario(layout={"dp": 64})).report.caveats == []
     out = StringIO()

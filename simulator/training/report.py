@@ -172,12 +172,17 @@ def busiest_link(scn, plan: Plan, fabric, step_time: float) -> dict:
 EAGER_MOE = ("MoE layers without CUDA graphs: the host's time beyond the routed experts' launches is priced by one "
              "measured exposure a layer and micro-batch (Grace hosts, extra.ep.eager_host_s_per_layer); published "
              "runs of this kind mostly took longer still, most on x86 hosts (docs/calibration.md, development set)")
+EAGER_MOE_GROUPED = ("MoE layers without CUDA graphs, each rank's experts one grouped kernel (expert_gemm "
+                     "single_kernel, not Megatron-Core's eager path): the host's launches are not priced; eager MoE "
+                     "runs of the development set mostly took longer than simrack predicts (docs/calibration.md)")
 
 
 def caveats(scn) -> list[str]:
-    """One line for each part of the step that simrack prices only in part and the development set shows slow:
-    an MoE model launched eagerly (the dispatcher syncs with the host in every layer's forward pass)."""
-    return [EAGER_MOE] if scn.model.moe is not None and not scn.workload.cuda_graphs else []
+    """One line for each part of the step that simrack prices only in part, or not at all, and the development set
+    shows slow: an MoE model launched eagerly (the dispatcher syncs with the host in every layer's forward pass)."""
+    if scn.model.moe is None or scn.workload.cuda_graphs:
+        return []
+    return [EAGER_MOE if scn.workload.expert_gemm == "multi_stream" else EAGER_MOE_GROUPED]
 
 
 def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
