@@ -68,10 +68,22 @@ def test_without_pipelining_the_step_grows_by_it_times_layers_and_micro_batches(
     ({"cuda_graph_scope": SCOPE}, False),
     ({"cuda_graphs": True}, False),
     ({"expert_gemm": "single_kernel"}, False),  # another framework's grouped kernel (DeepGEMM): not Megatron's path
+    ({"cuda_graph_scope": ["attn", "mlp"]}, True),  # mlp: a dense layer's MLP, nothing of the MoE layer
+    ({"cuda_graph_scope": ["attn", "moe"], "routing": {"capacity_factor": 1.0}}, False),  # moe holds router, preprocess
 ])
 def test_where_it_is_charged(make_scenario, workload, charged):
     cal = calibration.for_training(_scenario(make_scenario, **workload))
     assert (cal.eager_moe_host > 0) == charged
+
+
+@pytest.mark.parametrize("scope, experts_charged", [(["attn", "moe_router", "moe_preprocess"], True),
+                                                    (["moe"], False), (["attn", "moe"], False)])
+def test_the_moe_scope_captures_the_experts_launches_too(make_scenario, scope, experts_charged):
+    """Megatron-Core's moe scope captures the whole MoE FFN, routed experts included (static shapes: tokens padded to
+    a capacity), so their one-GEMM-an-expert host launches go as well; the narrower scopes leave them eager."""
+    cal = calibration.for_training(_scenario(make_scenario, cuda_graph_scope=scope,
+                                             routing={"capacity_factor": 1.0}))
+    assert (cal.expert_gemm_host > 0) == experts_charged
 
 
 def test_full_recompute_runs_the_eager_forward_again(make_scenario):
@@ -88,7 +100,9 @@ def test_full_recompute_runs_the_eager_forward_again(make_scenario):
 @pytest.mark.parametrize("workload", [{"cuda_graphs": True, "cuda_graph_scope": ["attn"]},
                                       {"kind": "serve", "prompt_len": 512, "output_len": 64,
                                        "cuda_graph_scope": ["attn"]},
-                                      {"cuda_graph_scope": ["mlp"]}])
+                                      {"cuda_graph_scope": ["mamba"]},
+                                      {"cuda_graph_scope": ["attn", "moe_preprocess"]},  # needs moe_router
+                                      {"cuda_graph_scope": ["moe"]}])  # dropless: experts' shapes vary
 def test_bad_scope_names_the_field(make_scenario, workload):
     with pytest.raises(ScenarioError, match=r"cuda_graph_scope"):
         make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8},

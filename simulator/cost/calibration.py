@@ -257,17 +257,21 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
 def for_training(scn) -> Calibration:
     """The calibration of a training scenario: for_device, charging host time only to Megatron-Core's eager path
     (workload.expert_gemm multi_stream: Transformer Engine's grouped GEMM, one GEMM an expert from the host; not
-    workload.cuda_graphs): the routed experts' launches (`expert_gemm_host`), and the eager attention, router and
-    dispatch preprocessing of an MoE layer (`eager_moe_host`) unless workload.cuda_graph_scope captures all three."""
+    workload.cuda_graphs): the routed experts' launches (`expert_gemm_host`) unless workload.cuda_graph_scope holds
+    moe, and the eager attention, router and dispatch preprocessing of an MoE layer (`eager_moe_host`) unless it
+    captures all three."""
     w = scn.workload
     cal = for_device(scn.topology.device, w.dtype, w.attention)
     if w.expert_gemm != "multi_stream" or w.cuda_graphs:
         return replace(cal, expert_gemm_host=0.0, eager_moe_host=0.0)
-    return replace(cal, eager_moe_host=0.0) if set(PRE_DISPATCH) <= set(w.cuda_graph_scope) else cal
+    scope = set(w.cuda_graph_scope) | ({"moe_router", "moe_preprocess"} if "moe" in w.cuda_graph_scope else set())
+    return replace(cal, expert_gemm_host=0.0 if "moe" in scope else cal.expert_gemm_host,
+                   eager_moe_host=0.0 if set(PRE_DISPATCH) <= scope else cal.eager_moe_host)
 
 
 PRE_DISPATCH = ("attn", "moe_router", "moe_preprocess")
-"""An MoE layer's parts before its dispatch, which Megatron-Core's partial CUDA graphs capture (--cuda-graph-scope)."""
+"""An MoE layer's parts before its dispatch, which Megatron-Core's partial CUDA graphs capture (--cuda-graph-scope;
+its moe scope holds the router and preprocessing too)."""
 
 
 def power_clock(power_limit: float, tdp: float) -> float:

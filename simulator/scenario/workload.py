@@ -141,11 +141,13 @@ class Workload(_Frozen):
     (Megatron-Core's full-iteration scope, or graphs of each layer where its shapes are static, as with tokens padded
     to capacity), so they cost no host time (expert_gemm); default false, as where only attention or the router is
     captured."""
-    cuda_graph_scope: list[Literal["attn", "moe_router", "moe_preprocess"]] = []
-    """Train, cuda_graphs false: the parts of each layer captured in CUDA graphs while the routed experts run eagerly
-    (Megatron-Core's partial graphs, --cuda-graph-scope). Where an MoE layer's attention, router and dispatch
-    preprocessing are not all captured, its forward pays the host time the dispatcher's sync leaves exposed
-    (calibration.eager_moe_host, with expert_gemm multi_stream). Default none."""
+    cuda_graph_scope: list[Literal["attn", "mlp", "moe", "moe_router", "moe_preprocess"]] = []
+    """Train, cuda_graphs false: the parts of each layer captured in CUDA graphs (Megatron-Core's per-layer graphs,
+    --cuda-graph-scope): attn, mlp (a dense layer's MLP), moe (an MoE layer's whole FFN, experts included: needs
+    static shapes, routing.capacity_factor), moe_router, moe_preprocess (with moe_router). Where an MoE layer's
+    attention, router and dispatch preprocessing are not all captured, its forward pays the host time the
+    dispatcher's sync leaves exposed (calibration.eager_moe_host); with moe, its experts cost no host launches.
+    Default none: every part eager."""
     expert_gemm: Literal["multi_stream", "single_kernel"] | None = None
     """MoE: how a rank's routed-expert GEMMs are launched. multi_stream: one cuBLASLt GEMM an expert, each issued from
     the host (Transformer Engine's grouped GEMM, Megatron-Core's default), so outside CUDA graphs a rank's experts take
@@ -163,6 +165,19 @@ class Workload(_Frozen):
     routing: Routing | None = None
     """MoE routing; None means uniform (MoE models only)."""
 
+    def _check_graph_scope(self) -> None:
+        """Megatron-Core's rules for per-layer graphs: training without whole-iteration graphs, moe_preprocess only
+        with moe_router, moe only where experts see static shapes (tokens padded to a capacity)."""
+        scope = set(self.cuda_graph_scope)
+        if scope and (self.kind == "serve" or self.cuda_graphs):
+            _rule("cuda_graph_scope", "partial CUDA graphs are for training with cuda_graphs false "
+                  "(cuda_graphs true captures whole layers)")
+        if "moe_preprocess" in scope and "moe_router" not in scope:
+            _rule("cuda_graph_scope", "moe_preprocess is captured together with moe_router (Megatron-Core's rule)")
+        if "moe" in scope and (self.routing is None or self.routing.capacity_factor is None):
+            _rule("cuda_graph_scope", "moe captures the routed experts, which needs static shapes: set "
+                  "routing.capacity_factor (tokens dropped and padded to a capacity)")
+
     @model_validator(mode="after")
     def _required(self) -> Workload:
         needed = ("seq_len", "global_batch") if self.kind == "train" else ("prompt_len", "output_len")
@@ -173,9 +188,7 @@ class Workload(_Frozen):
             _fill(self, seq_len=self.prompt_len + self.output_len)
         if self.cuda_graphs is None:
             _fill(self, cuda_graphs=self.kind == "serve")
-        if self.cuda_graph_scope and (self.kind == "serve" or self.cuda_graphs):
-            _rule("cuda_graph_scope", "partial CUDA graphs are for training with cuda_graphs false "
-                  "(cuda_graphs true captures whole layers)")
+        self._check_graph_scope()
         if self.expert_gemm is None:
             _fill(self, expert_gemm="multi_stream" if self.kind == "train" else "single_kernel")
         elif self.kind == "serve" and self.expert_gemm == "multi_stream":
