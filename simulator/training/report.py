@@ -169,9 +169,10 @@ def busiest_link(scn, plan: Plan, fabric, step_time: float) -> dict:
             "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])}
 
 
-EAGER_MOE = ("MoE layers without CUDA graphs: the host's time beyond the routed experts' launches is priced by one "
-             "measured exposure a layer and micro-batch (Grace hosts, extra.ep.eager_host_s_per_layer); published "
-             "runs of this kind mostly took longer still, most on x86 hosts (docs/calibration.md, development set)")
+EAGER_MOE = ("MoE layers without whole-layer CUDA graphs: the host's time is priced by the routed experts' launches "
+             "and, where attention, router and dispatch preprocessing run eagerly, one measured exposure a layer and "
+             "micro-batch (Grace hosts, extra.ep.eager_host_s_per_layer); published eager runs mostly took longer "
+             "still, most on x86 hosts (docs/calibration.md, development set)")
 EAGER_MOE_GROUPED = ("MoE layers without CUDA graphs, each rank's experts one grouped kernel (expert_gemm "
                      "single_kernel, not Megatron-Core's eager path): the host's launches are not priced; eager MoE "
                      "runs of the development set mostly took longer than simrack predicts (docs/calibration.md)")
