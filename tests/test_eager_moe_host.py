@@ -14,15 +14,10 @@ import yaml
 from simulator import load_scenario, run
 from simulator.cost import calibration
 from simulator.scenario.base import ScenarioError
-from small_moe import H800, SMALL_MOE
+from small_moe import H800, SMALL_MOE, ep8_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SCOPE = ["attn", "moe_router", "moe_preprocess"]
-
-
-def _scenario(make_scenario, layout=None, **workload):
-    return make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8, "schedule": "1f1b", **(layout or {})},
-                         workload={"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **workload})
 
 
 def test_the_exposure_is_the_guides_step_difference_over_its_layers_and_micro_batches():
@@ -44,7 +39,7 @@ def test_each_moe_layers_forward_pays_it_once(make_scenario):
     """Against the same step with attention, router and preprocessing captured: every MoE layer's FFN forward is
     eager_moe_host longer, its backward and weight-gradient passes and the dense first layer unchanged; the report
     states the figure (0 under the graphs)."""
-    eager, graphed = run(_scenario(make_scenario)), run(_scenario(make_scenario, cuda_graph_scope=SCOPE))
+    eager, graphed = run(ep8_step(make_scenario)), run(ep8_step(make_scenario, cuda_graph_scope=SCOPE))
     tau = calibration.for_training(eager.scenario).eager_moe_host
     assert tau == pytest.approx(calibration.fitted("hopper", "bf16").eager_moe_host, rel=1e-12)
     diff = eager.plan.moe.ffn - graphed.plan.moe.ffn
@@ -57,7 +52,7 @@ def test_each_moe_layers_forward_pays_it_once(make_scenario):
 def test_without_pipelining_the_step_grows_by_it_times_layers_and_micro_batches(make_scenario):
     """No pipeline (16 GPUs as DP16 with EP8), 2 micro-batches a rank, 3 MoE layers: the step is 3 x 2 x
     eager_moe_host longer (rel 1e-9; the gradient reduction overlaps the same last backward)."""
-    eager, graphed = (run(_scenario(make_scenario, **kw)).report.step_time_s for kw in ({}, {"cuda_graph_scope": SCOPE}))
+    eager, graphed = (run(ep8_step(make_scenario, **kw)).report.step_time_s for kw in ({}, {"cuda_graph_scope": SCOPE}))
     tau = calibration.fitted("hopper", "bf16").eager_moe_host
     assert eager - graphed == pytest.approx(3 * 2 * tau, rel=1e-9)
 
@@ -72,7 +67,7 @@ def test_without_pipelining_the_step_grows_by_it_times_layers_and_micro_batches(
     ({"cuda_graph_scope": ["attn", "moe"], "routing": {"capacity_factor": 1.0}}, False),  # moe holds router, preprocess
 ])
 def test_where_it_is_charged(make_scenario, workload, charged):
-    cal = calibration.for_training(_scenario(make_scenario, **workload))
+    cal = calibration.for_training(ep8_step(make_scenario, **workload))
     assert (cal.eager_moe_host > 0) == charged
 
 
@@ -81,7 +76,7 @@ def test_where_it_is_charged(make_scenario, workload, charged):
 def test_the_moe_scope_captures_the_experts_launches_too(make_scenario, scope, experts_charged):
     """Megatron-Core's moe scope captures the whole MoE FFN, routed experts included (static shapes: tokens padded to
     a capacity), so their one-GEMM-an-expert host launches go as well; the narrower scopes leave them eager."""
-    cal = calibration.for_training(_scenario(make_scenario, cuda_graph_scope=scope,
+    cal = calibration.for_training(ep8_step(make_scenario, cuda_graph_scope=scope,
                                              routing={"capacity_factor": 1.0}))
     assert (cal.expert_gemm_host > 0) == experts_charged
 
@@ -89,7 +84,7 @@ def test_the_moe_scope_captures_the_experts_launches_too(make_scenario, scope, e
 def test_full_recompute_runs_the_eager_forward_again(make_scenario):
     """Full recompute repeats each layer's forward, dispatcher sync included, inside its backward: the backward's
     FFN seconds carry the exposure too."""
-    eager, graphed = (run(_scenario(make_scenario, recompute="full", **kw)) for kw in ({}, {"cuda_graph_scope": SCOPE}))
+    eager, graphed = (run(ep8_step(make_scenario, recompute="full", **kw)) for kw in ({}, {"cuda_graph_scope": SCOPE}))
     tau = calibration.for_training(eager.scenario).eager_moe_host
     diff = eager.plan.moe.ffn - graphed.plan.moe.ffn  # MoECosts.ffn: before the recompute is added
     np.testing.assert_allclose(diff[1:, 0], tau, rtol=1e-9)

@@ -17,14 +17,9 @@ from simulator.cost.ops import BLOCK_MOE, build_op_table
 from simulator.cost.roofline import attention_peak
 from simulator.moe.costs import block_times, host_launches
 from simulator.scenario.base import ScenarioError
-from small_moe import H800, SMALL_MOE
+from small_moe import H800, SMALL_MOE, ep8_step
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _scenario(make_scenario, model=SMALL_MOE, **workload):
-    return make_scenario(model=model, topology=H800, layout={"ep": 8, "schedule": "1f1b"},
-                         workload={"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **workload})
 
 
 def test_host_cost_an_expert_gemm_is_the_measured_multi_stream_call():
@@ -54,13 +49,13 @@ def test_host_bound_experts_take_experts_times_gemms_times_the_host_cost(make_sc
     8 experts x 2 GEMMs x expert_gemm_host, in F, B and W, and the forward the eager pre-dispatch host time
     (eager_moe_host, tests/test_eager_moe_host.py); the dense first layer is unchanged. The report's
     extra.ep.expert_host_wait_s_per_layer is what the experts' launches add over their device time."""
-    scn = _scenario(make_scenario)
+    scn = ep8_step(make_scenario)
     cal = calibration.for_training(scn)
     ops, dev = build_op_table(scn), scn.topology.device
     fixed = block_times(ops, BLOCK_MOE, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal, attention_peak(dev))
     res = run(scn)
     multi, wait = res.plan.moe.ffn, res.plan.moe.host_wait
-    single = run(_scenario(make_scenario, expert_gemm="single_kernel")).plan.moe.ffn
+    single = run(ep8_step(make_scenario, expert_gemm="single_kernel")).plan.moe.ffn
     eager = np.array([cal.eager_moe_host, 0.0, 0.0])
     np.testing.assert_allclose(multi[1:], np.tile(fixed + 8 * 2 * cal.expert_gemm_host + eager, (3, 1)), rtol=1e-12)
     assert (single[1:] < multi[1:]).all()
@@ -77,12 +72,12 @@ def test_device_bound_experts_and_cuda_graphs_pay_no_host_time(make_scenario):
     graph removes the host launches of the small model's host-bound experts: the step equals single_kernel's."""
     wide = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "experts": 8, "top_k": 2, "expert_ffn": 8192}}
     scope = ["attn", "moe_router", "moe_preprocess"]
-    device_bound = [run(_scenario(make_scenario, model=wide, **kw)).report.step_time_s
+    device_bound = [run(ep8_step(make_scenario, model=wide, **kw)).report.step_time_s
                     for kw in ({"cuda_graph_scope": scope}, {"expert_gemm": "single_kernel"})]
     assert device_bound[0] == pytest.approx(device_bound[1], rel=1e-12)
-    graphs = run(_scenario(make_scenario, cuda_graphs=True)).report.step_time_s
-    single = run(_scenario(make_scenario, expert_gemm="single_kernel")).report.step_time_s
-    eager = run(_scenario(make_scenario)).report.step_time_s
+    graphs = run(ep8_step(make_scenario, cuda_graphs=True)).report.step_time_s
+    single = run(ep8_step(make_scenario, expert_gemm="single_kernel")).report.step_time_s
+    eager = run(ep8_step(make_scenario)).report.step_time_s
     assert graphs == pytest.approx(single, rel=1e-12)
     assert eager > 1.05 * single
 
@@ -105,11 +100,11 @@ def test_eager_moe_reports_carry_the_caveat(make_scenario):
     from simulator.output.render import print_table
     from simulator.training.report import EAGER_MOE, EAGER_MOE_GROUPED
 
-    eager = run(_scenario(make_scenario)).report
+    eager = run(ep8_step(make_scenario)).report
     assert eager.caveats == [EAGER_MOE] and eager.to_dict()["caveats"] == [EAGER_MOE]
-    grouped = run(_scenario(make_scenario, expert_gemm="single_kernel")).report
+    grouped = run(ep8_step(make_scenario, expert_gemm="single_kernel")).report
     assert grouped.caveats == [EAGER_MOE_GROUPED] and grouped.extra["ep"]["eager_host_s_per_layer"] == 0.0
-    assert run(_scenario(make_scenario, cuda_graphs=True)).report.caveats == []
+    assert run(ep8_step(make_scenario, cuda_graphs=True)).report.caveats == []
     assert run(make_scenario(layout={"dp": 64})).report.caveats == []
     out = StringIO()
     print_table(eager, Console(file=out, width=200))
