@@ -57,6 +57,7 @@ class MoECosts:
 
     ffn: np.ndarray  # (L, 3) seconds of the FFN half, F / B / W, slowest EP rank (mean over samples)
     host_wait: np.ndarray  # (L, 3) of `ffn`, seconds the routed experts wait on the host beyond their device time
+    eager_host: float  # of each MoE layer's `ffn` forward, the eager pre-dispatch host seconds (cal.eager_moe_host)
     ffn_flops: np.ndarray  # (L,) forward FLOP of the FFN half per TP rank (mean EP rank)
     a2a: np.ndarray  # (L, 2) all-to-all seconds: forward (dispatch + combine), backward
     a2a_scaleout: np.ndarray  # (L, 2) the part of `a2a` whose slower tier is the scale-out one
@@ -109,7 +110,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     pad = lambda x, fill: _spread(x, fill, is_moe)  # noqa: E731
     mean = rank.mean(axis=-1)
     return MoECosts(
-        ffn=pad(moe_ffn, dense), host_wait=pad(host_wait, 0.0),
+        ffn=pad(moe_ffn, dense), host_wait=pad(host_wait, 0.0), eager_host=cal.eager_moe_host,
         ffn_flops=pad(moe_flops, ops.flops_f[ops.block == BLOCK_DENSE_FFN].sum()),
         a2a=pad(comm["a2a"], 0.0), a2a_scaleout=pad(comm["scaleout"], 0.0), sent=pad(comm["sent"], 0.0),
         peak=pad(comm["peak"], 0.0), act_copies=pad(rank.max(axis=-1).mean(axis=0), 0.0),

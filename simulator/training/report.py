@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .._version import __version__
-from ..cost import calibration
 from ..cost.params import active_parameters, mtp_parameters, total_parameters
 from .engine import Timeline
 from .plan import Plan, mesh_ranks
@@ -133,7 +132,7 @@ def ep_extra(scn, plan: Plan, tl: Timeline, fabric) -> dict:
                                 "bytes": float(per_rank[stage, tier]), "utilization": float(util[stage, tier])},
                "expert_host_wait_s_per_layer": float(costs.host_wait[list(scn.model.moe.is_moe(scn.model.layers))]
                                                       .sum(axis=1).mean()),
-               "eager_host_s_per_layer": calibration.for_training(scn).eager_moe_host,
+               "eager_host_s_per_layer": costs.eager_host,
                "load_imbalance": costs.imbalance, "dropped_fraction": costs.dropped,
                "domains_per_group": int(len(np.unique(costs.rank_domain))),
                "tokens_per_rank_mean": float(costs.rank_tokens.mean())},
