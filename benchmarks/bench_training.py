@@ -21,7 +21,7 @@ from sidebyside import ROOT, base_tree, both
 from simulator import load_scenario, simulate
 from simulator.cost.fabric import _cached as fabric_cache
 from simulator.cost.fabric import fabric_for
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.placement import place
 from simulator.training.engine import run_engine
 from simulator.training.plan import make_plan

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cost.fabric import Fabric, fabric_for
-from .cost.ops import build_op_table
+from .cost.op_table import build_op_table
 from .cost.placement import place
 from .invariants import check_plan, check_serving, check_training
 from .scenario.base import ScenarioError

@@ -2,7 +2,7 @@
 (tests/test_layer_check.py, tests/test_h200_measurements.py) share it."""
 
 from simulator.cost import calibration, roofline
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.pipeline import block_seconds
 
 ONE_GPU = {"kind": "hgx", "gpus": 8, "bandwidth": "450 GB/s", "used": 1}

@@ -26,7 +26,7 @@ import pytest
 
 import simulator.training.engine as engine
 from simulator import load_scenario
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.pipeline import layer_costs, scenario_layer_keys
 from simulator.cost.placement import mesh_order, place, replica_groups
 from simulator.schedules import SCHEDULES, in_flight

@@ -16,7 +16,7 @@ from refusals import assert_refused
 
 from simulator import load_scenario, simulate
 from simulator.cost import calibration
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ROOT / "scenarios" / "serve-llama3-70b-h100.yaml"

@@ -24,7 +24,7 @@ import simulator.training.engine as engine
 from simulator import load_scenario
 from simulator.cost.fabric import fabric_for
 from simulator.cost.memory import Memory
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.placement import place
 from simulator.schedules import SPECS
 from simulator.training.plan import Plan, make_plan

@@ -13,7 +13,8 @@ import yaml
 
 from simulator import run
 from simulator.cost import calibration
-from simulator.cost.ops import BLOCK_MOE, build_op_table
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import BLOCK_MOE
 from simulator.cost.roofline import attention_peak
 from simulator.moe.costs import block_times, host_launches
 from simulator.scenario.base import ScenarioError

@@ -16,7 +16,7 @@ from refusals import assert_refused
 from simulator import load_scenario, run
 from simulator.cost import calibration
 from simulator.cost.fabric import fabric_for
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.params import parameter_counts
 from simulator.cost.pipeline import GRAD_COMM_BYTES, data_parallel
 from simulator.cost.placement import place

@@ -15,7 +15,7 @@ import pytest
 
 from simulator.cost.fabric import fabric_for
 from simulator.cost.memory import Memory, activation_bytes_per_layer, state_bytes_per_param
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.params import parameter_counts
 from simulator.cost.placement import place
 from simulator.scenario.spec import ModelSpec

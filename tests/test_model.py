@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.cost.ops import BLOCK_HEAD, BLOCK_LAYER, build_op_table
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import BLOCK_HEAD, BLOCK_LAYER
 from simulator.cost.params import model_flops_per_token, parameter_counts, total_parameters
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.spec import ModelSpec

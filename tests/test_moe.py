@@ -12,7 +12,7 @@ import yaml
 
 from simulator import load_scenario, run
 from simulator.cost import calibration
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.params import active_parameters, model_flops_per_token, total_parameters
 from simulator.cost.placement import place
 from simulator.invariants import check_training

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from simulator.cost import calibration
 from simulator.cost.fabric import fabric_for
-from simulator.cost.ops import BLOCK_DENSE_FFN, build_op_table
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import BLOCK_DENSE_FFN
 from simulator.cost.params import active_parameters, total_parameters
 from simulator.cost.placement import place
 from simulator.moe.costs import block_times, moe_costs

@@ -12,7 +12,7 @@ from refusals import assert_refused
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, mtp
 from simulator.cost.fabric import fabric_for
-from simulator.cost.ops import build_op_table
+from simulator.cost.op_table import build_op_table
 from simulator.cost.params import active_parameters, model_flops_per_token, mtp_parameters, parameter_counts
 from simulator.cost.pipeline import device_params, layer_costs, scenario_layer_keys, stage_grid
 from simulator.cost.placement import place

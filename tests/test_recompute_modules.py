@@ -18,7 +18,8 @@ from refusals import assert_refused
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
 from simulator.cost.memory import activation_bytes_per_layer, attention_activation_bytes, ffn_activation_bytes
-from simulator.cost.ops import BLOCK_EXPERT, build_op_table
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import BLOCK_EXPERT
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.model import ModelSpec
 from simulator.cost.fabric import fabric_for

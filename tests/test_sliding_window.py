@@ -14,7 +14,8 @@ from conftest import GPT3_175B
 from pydantic import ValidationError
 
 from simulator import simulate
-from simulator.cost.ops import BLOCK_LAYER, build_op_table, query_key_pairs, window_keys
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import BLOCK_LAYER, query_key_pairs, window_keys
 from simulator.cost.params import active_parameters, model_flops_per_token, parameter_counts, total_parameters
 from simulator.cost.pipeline import cp_ring_seconds
 from simulator.scenario.loader import MODELS_DIR

@@ -67,7 +67,7 @@ def test_backward_exposes_one_chunk_behind_ample_gemms(tp):
 def _chunk_case(tp_overlap: bool, tp: int = 8):
     from simulator import load_scenario
     from simulator.cost import calibration, roofline
-    from simulator.cost.ops import build_op_table
+    from simulator.cost.op_table import build_op_table
     from simulator.cost.pipeline import block_seconds, overlap_chunks
 
     scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml",

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..scenario import pipeline_layout
 from . import roofline
-from .ops import OpRows, cast_rows, current_scaling, layer_shape
+from .op_table import current_scaling
+from .ops import OpRows, cast_rows, layer_shape
 from .params import mtp_parameters, parameter_counts
 
 

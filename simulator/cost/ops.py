@@ -1,4 +1,4 @@
-"""Model -> OpTable: the operators of one transformer layer, the embedding and the LM head as arrays.
+"""Model -> OpRows: the operators of one transformer layer, the embedding and the LM head as arrays.
 
 Every figure is per micro-batch and per tensor-parallel rank (the ranks of one TP group are symmetric):
 FLOP, bytes moved through HBM, and GEMM shapes for the forward pass, the input-gradient pass (B) and the
@@ -11,6 +11,7 @@ layers, BLOCK_MOE the fixed part of an MoE FFN (router, token permutation, share
 BLOCK_EXPERT one routed expert's GEMMs per token routed to it (`bytes_fixed` holds its weights, read
 once per micro-batch); simulator.moe.costs scales those rows by the tokens each expert receives.
 Multi-head latent attention (DeepSeek-V2/V3) replaces QKV by low-rank down- and up-projections.
+simulator.cost.op_table evaluates the rows at a training scenario's micro-batch (the OpTable).
 """
 
 from __future__ import annotations
@@ -391,60 +392,3 @@ def window_fields(model) -> dict:
     windowed), else {}: keyword arguments of LayerShape and serving's AttentionCosts."""
     sw = model.sliding_window
     return {} if sw is None else {"window": sw.window, "windowed": sw.windowed_share(model.layers)}
-
-
-def current_scaling(workload) -> bool:
-    """Whether a training workload's per-tensor FP8 casts read their input once more for its amax."""
-    return workload.kind == "train" and workload.fp8_scaling == "current"
-
-
-RECOMPUTE_ROWS = {
-    "core_attn": (*FUSED_ATTENTION, "scores", "softmax", "attn-dropout", "values"),
-    "layernorm": ("norm1", "norm2"),
-    "mla_up_proj": ("q-norm", "q-up", "kv-norm", "kv-up"),
-    "mlp": ("fc1", "activation", "fc2"),
-    "moe_act": ("expert-activation",),
-    "shared_experts": ("shared-fc1", "shared-activation", "shared-fc2"),
-}
-"""The op-table rows each of Megatron-Core's recompute_modules runs again (a GEMM's input cast with it)."""
-
-
-def recomputed(names, modules) -> np.ndarray:
-    """bool per row name: run again in the backward pass under selective recompute of `modules`."""
-    rows = {r for m in modules for r in RECOMPUTE_ROWS[m]}
-    return np.array([n in rows or (n.endswith("-cast") and n[:-5] in rows) for n in names], dtype=bool)
-
-
-def build_op_table(scenario) -> OpTable:
-    """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
-    rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
-    weights apart in bytes_fixed), with the attention core before the output projection."""
-    sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
-    rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
-                      etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
-                      cross_entropy=scenario.workload.cross_entropy)
-    expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
-    m = np.where(expert, 1.0, float(sh.tokens))
-    flops = 2.0 * m * rows.n * rows.k
-    fixed = np.where(expert & gemm, ACT_BYTES * rows.weights, 0.0)
-    nbytes = np.where(gemm, ACT_BYTES * (m * (rows.n + rows.k) + rows.weights), ACT_BYTES * m * rows.io) - fixed
-    cols = dict(flops_f=flops, bytes_f=nbytes, flops_b=flops, bytes_b=np.where(gemm, nbytes, rows.bwd * nbytes),
-                flops_w=np.where(gemm, flops, 0.0), bytes_w=np.where(gemm, nbytes, 0.0), model_flops_f=flops)
-    core = attention_core(sh)
-    at = rows.name.index("proj-cast" if "proj-cast" in rows.name else "proj")
-    cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
-    names = rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:]
-    selective = cat(rows.selective, np.array([c["selective"] for c in core]))
-    modules = getattr(scenario.workload, "recompute_modules", None)
-    return OpTable(
-        name=names,
-        block=cat(rows.block, np.full(len(core), BLOCK_LAYER, dtype=np.int8)),
-        gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
-                 np.array([c["gemm"] for c in core], dtype=float)),
-        selective=selective if modules is None else recomputed(names, modules),
-        precise=cat(rows.precise, np.ones(len(core), dtype=bool)),
-        bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
-        **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},
-    )
-
-

@@ -22,7 +22,8 @@ import numpy as np
 from ..cost import calibration
 from ..cost.fabric import fabric_for
 from ..cost.memory import grad_bytes, param_bytes, scenario_state_bytes
-from ..cost.ops import build_op_table, layer_shape
+from ..cost.op_table import build_op_table
+from ..cost.ops import layer_shape
 from ..cost.pipeline import (
     LayerKeys, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs, layer_costs,
     pass_grid, sends, stage_grid
@@ -82,7 +83,7 @@ class CostModel:
         the CP ring's first hop from device 0 to its `cp stride` neighbour."""
         ops_keys = list(dict.fromkeys(k[:4] for k in keys))
         for k in ops_keys:
-            if k not in self._ops:  # build_op_table reads tp, cp, mb and sp only
+            if k not in self._ops:  # build_op_table reads tp, cp, mb and sp of a dense model (search's only kind)
                 scn = self.variant(tp=k[0], cp=k[1], mb=k[2], sp=k[3])
                 self._ops[k] = (build_op_table(scn), layer_shape(scn))
         index = {k: i for i, k in enumerate(ops_keys)}
