@@ -1,5 +1,5 @@
 """Scenario -> OpTable: the operators of one layer, the embedding and the LM head (simulator.cost.ops) at a training
-scenario's micro-batch, as its workload and layout run them (casts, selective recompute)."""
+scenario's micro-batch, as its workload and layout run them (casts, selective recompute, the experts' token sorts)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ def recomputed(names, modules) -> np.ndarray:
     return np.array([n in rows or (n.endswith("-cast") and n[:-5] in rows) for n in names], dtype=bool)
 
 
+def sorts_by_local_expert(model, layout) -> bool:
+    """Whether a training layout's received token copies are sorted by local expert and back: Megatron-Core's
+    all-to-all dispatcher (ep_backend nccl, ep_dispatch flat) with more than one expert a rank. DeepEP-style
+    dispatch (ep_backend deepep or hybridep, Megatron-Core's flex dispatcher; or ep_dispatch dedup) permutes the
+    received tokens once, which ffn_half's permute rows already count."""
+    return (model.moe is not None and layout.ep_backend == "nccl" and layout.ep_dispatch == "flat"
+            and model.moe.experts > layout.ep)
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
@@ -46,7 +55,7 @@ def build_op_table(scenario) -> OpTable:
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
-                      cross_entropy=scenario.workload.cross_entropy)
+                      cross_entropy=scenario.workload.cross_entropy, sort=sorts_by_local_expert(model, lay))
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k
