@@ -1,5 +1,5 @@
 """Scenario -> OpTable: the operators of one layer, the embedding and the LM head (simulator.cost.ops) at a training
-scenario's micro-batch, as its workload and layout run them (casts, selective recompute, the experts' token sorts)."""
+scenario's micro-batch, as its workload and layout run them (casts, selective recompute, passes over routed tokens)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .ops import (
     ACT_BYTES,
     BLOCK_EXPERT,
     BLOCK_LAYER,
+    CAST_BYTES,
     FUSED_ATTENTION,
     OpTable,
     attention_core,
@@ -39,13 +40,24 @@ def recomputed(names, modules) -> np.ndarray:
     return np.array([n in rows or (n.endswith("-cast") and n[:-5] in rows) for n in names], dtype=bool)
 
 
-def sorts_by_local_expert(model, layout) -> bool:
-    """Whether a training layout's received token copies are sorted by local expert and back: Megatron-Core's
-    all-to-all dispatcher (ep_backend nccl, ep_dispatch flat) with more than one expert a rank. DeepEP-style
-    dispatch (ep_backend deepep or hybridep, Megatron-Core's flex dispatcher; or ep_dispatch dedup) permutes the
-    received tokens once, which ffn_half's permute rows already count."""
-    return (model.moe is not None and layout.ep_backend == "nccl" and layout.ep_dispatch == "flat"
-            and model.moe.experts > layout.ep)
+def copy_passes(scenario) -> tuple[str, ...]:
+    """The passes over the routed token copies a GPU holds that a training step runs besides the permutation before
+    the dispatch and the unpermutation after the combine (ffn_half's rows; each reads and writes the copies once):
+    - sort, unsort: Megatron-Core's all-to-all dispatcher (ep_backend nccl, ep_dispatch flat) sorts the copies a
+      GPU receives by local expert and back where it holds several experts (its permutation 2, sort_chunks_by_idxs);
+      DeepEP-style dispatch permutes them once.
+    - pad, unpad: Transformer Engine's grouped MLP (expert_gemm multi_stream) under a low-precision dtype copies
+      its input and output padded to the GEMMs' alignment (Fp8Padding, Fp8Unpadding) unless every expert's count is
+      aligned already: padded by the router (routing.pad_for_quantization), set by a capacity, or padded by HybridEP's
+      dispatch, which Megatron-Core (from core_r0.16.0) hands the alignment."""
+    model, lay, w = scenario.model, scenario.layout, scenario.workload
+    if model.moe is None or w.kind != "train":
+        return ()
+    routing = w.routing
+    aligned = routing is not None and (routing.capacity_factor is not None or routing.pad_for_quantization)
+    sort = lay.ep_backend == "nccl" and lay.ep_dispatch == "flat" and model.moe.experts > lay.ep
+    pad = w.dtype in CAST_BYTES and w.expert_gemm == "multi_stream" and lay.ep_backend != "hybridep" and not aligned
+    return ("sort", "unsort") * sort + ("pad", "unpad") * pad
 
 
 def build_op_table(scenario) -> OpTable:
@@ -55,7 +67,7 @@ def build_op_table(scenario) -> OpTable:
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
-                      cross_entropy=scenario.workload.cross_entropy, sort=sorts_by_local_expert(model, lay))
+                      cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario))
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

@@ -208,13 +208,12 @@ def _rope(model, tp: int) -> list[tuple]:
     return [_elementwise("rope", BLOCK_LAYER, 2 * width)]
 
 
-def ffn_half(model, tp: int, etp: int | None = None, sort: bool = False) -> list[tuple]:
+def ffn_half(model, tp: int, etp: int | None = None, passes: tuple[str, ...] = ()) -> list[tuple]:
     """A dense layer's FFN (BLOCK_DENSE_FFN); with experts, the fixed part of an MoE FFN (BLOCK_MOE:
     router replicated over TP ranks, token permutation of the tokens * top_k / tp copies a rank
     dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT), split by
-    width over `etp` ranks (MoE parallel folding's expert TP; default tp). `sort`: the copies a rank receives
-    are permuted once more, by local expert, and back (Megatron-Core's all-to-all dispatcher with several
-    local experts: its permutation 2 and unpermutation 2, sort_chunks_by_idxs)."""
+    width over `etp` ranks (MoE parallel folding's expert TP; default tp). `passes`: names of more rows that each
+    read and write those copies once (the framework's, cost.op_table.copy_passes)."""
     h, gated = model.hidden, model.ffn_kind == "swiglu"
     rows = _ffn("", BLOCK_DENSE_FFN, model.ffn // tp, h, gated)
     moe = model.moe
@@ -224,8 +223,7 @@ def ffn_half(model, tp: int, etp: int | None = None, sort: bool = False) -> list
     copies = moe.top_k / tp
     rows += [_gemm("router", BLOCK_MOE, moe.experts, h, precise=True), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
              _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
-    if sort:  # each one's backward is the inverse permutation: the same bytes
-        rows += [_elementwise(name, BLOCK_MOE, 2 * copies * h, bwd=1.0) for name in ("sort", "unsort")]
+    rows += [_elementwise(name, BLOCK_MOE, 2 * copies * h, bwd=1.0) for name in passes]  # backward: the inverse
     if moe.shared_experts:
         rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
     return rows + _ffn("expert-", BLOCK_EXPERT, moe.expert_ffn // (etp or tp), h, gated)
@@ -255,16 +253,17 @@ def edge_rows(model, tp: int, sp: bool, cross_entropy: str = "fused") -> list[tu
 
 def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
                etp: int | None = None, current_scaling: bool = False, cross_entropy: str = "fused",
-               sort: bool = False) -> OpRows:
+               passes: tuple[str, ...] = ()) -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
     the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
     low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass).
-    `sort`: ffn_half's second permutation by local expert."""
+    `passes`: ffn_half's extra passes over the routed copies."""
     if model.moe is None and model.mla is None:
         rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
     else:
-        rows = attention_half(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy) + ffn_half(model, tp, etp, sort)
+        rows = (attention_half(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
+                + ffn_half(model, tp, etp, passes))
     return OpRows.of(cast_rows(rows, dtype, training, current_scaling))
 
 

@@ -68,6 +68,10 @@ class Routing(_Frozen):
     """Topics (groups of experts often chosen together) when affinity > 0; experts join them at random."""
     samples: PosInt = 16
     """Routings drawn per MoE layer (micro-batch steps); the slowest rank's time is averaged over them."""
+    pad_for_quantization: StrictBool = False
+    """Training under a low-precision dtype: the router pads each expert's tokens to the GEMMs' alignment
+    (Megatron-Core's moe_router_padding_for_quantization), so Transformer Engine's grouped MLP runs on them in place;
+    false: it copies its input and output padded (cost.op_table.copy_passes)."""
 
 
 class Workload(_Frozen):
