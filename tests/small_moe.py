@@ -7,8 +7,8 @@ H800 = {"preset": "hgx-h800", "domains": 2}
 """16 GPUs: two 8-GPU nodes, NVLink 200 GB/s, NIC 50 GB/s a GPU."""
 
 
-def ep8_step(make_scenario, model=SMALL_MOE, **workload):
+def ep8_step(make_scenario, model=SMALL_MOE, layout=None, **workload):
     """A training step of `model` on H800 as EP8 x DP2 without pipelining (plain 1F1B: gradient accumulation), 4,096
-    tokens a sequence, 32 sequences a step (2 micro-batches a rank); `workload` overrides."""
-    return make_scenario(model=model, topology=H800, layout={"ep": 8, "schedule": "1f1b"},
+    tokens a sequence, 32 sequences a step (2 micro-batches a rank); `layout` (a mapping) and `workload` override."""
+    return make_scenario(model=model, topology=H800, layout={"ep": 8, "schedule": "1f1b", **(layout or {})},
                          workload={"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **workload})

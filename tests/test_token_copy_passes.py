@@ -17,7 +17,7 @@ from simulator.cost import calibration, op_table
 from simulator.cost.op_table import build_op_table, copy_passes
 from simulator.cost.ops import ACT_BYTES, BLOCK_MOE
 from simulator.cost.roofline import op_times
-from small_moe import H800, SMALL_MOE
+from small_moe import SMALL_MOE, ep8_step
 
 ONE_EXPERT_A_RANK = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "experts": 8, "top_k": 2}}
 """SMALL_MOE with 8 experts (top-2): at EP8 each rank holds one."""
@@ -25,17 +25,10 @@ COPY_BYTES = 4096 * 2 * 8 * 1024 * ACT_BYTES
 """One pass over a micro-batch's copies: 4,096 tokens x 8 copies x hidden 1,024, read and written, 16-bit."""
 
 
-def step(make_scenario, model=SMALL_MOE, workload=None, **layout):
-    """SMALL_MOE (64 experts, top-8, hidden 1,024) on 16 H800 as EP8 x DP2, plain 1F1B, 4,096 tokens a micro-batch,
-    2 micro-batches a rank; `workload` and `layout` override."""
-    return make_scenario(model=model, topology=H800, layout={"ep": 8, "schedule": "1f1b", **layout},
-                         workload={"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **(workload or {})})
-
-
 @pytest.mark.parametrize("dtype", ["bf16", "fp8"])
 def test_each_pass_reads_and_writes_the_copies_once(make_scenario, dtype):
     """No FLOP, in the MoE layer's fixed block; forward and backward the same bytes."""
-    table = build_op_table(step(make_scenario, workload={"dtype": dtype}))
+    table = build_op_table(ep8_step(make_scenario, dtype=dtype))
     names = ("sort", "unsort") + (("pad", "unpad") if dtype == "fp8" else ())
     assert [n for n in table.name if n in ("sort", "unsort", "pad", "unpad")] == list(names)
     for name in names:
@@ -58,13 +51,13 @@ def test_each_pass_reads_and_writes_the_copies_once(make_scenario, dtype):
     (SMALL_MOE, {"dtype": "fp8", "expert_gemm": "single_kernel"}, {"ep_backend": "deepep"}, ()),
 ])
 def test_which_framework_runs_which_passes(make_scenario, model, workload, layout, passes):
-    assert copy_passes(step(make_scenario, model, workload, **layout)) == passes
+    assert copy_passes(ep8_step(make_scenario, model, layout, **workload)) == passes
 
 
 def test_each_moe_layer_is_longer_by_the_passes(make_scenario, monkeypatch):
     """Against the same step without them: every MoE layer's FFN forward and backward are longer by the four rows'
     roofline (HBM-bound) plus a kernel each, the weight-gradient pass and the dense first layer unchanged."""
-    scn = step(make_scenario, workload={"dtype": "fp8"})
+    scn = ep8_step(make_scenario, dtype="fp8")
     with_passes, table = run(scn), build_op_table(scn)
     rows = np.isin(np.array(table.name), ["sort", "unsort", "pad", "unpad"])
     dev, cal = scn.topology.device, calibration.for_training(scn)
@@ -72,7 +65,7 @@ def test_each_moe_layer_is_longer_by_the_passes(make_scenario, monkeypatch):
                        dev.hbm_bandwidth, cal, backward=i == 1).sum()
               for i, (f, b) in enumerate((("flops_f", "bytes_f"), ("flops_b", "bytes_b")))]
     monkeypatch.setattr(op_table, "copy_passes", lambda scenario: ())
-    without = run(step(make_scenario, workload={"dtype": "fp8"}))
+    without = run(ep8_step(make_scenario, dtype="fp8"))
     diff = with_passes.plan.moe.ffn - without.plan.moe.ffn
     np.testing.assert_allclose(diff[1:], np.tile([*passes, 0.0], (3, 1)), rtol=1e-9, atol=1e-15)
     assert not diff[0].any()
