@@ -44,7 +44,9 @@ class Calibration:
     attention_half_seq: float = 350.0
     """Keys a query attends to (causal: half the sequence) at which attention reaches half its peak fraction."""
     attention_head_scale: tuple[tuple[int, float], ...] = ((64, 0.73), (128, 1.0), (256, 1.07))
-    """Attention efficiency at each head width relative to width 128 (interpolated in log2 width)."""
+    """Attention forward efficiency at each head width relative to width 128 (interpolated in log2 width)."""
+    attention_bwd_head_scale: tuple[tuple[int, float], ...] = ((64, 0.85), (128, 1.0))
+    """Attention backward efficiency at each head width relative to width 128, likewise."""
     hbm: float = 0.874
     """Fraction of the data-sheet HBM bandwidth streaming (memory-bound) kernels reach."""
     nvlink: float = 0.81
@@ -170,7 +172,8 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         generation=generation, gemm=g["eff_max"], gemm_half_dim=half, gemm_ceiling=g["ceiling"]["value"],
         attention=fwd[128], attention_bwd=bwd[128],
         attention_half_seq=attn["fwd"].get("s_half", DEFAULT.attention_half_seq),
-        attention_head_scale=tuple((d, fwd[d] / fwd[128]) for d in sorted(fwd)),
+        attention_head_scale=width_scales(fwd, EXP_BALANCE_WIDTH[generation]),
+        attention_bwd_head_scale=width_scales(bwd, EXP_BALANCE_WIDTH[generation] * FWD_OVER_BWD_FLOP),
         hbm=gen["hbm"]["streaming"]["value"], nvlink=col["ring_busbw_fraction"]["value"],
         nvls=col.get("nvls_busbw_fraction", {}).get("value", 0.0),
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
@@ -232,6 +235,29 @@ def sustained_clock(generation: str) -> float:
     the H800's FlashMLA clock over its data-sheet clock, blackwell B200's FlashAttention-4 throughput after 70
     back-to-back iterations over its first ones."""
     return float(_fitted()["generations"][generation]["clocks"][SUSTAINED_CLOCK[generation]]["value"])
+
+
+EXP_BALANCE_WIDTH = {"ampere": 32, "hopper": 64, "blackwell": 128}
+"""Head width at which a flash-attention forward spends as long on each score's exponential as on its tensor-core
+work (4 x width FLOP a score against one exp2 on the special-function unit, 16 a clock and SM on all three
+generations): the dense 16-bit MMA FLOP a clock and SM (A100 2,048, H100 4,096, B200 8,192: data-sheet peak over
+SMs x boost clock) over 4 x 16. Narrower heads are bound by the exponentials (FlashAttention-4's analysis of B200)."""
+
+FWD_OVER_BWD_FLOP = 1 / 2.5
+"""A fused backward's FLOP a score over the forward's (the score GEMM again, and four more): its balance width is
+the forward's x this."""
+
+
+def width_scales(effs: dict[int, float], balance: float) -> tuple[tuple[int, float], ...]:
+    """(head width, efficiency relative to width 128) of one attention pass: the measured widths (`effs`:
+    {width: efficiency}), and widths 32 and 64 below the narrowest measured one scaled from it by the
+    exponential bound (a fraction of peak proportional to width below the `balance` width)."""
+    scale = {d: e / effs[128] for d, e in effs.items()}
+    narrowest = min(scale)
+    for width in (32, 64):
+        if width < narrowest:
+            scale[width] = scale[narrowest] * min(1.0, width / balance) / min(1.0, narrowest / balance)
+    return tuple(sorted(scale.items()))
 
 
 def _attention(attn: dict, kind: str) -> dict[int, float]:
@@ -320,10 +346,10 @@ def throttled(cal: Calibration, scale: float) -> Calibration:
                    decode_attention_fp8kv=cal.decode_attention_fp8kv * scale)
 
 
-def head_scale(width, cal: Calibration) -> np.ndarray:
-    """Attention efficiency at head width `width` relative to width 128 (log2 interpolation, held flat
-    outside the measured widths)."""
-    dims, scale = zip(*cal.attention_head_scale)
+def head_scale(width, cal: Calibration, backward: bool = False) -> np.ndarray:
+    """Attention efficiency of the forward (or backward) pass at head width `width` relative to width 128 (log2
+    interpolation, held flat outside the tabulated widths)."""
+    dims, scale = zip(*(cal.attention_bwd_head_scale if backward else cal.attention_head_scale))
     return np.interp(np.log2(np.maximum(np.asarray(width, float), 1.0)), np.log2(dims), scale)
 
 
@@ -340,5 +366,5 @@ IDEAL_OVERRIDES = {"gemm": 1.0, "gemm_half_dim": 1e-9, "gemm_ceiling": 1.0, "att
                    "scheduler_step": 1e-12}
 """A device's `efficiency:` overrides for the pure roofline (every fraction 1, no overheads, NVLS off):
 what closed-form references such as "How to Scale Your Model" assume."""
-IDEAL = replace(DEFAULT, attention_head_scale=((128, 1.0),), **IDEAL_OVERRIDES)
+IDEAL = replace(DEFAULT, attention_head_scale=((128, 1.0),), attention_bwd_head_scale=((128, 1.0),), **IDEAL_OVERRIDES)
 """The pure-roofline Calibration."""

@@ -27,7 +27,7 @@ def attention_efficiency(keys, width, cal: Calibration, backward: bool = False) 
     long-sequence fraction of the pass, times keys / (keys + cal.attention_half_seq)."""
     keys = np.maximum(np.asarray(keys, dtype=float), 1.0)
     top = cal.attention_bwd if backward else cal.attention
-    return top * head_scale(width, cal) * keys / (keys + cal.attention_half_seq) * cal.clock
+    return top * head_scale(width, cal, backward) * keys / (keys + cal.attention_half_seq) * cal.clock
 
 
 def attention_peak(device) -> float:
