@@ -5,7 +5,12 @@
   unpermutation 2, sort_chunks_by_idxs); DeepEP-style dispatch permutes once, and one expert a GPU needs no sort.
 - Transformer Engine's grouped MLP (workload.expert_gemm multi_stream) under a low-precision dtype copies its input and
   output padded to the GEMMs' alignment (Fp8Padding, Fp8Unpadding), unless the counts are aligned already: by the
-  router (routing.pad_for_quantization), a capacity, or HybridEP's dispatch."""
+  router (routing.pad_for_quantization), a capacity, or HybridEP's dispatch.
+- The same grouped MLP adds biased experts' second bias per expert in PyTorch, weighted by the router
+  (TEGroupedMLP._apply_bias, model.moe.expert_bias): 16-bit router weights 6 elements a copy element forward
+  (bias x weight written; its sum with the GEMM output: 2 read, 1 written; the concatenation: 1 read, 1 written) and
+  6 backward (two gradients, each a product and a sum); FP32 weights, as DeepEP and HybridEP dispatch them, 14 and
+  18 (the same at 4 bytes, the casts of the output and of its gradient)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from simulator.cost.roofline import op_times
 from small_moe import SMALL_MOE, ep8_step
 
 ONE_EXPERT_A_RANK = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "experts": 8, "top_k": 2}}
+BIASED = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "expert_bias": True}}
+"""SMALL_MOE with biased experts (GPT-OSS's kind)."""
 """SMALL_MOE with 8 experts (top-2): at EP8 each rank holds one."""
 COPY_BYTES = 4096 * 2 * 8 * 1024 * ACT_BYTES
 """One pass over a micro-batch's copies: 4,096 tokens x 8 copies x hidden 1,024, read and written, 16-bit."""
@@ -49,6 +56,10 @@ def test_each_pass_reads_and_writes_the_copies_once(make_scenario, dtype):
     (SMALL_MOE, {"dtype": "fp8", "routing": {"pad_for_quantization": True}}, {}, ("sort", "unsort")),
     (SMALL_MOE, {"dtype": "fp8", "routing": {"capacity_factor": 1.0}}, {}, ("sort", "unsort")),
     (SMALL_MOE, {"dtype": "fp8", "expert_gemm": "single_kernel"}, {"ep_backend": "deepep"}, ()),
+    (BIASED, {}, {}, ("sort", "unsort", "expert-bias")),
+    (BIASED, {}, {"ep_backend": "hybridep"}, ("expert-bias-fp32",)),
+    (BIASED, {}, {"ep_backend": "deepep"}, ("expert-bias-fp32",)),
+    (BIASED, {"expert_gemm": "single_kernel"}, {"ep_backend": "deepep"}, ()),  # a fused grouped MLP adds it inside
 ])
 def test_which_framework_runs_which_passes(make_scenario, model, workload, layout, passes):
     assert copy_passes(ep8_step(make_scenario, model, layout, **workload)) == passes
@@ -71,3 +82,16 @@ def test_each_moe_layer_is_longer_by_the_passes(make_scenario, monkeypatch):
     assert not diff[0].any()
     assert passes[0] == pytest.approx(4 * (COPY_BYTES / (dev.hbm_bandwidth * cal.hbm) + cal.kernel_overhead),
                                       rel=1e-12)
+
+
+@pytest.mark.parametrize("layout, name, forward, backward", [({}, "expert-bias", 6, 6),
+                                                            ({"ep_backend": "hybridep"}, "expert-bias-fp32", 14, 18)])
+def test_the_expert_bias_pass_moves_its_elements_a_copy(make_scenario, layout, name, forward, backward):
+    """4,096 tokens x 8 copies x hidden 1,024 copy elements at 2 bytes an element counted, no FLOP."""
+    table = build_op_table(ep8_step(make_scenario, BIASED, layout))
+    i = table.name.index(name)
+    assert table.block[i] == BLOCK_MOE and table.flops_f[i] == 0.0 and table.flops_b[i] == 0.0
+    elements = COPY_BYTES / (2 * ACT_BYTES)
+    assert table.bytes_f[i] == pytest.approx(forward * elements * ACT_BYTES, rel=1e-12)
+    assert table.bytes_b[i] == pytest.approx(backward * elements * ACT_BYTES, rel=1e-12)
+    assert table.bytes_w[i] == 0.0

@@ -42,14 +42,17 @@ def recomputed(names, modules) -> np.ndarray:
 
 def copy_passes(scenario) -> tuple[str, ...]:
     """The passes over the routed token copies a GPU holds that a training step runs besides the permutation before
-    the dispatch and the unpermutation after the combine (ffn_half's rows; each reads and writes the copies once):
+    the dispatch and the unpermutation after the combine (ffn_half's rows; each reads and writes the copies once
+    unless ops.COPY_PASS_ELEMENTS says otherwise):
     - sort, unsort: Megatron-Core's all-to-all dispatcher (ep_backend nccl, ep_dispatch flat) sorts the copies a
       GPU receives by local expert and back where it holds several experts (its permutation 2, sort_chunks_by_idxs);
       DeepEP-style dispatch permutes them once.
     - pad, unpad: Transformer Engine's grouped MLP (expert_gemm multi_stream) under a low-precision dtype copies
       its input and output padded to the GEMMs' alignment (Fp8Padding, Fp8Unpadding) unless every expert's count is
       aligned already: padded by the router (routing.pad_for_quantization), set by a capacity, or padded by HybridEP's
-      dispatch, which Megatron-Core (from core_r0.16.0) hands the alignment."""
+      dispatch, which Megatron-Core (from core_r0.16.0) hands the alignment.
+    - expert-bias: the same grouped MLP adds biased experts' second-GEMM bias per expert in PyTorch
+      (model.moe.expert_bias), weighted by the router in FP32 where DeepEP or HybridEP dispatched the weights."""
     model, lay, w = scenario.model, scenario.layout, scenario.workload
     if model.moe is None or w.kind != "train":
         return ()
@@ -57,7 +60,9 @@ def copy_passes(scenario) -> tuple[str, ...]:
     aligned = routing is not None and (routing.capacity_factor is not None or routing.pad_for_quantization)
     sort = lay.ep_backend == "nccl" and lay.ep_dispatch == "flat" and model.moe.experts > lay.ep
     pad = w.dtype in CAST_BYTES and w.expert_gemm == "multi_stream" and lay.ep_backend != "hybridep" and not aligned
-    return ("sort", "unsort") * sort + ("pad", "unpad") * pad
+    bias = model.moe.expert_bias and w.expert_gemm == "multi_stream"
+    bias_pass = "expert-bias-fp32" if lay.ep_backend in ("deepep", "hybridep") else "expert-bias"
+    return ("sort", "unsort") * sort + ("pad", "unpad") * pad + (bias_pass,) * bias
 
 
 def build_op_table(scenario) -> OpTable:

@@ -208,12 +208,22 @@ def _rope(model, tp: int) -> list[tuple]:
     return [_elementwise("rope", BLOCK_LAYER, 2 * width)]
 
 
+COPY_PASS_ELEMENTS = {"expert-bias": (6, 6), "expert-bias-fp32": (14, 18)}
+"""(forward, backward) 16-bit elements a pass over the routed copies moves per copy element, where not (2, 2): one
+read and one write, the backward the inverse permutation. expert-bias, Megatron-Core's TEGroupedMLP._apply_bias per
+expert with 16-bit router weights: bias x weight written (1), added to the second GEMM's output (2 read, 1 written)
+and concatenated (1 read, 1 written); backward, the bias's and the weights' gradients, each a product (1 read, 1
+written) and a sum (1 read). expert-bias-fp32, with FP32 router weights (DeepEP and HybridEP dispatch them so):
+the same in FP32 (2 elements each) plus the cast back to 16 bits (2 read, 1 written); backward, the gradient cast up
+for it (1 read, 2 written) and down again for the output (2 read, 1 written), the two products and sums in FP32."""
+
+
 def ffn_half(model, tp: int, etp: int | None = None, passes: tuple[str, ...] = ()) -> list[tuple]:
     """A dense layer's FFN (BLOCK_DENSE_FFN); with experts, the fixed part of an MoE FFN (BLOCK_MOE:
     router replicated over TP ranks, token permutation of the tokens * top_k / tp copies a rank
     dispatches, shared experts) and one routed expert per token routed to it (BLOCK_EXPERT), split by
-    width over `etp` ranks (MoE parallel folding's expert TP; default tp). `passes`: names of more rows that each
-    read and write those copies once (the framework's, cost.op_table.copy_passes)."""
+    width over `etp` ranks (MoE parallel folding's expert TP; default tp). `passes`: names of more rows over those
+    copies (the framework's, cost.op_table.copy_passes), each moving COPY_PASS_ELEMENTS of them a pass."""
     h, gated = model.hidden, model.ffn_kind == "swiglu"
     rows = _ffn("", BLOCK_DENSE_FFN, model.ffn // tp, h, gated)
     moe = model.moe
@@ -221,9 +231,11 @@ def ffn_half(model, tp: int, etp: int | None = None, passes: tuple[str, ...] = (
         return rows
     width = moe.expert_ffn // tp
     copies = moe.top_k / tp
-    rows += [_gemm("router", BLOCK_MOE, moe.experts, h, precise=True), _elementwise("permute", BLOCK_MOE, 2 * copies * h),
-             _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
-    rows += [_elementwise(name, BLOCK_MOE, 2 * copies * h, bwd=1.0) for name in passes]  # backward: the inverse
+    rows += [_gemm("router", BLOCK_MOE, moe.experts, h, precise=True),
+             _elementwise("permute", BLOCK_MOE, 2 * copies * h), _elementwise("unpermute", BLOCK_MOE, 2 * copies * h)]
+    for name in passes:
+        fwd, bwd = COPY_PASS_ELEMENTS.get(name, (2, 2))
+        rows.append(_elementwise(name, BLOCK_MOE, fwd * copies * h, bwd=bwd / fwd))
     if moe.shared_experts:
         rows += _ffn("shared-", BLOCK_MOE, moe.shared_experts * width, h, gated)
     return rows + _ffn("expert-", BLOCK_EXPERT, moe.expert_ffn // (etp or tp), h, gated)

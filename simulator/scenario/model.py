@@ -26,6 +26,10 @@ class MoESpec(_Frozen):
     layer_step: PosInt = 1
     """After the dense layers, one MoE layer in every `layer_step`, the others dense (Megatron-Core's moe_layer_freq;
     Llama 4 Maverick: 2, its odd layers)."""
+    expert_bias: StrictBool = False
+    """The routed experts' linear layers carry biases (GPT-OSS). Their parameters are not counted (a few per
+    thousand); Megatron-Core's eager grouped MLP adds the second GEMM's bias per expert, weighted by the router, in
+    PyTorch: a pass over the routed copies in training (cost.op_table.copy_passes)."""
 
     def is_moe(self, layers: int) -> tuple[bool, ...]:
         """Whether each of `layers` layers holds experts."""
