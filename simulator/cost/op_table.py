@@ -1,7 +1,10 @@
 """Scenario -> OpTable: the operators of one layer, the embedding and the LM head (simulator.cost.ops) at a training
-scenario's micro-batch, as its workload and layout run them (casts, selective recompute, passes over routed tokens)."""
+scenario's micro-batch, as its workload and layout run them (casts, selective recompute, passes over routed tokens,
+RoPE fused or not)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -11,6 +14,7 @@ from .ops import (
     BLOCK_LAYER,
     CAST_BYTES,
     FUSED_ATTENTION,
+    OpRows,
     OpTable,
     attention_core,
     layer_rows,
@@ -65,6 +69,23 @@ def copy_passes(scenario) -> tuple[str, ...]:
     return ("sort", "unsort") * sort + ("pad", "unpad") * pad + (bias_pass,) * bias
 
 
+ROPE_UNFUSED = (12.0, 10.0)
+"""(forward, backward) 16-bit elements Megatron-Core's PyTorch RoPE (rope_utils._apply_rotary_pos_emb_bshd) moves
+a query or key element: t x cos (1 read, 1 written), the half rotation (the negated half and the concatenation:
+1.5 read, 1.5 written), x sin (1, 1), the sum (2, 1) and the concatenation with the empty unrotated part (1, 1);
+backward, the two products' gradients (1, 1 each), the negation's (0.5, 0.5), the halves gathered (1, 1) and the
+two gradients summed (2, 1). The fused kernel: one read and one write, the backward twice (ops._rope)."""
+
+
+def rope_as_run(rows: OpRows, model) -> OpRows:
+    """Training's RoPE row as Megatron-Core runs it: the fused kernel, or, where YaRN's attention factor
+    (model.rope_mscale) is not 1, which that kernel does not take, its PyTorch ops (ROPE_UNFUSED)."""
+    if model.rope_mscale == 1.0:
+        return rows
+    rope, (fwd, bwd) = np.array([n == "rope" for n in rows.name]), ROPE_UNFUSED
+    return replace(rows, io=np.where(rope, rows.io * fwd / 2, rows.io), bwd=np.where(rope, bwd / fwd, rows.bwd))
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
@@ -73,6 +94,7 @@ def build_op_table(scenario) -> OpTable:
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
                       cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario))
+    rows = rope_as_run(rows, model)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

@@ -106,6 +106,10 @@ class ModelSpec(_Frozen):
     rope: StrictBool = True
     """Rotary position embeddings applied to queries and keys in every layer (Llama, DeepSeek, Qwen);
     false for learned absolute positions added once to the embedding (GPT-2/3, Megatron GPT)."""
+    rope_mscale: Annotated[Real, Field(gt=0)] = 1.0
+    """YaRN's attention factor multiplied into RoPE's cosine and sine (GPT-OSS: 0.1 ln 32 + 1 = 1.3466; DeepSeek-V3's
+    mscale and mscale_all_dim cancel to 1). Megatron-Core's fused RoPE kernel takes none but 1: training with another
+    runs RoPE as PyTorch ops (cost.op_table.rope_as_run)."""
     dropout: Annotated[Real, Field(ge=0, lt=1)] = 0.0
     """Hidden dropout probability (GPT-3 and Megatron GPT: 0.1; Llama: 0): the fused bias-dropout-add
     writes a one-byte mask per element and keeps it for the backward pass."""
