@@ -1,6 +1,6 @@
 """Scenario -> OpTable: the operators of one layer, the embedding and the LM head (simulator.cost.ops) at a training
 scenario's micro-batch, as its workload and layout run them (casts, selective recompute, passes over routed tokens,
-RoPE fused or not)."""
+RoPE and activation clamps as Megatron-Core runs them)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,29 @@ def rope_as_run(rows: OpRows, model) -> OpRows:
     return replace(rows, io=np.where(rope, rows.io * fwd / 2, rows.io), bwd=np.where(rope, bwd / fwd, rows.bwd))
 
 
+CLAMP_ELEMENTS = (4.0, 5.0)
+"""(forward, backward) 16-bit elements Megatron-Core's clamp of a gated activation's inputs moves per element of the
+first GEMM's output (fused_bias_geglu.weighted_bias_quick_geglu_impl, the dense MLP's and the experts'): the two
+halves clamped (1 read, 1 written) and concatenated (1, 1); backward, each half's gradient masked by its saved input
+(2 read, 1 written) and the halves gathered (1, 1)."""
+
+
+def activation_as_run(rows: OpRows, scenario) -> OpRows:
+    """Training's gated activations as Megatron-Core runs them: with model.glu_clamp, the PyTorch clamp of the first
+    GEMM's output (2 w of a gated row's 3 w elements) counted into each activation row (CLAMP_ELEMENTS); not the
+    routed experts' where a fused grouped MLP (expert_gemm single_kernel) clamps inside its kernel."""
+    model = scenario.model
+    if model.glu_clamp is None or model.ffn_kind != "swiglu":
+        return rows
+    fused = ("expert-activation",) if scenario.workload.expert_gemm == "single_kernel" else ()
+    act = np.array([n.endswith("activation") and n not in fused for n in rows.name])
+    fwd, bwd = CLAMP_ELEMENTS
+    first = np.where(act, rows.io * 2 / 3, 0.0)
+    io = rows.io + fwd * first
+    back = np.divide(rows.io * rows.bwd + bwd * first, io, out=rows.bwd.copy(), where=first > 0)
+    return replace(rows, io=io, bwd=back)
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
@@ -94,7 +117,7 @@ def build_op_table(scenario) -> OpTable:
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
                       cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario))
-    rows = rope_as_run(rows, model)
+    rows = activation_as_run(rope_as_run(rows, model), scenario)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k

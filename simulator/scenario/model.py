@@ -106,6 +106,10 @@ class ModelSpec(_Frozen):
     rope: StrictBool = True
     """Rotary position embeddings applied to queries and keys in every layer (Llama, DeepSeek, Qwen);
     false for learned absolute positions added once to the embedding (GPT-2/3, Megatron GPT)."""
+    glu_clamp: Annotated[Real, Field(gt=0)] | None = None
+    """Clamp of a gated activation's inputs (GPT-OSS: 7, the gate's from above, the linear part's both ways; None:
+    none). Megatron-Core clamps them in PyTorch before its fused activation: training pays a pass over the first GEMM's
+    output (cost.op_table.activation_as_run); serving engines fuse it."""
     rope_mscale: Annotated[Real, Field(gt=0)] = 1.0
     """YaRN's attention factor multiplied into RoPE's cosine and sine (GPT-OSS: 0.1 ln 32 + 1 = 1.3466; DeepSeek-V3's
     mscale and mscale_all_dim cancel to 1). Megatron-Core's fused RoPE kernel takes none but 1: training with another

@@ -1,0 +1,49 @@
+"""A clamped gated activation as Megatron-Core trains it (cost.op_table.activation_as_run): GPT-OSS clamps the gate's
+input from above and the linear input both ways (model.glu_clamp); fused_bias_geglu.weighted_bias_quick_geglu_impl
+clamps the two halves of the first GEMM's output in PyTorch and concatenates them before its fused activation.
+Closed form, per element of that output (2 w a token for width w): 4 16-bit elements forward, 5 backward
+(op_table.CLAMP_ELEMENTS), on top of the fused activation's 3 w and 6 w. A fused grouped MLP (expert_gemm
+single_kernel) clamps inside its kernel; serving engines fuse it."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator import simulate
+from simulator.cost.op_table import build_op_table
+from simulator.cost.ops import ACT_BYTES
+from small_moe import SMALL_MOE, ep8_step
+
+CLAMPED = {"name": "clamped-2b", "layers": 4, "hidden": 2048, "heads": 16, "kv_heads": 4, "head_dim": 128,
+           "ffn": 5632, "ffn_kind": "swiglu", "vocab": 32000, "glu_clamp": 7.0}
+TOKENS = 4096
+
+
+def row_bytes(table, name: str) -> tuple[float, float]:
+    i = table.name.index(name)
+    return table.bytes_f[i], table.bytes_b[i]
+
+
+@pytest.mark.parametrize("clamp, forward, backward", [(None, 3, 6), (7.0, 3 + 4 * 2, 6 + 5 * 2)])
+def test_dense_activation_moves_the_clamp_elements(make_scenario, clamp, forward, backward):
+    """Per token of width 5,632: the fused SwiGLU's 3 w and 6 w, and the clamp's 4 x 2 w and 5 x 2 w."""
+    table = build_op_table(make_scenario(model={**CLAMPED, "glu_clamp": clamp}, workload={"seq_len": TOKENS}))
+    w = TOKENS * 5632
+    assert row_bytes(table, "activation") == pytest.approx((forward * w * ACT_BYTES, backward * w * ACT_BYTES),
+                                                           rel=1e-12)
+
+
+@pytest.mark.parametrize("workload, forward", [({}, 11), ({"expert_gemm": "single_kernel"}, 3)])
+def test_routed_experts_clamp_unless_their_grouped_mlp_is_fused(make_scenario, workload, forward):
+    """A routed copy's activation row (width 512): clamped in PyTorch on the eager grouped MLP, inside the kernel of
+    the fused one."""
+    model = {**SMALL_MOE, "glu_clamp": 7.0}
+    table = build_op_table(ep8_step(make_scenario, model, {"ep_backend": "deepep"}, **workload))
+    bytes_f, _ = row_bytes(table, "expert-activation")
+    assert bytes_f == pytest.approx(forward * 512 * ACT_BYTES, rel=1e-12)
+
+
+def test_serving_prices_the_activation_fused_whatever_the_clamp(make_scenario):
+    serve = {"kind": "serve", "prompt_len": 1024, "output_len": 128, "batch": 8}
+    reports = [simulate(make_scenario(model={**CLAMPED, "glu_clamp": c}, workload=serve)) for c in (None, 7.0)]
+    assert reports[0].tpot_s == reports[1].tpot_s and reports[0].ttft_s == reports[1].ttft_s
