@@ -66,11 +66,14 @@ def test_unfused_scores_kept_unless_core_attn_is_recomputed():
     assert kept - dropped == pytest.approx(2048 * 5.0 * m.heads * 2048, rel=1e-12)
 
 
-def test_moe_act_drops_each_copys_fc2_input():
+@pytest.mark.parametrize("clamped, dropped", [(False, 2.0), (True, 2.0 + 2.0 * 2)])
+def test_moe_act_drops_each_copys_fc2_input(clamped, dropped):
+    """Each copy's FC2 input (2 w bytes); with GPT-OSS's clamp run in PyTorch also the clamped copy of the first GEMM's
+    output (2 x 2 w)."""
     m = _model("gpt-oss-120b")
-    kw = dict(tokens=0, tp=1, copies=1.0, cached=2.0, recompute="selective")
+    kw = dict(tokens=0, tp=1, copies=1.0, cached=2.0, recompute="selective", clamped=clamped)
     assert (ffn_activation_bytes(m, **kw) - ffn_activation_bytes(m, modules=["moe_act"], **kw)
-            == pytest.approx(2.0 * m.moe.expert_ffn, rel=1e-12))
+            == pytest.approx(dropped * m.moe.expert_ffn, rel=1e-12))
     assert ffn_activation_bytes(m, **{**kw, "recompute": "none"}, modules=["moe_act"]) == ffn_activation_bytes(m, **kw)
 
 

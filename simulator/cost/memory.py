@@ -119,20 +119,30 @@ def norm_outputs(model, recompute: str, modules, cached: float) -> float:
     return 2.0 * cached * model.hidden if "layernorm" in _modules(recompute, modules) else 0.0
 
 
+def first_gemm_outputs(model, clamped: bool) -> float:
+    """Copies of a gated FFN's first-GEMM output kept for backward: one (the fused activation's input), two where the
+    activation's inputs are clamped in PyTorch first (model.glu_clamp: the clamp keeps its input, the activation
+    the clamped copy; cost.op_table.activation_as_run)."""
+    return 2.0 if clamped and model.glu_clamp is not None and model.ffn_kind == "swiglu" else 1.0
+
+
 def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,
-                               recompute: str, flash: bool, cached: float = 2.0, modules=None) -> float:
+                               recompute: str, flash: bool, cached: float = 2.0, modules=None,
+                               clamped: bool = True) -> float:
     """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
 
     Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V,
     the attention output and the MLP intermediates (the projection's and FC2's inputs at `cached` bytes),
     split by tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
     Selective recompute of `modules` (workload.recompute_modules; None: the attention core) keeps no norm outputs
-    under layernorm, no MLP intermediates under mlp, no score matrix unless core_attn is left out.
+    under layernorm, no MLP intermediates under mlp, no score matrix unless core_attn is left out. `clamped`: a
+    clamped activation's inputs are clamped in PyTorch (first_gemm_outputs).
     """
     h, d, a, kv, f = model.hidden, model.head_dim, model.heads, model.kv_heads, model.ffn
     outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     gated = model.ffn_kind == "swiglu"
-    mlp = 0.0 if "mlp" in _modules(recompute, modules) else 2.0 * f * (2 if gated else 1) + cached * f
+    first = 2.0 * f * (2 if gated else 1) * first_gemm_outputs(model, clamped)
+    mlp = 0.0 if "mlp" in _modules(recompute, modules) else first + cached * f
     inside = 2.0 * (a * d + 2 * kv * d) + cached * a * d + mlp
     attention_kept = recompute != "selective" or (modules is not None and "core_attn" not in modules)
     scores = 0.0 if (flash or not attention_kept) else 5.0 * a * seq
@@ -178,22 +188,24 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
 
 
 def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,
-                         cached: float = 2.0, modules=None) -> float:
+                         cached: float = 2.0, modules=None, clamped: bool = True) -> float:
     """Bytes the FFN half of a layer keeps: a dense FFN's intermediates (copies None), or an MoE
     layer's: router probabilities (fp32), shared experts' intermediates, and for each of the `copies`
     token copies the rank's experts compute, the dispatched input and the expert intermediates.
     `cached`: bytes per element of the experts' GEMM inputs kept for backward (1 with FP8 training,
     which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit). Recomputed `modules`
     (workload.recompute_modules) keep nothing of a dense FFN (mlp) or the shared experts (shared_experts), and no
-    FC2 input of a routed expert (moe_act)."""
+    FC2 input of a routed expert (moe_act) nor its clamped copy. `clamped`: clamped activations' inputs are clamped
+    in PyTorch (first_gemm_outputs; not in a fused grouped MLP)."""
     if recompute == "full":
         return 0.0
     redo = _modules(recompute, modules)
-    gated = 2 if model.ffn_kind == "swiglu" else 1
+    gated, kept = 2 if model.ffn_kind == "swiglu" else 1, first_gemm_outputs(model, clamped)
     if copies is None:
-        return 0.0 if "mlp" in redo else tokens * (2.0 * model.ffn * gated + 2.0 * model.ffn) / tp
+        return 0.0 if "mlp" in redo else tokens * (2.0 * model.ffn * gated * kept + 2.0 * model.ffn) / tp
     moe = model.moe
     width = moe.expert_ffn / tp
-    per_copy = cached * model.hidden + 2.0 * width * gated + (0.0 if "moe_act" in redo else cached * width)
-    shared = 0.0 if "shared_experts" in redo else moe.shared_experts * (2.0 * width * gated + 2.0 * width)
+    act = 0.0 if "moe_act" in redo else cached * width + 2.0 * width * gated * (kept - 1)
+    per_copy = cached * model.hidden + 2.0 * width * gated + act
+    shared = 0.0 if "shared_experts" in redo else moe.shared_experts * (2.0 * width * gated * kept + 2.0 * width)
     return tokens * (4.0 * moe.experts + shared) + copies * per_copy

@@ -145,7 +145,8 @@ def layer_activations(scn, costs) -> np.ndarray:
     out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, **redo) * (1 - moe_layers(model))
     if costs is not None:
         cached = operand_bytes(w.dtype)
-        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, copies=1.0, cached=cached, **redo)
+        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, copies=1.0, cached=cached,
+                                        clamped=w.expert_gemm == "multi_stream", **redo)
         fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, copies=0.0, **redo)
         out += moe_layers(model) * (fixed + costs.act_copies * per_copy)
     return out
