@@ -119,6 +119,12 @@ def norm_outputs(model, recompute: str, modules, cached: float) -> float:
     return 2.0 * cached * model.hidden if "layernorm" in _modules(recompute, modules) else 0.0
 
 
+def qk_norm_inputs(model) -> float:
+    """Bytes a token keeps (all heads) for the backward of per-head query and key norms (model.qk_norm): their
+    16-bit inputs, Q and K before the norm; 0 without them or with MLA (whose latent norms are counted apart)."""
+    return 2.0 * (model.heads + model.kv_heads) * model.head_dim if model.qk_norm and model.mla is None else 0.0
+
+
 def first_gemm_outputs(model, clamped: bool) -> float:
     """Copies of a gated FFN's first-GEMM output kept for backward: one (the fused activation's input), two where the
     activation's inputs are clamped in PyTorch first (model.glu_clamp: the clamp keeps its input, the activation
@@ -143,7 +149,7 @@ def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequenc
     gated = model.ffn_kind == "swiglu"
     first = 2.0 * f * (2 if gated else 1) * first_gemm_outputs(model, clamped)
     mlp = 0.0 if "mlp" in _modules(recompute, modules) else first + cached * f
-    inside = 2.0 * (a * d + 2 * kv * d) + cached * a * d + mlp
+    inside = 2.0 * (a * d + 2 * kv * d) + qk_norm_inputs(model) + cached * a * d + mlp
     attention_kept = recompute != "selective" or (modules is not None and "core_attn" not in modules)
     scores = 0.0 if (flash or not attention_kept) else 5.0 * a * seq
     sp = tp if sequence_parallel else 1
@@ -175,7 +181,7 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
     outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     if model.mla is None:
         d, kv = model.head_dim, model.kv_heads
-        inside = 2.0 * (a * d + 2 * kv * d + a * d)
+        inside = 2.0 * (a * d + 2 * kv * d + a * d) + qk_norm_inputs(model)
     else:
         qk, v, rope = mla_dims(model)
         mla = model.mla

@@ -157,7 +157,8 @@ def _ffn(prefix: str, block: int, width: int, hidden: int, gated: bool) -> list[
 
 
 def _projections(model, tp: int) -> list[tuple]:
-    """QKV projection, or MLA's down- and up-projections with their norms, on one TP rank.
+    """QKV projection (then the per-head query and key norms of model.qk_norm), or MLA's down- and up-projections
+    with their norms, on one TP rank.
 
     MLA (DeepSeek-V3 section 2.1.1): queries through a rank-q_lora down-projection, a norm and an
     up-projection to heads x (nope + rope); keys and values from one down-projection to kv_lora + rope,
@@ -165,7 +166,9 @@ def _projections(model, tp: int) -> list[tuple]:
     """
     h, heads = model.hidden, model.heads // tp
     if model.mla is None:
-        return [_gemm("qkv", BLOCK_LAYER, (heads + 2 * max(model.kv_heads // tp, 1)) * model.head_dim, h)]
+        kv = max(model.kv_heads // tp, 1)
+        qk_norm = [_elementwise("qk-norm", BLOCK_LAYER, 2 * (heads + kv) * model.head_dim)] if model.qk_norm else []
+        return [_gemm("qkv", BLOCK_LAYER, (heads + 2 * kv) * model.head_dim, h), *qk_norm]
     qk, v, rope = mla_dims(model)
     m = model.mla
     q = ([_gemm("q-down", BLOCK_LAYER, m.q_lora_rank, h), _elementwise("q-norm", BLOCK_LAYER, 2 * m.q_lora_rank),

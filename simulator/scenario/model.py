@@ -106,6 +106,9 @@ class ModelSpec(_Frozen):
     rope: StrictBool = True
     """Rotary position embeddings applied to queries and keys in every layer (Llama, DeepSeek, Qwen);
     false for learned absolute positions added once to the embedding (GPT-2/3, Megatron GPT)."""
+    qk_norm: StrictBool = False
+    """RMSNorm over each query and key head before RoPE (Qwen3's q_norm and k_norm; Megatron-Core's qk_layernorm): a
+    memory-bound pass over Q and K, whose inputs are kept for backward. (MLA's latent norms are MLA's own.)"""
     glu_clamp: Annotated[Real, Field(gt=0)] | None = None
     """Clamp of a gated activation's inputs (GPT-OSS: 7, the gate's from above, the linear part's both ways; None:
     none). Megatron-Core clamps them in PyTorch before its fused activation: training pays a pass over the first GEMM's
