@@ -137,9 +137,10 @@ def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequenc
                                clamped: bool = True) -> float:
     """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
 
-    Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V,
-    the attention output and the MLP intermediates (the projection's and FC2's inputs at `cached` bytes),
-    split by tp; the score matrix's 5 a s per token only when attention is unfused and not recomputed.
+    Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V (and Q and K
+    before their per-head norms: qk_norm_inputs), the attention output and the MLP intermediates (the projection's
+    and FC2's inputs at `cached` bytes), split by tp; the score matrix's 5 a s per token only when attention is
+    unfused and not recomputed.
     Selective recompute of `modules` (workload.recompute_modules; None: the attention core) keeps no norm outputs
     under layernorm, no MLP intermediates under mlp, no score matrix unless core_attn is left out. `clamped`: a
     clamped activation's inputs are clamped in PyTorch (first_gemm_outputs).
@@ -167,11 +168,11 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
                                cached: float = 2.0, modules=None) -> float:
     """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
     rank, for models whose op table splits layers (MoE, MLA). The bytes a token keeps outside the TP
-    region (outside_bytes) are counted here; inside: Q, K, V and the attention output, and with MLA the
-    two latents. Under full recompute: the layer's input. MLA with selective recompute (DeepSeek-V3's:
-    norms and up-projections run again) keeps the latents and the attention output but not Q, K, V nor
-    the norms' outputs (4 h bytes a token fewer outside). Explicit `modules` (workload.recompute_modules): layernorm
-    drops the norms' outputs, mla_up_proj MLA's Q, K and V.
+    region (outside_bytes) are counted here; inside: Q, K, V and the attention output (and Q and K before their
+    per-head norms: qk_norm_inputs), and with MLA the two latents. Under full recompute: the layer's input. MLA with
+    selective recompute (DeepSeek-V3's: norms and up-projections run again) keeps the latents and the attention
+    output but not Q, K, V nor the norms' outputs (4 h bytes a token fewer outside). Explicit `modules`
+    (workload.recompute_modules): layernorm drops the norms' outputs, mla_up_proj MLA's Q, K and V.
     """
     h = model.hidden
     sp = tp if sequence_parallel else 1
