@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..data import path as data_path
+from .ops import FLASH_BACKWARD_FLOP
 
 GENERATIONS = ("ampere", "hopper", "blackwell")
 GEMM_KEY = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8-block": "fp8_block", "mxfp8": "fp8",
@@ -173,7 +174,7 @@ def fitted(generation: str, dtype: str, attention: str = "flash") -> Calibration
         attention=fwd[128], attention_bwd=bwd[128],
         attention_half_seq=attn["fwd"].get("s_half", DEFAULT.attention_half_seq),
         attention_head_scale=width_scales(fwd, EXP_BALANCE_WIDTH[generation]),
-        attention_bwd_head_scale=width_scales(bwd, EXP_BALANCE_WIDTH[generation] * FWD_OVER_BWD_FLOP),
+        attention_bwd_head_scale=width_scales(bwd, EXP_BALANCE_WIDTH[generation] / FLASH_BACKWARD_FLOP),
         hbm=gen["hbm"]["streaming"]["value"], nvlink=col["ring_busbw_fraction"]["value"],
         nvls=col.get("nvls_busbw_fraction", {}).get("value", 0.0),
         scaleout=col.get("nic_fraction_ib", col.get("nic_fraction_efa", {"value": DEFAULT.scaleout}))["value"],
@@ -241,12 +242,8 @@ EXP_BALANCE_WIDTH = {"ampere": 32, "hopper": 64, "blackwell": 128}
 """Head width at which a flash-attention forward spends as long on each score's exponential as on its tensor-core
 work (4 x width FLOP a score against one exp2 on the special-function unit, 16 a clock and SM on all three
 generations): the dense 16-bit MMA FLOP a clock and SM (A100 2,048, H100 4,096, B200 8,192: data-sheet peak over
-SMs x boost clock) over 4 x 16. Narrower heads are bound by the exponentials (FlashAttention-4's analysis of B200)."""
-
-FWD_OVER_BWD_FLOP = 1 / 2.5
-"""A fused backward's FLOP a score over the forward's (the score GEMM again, and four more): its balance width is
-the forward's x this."""
-
+SMs x boost clock) over 4 x 16. Narrower heads are bound by the exponentials (FlashAttention-4's analysis of B200);
+a backward, FLASH_BACKWARD_FLOP x the forward's FLOP for the same exponential, balances at this / that."""
 
 def width_scales(effs: dict[int, float], balance: float) -> tuple[tuple[int, float], ...]:
     """(head width, efficiency relative to width 128) of one attention pass: the measured widths (`effs`:

@@ -20,6 +20,7 @@ from .kernel_data import (
     single_point, stats, values
 )
 from .link_fit import NIC_RATE, collective_params, hybridep_params
+from .ops import FLASH_BACKWARD_FLOP
 from .serving_fit import scheduler_params, serving_params
 
 IN_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5}  # GEMM input bytes per element
@@ -159,7 +160,7 @@ def fa2_bwd_over_fwd(doc: dict, peak: float) -> dict:
         fwd = {p[2]: p[3] for p in attention_points(e[f"fa2_h100_fwd_fp16_hd128_{causal}"], peak)}
         both = {p[2]: p[3] for p in attention_points(e[f"fa2_h100_fwdbwd_hd128_{causal}"], peak)}
         for s in sorted(fwd.keys() & both.keys()):
-            bwd = 2.5 / (3.5 / both[s] - 1.0 / fwd[s])
+            bwd = FLASH_BACKWARD_FLOP / ((1 + FLASH_BACKWARD_FLOP) / both[s] - 1.0 / fwd[s])
             ratios.append(bwd / fwd[s])
         ids += [f"fa2_h100_fwd_fp16_hd128_{causal}", f"fa2_h100_fwdbwd_hd128_{causal}"]
     return {"ratio": float(np.mean(ratios)), "min": float(min(ratios)), "max": float(max(ratios)), "fitted_from": ids}
@@ -176,7 +177,7 @@ def fa2_curves(doc: dict, prefix: str, peak: float, ratio: dict) -> dict:
     """FlashAttention-2 forward and backward from its fwd+bwd sweeps (entry ids starting with `prefix`), split
     with the measured backward/forward ratio: eff_fwdbwd = 3.5 / (1/eff_fwd + 2.5/eff_bwd), eff_bwd = r eff_fwd."""
     both = _curve_fit(doc, prefix, peak)
-    fwd_scale = (1 + 2.5 / ratio["ratio"]) / 3.5
+    fwd_scale = (1 + FLASH_BACKWARD_FLOP / ratio["ratio"]) / (1 + FLASH_BACKWARD_FLOP)
     split = {h: v * fwd_scale for h, v in both["eff_max"].items()}
     return {"kernel": "FlashAttention-2", "fwd_bwd": both,
             "fwd": {"eff_max": split, "s_half": both["s_half"], "derived_with": "fa2_bwd_over_fwd"},

@@ -11,6 +11,7 @@ import json
 from functools import cache
 
 from ..data import path as data_path
+from .ops import FLASH_BACKWARD_FLOP
 
 RUN = "h200-2026-12-04-run2.json.gz"
 """measure_kernels.py on one H200 (torch 2.11.0+cu130, cuDNN 9.19, driver 580.159.04), each row with its SM clock."""
@@ -58,14 +59,14 @@ def eager_launch_time(doc: dict | None = None) -> float:
 def attention_points(peak: float, backend: str = "cudnn", doc: dict | None = None) -> dict[str, list[tuple]]:
     """{'fwd' and 'bwd': [(head_dim, causal, seq_len, efficiency)]} of one SDPA backend's sweep (query heads as key
     heads), efficiency over `peak` (FLOP/s): forward 4 b s^2 h d (halved causal) over the forward's time, backward
-    2.5 times that over the forward + backward's time less the forward's."""
+    FLASH_BACKWARD_FLOP times that over the forward + backward's time less the forward's."""
     out = {"fwd": [], "bwd": []}
     for r in (doc or load())["attention"]:
         if r["backend"] != backend or r["KV"] != r["H"] or "fwd" not in r:
             continue
         flop = 4.0 * r["B"] * r["S"] ** 2 * r["H"] * r["D"] * (0.5 if r["causal"] else 1.0)
         out["fwd"].append((r["D"], r["causal"], r["S"], flop / r["fwd"] / peak))
-        out["bwd"].append((r["D"], r["causal"], r["S"], 2.5 * flop / (r["fwd_bwd"] - r["fwd"]) / peak))
+        out["bwd"].append((r["D"], r["causal"], r["S"], FLASH_BACKWARD_FLOP * flop / (r["fwd_bwd"] - r["fwd"]) / peak))
     return out
 
 

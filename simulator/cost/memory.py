@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ops import mla_dims, operand_bytes
+from .ops import clamped_glu, mla_dims, operand_bytes
 from .params import parameter_counts, total_parameters
 
 WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
@@ -129,7 +129,7 @@ def first_gemm_outputs(model, clamped: bool) -> float:
     """Copies of a gated FFN's first-GEMM output kept for backward: one (the fused activation's input), two where the
     activation's inputs are clamped in PyTorch first (model.glu_clamp: the clamp keeps its input, the activation
     the clamped copy; cost.op_table.activation_as_run)."""
-    return 2.0 if clamped and model.glu_clamp is not None and model.ffn_kind == "swiglu" else 1.0
+    return 2.0 if clamped and clamped_glu(model) else 1.0
 
 
 def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,

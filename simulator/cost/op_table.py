@@ -17,6 +17,7 @@ from .ops import (
     OpRows,
     OpTable,
     attention_core,
+    clamped_glu,
     layer_rows,
     layer_shape,
 )
@@ -97,10 +98,9 @@ def activation_as_run(rows: OpRows, scenario) -> OpRows:
     """Training's gated activations as Megatron-Core runs them: with model.glu_clamp, the PyTorch clamp of the first
     GEMM's output (2 w of a gated row's 3 w elements) counted into each activation row (CLAMP_ELEMENTS); not the
     routed experts' where a fused grouped MLP (expert_gemm single_kernel) clamps inside its kernel."""
-    model = scenario.model
-    if model.glu_clamp is None or model.ffn_kind != "swiglu":
+    if not clamped_glu(scenario.model):
         return rows
-    fused = ("expert-activation",) if scenario.workload.expert_gemm == "single_kernel" else ()
+    fused = () if scenario.workload.expert_gemm == "multi_stream" else ("expert-activation",)
     act = np.array([n.endswith("activation") and n not in fused for n in rows.name])
     fwd, bwd = CLAMP_ELEMENTS
     first = np.where(act, rows.io * 2 / 3, 0.0)

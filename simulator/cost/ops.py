@@ -149,6 +149,12 @@ def _elementwise(name: str, block: int, io, bwd: float = 2.0, selective: bool = 
     return (name, block, 0.0, 0.0, io, bwd, selective)
 
 
+def clamped_glu(model) -> bool:
+    """Whether the model's gated FFN clamps its activation's inputs (model.glu_clamp), which Megatron-Core does in
+    PyTorch before its fused activation (cost.op_table.activation_as_run, cost.memory.first_gemm_outputs)."""
+    return model.glu_clamp is not None and model.ffn_kind == "swiglu"
+
+
 def _ffn(prefix: str, block: int, width: int, hidden: int, gated: bool) -> list[tuple]:
     """FC1 (doubled when gated), activation and FC2 of an FFN of `width` on this rank."""
     return [_gemm(f"{prefix}fc1", block, width * (2 if gated else 1), hidden),
@@ -374,9 +380,14 @@ FUSED_ATTENTION = ("attention", "attention-window")
 """Names of the fused (flash) attention rows of an OpTable."""
 
 
-def _core(name, shape, flops, io, model_flops, backward: float = 2.5, selective: bool = True) -> dict:
+FLASH_BACKWARD_FLOP = 2.5
+"""A fused (flash) attention backward's FLOP over its forward's: the score GEMM again and the four gradient GEMMs
+against the forward's two (kernels.yaml's convention for attention backward throughput)."""
+
+
+def _core(name, shape, flops, io, model_flops, backward: float = FLASH_BACKWARD_FLOP, selective: bool = True) -> dict:
     """An attention-core row: backward `backward` x the forward FLOP (a fused kernel recomputes the
-    scores: 2.5x), twice the forward bytes, no weight gradient."""
+    scores: FLASH_BACKWARD_FLOP), twice the forward bytes, no weight gradient."""
     return dict(name=name, gemm=shape, flops_f=flops, bytes_f=io, flops_b=backward * flops, bytes_b=2 * io,
                 flops_w=0.0, bytes_w=0.0, model_flops_f=model_flops, selective=selective)
 
