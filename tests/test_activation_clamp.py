@@ -16,10 +16,10 @@ from simulator.cost.op_table import build_op_table
 from simulator.cost.memory import activation_bytes_per_layer, ffn_activation_bytes
 from simulator.cost.ops import ACT_BYTES
 from simulator.scenario.model import ModelSpec
+from small_gqa import SMALL_GQA
 from small_moe import SMALL_MOE, ep8_step
 
-CLAMPED = {"name": "clamped-2b", "layers": 4, "hidden": 2048, "heads": 16, "kv_heads": 4, "head_dim": 128,
-           "ffn": 5632, "ffn_kind": "swiglu", "vocab": 32000, "glu_clamp": 7.0}
+CLAMPED = {**SMALL_GQA, "glu_clamp": 7.0}
 TOKENS = 4096
 
 

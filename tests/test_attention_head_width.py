@@ -7,20 +7,12 @@ FLOP a score for the same exponential."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
 import pytest
-import yaml
 
 from simulator import load_scenario
 from simulator.cost import calibration, kernel_data, roofline
 from simulator.cost.ops import window_keys
-
-
-def curves(generation: str) -> dict:
-    text = resources.files("simulator.data").joinpath("calibration.yaml").read_text()
-    return yaml.safe_load(text)["generations"][generation]["attention"]
 
 
 KERNELS = kernel_data.load_kernels()
@@ -54,7 +46,7 @@ def test_blackwell_forward_halves_at_width_64_and_its_backward_does_not():
 def test_hopper_passes_scale_by_their_own_measured_widths():
     """FA3 on H100: forward 64 / 128 from its sweep, backward from the FA3 paper's bars (0.504 / 0.595), not the
     forward's; width 32, unmeasured, is exponential-bound below the balance width 64: half of width 64."""
-    attn, cal = curves("hopper"), calibration.fitted("hopper", "bf16")
+    attn, cal = calibration.attention_curves("hopper"), calibration.fitted("hopper", "bf16")
     fwd, bwd = attn["fwd"]["eff_max"], attn["bwd"]["eff_max"]
     assert scale_at(cal, 64) == pytest.approx(fwd[64] / fwd[128], rel=1e-12)
     assert scale_at(cal, 64, backward=True) == pytest.approx(bwd[64] / bwd[128], rel=1e-12)
@@ -64,7 +56,7 @@ def test_hopper_passes_scale_by_their_own_measured_widths():
 
 def test_ampere_holds_width_32_at_width_64s_efficiency():
     """A100 balances at width 32: no exponential bound at or above it."""
-    attn, cal = curves("ampere"), calibration.fitted("ampere", "bf16")
+    attn, cal = calibration.attention_curves("ampere"), calibration.fitted("ampere", "bf16")
     fwd = attn["fwd"]["eff_max"]
     assert scale_at(cal, 32) == pytest.approx(fwd[64] / fwd[128], rel=1e-12)
 

@@ -10,26 +10,24 @@ from simulator.cost.memory import activation_bytes_per_layer, attention_activati
 from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import ACT_BYTES
 from simulator.scenario.model import ModelSpec
+from small_gqa import SMALL_GQA
 
-QWEN_LIKE = {"name": "qk-2b", "layers": 4, "hidden": 2048, "heads": 16, "kv_heads": 4, "head_dim": 128,
-             "ffn": 5632, "ffn_kind": "swiglu", "vocab": 32000}
-"""16 query and 4 key heads of width 128: 2,560 normed elements a token."""
 TOKENS = 4096
 
 
 def test_the_norm_row_reads_and_writes_q_and_k(make_scenario):
-    table = build_op_table(make_scenario(model={**QWEN_LIKE, "qk_norm": True}, workload={"seq_len": TOKENS},
+    table = build_op_table(make_scenario(model={**SMALL_GQA, "qk_norm": True}, workload={"seq_len": TOKENS},
                                          layout={"tp": 2}))
     i = table.name.index("qk-norm")
     elements = TOKENS * (8 + 2) * 128  # a TP2 rank's heads
     assert table.bytes_f[i] == pytest.approx(2 * elements * ACT_BYTES, rel=1e-12)
     assert table.bytes_b[i] == pytest.approx(2 * table.bytes_f[i], rel=1e-12)
     assert table.flops_f[i] == 0.0
-    assert "qk-norm" not in build_op_table(make_scenario(model=QWEN_LIKE, workload={"seq_len": TOKENS})).name
+    assert "qk-norm" not in build_op_table(make_scenario(model=SMALL_GQA, workload={"seq_len": TOKENS})).name
 
 
 def test_their_inputs_are_kept_for_backward():
-    normed, plain = (ModelSpec.model_validate({**QWEN_LIKE, "qk_norm": q}) for q in (True, False))
+    normed, plain = (ModelSpec.model_validate({**SMALL_GQA, "qk_norm": q}) for q in (True, False))
     kw = dict(tokens=TOKENS, seq=TOKENS, tp=2, sequence_parallel=True, recompute="selective", flash=True)
     extra = TOKENS * (16 + 4) * 128 * ACT_BYTES / 2
     assert activation_bytes_per_layer(normed, **kw) - activation_bytes_per_layer(plain, **kw) == pytest.approx(

@@ -15,16 +15,14 @@ from refusals import assert_refused
 from simulator import load_scenario, simulate
 from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import ACT_BYTES
+from small_gqa import SMALL_GQA
 
-GQA = {"name": "gqa-2b", "layers": 4, "hidden": 2048, "heads": 16, "kv_heads": 4, "head_dim": 128, "ffn": 5632,
-       "ffn_kind": "swiglu", "vocab": 32000}
-"""A small GQA model: 16 query and 4 key heads of width 128 a token, 2,560 RoPE'd elements."""
 TOKENS = 4096
 GPT_OSS = Path(__file__).resolve().parents[1] / "simulator/data/validation/bridge260401-b200-gpt-oss-120b-bf16.yaml"
 
 
 def rope_bytes(make_scenario, mscale: float) -> tuple[float, float]:
-    table = build_op_table(make_scenario(model={**GQA, "rope_mscale": mscale}, workload={"seq_len": TOKENS}))
+    table = build_op_table(make_scenario(model={**SMALL_GQA, "rope_mscale": mscale}, workload={"seq_len": TOKENS}))
     i = table.name.index("rope")
     return table.bytes_f[i], table.bytes_b[i]
 
@@ -43,7 +41,7 @@ def test_rope_row_moves_the_fused_or_the_pytorch_elements(make_scenario, mscale,
 
 def test_serving_prices_rope_fused_whatever_the_factor(make_scenario):
     serve = {"kind": "serve", "prompt_len": 1024, "output_len": 128, "batch": 8}
-    reports = [simulate(make_scenario(model={**GQA, "rope_mscale": m}, workload=serve)) for m in (1.0, 1.3466)]
+    reports = [simulate(make_scenario(model={**SMALL_GQA, "rope_mscale": m}, workload=serve)) for m in (1.0, 1.3466)]
     assert reports[0].tpot_s == reports[1].tpot_s and reports[0].ttft_s == reports[1].ttft_s
 
 
