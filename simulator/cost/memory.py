@@ -125,16 +125,18 @@ def qk_norm_inputs(model) -> float:
     return 2.0 * (model.heads + model.kv_heads) * model.head_dim if model.qk_norm and model.mla is None else 0.0
 
 
-def first_gemm_outputs(model, clamped: bool) -> float:
-    """Copies of a gated FFN's first-GEMM output kept for backward: one (the fused activation's input), two where the
-    activation's inputs are clamped in PyTorch first (model.glu_clamp: the clamp keeps its input, the activation
-    the clamped copy; cost.op_table.activation_as_run)."""
-    return 2.0 if clamped and clamped_glu(model) else 1.0
+def first_gemm_outputs(model, clamped: bool, unfused: bool = False) -> float:
+    """Copies of an FFN's first-GEMM output kept for backward: one (the fused activation's input, or squared ReLU's
+    output, all its PyTorch ops keep); one and a half for SwiGLU run `unfused` (silu's input, its output and the
+    other half); one more where a gated activation's inputs are clamped in PyTorch first (model.glu_clamp: the clamp
+    keeps its input; cost.op_table.activation_as_run)."""
+    eager_glu = 0.5 if unfused and model.ffn_kind == "swiglu" else 0.0
+    return 1.0 + eager_glu + (1.0 if clamped and clamped_glu(model) else 0.0)
 
 
 def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequence_parallel: bool,
                                recompute: str, flash: bool, cached: float = 2.0, modules=None,
-                               clamped: bool = True) -> float:
+                               clamped: bool = True, unfused: bool = False) -> float:
     """Bytes one layer keeps for backward, per micro-batch of `tokens` on one TP rank.
 
     Outside the TP region: outside_bytes, split by tp only under sequence parallelism. Inside: Q, K, V (and Q and K
@@ -143,12 +145,13 @@ def activation_bytes_per_layer(model, *, tokens: int, seq: int, tp: int, sequenc
     unfused and not recomputed.
     Selective recompute of `modules` (workload.recompute_modules; None: the attention core) keeps no norm outputs
     under layernorm, no MLP intermediates under mlp, no score matrix unless core_attn is left out. `clamped`: a
-    clamped activation's inputs are clamped in PyTorch (first_gemm_outputs).
+    clamped activation's inputs are clamped in PyTorch; `unfused`: the activation runs as PyTorch ops
+    (first_gemm_outputs).
     """
     h, d, a, kv, f = model.hidden, model.head_dim, model.heads, model.kv_heads, model.ffn
     outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     gated = model.ffn_kind == "swiglu"
-    first = 2.0 * f * (2 if gated else 1) * first_gemm_outputs(model, clamped)
+    first = 2.0 * f * (2 if gated else 1) * first_gemm_outputs(model, clamped, unfused)
     mlp = 0.0 if "mlp" in _modules(recompute, modules) else first + cached * f
     inside = 2.0 * (a * d + 2 * kv * d) + qk_norm_inputs(model) + cached * a * d + mlp
     attention_kept = recompute != "selective" or (modules is not None and "core_attn" not in modules)
@@ -195,7 +198,7 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
 
 
 def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies: float | None = None,
-                         cached: float = 2.0, modules=None, clamped: bool = True) -> float:
+                         cached: float = 2.0, modules=None, clamped: bool = True, unfused: bool = False) -> float:
     """Bytes the FFN half of a layer keeps: a dense FFN's intermediates (copies None), or an MoE
     layer's: router probabilities (fp32), shared experts' intermediates, and for each of the `copies`
     token copies the rank's experts compute, the dispatched input and the expert intermediates.
@@ -203,11 +206,11 @@ def ffn_activation_bytes(model, *, tokens: int, tp: int, recompute: str, copies:
     which caches them in FP8, DeepSeek-V3 section 3.3.2; the SwiGLU input stays 16-bit). Recomputed `modules`
     (workload.recompute_modules) keep nothing of a dense FFN (mlp) or the shared experts (shared_experts), and no
     FC2 input of a routed expert (moe_act) nor its clamped copy. `clamped`: clamped activations' inputs are clamped
-    in PyTorch (first_gemm_outputs; not in a fused grouped MLP)."""
+    in PyTorch; `unfused`: the activation runs as PyTorch ops (first_gemm_outputs; neither in a fused grouped MLP)."""
     if recompute == "full":
         return 0.0
     redo = _modules(recompute, modules)
-    gated, kept = 2 if model.ffn_kind == "swiglu" else 1, first_gemm_outputs(model, clamped)
+    gated, kept = 2 if model.ffn_kind == "swiglu" else 1, first_gemm_outputs(model, clamped, unfused)
     if copies is None:
         return 0.0 if "mlp" in redo else tokens * (2.0 * model.ffn * gated * kept + 2.0 * model.ffn) / tp
     moe = model.moe

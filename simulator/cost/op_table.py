@@ -1,6 +1,6 @@
 """Scenario -> OpTable: the operators of one layer, the embedding and the LM head (simulator.cost.ops) at a training
 scenario's micro-batch, as its workload and layout run them (casts, selective recompute, passes over routed tokens,
-RoPE and activation clamps as Megatron-Core runs them)."""
+RoPE, activations and their clamps as the framework runs them)."""
 
 from __future__ import annotations
 
@@ -93,20 +93,39 @@ first GEMM's output (fused_bias_geglu.weighted_bias_quick_geglu_impl, the dense 
 halves clamped (1 read, 1 written) and concatenated (1, 1); backward, each half's gradient masked by its saved input
 (2 read, 1 written) and the halves gathered (1, 1)."""
 
+FUSED_ACTIVATION = {False: (2.0, 4.0), True: (3.0, 6.0)}
+"""(forward, backward) 16-bit elements one fused activation kernel moves per element of its output, by gatedness:
+the input read and the output written (a gated one reads both halves), the backward twice that (ops._ffn's row)."""
+
+UNFUSED_ACTIVATION = {"squared_relu": (4.0, 10.0), "swiglu": (5.0, 13.0)}
+"""(forward, backward) 16-bit elements an activation moves per element of its output as PyTorch ops run it one
+kernel each (workload.activation unfused), where that differs from FUSED_ACTIVATION (F.gelu is one kernel either
+way). squared_relu, torch.pow(relu(x), 2) as NeMo defines it (nemo/collections/llm/fn/activation.py, not compiled):
+relu (1 read, 1 written), pow (1, 1); backward, pow's gradient grad * 2 * y as three kernels (y ** 1 copied: 1, 1;
+doubled: 1, 1; times the gradient: 2, 1) and relu's threshold_backward (2, 1). swiglu, silu(a) * b of the two halves:
+silu (1, 1), the product (2, 1); backward, the product's two gradients (2, 1 each), silu's (2, 1) and the halves'
+gradients concatenated (2, 2)."""
+
 
 def activation_as_run(rows: OpRows, scenario) -> OpRows:
-    """Training's gated activations as Megatron-Core runs them: with model.glu_clamp, the PyTorch clamp of the first
-    GEMM's output (2 w of a gated row's 3 w elements) counted into each activation row (CLAMP_ELEMENTS); not the
-    routed experts' where a fused grouped MLP (expert_gemm single_kernel) clamps inside its kernel."""
-    if not clamped_glu(scenario.model):
+    """Training's activation rows as the framework runs them: one fused kernel (ops._ffn), or PyTorch's ops one
+    kernel each (workload.activation unfused: UNFUSED_ACTIVATION), and with model.glu_clamp Megatron-Core's PyTorch
+    clamp of the first GEMM's output (2 w of a gated row's 3 w elements: CLAMP_ELEMENTS) before it. Neither in the
+    routed experts where a fused grouped MLP (expert_gemm single_kernel) runs the activation inside its kernel."""
+    model = scenario.model
+    unfused, clamp = scenario.workload.activation == "unfused", clamped_glu(model)
+    if not (unfused or clamp):
         return rows
     fused = () if scenario.workload.expert_gemm == "multi_stream" else ("expert-activation",)
     act = np.array([n.endswith("activation") and n not in fused for n in rows.name])
-    fwd, bwd = CLAMP_ELEMENTS
-    first = np.where(act, rows.io * 2 / 3, 0.0)
-    io = rows.io + fwd * first
-    back = np.divide(rows.io * rows.bwd + bwd * first, io, out=rows.bwd.copy(), where=first > 0)
-    return replace(rows, io=io, bwd=back)
+    gated = model.ffn_kind == "swiglu"
+    base_f, base_b = FUSED_ACTIVATION[gated]
+    run_f, run_b = UNFUSED_ACTIVATION.get(model.ffn_kind, (base_f, base_b)) if unfused else (base_f, base_b)
+    width = np.where(act, rows.io / base_f, 0.0)
+    clamp_f, clamp_b = CLAMP_ELEMENTS if clamp else (0.0, 0.0)
+    fwd, bwd = width * (run_f + 2 * clamp_f), width * (run_b + 2 * clamp_b)
+    io = np.where(act, fwd, rows.io)
+    return replace(rows, io=io, bwd=np.divide(bwd, io, out=rows.bwd.copy(), where=act))
 
 
 def build_op_table(scenario) -> OpTable:

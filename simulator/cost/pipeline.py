@@ -107,7 +107,8 @@ def layer_activations(scn, keys: LayerKeys) -> np.ndarray:
     for i, (which, tp, sp, rec) in enumerate(rows):
         sh, recompute = keys.shapes[which], RECOMPUTE_NAMES[rec]
         kw = dict(tokens=sh.tokens, seq=seq, tp=tp, sequence_parallel=sp, flash=sh.flash,
-                  cached=operand_bytes(scn.workload.dtype), modules=scn.workload.recompute_modules)
+                  cached=operand_bytes(scn.workload.dtype), modules=scn.workload.recompute_modules,
+                  unfused=scn.workload.activation == "unfused")
         working = activation_bytes_per_layer(model, recompute="none", **kw) if recompute == "full" else 0.0
         out[i] = (activation_bytes_per_layer(model, recompute=recompute, **kw), working,
                   head_activation_bytes(model, tokens=sh.tokens, tp=tp))

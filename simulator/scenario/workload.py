@@ -112,6 +112,10 @@ class Workload(_Frozen):
     cross_entropy_loss_fusion, Transformer Engine's and Apex's fused kernels; NeMo's recipes); unfused: Megatron's
     vocab-parallel cross-entropy in PyTorch ops (Megatron-LM of 2021-2024 by default): the logits cast to fp32, then
     max, subtract, exp, sum and normalize, each a pass over them, and two more backward (ops.CROSS_ENTROPY_BYTES)."""
+    activation: Literal["fused", "unfused"] = "fused"
+    """Train: how the FFN's activation runs. fused: one kernel each way (Megatron-Core's bias_activation_fusion and
+    its compiled squared ReLU); unfused: PyTorch's ops one kernel each (cost.op_table.UNFUSED_ACTIVATION), as NeMo
+    runs squared ReLU (its own torch.pow(relu(x), 2), Nemotron's) and Megatron-Core runs SwiGLU without fusion."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None
@@ -199,6 +203,8 @@ class Workload(_Frozen):
             _rule("expert_gemm", "multi_stream is modelled for training only (serving runs fused MoE kernels)")
         if self.kind == "serve" and self.cross_entropy != "fused":
             _rule("cross_entropy", "a training setting (serving samples from the logits, no loss)")
+        if self.kind == "serve" and self.activation != "fused":
+            _rule("activation", "a training setting (serving engines fuse the activation)")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)

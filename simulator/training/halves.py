@@ -142,12 +142,13 @@ def layer_activations(scn, costs) -> np.ndarray:
     attn = attention_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, cached=operand_bytes(w.dtype),
                                       sequence_parallel=lay.sequence_parallel, **redo)
     out = np.full(model.layers, attn)
-    out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, **redo) * (1 - moe_layers(model))
+    unfused, eager_experts = w.activation == "unfused", w.expert_gemm == "multi_stream"
+    out += ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, unfused=unfused, **redo) * (1 - moe_layers(model))
     if costs is not None:
         cached = operand_bytes(w.dtype)
-        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, copies=1.0, cached=cached,
-                                        clamped=w.expert_gemm == "multi_stream", **redo)
-        fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, copies=0.0, **redo)
+        per_copy = ffn_activation_bytes(model, tokens=0, tp=lay.etp, copies=1.0, cached=cached, clamped=eager_experts,
+                                        unfused=unfused and eager_experts, **redo)
+        fixed = ffn_activation_bytes(model, tokens=sh.tokens, tp=lay.tp, copies=0.0, unfused=unfused, **redo)
         out += moe_layers(model) * (fixed + costs.act_copies * per_copy)
     return out
 
