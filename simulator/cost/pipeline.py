@@ -389,7 +389,10 @@ def contention(overlapped, cal):
     return np.asarray(overlapped) * cal.comm_sms / (1.0 - cal.comm_sms)
 
 
-def zero3_passes(x: np.ndarray, gather: np.ndarray, on=True) -> np.ndarray:
-    """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters first (prefetched
-    behind compute): at least the gather's (..., p) seconds, where `on` (bool, (...)) holds."""
-    return np.where(np.asarray(on)[..., None, None], np.maximum(x, gather[..., None]), x)
+def zero3_passes(x: np.ndarray, gather: np.ndarray, cal, on=True) -> np.ndarray:
+    """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters (the gather's (..., p) seconds)
+    behind the compute before it, prefetched: the compute slowed while the gather runs beside it (contention), and
+    at least the gather, where `on` (bool, (...)) holds."""
+    gather = np.asarray(gather)[..., None]
+    lifted = np.maximum(x + contention(np.minimum(x, gather), cal), gather)
+    return np.where(np.asarray(on)[..., None, None], lifted, x)

@@ -136,9 +136,9 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         adam = opt
         opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
                                         dev.host_memory_bandwidth, grad_bytes(lay))
-    if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched behind compute
+    if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched beside compute
         ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
-        f, b = zero3_passes(f, ag), zero3_passes(b, ag)
+        f, b = zero3_passes(f, ag, cal), zero3_passes(b, ag, cal)
     ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
     if lay.ep_overlap:  # Megatron-Core's combined 1F1B: the all-to-alls step by step beside the other half's blocks
         fb, compute = moe_plan.combined_fb(scn, f, b, half[..., :3], ep, cal), pair_times(f - ep_f, b - ep_b)

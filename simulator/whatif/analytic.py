@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.params import model_flops_per_token
-from ..cost.pipeline import exposed_param_gather
+from ..cost.pipeline import exposed_param_gather, zero3_passes
 from ..schedules import SCHEDULE_NAMES, SPECS
 from . import workers as forked
 from .candidates import (
@@ -200,17 +200,17 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
     first = firsts(q)
     pairs = any(((st.used >= 3 * v) & (st.used < 3 * v + v * v)).any() for st in sts)
     pc = pipeline_costs(cm, c.take(first), schedule, p, v, {k: x[first] for k, x in lt.items()}, pairs)
-    lifted = (c.zero >= 3) & (ag3 > np.minimum(pc.f, pc.b).min(axis=2)[q]).any(axis=1)
-    own = np.nonzero(lifted)[0]  # ZeRO-3 gathers lengthen some passes of these
+    lifted = (c.zero >= 3) & (ag3 > 0).any(axis=1)
+    own = np.nonzero(lifted)[0]  # ZeRO-3 gathers lengthen the passes of these (cost.pipeline.zero3_passes)
     keys = np.unique(q[~lifted])  # the keys' pipelines some candidate runs unlifted
     src = np.concatenate([keys, q[own]])  # pipelines: those keys', then ZeRO-3's own
     at = np.full(len(first), -1)
     at[keys] = np.arange(len(keys))
     q = at[q]
     q[own] = len(keys) + np.arange(len(own))
-    lift = np.zeros((len(src), p, 1))
-    lift[len(keys):, :, 0] = ag3[own]
-    f, b = np.maximum(pc.f[src], lift), np.maximum(pc.b[src], lift)
+    lift = np.zeros((len(src), p))
+    lift[len(keys):] = ag3[own]
+    f, b = zero3_passes(pc.f[src], lift, cm.cal), zero3_passes(pc.b[src], lift, cm.cal)
     m_first = c.m[first]
     # the longest paths of the distinct pipelines only (e.g. ZeRO-3 rows whose passes all last the gather)
     rest = [pc.w, pc.tp, pc.send] + ([pc.cp] if pairs else [])
