@@ -344,13 +344,13 @@ def device_memory(params, per_param, activations, held, layers, head) -> dict:
     return out
 
 
-def exposed_param_gather(gather, first_forward, chunks: int, overlap: bool):
-    """(..., p) seconds of the parameter all-gather the next step waits for after the optimizer. With
-    `overlap` (Megatron's overlap_param_gather, NeMo's overlap_param_sync) each model chunk's share is
-    gathered behind the forward passes of the chunks before it, so only the first chunk's share waits,
-    less the first forward; without, the whole gather less the first forward."""
+def exposed_param_gather(gather, first_forward, chunks: int, overlap: bool, cal):
+    """(..., p) seconds the parameter all-gather adds to a step. With `overlap` (Megatron's overlap_param_gather,
+    NeMo's overlap_param_sync) each model chunk's share is gathered behind the forward passes of the chunks before
+    it, so only the first chunk's share runs beside the first forward; without, the whole gather. Beside it: the
+    forward slowed while they overlap, or the gather's excess over it (beside)."""
     share = np.asarray(gather) / chunks if overlap else np.asarray(gather)
-    return np.maximum(0.0, share - first_forward)
+    return beside(first_forward, share, cal.comm_sms)
 
 
 def pair_times(f_part: np.ndarray, b_part: np.ndarray) -> np.ndarray:
@@ -386,13 +386,24 @@ def combined_pairs(f_blocks, b_blocks, cal) -> np.ndarray:
 def contention(overlapped, cal):
     """Seconds compute loses to the communication kernels running beside it for `overlapped` seconds:
     they hold cal.comm_sms of the SMs, so the compute runs at 1 - comm_sms of its speed meanwhile."""
-    return np.asarray(overlapped) * cal.comm_sms / (1.0 - cal.comm_sms)
+    return slowdown(overlapped, cal.comm_sms)
+
+
+def slowdown(overlapped, comm_sms: float):
+    """contention's seconds for a share `comm_sms` of the SMs held by communication."""
+    return np.asarray(overlapped) * comm_sms / (1.0 - comm_sms)
+
+
+def beside(compute, comm, comm_sms: float):
+    """Seconds a stretch of `compute` with `comm` seconds of communication started beside it lasts beyond the
+    compute alone: the compute slowed while they overlap (slowdown), or the communication's excess over it."""
+    compute, comm = np.asarray(compute), np.asarray(comm)
+    return np.maximum(slowdown(np.minimum(compute, comm), comm_sms), comm - compute)
 
 
 def zero3_passes(x: np.ndarray, gather: np.ndarray, cal, on=True) -> np.ndarray:
     """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters (the gather's (..., p) seconds)
     behind the compute before it, prefetched: the compute slowed while the gather runs beside it (contention), and
     at least the gather, where `on` (bool, (...)) holds."""
-    gather = np.asarray(gather)[..., None]
-    lifted = np.maximum(x + contention(np.minimum(x, gather), cal), gather)
+    lifted = x + beside(x, np.asarray(gather)[..., None], cal.comm_sms)
     return np.where(np.asarray(on)[..., None, None], lifted, x)

@@ -71,6 +71,7 @@ class Plan:
     moe: MoECosts | None = None
     task_scale: np.ndarray | None = None  # (tasks,) duration multiplier per task in schedule order (faults)
     offload: dict | None = None  # layout.offload's figures (offload_figures)
+    comm_sms: float = 0.0  # SM share a collective holds beside compute: the gradient reduction slows the last backward
 
 
 def mesh_ranks(scn) -> int:
@@ -157,7 +158,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
-        param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather), optimizer=opt,
+        param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather, cal),
+        optimizer=opt, comm_sms=cal.comm_sms,
         memory=(moe_plan.split_memory(scn, table, dense, expert, passes, placement, costs, stage_layers)
                 if split else _memory(scn, table, params, passes, placement, lc.activations)),
         traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,

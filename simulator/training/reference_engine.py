@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from ..cost.pipeline import beside
 from .plan import Plan
 from .timeline import KIND_INDEX, Timeline
 
@@ -147,10 +148,14 @@ class _Run:
             self.meta[row] = (device, 3 if paired else KIND_INDEX[action.kind], action.mb, action.chunk,
                               paired.mb if paired else -1, paired.chunk if paired else -1)
             self.finish(device, action, env.now)
+        order_end = env.now
         if last_backward < 0:
             self.dp[:, device] = env.now
         else:
             yield self.dp_done[device]
+        dp_start, dp_end = self.dp[:, device]
+        opt_start = order_end + float(beside(order_end - dp_start, dp_end - dp_start, plan.comm_sms))
+        yield env.timeout(max(opt_start - env.now, 0.0))  # the reduction's own end, to rounding
         self.opt_start[device] = env.now
         yield env.timeout(plan.optimizer[device] + plan.param_gather[device])
         self.stage_end[device] = env.now

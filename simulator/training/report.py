@@ -83,7 +83,7 @@ def exposed_comm(plan: Plan, tl: Timeline) -> dict:
     tp, cp = per_task(plan.exposed_tp) * ~pair, per_task(plan.exposed_cp) * ~pair
     if not plan.pairs_hide_tp:  # a combined-1F1B pair runs both halves' TP and CP communication exposed
         tp, cp = tp + _pair_halves(plan.exposed_tp, tl) * pair, cp + _pair_halves(plan.exposed_cp, tl) * pair
-    dp = np.maximum(0.0, tl.dp_end - _last_task_end(plan, tl)) + plan.param_gather
+    dp = np.maximum(0.0, tl.optimizer_start - _last_task_end(plan, tl)) + plan.param_gather
     ep = ep_exposed(plan, tl).sum() if plan.exposed_ep is not None else 0.0
     out = {"tp": tp.sum() / p, "pp": tl.comm_wait.sum() / p, "dp": float(dp.mean()), "ep": ep,
            "cp": cp.sum() / p}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.params import model_flops_per_token
-from ..cost.pipeline import exposed_param_gather, zero3_passes
+from ..cost.pipeline import beside, exposed_param_gather, zero3_passes
 from ..schedules import SCHEDULE_NAMES, SPECS
 from . import workers as forked
 from .candidates import (
@@ -232,8 +232,8 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
         L[tied] = exact_last_task_end(schedule, p, v, m[tied], f[u[tied]], b[u[tied]], w[tied],
                                       None if fb is None else fb[tied], send[tied])
     r = same[q]  # each candidate's distinct pipeline
-    param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather)
-    stage_end = L[r] + np.maximum(0.0, dp - last[r]) + opt + param_gather
+    param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather, cm.cal)
+    stage_end = L[r] + beside(last[r], dp, cm.cal.comm_sms) + opt + param_gather
     step = stage_end.max(axis=1)
     crit = np.argmax(stage_end, axis=1)
     pick = lambda a: np.take_along_axis(a, crit[:, None], axis=1)[:, 0]  # noqa: E731
