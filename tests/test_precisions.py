@@ -50,6 +50,20 @@ def test_a_cast_before_each_low_precision_gemm(dtype, training):
         assert rows.bwd[i] == pytest.approx(rows.n[g] / rows.k[g] if training else 0.0)
 
 
+@pytest.mark.parametrize("dtype, arch, copies", [("fp8", "hopper", 2), ("fp8", "blackwell", 1),
+                                                 ("mxfp8", "blackwell", 2), ("nvfp4", "blackwell", 2)])
+def test_a_training_cast_writes_a_transposed_copy_unless_the_gemm_takes_either_layout(dtype, arch, copies):
+    """Training, per cast: (1 + copies x CAST / 2) k 16-bit elements a token. Hopper's FP8 GEMMs take only the TN
+    layout, so Transformer Engine writes the transposed copy the weight gradient reads; Blackwell's take either, so
+    per-tensor FP8 keeps one copy (its Float8 quantizers skip the transpose: non_tn_fp8_gemm_supported), while the
+    block-scaled formats quantize the column-wise copy apart (its scales run along the other dimension)."""
+    scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml")
+    rows = layer_rows(scn.model, 8, True, dtype, True, arch=arch)
+    for i in [i for i, name in enumerate(rows.name) if name.endswith("-cast")]:
+        g = rows.name.index(rows.name[i].removesuffix("-cast"))
+        assert rows.io[i] == pytest.approx((1 + copies * CAST_BYTES[dtype] / ACT_BYTES) * rows.k[g], rel=1e-12)
+
+
 def test_fp8_current_scaling_reads_each_cast_input_once_more(tmp_path):
     """Per-tensor FP8 with current scaling (workload.fp8_scaling: current): a separate amax kernel reads each cast's
     k-wide 16-bit input before the cast, so io = (2 + 2 x 1 / 2) k = 3 k elements a token, 1.5x delayed scaling's;

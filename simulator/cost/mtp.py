@@ -43,21 +43,21 @@ def time_grid(grid, modules: np.ndarray, n: int):
     return layers, embed + modules, head * (1 + n)
 
 
-def mtp_rows(model, tp: int, sp: bool, dtype: str, current_scaling: bool = False) -> OpRows:
+def mtp_rows(model, tp: int, sp: bool, dtype: str, current_scaling: bool = False, arch: str = "hopper") -> OpRows:
     """A module's own operators on one TP rank, besides its layer: the norms of the hidden state and of the
     embedding (RMSNorm, read and write, split by tp with sequence parallelism) and the projection of their
     concatenation, column-parallel (2h -> h/tp)."""
     h = model.hidden
     hs = h / (tp if sp else 1)
     rows = [("mtp-norms", 1, 0.0, 0.0, 4 * hs, 2.0, False), ("mtp-proj", 1, h // tp, 2 * h, 0.0, 0.0, False)]
-    return OpRows.of(cast_rows(rows, dtype, True, current_scaling))
+    return OpRows.of(cast_rows(rows, dtype, True, current_scaling, arch))
 
 
 def projection_seconds(scn, cal) -> np.ndarray:
     """(3,) seconds of one micro-batch through a module's norms and projection on one TP rank: F, B, W (the
     projection's input and weight gradients as any GEMM's)."""
     dev, w, lay = scn.topology.device, scn.workload, scn.layout
-    rows = mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w))
+    rows = mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w), scn.topology.device.arch)
     m = [float(layer_shape(scn).tokens)]
     flops, nbytes = rows.flops(m)[0], rows.nbytes(m)[0]
     shapes = rows.shapes(m)[0] * rows.gemm[:, None]

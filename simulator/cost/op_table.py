@@ -135,7 +135,8 @@ def build_op_table(scenario) -> OpTable:
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
-                      cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario))
+                      cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario),
+                      arch=scenario.topology.device.arch)
     rows = activation_as_run(rope_as_run(rows, model), scenario)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))

@@ -274,18 +274,18 @@ def edge_rows(model, tp: int, sp: bool, cross_entropy: str = "fused") -> list[tu
 
 def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
                etp: int | None = None, current_scaling: bool = False, cross_entropy: str = "fused",
-               passes: tuple[str, ...] = ()) -> OpRows:
+               passes: tuple[str, ...] = (), arch: str = "hopper") -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
     the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
-    low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass).
-    `passes`: ffn_half's extra passes over the routed copies."""
+    low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass; `arch`:
+    the device generation, cast_copies). `passes`: ffn_half's extra passes over the routed copies."""
     if model.moe is None and model.mla is None:
         rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
     else:
         rows = (attention_half(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
                 + ffn_half(model, tp, etp, passes))
-    return OpRows.of(cast_rows(rows, dtype, training, current_scaling))
+    return OpRows.of(cast_rows(rows, dtype, training, current_scaling, arch))
 
 
 CAST_BYTES = {**{k: DTYPE_BYTES[k] for k in ("fp8", "mxfp8", "nvfp4", "mxfp4")}, "fp8-block": 1.0 + 4 / 128}
@@ -298,16 +298,29 @@ def operand_bytes(dtype: str) -> float:
     return CAST_BYTES.get(dtype, float(ACT_BYTES))
 
 
-def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bool = False) -> list[tuple]:
+NON_TN_FP8 = ("blackwell",)
+"""Generations whose FP8 GEMMs take either operand layout (Transformer Engine's non_tn_fp8_gemm_supported: compute
+capability 10.x and 13+, from TE 2.0): a per-tensor FP8 cast there writes no transposed copy."""
+
+
+def cast_copies(dtype: str, training: bool, arch: str) -> int:
+    """Copies a cast for a low-precision GEMM writes: one for the GEMM, and in training a column-wise one for the
+    weight gradient, which reads the operand transposed. Per-tensor FP8 on a NON_TN_FP8 generation serves both
+    from one copy (Transformer Engine's Float8 quantizers make no transpose there); block-scaled formats (MXFP8,
+    NVFP4, DeepSeek's blocks) scale along the reduction dimension, so their column-wise copy is quantized apart."""
+    return 2 if training and not (dtype == "fp8" and arch in NON_TN_FP8) else 1
+
+
+def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bool = False,
+              arch: str = "hopper") -> list[tuple]:
     """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's
     cast-transpose; per-token quantization in serving engines): it reads the 16-bit input and writes
-    it at the dtype's bytes (and, in training, a transposed copy for the weight gradient), amax and
-    scales fused. Backward casts the output gradient likewise. Nothing under 16-bit compute. With
-    `current_scaling` (per-tensor FP8 scaled by the tensor's own amax) a separate amax kernel reads the input
-    once more before each cast."""
+    it at the dtype's bytes, cast_copies times, amax and scales fused. Backward casts the output gradient
+    likewise. Nothing under 16-bit compute. With `current_scaling` (per-tensor FP8 scaled by the tensor's own
+    amax) a separate amax kernel reads the input once more before each cast."""
     if dtype not in CAST_BYTES:
         return rows
-    copies = 2 if training else 1
+    copies = cast_copies(dtype, training, arch)
     amax_pass = 1.0 if current_scaling and dtype == "fp8" else 0.0
     per_element = 1.0 + amax_pass + copies * CAST_BYTES[dtype] / ACT_BYTES  # in 16-bit elements: reads + writes
     out = []
