@@ -57,7 +57,7 @@ def projection_seconds(scn, cal) -> np.ndarray:
     """(3,) seconds of one micro-batch through a module's norms and projection on one TP rank: F, B, W (the
     projection's input and weight gradients as any GEMM's)."""
     dev, w, lay = scn.topology.device, scn.workload, scn.layout
-    rows = mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w), scn.topology.device.arch)
+    rows = mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w), dev.arch)
     m = [float(layer_shape(scn).tokens)]
     flops, nbytes = rows.flops(m)[0], rows.nbytes(m)[0]
     shapes = rows.shapes(m)[0] * rows.gemm[:, None]

@@ -347,10 +347,10 @@ def device_memory(params, per_param, activations, held, layers, head) -> dict:
 def exposed_param_gather(gather, first_forward, chunks: int, overlap: bool, cal):
     """(..., p) seconds the parameter all-gather adds to a step. With `overlap` (Megatron's overlap_param_gather,
     NeMo's overlap_param_sync) each model chunk's share is gathered behind the forward passes of the chunks before
-    it, so only the first chunk's share runs beside the first forward; without, the whole gather. Beside it: the
-    forward slowed while they overlap, or the gather's excess over it (beside)."""
-    share = np.asarray(gather) / chunks if overlap else np.asarray(gather)
-    return beside(first_forward, share, cal.comm_sms)
+    it, so only the first chunk's share runs beside the first forward: the forward slowed while they overlap, or
+    the share's excess over it (beside). Without, the whole gather runs after the optimizer, before any forward."""
+    gather, first_forward = np.broadcast_arrays(np.asarray(gather, float), np.asarray(first_forward, float))
+    return beside(first_forward, gather / chunks, cal.comm_sms) if overlap else gather.copy()
 
 
 def pair_times(f_part: np.ndarray, b_part: np.ndarray) -> np.ndarray:
