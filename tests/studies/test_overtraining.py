@@ -101,7 +101,7 @@ def test_simrack_prices_of_one_small_model():
     """The 1B's training token against PaLM's FLOP count 6N + 12 L h s at the reported MFU (2%: how N
     counts the tied embedding), and its decode token against the HBM roofline (weights + the batch's KV
     cache over HBM bandwidth: at least that, and at most 2x: launches, the scheduler's CPU time and the
-    achieved HBM bandwidth; the README's caveat gives 1.31x to 2.47x over the six models)."""
+    achieved HBM bandwidth; the README's caveat gives 1.32x to 2.54x over the six models)."""
     row = {**study.train_point("llama3.2-1b"), **study.serve_point("llama3.2-1b")}
     price = 3.0 / 3600  # $ per GPU-second (train.yaml, serve.yaml)
     peak, hbm = 2.5e15, 8e12  # GB200 dense bf16 FLOP/s and HBM bytes/s (devices.yaml)
@@ -141,7 +141,7 @@ def test_committed_optima_satisfy_the_closed_forms():
 
 
 def test_the_100x_demand_from_the_first_order_condition():
-    """The README's answer: the optimum trains 100 x 20 = 2,000 tokens a parameter at 68.4T served tokens.
+    """The README's answer: the optimum trains 100 x 20 = 2,000 tokens a parameter at the demand it states.
     Independently: the N whose iso-loss D(N) is 2,000 N (bisection), put into the first-order condition."""
     prices = _csv("prices.csv")
     train, serve = study.interpolants(prices)
