@@ -25,9 +25,9 @@ from simulator.cost.roofline import op_times
 from small_moe import SMALL_MOE, ep8_step
 
 ONE_EXPERT_A_RANK = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "experts": 8, "top_k": 2}}
+"""SMALL_MOE with 8 experts (top-2): at EP8 each rank holds one."""
 BIASED = {**SMALL_MOE, "moe": {**SMALL_MOE["moe"], "expert_bias": True}}
 """SMALL_MOE with biased experts (GPT-OSS's kind)."""
-"""SMALL_MOE with 8 experts (top-2): at EP8 each rank holds one."""
 COPY_BYTES = 4096 * 2 * 8 * 1024 * ACT_BYTES
 """One pass over a micro-batch's copies: 4,096 tokens x 8 copies x hidden 1,024, read and written, 16-bit."""
 

@@ -245,6 +245,7 @@ generations): the dense 16-bit MMA FLOP a clock and SM (A100 2,048, H100 4,096, 
 SMs x boost clock) over 4 x 16. Narrower heads are bound by the exponentials (FlashAttention-4's analysis of B200);
 a backward, FLASH_BACKWARD_FLOP x the forward's FLOP for the same exponential, balances at this / that."""
 
+
 def width_scales(effs: dict[int, float], balance: float) -> tuple[tuple[int, float], ...]:
     """(head width, efficiency relative to width 128) of one attention pass: the measured widths (`effs`:
     {width: efficiency}), and widths 32 and 64 below the narrowest measured one scaled from it by the

@@ -401,6 +401,12 @@ def beside(compute, comm, comm_sms: float):
     return np.maximum(slowdown(np.minimum(compute, comm), comm_sms), comm - compute)
 
 
+def optimizer_start(order_end, dp_start, dp_end, comm_sms: float):
+    """When a stage's optimizer starts: the end of its order, the compute since its last backward began slowed by
+    the gradient reduction running beside it (from `dp_start` to `dp_end`), or the reduction's end if later."""
+    return order_end + beside(order_end - dp_start, dp_end - dp_start, comm_sms)
+
+
 def zero3_passes(x: np.ndarray, gather: np.ndarray, cal, on=True) -> np.ndarray:
     """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters (the gather's (..., p) seconds)
     behind the compute before it, prefetched: the compute slowed while the gather runs beside it (contention), and

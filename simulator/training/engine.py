@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cost.pipeline import beside
+from ..cost.pipeline import optimizer_start
 from .paths import longest_paths
 from .plan import Plan
 from .sharing import share_links
@@ -85,7 +85,7 @@ def simulate_step(plan: Plan) -> tuple[Timeline, float | None]:
     if t0 is not None:
         start, end, arrival, dp_start, dp_end = share_links(g, t0, start, end, arrival, dp_start, dp_end)
         dp_start, dp_end, order_end = _settle_dp(g, start, end, dp_start, dp_end)
-    opt_start = order_end + beside(order_end - dp_start, dp_end - dp_start, plan.comm_sms)
+    opt_start = optimizer_start(order_end, dp_start, dp_end, plan.comm_sms)
     stage_end = opt_start + g.tail
     return Timeline(device=g.device, kind=g.kind, mb=g.mb, chunk=g.chunk, pair_mb=g.pair_mb,
                     pair_chunk=g.pair_chunk, start=start, end=end, comm_wait=_comm_wait(g, start, end),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from ..cost.pipeline import beside
+from ..cost.pipeline import optimizer_start
 from .plan import Plan
 from .timeline import KIND_INDEX, Timeline
 
@@ -153,8 +153,7 @@ class _Run:
             self.dp[:, device] = env.now
         else:
             yield self.dp_done[device]
-        dp_start, dp_end = self.dp[:, device]
-        opt_start = order_end + float(beside(order_end - dp_start, dp_end - dp_start, plan.comm_sms))
+        opt_start = float(optimizer_start(order_end, *self.dp[:, device], plan.comm_sms))
         yield env.timeout(max(opt_start - env.now, 0.0))  # the reduction's own end, to rounding
         self.opt_start[device] = env.now
         yield env.timeout(plan.optimizer[device] + plan.param_gather[device])
