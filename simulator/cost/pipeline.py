@@ -91,8 +91,9 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     kv = 2 * tokens * (shape("kv_heads") * shape("head_dim")) * ACT_BYTES
     ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop, shape("windowed"),
                            np.minimum(shape("window"), tokens) / tokens)
-    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.layout.tp_overlap,
-                                        keys.tp),
+    lay = scn.layout
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, lay.tp_overlap,
+                                        keys.tp, lay.tp_async_allreduce),
                       send_bytes=act,
                       send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),
                       activations=layer_activations(scn, keys))
@@ -170,7 +171,7 @@ def block_seconds(tables: list[OpTable], peak: float, hbm: float, cal, attn_peak
 
 
 def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_overlap: bool = False,
-               tp=1) -> np.ndarray:
+               tp=1, tp_async: bool = True) -> np.ndarray:
     """(K, 3 blocks, 7 PASS_FIELDS) seconds per layer or edge block, exposed TP and CP inside; sums:
     (K, 3, 8) block_seconds; comm: (all-reduce, all-gather, reduce-scatter) seconds of one
     activation over the TP group, (K,) each; cp_ring: (forward, backward) K/V ring seconds (K,);
@@ -178,7 +179,8 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
 
     Megatron's TP communication: forward all-reduces (or, with sequence parallelism, all-gathers and
     reduce-scatters) on the critical path; backward, the input-gradient collectives overlap the
-    weight-gradient GEMMs (asynchronous all-reduce) unless a separate W task holds them. With
+    weight-gradient GEMMs (asynchronous all-reduce) unless a separate W task holds them or `tp_async` is false
+    (Megatron-LM before September 2021: each after its GEMMs, exposed). With
     `tp_overlap` (Transformer Engine's userbuffers, Megatron's tp_comm_overlap; sequence parallelism
     only) each GEMM runs in tp chunks, each chunk's collective behind the next chunk's GEMM: the first
     (or last) chunk's share, 1/tp of the collective, or what exceeds the GEMMs stays exposed.
@@ -203,7 +205,7 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
     redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
     redo_tp = np.where(recompute == 2, comm_f, 0.0)
-    hidden_b = np.where(split, 0.0, np.minimum(comm_b_overlap, w))
+    hidden_b = np.where(split | (not tp_async), 0.0, np.minimum(comm_b_overlap, w))
     slow_b = slow_b + contention(hidden_b, cal)
     b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
     layer = [f + slow_f + comm_f + ecp_f, b + slow_b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]

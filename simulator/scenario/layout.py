@@ -54,6 +54,11 @@ class Layout(_Frozen):
     tp_overlap: StrictBool = False
     """Overlap tensor-parallel all-gathers and reduce-scatters with the GEMMs that consume or produce
     them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); needs sequence_parallel."""
+    tp_async_allreduce: StrictBool = True
+    """Backward: the tensor-parallel all-reduce (reduce-scatter with sequence parallelism) of each column-parallel
+    GEMM's input gradient runs beside its weight-gradient GEMM (Megatron-LM's asynchronous all-reduce, merged in
+    September 2021, and every Megatron-Core); false: after it, exposed, as Megatron-LM ran before (the autograd
+    node's all-reduce on the compute stream; Narayanan et al. 2021's runs)."""
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
     stage_layers: tuple[NonNegInt, ...] | None = None
@@ -162,6 +167,9 @@ class Layout(_Frozen):
         if self.tp_overlap and not self.sequence_parallel and self.tp > 1:
             _rule("tp_overlap", "overlaps the all-gathers and reduce-scatters of sequence parallelism; "
                   "set sequence_parallel: true")
+        if self.tp_overlap and not self.tp_async_allreduce:
+            _rule("tp_async_allreduce", "tp_overlap runs the backward's collectives beside the GEMMs itself; "
+                  "false only without tp_overlap")
         return self
 
 
