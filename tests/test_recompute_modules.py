@@ -18,8 +18,8 @@ from refusals import assert_refused
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
 from simulator.cost.memory import activation_bytes_per_layer, attention_activation_bytes, ffn_activation_bytes
-from simulator.cost.op_table import build_op_table
-from simulator.cost.ops import BLOCK_EXPERT
+from simulator.cost.op_table import build_op_table, recomputed
+from simulator.cost.ops import BLOCK_EXPERT, MLA_RECOMPUTE_MODULES
 from simulator.scenario.loader import MODELS_DIR
 from simulator.scenario.model import ModelSpec
 from simulator.cost.fabric import fabric_for
@@ -36,15 +36,25 @@ def _model(name: str) -> ModelSpec:
     return ModelSpec(**yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
 
 
-def test_default_modules_are_todays_selective_recompute():
+@pytest.mark.parametrize("cached", [2.0, 1.0])
+def test_default_modules_are_todays_selective_recompute(cached):
     """None keeps the attention core's rule; [core_attn] is the same for a standard model; MLA's default equals
-    [layernorm, mla_up_proj] in 16-bit."""
+    [layernorm, mla_up_proj] in 16-bit and with FP8-cached GEMM inputs (whose norm outputs take 1 byte an element)."""
     llama, ds = _model("llama3-70b"), _model("deepseek-v3")
     kw = dict(tokens=4096, seq=4096, tp=8, sequence_parallel=True, recompute="selective", flash=True)
     assert activation_bytes_per_layer(llama, **kw) == activation_bytes_per_layer(llama, modules=["core_attn"], **kw)
-    kw = dict(tokens=4096, tp=1, sequence_parallel=False, recompute="selective")
+    kw = dict(tokens=4096, tp=1, sequence_parallel=False, recompute="selective", cached=cached)
     assert attention_activation_bytes(ds, **kw) == pytest.approx(
         attention_activation_bytes(ds, modules=["layernorm", "mla_up_proj"], **kw), rel=1e-12)
+
+
+def test_mla_default_recomputes_the_rows_of_its_modules():
+    """An MLA layer's selective rows without recompute_modules are those of MLA_RECOMPUTE_MODULES."""
+    scn = load_scenario(ROOT / "scenarios" / "deepseek-v3-h800.yaml",
+                        ["workload.recompute=selective", "workload.recompute_modules=null"])
+    assert scn.workload.recompute_modules is None
+    ops = build_op_table(scn)
+    np.testing.assert_array_equal(ops.selective, recomputed(ops.name, MLA_RECOMPUTE_MODULES))
 
 
 @pytest.mark.parametrize("cached", [2.0, 1.0])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ops import clamped_glu, mla_dims, operand_bytes
+from .ops import MLA_RECOMPUTE_MODULES, clamped_glu, mla_dims, operand_bytes
 from .params import parameter_counts, total_parameters
 
 WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
@@ -172,15 +172,17 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
     """Bytes the attention half of a layer keeps for backward (flash attention), per micro-batch and TP
     rank, for models whose op table splits layers (MoE, MLA). The bytes a token keeps outside the TP
     region (outside_bytes) are counted here; inside: Q, K, V and the attention output (and Q and K before their
-    per-head norms: qk_norm_inputs), and with MLA the two latents. Under full recompute: the layer's input. MLA with
-    selective recompute (DeepSeek-V3's: norms and up-projections run again) keeps the latents and the attention
-    output but not Q, K, V nor the norms' outputs (4 h bytes a token fewer outside). Explicit `modules`
-    (workload.recompute_modules): layernorm drops the norms' outputs, mla_up_proj MLA's Q, K and V.
+    per-head norms: qk_norm_inputs), and with MLA the two latents. Under full recompute: the layer's input. `modules`
+    (workload.recompute_modules; with MLA None means ops.MLA_RECOMPUTE_MODULES, DeepSeek-V3's): layernorm drops the
+    norms' outputs (2 x cached x h bytes a token outside), mla_up_proj MLA's Q, K and V (the latents and the attention
+    output stay).
     """
     h = model.hidden
     sp = tp if sequence_parallel else 1
     if recompute == "full":
         return tokens * 2.0 * h / sp
+    if model.mla is not None and modules is None:
+        modules = MLA_RECOMPUTE_MODULES
     a = model.heads
     outside = outside_bytes(model, cached) - norm_outputs(model, recompute, modules, cached)
     if model.mla is None:
@@ -190,8 +192,6 @@ def attention_activation_bytes(model, *, tokens: int, tp: int, sequence_parallel
         qk, v, rope = mla_dims(model)
         mla = model.mla
         latents = 2.0 * (mla.q_lora_rank + mla.kv_lora_rank + rope)
-        if recompute == "selective" and modules is None:
-            return tokens * ((outside - 4.0 * h) / sp + (2.0 * a * v + latents) / tp)  # no norm outputs left out yet
         up_kept = "mla_up_proj" not in _modules(recompute, modules)
         inside = (2.0 * (2 * a * qk + 2 * a * v) if up_kept else 2.0 * a * v) + latents
     return tokens * (outside / sp + inside / tp)

@@ -29,6 +29,10 @@ DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8-block": 1.0 + 4 / (128
 a 128x128 block, the MX formats a one-byte (E8M0) scale a 32-element block, NVFP4 a one-byte (E4M3) scale a 16-element
 block (its per-tensor FP32 scale is negligible)."""
 
+MLA_RECOMPUTE_MODULES = ("layernorm", "mla_up_proj")
+"""Selective recompute of an MLA layer when workload.recompute_modules is not given: DeepSeek-V3's (section 3.2.3),
+the norms and the up-projections run again in the backward pass (their rows: op_table.RECOMPUTE_ROWS)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class LayerShape:
