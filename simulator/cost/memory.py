@@ -1,8 +1,8 @@
 """Bytes per device by category against HBM capacity; out of memory is a result, not a crash.
 
 Weights, gradients and optimizer state follow Megatron-LM's mixed-precision Adam: 2 (bf16 weights)
-+ 2 (bf16 gradients; 4 with fp32 gradient reduction) + 12 (fp32 master, momentum, variance) bytes a
-parameter; the distributed optimizer (ZeRO-1) shards the 12 over data-parallel ranks, ZeRO-2 the
++ 2 (bf16 gradients; 4 with fp32 gradient reduction) + 12 (fp32 master, momentum, variance; 8 with bf16 moments)
+bytes a parameter; the distributed optimizer (ZeRO-1) shards the 12 over data-parallel ranks, ZeRO-2 the
 gradients too, ZeRO-3 everything. Activations per layer follow Korthikanti et al. 2022 Table 2,
 generalized to GQA, gated MLPs, models without dropout and FP8-cached GEMM inputs (s b h (34 + 5 a s /
 h) bytes for GPT), times the micro-batches in flight. On top, the framework's reserve (RESERVE_BYTES:
@@ -18,6 +18,9 @@ from .ops import MLA_RECOMPUTE_MODULES, clamped_glu, mla_dims, operand_bytes
 from .params import parameter_counts, total_parameters
 
 WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
+MASTER_BYTES = 4.0  # the fp32 master copy of a parameter
+MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0}
+"""Bytes of each of Adam's two moments a parameter by layout.optimizer_moments."""
 RESERVE_BYTES = 1.5 * 2**30
 """Bytes a training process holds besides its tensors: the CUDA context (~0.5 GiB), cuBLAS and cuDNN
 workspaces and NCCL's communication buffers (~1 GiB)."""
@@ -82,14 +85,20 @@ def param_bytes(scn) -> float:
     return weight_bytes(scn.model, scn.layout, scn.workload.dtype)
 
 
+def optimizer_bytes(layout) -> float:
+    """Bytes of Adam's state a parameter: the fp32 master copy and two moments at layout.optimizer_moments (12, 8)."""
+    return MASTER_BYTES + 2.0 * MOMENT_BYTES[layout.optimizer_moments]
+
+
 def state_bytes_per_param(dp: int, zero: int, distributed_optimizer: bool, grads: float = GRAD_BYTES,
-                          weights: float = WEIGHT_BYTES) -> tuple[float, float, float]:
+                          weights: float = WEIGHT_BYTES,
+                          optimizer: float = OPTIMIZER_BYTES) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes per parameter held on a device; `grads` bytes a gradient, `weights`
-    bytes a parameter's working copy (weight_bytes)."""
+    bytes a parameter's working copy (weight_bytes), `optimizer` bytes of Adam's state (optimizer_bytes)."""
     shard_opt = zero >= 1 or distributed_optimizer
     return (weights / (dp if zero >= 3 else 1),
             grads / (dp if zero >= 2 else 1),
-            OPTIMIZER_BYTES / (dp if shard_opt else 1))
+            optimizer / (dp if shard_opt else 1))
 
 
 def scenario_state_bytes(scn, ranks: int, zero: int | None = None) -> tuple[float, float, float]:
@@ -97,7 +106,7 @@ def scenario_state_bytes(scn, ranks: int, zero: int | None = None) -> tuple[floa
     the layout's): its gradient bytes (grad_bytes) and parameter bytes (param_bytes)."""
     lay = scn.layout
     return state_bytes_per_param(ranks, lay.zero if zero is None else zero, lay.distributed_optimizer,
-                                 grad_bytes(lay), param_bytes(scn))
+                                 grad_bytes(lay), param_bytes(scn), optimizer_bytes(lay))
 
 
 def outside_bytes(model, cached: float = 2.0) -> float:

@@ -67,15 +67,15 @@ def exposed_seconds(f, b, copies, counts) -> float:
 
 
 def optimizer_seconds(mode: str, adam_hbm, hbm_rate: float, host_link: float | None, host_memory: float | None,
-                      grad_bytes: float):
+                      grad_bytes: float, state_bytes: float = OPTIMIZER_BYTES, adam: float = ADAM_BYTES_PER_PARAM):
     """(p,) seconds of the optimizer step with its state offloaded (`mode` cpu or stream), from Adam's seconds on HBM
-    `adam_hbm` (p,) at `hbm_rate` bytes/s, whose parameters of the shard they give back: adam_hbm * hbm_rate /
-    ADAM_BYTES_PER_PARAM. Mode none: adam_hbm unchanged."""
+    `adam_hbm` (p,) at `hbm_rate` bytes/s, `adam` bytes a parameter (pipeline.adam_bytes), whose parameters of the
+    shard they give back: adam_hbm * hbm_rate / adam; `state_bytes` Adam's state a parameter (memory.optimizer_bytes).
+    Mode none: adam_hbm unchanged."""
     adam_hbm = np.asarray(adam_hbm, float)
     if mode == "none":
         return adam_hbm
-    shard = adam_hbm * hbm_rate / ADAM_BYTES_PER_PARAM
+    shard = adam_hbm * hbm_rate / adam
     if mode == "stream":
-        return np.maximum(shard * OPTIMIZER_BYTES / host_link, adam_hbm)
-    return (shard * grad_bytes / host_link + shard * ADAM_BYTES_PER_PARAM / host_memory
-            + shard * WEIGHT_BYTES / host_link)
+        return np.maximum(shard * state_bytes / host_link, adam_hbm)
+    return shard * grad_bytes / host_link + shard * adam / host_memory + shard * WEIGHT_BYTES / host_link

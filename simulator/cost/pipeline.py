@@ -20,7 +20,7 @@ import numpy as np
 from ..scenario.base import RECOMPUTE_NAMES
 from . import roofline
 from .fabric import Fabric
-from .memory import activation_bytes_per_layer, head_activation_bytes, reserved_bytes
+from .memory import MOMENT_BYTES, activation_bytes_per_layer, head_activation_bytes, reserved_bytes
 from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, FUSED_ATTENTION, OpTable, layer_shape, operand_bytes
 from .params import parameter_counts
 
@@ -28,7 +28,7 @@ ADAM_BYTES_PER_PARAM = 38.0
 """HBM bytes the optimizer step moves per parameter of a shard: Adam reads and writes fp32 master,
 momentum and variance (24), reads the fp32 gradient (4) and writes the bf16 weight (2); gradient
 clipping reads the gradient once more for the global norm (4) and the gradient buffer is zeroed for the
-next step (4)."""
+next step (4). With bf16 moments (adam_bytes) each moment is read and written at 2 bytes: 30."""
 GRAD_COMM_BYTES, PARAM_COMM_BYTES = 4.0, 2.0  # fp32 gradient reduction (Megatron), bf16 gather
 BUCKET_PARAMS_MIN, BUCKET_PARAMS_PER_RANK = 40e6, 1e6
 """Megatron-Core's default gradient bucket, max(40M, 1M x data-parallel ranks) parameters
@@ -290,8 +290,15 @@ def bucket_params(layout, dp_ranks) -> np.ndarray:
     return np.maximum(BUCKET_PARAMS_MIN, BUCKET_PARAMS_PER_RANK * np.asarray(dp_ranks, float))
 
 
+def adam_bytes(layout) -> float:
+    """HBM bytes the optimizer step moves a parameter: ADAM_BYTES_PER_PARAM less 4 x the bytes layout.optimizer_moments
+    saves on each moment (read and written, two moments)."""
+    return ADAM_BYTES_PER_PARAM - 4.0 * (MOMENT_BYTES["fp32"] - MOMENT_BYTES[layout.optimizer_moments])
+
+
 def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
-                  grad_bytes: float = GRAD_COMM_BYTES, cross=None, bucket=None, param_bytes: float = PARAM_COMM_BYTES):
+                  grad_bytes: float = GRAD_COMM_BYTES, cross=None, bucket=None, param_bytes: float = PARAM_COMM_BYTES,
+                  adam: float = ADAM_BYTES_PER_PARAM):
     """(K, p) arrays of K pipelines' data-parallel costs: gradient reduction seconds, its tier (1
     nvlink, 2 scaleout), parameter all-gather seconds after the step, optimizer seconds, and the
     all-gather's seconds whether sharded or not (ZeRO-3 repeats it before every pass).
@@ -300,9 +307,10 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
     each stage's replica group of `replicas` (K,) ranks; sharded (K,) bool. ZeRO-0 all-reduces the
     gradients (`grad_bytes` each); the distributed optimizer and ZeRO 1-3 reduce-scatter them and
     all-gather the updated parameters (`param_bytes` each: memory.weight_bytes). Adam streams its state (a
-    1/replicas shard when sharded) through HBM once. Hybrid sharding (HSDP): profile and replicas describe a shard
-    group and `cross` (k, d, crosses) the ranks holding the same shard in the other groups; the reduce-scatter inside
-    the group is followed by an all-reduce of the 1/replicas gradient shard across them (its tier counts too).
+    1/replicas shard when sharded) through HBM once, `adam` bytes a parameter (adam_bytes). Hybrid sharding (HSDP):
+    profile and replicas describe a shard group and `cross` (k, d, crosses) the ranks holding the same shard in the
+    other groups; the reduce-scatter inside the group is followed by an all-reduce of the 1/replicas gradient shard
+    across them (its tier counts too).
     The reduction and the step's parameter all-gather run one collective per bucket of `bucket` (K,) parameters
     (None: one bucket), each paying its latency; ZeRO-3's per-pass gather is one collective.
     """
@@ -321,7 +329,7 @@ def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_b
         tier = np.maximum(tier, np.where(sh & (cross[1] > 1), 2, 1))
     gather = fabric.collective_profiled("all_gather", params * param_bytes, *profile, cal)
     shard = np.where(sh, np.asarray(replicas, float)[:, None], 1)
-    opt = params / shard * ADAM_BYTES_PER_PARAM / (hbm_bandwidth * cal.hbm)
+    opt = params / shard * adam / (hbm_bandwidth * cal.hbm)
     return dp, tier, np.where(sh, coll("all_gather", params * param_bytes), 0.0), opt, gather
 
 

@@ -44,6 +44,11 @@ class Layout(_Frozen):
     takes the operand's bytes (1 with FP8, block scales included) in memory and in the parameter all-gathers; the
     embedding and the output layer stay 16-bit and the FP32 master copy stays in the sharded optimizer state.
     Needs a low-precision workload.dtype and sharded optimizer state (distributed_optimizer or zero >= 1)."""
+    optimizer_moments: Literal["fp32", "bf16"] = "fp32"
+    """Adam's first and second moments: fp32 (Megatron-Core's default), or bf16 (its precision-aware optimizer with
+    exp_avg_dtype and exp_avg_sq_dtype bfloat16, as DeepSeek-V3 trained, report section 3.3.3, and Megatron-Bridge's
+    DeepSeek-V3 recipes set): 8 bytes of optimizer state a parameter instead of 12 (the FP32 master copy stays), and
+    the optimizer step moves 8 bytes fewer a parameter."""
     bucket_params: PosInt | None = None
     """Parameters in one gradient bucket: the gradient reduction and the distributed optimizer's parameter
     all-gather run one collective a bucket, each paying its own latency (Megatron-Core's bucket_size). null:

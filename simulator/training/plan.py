@@ -27,11 +27,11 @@ import numpy as np
 
 from ..cost import calibration, mtp, offload
 from ..cost.fabric import Fabric
-from ..cost.memory import Memory, grad_bytes, param_bytes, scenario_state_bytes
+from ..cost.memory import Memory, grad_bytes, optimizer_bytes, param_bytes, scenario_state_bytes
 from ..cost.ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, OpTable, layer_shape
 from ..cost.params import model_flops_per_token
 from ..cost.pipeline import (
-    PASS_FIELDS, backward_tasks, bucket_params, data_parallel, device_memory, device_params,
+    PASS_FIELDS, adam_bytes, backward_tasks, bucket_params, data_parallel, device_memory, device_params,
     exposed_param_gather, fb_pairs, layer_costs, pair_times, pass_grid, scenario_layer_keys, sends, stage_grid,
     zero3_passes
 )
@@ -136,7 +136,8 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         dev = scn.topology.device
         adam = opt
         opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
-                                        dev.host_memory_bandwidth, grad_bytes(lay))
+                                        dev.host_memory_bandwidth, grad_bytes(lay), optimizer_bytes(lay),
+                                        adam_bytes(lay))
     if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched beside compute
         ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
         f, b = zero3_passes(f, ag, cal), zero3_passes(b, ag, cal)
@@ -205,7 +206,8 @@ def replica_costs(scn, parts, fabric: Fabric, cal):
     bucket = bucket_params(lay, [lay.dp * lay.cp])
     out = [[x[0] for x in data_parallel(params[None], profile(groups), [groups.shape[1]], sharded, fabric, cal,
                                         scn.topology.device.hbm_bandwidth, grad_bytes(lay),
-                                        None if cross is None else profile(cross), bucket, param_bytes(scn))]
+                                        None if cross is None else profile(cross), bucket, param_bytes(scn),
+                                        adam_bytes(lay))]
            for params, groups, cross in parts]
     if len(out) == 1:
         return tuple(out[0][:4])

@@ -25,8 +25,8 @@ from ..cost.memory import grad_bytes, param_bytes, scenario_state_bytes
 from ..cost.op_table import build_op_table
 from ..cost.ops import layer_shape
 from ..cost.pipeline import (
-    LayerKeys, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs, layer_costs,
-    pass_grid, sends, stage_grid
+    LayerKeys, adam_bytes, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs,
+    layer_costs, pass_grid, sends, stage_grid
 )
 from ..cost.placement import mesh_order, replica_groups, split_layers
 from ..schedules import SPECS
@@ -208,7 +208,8 @@ def data_parallel_costs(cm: CostModel, c: Candidates, schedule: str, p: int, v: 
     out = data_parallel(device_params(cm.scn.model, uniq[:, 0], layers, embed, head), profile,
                         [q[1].shape[1] for q in prof], uniq[:, 3].astype(bool), cm.fabric, cm.cal,
                         cm.scn.topology.device.hbm_bandwidth, grad_bytes(cm.scn.layout),
-                        bucket=bucket_params(cm.scn.layout, uniq[:, 2] * uniq[:, 1]), param_bytes=param_bytes(cm.scn))
+                        bucket=bucket_params(cm.scn.layout, uniq[:, 2] * uniq[:, 1]), param_bytes=param_bytes(cm.scn),
+                        adam=adam_bytes(cm.scn.layout))
     return tuple(x[inverse] for x in out)
 
 
