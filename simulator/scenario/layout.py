@@ -53,6 +53,11 @@ class Layout(_Frozen):
     """Parameters in one gradient bucket: the gradient reduction and the distributed optimizer's parameter
     all-gather run one collective a bucket, each paying its own latency (Megatron-Core's bucket_size). null:
     Megatron-Core's default, max(40M, 1M x dp x cp) parameters."""
+    overlap_grad_reduce: StrictBool = True
+    """Reduce the gradients bucket by bucket beside the stage's last backward (Megatron-Core's overlap_grad_reduce,
+    which NeMo and Megatron-Bridge set; Megatron-LM's flag defaults off); false: after the stage's last task, whole and
+    exposed, as Megatron-LM's data parallelism did before Megatron-Core's (megatron/model/distributed.py
+    allreduce_gradients, called after the micro-batches: Narayanan et al. 2021's and Korthikanti et al. 2022's runs)."""
     overlap_param_gather: StrictBool = True
     """With the distributed optimizer or ZeRO, gather the updated parameters chunk by chunk behind the
     next step's forward (Megatron overlap_param_gather, NeMo overlap_param_sync); false: all before it."""

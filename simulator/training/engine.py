@@ -33,7 +33,8 @@ __all__ = ["KIND_INDEX", "Timeline", "first_overlap", "run_engine", "simulate_st
 
 def _dp(g: TaskGraph, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dp start, dp end, end of each device's order), contention-free: the reduction starts with the
-    last backward and takes its seconds; a stage without a backward has none (start = end = its end)."""
+    last backward (or, with g.dp_at_end, when the device's last slot ends) and takes its seconds; a stage
+    without a backward has none (start = end = its end)."""
     lo, hi = g.lo[:-1], g.lo[1:]
     busy = hi > lo
     order_end = np.zeros(g.p)
@@ -41,7 +42,7 @@ def _dp(g: TaskGraph, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, n
     lb = g.last_backward
     has = lb >= 0
     dp_start = order_end.copy()
-    dp_start[has] = start[lb[has]]
+    dp_start[has] = (end if g.dp_at_end else start)[lb[has]]
     dp_end = np.where(has, dp_start + g.dp_seconds, order_end)
     return dp_start, dp_end, order_end
 

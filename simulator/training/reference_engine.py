@@ -133,6 +133,7 @@ class _Run:
         """Process of one pipeline stage: its order, then gradient reduction and optimizer."""
         env, plan, order = self.env, self.plan, self.table.orders[device]
         last_backward = max((i for i, a in enumerate(order) if a.kind in "BW"), default=-1)
+        after = plan.grad_reduce_after and last_backward >= 0  # launched when the order ends, not overlapped
         for i, action in enumerate(order):
             free, keys = env.now, self.needs(device, action)
             for key in keys:
@@ -140,7 +141,7 @@ class _Run:
             ready = max([free] + [self.produced.get(k, free) for k in keys])
             row = first + i
             self.rec["start"][row], self.rec["wait"][row] = env.now, env.now - ready
-            if i == last_backward:
+            if i == last_backward and not after:
                 env.process(self.reduce_gradients(device))
             yield env.timeout(self.duration(device, action, row))
             self.rec["end"][row] = env.now
@@ -149,6 +150,8 @@ class _Run:
                               paired.mb if paired else -1, paired.chunk if paired else -1)
             self.finish(device, action, env.now)
         order_end = env.now
+        if after:
+            env.process(self.reduce_gradients(device))
         if last_backward < 0:
             self.dp[:, device] = env.now
         else:
@@ -160,7 +163,8 @@ class _Run:
         self.stage_end[device] = env.now
 
     def reduce_gradients(self, device: int):
-        """Gradient reduction of a stage on its DP link, from the start of its last backward."""
+        """Gradient reduction of a stage on its DP link, from the start of its last backward (from the end of its
+        order with plan.grad_reduce_after)."""
         self.dp[0, device] = self.env.now
         done = self.env.event()
         self.links[device][int(self.plan.dp_tier[device])].transfer(float(self.plan.dp[device]), done)

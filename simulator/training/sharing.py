@@ -108,6 +108,8 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
     arr[:h][~produced | in_flight] = -1.0
     lb = g.last_backward
     launched = (lb >= 0) & committed[np.maximum(lb, 0)]
+    if g.dp_at_end:  # launched when that slot ended (its device's last): before t0 or not
+        launched &= end[np.maximum(lb, 0)] < t0
     dp_flying = launched & (dp_end >= t0)
     dp_end[~launched | dp_flying] = -1.0
     events: list = []
@@ -160,6 +162,7 @@ class _Replay:
         self.dep, self.out = ints(g.dep.ravel()), ints(g.out.ravel())  # slot i's pair: [2i], [2i + 1]
         self.dur, self.link, self.delay = floats(g.dur), ints(g.link), floats(g.delay)
         self.last_backward = g.last_backward.tolist()
+        self.launch_at_end = g.dp_at_end
         self.h = g.halves
         self.waiting: dict[int, list[int]] = {}
 
@@ -174,13 +177,19 @@ class _Replay:
                 self.waiting.setdefault(k, []).append(d)
                 return
         self.start[i] = now
-        if i == self.last_backward[d]:
-            self.dp_start[d] = now
-            self.links.start(int(self.g.dp_link[d]), self.h + 2 + d, float(self.g.dp_seconds[d]), now)
+        if i == self.last_backward[d] and not self.launch_at_end:
+            self.reduce(d, now)
         self.push(now + self.dur[i], SLOT_END, d, i)
+
+    def reduce(self, d: int, now: float) -> None:
+        """Device d's gradient reduction joins its DP link at `now`."""
+        self.dp_start[d] = now
+        self.links.start(int(self.g.dp_link[d]), self.h + 2 + d, float(self.g.dp_seconds[d]), now)
 
     def slot_end(self, d: int, i: int, now: float) -> None:
         self.end[i] = now
+        if i == self.last_backward[d] and self.launch_at_end:
+            self.reduce(d, now)
         out, link, h = self.out, self.link, self.h
         for k in (out[2 * i], out[2 * i + 1]):
             if k >= h:

@@ -47,6 +47,7 @@ class TaskGraph:
     link: np.ndarray  # (H,) link its output travels on, -1 when it is ready at once
     delay: np.ndarray  # (H,) seconds of that transfer at full bandwidth, 0 when none
     last_backward: np.ndarray  # (p,) slot that launches the gradient reduction, -1 when none
+    dp_at_end: bool  # the reduction starts when that slot ends (its device's last), not when it starts
     dp_link: np.ndarray  # (p,) link of each stage's gradient reduction
     dp_seconds: np.ndarray  # (p,)
     tail: np.ndarray  # (p,) optimizer step and exposed parameter gather, after the reduction
@@ -114,10 +115,12 @@ def build(plan: Plan) -> TaskGraph:
     last_backward = np.maximum.reduceat(np.append(backward, NONE), np.minimum(lo[:-1], n))[:p] if n else \
         np.full(p, NONE)
     last_backward = np.where(np.diff(lo) > 0, last_backward, NONE)
+    if plan.grad_reduce_after:  # launched by the device's last slot, when it ends (layout.overlap_grad_reduce false)
+        last_backward = np.where(last_backward >= 0, np.asarray(lo[1:]) - 1, NONE)
     return TaskGraph(
         p=p, lo=np.asarray(lo, dtype=np.int64), device=device, kind=np.where(pair, 3, kind), mb=mb, chunk=chunk,
         pair_mb=pmb, pair_chunk=pchunk, dur=np.asarray(dur, dtype=float), dep=dep, out=out, half_slot=hslot,
-        link=link, delay=delay, last_backward=last_backward,
+        link=link, delay=delay, last_backward=last_backward, dp_at_end=plan.grad_reduce_after,
         dp_link=np.arange(p) * 3 + np.asarray(plan.dp_tier, dtype=np.int64),
         dp_seconds=np.asarray(plan.dp, dtype=float), tail=plan.optimizer + plan.param_gather)
 
@@ -135,5 +138,5 @@ def coded(table) -> TaskGraph:
         table=table, f=col, b=col + pv, w=col + 2 * pv, fb=3.0 * pv + np.arange(pv * v, dtype=float).reshape(p, v, v),
         task_scale=None, send=1.0 + np.arange(2 * pv, dtype=float).reshape(p, v, 2),
         send_tier=np.ones((p, v, 2), dtype=np.int8), dp_tier=np.ones(p, dtype=np.int64), dp=np.zeros(p),
-        optimizer=np.zeros(p), param_gather=np.zeros(p))
+        optimizer=np.zeros(p), param_gather=np.zeros(p), grad_reduce_after=False)
     return build(plan)
