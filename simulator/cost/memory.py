@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from .ops import MLA_RECOMPUTE_MODULES, clamped_glu, mla_dims, operand_bytes
 from .params import parameter_counts, total_parameters
 
-WEIGHT_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2.0, 4.0, 12.0
+WEIGHT_BYTES, GRAD_BYTES = 2.0, 4.0
 MASTER_BYTES = 4.0  # the fp32 master copy of a parameter
 MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0}
 """Bytes of each of Adam's two moments a parameter by layout.optimizer_moments."""
+OPTIMIZER_BYTES = MASTER_BYTES + 2.0 * MOMENT_BYTES["fp32"]  # 12: Adam's state a parameter with fp32 moments
 RESERVE_BYTES = 1.5 * 2**30
 """Bytes a training process holds besides its tensors: the CUDA context (~0.5 GiB), cuBLAS and cuDNN
 workspaces and NCCL's communication buffers (~1 GiB)."""

@@ -20,7 +20,7 @@ import numpy as np
 from ..scenario.base import RECOMPUTE_NAMES
 from . import roofline
 from .fabric import Fabric
-from .memory import MOMENT_BYTES, activation_bytes_per_layer, head_activation_bytes, reserved_bytes
+from .memory import OPTIMIZER_BYTES, activation_bytes_per_layer, head_activation_bytes, optimizer_bytes, reserved_bytes
 from .ops import ACT_BYTES, BLOCK_EMBED, BLOCK_HEAD, BLOCK_LAYER, FUSED_ATTENTION, OpTable, layer_shape, operand_bytes
 from .params import parameter_counts
 
@@ -291,9 +291,9 @@ def bucket_params(layout, dp_ranks) -> np.ndarray:
 
 
 def adam_bytes(layout) -> float:
-    """HBM bytes the optimizer step moves a parameter: ADAM_BYTES_PER_PARAM less 4 x the bytes layout.optimizer_moments
-    saves on each moment (read and written, two moments)."""
-    return ADAM_BYTES_PER_PARAM - 4.0 * (MOMENT_BYTES["fp32"] - MOMENT_BYTES[layout.optimizer_moments])
+    """HBM bytes the optimizer step moves a parameter: ADAM_BYTES_PER_PARAM less twice the state bytes
+    layout.optimizer_moments saves (optimizer_bytes; the state is read and written)."""
+    return ADAM_BYTES_PER_PARAM - 2.0 * (OPTIMIZER_BYTES - optimizer_bytes(layout))
 
 
 def data_parallel(params, profile, replicas, sharded, fabric: Fabric, cal, hbm_bandwidth: float,
