@@ -185,7 +185,7 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     only) each GEMM runs in tp chunks, each chunk's collective behind the next chunk's GEMM: the first
     (or last) chunk's share, 1/tp of the collective, or what exceeds the GEMMs stays exposed.
     Compute with communication running beside it is slowed by the SMs the communication holds
-    (contention)."""
+    (slowdown)."""
     ar, ag, rs = comm
     f, b, w, attn_f, attn_b, gemm_f, gemm_b, gemm_w = (sums[:, 1, j] for j in range(8))
     comm_f = np.where(sp, 2 * (ag + rs), 2 * ar)  # per layer forward, exposed
@@ -195,18 +195,18 @@ def pass_table(sums: np.ndarray, comm, cp_ring, recompute, sp, split, cal, tp_ov
     if tp_overlap:  # each GEMM runs in tp chunks, a chunk's collective behind the next chunk's GEMM
         tp = np.asarray(tp, float)
         exposed_f = np.maximum(comm_f / tp, comm_f - gemm_f)
-        slow_f = np.where(sp, contention(comm_f - exposed_f, cal), 0.0)
+        slow_f = np.where(sp, slowdown(comm_f - exposed_f, cal.comm_sms), 0.0)
         comm_f = np.where(sp, exposed_f, comm_f)
         behind_b, comm_b = gemm_b + np.where(split, 0.0, gemm_w), 2 * (ag + rs)
         exposed_b = np.maximum(comm_b / tp, comm_b - behind_b)
-        slow_b = np.where(sp, contention(comm_b - exposed_b, cal), 0.0)
+        slow_b = np.where(sp, slowdown(comm_b - exposed_b, cal.comm_sms), 0.0)
         comm_b_exposed = np.where(sp, exposed_b, comm_b_exposed)
         comm_b_overlap = np.where(sp, 0.0, comm_b_overlap)
     ecp_f, ecp_b = np.maximum(0.0, cp_ring[0] - attn_f), np.maximum(0.0, cp_ring[1] - attn_b)
     redo = np.where(recompute == 2, f + ecp_f, np.where(recompute == 1, attn_f, 0.0))
     redo_tp = np.where(recompute == 2, comm_f, 0.0)
     hidden_b = np.where(split | (not tp_async), 0.0, np.minimum(comm_b_overlap, w))
-    slow_b = slow_b + contention(hidden_b, cal)
+    slow_b = slow_b + slowdown(hidden_b, cal.comm_sms)
     b_tp = comm_b_exposed + comm_b_overlap - hidden_b + redo_tp
     layer = [f + slow_f + comm_f + ecp_f, b + slow_b + redo + b_tp + ecp_b, w, comm_f, b_tp, ecp_f, ecp_b]
     out = np.zeros((len(f), 3, 7))
@@ -372,10 +372,9 @@ def fb_pairs(f, b, comm_f, comm_b, cal):
     """(pair seconds, compute, communication), (..., p, v, v) each, of DualPipe's overlapped F&B pairs
     from the (..., p, v) passes and the communication inside them (TP, CP and EP): a pair lasts
     max(the two computes, the two communications), each half's communication running behind the
-    other half's compute, which the communication slows while they overlap (contention)."""
+    other half's compute, which the communication slows while they overlap (beside)."""
     compute, comm = pair_times(f - comm_f, b - comm_b), pair_times(comm_f, comm_b)
-    slowed = compute + contention(np.minimum(compute, comm), cal)
-    return np.maximum(np.maximum(slowed, comm), 0.0), compute, comm
+    return np.maximum(compute + beside(compute, comm, cal.comm_sms), 0.0), compute, comm
 
 
 def combined_pairs(f_blocks, b_blocks, cal) -> np.ndarray:
@@ -389,18 +388,13 @@ def combined_pairs(f_blocks, b_blocks, cal) -> np.ndarray:
     b_comb, b_mlp, b_disp, b_att = (np.asarray(x)[..., :, None, :] for x in b_blocks)
     total = 0.0
     for compute, comm in ((f_att, b_comb), (b_mlp, f_disp), (f_mlp, b_disp), (b_att, f_comb)):
-        total = total + np.maximum(compute + contention(np.minimum(compute, comm), cal), comm)
+        total = total + compute + beside(compute, comm, cal.comm_sms)
     return total
 
 
-def contention(overlapped, cal):
-    """Seconds compute loses to the communication kernels running beside it for `overlapped` seconds:
-    they hold cal.comm_sms of the SMs, so the compute runs at 1 - comm_sms of its speed meanwhile."""
-    return slowdown(overlapped, cal.comm_sms)
-
-
 def slowdown(overlapped, comm_sms: float):
-    """contention's seconds for a share `comm_sms` of the SMs held by communication."""
+    """Seconds compute loses to the communication kernels running beside it for `overlapped` seconds:
+    they hold `comm_sms` (cal.comm_sms) of the SMs, so the compute runs at 1 - comm_sms of its speed meanwhile."""
     return np.asarray(overlapped) * comm_sms / (1.0 - comm_sms)
 
 
@@ -419,7 +413,7 @@ def optimizer_start(order_end, dp_start, dp_end, comm_sms: float):
 
 def zero3_passes(x: np.ndarray, gather: np.ndarray, cal, on=True) -> np.ndarray:
     """(..., p, v) pass seconds under ZeRO-3, which all-gathers a pass's parameters (the gather's (..., p) seconds)
-    behind the compute before it, prefetched: the compute slowed while the gather runs beside it (contention), and
-    at least the gather, where `on` (bool, (...)) holds."""
+    behind the compute before it, prefetched: the compute slowed while the gather runs beside it, and at
+    least the gather (beside), where `on` (bool, (...)) holds."""
     lifted = x + beside(x, np.asarray(gather)[..., None], cal.comm_sms)
     return np.where(np.asarray(on)[..., None, None], lifted, x)
