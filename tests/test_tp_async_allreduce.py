@@ -8,13 +8,12 @@ it after both GEMMs on the compute stream: exposed whole, nothing slowed.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from refusals import assert_refused
 
 from simulator import load_scenario, simulate
 from simulator.cost.pipeline import PASS_FIELDS, pass_table
@@ -86,11 +85,5 @@ def test_each_development_case_states_the_megatron_of_its_time():
 
 def test_with_userbuffers_overlap_it_is_refused(tmp_path):
     """tp_overlap overlaps the backward's collectives itself: false beside it is a one-line error, exit 2."""
-    bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "scenarios" / "llama3-405b-h100.yaml").read_text())
-    run = subprocess.run([sys.executable, "-m", "simulator", "run", str(bad), "--set", "layout.sequence_parallel=true",
-                          "--set", "layout.tp_overlap=true", "--set", "layout.tp_async_allreduce=false"],
-                         capture_output=True, text=True)
-    assert run.returncode == 2
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and "tp_async_allreduce" in lines[0] and "bad.yaml" in lines[0]
+    assert_refused(ROOT / "scenarios" / "llama3-405b-h100.yaml", ["layout.sequence_parallel=true",
+                   "layout.tp_overlap=true", "layout.tp_async_allreduce=false"], "tp_async_allreduce", tmp_path)
