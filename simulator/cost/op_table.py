@@ -13,6 +13,7 @@ from .ops import (
     BLOCK_EXPERT,
     BLOCK_LAYER,
     CAST_BYTES,
+    FUSED_ACTIVATION,
     FUSED_ATTENTION,
     OpRows,
     OpTable,
@@ -93,10 +94,6 @@ first GEMM's output (fused_bias_geglu.weighted_bias_quick_geglu_impl, the dense 
 halves clamped (1 read, 1 written) and concatenated (1, 1); backward, each half's gradient masked by its saved input
 (2 read, 1 written) and the halves gathered (1, 1)."""
 
-FUSED_ACTIVATION = {False: (2.0, 4.0), True: (3.0, 6.0)}
-"""(forward, backward) 16-bit elements one fused activation kernel moves per element of its output, by gatedness:
-the input read and the output written (a gated one reads both halves), the backward twice that (ops._ffn's row)."""
-
 UNFUSED_ACTIVATION = {"squared_relu": (4.0, 10.0), "swiglu": (5.0, 13.0)}
 """(forward, backward) 16-bit elements an activation moves per element of its output as PyTorch ops run it one
 kernel each (workload.activation unfused), where that differs from FUSED_ACTIVATION (F.gelu is one kernel either
@@ -108,7 +105,7 @@ gradients concatenated (2, 2)."""
 
 
 def activation_as_run(rows: OpRows, scenario) -> OpRows:
-    """Training's activation rows as the framework runs them: one fused kernel (ops._ffn), or PyTorch's ops one
+    """Training's activation rows as the framework runs them: one fused kernel (ops.FUSED_ACTIVATION), or PyTorch's ops one
     kernel each (workload.activation unfused: UNFUSED_ACTIVATION), and with model.glu_clamp Megatron-Core's PyTorch
     clamp of the first GEMM's output (2 w of a gated row's 3 w elements: CLAMP_ELEMENTS) before it. Neither in the
     routed experts where a fused grouped MLP (expert_gemm single_kernel) runs the activation inside its kernel."""
