@@ -105,10 +105,11 @@ gradients concatenated (2, 2)."""
 
 
 def activation_as_run(rows: OpRows, scenario) -> OpRows:
-    """Training's activation rows as the framework runs them: one fused kernel (ops.FUSED_ACTIVATION), or PyTorch's ops one
-    kernel each (workload.activation unfused: UNFUSED_ACTIVATION), and with model.glu_clamp Megatron-Core's PyTorch
-    clamp of the first GEMM's output (2 w of a gated row's 3 w elements: CLAMP_ELEMENTS) before it. Neither in the
-    routed experts where a fused grouped MLP (expert_gemm single_kernel) runs the activation inside its kernel."""
+    """Training's activation rows as the framework runs them: one fused kernel (ops.FUSED_ACTIVATION), or PyTorch's
+    ops one kernel each (workload.activation unfused: UNFUSED_ACTIVATION), and with model.glu_clamp Megatron-Core's
+    PyTorch clamp of the first GEMM's output (2 w of a gated row's 3 w elements: CLAMP_ELEMENTS) before it.
+    Neither in the routed experts where a fused grouped MLP (expert_gemm single_kernel) runs the activation inside
+    its kernel."""
     model = scenario.model
     unfused, clamp = scenario.workload.activation == "unfused", clamped_glu(model)
     if not (unfused or clamp):
