@@ -26,22 +26,25 @@ TIE = 1e-15  # transfers within this many seconds of the first to finish finish 
 
 
 class Links:
-    """Every link's transfers in flight: work left (seconds at full bandwidth), last update, timer."""
+    """Every link's transfers in flight: work left (seconds at full bandwidth), last update, timer.
+    Per-link state lives in lists indexed by link number (device * 3 + tier)."""
 
-    def __init__(self, push):
+    __slots__ = ("push", "left", "updated", "version")
+
+    def __init__(self, push, n: int):
         self.push = push
-        self.left: dict[int, dict[int, float]] = {}  # link -> {transfer: seconds of work left}
-        self.updated: dict[int, float] = {}
-        self.version: dict[int, int] = {}
+        self.left: list[dict[int, float]] = [{} for _ in range(n)]  # link -> {transfer: seconds of work left}
+        self.updated = [0.0] * n
+        self.version = [0] * n
 
     def start(self, link: int, key: int, seconds: float, now: float) -> None:
         """Transfer `key` joins `link` at `now` with `seconds` of work."""
-        left = self.left.get(link)
+        left = self.left[link]
         if not left:  # an idle link (the common case): nothing to charge, one timer
-            self.left[link] = {key: seconds}
+            left[key] = seconds
             self.updated[link] = now
-            self.version[link] = v = self.version.get(link, 0) + 1
-            self.push(now + max(seconds, 0.0), LINK_TIMER, link, v)
+            self.version[link] = v = self.version[link] + 1
+            self.push(now + (seconds if seconds > 0.0 else 0.0), LINK_TIMER, link, v)
             return
         self._advance(link, now)
         left[key] = seconds
@@ -49,16 +52,16 @@ class Links:
 
     def resume(self, link: int, key: int, seconds: float, now: float) -> None:
         """A transfer already in flight at `now` (the hand-over instant) with `seconds` left."""
-        self.left.setdefault(link, {})[key] = seconds
+        self.left[link][key] = seconds
         self.updated[link] = now
 
     def plan_all(self, now: float) -> None:
-        for link in list(self.left):
+        for link in range(len(self.left)):
             self._plan(link, now)
 
     def _advance(self, link: int, now: float) -> None:
         """Charge the time since the last update to every transfer in flight, equally."""
-        left = self.left.get(link)
+        left = self.left[link]
         if left:
             share = (now - self.updated[link]) / len(left)
             for key in left:
@@ -66,15 +69,15 @@ class Links:
         self.updated[link] = now
 
     def _plan(self, link: int, now: float) -> None:
-        left = self.left.get(link)
+        left = self.left[link]
         if not left:
             return
-        self.version[link] = v = self.version.get(link, 0) + 1
+        self.version[link] = v = self.version[link] + 1
         self.push(now + max(min(left.values()), 0.0) * len(left), LINK_TIMER, link, v)
 
     def fire(self, link: int, version: int, now: float) -> list[int]:
         """The transfers a timer completes (none when a later arrival superseded it)."""
-        if version != self.version.get(link):
+        if version != self.version[link]:
             return []
         left = self.left[link]
         if len(left) == 1:  # a transfer alone on its link ends at its timer
@@ -118,7 +121,7 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
     def push(t, kind, a, b, _push=heapq.heappush, _next=seq.__next__):
         _push(events, (t, _next(), kind, a, b))
 
-    links = Links(push)
+    links = Links(push, 3 * p)
     for k in np.flatnonzero(in_flight).tolist():
         links.resume(int(g.link[k]), k, float(g.delay[k] - (t0 - send_start[k])), t0)
     for d in np.flatnonzero(dp_flying).tolist():
@@ -133,16 +136,7 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
     fl = lambda x: array("d", np.ascontiguousarray(x, dtype=np.float64).tobytes())  # noqa: E731
     state = _Replay(g, fl(arr), fl(start), fl(end), dp_start.tolist(), dp_end.tolist(), nxt.tolist(), hi.tolist(),
                     links, push)
-    pop, slot_end, fire, arrive, try_start = heapq.heappop, state.slot_end, links.fire, state.arrive, state.try_start
-    while events:
-        t, _, kind, a, b = pop(events)
-        if kind == SLOT_END:
-            slot_end(a, b, t)
-        elif kind == LINK_TIMER:
-            for key in fire(a, b, t):
-                arrive(key, t)
-        else:
-            try_start(a, t)
+    state.run(events)
     if any(i < stop for i, stop in zip(state.nxt, state.hi)):
         raise ScheduleDeadlock("the schedule's orders wait on each other: some tasks never start")
     back = lambda x: np.frombuffer(x, dtype=np.float64).copy()  # noqa: E731
@@ -152,6 +146,9 @@ def share_links(g: TaskGraph, t0: float, start: np.ndarray, end: np.ndarray, arr
 class _Replay:
     """Devices running their orders from the hand-over on: slot ends publish outputs (at once, or as
     transfers), arrivals wake the devices waiting for them."""
+
+    __slots__ = ("g", "arr", "start", "end", "dp_start", "dp_end", "nxt", "hi", "links", "push", "dep", "out", "dur",
+                 "link", "delay", "last_backward", "launch_at_end", "h", "waiting")
 
     def __init__(self, g, arr, start, end, dp_start, dp_end, nxt, hi, links, push):
         self.g, self.arr, self.start, self.end = g, arr, start, end
@@ -166,16 +163,30 @@ class _Replay:
         self.h = g.halves
         self.waiting: dict[int, list[int]] = {}
 
+    def run(self, events: list) -> None:
+        """Process `events` (a heap) in time order until none is left."""
+        pop, slot_end, fire, arrive, try_start = heapq.heappop, self.slot_end, self.links.fire, self.arrive, \
+            self.try_start
+        while events:
+            t, _, kind, a, b = pop(events)
+            if kind == SLOT_END:
+                slot_end(a, b, t)
+            elif kind == LINK_TIMER:
+                for key in fire(a, b, t):
+                    arrive(key, t)
+            else:
+                try_start(a, t)
+
     def try_start(self, d: int, now: float) -> None:
         """Start device d's next slot at `now` if its inputs have arrived, else wait for them."""
         i = self.nxt[d]
         if i >= self.hi[d]:
             return
-        dep, arr = self.dep, self.arr
-        for k in (dep[2 * i], dep[2 * i + 1]):
-            if arr[k] < 0.0:
-                self.waiting.setdefault(k, []).append(d)
-                return
+        arr, j = self.arr, 2 * i
+        k = self.dep[j]
+        if arr[k] < 0.0 or arr[k := self.dep[j + 1]] < 0.0:
+            self.waiting.setdefault(k, []).append(d)
+            return
         self.start[i] = now
         if i == self.last_backward[d] and not self.launch_at_end:
             self.reduce(d, now)
@@ -190,8 +201,8 @@ class _Replay:
         self.end[i] = now
         if i == self.last_backward[d] and self.launch_at_end:
             self.reduce(d, now)
-        out, link, h = self.out, self.link, self.h
-        for k in (out[2 * i], out[2 * i + 1]):
+        out, link, h, j = self.out, self.link, self.h, 2 * i
+        for k in (out[j], out[j + 1]):
             if k >= h:
                 continue
             if link[k] < 0:
@@ -206,5 +217,7 @@ class _Replay:
             self.dp_end[key - self.h - 2] = now
             return
         self.arr[key] = now
-        for d in self.waiting.pop(key, ()):
-            self.try_start(d, now)
+        waiting = self.waiting.pop(key, None)
+        if waiting:
+            for d in waiting:
+                self.try_start(d, now)
