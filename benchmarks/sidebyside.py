@@ -9,9 +9,9 @@ side-by-side benchmarks skip. ISSUE_COMMIT, the code issue 17 timed for its "tod
 the same way ($SIMRACK_ISSUE_BASE).
 
 A probe is Python source run in a child (`python -P`: the working directory, the repository root, is
-not on sys.path) with only that tree on PYTHONPATH; it prints one JSON line. PRELUDE gives it `cpu()` (this process's CPU seconds),
-`rss()` and `hwm()` (resident and peak resident bytes of this process from /proc: ru_maxrss would
-report the parent's peak, kept across exec) and `cold()` (clears the fabric cache).
+not on sys.path) with only that tree on PYTHONPATH; it prints one JSON line. PRELUDE gives it `cpu()` (this
+process's CPU seconds), `rss()` and `hwm()` (resident and peak resident bytes of this process from /proc:
+ru_maxrss would report the parent's peak, kept across exec) and `cold()` (clears the fabric cache).
 """
 
 from __future__ import annotations

@@ -146,7 +146,8 @@ def check_serving(name: str, tl, report, capacity: int) -> None:
             raise InvariantError(f"{int((done == tl.rejected).sum())} requests neither completed nor were "
                                  f"rejected, or both")
         req = tl.requests
-        if (tl.first_token[done] < req.arrival[done] - EPS).any() or (tl.finish[done] < tl.first_token[done] - EPS).any():
+        if ((tl.first_token[done] < req.arrival[done] - EPS).any()
+                or (tl.finish[done] < tl.first_token[done] - EPS).any()):
             raise InvariantError("a token was emitted before its request arrived or before its first token")
         _check_steps(tl)
         if (tl.kv_tokens_peak > capacity).any():

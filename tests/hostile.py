@@ -10,8 +10,9 @@ the exception if one escaped, the seconds it took, and the files left in its fol
 inputs. `problems(case, outcome)` lists what is wrong with an outcome (empty: the case passed).
 
 A case is a dict: id; args (the command line, relative paths into its folder); files {name: text,
-bytes, "<fifo>", or "<dev:MAJOR,MINOR>" for a private device node, root only}; expect (exit status, default 2); says (fragments stderr must hold); fsize (an
-RLIMIT_FSIZE while it runs); keep (files it may leave, e.g. an output it writes on success).
+bytes, "<fifo>", or "<dev:MAJOR,MINOR>" for a private device node, root only}; expect (exit status,
+default 2); says (fragments stderr must hold); fsize (an RLIMIT_FSIZE while it runs); keep (files it may
+leave, e.g. an output it writes on success).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ for case in cases:
         resource.setrlimit(resource.RLIMIT_FSIZE, fsize)
     out["seconds"] = time.monotonic() - start
     out["left"] = sorted(tree() - inputs)
-    out["replaced"] = sorted(n for n, kind in kinds.items() if not os.path.lexists(n) or os.lstat(n).st_mode >> 12 != kind)
+    out["replaced"] = sorted(n for n, kind in kinds.items()
+                             if not os.path.lexists(n) or os.lstat(n).st_mode >> 12 != kind)
     out["nonfinite"] = [name for name in out["left"] if os.path.isfile(name) and os.path.getsize(name) < 1 << 20
                         and any(word in open(name, "rb").read() for word in (b"Infinity", b"NaN"))]
     os.chdir("/")

@@ -99,7 +99,8 @@ def test_small_m_gemms_are_memory_bound_and_within_25_percent(gemm_cases, cal):
         p = gemm(cal, c["gen"], c["dtype"])
         compute = c["flop"] / (c["peak"] * fit.gemm_efficiency(c["dims"], p["eff_max"], p["half_dim"]))
         assert c["bytes"] / c["hbm"] > compute, c["id"]
-    errs = [abs(residual(cal, c)) for c in small + [c for c in gemm_cases if c["id"].startswith("deepgemm_h800_fp8_m128")]]
+    errs = [abs(residual(cal, c))
+            for c in small + [c for c in gemm_cases if c["id"].startswith("deepgemm_h800_fp8_m128")]]
     assert np.mean(errs) <= 0.12 and max(errs) <= 0.25
 
 
@@ -208,7 +209,8 @@ def test_data_sheet_agrees_with_the_presets(doc):
     assert all(not {k for k in d if k != "nvlink_per_direction" and not k.startswith("peak_fp4")}
                for d in fit.calibrate(doc)["data_sheet_differences"].values())
     for device, preset in (("A100-SXM4-80GB", "dgx-a100-superpod"), ("H100-SXM5-80GB", "dgx-h100-superpod"),
-                           ("H800", "hgx-h800"), ("H200-SXM", "hgx-h200"), ("B200", "hgx-b200"), ("GB200", "gb200-nvl72")):
+                           ("H800", "hgx-h800"), ("H200-SXM", "hgx-h200"), ("B200", "hgx-b200"),
+                           ("GB200", "gb200-nvl72")):
         topo = yaml.safe_load(presets.joinpath(f"{preset}.yaml").read_text())
         assert parse_bandwidth(topo["domain"]["bandwidth"]) == pytest.approx(sheet[device]["nvlink"]), device
 

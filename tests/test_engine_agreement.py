@@ -32,7 +32,8 @@ from simulator.training.reference_engine import run_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("start", "end", "comm_wait", "dp_start", "dp_end", "optimizer_start", "stage_end")
-SHIPPED = sorted({*glob.glob(str(ROOT / "scenarios" / "*.yaml")), *glob.glob(str(ROOT / "scenarios" / "scale" / "*.yaml")),
+SHIPPED = sorted({*glob.glob(str(ROOT / "scenarios" / "*.yaml")),
+                  *glob.glob(str(ROOT / "scenarios" / "scale" / "*.yaml")),
                   *glob.glob(str(ROOT / "scenarios" / "studies" / "**" / "*.yaml"), recursive=True),
                   *glob.glob(str(ROOT / "simulator" / "data" / "validation" / "*.yaml"))})
 

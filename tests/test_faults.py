@@ -193,7 +193,8 @@ def _faults(draw):
     if draw(st.booleans()):
         out["straggler"] = {"gpu": draw(st.integers(0, _GPUS + 8)), "slowdown": draw(st.floats(0.5, 4.0))}
     if draw(st.booleans()):
-        out["degraded_link"] = {"gpu": draw(st.integers(0, _GPUS)), "tier": draw(st.sampled_from(["nvlink", "scaleout", "pcie"])),
+        out["degraded_link"] = {"gpu": draw(st.integers(0, _GPUS)),
+                                "tier": draw(st.sampled_from(["nvlink", "scaleout", "pcie"])),
                                 "fraction": draw(st.floats(-0.1, 1.2))}
     if draw(st.booleans()):
         out["failed_node"] = {"domain": draw(st.integers(0, 9)), "policy": draw(st.sampled_from(["spare", "relayout"])),

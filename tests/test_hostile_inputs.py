@@ -118,7 +118,8 @@ for name, text, say in [
     ("huge", ROW16.replace("1", "1e308", 1), "line 1: '1e308'"),
     ("word", ROW16.replace("1", "many", 1), "line 1: 'many'"),
 ]:
-    run(f"side-files/counts-{name}", {SCN: MOE, "c.txt": text}, says=[SCN, "workload.routing.counts_file", "c.txt", say])
+    run(f"side-files/counts-{name}", {SCN: MOE, "c.txt": text},
+        says=[SCN, "workload.routing.counts_file", "c.txt", say])
 
 # --- 3. sizes: refused with the limit and why, before any work -----------------------------------
 for name, sets, field in [
@@ -164,7 +165,8 @@ case("sizes", "grid-unknown-field", ["sweep", SCN, "--grid", "nosuch.x=1,2", "-q
 FLOATS = [("workload.routing.skew", MOE), ("workload.routing.capacity_factor", MOE),
           ("workload.routing.affinity", MOE), ("topology.scaleout.oversubscription", TRAIN),
           ("options.gpu_hour_price", TRAIN), ("model.dropout", TRAIN), ("topology.device.efficiency.gemm", TRAIN),
-          ("faults.straggler.slowdown", FAULTS), ("faults.jitter.cv", FAULTS), ("faults.degraded_link.fraction", FAULTS)]
+          ("faults.straggler.slowdown", FAULTS), ("faults.jitter.cv", FAULTS),
+          ("faults.degraded_link.fraction", FAULTS)]
 for field, text in FLOATS:
     text = text.replace("kind: counts, counts_file: c.txt", "kind: zipf")
     for value in (".inf", "-.inf", ".nan", "true", "1e400"):
@@ -173,7 +175,8 @@ run("numbers/rate=.inf", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: .in
     says=["workload.arrivals.rate", "finite"])
 run("numbers/rate=true", {SCN: SERVE.replace("trace: t.csv, rate: 5", "rate: true, count: 4")},
     says=["workload.arrivals.rate", "boolean"])
-for field, value in [("topology.device.peak_flops.bf16", "1e-300 FLOP/s"), ("topology.device.hbm_bandwidth", "1e-300 B/s"),
+for field, value in [("topology.device.peak_flops.bf16", "1e-300 FLOP/s"),
+                     ("topology.device.hbm_bandwidth", "1e-300 B/s"),
                      ("topology.domain.latency", "1e308 s"), ("topology.scaleout.nic_bandwidth", "1e400 GB/s"),
                      ("topology.device.hbm", ".inf"), ("topology.domain.bandwidth", "true")]:
     run(f"numbers/{field}={value}", {SCN: TRAIN}, f"{field}={value}", says=[SCN, field])

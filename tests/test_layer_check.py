@@ -43,4 +43,5 @@ def test_fp8_speedup_of_the_layer(make_scenario):
     """FP8 over BF16 for the one layer: TE measures 1.53x (both unfused); simrack's comes out of the GEMM fits and the
     casts, within 8% of it."""
     ratio = _measured("TE unfused + TE attention, BF16")[0] / _measured("TE unfused + TE attention, FP8")[0]
-    assert _layer_seconds(make_scenario, "bf16") / _layer_seconds(make_scenario, "fp8") == pytest.approx(ratio, rel=0.08)
+    assert (_layer_seconds(make_scenario, "bf16") / _layer_seconds(make_scenario, "fp8")
+            == pytest.approx(ratio, rel=0.08))

@@ -128,7 +128,8 @@ def test_serving_dispatches_in_the_gemm_format_by_default(make_scenario):
     scn = make_scenario(model=SMALL_MOE, topology=H800, layout={"ep": 8},
                         workload={"kind": "serve", "dtype": "fp8", "prompt_len": 512, "output_len": 16, "batch": 8})
     assert dispatch_width(scn) == 1.0
-    assert dispatch_width(scn.model_copy(update={"layout": scn.layout.model_copy(update={"fp8_dispatch": False})})) == 2.0
+    assert dispatch_width(scn.model_copy(
+        update={"layout": scn.layout.model_copy(update={"fp8_dispatch": False})})) == 2.0
 
 
 def test_dedup_sends_one_copy_per_remote_domain(make_scenario, monkeypatch):

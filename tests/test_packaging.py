@@ -143,7 +143,8 @@ def installed(tmp_path_factory):
 def test_wheel_imports_from_the_venv_not_the_checkout(installed):
     bin_, work, env = installed
     out = _call([bin_ / "python", "-c", "import simulator, topologies, simulator.data as d; "
-                 "print(simulator.__file__); print(topologies.__file__); print(d.PUBLISHED); print(simulator.__version__)"],
+                 "print(simulator.__file__); print(topologies.__file__); print(d.PUBLISHED); "
+                 "print(simulator.__version__)"],
                 work, env).stdout.split()
     venv = bin_.parent.resolve()
     assert all(Path(p).resolve().is_relative_to(venv) for p in out[:3]), out

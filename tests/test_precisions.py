@@ -77,7 +77,8 @@ def test_fp8_current_scaling_reads_each_cast_input_once_more(tmp_path):
     assert layer_rows(scn.model, 8, True, "mxfp8", True, current_scaling=True).io.sum() == pytest.approx(
         layer_rows(scn.model, 8, True, "mxfp8", True).io.sum())  # block formats scale from each block
     fp8 = ["workload.dtype=fp8", "layout.fp8_params=false"]
-    step = lambda sets: run(load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml", fp8 + sets)).report  # noqa: E731
+    step = lambda sets: run(  # noqa: E731
+        load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml", fp8 + sets)).report
     assert step(["workload.fp8_scaling=current"]).step_time_s > step([]).step_time_s
     assert_refused(ROOT / "scenarios" / "llama3-405b-h100.yaml", ["workload.fp8_scaling=current"],
                    "workload.fp8_scaling: current scales per-tensor FP8 (workload.dtype fp8), got bf16", tmp_path)

@@ -116,7 +116,8 @@ def test_modules_are_ignored_outside_selective_recompute():
     """As Megatron-Core's: a search or sweep that switches recompute keeps the list and gets plain none / full."""
     for mode in ("none", "full"):
         plain = simulate(load_scenario(LLAMA, [f"workload.recompute={mode}"]))
-        listed = simulate(load_scenario(LLAMA, [f"workload.recompute={mode}", "workload.recompute_modules=[layernorm]"]))
+        listed = simulate(load_scenario(LLAMA, [f"workload.recompute={mode}",
+                                                "workload.recompute_modules=[layernorm]"]))
         assert listed.step_time_s == plain.step_time_s
         assert listed.memory_bytes == plain.memory_bytes
 

@@ -97,7 +97,8 @@ BAD = [  # (id, scenario text) the loader rejects
 
 
 @pytest.mark.parametrize("text", [GOOD, INLINE, INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}", DEVICE),
-                                  INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}", DEVICE.replace("hbm:", "hbm_bytes:"))],
+                                  INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}",
+                                                 DEVICE.replace("hbm:", "hbm_bytes:"))],
                          ids=["presets", "inline", "inline-device", "python-name"])
 def test_good_examples_pass_both(tmp_path, validator, text):
     path = tmp_path / "s.yaml"

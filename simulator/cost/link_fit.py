@@ -17,13 +17,15 @@ NIC_RATE = 400e9 / 8  # bytes/s: every inter-node entry runs 400 Gb/s NICs (NDR 
 LATENCY_REGIME = 256 * 1024  # bytes: all-reduces up to this size cost their latency (sweeps flat below it)
 GB200_RING_GPUS = 4  # azure_gb200_allreduce_ring_sweep: one ND GB200 v6 VM is one 4-GPU tray (entry config)
 RING_LARGE = {"ampere": [("mleng_a100_8gpu_allreduce_sweep", None), ("azure_a100_8gpu_allreduce_sweep", None)],
-              "hopper": [("mleng_h200_8gpu_allreduce_ring_16gib", "busbw"), ("mleng_h200_8gpu_allgather_16gib", "busbw"),
+              "hopper": [("mleng_h200_8gpu_allreduce_ring_16gib", "busbw"),
+                         ("mleng_h200_8gpu_allgather_16gib", "busbw"),
                          ("mleng_h200_8gpu_reducescatter_16gib", "busbw"),
                          ("mleng_h200_allreduce_gpu_count_sweep", "busbw NVLS off"),
                          ("nccltests212_h100_8gpu_maintainer", "effective NVLink busbw")],
               "blackwell": [("mleng_b200_allreduce_gpu_count_sweep", "busbw NVLS off"),
                             ("azure_gb200_allreduce_ring_sweep", None)]}
-NVLS_LARGE = {"hopper": [("mleng_h200_8gpu_allreduce_nvls_16gib", "busbw"), ("mleng_h200_8gpu_allreduce_nvls_sweep", None),
+NVLS_LARGE = {"hopper": [("mleng_h200_8gpu_allreduce_nvls_16gib", "busbw"),
+                         ("mleng_h200_8gpu_allreduce_nvls_sweep", None),
                          ("azure_h100_8gpu_allreduce_sweep", None), ("azure_h200_8gpu_allreduce_sweep", None),
                          ("nccltests212_h100_8gpu_maintainer", "NVLS all-reduce peak busbw"),
                          ("nccltests290_ndr400_per_nic", "single-node"),

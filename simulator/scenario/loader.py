@@ -171,7 +171,8 @@ def _check_expansion(root: yaml.Node) -> None:
             raise _Issue(None, f"YAML aliases expand to more than {MAX_YAML_VALUES:,} values "
                          f"(line {node.start_mark.line + 1})")
         if depth > MAX_YAML_DEPTH:
-            raise _Issue(None, f"YAML aliases nest deeper than {MAX_YAML_DEPTH} levels (line {node.start_mark.line + 1})")
+            raise _Issue(None, f"YAML aliases nest deeper than {MAX_YAML_DEPTH} levels "
+                         f"(line {node.start_mark.line + 1})")
         done[id(node)] = (values, depth)
 
 

@@ -181,7 +181,8 @@ class Simulation:
         self.log.add((g.replica, g.index, start, now, DECODE, n, n, n, kv), flops)
         g.decoded()
         self.kv_now[g.replica, g.index] = blocks
-        held = self.reserved[g.replica] if g.role == "prefill" else blocks if self.pp == 1 else self.kv_now[g.replica].sum()
+        held = (self.reserved[g.replica] if g.role == "prefill"
+                else blocks if self.pp == 1 else self.kv_now[g.replica].sum())
         if held > self.kv_peak[g.replica]:
             self.kv_peak[g.replica] = held
         if g.finish_in <= 0:

@@ -37,7 +37,8 @@ def make_requests(scn) -> Requests:
     arr = w.arrivals
     if arr is None:
         n = w.batch * scn.layout.ep
-        return _bounded(scn, Requests(np.zeros(n), np.full(n, w.prompt_len), np.full(n, w.output_len)), "workload.batch")
+        return _bounded(scn, Requests(np.zeros(n), np.full(n, w.prompt_len), np.full(n, w.output_len)),
+                        "workload.batch")
     rng = np.random.default_rng(arr.seed)
     if arr.trace is None:
         gaps = rng.exponential(1.0 / arr.rate, arr.count)

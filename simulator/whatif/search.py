@@ -71,8 +71,8 @@ def parse_constraint(text: str) -> Constraint:
         raise ValueError(f"--constraint {quote(text)}: {quote(raw)} is not a finite number (SI units: seconds, "
                          "bytes)") from None
     if key not in ANALYTIC_KEYS:
-        raise ValueError(f"--constraint {quote(text)}: {clip(key, 60)} is not a figure of a training search; use one of "
-                         f"{', '.join(ANALYTIC_KEYS)}")
+        raise ValueError(f"--constraint {quote(text)}: {clip(key, 60)} is not a figure of a training search; "
+                         f"use one of {', '.join(ANALYTIC_KEYS)}")
     return Constraint(key, op, value)
 
 

@@ -297,7 +297,8 @@ def _quiet_dask():
                 lg.setLevel(level)
 
 
-def _with_client(Client, as_completed, items: list, fn: Callable, address: str, bar: Bar, patience: float) -> list:  # noqa: N803
+def _with_client(Client, as_completed, items: list, fn: Callable, address: str, bar: Bar,  # noqa: N803
+                 patience: float) -> list:
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as err:
