@@ -1,5 +1,6 @@
 """workload.attention selects the measured attention kernel: flash (the generation's newest: FA2 on A100, FA3 on
-Hopper), flash2 (FlashAttention-2: A100 and Hopper, simulator/data/calibration.yaml `attention.fa2`). Closed forms:
+Hopper), flash2 (FlashAttention-2: A100 and Hopper, simulator/data/calibration.yaml `attention.fa2`), auto (the
+default: resolved by generation in training, flash in serving). Closed forms:
 the fused attention row's time is FLOP / (16-bit peak x eff_max x s'/(s' + s_half) x clock) with the FA2 curve's
 parameters, s' = s/2 causal."""
 
@@ -58,3 +59,24 @@ def test_the_schema_refuses_flash2_exactly_where_no_curve_is_measured():
     """spec.FA2_MEASURED (the schema's check) names the generations whose calibration has FlashAttention-2 curves."""
     have = {g for g in calibration.GENERATIONS if calibration.attention_curves(g, "flash2") is not None}
     assert have == set(FA2_MEASURED)
+
+
+def test_auto_trains_with_the_kernel_published_training_ran_on_the_generation():
+    """workload.attention auto (the default) resolves in training by generation (spec.TRAINING_ATTENTION): Hopper
+    at FlashAttention-2's rates, A100 unfused (Megatron-LM to 2022), Blackwell the newest kernel; a step with auto
+    is the step with that kernel named, and on Hopper and A100 slower than with flash."""
+    for path, named in ((LLAMA, "flash2"), (ROOT / "scenarios" / "gpt3-175b-selene.yaml", "unfused"), (GB200, "flash")):
+        auto = load_scenario(path, ["workload.attention=auto"])
+        assert auto.attention_kernel == named, path.name
+        step = simulate(auto).step_time_s
+        assert step == simulate(load_scenario(path, [f"workload.attention={named}"])).step_time_s, path.name
+        flash = simulate(load_scenario(path, ["workload.attention=flash"])).step_time_s
+        assert step > flash if named != "flash" else step == flash, path.name
+
+
+def test_auto_serves_with_the_newest_kernel():
+    """Serving engines run the generation's newest kernels: auto is flash there, on Hopper too."""
+    scn = load_scenario(ROOT / "scenarios" / "serve-llama3-70b-h100.yaml", ["workload.attention=auto"])
+    assert scn.attention_kernel == "flash"
+    dev, dtype = scn.topology.device, scn.workload.dtype
+    assert calibration.for_device(dev, dtype, scn.attention_kernel) == calibration.for_device(dev, dtype, "flash")

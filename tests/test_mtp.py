@@ -113,7 +113,7 @@ def _layer_passes(scn, plan):
     fabric = fabric_for(scn.topology)
     keys = scenario_layer_keys(scn, ops, fabric, placement.group_of("tp", 0), placement.group_of("cp", 0),
                                plan.table.split_backward)
-    return layer_costs(scn, keys, fabric, calibration.for_device(scn.topology.device, "bf16")).passes[0]
+    return layer_costs(scn, keys, fabric, calibration.for_training(scn)).passes[0]
 
 
 def test_a_module_costs_a_layer_the_embedding_the_head_again_and_its_projection(dense):
@@ -123,7 +123,7 @@ def test_a_module_costs_a_layer_the_embedding_the_head_again_and_its_projection(
     scn = load_scenario(dense)
     plan = training_plan(scn)[1]
     passes = _layer_passes(scn, plan)
-    proj = mtp.projection_seconds(scn, calibration.for_device(scn.topology.device, "bf16"))
+    proj = mtp.projection_seconds(scn, calibration.for_training(scn))
     last = 9 * passes[1, 0] + 2 * passes[2, 0] + passes[0, 0] + proj[0]
     assert plan.f[-1, 0] == pytest.approx(last, rel=1e-12)
     assert plan.f[1, 0] == pytest.approx(8 * passes[1, 0], rel=1e-12)

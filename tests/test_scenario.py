@@ -109,7 +109,7 @@ def test_model_defaults_follow_design(tmp_path):
 def test_workload_layout_options_defaults(tmp_path):
     s = load_scenario(write(tmp_path, BASE))
     w, lay, o = s.workload, s.layout, s.options
-    assert (w.kind, w.micro_batch, w.dtype, w.recompute, w.attention) == ("train", 1, "bf16", "selective", "flash")
+    assert (w.kind, w.micro_batch, w.dtype, w.recompute, w.attention) == ("train", 1, "bf16", "selective", "auto")
     assert (w.prompt_len, w.output_len, w.batch, w.arrivals, w.slo) == (None,) * 5
     assert (lay.ep, lay.cp, lay.sequence_parallel, lay.schedule, lay.chunks) == (1, 1, False, "1f1b", 1)
     assert (lay.zero, lay.distributed_optimizer, lay.stage_layers) == (0, False, None)

@@ -279,13 +279,13 @@ def for_device(device, dtype: str = "bf16", attention: str = "flash") -> Calibra
 
 
 def for_training(scn) -> Calibration:
-    """The calibration of a training scenario: for_device, charging host time only to Megatron-Core's eager path
-    (workload.expert_gemm multi_stream: Transformer Engine's grouped GEMM, one GEMM an expert from the host; not
-    workload.cuda_graphs): the routed experts' launches (`expert_gemm_host`) unless workload.cuda_graph_scope holds
-    moe, and the eager attention, router and dispatch preprocessing of an MoE layer (`eager_moe_host`) unless it
-    captures all three."""
+    """The calibration of a training scenario: for_device with its attention kernel (Scenario.attention_kernel),
+    charging host time only to Megatron-Core's eager path (workload.expert_gemm multi_stream: Transformer Engine's
+    grouped GEMM, one GEMM an expert from the host; not workload.cuda_graphs): the routed experts' launches
+    (`expert_gemm_host`) unless workload.cuda_graph_scope holds moe, and the eager attention, router and dispatch
+    preprocessing of an MoE layer (`eager_moe_host`) unless it captures all three."""
     w = scn.workload
-    cal = for_device(scn.topology.device, w.dtype, w.attention)
+    cal = for_device(scn.topology.device, w.dtype, scn.attention_kernel)
     if w.expert_gemm != "multi_stream" or w.cuda_graphs:
         return replace(cal, expert_gemm_host=0.0, eager_moe_host=0.0)
     scope = set(w.cuda_graph_scope) | ({"moe_router", "moe_preprocess"} if "moe" in w.cuda_graph_scope else set())

@@ -436,7 +436,7 @@ def layer_shape(scenario) -> LayerShape:
         kv_heads=max(m.kv_heads // tp, 1), head_dim=m.head_dim, ffn=m.ffn // tp,
         gated=m.ffn_kind == "swiglu", vocab=-(-m.vocab // tp),
         norm_tokens=tokens // tp if lay.sequence_parallel else tokens,
-        flash=getattr(w, "attention", "flash") != "unfused" or m.mla is not None, mla=m.mla,
+        flash=scenario.attention_kernel != "unfused" or m.mla is not None, mla=m.mla,
         **window_fields(m),
     )
 

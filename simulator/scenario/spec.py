@@ -60,6 +60,15 @@ class Scenario(_Frozen):
             raise ValueError(f"scenario {self.name}: micro_batches needs workload.global_batch")
         return w.global_batch // (w.micro_batch * self.layout.dp)
 
+    @property
+    def attention_kernel(self) -> str:
+        """workload.attention with auto resolved: a training run's TRAINING_ATTENTION kernel of the device's
+        generation (else flash), a serving run's flash (the newest measured kernel)."""
+        w = self.workload
+        if w.attention != "auto":
+            return w.attention
+        return TRAINING_ATTENTION.get(self.topology.device.arch, "flash") if w.kind == "train" else "flash"
+
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
         _check_limits(self)
@@ -303,6 +312,14 @@ def _check_recompute_modules(s: Scenario) -> None:
             _rule("workload.recompute_modules", f"{name}: model {m.name} has no such module")
 
 
+TRAINING_ATTENTION = {"ampere": "unfused", "hopper": "flash2"}
+"""The attention kernel a training scenario's workload.attention auto runs, by generation (else flash, the newest
+measured): the kernel most published training on the generation ran (docs/calibration.md, "The default attention
+kernel"). Ampere: unfused, as Megatron-LM until 2022 (its Tables of 2021, Korthikanti et al. 2022, MT-NLG: all 26
+A100 runs of the development set); Hopper: FlashAttention-2's rates, the fused kernels of 2023-2024 (MLPerf Training
+v3.1, NeMo's 2024 recipes and long-sequence runs, Llama 3, DeepSeek-V3: 30 of its 53 Hopper runs; FlashAttention-3's
+and cuDNN's newer Hopper kernels reached the frameworks from late 2024: flash)."""
+
 FA2_MEASURED = ("ampere", "hopper")
 """Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""
 
@@ -315,7 +332,7 @@ def _check_dtype(s: Scenario) -> None:
     if family not in device.peak_flops:
         need = f"{dtype} runs at the {family} peak, " if family != dtype else ""
         _rule("workload.dtype", f"{need}{family} not in peak_flops of {device.name} ({', '.join(device.peak_flops)})")
-    if s.workload.attention == "flash2" and device.arch not in FA2_MEASURED:
+    if s.attention_kernel == "flash2" and device.arch not in FA2_MEASURED:
         _rule("workload.attention", f"flash2: no FlashAttention-2 measurement on {device.arch} ({device.name}); "
               f"measured on {' and '.join(FA2_MEASURED)}: use flash")
     if s.workload.fp8_scaling == "current" and s.workload.kind != "train":

@@ -102,11 +102,13 @@ class Workload(_Frozen):
     layernorm (both norms: their outputs, the QKV and FC1 inputs, are not kept), mla_up_proj (MLA's query and key-value
     up-projections and their norms), mlp (a dense FFN), moe_act (the routed experts' activation: FC2's input not kept),
     shared_experts. Default: core_attn, or with MLA layernorm and mla_up_proj (DeepSeek-V3's)."""
-    attention: Literal["flash", "flash2", "unfused"] = "flash"
+    attention: Literal["auto", "flash", "flash2", "unfused"] = "auto"
     """Attention kernel: flash (fused, never writes the s*s score matrix, skips masked blocks; the newest kernel
     measured on the device's generation: FlashAttention-2 on A100, FlashAttention-3 on Hopper, FlashAttention-4
     and CUTLASS on Blackwell), flash2 (FlashAttention-2 or the fused kernels of its time, e.g. runs before July
-    2024 on Hopper; A100 and Hopper only), or unfused (materializes scores, as Megatron-LM of 2022 did)."""
+    2024 on Hopper; A100 and Hopper only), unfused (materializes scores, as Megatron-LM of 2022 did), or auto (the
+    default): serving runs flash; training the kernel most published training on the generation ran (unfused on
+    A100, flash2 on Hopper, flash on Blackwell: scenario.spec.TRAINING_ATTENTION, Scenario.attention_kernel)."""
     cross_entropy: Literal["fused", "unfused"] = "fused"
     """Train: how the loss over the vocabulary runs. fused: one pass over the logits each way (Megatron-Core's
     cross_entropy_loss_fusion, Transformer Engine's and Apex's fused kernels; NeMo's recipes); unfused: Megatron's

@@ -337,7 +337,7 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
     """The StepCosts of one replica (an MoE model: one EP unit) of a serve scenario."""
     fabric = fabric or fabric_for(scn.topology)
     dev, w, lay, model = scn.topology.device, scn.workload, scn.layout, scn.model
-    cal = calibration.for_device(dev, w.dtype, w.attention)
+    cal = calibration.for_device(dev, w.dtype, scn.attention_kernel)
     devices = replica_devices(scn)
     tp_group = devices[0, 0][None]
 
