@@ -315,10 +315,11 @@ def _check_recompute_modules(s: Scenario) -> None:
 TRAINING_ATTENTION = {"ampere": "unfused", "hopper": "flash2"}
 """The attention kernel a training scenario's workload.attention auto runs, by generation (else flash, the newest
 measured): the kernel most published training on the generation ran (docs/calibration.md, "The default attention
-kernel"). Ampere: unfused, as Megatron-LM until 2022 (its Tables of 2021, Korthikanti et al. 2022, MT-NLG: all 26
-A100 runs of the development set); Hopper: FlashAttention-2's rates, the fused kernels of 2023-2024 (MLPerf Training
-v3.1, NeMo's 2024 recipes and long-sequence runs, Llama 3, DeepSeek-V3: 30 of its 53 Hopper runs; FlashAttention-3's
-and cuDNN's newer Hopper kernels reached the frameworks from late 2024: flash)."""
+kernel"). Ampere: unfused, as Megatron-LM until 2022 ran it (its Tables of 2021 and Korthikanti et al. 2022: all 26
+A100 runs of the development set; MT-NLG's Megatron-DeepSpeed too); Hopper: FlashAttention-2's rates, the fused
+kernels of 2023-2024 (MLPerf Training v3.1, NeMo's 2024 recipes and long-sequence runs, Llama 3, DeepSeek-V3: 30 of
+the set's 53 Hopper runs; FlashAttention-3's and cuDNN's newer Hopper kernels reached the frameworks from late 2024:
+flash)."""
 
 FA2_MEASURED = ("ampere", "hopper")
 """Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""
