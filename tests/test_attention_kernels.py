@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import yaml
 from refusals import assert_refused
+from rich.console import Console
 
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
+from simulator.output.render import table
 from simulator.scenario.spec import FA2_MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +82,18 @@ def test_auto_serves_with_the_newest_kernel():
     assert scn.attention_kernel == "flash"
     dev, dtype = scn.topology.device, scn.workload.dtype
     assert calibration.for_device(dev, dtype, scn.attention_kernel) == calibration.for_device(dev, dtype, "flash")
+
+
+def test_the_report_says_which_kernel_auto_priced():
+    """extra.attention names the kernel priced and whether auto chose it; the table shows a row only where auto chose
+    an older kernel than the newest (flash), so a scenario that names its kernel prints as before."""
+    def shown(report) -> str:
+        console = Console(record=True, width=200)
+        console.print(table(report))
+        return console.export_text()
+
+    auto = simulate(load_scenario(LLAMA, ["workload.attention=auto"]))
+    named = simulate(load_scenario(LLAMA))
+    assert auto.extra["attention"] == {"kernel": "flash2", "default": True}
+    assert named.extra["attention"] == {"kernel": "flash", "default": False}
+    assert "flash2 (workload.attention auto" in shown(auto) and "attention " not in shown(named)

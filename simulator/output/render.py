@@ -98,6 +98,10 @@ def table(report: Report | ServeReport) -> Table:
                          f"{_pct(r.busiest_link['utilization'])} busy"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
     ]
+    attention = r.extra.get("attention", {})
+    if attention.get("default") and attention["kernel"] != "flash":  # auto chose an older kernel than the newest
+        rows.insert(1, ("attention", f"{attention['kernel']} (workload.attention auto: the kernel most published "
+                                     "training on this GPU ran; flash prices the newest measured)"))
     rows += [("caveat", c) for c in r.caveats]
     fl = r.extra.get("faults")
     if fl:
