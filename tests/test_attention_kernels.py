@@ -17,7 +17,7 @@ from rich.console import Console
 
 from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
-from simulator.output.render import table
+from simulator.output.render import print_table
 from simulator.scenario.spec import FA2_MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_the_report_says_which_kernel_auto_priced():
     an older kernel than the newest (flash), so a scenario that names its kernel prints as before."""
     def shown(report) -> str:
         console = Console(record=True, width=200)
-        console.print(table(report))
+        print_table(report, console)
         return console.export_text()
 
     auto = simulate(load_scenario(LLAMA, ["workload.attention=auto"]))
