@@ -39,8 +39,9 @@ def test_a_cast_before_each_low_precision_gemm(dtype, training):
     and writes it at the dtype's bytes, twice in training (the transposed copy for the weight gradient): io =
     (1 + copies * CAST / 2) k 16-bit elements a token; its backward casts the n-wide output gradient."""
     scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml")
-    rows = layer_rows(scn.model, 8, True, dtype, training)
-    bf16 = layer_rows(scn.model, 8, True, "bf16", training)
+    arch = scn.topology.device.arch
+    rows = layer_rows(scn.model, 8, True, dtype, training, arch=arch)
+    bf16 = layer_rows(scn.model, 8, True, "bf16", training, arch=arch)
     copies = 2 if training else 1
     casts = [i for i, name in enumerate(rows.name) if name.endswith("-cast")]
     assert len(casts) == int((bf16.gemm & ~bf16.precise).sum()) > 0 and "qkv-cast" not in bf16.name
@@ -64,18 +65,30 @@ def test_a_training_cast_writes_a_transposed_copy_unless_the_gemm_takes_either_l
         assert rows.io[i] == pytest.approx((1 + copies * CAST_BYTES[dtype] / ACT_BYTES) * rows.k[g], rel=1e-12)
 
 
+def test_a_training_cast_needs_the_device_generation():
+    """How many copies a training cast writes depends on the generation (above), so the op rows assume none: a
+    low-precision training layer without `arch` is refused; serving (one copy everywhere) and 16-bit need none."""
+    scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml")
+    with pytest.raises(ValueError, match="generation"):
+        layer_rows(scn.model, 8, True, "fp8", True)
+    assert layer_rows(scn.model, 8, True, "fp8", False).name == layer_rows(scn.model, 8, True, "fp8", False,
+                                                                           arch="blackwell").name
+    assert len(layer_rows(scn.model, 8, True, "bf16", True).name) > 0
+
+
 def test_fp8_current_scaling_reads_each_cast_input_once_more(tmp_path):
     """Per-tensor FP8 with current scaling (workload.fp8_scaling: current): a separate amax kernel reads each cast's
     k-wide 16-bit input before the cast, so io = (2 + 2 x 1 / 2) k = 3 k elements a token, 1.5x delayed scaling's;
     nothing else changes, so a step grows by exactly those bytes' HBM seconds (no cast is compute-bound)."""
     scn = load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml")
-    delayed = layer_rows(scn.model, 8, True, "fp8", True)
-    current = layer_rows(scn.model, 8, True, "fp8", True, current_scaling=True)
+    arch = scn.topology.device.arch
+    delayed = layer_rows(scn.model, 8, True, "fp8", True, arch=arch)
+    current = layer_rows(scn.model, 8, True, "fp8", True, current_scaling=True, arch=arch)
     casts = np.array([name.endswith("-cast") for name in delayed.name])
     np.testing.assert_allclose(current.io[casts], 1.5 * delayed.io[casts], rtol=1e-12)
     np.testing.assert_array_equal(current.io[~casts], delayed.io[~casts])
-    assert layer_rows(scn.model, 8, True, "mxfp8", True, current_scaling=True).io.sum() == pytest.approx(
-        layer_rows(scn.model, 8, True, "mxfp8", True).io.sum())  # block formats scale from each block
+    assert layer_rows(scn.model, 8, True, "mxfp8", True, current_scaling=True, arch=arch).io.sum() == pytest.approx(
+        layer_rows(scn.model, 8, True, "mxfp8", True, arch=arch).io.sum())  # block formats scale from each block
     fp8 = ["workload.dtype=fp8", "layout.fp8_params=false"]
     step = lambda sets: run(  # noqa: E731
         load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml", fp8 + sets)).report

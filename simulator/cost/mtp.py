@@ -43,7 +43,7 @@ def time_grid(grid, modules: np.ndarray, n: int):
     return layers, embed + modules, head * (1 + n)
 
 
-def mtp_rows(model, tp: int, sp: bool, dtype: str, current_scaling: bool = False, arch: str = "hopper") -> OpRows:
+def mtp_rows(model, tp: int, sp: bool, dtype: str, current_scaling: bool = False, arch: str | None = None) -> OpRows:
     """A module's own operators on one TP rank, besides its layer: the norms of the hidden state and of the
     embedding (RMSNorm, read and write, split by tp with sequence parallelism) and the projection of their
     concatenation, column-parallel (2h -> h/tp)."""

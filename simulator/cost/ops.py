@@ -284,12 +284,13 @@ def edge_rows(model, tp: int, sp: bool, cross_entropy: str = "fused") -> list[tu
 
 def layer_rows(model, tp: int, sp: bool, dtype: str = "bf16", training: bool = True,
                etp: int | None = None, current_scaling: bool = False, cross_entropy: str = "fused",
-               passes: tuple[str, ...] = (), arch: str = "hopper") -> OpRows:
+               passes: tuple[str, ...] = (), arch: str | None = None) -> OpRows:
     """Every operator of a layer (attention core excluded), the embedding and the head, one TP rank:
     a dense model's layer is one BLOCK_LAYER; MoE and MLA models split it into the attention half and
     the FFN half (routed experts split over `etp` ranks, default tp). Under a low-precision `dtype` each
-    low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass; `arch`:
-    the device generation, cast_copies). `passes`: ffn_half's extra passes over the routed copies."""
+    low-precision GEMM's input is cast first (cast_rows; `current_scaling`: FP8 current scaling's amax pass;
+    `arch`: the device generation, which training's casts need: cast_copies). `passes`: ffn_half's extra passes
+    over the routed copies."""
     if model.moe is None and model.mla is None:
         rows = dense_layer(model, tp, sp) + edge_rows(model, tp, sp, cross_entropy)
     else:
@@ -313,21 +314,23 @@ NON_TN_FP8 = ("blackwell",)
 capability 10.x and 13+, from TE 2.0): a per-tensor FP8 cast there writes no transposed copy."""
 
 
-def cast_copies(dtype: str, training: bool, arch: str) -> int:
+def cast_copies(dtype: str, training: bool, arch: str | None) -> int:
     """Copies a cast for a low-precision GEMM writes: one for the GEMM, and in training a column-wise one for the
     weight gradient, which reads the operand transposed. Per-tensor FP8 on a NON_TN_FP8 generation serves both
     from one copy (Transformer Engine's Float8 quantizers make no transpose there); block-scaled formats (MXFP8,
-    NVFP4, DeepSeek's blocks) scale along the reduction dimension, so their column-wise copy is quantized apart."""
+    NVFP4, DeepSeek's blocks) scale along the reduction dimension, so their column-wise copy is quantized apart.
+    Training needs `arch` (none is assumed); serving writes one copy on every generation."""
+    if training and arch is None:
+        raise ValueError("cast_copies: a training cast's copies depend on the device generation: pass arch")
     return 2 if training and not (dtype == "fp8" and arch in NON_TN_FP8) else 1
 
 
 def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bool = False,
-              arch: str = "hopper") -> list[tuple]:
-    """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's
-    cast-transpose; per-token quantization in serving engines): it reads the 16-bit input and writes
-    it at the dtype's bytes, cast_copies times, amax and scales fused. Backward casts the output gradient
-    likewise. Nothing under 16-bit compute. With `current_scaling` (per-tensor FP8 scaled by the tensor's own
-    amax) a separate amax kernel reads the input once more before each cast."""
+              arch: str | None = None) -> list[tuple]:
+    """`rows` with a memory-bound cast before every low-precision GEMM (Transformer Engine's cast-transpose;
+    per-token quantization in serving engines): it reads the 16-bit input and writes it at the dtype's bytes,
+    cast_copies times, amax and scales fused. Backward casts the output gradient likewise. Nothing under 16-bit
+    compute. With `current_scaling` (per-tensor FP8 scaled by its own amax) an amax kernel reads the input first."""
     if dtype not in CAST_BYTES:
         return rows
     copies = cast_copies(dtype, training, arch)
@@ -337,8 +340,7 @@ def cast_rows(rows: list[tuple], dtype: str, training: bool, current_scaling: bo
     for r in rows:
         name, block, n, k, *_ = r
         if n > 0 and not (len(r) > 7 and r[7]):
-            out.append((f"{name}-cast", block, 0.0, 0.0, per_element * k, n / k if training else 0.0,
-                        r[6]))
+            out.append((f"{name}-cast", block, 0.0, 0.0, per_element * k, n / k if training else 0.0, r[6]))
         out.append(r)
     return out
 
