@@ -94,6 +94,6 @@ def test_the_report_says_which_kernel_auto_priced():
 
     auto = simulate(load_scenario(LLAMA, ["workload.attention=auto"]))
     named = simulate(load_scenario(LLAMA))
-    assert auto.extra["attention"] == {"kernel": "flash2", "default": True}
-    assert named.extra["attention"] == {"kernel": "flash", "default": False}
+    assert auto.extra["attention"] == {"kernel": "flash2", "default": True, "fp8": False}
+    assert named.extra["attention"] == {"kernel": "flash", "default": False, "fp8": False}
     assert "flash2 (workload.attention auto" in shown(auto) and "attention " not in shown(named)

@@ -283,14 +283,30 @@ def for_training(scn) -> Calibration:
     charging host time only to Megatron-Core's eager path (workload.expert_gemm multi_stream: Transformer Engine's
     grouped GEMM, one GEMM an expert from the host; not workload.cuda_graphs): the routed experts' launches
     (`expert_gemm_host`) unless workload.cuda_graph_scope holds moe, and the eager attention, router and dispatch
-    preprocessing of an MoE layer (`eager_moe_host`) unless it captures all three."""
+    preprocessing of an MoE layer (`eager_moe_host`) unless it captures all three. Attention in FP8 where
+    workload.fp8_attention says so (with_fp8_attention)."""
     w = scn.workload
     cal = for_device(scn.topology.device, w.dtype, scn.attention_kernel)
+    if w.fp8_attention:
+        cal = with_fp8_attention(cal, scn.topology.device.arch, w.dtype)
     if w.expert_gemm != "multi_stream" or w.cuda_graphs:
         return replace(cal, expert_gemm_host=0.0, eager_moe_host=0.0)
     scope = set(w.cuda_graph_scope) | ({"moe_router", "moe_preprocess"} if "moe" in w.cuda_graph_scope else set())
     return replace(cal, expert_gemm_host=0.0 if "moe" in scope else cal.expert_gemm_host,
                    eager_moe_host=0.0 if set(PRE_DISPATCH) <= scope else cal.eager_moe_host)
+
+
+def fp8_attention(generation: str) -> dict | None:
+    """calibration.yaml's attention in FP8 on a generation (None where unmeasured): per dtype and pass the speed over
+    the same kernel in BF16, and window_backward ("causal" where the FP8 windowed backward does the causal triangle)."""
+    return _fitted()["generations"][generation]["attention"].get("fp8")
+
+
+def with_fp8_attention(cal: Calibration, generation: str, dtype: str) -> Calibration:
+    """`cal` with attention in FP8 (workload.fp8_attention): each pass's efficiency times its measured speed-up."""
+    speed = fp8_attention(generation)[dtype]
+    return replace(cal, attention=cal.attention * speed["fwd"]["value"],
+                   attention_bwd=cal.attention_bwd * speed["bwd"]["value"])
 
 
 PRE_DISPATCH = ("attn", "moe_router", "moe_preprocess")

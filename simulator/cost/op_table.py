@@ -8,12 +8,14 @@ from dataclasses import replace
 
 import numpy as np
 
+from . import calibration
 from .ops import (
     ACT_BYTES,
     BLOCK_EXPERT,
     BLOCK_LAYER,
     CAST_BYTES,
     FUSED_ACTIVATION,
+    FLASH_BACKWARD_FLOP,
     FUSED_ATTENTION,
     OpRows,
     OpTable,
@@ -126,6 +128,28 @@ def activation_as_run(rows: OpRows, scenario) -> OpRows:
     return replace(rows, io=io, bwd=np.divide(bwd, io, out=rows.bwd.copy(), where=act))
 
 
+def attention_as_run(core: list[dict], scenario) -> list[dict]:
+    """The attention core as its kernels run: where FP8 attention's windowed backward does the whole causal
+    triangle's work (workload.fp8_attention on a generation whose calibration.fp8_attention says window_backward
+    causal: cuDNN 9.22's on GB200 grows as s^2), a windowed row keeps its forward and an attention-window-bwd row
+    takes its backward, shaped and counted as the causal kernel over the same queries: FLASH_BACKWARD_FLOP x the
+    triangle's FLOP, (windowed FLOP) x seq / (2 x mean keys)."""
+    arch = scenario.topology.device.arch
+    if not scenario.workload.fp8_attention or calibration.fp8_attention(arch)["window_backward"] != "causal":
+        return core
+    out = []
+    for row in core:
+        if row["name"] != "attention-window":
+            out.append(row)
+            continue
+        seq, width = row["gemm"][0], row["gemm"][2]
+        triangle = row["flops_f"] * seq / row["gemm"][1]
+        out += [{**row, "flops_b": 0.0, "bytes_b": 0.0},
+                {**row, "name": "attention-window-bwd", "gemm": (seq, seq, width), "flops_f": 0.0, "bytes_f": 0.0,
+                 "flops_b": FLASH_BACKWARD_FLOP * triangle, "model_flops_f": 0.0}]
+    return out
+
+
 def build_op_table(scenario) -> OpTable:
     """The OpTable of one layer plus the embedding and head, per micro-batch and TP rank: the layer's
     rows at the micro-batch's tokens (routed-expert rows per routed token on one expert-TP rank, their
@@ -143,7 +167,7 @@ def build_op_table(scenario) -> OpTable:
     nbytes = np.where(gemm, ACT_BYTES * (m * (rows.n + rows.k) + rows.weights), ACT_BYTES * m * rows.io) - fixed
     cols = dict(flops_f=flops, bytes_f=nbytes, flops_b=flops, bytes_b=np.where(gemm, nbytes, rows.bwd * nbytes),
                 flops_w=np.where(gemm, flops, 0.0), bytes_w=np.where(gemm, nbytes, 0.0), model_flops_f=flops)
-    core = attention_core(sh)
+    core = attention_as_run(attention_core(sh), scenario)
     at = rows.name.index("proj-cast" if "proj-cast" in rows.name else "proj")
     cat = lambda a, b: np.concatenate([a[:at], b, a[at:]])  # noqa: E731
     names = rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:]

@@ -401,7 +401,7 @@ def window_keys(seq: int, window: int) -> float:
     return float(query_key_pairs(seq, 0.0, window)) / seq
 
 
-FUSED_ATTENTION = ("attention", "attention-window")
+FUSED_ATTENTION = ("attention", "attention-window", "attention-window-bwd")
 """Names of the fused (flash) attention rows of an OpTable."""
 
 

@@ -324,6 +324,10 @@ flash)."""
 FA2_MEASURED = ("ampere", "hopper")
 """Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""
 
+FP8_ATTENTION_MEASURED = ("blackwell",)
+"""Generations whose fused attention is measured in FP8 and MXFP8 (calibration.yaml's attention.fp8):
+workload.fp8_attention."""
+
 
 def _check_dtype(s: Scenario) -> None:
     """The compute dtype has a peak on the device (block-scaled FP8 the fp8 peak, FP4 formats fp4's); flash2
@@ -336,6 +340,8 @@ def _check_dtype(s: Scenario) -> None:
     if s.attention_kernel == "flash2" and device.arch not in FA2_MEASURED:
         _rule("workload.attention", f"flash2: no FlashAttention-2 measurement on {device.arch} ({device.name}); "
               f"measured on {' and '.join(FA2_MEASURED)}: use flash")
+    if s.workload.fp8_attention:
+        _check_fp8_attention(s)
     if s.workload.fp8_scaling == "current" and s.workload.kind != "train":
         _rule("workload.fp8_scaling", "sets training's per-tensor FP8 scales; serving engines quantize per token")
     if s.workload.fp8_scaling == "current" and dtype != "fp8":
@@ -351,6 +357,22 @@ def _check_dtype(s: Scenario) -> None:
         if not (lay.distributed_optimizer or lay.zero >= 1):
             _rule("layout.fp8_params", "the FP32 master weights live in the sharded optimizer state: set "
                                        "layout.distributed_optimizer: true or layout.zero >= 1")
+
+
+def _check_fp8_attention(s: Scenario) -> None:
+    """FP8 attention: training, an FP8 format measured so (fp8, mxfp8), the fused kernel, a generation measured."""
+    w, arch = s.workload, s.topology.device.arch
+    if w.kind != "train":
+        _rule("workload.fp8_attention", "a training setting (serving's attention reads the KV cache at kv_dtype)")
+    if w.dtype not in ("fp8", "mxfp8"):
+        _rule("workload.fp8_attention", f"runs attention in the GEMMs' FP8 format: needs dtype fp8 or mxfp8, got "
+                                        f"{w.dtype}")
+    if s.attention_kernel != "flash":
+        _rule("workload.fp8_attention", f"runs the fused kernel: needs workload.attention flash, got "
+                                        f"{s.attention_kernel}")
+    if arch not in FP8_ATTENTION_MEASURED:
+        _rule("workload.fp8_attention", f"no FP8 attention measurement on {arch} ({s.topology.device.name}); measured "
+                                        f"on {' and '.join(FP8_ATTENTION_MEASURED)}")
 
 
 def _check_serve(s: Scenario) -> None:

@@ -109,6 +109,10 @@ class Workload(_Frozen):
     2024 on Hopper; A100 and Hopper only), unfused (materializes scores, as Megatron-LM of 2022 did), or auto (the
     default): serving runs flash; training the kernel most published training on the generation ran (unfused on
     A100, flash2 on Hopper, flash on Blackwell: scenario.spec.TRAINING_ATTENTION, Scenario.attention_kernel)."""
+    fp8_attention: StrictBool = False
+    """Train, dtype fp8 or mxfp8: the attention core in that format (Transformer Engine's fp8_dot_product_attention,
+    cuDNN's FP8 fused attention) at the generation's measured FP8-over-BF16 speed of each pass, its windowed backward
+    as the whole causal triangle where the kernel does that work (calibration.fp8_attention). Default false: BF16."""
     cross_entropy: Literal["fused", "unfused"] = "fused"
     """Train: how the loss over the vocabulary runs. fused: one pass over the logits each way (Megatron-Core's
     cross_entropy_loss_fusion, Transformer Engine's and Apex's fused kernels; NeMo's recipes); unfused: Megatron's

@@ -8,8 +8,8 @@ MoE models: `exposed_comm_s.ep` is the all-to-all time left on the critical path
 tasks; in DualPipe's F&B pairs what the other half's compute does not cover), and `extra["ep"]`
 splits it by the tier that bounded each all-to-all, with the EP traffic per tier, the busiest EP
 link, the load imbalance (max / mean tokens per EP rank) and the dropped fraction. `extra["params"]`
-gives total and active parameters, `extra["attention"]` the attention kernel priced and whether workload.attention
-auto chose it (Scenario.attention_kernel). `caveats` names what the step leaves unpriced where the development set
+gives total and active parameters, `extra["attention"]` the attention kernel priced, whether workload.attention
+auto chose it (Scenario.attention_kernel) and whether it runs in FP8 (workload.fp8_attention). `caveats` names what the step leaves unpriced where the development set
 shows simrack optimistic (caveats()).
 """
 
@@ -214,7 +214,8 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         cost_per_million_tokens=gpus * scn.topology.billed_per_gpu * scn.options.gpu_hour_price / 3600.0 * step / tokens
         * 1e6,
         caveats=caveats(scn),
-        extra={"attention": {"kernel": scn.attention_kernel, "default": scn.workload.attention == "auto"},
+        extra={"attention": {"kernel": scn.attention_kernel, "default": scn.workload.attention == "auto",
+                             "fp8": scn.workload.fp8_attention},
                **(ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {}),
                **({"offload": plan.offload} if plan.offload is not None else {})},
     )
