@@ -9,8 +9,8 @@ tasks; in DualPipe's F&B pairs what the other half's compute does not cover), an
 splits it by the tier that bounded each all-to-all, with the EP traffic per tier, the busiest EP
 link, the load imbalance (max / mean tokens per EP rank) and the dropped fraction. `extra["params"]`
 gives total and active parameters, `extra["attention"]` the attention kernel priced, whether workload.attention
-auto chose it (Scenario.attention_kernel) and whether it runs in FP8 (workload.fp8_attention). `caveats` names what the step leaves unpriced where the development set
-shows simrack optimistic (caveats()).
+auto chose it (Scenario.attention_kernel) and whether it runs in FP8 (workload.fp8_attention). `caveats` names
+what the step leaves unpriced where the development set shows simrack optimistic (caveats()).
 """
 
 from __future__ import annotations
