@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .memory import OPTIMIZER_BYTES, WEIGHT_BYTES
-from .pipeline import ADAM_BYTES_PER_PARAM
+from .memory import WEIGHT_BYTES
 
 
 def offloaded_share(layers: np.ndarray, n: int) -> np.ndarray:
@@ -67,7 +66,7 @@ def exposed_seconds(f, b, copies, counts) -> float:
 
 
 def optimizer_seconds(mode: str, adam_hbm, hbm_rate: float, host_link: float | None, host_memory: float | None,
-                      grad_bytes: float, state_bytes: float = OPTIMIZER_BYTES, adam: float = ADAM_BYTES_PER_PARAM):
+                      grad_bytes: float, state_bytes: float, adam: float):
     """(p,) seconds of the optimizer step with its state offloaded (`mode` cpu or stream), from Adam's seconds on HBM
     `adam_hbm` (p,) at `hbm_rate` bytes/s, `adam` bytes a parameter (pipeline.adam_bytes), whose parameters of the
     shard they give back: adam_hbm * hbm_rate / adam; `state_bytes` Adam's state a parameter (memory.optimizer_bytes).
