@@ -14,6 +14,7 @@ from simulator import load_scenario
 from simulator.cost import calibration, kernel_data, roofline
 from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import FLASH_BACKWARD_FLOP, FUSED_ATTENTION
+from simulator.scenario import spec
 from simulator.scenario.base import ScenarioError
 
 KERNELS = kernel_data.by_id(kernel_data.load_kernels())
@@ -34,6 +35,14 @@ def test_speed_up_is_the_geometric_mean_of_measured_bf16_over_fp8_times(dtype, k
     block = calibration.fp8_attention("blackwell")[dtype][kind]
     assert len(ratios) == 5 and block["value"] == pytest.approx(np.exp(np.mean(np.log(ratios))), rel=1e-8)
     assert block["residuals"]["max_abs_rel_err"] <= 0.25  # the backward's speed-up drifts with the sequence
+
+
+def test_the_rules_name_what_calibration_yaml_holds():
+    """spec's FP8 attention generations and dtypes are those calibration.yaml's attention.fp8 blocks cover."""
+    measured = tuple(g for g in ("ampere", "hopper", "blackwell") if calibration.fp8_attention(g) is not None)
+    assert spec.FP8_ATTENTION_MEASURED == measured
+    for g in measured:
+        assert all(set(calibration.fp8_attention(g)[d]) == {"fwd", "bwd"} for d in spec.FP8_ATTENTION_DTYPES)
 
 
 def test_fp8_windowed_backward_grows_as_the_causal_triangle():

@@ -216,7 +216,7 @@ def attention_params(doc: dict, sheet: dict) -> dict:
                       "fp8": fp8_attention_params(doc)}}
 
 
-FP8_ATTENTION = {"fp8": "fp8", "mxfp8": "mxfp8"}  # workload dtype -> the cuDNN sweep's attention format
+FP8_ATTENTION = ("fp8", "mxfp8")  # the cuDNN sweep's attention formats, named as the workload dtypes
 WINDOW_GROWTH_CAUSAL = 1.5
 """Growth exponent of a windowed backward's time with the sequence (d log t / d log s) above which the kernel does
 the causal triangle's work: a window's is 1 (s x w scores), the causal triangle's 2."""
@@ -233,22 +233,22 @@ def fp8_attention_params(doc: dict) -> dict:
     its spread; and the growth exponent of the 128-key windowed backward (width 64), whose FP8 kernels grow as the
     causal triangle (window_backward "causal": priced as the full causal backward, cost.op_table)."""
     e, out, ids = by_id(doc), {}, []
-    for dtype, fmt in FP8_ATTENTION.items():
-        out[dtype] = {}
+    for fmt in FP8_ATTENTION:
+        out[fmt] = {}
         for kind in ("fwd", "bwd"):
             bf16_id = f"cudnn_gb200_sdpa_{kind}_bf16_hd128_causal"
             fp8_id = f"cudnn_gb200_fp8attn_{kind}_{fmt}_hd128_causal"
             bf16, fp8 = _times(e[bf16_id]), _times(e[fp8_id])
             ratios = np.array([bf16[s] / fp8[s] for s in sorted(bf16.keys() & fp8.keys())])
-            out[dtype][kind] = geometric_fraction(list(ratios), [bf16_id, fp8_id])
+            out[fmt][kind] = geometric_fraction(list(ratios), [bf16_id, fp8_id])
             ids += [bf16_id, fp8_id]
     growth = {}
     for fmt, entry_id in (("bf16", "cudnn_gb200_swa128_bwd_bf16_hd64"),
-                          *((f, f"cudnn_gb200_fp8attn_swa128_bwd_{f}_hd64") for f in FP8_ATTENTION.values())):
+                          *((f, f"cudnn_gb200_fp8attn_swa128_bwd_{f}_hd64") for f in FP8_ATTENTION)):
         seqs, times = zip(*sorted(_times(e[entry_id]).items()))
         growth[fmt] = float(np.polyfit(np.log(seqs), np.log(times), 1)[0])
         ids.append(entry_id)
-    slowest = min(growth[f] for f in FP8_ATTENTION.values())
+    slowest = min(growth[f] for f in FP8_ATTENTION)
     return {"kernel": "cuDNN SDPA 9.22 on GB200, attention in FP8 over the same kernel in BF16", **out,
             "window_backward_growth": growth,
             "window_backward": "causal" if slowest > WINDOW_GROWTH_CAUSAL else "window",

@@ -325,8 +325,9 @@ FA2_MEASURED = ("ampere", "hopper")
 """Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""
 
 FP8_ATTENTION_MEASURED = ("blackwell",)
-"""Generations whose fused attention is measured in FP8 and MXFP8 (calibration.yaml's attention.fp8):
-workload.fp8_attention."""
+"""Generations whose fused attention is measured in FP8 (calibration.yaml's attention.fp8): workload.fp8_attention."""
+FP8_ATTENTION_DTYPES = ("fp8", "mxfp8")
+"""The workload dtypes whose attention format those measurements cover (attention.fp8's per-format blocks)."""
 
 
 def _check_dtype(s: Scenario) -> None:
@@ -364,9 +365,9 @@ def _check_fp8_attention(s: Scenario) -> None:
     w, arch = s.workload, s.topology.device.arch
     if w.kind != "train":
         _rule("workload.fp8_attention", "a training setting (serving's attention reads the KV cache at kv_dtype)")
-    if w.dtype not in ("fp8", "mxfp8"):
-        _rule("workload.fp8_attention", f"runs attention in the GEMMs' FP8 format: needs dtype fp8 or mxfp8, got "
-                                        f"{w.dtype}")
+    if w.dtype not in FP8_ATTENTION_DTYPES:
+        _rule("workload.fp8_attention", f"runs attention in the GEMMs' FP8 format: needs dtype "
+                                        f"{' or '.join(FP8_ATTENTION_DTYPES)}, got {w.dtype}")
     if s.attention_kernel != "flash":
         _rule("workload.fp8_attention", f"runs the fused kernel: needs workload.attention flash, got "
                                         f"{s.attention_kernel}")
