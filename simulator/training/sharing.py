@@ -165,8 +165,8 @@ class _Replay:
 
     def run(self, events: list) -> None:
         """Process `events` (a heap) in time order until none is left."""
-        pop, slot_end, fire, arrive, try_start = heapq.heappop, self.slot_end, self.links.fire, self.arrive, \
-            self.try_start
+        pop, fire = heapq.heappop, self.links.fire
+        slot_end, arrive, try_start = self.slot_end, self.arrive, self.try_start
         while events:
             t, _, kind, a, b = pop(events)
             if kind == SLOT_END:
