@@ -1,5 +1,6 @@
 """KV cache sizes: elements and bytes a token adds per layer, over all layers and on one TP rank
-(GQA/MHA heads split over TP ranks and replicated past kv_heads; an MLA latent whole on every rank)."""
+(GQA/MHA heads split over TP ranks and replicated past kv_heads, an MLA latent whole on every rank; or, with
+layout.kv_sharding batch, the sequences split over the ranks past the heads: the cache over all tp ranks)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ def kv_bytes_per_token(model, kv_dtype: str) -> float:
     return model.layers * kv_elements_per_token_layer(model) * DTYPE_BYTES[kv_dtype]
 
 
-def kv_bytes_per_token_per_rank(model, kv_dtype: str, tp: int, layers: int) -> float:
-    """KV bytes a token adds on one TP rank holding `layers` layers (GQA heads split, MLA latent whole)."""
-    if model.mla is not None:
-        per_layer = kv_elements_per_token_layer(model)
-    else:
-        per_layer = 2 * max(model.kv_heads // tp, 1) * model.head_dim
-    return layers * per_layer * DTYPE_BYTES[kv_dtype]
+def kv_split(model, tp: int, sharding: str = "heads") -> int:
+    """Ranks of a TP group the cache is divided over: its heads (kv_heads, an MLA latent 1) up to tp, or all tp
+    ranks when the sequences split past the heads (`sharding` batch)."""
+    heads = 1 if model.mla is not None else model.kv_heads
+    return tp if sharding == "batch" else min(tp, heads)
+
+
+def kv_bytes_per_token_per_rank(model, kv_dtype: str, tp: int, layers: int, sharding: str = "heads") -> float:
+    """KV bytes a token adds, on average, on one TP rank holding `layers` layers: the cache over kv_split ranks
+    (with batch sharding a rank holds a 1/tp share of the sequences' caches, not every token's)."""
+    return layers * kv_elements_per_token_layer(model) / kv_split(model, tp, sharding) * DTYPE_BYTES[kv_dtype]

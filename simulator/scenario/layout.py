@@ -69,6 +69,13 @@ class Layout(_Frozen):
     GEMM's input gradient runs beside its weight-gradient GEMM (Megatron-LM's asynchronous all-reduce, merged in
     September 2021, and every Megatron-Core); false: after it, exposed, as Megatron-LM ran before (the autograd
     node's all-reduce on the compute stream; Narayanan et al. 2021's runs)."""
+    kv_sharding: Literal["heads", "batch"] = "heads"
+    """Serving: how a TP group holds the KV cache. heads: each rank its KV heads, copies of a head on the ranks past
+    kv_heads (vLLM, TensorRT-LLM; an MLA latent whole on every rank). batch: the ranks that would hold copies of a
+    head take the sequences apart instead, so the cache is split over all tp ranks ("How to Scale Your Model",
+    inference chapter: KV[2, B_Z, S, K_Y, H]; SGLang's data-parallel attention for MLA), at the price of two
+    all-to-alls a layer among them, moving the queries to and the outputs from the batch shards. Needs tp > kv_heads
+    (any tp > 1 with MLA)."""
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
     stage_layers: tuple[NonNegInt, ...] | None = None

@@ -382,8 +382,14 @@ def _check_serve(s: Scenario) -> None:
     if w.two_batch_overlap and (w.kind != "serve" or s.model.moe is None):
         _rule("workload.two_batch_overlap", "overlaps the all-to-alls of an MoE model's serving steps; "
               f"got workload.kind {w.kind}{'' if s.model.moe else ' and a dense model'}")
+    if lay.kv_sharding == "batch" and w.kind != "serve":
+        _rule("layout.kv_sharding", f"batch splits a serving KV cache over the sequences, got workload.kind {w.kind}")
     if w.kind != "serve":
         return
+    heads = 1 if s.model.mla is not None else s.model.kv_heads
+    if lay.kv_sharding == "batch" and lay.tp <= heads:
+        _rule("layout.kv_sharding", f"batch needs tp ({lay.tp}) above the cache's heads ({heads}"
+              f"{', an MLA latent' if s.model.mla is not None else ''}): the heads already split it")
     r = w.routing
     if r is not None and (r.kind != "uniform" or r.capacity_factor is not None or r.affinity):
         _rule("workload.routing", "serving assumes uniform expert load (EPLB-balanced ranks); skewed "

@@ -28,20 +28,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import roofline
+from ..cost.kv_cache import kv_split
 from ..cost.ops import ACT_BYTES, mla_dims, query_key_pairs
 
 ACT = float(ACT_BYTES)
 
 
-def attention_dims(model, tp: int) -> dict:
-    """Per-rank attention sizes: query heads, KV heads, head widths, cache width, query group; MLA's latent and rope."""
-    heads = model.heads // tp
+def attention_dims(model, tp: int, sharding: str = "heads") -> dict:
+    """Per-rank attention sizes: query heads, KV heads (a rank's average share: a fraction when the sequences split
+    past the heads, `sharding` batch), head widths; MLA's latent and rope. Batch sharding moves no attention work: a
+    rank runs its head group's query heads for its share of the sequences, as many query-key pairs on average as the
+    heads split gives it; only the cache it reads (parts' `kv_bytes`) shrinks."""
+    heads, kv = model.heads // tp, (1 if model.mla is not None else model.kv_heads) / kv_split(model, tp, sharding)
     if model.mla is None:
-        kv = max(model.kv_heads // tp, 1)
-        return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim,
-                "group": heads // kv, "mla": False}
+        return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim, "mla": False}
     qk, v, rope = mla_dims(model)
-    return {"heads": heads, "kv_heads": 1, "qk": qk, "v": v, "group": heads, "mla": True,
+    return {"heads": heads, "kv_heads": kv, "qk": qk, "v": v, "mla": True,
             "latent": model.mla.kv_lora_rank, "rope": rope}
 
 
@@ -66,6 +68,11 @@ class AttentionCosts:
         absorbed = 2 * a["latent"] + a["rope"]
         return (2.0 * a["heads"] * absorbed, a["heads"] * absorbed, 2.0 * a["heads"] * (a["qk"] + a["v"]),
                 2.0 * a["heads"] * (a["qk"] + a["v"]))
+
+    def exchanged(self) -> float:
+        """Elements of the queries and outputs a token's attention core takes in and gives back on one rank (the
+        decode form's): what batch sharding's two all-to-alls move."""
+        return self._forms()[1]
 
     def per_pair(self, decode: np.ndarray) -> np.ndarray:
         """FLOP per query-key pair: absorbed MLA for decode rows, non-absorbed for prefill; GQA 4 heads head_dim."""

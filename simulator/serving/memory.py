@@ -102,7 +102,7 @@ def serve_memory(scn) -> ServeMemory:
     weights[-1] += 0.0 if (m.tied_embeddings and lay.pp == 1) else table
     act = np.full(lay.pp, ACT * tokens * (3 * m.hidden + widest) + experts)
     act[-1] += LOGIT * w.batch * -(-m.vocab // lay.tp)
-    kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1)
+    kv = layers * kv_bytes_per_token_per_rank(m, w.kv_dtype, lay.tp, 1, lay.kv_sharding)
     return ServeMemory(weights=weights, activations=act, kv_per_token=kv, capacity=scn.topology.device.hbm_bytes,
                        ranks=lay.ep, block=w.kv_block, **window_fields(m))
 

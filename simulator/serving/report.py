@@ -175,7 +175,8 @@ def summarize_serving(scn, memory: ServeMemory, tl: ServeTimeline) -> ServeRepor
 
 def _layout(scn, tl: ServeTimeline) -> dict:
     w, lay = scn.workload, scn.layout
-    return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "prefill_replicas": tl.roles.count("prefill"),
+    return {"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "kv_sharding": lay.kv_sharding,
+            "prefill_replicas": tl.roles.count("prefill"),
             "decode_replicas": tl.roles.count("decode"), "batch": w.batch, "max_num_tokens": w.max_num_tokens,
             "kv_block": w.kv_block,
             "chunked_prefill": w.chunked_prefill, "admission": w.admission, "weight_dtype": w.weight_dtype,

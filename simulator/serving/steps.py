@@ -26,7 +26,7 @@ import numpy as np
 
 from ..cost import calibration, roofline
 from ..cost.fabric import Fabric, fabric_for
-from ..cost.kv_cache import kv_bytes_per_token_per_rank
+from ..cost.kv_cache import kv_bytes_per_token_per_rank, kv_split
 from ..cost.ops import (
     ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, DTYPE_BYTES, OpRows,
     layer_rows, window_fields
@@ -136,6 +136,7 @@ class StepCosts:
     vocab: int
     tp_collective: object  # callable(kind, size array) -> seconds over the TP group (switch algorithms)
     hop: object  # callable(size) -> seconds of a stage-boundary p2p
+    kv_a2a: object = None  # callable(size array) -> seconds of an all-to-all among a head's batch shards, or None
     ranks: int = 1  # attention replicas a step spans (an MoE EP unit: ep)
     moe: object = None  # simulator.serving.experts.ServeExperts of an MoE model
     _tables: dict = field(default_factory=dict)
@@ -162,8 +163,13 @@ class StepCosts:
         return self._table("head", fn, s)[s]
 
     def tp_comm(self, m: int) -> float:
-        """Seconds of one layer's two TP all-reduces of m * hidden activations."""
-        return self._table("tp", lambda x: 2.0 * self.all_reduce(x * self.hidden * ACT), m)[m]
+        """Seconds of one layer's TP collectives at m tokens: two all-reduces of m * hidden activations; with the KV
+        cache sharded over the batch, two all-to-alls among a head's shards too, the queries in and the outputs back
+        (of m * exchanged / 2 elements a rank each)."""
+        def fn(x):
+            t = 2.0 * self.all_reduce(x * self.hidden * ACT)
+            return t if self.kv_a2a is None else t + 2.0 * self.kv_a2a(x * self.attn.exchanged() / 2 * ACT)
+        return self._table("tp", fn, m)[m]
 
     def all_reduce(self, size) -> np.ndarray:
         """All-reduce of `size` bytes over the TP group (a serving engine's fastest algorithm in a domain)."""
@@ -345,16 +351,21 @@ def step_costs(scn, fabric: Fabric | None = None) -> StepCosts:
         return fabric.collective(kind, size, tp_group, cal, algorithm="serving")
 
     hop = (lambda size: fabric.p2p(size, devices[0, 0, 0], devices[0, 1, 0], cal)) if lay.pp > 1 else None
+    kv_a2a = None
+    if lay.kv_sharding == "batch":  # a head's shards: the consecutive ranks that hold its query heads
+        shards = tp_group[:, : lay.tp // kv_split(model, lay.tp)]
+        kv_a2a = lambda size: fabric.collective("all_to_all", size, shards, cal, algorithm="serving")  # noqa: E731
     costs = StepCosts(
         tp=lay.tp, pp=lay.pp, stage_layers=split_layers(model.layers, lay.pp, lay.stage_layers).astype(float),
         peak=dev.peak(w.dtype), attn_peak=roofline.attention_peak(dev), hbm_bw=dev.hbm_bandwidth, cal=cal,
         graphs=w.cuda_graphs,
         rows=ServeRows.of(model, lay.tp, lay.sequence_parallel, w.dtype),
-        w_bytes=DTYPE_BYTES[w.weight_dtype], kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1),
-        attn=AttentionCosts(attention_dims(model, lay.tp), roofline.attention_peak(dev), dev.hbm_bandwidth, cal,
-                            DTYPE_BYTES[w.kv_dtype] < ACT, **window_fields(model)), hidden=model.hidden,
-        vocab=model.vocab,
-        tp_collective=tp_collective, hop=hop, ranks=lay.ep,
+        w_bytes=DTYPE_BYTES[w.weight_dtype],
+        kv_rank_layer=kv_bytes_per_token_per_rank(model, w.kv_dtype, lay.tp, 1, lay.kv_sharding),
+        attn=AttentionCosts(attention_dims(model, lay.tp, lay.kv_sharding), roofline.attention_peak(dev),
+                            dev.hbm_bandwidth, cal, DTYPE_BYTES[w.kv_dtype] < ACT, **window_fields(model)),
+        hidden=model.hidden, vocab=model.vocab,
+        tp_collective=tp_collective, hop=hop, kv_a2a=kv_a2a, ranks=lay.ep,
     )
     if model.moe is not None:
         costs.moe = serve_experts(scn, costs, fabric)
