@@ -1,9 +1,11 @@
 """Long context: KV cache per sequence, the largest batch that fits, and cost per token, 2K to 1M tokens.
 
 Run from the repository root:  python scenarios/studies/long-context/study.py
-Writes results.md, results.csv and context.png beside this file. Four replicas of 8 H100: Llama 3 70B
+Writes results.md, results.csv and context.png beside this file. Five replicas of 8 H100: Llama 3 70B
 (GQA) and the same model with MLA, each under TP8 and under PP8 (one GPU a stage, up to eight virtual
-engines in flight sharing the KV cache, as vLLM pipelines decode). For each context the batch is the most
+engines in flight sharing the KV cache, as vLLM pipelines decode), and MLA under TP8 with its latent cache
+split over the sequences (layout.kv_sharding batch: each GPU the cache of 1/8 of them, as data-parallel
+attention holds it). For each context the batch is the most
 sequences whose cache fits (at most 256), and the decode step comes from simulator.serving.steps at that batch
 and context; x_hbm_roofline is that step over its HBM roofline (every stage's weights and cache read once).
 """
@@ -27,7 +29,8 @@ from simulator.serving.steps import step_costs  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CONTEXTS = [2048 * 2**k for k in range(10)]  # 2K .. 1M (2K and 4K show where the GQA knee starts)
 SERIES = {"GQA, TP8": ("gqa.yaml", ["layout.tp=8"]), "GQA, PP8": ("gqa.yaml", ["layout.tp=1", "layout.pp=8"]),
-          "MLA, TP8": ("mla.yaml", ["layout.tp=8"]), "MLA, PP8": ("mla.yaml", ["layout.tp=1", "layout.pp=8"])}
+          "MLA, TP8": ("mla.yaml", ["layout.tp=8"]), "MLA, PP8": ("mla.yaml", ["layout.tp=1", "layout.pp=8"]),
+          "MLA, TP8, cache by batch": ("mla.yaml", ["layout.tp=8", "layout.kv_sharding=batch"])}
 CAP = 256
 
 
@@ -74,7 +77,7 @@ def ratios(rows: list[dict]) -> list[dict]:
 def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = {"GQA, TP8": ("#4C72B0", "-"), "GQA, PP8": ("#4C72B0", "--"),
-              "MLA, TP8": ("#DD8452", "-"), "MLA, PP8": ("#DD8452", "--")}
+              "MLA, TP8": ("#DD8452", "-"), "MLA, PP8": ("#DD8452", "--"), "MLA, TP8, cache by batch": ("#DD8452", ":")}
     for name, (colour, ls) in styles.items():
         pts = [r for r in rows if r["series"] == name]
         x = [r["context"] for r in pts]
@@ -83,7 +86,7 @@ def plot(rows: list[dict], path: Path) -> None:
         fit = [r for r in pts if r["batch"]]
         axes[2].plot([r["context"] for r in fit], [r["usd_per_million_output_tokens"] for r in fit], marker="o",
                      color=colour, ls=ls, label=name)
-    axes[0].set(ylabel="GB", title="KV cache of one sequence, per GPU (GQA: TP8 = PP8)")
+    axes[0].set(ylabel="GB", title="KV cache of one sequence, per GPU (GQA: TP8 = PP8; MLA: PP8 = by batch)")
     axes[1].set(ylabel="sequences", title=f"largest batch that fits (cap {CAP})")
     axes[2].set(ylabel=r"\$ per million output tokens", title=r"decode cost (\$2/GPU-hour)")
     for ax in axes:
@@ -91,7 +94,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xticks(CONTEXTS[::2], [f"{c // 1024}K" for c in CONTEXTS[::2]])
         ax.minorticks_off()
     axes[1].legend(fontsize=8)
-    fig.suptitle("Llama 3 70B on 8 H100: GQA against a what-if MLA cache, TP8 against PP8")
+    fig.suptitle("Llama 3 70B on 8 H100: GQA against a what-if MLA cache, TP8 against PP8 (and MLA's cache by batch)")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
