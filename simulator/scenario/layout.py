@@ -73,9 +73,10 @@ class Layout(_Frozen):
     """Serving: how a TP group holds the KV cache. heads: each rank its KV heads, copies of a head on the ranks past
     kv_heads (vLLM, TensorRT-LLM; an MLA latent whole on every rank). batch: the ranks that would hold copies of a
     head take the sequences apart instead, so the cache is split over all tp ranks ("How to Scale Your Model",
-    inference chapter: KV[2, B_Z, S, K_Y, H]; SGLang's data-parallel attention for MLA), at the price of two
-    all-to-alls a layer among them, moving the queries to and the outputs from the batch shards. Needs tp > kv_heads
-    (any tp > 1 with MLA)."""
+    inference chapter: KV[2, B_Z, S, K_Y, H]), at the price of two all-to-alls a layer among them, moving the
+    queries to and the outputs from the batch shards; the projections stay split over tp. (SGLang's and DeepSeek's
+    data-parallel attention split the cache alike but copy the attention weights to every rank.) Needs
+    tp > kv_heads (any tp > 1 with MLA)."""
     order: tuple[Axis, ...] = AXES
     """Mesh axes, innermost (fastest varying rank) first."""
     stage_layers: tuple[NonNegInt, ...] | None = None
