@@ -11,7 +11,9 @@ import numpy as np
 from . import calibration
 from .ops import (
     ACT_BYTES,
+    BLOCK_EMBED,
     BLOCK_EXPERT,
+    BLOCK_HEAD,
     BLOCK_LAYER,
     CAST_BYTES,
     FLASH_BACKWARD_FLOP,
@@ -173,7 +175,7 @@ def build_op_table(scenario) -> OpTable:
     names = rows.name[:at] + tuple(c["name"] for c in core) + rows.name[at:]
     selective = cat(rows.selective, np.array([c["selective"] for c in core]))
     modules = getattr(scenario.workload, "recompute_modules", None)
-    return OpTable(
+    return with_grad_accumulation(OpTable(
         name=names,
         block=cat(rows.block, np.full(len(core), BLOCK_LAYER, dtype=np.int8)),
         gemm=cat(np.stack([np.where(gemm, m, 0.0), rows.n, rows.k], axis=1),
@@ -182,4 +184,34 @@ def build_op_table(scenario) -> OpTable:
         precise=cat(rows.precise, np.ones(len(core), dtype=bool)),
         bytes_fixed=cat(fixed, np.zeros(len(core))) if model.moe is not None else None,
         **{k: cat(v, np.array([c[k] for c in core], dtype=float)) for k, v in cols.items()},
-    )
+    ), rows, scenario)
+
+
+GRAD_BYTES = float(ACT_BYTES)
+"""Bytes of a weight's gradient as its weight-gradient GEMM writes it (16-bit, whatever the compute dtype)."""
+
+
+def with_grad_accumulation(table: OpTable, rows: OpRows, scenario) -> OpTable:
+    """`table`, and where the weight-gradient GEMMs do not accumulate into the main gradient themselves
+    (workload.grad_accumulation_fusion false) one memory-bound `grad-accumulate` row a block in the weight-gradient
+    pass: each micro-batch, every weight of the block on this rank has its GRAD_BYTES gradient read and its main
+    gradient (4 bytes with layout.grad_reduce_fp32, else 2) read and written. Weights: the layer's GEMMs (`rows`),
+    the LM head's, the embedding table's (vocab / tp x hidden; one table with the head's when tied on one stage)."""
+    if scenario.workload.grad_accumulation_fusion:
+        return table
+    model, lay = scenario.model, scenario.layout
+    per_weight = GRAD_BYTES + 2 * (4.0 if lay.grad_reduce_fp32 else float(ACT_BYTES))
+    weights = {b: float(rows.weights[rows.block == b].sum()) for b in (BLOCK_LAYER, BLOCK_HEAD)}
+    shared = model.tied_embeddings and lay.pp == 1
+    weights[BLOCK_EMBED] = 0.0 if shared else -(-model.vocab // lay.tp) * float(model.hidden)
+    blocks = np.array(list(weights), dtype=np.int8)
+    zero = np.zeros(len(blocks))
+    add = lambda a, b: np.concatenate([a, b.astype(a.dtype)])  # noqa: E731
+    return replace(
+        table, name=table.name + ("grad-accumulate",) * len(blocks), block=add(table.block, blocks),
+        gemm=np.concatenate([table.gemm, np.zeros((len(blocks), 3))]),
+        selective=add(table.selective, zero), precise=add(table.precise, zero),
+        bytes_fixed=None if table.bytes_fixed is None else add(table.bytes_fixed, zero),
+        bytes_w=add(table.bytes_w, per_weight * np.array(list(weights.values()))),
+        **{k: add(getattr(table, k), zero) for k in ("flops_f", "bytes_f", "flops_b", "bytes_b", "flops_w",
+                                                      "model_flops_f")})

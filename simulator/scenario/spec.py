@@ -158,6 +158,8 @@ def _no_low_precision(s: Scenario) -> str:
 def _check_experts(s: Scenario) -> None:
     """Expert parallelism needs experts to split over; expert slots split evenly over EP ranks."""
     lay, moe, routing = s.layout, s.model.moe, s.workload.routing
+    if moe is not None and not s.workload.grad_accumulation_fusion:
+        _rule("workload.grad_accumulation_fusion", "false is priced for dense models, not an MoE model's experts")
     if moe is None:
         if lay.ep > 1:
             _rule("layout.ep", f"ep ({lay.ep}) > 1 needs an MoE model (model.moe)")

@@ -122,6 +122,12 @@ class Workload(_Frozen):
     """Train: how the FFN's activation runs. fused: one kernel each way (Megatron-Core's bias_activation_fusion and
     its compiled squared ReLU); unfused: PyTorch's ops one kernel each (cost.op_table.UNFUSED_ACTIVATION), as NeMo
     runs squared ReLU (its own torch.pow(relu(x), 2), Nemotron's) and Megatron-Core runs SwiGLU without fusion."""
+    grad_accumulation_fusion: StrictBool = True
+    """Train: the weight-gradient GEMMs add each micro-batch's gradient into the main gradient themselves (Megatron-LM's
+    gradient_accumulation_fusion: from February 2022 in BF16, September 2022 in FP16; every Megatron-Core), no pass
+    of its own; false: a separate add a micro-batch reads the GEMM's 16-bit gradient and reads and writes the main
+    gradient (fp32 with layout.grad_reduce_fp32, else 16-bit): 6 or 10 bytes a weight (op_table.with_grad_accumulation).
+    Dense models."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None
@@ -211,6 +217,8 @@ class Workload(_Frozen):
             _rule("cross_entropy", "a training setting (serving samples from the logits, no loss)")
         if self.kind == "serve" and self.activation != "fused":
             _rule("activation", "a training setting (serving engines fuse the activation)")
+        if self.kind == "serve" and not self.grad_accumulation_fusion:
+            _rule("grad_accumulation_fusion", "a training setting (serving computes no gradients)")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,
                   kv_dtype=self.kv_dtype or self.dtype)
