@@ -20,10 +20,9 @@ def kv_bytes_per_token(model, kv_dtype: str) -> float:
 
 
 def kv_split(model, tp: int, sharding: str = "heads") -> int:
-    """Ranks of a TP group the cache is divided over: its heads (kv_heads, an MLA latent 1) up to tp, or all tp
-    ranks when the sequences split past the heads (`sharding` batch)."""
-    heads = 1 if model.mla is not None else model.kv_heads
-    return tp if sharding == "batch" else min(tp, heads)
+    """Ranks of a TP group the cache is divided over: its heads (ModelSpec.cache_heads) up to tp, or all tp ranks
+    when the sequences split past the heads (`sharding` batch)."""
+    return tp if sharding == "batch" else min(tp, model.cache_heads)
 
 
 def kv_bytes_per_token_per_rank(model, kv_dtype: str, tp: int, layers: int, sharding: str = "heads") -> float:

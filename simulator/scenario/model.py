@@ -130,6 +130,11 @@ class ModelSpec(_Frozen):
     """Local attention in some or all layers (GPT-OSS, Gemma, Mistral); None: every layer attends to the whole
     causal prefix."""
 
+    @property
+    def cache_heads(self) -> int:
+        """Heads the KV cache has: kv_heads, or 1 for multi-head latent attention (one latent every head reads)."""
+        return 1 if self.mla is not None else self.kv_heads
+
     @model_validator(mode="after")
     def _defaults(self) -> ModelSpec:
         if self.head_dim is None and self.hidden % self.heads:

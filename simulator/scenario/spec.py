@@ -388,7 +388,7 @@ def _check_serve(s: Scenario) -> None:
         _rule("layout.kv_sharding", f"batch splits a serving KV cache over the sequences, got workload.kind {w.kind}")
     if w.kind != "serve":
         return
-    heads = 1 if s.model.mla is not None else s.model.kv_heads
+    heads = s.model.cache_heads
     if lay.kv_sharding == "batch" and lay.tp <= heads:
         _rule("layout.kv_sharding", f"batch needs tp ({lay.tp}) above the cache's heads ({heads}"
               f"{', an MLA latent' if s.model.mla is not None else ''}): the heads already split it")

@@ -39,7 +39,7 @@ def attention_dims(model, tp: int, sharding: str = "heads") -> dict:
     past the heads, `sharding` batch), head widths; MLA's latent and rope. Batch sharding moves no attention work: a
     rank runs its head group's query heads for its share of the sequences, as many query-key pairs on average as the
     heads split gives it; only the cache it reads (parts' `kv_bytes`) shrinks."""
-    heads, kv = model.heads // tp, (1 if model.mla is not None else model.kv_heads) / kv_split(model, tp, sharding)
+    heads, kv = model.heads // tp, model.cache_heads / kv_split(model, tp, sharding)
     if model.mla is None:
         return {"heads": heads, "kv_heads": kv, "qk": model.head_dim, "v": model.head_dim, "mla": False}
     qk, v, rope = mla_dims(model)
