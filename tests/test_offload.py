@@ -77,7 +77,9 @@ def test_shipped_scenario_fits_only_with_offload():
     assert on.step_time_s == pytest.approx(off.step_time_s, rel=1e-12)  # C2C hides every copy
     exposed = pcie.extra["offload"]["exposed_s"]  # PCIe's 64 GB/s cannot hide 10 layers' copies: the step grows by them
     assert on.extra["offload"]["exposed_s"] == 0.0 and exposed > 0.02 * on.step_time_s
-    assert pcie.step_time_s == pytest.approx(on.step_time_s + exposed, rel=1e-3)
+    # the report's exposure is the stages' mean; the step grows by the exposure on its critical path, which the
+    # first and last stages (embedding, LM head) make differ from the mean by a fraction of a percent of the step
+    assert pcie.step_time_s == pytest.approx(on.step_time_s + exposed, rel=5e-3)
     assert on.extra["offload"]["activations_layers"] == 10
 
 

@@ -112,3 +112,47 @@ def test_a_chunked_gemm_costs_its_chunks():
                                       precise=ops.precise[i:i + 1])[0]
     assert split[0] == pytest.approx(hand, rel=1e-9)
     assert split[0] > whole[0] and split[1] > whole[1] and split[2] == pytest.approx(whole[2], rel=1e-12)
+
+
+# ---------------------------------------------------------------- layout.tp_overlap auto (the default)
+def _scenario(preset: str, *sets: str):
+    """Llama 3 8B at TP8 with sequence parallelism on two domains of `preset`, tp_overlap at its default, auto."""
+    from simulator import load_scenario
+
+    return load_scenario(ROOT / "scenarios" / "llama3-405b-h100.yaml",
+                         [f"topology={{preset: {preset}, domains: 2}}", "model=llama3-8b", "layout.pp=1",
+                          "layout.chunks=1", "layout.stage_layers=null", "layout.schedule=1f1b", "layout.zero=1",
+                          "layout.tp_overlap=auto", "workload.global_batch=144", *sets])
+
+
+@pytest.mark.parametrize("preset, on", [("dgx-h100-superpod", True), ("hgx-b200", True), ("gb200-nvl72", True),
+                                        ("dgx-a100-superpod", False)])
+def test_auto_overlaps_on_hopper_and_blackwell_only(preset, on):
+    """auto resolves by the device's generation (scenario.defaults.TP_OVERLAP): Hopper and Blackwell runs
+    overlap, Ampere's do not; an explicit value is kept on every generation."""
+    assert _scenario(preset).tp_overlap is on
+    assert _scenario(preset, "layout.tp_overlap=false").tp_overlap is False
+    assert _scenario(preset, "layout.tp_overlap=true").tp_overlap is True
+
+
+def test_auto_is_off_with_megatron_lm_of_2021_collectives():
+    """tp_async_allreduce false (the exposed backward collectives of Megatron-LM before September 2021) rules out
+    userbuffers (an explicit true is refused); auto resolves to off there."""
+    assert _scenario("dgx-h100-superpod", "layout.tp_async_allreduce=false").tp_overlap is False
+
+
+def test_auto_step_is_the_explicit_setting_it_resolves_to():
+    """The same step as the explicit value auto resolves to: overlap on H100 with sequence parallelism (its
+    exposed TP time smaller than without), none without sequence parallelism, where auto is accepted and true is
+    refused (userbuffers overlap sequence parallelism's collectives)."""
+    from simulator import ScenarioError, simulate
+
+    def run(*sets):
+        return simulate(_scenario("dgx-h100-superpod", *sets))
+
+    auto, on, off = run(), run("layout.tp_overlap=true"), run("layout.tp_overlap=false")
+    assert auto.step_time_s == on.step_time_s and auto.exposed_comm_s["tp"] < off.exposed_comm_s["tp"]
+    no_sp = run("layout.sequence_parallel=false")
+    assert no_sp.step_time_s == run("layout.sequence_parallel=false", "layout.tp_overlap=false").step_time_s
+    with pytest.raises(ScenarioError, match="tp_overlap"):
+        _scenario("dgx-h100-superpod", "layout.sequence_parallel=false", "layout.tp_overlap=true")

@@ -78,7 +78,7 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     """Seconds and bytes of the embedding, one transformer layer and the head for each layer key."""
     dev = scn.topology.device
     first = [int(np.argmax(keys.which == i)) for i in range(len(keys.ops))]  # a key of each table: its tp and sp
-    chunks = [overlap_chunks(t, int(keys.tp[j]), scn.layout.tp_overlap and bool(keys.sp[j]))
+    chunks = [overlap_chunks(t, int(keys.tp[j]), scn.tp_overlap and bool(keys.sp[j]))
               for t, j in zip(keys.ops, first)]
     sums = block_seconds(keys.ops, dev.peak(scn.workload.dtype), dev.hbm_bandwidth, cal,
                          roofline.attention_peak(dev), chunks)[keys.which]
@@ -92,7 +92,7 @@ def layer_costs(scn, keys: LayerKeys, fabric: Fabric, cal) -> LayerCosts:
     ring = cp_ring_seconds(fabric, cal, keys.cp, kv, *keys.cp_hop, shape("windowed"),
                            np.minimum(shape("window"), tokens) / tokens)
     lay = scn.layout
-    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, lay.tp_overlap,
+    return LayerCosts(passes=pass_table(sums, comm, ring, keys.recompute, keys.sp, keys.split, cal, scn.tp_overlap,
                                         keys.tp, lay.tp_async_allreduce),
                       send_bytes=act,
                       send_gather=np.where(keys.sp, 0.0, tp_coll("all_gather", act * keys.tp)),

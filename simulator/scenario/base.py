@@ -53,6 +53,13 @@ def _dp_value(value: object) -> int | str:
     raise ValueError(f"expected a positive integer or 'auto', got {value!r}")
 
 
+def _auto_bool(value: object) -> bool | str:
+    """Accept true, false or "auto" (a setting resolved by generation: simulator.scenario.defaults)."""
+    if value == "auto" or type(value) is bool:
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected true, false or 'auto', got {value!r}")
+
+
 class _Frozen(BaseModel):
     """Base: frozen, keyword-only, unknown keys rejected, finite numbers only, one docstring a field (read from
     the source by the JSON schema, simulator.scenario.json_schema, not when the models are built: start-up)."""

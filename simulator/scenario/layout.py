@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, PlainValidator, StrictBool, model_validator
 
 from ..schedules import SPECS
-from .base import AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Real, Schedule, _dp_value, _Frozen, _rule
+from .base import (AXES, Axis, ExpertPlacement, NonNegInt, PosInt, Real, Schedule, _auto_bool, _dp_value, _Frozen,
+                   _rule)
 from .offload import Offload
 
 
@@ -61,9 +62,11 @@ class Layout(_Frozen):
     overlap_param_gather: StrictBool = True
     """With the distributed optimizer or ZeRO, gather the updated parameters chunk by chunk behind the
     next step's forward (Megatron overlap_param_gather, NeMo overlap_param_sync); false: all before it."""
-    tp_overlap: StrictBool = False
+    tp_overlap: Annotated[bool | Literal["auto"], PlainValidator(_auto_bool)] = "auto"
     """Overlap tensor-parallel all-gathers and reduce-scatters with the GEMMs that consume or produce
-    them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); needs sequence_parallel."""
+    them (Transformer Engine userbuffers, Megatron/NeMo tp_comm_overlap); true needs sequence_parallel. auto (the
+    default): as most published training on the device's generation ran it (scenario.defaults.TP_OVERLAP, resolved
+    by Scenario.tp_overlap): on Hopper and Blackwell where sequence parallelism runs, off on Ampere."""
     tp_async_allreduce: StrictBool = True
     """Backward: the tensor-parallel all-reduce (reduce-scatter with sequence parallelism) of each column-parallel
     GEMM's input gradient runs beside its weight-gradient GEMM (Megatron-LM's asynchronous all-reduce, merged in
@@ -182,10 +185,10 @@ class Layout(_Frozen):
         problem = SPECS[self.schedule].chunk_problem(self.chunks)
         if problem:
             _rule("chunks", problem)
-        if self.tp_overlap and not self.sequence_parallel and self.tp > 1:
+        if self.tp_overlap is True and not self.sequence_parallel and self.tp > 1:
             _rule("tp_overlap", "overlaps the all-gathers and reduce-scatters of sequence parallelism; "
                   "set sequence_parallel: true")
-        if self.tp_overlap and not self.tp_async_allreduce:
+        if self.tp_overlap is True and not self.tp_async_allreduce:
             _rule("tp_async_allreduce", "tp_overlap runs the backward's collectives beside the GEMMs itself; "
                   "false only without tp_overlap")
         return self

@@ -15,6 +15,7 @@ from pydantic import model_validator
 
 from ..schedules import SPECS
 from .base import _derived, _fill, _Frozen, _rule
+from .defaults import TP_OVERLAP, TRAINING_ATTENTION
 from .faults import Faults
 from .files import clip
 from .hardware import PEAK_FAMILY
@@ -68,6 +69,15 @@ class Scenario(_Frozen):
         if w.attention != "auto":
             return w.attention
         return TRAINING_ATTENTION.get(self.topology.device.arch, "flash") if w.kind == "train" else "flash"
+
+    @property
+    def tp_overlap(self) -> bool:
+        """layout.tp_overlap with auto resolved: on in training on a defaults.TP_OVERLAP generation (where sequence
+        parallelism runs; cost.pipeline) unless tp_async_allreduce is false (Megatron-LM before September 2021)."""
+        lay = self.layout
+        if lay.tp_overlap != "auto":
+            return lay.tp_overlap
+        return self.workload.kind == "train" and lay.tp_async_allreduce and self.topology.device.arch in TP_OVERLAP
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
@@ -313,15 +323,6 @@ def _check_recompute_modules(s: Scenario) -> None:
         if absent.get(name):
             _rule("workload.recompute_modules", f"{name}: model {m.name} has no such module")
 
-
-TRAINING_ATTENTION = {"ampere": "unfused", "hopper": "flash2"}
-"""The attention kernel a training scenario's workload.attention auto runs, by generation (else flash, the newest
-measured): the kernel most published training on the generation ran (docs/calibration.md, "The default attention
-kernel"). Ampere: unfused, as Megatron-LM until 2022 ran it (its Tables of 2021 and Korthikanti et al. 2022: all 26
-A100 runs of the development set; MT-NLG's Megatron-DeepSpeed too); Hopper: FlashAttention-2's rates, the fused
-kernels of 2023-2024 (MLPerf Training v3.1, NeMo's 2024 recipes and long-sequence runs, Llama 3, DeepSeek-V3: 30 of
-the set's 53 Hopper runs; FlashAttention-3's and cuDNN's newer Hopper kernels reached the frameworks from late 2024:
-flash)."""
 
 FA2_MEASURED = ("ampere", "hopper")
 """Generations with FlashAttention-2 measurements (simulator/data/calibration.yaml): workload.attention flash2."""

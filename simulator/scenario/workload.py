@@ -108,7 +108,7 @@ class Workload(_Frozen):
     and CUTLASS on Blackwell), flash2 (FlashAttention-2 or the fused kernels of its time, e.g. runs before July
     2024 on Hopper; A100 and Hopper only), unfused (materializes scores, as Megatron-LM of 2022 did), or auto (the
     default): serving runs flash; training the kernel most published training on the generation ran (unfused on
-    A100, flash2 on Hopper, flash on Blackwell: scenario.spec.TRAINING_ATTENTION, Scenario.attention_kernel)."""
+    A100, flash2 on Hopper, flash on Blackwell: scenario.defaults.TRAINING_ATTENTION, Scenario.attention_kernel)."""
     fp8_attention: StrictBool = False
     """Train, dtype fp8 or mxfp8: the attention core in that format (Transformer Engine's fp8_dot_product_attention,
     cuDNN's FP8 fused attention) at the generation's measured FP8-over-BF16 speed of each pass, its windowed backward
