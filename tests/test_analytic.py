@@ -227,9 +227,11 @@ def test_zero3_layouts_agree_with_engine(gpus, fields, monkeypatch):
 
     watch = Contention(monkeypatch)
     one_bucket = "layout.bucket_params=1000000000000"  # one gradient bucket keeps them contention-free
-    base = load_scenario(GPT3, [f"topology.domains={gpus // 8}", one_bucket])
+    # ZeRO-3 reduces beside the backward, as FSDP runs it (the A100 default puts Megatron-LM's of 2021 after it)
+    fixed = [one_bucket, "layout.overlap_grad_reduce=true"]
+    base = load_scenario(GPT3, [f"topology.domains={gpus // 8}", *fixed])
     c = _pick(base, gpus, **fields)
-    step = run(load_scenario(GPT3, [*overrides(c.row(0), base.model.layers, 8, gpus), one_bucket])).timeline.step_time
+    step = run(load_scenario(GPT3, [*overrides(c.row(0), base.model.layers, 8, gpus), *fixed])).timeline.step_time
     assert watch.count == 0
     assert estimate(CostModel(base), c).step_time[0] == pytest.approx(step, rel=1e-9)
 
@@ -254,7 +256,7 @@ def test_families_hold_ties_outside_round_trip_schedules(monkeypatch):
     families = analytic.estimate(CostModel(base), c).step_time
     monkeypatch.setattr(analytic, "ties", lambda schedule, even, routes, busy, *a, **k: np.ones(len(busy), bool))
     exact = analytic.estimate(CostModel(base), c).step_time
-    np.testing.assert_allclose(families, exact, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(families, exact, rtol=1e-8, atol=0)  # their sums differ in order: tens of ns
 
 def test_dualpipe_families_hold_tied_zero3_stages(monkeypatch):
     """DualPipe and DualPipe-V are not in exact.ROUND_TRIPS: their F&B pairs break 1F1B's round trips, so on
@@ -343,8 +345,8 @@ def test_layer_costs_from_strides_equal_explicit_groups_exactly():
     keys = cm.layer_keys(c, True)[0] + cm.layer_keys(c, False)[0]
     rng = np.random.default_rng(0)
     for i in rng.choice(len(keys), size=40, replace=False):
-        tp, cp, mb, sp, rec, split, (s_tp, s_cp) = keys[i]
-        scn = cm.variant(tp=tp, cp=cp, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
+        tp, cp, mb, sp, rec, split, (s_tp, s_cp), one_stage = keys[i]
+        scn = cm.variant(tp=tp, cp=cp, pp=1 if one_stage else 2, mb=mb, sp=sp, recompute=RECOMPUTE_NAMES[rec])
         one = scenario_layer_keys(scn, build_op_table(scn), cm.fabric, np.arange(tp) * s_tp, np.arange(cp) * s_cp,
                                   split)
         expected = layer_costs(scn, one, cm.fabric, cm.cal)

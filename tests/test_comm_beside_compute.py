@@ -65,7 +65,7 @@ def test_the_gradient_reduction_slows_the_last_backward(make_scenario):
     agree on the step."""
     res = run(make_scenario(model="llama3-8b", topology={"preset": "dgx-a100-superpod", "domains": 16},
                             workload={"seq_len": 4096, "global_batch": 256, "micro_batch": 2},
-                            layout={"tp": 1, "pp": 1, "distributed_optimizer": True}))
+                            layout={"tp": 1, "pp": 1, "distributed_optimizer": True, "overlap_grad_reduce": True}))
     s = calibration.for_device(res.scenario.topology.device, "bf16").comm_sms
     assert res.plan.comm_sms == s
     reference = run_reference(res.plan)

@@ -159,7 +159,7 @@ def build_op_table(scenario) -> OpTable:
     sh, model, lay = layer_shape(scenario), scenario.model, scenario.layout
     rows = layer_rows(model, lay.tp, lay.sequence_parallel, scenario.workload.dtype,
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
-                      cross_entropy=scenario.workload.cross_entropy, passes=copy_passes(scenario),
+                      cross_entropy=scenario.cross_entropy, passes=copy_passes(scenario),
                       arch=scenario.topology.device.arch)
     rows = activation_as_run(rope_as_run(rows, model), scenario)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
@@ -197,7 +197,7 @@ def with_grad_accumulation(table: OpTable, rows: OpRows, scenario) -> OpTable:
     pass: each micro-batch, every weight of the block on this rank has its GRAD_BYTES gradient read and its main
     gradient (4 bytes with layout.grad_reduce_fp32, else 2) read and written. Weights: the layer's GEMMs (`rows`),
     the LM head's, the embedding table's (vocab / tp x hidden; one table with the head's when tied on one stage)."""
-    if scenario.workload.grad_accumulation_fusion:
+    if scenario.grad_accumulation_fusion:
         return table
     model, lay = scenario.model, scenario.layout
     per_weight = GRAD_BYTES + 2 * (4.0 if lay.grad_reduce_fp32 else float(ACT_BYTES))

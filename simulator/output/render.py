@@ -102,6 +102,9 @@ def table(report: Report | ServeReport) -> Table:
     if attention.get("default") and attention["kernel"] != "flash":  # auto chose an older kernel than the newest
         rows.insert(1, ("attention", f"{attention['kernel']} (workload.attention auto: the kernel most published "
                                      "training on this GPU ran; flash prices the newest measured)"))
+    era = [ERA_DEFAULTS[k][1] for k, v in r.extra.get("defaults", {}).items() if ERA_DEFAULTS.get(k, (None,))[0] == v]
+    if era:  # auto gave this GPU's published runs' older settings
+        rows.insert(1, ("defaults", f"Megatron-LM's of 2021-2022, as this GPU's published runs: {', '.join(era)}"))
     rows += [("caveat", c) for c in r.caveats]
     fl = r.extra.get("faults")
     if fl:
@@ -110,6 +113,13 @@ def table(report: Report | ServeReport) -> Table:
     for k, v in rows:
         t.add_row(k, v)
     return t
+
+
+ERA_DEFAULTS = {"workload.cross_entropy": ("unfused", "loss in PyTorch ops"),
+                "workload.grad_accumulation_fusion": (False, "a gradient-accumulation pass"),
+                "layout.overlap_grad_reduce": (False, "gradients reduced after the backward")}
+"""The values scenario.defaults.MEGATRON_2021 gives these settings, and how the report's row names them where auto
+chose them."""
 
 
 def _lat(d: dict) -> str:

@@ -1,5 +1,5 @@
 """What a training scenario's `auto` settings resolve to: the framework setting most published training on the
-device's generation ran (the development set's runs counted in docs/calibration.md)."""
+device's generation ran (the development set's runs counted in docs/calibration.md, beside each setting)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,58 @@ flash)."""
 
 TP_OVERLAP = ("hopper", "blackwell")
 """The generations on which a training scenario's layout.tp_overlap auto overlaps the tensor-parallel collectives
-with the GEMMs (where sequence parallelism runs them; Scenario.tp_overlap): Transformer Engine's userbuffers, which
-NVIDIA's Megatron-Core recipes (NeMo, Megatron-Bridge, MLPerf Training from v3.1) turn on for TP with sequence
-parallelism: 45 of the development set's 53 Hopper and Blackwell runs at TP > 1 (docs/calibration.md, "The default
-TP communication overlap"). Ampere's published runs (2021-2022) predate it."""
+with the GEMMs (where sequence parallelism runs them): Transformer Engine's userbuffers, which NVIDIA's Megatron-Core
+recipes (NeMo, Megatron-Bridge, MLPerf Training from v3.1) turn on for TP with sequence parallelism: 45 of the
+development set's 56 Hopper and Blackwell runs at TP > 1 (docs/calibration.md, "The default TP communication
+overlap"). Ampere's published runs (2021-2022) predate it."""
+
+MEGATRON_2021 = ("ampere",)
+"""The generations whose published training ran Megatron-LM as of 2021-2022 (Narayanan et al. 2021, Korthikanti et
+al. 2022, Megatron-DeepSpeed's MT-NLG and BLOOM: all 26 A100 runs of the development set): auto gives the loss over
+the vocabulary in PyTorch ops (workload.cross_entropy unfused), each micro-batch's gradient added to the main one
+by a pass of its own in a dense model (workload.grad_accumulation_fusion false) and the gradient reduction after the
+last backward (layout.overlap_grad_reduce false) (docs/calibration.md, "Megatron-LM's 2021 settings"). A run on
+another stack states its own (FSDP reduces within the backward: scenarios/llama2-7b-hsdp-a100.yaml)."""
+
+
+def attention_kernel(scn) -> str:
+    """workload.attention, auto resolved: in training TRAINING_ATTENTION's kernel of the device's generation (else
+    flash); in serving flash (the newest measured kernel)."""
+    kernel = scn.workload.attention
+    if kernel != "auto":
+        return kernel
+    return TRAINING_ATTENTION.get(scn.topology.device.arch, "flash") if scn.workload.kind == "train" else "flash"
+
+
+def tp_overlap(scn) -> bool:
+    """layout.tp_overlap, auto resolved: on in training on a TP_OVERLAP generation (where sequence parallelism runs;
+    cost.pipeline) unless tp_async_allreduce is false (Megatron-LM before September 2021)."""
+    lay = scn.layout
+    if lay.tp_overlap != "auto":
+        return lay.tp_overlap
+    return scn.workload.kind == "train" and lay.tp_async_allreduce and scn.topology.device.arch in TP_OVERLAP
+
+
+def _of_2021(scn) -> bool:
+    """Whether auto takes Megatron-LM's 2021 settings: training on a MEGATRON_2021 generation."""
+    return scn.workload.kind == "train" and scn.topology.device.arch in MEGATRON_2021
+
+
+def cross_entropy(scn) -> str:
+    """workload.cross_entropy, auto resolved: unfused in training on a MEGATRON_2021 generation, else fused."""
+    value = scn.workload.cross_entropy
+    return value if value != "auto" else ("unfused" if _of_2021(scn) else "fused")
+
+
+def grad_accumulation_fusion(scn) -> bool:
+    """workload.grad_accumulation_fusion, auto resolved: false (a pass of its own) for a dense model trained on a
+    MEGATRON_2021 generation, else true (the pass is priced for dense models only)."""
+    value = scn.workload.grad_accumulation_fusion
+    return value if value != "auto" else not (_of_2021(scn) and scn.model.moe is None)
+
+
+def overlap_grad_reduce(scn) -> bool:
+    """layout.overlap_grad_reduce, auto resolved: false (after the last backward) in training on a MEGATRON_2021
+    generation, else true."""
+    value = scn.layout.overlap_grad_reduce
+    return value if value != "auto" else not _of_2021(scn)

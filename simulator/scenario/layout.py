@@ -54,11 +54,13 @@ class Layout(_Frozen):
     """Parameters in one gradient bucket: the gradient reduction and the distributed optimizer's parameter
     all-gather run one collective a bucket, each paying its own latency (Megatron-Core's bucket_size). null:
     Megatron-Core's default, max(40M, 1M x dp x cp) parameters."""
-    overlap_grad_reduce: StrictBool = True
+    overlap_grad_reduce: Annotated[bool | Literal["auto"], PlainValidator(_auto_bool)] = "auto"
     """Reduce the gradients bucket by bucket beside the stage's last backward (Megatron-Core's overlap_grad_reduce,
     which NeMo and Megatron-Bridge set; Megatron-LM's flag defaults off); false: after the stage's last task, whole and
     exposed, as Megatron-LM's data parallelism did before Megatron-Core's (megatron/model/distributed.py
-    allreduce_gradients, called after the micro-batches: Narayanan et al. 2021's and Korthikanti et al. 2022's runs)."""
+    allreduce_gradients, called after the micro-batches: Narayanan et al. 2021's and Korthikanti et al. 2022's runs).
+    auto (the default): false in training on Ampere (Megatron-LM of 2021-2022), true elsewhere
+    (scenario.defaults.MEGATRON_2021, Scenario.overlap_grad_reduce)."""
     overlap_param_gather: StrictBool = True
     """With the distributed optimizer or ZeRO, gather the updated parameters chunk by chunk behind the
     next step's forward (Megatron overlap_param_gather, NeMo overlap_param_sync); false: all before it."""

@@ -15,7 +15,7 @@ from pydantic import model_validator
 
 from ..schedules import SPECS
 from .base import _derived, _fill, _Frozen, _rule
-from .defaults import TP_OVERLAP, TRAINING_ATTENTION
+from . import defaults
 from .faults import Faults
 from .files import clip
 from .hardware import PEAK_FAMILY
@@ -63,21 +63,28 @@ class Scenario(_Frozen):
 
     @property
     def attention_kernel(self) -> str:
-        """workload.attention with auto resolved: a training run's TRAINING_ATTENTION kernel of the device's
-        generation (else flash), a serving run's flash (the newest measured kernel)."""
-        w = self.workload
-        if w.attention != "auto":
-            return w.attention
-        return TRAINING_ATTENTION.get(self.topology.device.arch, "flash") if w.kind == "train" else "flash"
+        """workload.attention, auto resolved (defaults.attention_kernel): what the cost model reads."""
+        return defaults.attention_kernel(self)
 
     @property
     def tp_overlap(self) -> bool:
-        """layout.tp_overlap with auto resolved: on in training on a defaults.TP_OVERLAP generation (where sequence
-        parallelism runs; cost.pipeline) unless tp_async_allreduce is false (Megatron-LM before September 2021)."""
-        lay = self.layout
-        if lay.tp_overlap != "auto":
-            return lay.tp_overlap
-        return self.workload.kind == "train" and lay.tp_async_allreduce and self.topology.device.arch in TP_OVERLAP
+        """layout.tp_overlap, auto resolved (defaults.tp_overlap)."""
+        return defaults.tp_overlap(self)
+
+    @property
+    def cross_entropy(self) -> str:
+        """workload.cross_entropy, auto resolved (defaults.cross_entropy)."""
+        return defaults.cross_entropy(self)
+
+    @property
+    def grad_accumulation_fusion(self) -> bool:
+        """workload.grad_accumulation_fusion, auto resolved (defaults.grad_accumulation_fusion)."""
+        return defaults.grad_accumulation_fusion(self)
+
+    @property
+    def overlap_grad_reduce(self) -> bool:
+        """layout.overlap_grad_reduce, auto resolved (defaults.overlap_grad_reduce)."""
+        return defaults.overlap_grad_reduce(self)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
@@ -168,7 +175,7 @@ def _no_low_precision(s: Scenario) -> str:
 def _check_experts(s: Scenario) -> None:
     """Expert parallelism needs experts to split over; expert slots split evenly over EP ranks."""
     lay, moe, routing = s.layout, s.model.moe, s.workload.routing
-    if moe is not None and not s.workload.grad_accumulation_fusion:
+    if moe is not None and s.workload.grad_accumulation_fusion is False:
         _rule("workload.grad_accumulation_fusion", "false is priced for dense models, not an MoE model's experts")
     if moe is None:
         if lay.ep > 1:

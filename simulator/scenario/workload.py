@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import Field, PlainValidator, StrictBool, model_validator
 
-from .base import NonNegInt, PosInt, Real, Recompute, RecomputeModule, StoreDtype, _fill, _Frozen, _rule
+from .base import NonNegInt, PosInt, Real, Recompute, RecomputeModule, StoreDtype, _auto_bool, _fill, _Frozen, _rule
 from .units import Seconds
 
 
@@ -113,21 +113,24 @@ class Workload(_Frozen):
     """Train, dtype fp8 or mxfp8: the attention core in that format (Transformer Engine's fp8_dot_product_attention,
     cuDNN's FP8 fused attention) at the generation's measured FP8-over-BF16 speed of each pass, its windowed backward
     as the whole causal triangle where the kernel does that work (calibration.fp8_attention). Default false: BF16."""
-    cross_entropy: Literal["fused", "unfused"] = "fused"
+    cross_entropy: Literal["auto", "fused", "unfused"] = "auto"
     """Train: how the loss over the vocabulary runs. fused: one pass over the logits each way (Megatron-Core's
     cross_entropy_loss_fusion, Transformer Engine's and Apex's fused kernels; NeMo's recipes); unfused: Megatron's
     vocab-parallel cross-entropy in PyTorch ops (Megatron-LM of 2021-2024 by default): the logits cast to fp32, then
-    max, subtract, exp, sum and normalize, each a pass over them, and two more backward (ops.CROSS_ENTROPY_BYTES)."""
+    max, subtract, exp, sum and normalize, each a pass over them, and two more backward (ops.CROSS_ENTROPY_BYTES).
+    auto (the default): unfused on Ampere, whose published training ran Megatron-LM of 2021-2022, fused elsewhere
+    (scenario.defaults.MEGATRON_2021, Scenario.cross_entropy)."""
     activation: Literal["fused", "unfused"] = "fused"
     """Train: how the FFN's activation runs. fused: one kernel each way (Megatron-Core's bias_activation_fusion and
     its compiled squared ReLU); unfused: PyTorch's ops one kernel each (cost.op_table.UNFUSED_ACTIVATION), as NeMo
     runs squared ReLU (its own torch.pow(relu(x), 2), Nemotron's) and Megatron-Core runs SwiGLU without fusion."""
-    grad_accumulation_fusion: StrictBool = True
+    grad_accumulation_fusion: Annotated[bool | Literal["auto"], PlainValidator(_auto_bool)] = "auto"
     """Train: the weight-gradient GEMMs add each micro-batch's gradient into the main gradient themselves (Megatron-LM's
     gradient_accumulation_fusion: from February 2022 in BF16, September 2022 in FP16; every Megatron-Core), no pass
     of its own; false: a separate add a micro-batch reads the GEMM's 16-bit gradient and reads and writes the main
     gradient (fp32 with layout.grad_reduce_fp32, else 16-bit): 6 or 10 bytes a weight (op_table.with_grad_accumulation).
-    Dense models."""
+    false for dense models only. auto (the default): false for a dense model on Ampere (Megatron-LM of 2021-2022), true
+    elsewhere (scenario.defaults.MEGATRON_2021, Scenario.grad_accumulation_fusion)."""
     prompt_len: PosInt | None = None
     """Serve: prompt tokens per request."""
     output_len: PosInt | None = None
@@ -213,11 +216,11 @@ class Workload(_Frozen):
             _fill(self, expert_gemm="multi_stream" if self.kind == "train" else "single_kernel")
         elif self.kind == "serve" and self.expert_gemm == "multi_stream":
             _rule("expert_gemm", "multi_stream is modelled for training only (serving runs fused MoE kernels)")
-        if self.kind == "serve" and self.cross_entropy != "fused":
+        if self.kind == "serve" and self.cross_entropy == "unfused":
             _rule("cross_entropy", "a training setting (serving samples from the logits, no loss)")
         if self.kind == "serve" and self.activation != "fused":
             _rule("activation", "a training setting (serving engines fuse the activation)")
-        if self.kind == "serve" and not self.grad_accumulation_fusion:
+        if self.kind == "serve" and self.grad_accumulation_fusion is False:
             _rule("grad_accumulation_fusion", "a training setting (serving computes no gradients)")
         if self.kind == "serve":
             _fill(self, batch=self.batch or 256, weight_dtype=self.weight_dtype or self.dtype,

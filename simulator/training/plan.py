@@ -161,7 +161,7 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
         exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
         send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
         param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather, cal),
-        optimizer=opt, comm_sms=cal.comm_sms, grad_reduce_after=not lay.overlap_grad_reduce,
+        optimizer=opt, comm_sms=cal.comm_sms, grad_reduce_after=not scn.overlap_grad_reduce,
         memory=(moe_plan.split_memory(scn, table, dense, expert, passes, placement, costs, stage_layers)
                 if split else _memory(scn, table, params, passes, placement, lc.activations)),
         traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,

@@ -9,7 +9,8 @@ tasks; in DualPipe's F&B pairs what the other half's compute does not cover), an
 splits it by the tier that bounded each all-to-all, with the EP traffic per tier, the busiest EP
 link, the load imbalance (max / mean tokens per EP rank) and the dropped fraction. `extra["params"]`
 gives total and active parameters, `extra["attention"]` the attention kernel priced, whether workload.attention
-auto chose it (Scenario.attention_kernel) and whether it runs in FP8 (workload.fp8_attention). `caveats` names
+auto chose it (Scenario.attention_kernel) and whether it runs in FP8 (workload.fp8_attention), `extra["defaults"]` the
+other settings left to auto and what they resolved to (scenario.defaults). `caveats` names
 what the step leaves unpriced where the development set shows simrack optimistic (caveats()).
 """
 
@@ -178,6 +179,17 @@ EAGER_MOE_GROUPED = ("MoE layers without CUDA graphs, each rank's experts one gr
                      "runs of the development set mostly took longer than simrack predicts (docs/calibration.md)")
 
 
+AUTO_SETTINGS = (("workload", "cross_entropy"), ("workload", "grad_accumulation_fusion"),
+                 ("layout", "overlap_grad_reduce"), ("layout", "tp_overlap"))
+"""The training settings besides the attention kernel that default to auto (scenario.defaults resolves them)."""
+
+
+def resolved_defaults(scn) -> dict:
+    """{section.field: resolved value} of the AUTO_SETTINGS a training scenario leaves to auto."""
+    return {f"{part}.{name}": getattr(scn, name) for part, name in AUTO_SETTINGS
+            if getattr(getattr(scn, part), name) == "auto"}
+
+
 def caveats(scn) -> list[str]:
     """One line for each part of the step that simrack prices only in part, or not at all, and the development set
     shows slow: an MoE model launched eagerly (the dispatcher syncs with the host in every layer's forward pass)."""
@@ -216,6 +228,7 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
         caveats=caveats(scn),
         extra={"attention": {"kernel": scn.attention_kernel, "default": scn.workload.attention == "auto",
                              "fp8": scn.workload.fp8_attention},
+               "defaults": resolved_defaults(scn),
                **(ep_extra(scn, plan, tl, fabric) if plan.moe is not None else {}),
                **({"offload": plan.offload} if plan.offload is not None else {})},
     )

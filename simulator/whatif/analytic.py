@@ -233,7 +233,7 @@ def _timings(cm, c, sts: list[Structure], group, schedule: str, lt: dict) -> dic
                                       None if fb is None else fb[tied], send[tied])
     r = same[q]  # each candidate's distinct pipeline
     param_gather = exposed_param_gather(gather, f[q, :, 0], v, cm.scn.layout.overlap_param_gather, cm.cal)
-    beside_last = last[r] if cm.scn.layout.overlap_grad_reduce else 0.0  # else the reduction follows the last task
+    beside_last = last[r] if cm.scn.overlap_grad_reduce else 0.0  # else the reduction follows the last task
     stage_end = L[r] + beside(beside_last, dp, cm.cal.comm_sms) + opt + param_gather
     step = stage_end.max(axis=1)
     crit = np.argmax(stage_end, axis=1)

@@ -45,7 +45,7 @@ class CostModel:
         identity = _identity(scn, self.fabric)
         self._layer_cache = _LAYER_CACHE.setdefault(identity, {})
         self._dp_cache = _LAYER_CACHE.setdefault("dp:" + identity, {})
-        self._ops = {}  # (tp, cp, mb, sp) -> (OpTable, LayerShape): shared by recompute modes and splits
+        self._ops = {}  # (tp, cp, mb, sp, pp == 1) -> (OpTable, LayerShape): shared by recompute modes and splits
 
     # --- scenario copies for the step_costs functions ---------------------------------------------
     def variant(self, *, tp=1, cp=1, pp=1, dp=None, mb=None, sp=False, recompute=None, zero=0):
@@ -68,7 +68,7 @@ class CostModel:
 
     # --- per-layer costs --------------------------------------------------------------------------
     def layers(self, keys: list[tuple]) -> list[tuple]:
-        """Entries of layer keys (tp, cp, mb, sp, recompute, split, (tp stride, cp stride)): (3 blocks,
+        """Entries of layer keys (tp, cp, mb, sp, recompute, split, (tp stride, cp stride), pp == 1): (3 blocks,
         7 PASS_FIELDS) seconds, send bytes, exposed TP all-gather of a send (s), activation bytes (3,).
         Cached; the missing ones are computed together (step_costs.layer_costs over arrays of keys)."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._layer_cache]
@@ -81,10 +81,10 @@ class CostModel:
     def layer_keys_of(self, keys: list[tuple]) -> LayerKeys:
         """The step_costs.LayerKeys of layers() keys: TP groups tp ranks `tp stride` apart from device 0,
         the CP ring's first hop from device 0 to its `cp stride` neighbour."""
-        ops_keys = list(dict.fromkeys(k[:4] for k in keys))
+        ops_keys = list(dict.fromkeys(_ops_key(k) for k in keys))
         for k in ops_keys:
-            if k not in self._ops:  # build_op_table reads tp, cp, mb and sp of a dense model (search's only kind)
-                scn = self.variant(tp=k[0], cp=k[1], mb=k[2], sp=k[3])
+            if k not in self._ops:  # build_op_table reads tp, cp, mb, sp and pp == 1 of a dense model (the search's)
+                scn = self.variant(tp=k[0], cp=k[1], mb=k[2], sp=k[3], pp=1 if k[4] else 2)
                 self._ops[k] = (build_op_table(scn), layer_shape(scn))
         index = {k: i for i, k in enumerate(ops_keys)}
         tp, cp, _, sp, rec, split = (np.array([k[i] for k in keys]) for i in range(6))
@@ -92,7 +92,7 @@ class CostModel:
         groups = list(zip(tp.tolist(), s_tp.tolist()))
         prof = {g: self.fabric.profile(np.arange(g[0])[None] * g[1]) for g in dict.fromkeys(groups)}
         return LayerKeys(ops=[self._ops[k][0] for k in ops_keys], shapes=[self._ops[k][1] for k in ops_keys],
-                         which=np.array([index[k[:4]] for k in keys]), tp=tp, cp=cp, sp=sp, recompute=rec,
+                         which=np.array([index[_ops_key(k)] for k in keys]), tp=tp, cp=cp, sp=sp, recompute=rec,
                          split=split, tp_profile=tuple(np.array([prof[g][j][0] for g in groups]) for j in range(3)),
                          cp_hop=(np.zeros(len(keys), dtype=np.int64), np.where(cp > 1, s_cp, 0)))
 
@@ -100,9 +100,10 @@ class CostModel:
         """(distinct layers() keys of the candidates, inverse index, pp rank stride)."""
         sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
         st = self.strides(sizes)
-        uniq, inverse = unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"]], axis=1))
-        keys = [(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)))
-                for tp, cp, mb, sp, rec, a, b in uniq]
+        one = c.pp == 1  # one stage holds the embedding and the head: a tied table accumulates once (op_table)
+        uniq, inverse = unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"], one], axis=1))
+        keys = [(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)), bool(o))
+                for tp, cp, mb, sp, rec, a, b, o in uniq]
         return keys, inverse.ravel(), st["pp"]
 
     def layer_table(self, c: Candidates, split: bool) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -135,18 +136,30 @@ class CostModel:
         return hit
 
 
+def _ops_key(key: tuple) -> tuple:
+    """The OpTable a layers() key reads: (tp, cp, mb, sp, pp == 1)."""
+    return (*key[:4], key[7])
+
+
 _LAYER_CACHE: dict = {}
 """Layer figures and replica groups per identity (see _identity) and key: pure functions, memoized
 across searches of one process (a search over several GPU counts, repeated benchmark rounds)."""
 
 
 def _identity(scn, fabric) -> str:
-    """Everything the cached figures read: the model, the workload, the device, the mesh order and the
-    fabric's tier figures, but not the cluster's size (a search over GPU counts shares them)."""
+    """Everything the cached figures read: the model, the workload, the device, the layout's fields the search does
+    not vary (the mesh order, overlap settings, gradient precision) and the fabric's tier figures, but not the
+    cluster's size (a search over GPU counts shares them)."""
     dump = scn.model_dump(mode="json")
     fab = {k: v for k, v in dataclasses.asdict(fabric).items() if k != "gpus"}
+    layout = {k: v for k, v in dump["layout"].items() if k not in SEARCHED}
     return json.dumps({"model": dump["model"], "workload": dump["workload"], "device": dump["topology"]["device"],
-                       "order": dump["layout"]["order"], "fabric": fab}, sort_keys=True)
+                       "layout": layout, "fabric": fab}, sort_keys=True)
+
+
+SEARCHED = ("tp", "pp", "dp", "cp", "ep", "sequence_parallel", "zero", "schedule", "chunks", "stage_layers",
+            "pipeline_layout")
+"""The layout fields a search's candidates set themselves (whatif.space): not part of the cache's identity."""
 
 
 @lru_cache(maxsize=512)

@@ -1,0 +1,85 @@
+"""scenario.defaults: what the `auto` settings of a training scenario resolve to on each generation. Ampere takes
+Megatron-LM's 2021-2022 settings (its published runs: the loss in PyTorch ops, a separate gradient-accumulation pass,
+the gradient reduction after the last backward); Hopper and Blackwell Megatron-Core's; an explicit value is kept
+everywhere, and the cost model reads the resolved value (a step with auto equals the step with what it resolves to)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator import load_scenario, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+DENSE = ROOT / "scenarios" / "gpt3-175b-selene.yaml"
+
+
+def _on(preset: str, *sets: str, path: Path = DENSE):
+    return load_scenario(path, [f"topology={{preset: {preset}, domains: 8}}", *sets])
+
+
+@pytest.mark.parametrize("preset, era", [("dgx-a100-superpod", True), ("dgx-h100-superpod", False),
+                                         ("hgx-b200", False)])
+def test_ampere_runs_megatron_lm_of_2021(preset, era):
+    scn = _on(preset)
+    assert scn.cross_entropy == ("unfused" if era else "fused")
+    assert scn.grad_accumulation_fusion is (not era)
+    assert scn.overlap_grad_reduce is (not era)
+
+
+@pytest.mark.parametrize("preset", ["dgx-a100-superpod", "dgx-h100-superpod"])
+def test_explicit_values_are_kept(preset):
+    scn = _on(preset, "workload.cross_entropy=fused", "workload.grad_accumulation_fusion=true",
+              "layout.overlap_grad_reduce=true")
+    assert (scn.cross_entropy, scn.grad_accumulation_fusion, scn.overlap_grad_reduce) == ("fused", True, True)
+    scn = _on(preset, "workload.cross_entropy=unfused", "workload.grad_accumulation_fusion=false",
+              "layout.overlap_grad_reduce=false")
+    assert (scn.cross_entropy, scn.grad_accumulation_fusion, scn.overlap_grad_reduce) == ("unfused", False, False)
+
+
+def test_an_moe_model_keeps_fused_accumulation_on_ampere():
+    """The separate accumulation pass is priced for dense models only: auto leaves an MoE model's fused."""
+    scn = _on("dgx-a100-superpod", "model=mixtral-8x7b", "layout.ep=8", "layout.tp=1", "layout.pp=1",
+              "layout.chunks=1", "layout.schedule=1f1b", "layout.sequence_parallel=false")
+    assert scn.grad_accumulation_fusion is True and scn.cross_entropy == "unfused"
+
+
+def test_auto_step_is_the_explicit_step_it_resolves_to():
+    """On A100 the default step equals the one with the 2021 settings written out, and is longer than Megatron-Core's
+    (the accumulation pass, the unfused loss and the reduction after the last backward all add time)."""
+    auto = simulate(_on("dgx-a100-superpod"))
+    old = simulate(_on("dgx-a100-superpod", "workload.cross_entropy=unfused", "workload.grad_accumulation_fusion=false",
+                       "layout.overlap_grad_reduce=false"))
+    new = simulate(_on("dgx-a100-superpod", "workload.cross_entropy=fused", "workload.grad_accumulation_fusion=true",
+                       "layout.overlap_grad_reduce=true"))
+    assert auto.step_time_s == old.step_time_s > new.step_time_s
+
+
+def test_serving_resolves_to_the_training_free_values():
+    scn = load_scenario(ROOT / "scenarios" / "serve-llama3-70b-h100.yaml",
+                        ["topology={preset: dgx-a100-superpod, domains: 1}"])
+    assert scn.cross_entropy == "fused" and scn.grad_accumulation_fusion is True and scn.tp_overlap is False
+
+
+def test_the_report_names_what_auto_chose():
+    """extra["defaults"] holds the settings left to auto with the values priced; the table shows a row where auto gave
+    the 2021 settings (A100), none on H100 or where the scenario names them."""
+    from rich.console import Console
+
+    from simulator.output.render import print_table
+
+    def shown(report) -> str:
+        console = Console(record=True, width=200)
+        print_table(report, console)
+        return console.export_text()
+
+    a100, h100 = simulate(_on("dgx-a100-superpod")), simulate(_on("dgx-h100-superpod"))
+    assert a100.extra["defaults"] == {"workload.cross_entropy": "unfused", "workload.grad_accumulation_fusion": False,
+                                      "layout.overlap_grad_reduce": False, "layout.tp_overlap": False}
+    assert h100.extra["defaults"]["layout.tp_overlap"] is True  # sequence parallelism on Hopper
+    named = simulate(_on("dgx-a100-superpod", "workload.cross_entropy=unfused", "workload.grad_accumulation_fusion=false",
+                         "layout.overlap_grad_reduce=false", "layout.tp_overlap=false"))
+    assert named.extra["defaults"] == {} and named.step_time_s == a100.step_time_s
+    assert "Megatron-LM's of 2021-2022" in shown(a100)
+    assert "defaults " not in shown(h100) and "defaults " not in shown(named)
