@@ -91,6 +91,8 @@ BAD = [  # (id, scenario text) the loader rejects
     ("bad-time-unit", INLINE.replace("tpot: 50 ms", "tpot: 50 parsecs")),
     ("bad-recompute", GOOD.replace("micro_batch: 1", "micro_batch: 1, recompute: some")),
     ("bool-as-string", GOOD.replace("schedule: 1f1b", "schedule: 1f1b, sequence_parallel: maybe")),
+    ("auto-bool-as-string", GOOD.replace("schedule: 1f1b", "schedule: 1f1b, tp_overlap: maybe")),
+    ("auto-bool-as-number", GOOD.replace("schedule: 1f1b", "schedule: 1f1b, overlap_grad_reduce: 1")),
     ("python-name-beside-preset", INLINE.replace("hbm: 96 GiB", "hbm_bytes: 96 GiB")),
     ("device-missing-hbm", INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}", DEVICE.replace("hbm: 80 GiB, ", ""))),
 ]
@@ -98,8 +100,10 @@ BAD = [  # (id, scenario text) the loader rejects
 
 @pytest.mark.parametrize("text", [GOOD, INLINE, INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}", DEVICE),
                                   INLINE.replace("{preset: h100-sxm, hbm: 96 GiB}",
-                                                 DEVICE.replace("hbm:", "hbm_bytes:"))],
-                         ids=["presets", "inline", "inline-device", "python-name"])
+                                                 DEVICE.replace("hbm:", "hbm_bytes:")),
+                                  GOOD.replace("schedule: 1f1b", "schedule: 1f1b, sequence_parallel: true, "
+                                                                 "tp_overlap: auto, overlap_grad_reduce: false")],
+                         ids=["presets", "inline", "inline-device", "python-name", "auto-settings"])
 def test_good_examples_pass_both(tmp_path, validator, text):
     path = tmp_path / "s.yaml"
     path.write_text(text, encoding="utf-8")

@@ -28,7 +28,7 @@ import yaml
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema as cs
 
-from .base import _dp_value
+from .base import _auto_bool, _dp_value
 from .hardware import DeviceSpec
 from .loader import MODELS_DIR, PRESETS_DIR
 from .spec import Scenario
@@ -70,8 +70,8 @@ def attribute_docs(cls: type) -> dict[str, str]:
 
 
 class _Generator(GenerateJsonSchema):
-    """pydantic's generator, with unit strings for dimensional fields, layout.dp's int | "auto" and the
-    fields' docstrings as descriptions."""
+    """pydantic's generator, with unit strings for dimensional fields, layout.dp's int | "auto", the settings' bool |
+    "auto" and the fields' docstrings as descriptions."""
 
     def model_schema(self, schema: cs.ModelSchema):
         out = super().model_schema(schema)
@@ -89,9 +89,11 @@ class _Generator(GenerateJsonSchema):
         return {"type": "string", "pattern": dim.pattern}  # a scenario file needs the unit
 
     def function_plain_schema(self, schema: cs.PlainValidatorFunctionSchema):
-
-        if schema["function"]["function"] is _dp_value:
+        function = schema["function"]["function"]
+        if function is _dp_value:
             return {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]}
+        if function is _auto_bool:
+            return {"anyOf": [{"type": "boolean"}, {"const": "auto"}]}
         return super().function_plain_schema(schema)
 
     def default_schema(self, schema: cs.WithDefaultSchema):
