@@ -15,7 +15,7 @@ flash)."""
 TP_OVERLAP = ("hopper", "blackwell")
 """The generations on which a training scenario's layout.tp_overlap auto overlaps the tensor-parallel collectives
 with the GEMMs (where sequence parallelism runs them): Transformer Engine's userbuffers, which NVIDIA's Megatron-Core
-recipes (NeMo, Megatron-Bridge, MLPerf Training from v3.1) turn on for TP with sequence parallelism: 45 of the
+recipes (NeMo's, Megatron-Bridge's, MLPerf Training's GPT-3 175B) turn on for TP with sequence parallelism: 45 of the
 development set's 56 Hopper and Blackwell runs at TP > 1 (docs/calibration.md, "The default TP communication
 overlap"). Ampere's published runs (2021-2022) predate it."""
 
