@@ -83,3 +83,25 @@ def test_the_report_names_what_auto_chose():
     assert named.extra["defaults"] == {} and named.step_time_s == a100.step_time_s
     assert "Megatron-LM's of 2021-2022" in shown(a100)
     assert "defaults " not in shown(h100) and "defaults " not in shown(named)
+
+
+@pytest.mark.parametrize("preset, tp, on", [("dgx-h100-superpod", 8, True), ("gb200-nvl72", 4, True),
+                                            ("dgx-h100-superpod", 1, False), ("dgx-a100-superpod", 8, False)])
+def test_sequence_parallel_auto_follows_the_generation(preset, tp, on):
+    """sequence_parallel auto: on at tp > 1 in Hopper and Blackwell training (every such run of the development set),
+    off at tp 1, on Ampere (Megatron-LM of 2021) and in serving; resolved in the Scenario (the cost model reads a
+    bool); an explicit value is kept."""
+    sets = [f"layout.tp={tp}", "layout.pp=1", "layout.chunks=1", "layout.schedule=1f1b", "model=llama3-8b",
+            "layout.sequence_parallel=auto", "workload.global_batch=576"]
+    assert _on(preset, *sets).layout.sequence_parallel is on
+    assert _on(preset, *sets, "layout.sequence_parallel=false").layout.sequence_parallel is False
+    serve = load_scenario(ROOT / "scenarios" / "serve-llama3-70b-h100.yaml", ["layout.sequence_parallel=auto"])
+    assert serve.layout.tp > 1 and serve.layout.sequence_parallel is False
+
+
+def test_tp_overlap_true_needs_sequence_parallel_even_when_auto_leaves_it_off():
+    """On A100 auto leaves sequence parallelism off: an explicit tp_overlap true is then refused in one line."""
+    from simulator import ScenarioError
+
+    with pytest.raises(ScenarioError, match="layout.tp_overlap: true overlaps sequence parallelism"):
+        _on("dgx-a100-superpod", "layout.sequence_parallel=auto", "layout.tp_overlap=true")

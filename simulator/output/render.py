@@ -76,7 +76,8 @@ def table(report: Report | ServeReport) -> Table:
     t.add_column("metric", style="bold")
     t.add_column("value")
     folded = f" ETP{lay['expert_tp']}" if "expert_tp" in lay else ""
-    layout = (f"TP{lay['tp']} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
+    sp = " SP" if lay.get("sequence_parallel") and lay["tp"] > 1 else ""
+    layout = (f"TP{lay['tp']}{sp} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
               f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
     if "shard_group" in lay:
         layout += f", state sharded in groups of {lay['shard_group']}"

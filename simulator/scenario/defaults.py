@@ -1,7 +1,10 @@
-"""What a training scenario's `auto` settings resolve to: the framework setting most published training on the
-device's generation ran (the development set's runs counted in docs/calibration.md, beside each setting)."""
+"""What a scenario's `auto` settings resolve to: for training, the framework setting most published training on the
+device's generation ran (the development set's runs counted in docs/calibration.md, beside each setting); layout.dp
+the data-parallel ranks the rest of the mesh leaves."""
 
 from __future__ import annotations
+
+from .base import _derived, _rule
 
 TRAINING_ATTENTION = {"ampere": "unfused", "hopper": "flash2"}
 """The attention kernel a training scenario's workload.attention auto runs, by generation (else flash, the newest
@@ -18,6 +21,11 @@ with the GEMMs (where sequence parallelism runs them): Transformer Engine's user
 recipes (NeMo's, Megatron-Bridge's, MLPerf Training's GPT-3 175B) turn on for TP with sequence parallelism: 45 of the
 development set's 56 Hopper and Blackwell runs at TP > 1 (docs/calibration.md, "The default TP communication
 overlap"). Ampere's published runs (2021-2022) predate it."""
+
+SEQUENCE_PARALLEL = ("hopper", "blackwell")
+"""The generations on which a training scenario's layout.sequence_parallel auto is on at tp > 1: every Hopper and
+Blackwell run of the development set at TP > 1 ran it (56 of 56; Megatron-Core's recipes set it with TP), where 20
+of Ampere's 25 did not (Megatron-LM of 2021 predates it)."""
 
 MEGATRON_2021 = ("ampere",)
 """The generations whose published training ran Megatron-LM as of 2021-2022 (Narayanan et al. 2021, Korthikanti et
@@ -69,3 +77,27 @@ def overlap_grad_reduce(scn) -> bool:
     generation, else true."""
     value = scn.layout.overlap_grad_reduce
     return value if value != "auto" else not _of_2021(scn)
+
+
+def resolved_sequence_parallel(scn):
+    """The layout with sequence_parallel auto resolved: on in training at tp > 1 on a SEQUENCE_PARALLEL generation;
+    tp_overlap true then needs it (userbuffers overlap its collectives)."""
+    lay = scn.layout
+    on = lay.sequence_parallel
+    if on == "auto":
+        on = scn.workload.kind == "train" and lay.tp > 1 and scn.topology.device.arch in SEQUENCE_PARALLEL
+    if lay.tp_overlap is True and not on and lay.tp > 1:
+        _rule("layout.tp_overlap", f"true overlaps sequence parallelism's collectives, off here (sequence_parallel "
+              f"{lay.sequence_parallel} on {scn.topology.device.arch}); set sequence_parallel: true")
+    return _derived(lay, sequence_parallel=on) if on != lay.sequence_parallel else lay
+
+
+def resolved_dp(scn):
+    """The layout with dp auto replaced by gpus / (tp*pp*cp)."""
+    lay = scn.layout
+    if lay.dp != "auto":
+        return lay
+    inner = lay.tp * lay.pp * lay.cp
+    if scn.gpus % inner:
+        _rule("layout.dp", f"auto needs gpus ({scn.gpus}) divisible by tp*pp*cp ({lay.tp}*{lay.pp}*{lay.cp} = {inner})")
+    return _derived(lay, dp=scn.gpus // inner)

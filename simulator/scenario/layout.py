@@ -26,8 +26,10 @@ class Layout(_Frozen):
     """Expert-parallel degree, carved out of dp (MoE models only)."""
     cp: PosInt = 1
     """Context-parallel degree (sequence split across ranks)."""
-    sequence_parallel: StrictBool = False
-    """Megatron sequence parallelism: reduce-scatter + all-gather instead of TP all-reduce."""
+    sequence_parallel: Annotated[bool | Literal["auto"], PlainValidator(_auto_bool)] = "auto"
+    """Megatron sequence parallelism: reduce-scatter + all-gather instead of TP all-reduce. auto (the default): on in
+    Hopper and Blackwell training at tp > 1, as every such run of the development set (scenario.defaults
+    .SEQUENCE_PARALLEL), off on Ampere and in serving; resolved when the Scenario is built."""
     schedule: Schedule = "1f1b"
     """Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, dualpipe, dualpipe-v."""
     chunks: PosInt = 1

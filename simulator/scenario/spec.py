@@ -88,11 +88,12 @@ class Scenario(_Frozen):
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
+        _fill(self, layout=defaults.resolved_sequence_parallel(self))
         _check_limits(self)
         _check_model_split(self)
         _check_stages(self)
         _check_experts(self)
-        _fill(self, layout=_resolve_dp(self))
+        _fill(self, layout=defaults.resolved_dp(self))
         _check_mesh(self)
         _check_batch(self)
         _check_dtype(self)
@@ -239,18 +240,6 @@ def _check_counts_file(s: Scenario, name: str | None) -> None:
     path = Path(name) if Path(name).is_absolute() else Path(s.source).parent / name
     if not path.is_file():
         _rule("workload.routing.counts_file", f"{clip(str(path))!r} not found (or not a regular file)")
-
-
-def _resolve_dp(s: Scenario) -> Layout:
-    """The layout with dp "auto" replaced by gpus / (tp*pp*cp)."""
-    lay = s.layout
-    if lay.dp != "auto":
-        return lay
-    inner = lay.tp * lay.pp * lay.cp
-    if s.gpus % inner:
-        _rule("layout.dp", f"auto needs gpus ({s.gpus}) divisible by tp*pp*cp "
-              f"({lay.tp}*{lay.pp}*{lay.cp} = {inner})")
-    return _derived(lay, dp=s.gpus // inner)
 
 
 def _check_mesh(s: Scenario) -> None:
