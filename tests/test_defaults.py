@@ -78,8 +78,9 @@ def test_the_report_names_what_auto_chose():
     assert a100.extra["defaults"] == {"workload.cross_entropy": "unfused", "workload.grad_accumulation_fusion": False,
                                       "layout.overlap_grad_reduce": False, "layout.tp_overlap": False}
     assert h100.extra["defaults"]["layout.tp_overlap"] is True  # sequence parallelism on Hopper
-    named = simulate(_on("dgx-a100-superpod", "workload.cross_entropy=unfused", "workload.grad_accumulation_fusion=false",
-                         "layout.overlap_grad_reduce=false", "layout.tp_overlap=false"))
+    named = simulate(_on("dgx-a100-superpod", "workload.cross_entropy=unfused",
+                         "workload.grad_accumulation_fusion=false", "layout.overlap_grad_reduce=false",
+                         "layout.tp_overlap=false"))
     assert named.extra["defaults"] == {} and named.step_time_s == a100.step_time_s
     assert "Megatron-LM's of 2021-2022" in shown(a100)
     assert "defaults " not in shown(h100) and "defaults " not in shown(named)

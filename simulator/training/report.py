@@ -212,7 +212,8 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
     return Report(
         scenario=scn.name, kind="train", gpus=gpus,
         layout={"tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "cp": lay.cp,
-                "sequence_parallel": lay.sequence_parallel, "schedule": lay.schedule, "chunks": lay.chunks, "micro_batches": scn.micro_batches,
+                "sequence_parallel": lay.sequence_parallel, "schedule": lay.schedule, "chunks": lay.chunks,
+                "micro_batches": scn.micro_batches,
                 "micro_batch": scn.workload.micro_batch, "zero": lay.zero,
                 **({"expert_tp": lay.expert_tp} if lay.expert_tp is not None else {}),
                 **({"shard_group": lay.shard_group} if lay.shard_group is not None else {})},
