@@ -3,7 +3,7 @@ layouts that beat pipelining on the same racks, and the served model's batch-1 l
 
 Run from the repository root:  python scenarios/studies/pipeline-across-racks/study.py
 Writes results.md, results.csv (the schedules), layouts.csv, serving.csv, bubble.png, schedules.png and
-layouts.png beside this file (about 15 s).
+layouts.png beside this file (about 5 s).
 
 - Schedules: Llama 3 70B, TP8 PP8 with one stage a rack, 9 replicas, 8 to 64 micro-batches. Each bubble is
   split into the schedule's share (the same pipeline with equal stages: the vocabulary cut to 128 words,
