@@ -136,17 +136,20 @@ def search_summary(res) -> list[str]:
     if res.dropped:
         lines.append("not simulated: " + "; ".join(f"{n:,} {why}" for why, n in res.dropped.items()))
     own = next((r for r in res.refined if r.source != "search"), None)
-    if own is not None and own.outside:
-        lines.append(f"the scenario's own layout ({own.label}) is not in the search space: {own.outside}")
-    if own is not None and res.best is not None:
+    if own is None:
+        return lines
+    name = f"the scenario's own layout ({own.label})"
+    if own.outside:  # simulated beside the results all the same: say so once, with its rank below
+        lines.append(f"{name} is not in the search space: {own.outside}; simulated beside the results")
+        name = "it"
+    if res.best is not None:
         if own is res.best:
-            lines.append("the scenario's own layout is the best found" + (" (tied)" if own.tie else ""))
+            lines.append(f"{name} is the best found" + (" (tied)" if own.tie else ""))
         elif own.tie:
-            lines.append(f"the scenario's own layout ({own.label}) ties the best found")
+            lines.append(f"{name} ties the best found")
         elif own.report is not None:
             key = {"tokens_per_s": "tokens_per_s", "step_time": "step_time_s"}.get(res.objective, res.objective)
-            lines.append(f"the scenario's own layout ({own.label}) ranks "
-                         f"#{res.refined.index(own) + 1}: {own.reason or own.status} "
+            lines.append(f"{name} ranks #{res.refined.index(own) + 1}: {own.reason or own.status} "
                          f"({key} {own.report[key]:.6g} vs best {res.best.report[key]:.6g})")
     return lines
 
