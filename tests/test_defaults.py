@@ -82,7 +82,7 @@ def test_the_report_names_what_auto_chose():
                          "workload.grad_accumulation_fusion=false", "layout.overlap_grad_reduce=false",
                          "layout.tp_overlap=false"))
     assert named.extra["defaults"] == {} and named.step_time_s == a100.step_time_s
-    assert "Megatron-LM's of 2021-2022" in shown(a100)
+    assert "Megatron-LM's 2021-2022 settings" in shown(a100)
     assert "defaults " not in shown(h100) and "defaults " not in shown(named)
 
 
