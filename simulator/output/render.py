@@ -105,7 +105,8 @@ def table(report: Report | ServeReport) -> Table:
                                      "training on this GPU ran; flash prices the newest measured)"))
     era = [ERA_DEFAULTS[k][1] for k, v in r.extra.get("defaults", {}).items() if ERA_DEFAULTS.get(k, (None,))[0] == v]
     if era:  # auto gave this GPU's published runs' older settings
-        rows.insert(1, ("defaults", f"Megatron-LM's 2021-2022 settings, as this GPU's published runs: {', '.join(era)}"))
+        rows.insert(1, ("defaults", "Megatron-LM's 2021-2022 settings, as this GPU's published runs: "
+                                    + ", ".join(era)))
     rows += [("caveat", c) for c in r.caveats]
     fl = r.extra.get("faults")
     if fl:
