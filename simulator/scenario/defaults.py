@@ -81,7 +81,7 @@ def overlap_grad_reduce(scn) -> bool:
 
 def resolved_sequence_parallel(scn):
     """The layout with sequence_parallel auto resolved: on in training at tp > 1 on a SEQUENCE_PARALLEL generation;
-    tp_overlap true then needs it (userbuffers overlap its collectives)."""
+    tp_overlap true needs it, written or resolved (userbuffers overlap its collectives): the one check of that."""
     lay = scn.layout
     on = lay.sequence_parallel
     if on == "auto":

@@ -189,9 +189,6 @@ class Layout(_Frozen):
         problem = SPECS[self.schedule].chunk_problem(self.chunks)
         if problem:
             _rule("chunks", problem)
-        if self.tp_overlap is True and not self.sequence_parallel and self.tp > 1:
-            _rule("tp_overlap", "overlaps the all-gathers and reduce-scatters of sequence parallelism; "
-                  "set sequence_parallel: true")
         if self.tp_overlap is True and not self.tp_async_allreduce:
             _rule("tp_async_allreduce", "tp_overlap runs the backward's collectives beside the GEMMs itself; "
                   "false only without tp_overlap")
