@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from ..scenario.defaults import MEGATRON_2021_SETTINGS
 from ..scenario.units import fmt_bytes, fmt_time
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def table(report: Report | ServeReport) -> Table:
     if attention.get("default") and attention["kernel"] != "flash":  # auto chose an older kernel than the newest
         rows.insert(1, ("attention", f"{attention['kernel']} (workload.attention auto: the kernel most published "
                                      "training on this GPU ran; flash prices the newest measured)"))
-    era = [ERA_DEFAULTS[k][1] for k, v in r.extra.get("defaults", {}).items() if ERA_DEFAULTS.get(k, (None,))[0] == v]
+    era = [ERA_PHRASES[k] for k, v in r.extra.get("defaults", {}).items()
+           if k in MEGATRON_2021_SETTINGS and v == MEGATRON_2021_SETTINGS[k]]
     if era:  # auto gave this GPU's published runs' older settings
         rows.insert(1, ("defaults", "Megatron-LM's 2021-2022 settings, as this GPU's published runs: "
                                     + ", ".join(era)))
@@ -117,11 +119,10 @@ def table(report: Report | ServeReport) -> Table:
     return t
 
 
-ERA_DEFAULTS = {"workload.cross_entropy": ("unfused", "loss in PyTorch ops"),
-                "workload.grad_accumulation_fusion": (False, "a gradient-accumulation pass"),
-                "layout.overlap_grad_reduce": (False, "gradients reduced after the backward")}
-"""The values scenario.defaults.MEGATRON_2021 gives these settings, and how the report's row names them where auto
-chose them."""
+ERA_PHRASES = {"workload.cross_entropy": "loss in PyTorch ops",
+               "workload.grad_accumulation_fusion": "a gradient-accumulation pass",
+               "layout.overlap_grad_reduce": "gradients reduced after the backward"}
+"""How the report's defaults row names each of scenario.defaults.MEGATRON_2021_SETTINGS where auto chose it."""
 
 
 def _lat(d: dict) -> str:

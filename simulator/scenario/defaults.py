@@ -54,6 +54,11 @@ def tp_overlap(scn) -> bool:
     return scn.workload.kind == "train" and lay.tp_async_allreduce and scn.topology.device.arch in TP_OVERLAP
 
 
+MEGATRON_2021_SETTINGS = {"workload.cross_entropy": "unfused", "workload.grad_accumulation_fusion": False,
+                          "layout.overlap_grad_reduce": False}
+"""What auto gives these settings in training on a MEGATRON_2021 generation (elsewhere: fused, true, true)."""
+
+
 def _of_2021(scn) -> bool:
     """Whether auto takes Megatron-LM's 2021 settings: training on a MEGATRON_2021 generation."""
     return scn.workload.kind == "train" and scn.topology.device.arch in MEGATRON_2021
@@ -62,21 +67,28 @@ def _of_2021(scn) -> bool:
 def cross_entropy(scn) -> str:
     """workload.cross_entropy, auto resolved: unfused in training on a MEGATRON_2021 generation, else fused."""
     value = scn.workload.cross_entropy
-    return value if value != "auto" else ("unfused" if _of_2021(scn) else "fused")
+    if value != "auto":
+        return value
+    return MEGATRON_2021_SETTINGS["workload.cross_entropy"] if _of_2021(scn) else "fused"
 
 
 def grad_accumulation_fusion(scn) -> bool:
     """workload.grad_accumulation_fusion, auto resolved: false (a pass of its own) for a dense model trained on a
     MEGATRON_2021 generation, else true (the pass is priced for dense models only)."""
     value = scn.workload.grad_accumulation_fusion
-    return value if value != "auto" else not (_of_2021(scn) and scn.model.moe is None)
+    if value != "auto":
+        return value
+    dense = scn.model.moe is None
+    return MEGATRON_2021_SETTINGS["workload.grad_accumulation_fusion"] if _of_2021(scn) and dense else True
 
 
 def overlap_grad_reduce(scn) -> bool:
     """layout.overlap_grad_reduce, auto resolved: false (after the last backward) in training on a MEGATRON_2021
     generation, else true."""
     value = scn.layout.overlap_grad_reduce
-    return value if value != "auto" else not _of_2021(scn)
+    if value != "auto":
+        return value
+    return MEGATRON_2021_SETTINGS["layout.overlap_grad_reduce"] if _of_2021(scn) else True
 
 
 def resolved_sequence_parallel(scn):
