@@ -191,6 +191,12 @@ GRAD_BYTES = float(ACT_BYTES)
 """Bytes of a weight's gradient as its weight-gradient GEMM writes it (16-bit, whatever the compute dtype)."""
 
 
+def reads_one_stage(scenario) -> bool:
+    """Whether the OpTable depends on the embedding and the head sharing one stage (pp == 1): a tied table's
+    accumulation pass, counted once there (with_grad_accumulation)."""
+    return not scenario.grad_accumulation_fusion and scenario.model.tied_embeddings
+
+
 def with_grad_accumulation(table: OpTable, rows: OpRows, scenario) -> OpTable:
     """`table`, and where the weight-gradient GEMMs do not accumulate into the main gradient themselves
     (workload.grad_accumulation_fusion false) one memory-bound `grad-accumulate` row a block in the weight-gradient
@@ -202,7 +208,7 @@ def with_grad_accumulation(table: OpTable, rows: OpRows, scenario) -> OpTable:
     model, lay = scenario.model, scenario.layout
     per_weight = GRAD_BYTES + 2 * (4.0 if lay.grad_reduce_fp32 else float(ACT_BYTES))
     weights = {b: float(rows.weights[rows.block == b].sum()) for b in (BLOCK_LAYER, BLOCK_HEAD)}
-    shared = model.tied_embeddings and lay.pp == 1
+    shared = reads_one_stage(scenario) and lay.pp == 1
     weights[BLOCK_EMBED] = 0.0 if shared else -(-model.vocab // lay.tp) * float(model.hidden)
     blocks = np.array(list(weights), dtype=np.int8)
     zero = np.zeros(len(blocks))

@@ -22,7 +22,7 @@ import numpy as np
 from ..cost import calibration
 from ..cost.fabric import fabric_for
 from ..cost.memory import grad_bytes, param_bytes, scenario_state_bytes
-from ..cost.op_table import build_op_table
+from ..cost.op_table import build_op_table, reads_one_stage
 from ..cost.ops import layer_shape
 from ..cost.pipeline import (
     LayerKeys, adam_bytes, backward_tasks, bucket_params, data_parallel, device_memory, device_params, fb_pairs,
@@ -100,7 +100,7 @@ class CostModel:
         """(distinct layers() keys of the candidates, inverse index, pp rank stride)."""
         sizes = {"tp": c.tp, "cp": c.cp, "ep": np.ones_like(c.tp), "dp": c.dp, "pp": c.pp}
         st = self.strides(sizes)
-        one = c.pp == 1  # one stage holds the embedding and the head: a tied table accumulates once (op_table)
+        one = (c.pp == 1) & reads_one_stage(self.scn)  # a tied table's accumulation pass once on one stage
         uniq, inverse = unique_rows(np.stack([c.tp, c.cp, c.mb, c.sp, c.recompute, st["tp"], st["cp"], one], axis=1))
         keys = [(int(tp), int(cp), int(mb), bool(sp), int(rec), split, (int(a), int(b)), bool(o))
                 for tp, cp, mb, sp, rec, a, b, o in uniq]
