@@ -106,3 +106,44 @@ def test_tp_overlap_true_needs_sequence_parallel_even_when_auto_leaves_it_off():
 
     with pytest.raises(ScenarioError, match="layout.tp_overlap: true overlaps sequence parallelism"):
         _on("dgx-a100-superpod", "layout.sequence_parallel=auto", "layout.tp_overlap=true")
+
+
+MOE = ["model=qwen3-30b-a3b", "layout.tp=1", "layout.pp=1", "layout.chunks=1", "layout.schedule=1f1b",
+       "layout.sequence_parallel=false", "workload.global_batch=576", "workload.seq_len=4096"]
+
+
+@pytest.mark.parametrize("preset, ep, sets, backend", [
+    ("dgx-h100-superpod", 16, [], "deepep"),  # 16 consecutive ranks: two 8-GPU nodes
+    ("dgx-h100-superpod", 8, [], "nccl"),  # inside one node
+    ("hgx-b200", 16, ["layout.order=[tp, cp, dp, ep, pp]"], "deepep"),  # ep outermost but pp: one GPU a node
+    ("gb200-nvl72", 8, [], "hybridep"),  # inside one NVL72 rack
+    ("gb200-nvl72", 16, [], "deepep"),  # 72 = 4.5 x 16: the fifth group straddles two racks
+    ("dgx-a100-superpod", 16, [], "nccl"),  # DeepEP and HybridEP need Hopper's TMA
+    ("dgx-h100-superpod", 16, ["layout.ep_dispatch=flat"], "nccl"),  # written flat: one copy an expert
+    ("dgx-h100-superpod", 16, ["layout.ep_backend=hybridep"], "hybridep"),  # written: kept
+])
+def test_ep_backend_auto_follows_where_the_ep_group_lies(preset, ep, sets, backend):
+    """ep_backend auto: what the development set's Hopper and Blackwell MoE runs ran where their EP group lay (DeepEP
+    across NVLink domains, HybridEP inside NVL72 racks, NCCL inside 8-GPU nodes); NCCL on Ampere and where the
+    scenario writes flat copies; an explicit value is kept."""
+    gpus = {"gb200-nvl72": 72}.get(preset, 8) * 8
+    scn = _on(preset, *MOE, f"layout.ep={ep}", f"workload.global_batch={gpus}", *sets)
+    assert scn.ep_backend == backend
+
+
+def test_serving_and_dense_models_resolve_to_nccl():
+    serve = load_scenario(ROOT / "scenarios" / "deepseek-v3-serve-h800.yaml")
+    assert serve.layout.ep > 8 and serve.layout.ep_backend == "auto" and serve.ep_backend == "nccl"
+    assert _on("gb200-nvl72", "workload.global_batch=576").ep_backend == "nccl"
+
+
+def test_auto_ep_backend_prices_what_it_resolves_to_and_the_report_names_it():
+    """A step with auto equals the step with DeepEP written (16 ranks over two H100 nodes) and is shorter than NCCL's
+    (one copy a token and rank at DeepEP's measured rates, not one an expert); the report lists the default and its
+    layout row names the kernels."""
+    sets = [*MOE, "layout.ep=16", "workload.global_batch=64", "topology={preset: dgx-h100-superpod, domains: 2}"]
+    auto, deepep, nccl = (simulate(load_scenario(DENSE, [*sets, *more])) for more in
+                          ([], ["layout.ep_backend=deepep"], ["layout.ep_backend=nccl"]))
+    assert auto.step_time_s == deepep.step_time_s < nccl.step_time_s
+    assert auto.extra["defaults"]["layout.ep_backend"] == "deepep" and "layout.ep_backend" not in nccl.extra["defaults"]
+    assert auto.layout["ep_backend"] == "deepep" and nccl.layout["ep_backend"] == "nccl"

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _small(make_scenario, layout=None, workload=None, topology=None, model=None):
-    lay = {"ep": 8, "schedule": "1f1b", **(layout or {})}
+    lay = {"ep": 8, "schedule": "1f1b", "ep_backend": "nccl", **(layout or {})}  # the closed forms count NCCL's copies
     wl = {"seq_len": 4096, "global_batch": 32, "micro_batch": 1, **(workload or {})}
     return make_scenario(model=model or SMALL_MOE, topology=topology or H800, workload=wl, layout=lay)
 

@@ -68,10 +68,11 @@ def copy_passes(scenario) -> tuple[str, ...]:
         return ()
     routing = w.routing
     aligned = routing is not None and (routing.capacity_factor is not None or routing.pad_for_quantization)
-    sort = lay.ep_backend == "nccl" and lay.ep_dispatch == "flat" and model.moe.experts > lay.ep
-    pad = w.dtype in CAST_BYTES and w.expert_gemm == "multi_stream" and lay.ep_backend != "hybridep" and not aligned
+    backend = scenario.ep_backend
+    sort = backend == "nccl" and lay.ep_dispatch == "flat" and model.moe.experts > lay.ep
+    pad = w.dtype in CAST_BYTES and w.expert_gemm == "multi_stream" and backend != "hybridep" and not aligned
     bias = model.moe.expert_bias and w.expert_gemm == "multi_stream"
-    bias_pass = "expert-bias-fp32" if lay.ep_backend in ("deepep", "hybridep") else "expert-bias"
+    bias_pass = "expert-bias-fp32" if backend in ("deepep", "hybridep") else "expert-bias"
     return ("sort", "unsort") * sort + ("pad", "unpad") * pad + (bias_pass,) * bias
 
 

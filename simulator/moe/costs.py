@@ -85,7 +85,7 @@ def moe_costs(scn, ops: OpTable, placement, fabric, cal) -> MoECosts:
     tokens = rank_tokens(scn)
     ep_devices = slowest_group(placement, fabric)
     rank_domain = fabric.domain_of(ep_devices)
-    per_rank = lay.ep_backend != "nccl"  # DeepEP, HybridEP: one row a token and rank, one a token and remote domain
+    per_rank = scn.ep_backend != "nccl"  # DeepEP, HybridEP: one row a token and rank, one a token and remote domain
     dedup = (lay.ep_dispatch == "dedup" or per_rank) and len(np.unique(rank_domain)) > 1
     need = dedup or per_rank or lay.expert_placement == "graph"
     drawn = routing.draw(scn, n_moe, lay.ep, tokens, need)

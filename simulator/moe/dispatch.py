@@ -131,7 +131,7 @@ def a2a_costs(scn, vol: dict, rank: np.ndarray, ep_devices, placement, fabric, c
     """Seconds per layer of the forward and backward all-to-alls, their scale-out-bound part, and the
     bytes per rank (mean and busiest link); arrays (Lm, 2)."""
     lay, h = scn.layout, scn.model.hidden
-    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]), BACKEND_KERNEL[lay.ep_backend])
+    bw, lat = tier_links(fabric, cal, bool(fabric.profile(ep_devices[None])[2][0]), BACKEND_KERNEL[scn.ep_backend])
     copy = h / lay.etp  # elements of one token copy per expert-TP rank
     dispatch_bytes = dispatch_width(scn)
     most = {t: np.maximum(vol[f"send_{t}"], vol[f"recv_{t}"]).max(axis=-1) for t in ("nv", "so")}  # (S, Lm)

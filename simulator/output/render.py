@@ -77,6 +77,7 @@ def table(report: Report | ServeReport) -> Table:
     t.add_column("metric", style="bold")
     t.add_column("value")
     folded = f" ETP{lay['expert_tp']}" if "expert_tp" in lay else ""
+    folded += f" ({EP_BACKEND_NAMES[lay['ep_backend']]})" if "ep_backend" in lay else ""
     sp = " SP" if lay.get("sequence_parallel") and lay["tp"] > 1 else ""
     layout = (f"TP{lay['tp']}{sp} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
               f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
@@ -118,6 +119,9 @@ def table(report: Report | ServeReport) -> Table:
         t.add_row(k, v)
     return t
 
+
+EP_BACKEND_NAMES = {"nccl": "NCCL all-to-all", "deepep": "DeepEP", "hybridep": "HybridEP"}
+"""How the report's layout row names the kernels of the experts' all-to-all (layout.ep_backend)."""
 
 ERA_PHRASES = {"workload.cross_entropy": "loss in PyTorch ops",
                "workload.grad_accumulation_fusion": "a gradient-accumulation pass",

@@ -4,6 +4,7 @@ the data-parallel ranks the rest of the mesh leaves."""
 
 from __future__ import annotations
 
+from ..cost.placement import place
 from .base import _derived, _rule
 
 TRAINING_ATTENTION = {"ampere": "unfused", "hopper": "flash2"}
@@ -35,6 +36,14 @@ by a pass of its own in a dense model (workload.grad_accumulation_fusion false) 
 last backward (layout.overlap_grad_reduce false) (docs/calibration.md, "Megatron-LM's 2021 settings"). A run on
 another stack states its own (FSDP reduces within the backward: scenarios/llama2-7b-hsdp-a100.yaml)."""
 
+FLEX_DISPATCH = ("hopper", "blackwell")
+"""The generations on which an MoE training scenario's layout.ep_backend auto runs Megatron-Core's flex dispatcher
+where the EP group leaves an 8-GPU node: the development set's 30 Hopper and Blackwell MoE runs (docs/calibration.md,
+"The default EP dispatcher") ran DeepEP or HybridEP in 4 of 7 whose EP group crossed NVLink domains (DeepSeek-V3 on
+H800, H100 and B200; the rest NCCL), HybridEP in 11 of 15 inside NVL72 racks (every Megatron-Bridge GB200 recipe
+but one; NeMo's 2025 Mixtral and Llama 4 runs NCCL) and NCCL in 7 of 8 inside 8-GPU nodes. DeepEP and HybridEP
+need Hopper's TMA; Ampere's MoE training ran NCCL."""
+
 
 def attention_kernel(scn) -> str:
     """workload.attention, auto resolved: in training TRAINING_ATTENTION's kernel of the device's generation (else
@@ -52,6 +61,27 @@ def tp_overlap(scn) -> bool:
     if lay.tp_overlap != "auto":
         return lay.tp_overlap
     return scn.workload.kind == "train" and lay.tp_async_allreduce and scn.topology.device.arch in TP_OVERLAP
+
+
+def ep_backend(scn) -> str:
+    """layout.ep_backend, auto resolved: in MoE training at ep > 1 on a FLEX_DISPATCH generation, deepep where an EP
+    group spans NVLink domains, hybridep inside an NVL72 rack; else nccl (and where ep_dispatch flat is written)."""
+    lay = scn.layout
+    if lay.ep_backend != "auto":
+        return lay.ep_backend
+    flat = "ep_dispatch" in lay.model_fields_set and lay.ep_dispatch == "flat"
+    if (scn.model.moe is None or scn.workload.kind != "train" or lay.ep == 1 or flat
+            or scn.topology.device.arch not in FLEX_DISPATCH):
+        return "nccl"
+    if _ep_spans_domains(scn):
+        return "deepep"
+    return "hybridep" if scn.topology.domain.kind == "nvl72" else "nccl"
+
+
+def _ep_spans_domains(scn) -> bool:
+    """Whether an EP group of the scenario's placement holds devices of two NVLink domains."""
+    groups = place(scn).expert_groups("ep") // scn.topology.ranks_per_domain
+    return bool((groups != groups[:, :1]).any())
 
 
 MEGATRON_2021_SETTINGS = {"workload.cross_entropy": "unfused", "workload.grad_accumulation_fusion": False,

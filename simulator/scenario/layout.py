@@ -102,11 +102,13 @@ class Layout(_Frozen):
     ep_dispatch: Literal["flat", "dedup"] = "flat"
     """Expert all-to-all: flat (each token copy to each expert's rank) or dedup (one scale-out copy
     per token and remote domain, forwarded on NVLink there, as DeepSeek-V3's DeepEP)."""
-    ep_backend: Literal["nccl", "deepep", "hybridep"] = "nccl"
+    ep_backend: Literal["auto", "nccl", "deepep", "hybridep"] = "auto"
     """MoE training: the kernels of the expert all-to-all. nccl: Megatron-Core's all-to-all token dispatcher, NCCL
     moving the copies permuted per expert, at NCCL's link rates; deepep, hybridep: its flex dispatcher's DeepEP or
     HybridEP kernels, which send a token once to each rank it needs (the rank permutes it to its experts) and once
-    to each remote domain (ep_dispatch dedup), at their measured rates (docs/calibration.md). Training only: serving
+    to each remote domain (ep_dispatch dedup), at their measured rates (docs/calibration.md). auto: what published
+    Hopper and Blackwell MoE training ran where the EP group lies (scenario.defaults.ep_backend): DeepEP across
+    NVLink domains, HybridEP inside NVL72 racks, NCCL inside 8-GPU nodes and on Ampere. Training only: serving
     prices DeepEP's kernels (ep_dispatch chooses the de-duplication)."""
     fp8_dispatch: StrictBool | None = None
     """Send tokens to the experts in the GEMMs' low-precision format (combine stays 16-bit): DeepSeek-V3

@@ -72,6 +72,11 @@ class Scenario(_Frozen):
         return defaults.tp_overlap(self)
 
     @property
+    def ep_backend(self) -> str:
+        """layout.ep_backend, auto resolved (defaults.ep_backend)."""
+        return defaults.ep_backend(self)
+
+    @property
     def cross_entropy(self) -> str:
         """workload.cross_entropy, auto resolved (defaults.cross_entropy)."""
         return defaults.cross_entropy(self)
@@ -191,13 +196,13 @@ def _check_experts(s: Scenario) -> None:
             _rule("layout.fp8_dispatch", "dispatches tokens to experts: needs an MoE model (model.moe)")
         if lay.ep_overlap:
             _rule("layout.ep_overlap", "overlaps the experts' all-to-alls: needs an MoE model (model.moe)")
-        if lay.ep_backend != "nccl":
+        if lay.ep_backend not in ("auto", "nccl"):
             _rule("layout.ep_backend", f"{lay.ep_backend} runs the experts' all-to-alls: needs an MoE model "
                                        "(model.moe)")
         return
     if lay.ep_overlap:
         _check_ep_overlap(s)
-    if lay.ep_backend != "nccl":
+    if lay.ep_backend not in ("auto", "nccl"):
         _check_ep_backend(s)
     if lay.fp8_dispatch and s.workload.dtype in SIXTEEN_BIT:
         _rule("layout.fp8_dispatch", f"sends the GEMMs' low-precision operands: {_no_low_precision(s)}")

@@ -184,9 +184,15 @@ AUTO_SETTINGS = (("workload", "cross_entropy"), ("workload", "grad_accumulation_
 """The training settings besides the attention kernel that default to auto (scenario.defaults resolves them)."""
 
 
+MOE_AUTO_SETTINGS = (("layout", "ep_backend"),)
+"""The MoE training settings that default to auto (listed for MoE models only)."""
+
+
 def resolved_defaults(scn) -> dict:
-    """{section.field: resolved value} of the AUTO_SETTINGS a training scenario leaves to auto."""
-    return {f"{part}.{name}": getattr(scn, name) for part, name in AUTO_SETTINGS
+    """{section.field: resolved value} of the AUTO_SETTINGS (and, for an MoE model, MOE_AUTO_SETTINGS) a training
+    scenario leaves to auto."""
+    settings = AUTO_SETTINGS + (MOE_AUTO_SETTINGS if scn.model.moe is not None else ())
+    return {f"{part}.{name}": getattr(scn, name) for part, name in settings
             if getattr(getattr(scn, part), name) == "auto"}
 
 
@@ -215,6 +221,7 @@ def summarize(scn, plan: Plan, tl: Timeline, fabric) -> Report:
                 "sequence_parallel": lay.sequence_parallel, "schedule": lay.schedule, "chunks": lay.chunks,
                 "micro_batches": scn.micro_batches,
                 "micro_batch": scn.workload.micro_batch, "zero": lay.zero,
+                **({"ep_backend": scn.ep_backend} if scn.model.moe is not None and lay.ep > 1 else {}),
                 **({"expert_tp": lay.expert_tp} if lay.expert_tp is not None else {}),
                 **({"shard_group": lay.shard_group} if lay.shard_group is not None else {})},
         step_time_s=step, tokens_per_s=tokens / step, tokens_per_s_per_gpu=tokens / step / gpus,

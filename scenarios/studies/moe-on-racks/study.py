@@ -43,6 +43,7 @@ ROUTING = {"uniform": ["workload.routing.kind=uniform"],
            "zipf-0.5": ["workload.routing.kind=zipf", "workload.routing.skew=0.5"]}
 BALANCE = {"static": "contiguous", "eplb": "load_balanced"}
 DISPATCH = ("flat", "dedup")
+KERNELS = ["layout.ep_backend=nccl"]  # every layout's all-to-all at one dispatcher's rates: placements compared
 
 
 def a2a_per_direction(plan) -> float:
@@ -57,7 +58,7 @@ def one(system, path, ep, redundant, routing, balance, dispatch, extra=()) -> di
     """One simulated step as a table row."""
     scn = load_scenario(path, [f"layout.ep={ep}", f"layout.redundant_experts={redundant}",
                                f"layout.expert_placement={BALANCE[balance]}", f"layout.ep_dispatch={dispatch}",
-                               *ROUTING[routing], *extra])
+                               *ROUTING[routing], *KERNELS, *extra])
     res = run(scn)
     r, e = res.report, res.report.extra["ep"]
     return {"system": system, "ep": ep, "domains": e["domains_per_group"], "routing": routing,
@@ -86,7 +87,7 @@ def graph_view() -> list[dict]:
     for placement in ("contiguous", "graph"):
         for dispatch in DISPATCH:
             scn = load_scenario(H800, [f"layout.expert_placement={placement}", f"layout.ep_dispatch={dispatch}",
-                                       "workload.routing.affinity=0.8", "workload.routing.topics=8"])
+                                       "workload.routing.affinity=0.8", "workload.routing.topics=8", *KERNELS])
             res = run(scn)
             r, e = res.report, res.report.extra["ep"]
             rows.append({"placement": placement, "dispatch": dispatch, "step_s": r.step_time_s,
