@@ -1,6 +1,6 @@
 """What a scenario's `auto` settings resolve to: for training, the framework setting most published training on the
-device's generation ran (the development set's runs counted in docs/calibration.md, beside each setting); layout.dp
-the data-parallel ranks the rest of the mesh leaves."""
+device's generation ran (the development set's runs counted in docs/calibration.md, beside each setting), the EP
+dispatcher by where the EP group lies as well; layout.dp the data-parallel ranks the rest of the mesh leaves."""
 
 from __future__ import annotations
 
