@@ -34,7 +34,8 @@ import numpy as np
 
 from ..cost import calibration
 from ..cost.fabric import fabric_for
-from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, DTYPE_BYTES, OpRows, layer_rows
+from ..cost.fusions import serving_rows
+from ..cost.ops import ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EXPERT, BLOCK_MOE, DTYPE_BYTES, OpRows
 from ..cost.placement import place, split_layers
 from ..moe.costs import expert_seconds
 from ..moe.dispatch import a2a_seconds, dispatch_volumes, dispatch_width, tier_links, uniform_rows_per_copy
@@ -44,7 +45,7 @@ from .lookup import tabulated
 def expert_rows(model, tp: int = 1, dtype: str = "bf16") -> OpRows:
     """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2 (with
     their input casts under low-precision compute)."""
-    rows = layer_rows(model, tp, False, dtype, training=False)
+    rows = serving_rows(model, tp, False, dtype)
     return rows.where(rows.block == BLOCK_EXPERT)
 
 
@@ -151,7 +152,7 @@ def stage_layer_kinds(scn) -> tuple[np.ndarray, np.ndarray]:
 
 def ffn_ops(scn) -> tuple[OpRows, OpRows]:
     """(a dense layer's FFN, an MoE layer's router, token permutation and shared experts) on one TP rank."""
-    rows = layer_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel, scn.workload.dtype, training=False)
+    rows = serving_rows(scn.model, scn.layout.tp, scn.layout.sequence_parallel, scn.workload.dtype)
     return rows.where(rows.block == BLOCK_DENSE_FFN), rows.where(rows.block == BLOCK_MOE)
 
 

@@ -26,10 +26,11 @@ import numpy as np
 
 from ..cost import calibration, roofline
 from ..cost.fabric import Fabric, fabric_for
+from ..cost.fusions import serving_rows
 from ..cost.kv_cache import kv_bytes_per_token_per_rank, kv_split
 from ..cost.ops import (
     ACT_BYTES, BLOCK_DENSE_FFN, BLOCK_EMBED, BLOCK_EXPERT, BLOCK_HEAD, BLOCK_LAYER, BLOCK_MOE, DTYPE_BYTES, OpRows,
-    layer_rows, window_fields
+    window_fields
 )
 from ..cost.placement import place, split_layers
 from .attention import AttentionCosts, attention_dims
@@ -59,7 +60,7 @@ class ServeRows:
 
     @staticmethod
     def of(model, tp: int, sp: bool = False, dtype: str = "bf16") -> ServeRows:
-        rows = layer_rows(model, tp, sp, dtype, training=False)
+        rows = serving_rows(model, tp, sp, dtype)
         part = lambda block: rows.where(rows.block == block)  # noqa: E731
         if model.moe is None and model.mla is not None:  # every layer runs the dense FFN
             layer = rows.where((rows.block == BLOCK_LAYER) | (rows.block == BLOCK_DENSE_FFN))

@@ -64,7 +64,7 @@ def test_largest_batch_is_free_hbm_over_a_requests_cache(variant):
 def test_cost_ratio_at_the_largest_batch_that_fits(variant):
     """cost = price x GPUs x step / batch, so batch 1 over batch b costs b x step(1) / step(b); step(b) is
     above both its byte roofline (weights + b x 2,048 cached tokens) and its FLOP roofline (2 N b / 8 at
-    peak), so the ratio is below b x step(1) over either. The README's 93x (bf16) and 89x (fp8) sit
+    peak), so the ratio is below b x step(1) over either. The README's 94x (bf16) and 91x (fp8) sit
     between 80x and 100x."""
     one, big = head(variant, "batch 1"), head(variant, "largest that fits")
     b = big["sequences"]

@@ -101,7 +101,7 @@ def test_simrack_prices_of_one_small_model():
     """The 1B's training token against PaLM's FLOP count 6N + 12 L h s at the reported MFU (2%: how N
     counts the tied embedding), and its decode token against the HBM roofline (weights + the batch's KV
     cache over HBM bandwidth: at least that, and at most 2x: launches, the scheduler's CPU time and the
-    achieved HBM bandwidth; the README's caveat gives 1.32x to 2.54x over the six models)."""
+    achieved HBM bandwidth; the README's caveat gives 1.31x to 2.51x over the six models)."""
     row = {**study.train_point("llama3.2-1b"), **study.serve_point("llama3.2-1b")}
     price = 3.0 / 3600  # $ per GPU-second (train.yaml, serve.yaml)
     peak, hbm = 2.5e15, 8e12  # GB200 dense bf16 FLOP/s and HBM bytes/s (devices.yaml)
