@@ -43,8 +43,8 @@ from .lookup import tabulated
 
 
 def expert_rows(model, tp: int = 1, dtype: str = "bf16") -> OpRows:
-    """One routed expert's rows on one TP rank: FC1 (gate and up when SwiGLU), activation, FC2 (with
-    their input casts under low-precision compute)."""
+    """One routed expert's rows on one TP rank, as a serving engine runs them: FC1 (gate and up when SwiGLU) after
+    its input cast under low-precision compute, the activation (writing FC2's operand), FC2."""
     rows = serving_rows(model, tp, False, dtype)
     return rows.where(rows.block == BLOCK_EXPERT)
 
