@@ -11,6 +11,8 @@ SiLU-and-mul + quant compile passes, SGLang's kernels, TensorRT-LLM's fused norm
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .ops import ACT_BYTES, CAST_BYTES, OpRows, layer_rows
@@ -40,8 +42,7 @@ def fused(rows: OpRows, dtype: str) -> OpRows:
         if _quantizes_output(rows.name[i - 1]):  # the producer writes k elements at `cast` bytes, not 16-bit
             io[i - 1] -= io[i] * (ACT_BYTES - cast) / (ACT_BYTES + cast)
             keep[i] = False
-    out = OpRows(rows.name, rows.block, rows.n, rows.k, io, rows.bwd, rows.selective, rows.precise)
-    return out.where(keep)
+    return replace(rows, io=io).where(keep)
 
 
 def _quantizes_output(producer: str) -> bool:

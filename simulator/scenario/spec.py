@@ -28,6 +28,12 @@ from .topology import TopologySpec
 from .workload import Workload
 
 
+def _resolved(resolve, setting: str) -> property:
+    """A Scenario property: `setting` (section.field) with auto resolved by `resolve`, one of scenario.defaults'
+    functions: what the cost model reads."""
+    return property(resolve, doc=f"{setting}, auto resolved (defaults.{resolve.__name__}).")
+
+
 class Scenario(_Frozen):
     """A whole scenario, cross-checked: every layout degree fits the model and the rack."""
 
@@ -61,35 +67,12 @@ class Scenario(_Frozen):
             raise ValueError(f"scenario {self.name}: micro_batches needs workload.global_batch")
         return w.global_batch // (w.micro_batch * self.layout.dp)
 
-    @property
-    def attention_kernel(self) -> str:
-        """workload.attention, auto resolved (defaults.attention_kernel): what the cost model reads."""
-        return defaults.attention_kernel(self)
-
-    @property
-    def tp_overlap(self) -> bool:
-        """layout.tp_overlap, auto resolved (defaults.tp_overlap)."""
-        return defaults.tp_overlap(self)
-
-    @property
-    def ep_backend(self) -> str:
-        """layout.ep_backend, auto resolved (defaults.ep_backend)."""
-        return defaults.ep_backend(self)
-
-    @property
-    def cross_entropy(self) -> str:
-        """workload.cross_entropy, auto resolved (defaults.cross_entropy)."""
-        return defaults.cross_entropy(self)
-
-    @property
-    def grad_accumulation_fusion(self) -> bool:
-        """workload.grad_accumulation_fusion, auto resolved (defaults.grad_accumulation_fusion)."""
-        return defaults.grad_accumulation_fusion(self)
-
-    @property
-    def overlap_grad_reduce(self) -> bool:
-        """layout.overlap_grad_reduce, auto resolved (defaults.overlap_grad_reduce)."""
-        return defaults.overlap_grad_reduce(self)
+    attention_kernel = _resolved(defaults.attention_kernel, "workload.attention")
+    tp_overlap = _resolved(defaults.tp_overlap, "layout.tp_overlap")
+    ep_backend = _resolved(defaults.ep_backend, "layout.ep_backend")
+    cross_entropy = _resolved(defaults.cross_entropy, "workload.cross_entropy")
+    grad_accumulation_fusion = _resolved(defaults.grad_accumulation_fusion, "workload.grad_accumulation_fusion")
+    overlap_grad_reduce = _resolved(defaults.overlap_grad_reduce, "layout.overlap_grad_reduce")
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
