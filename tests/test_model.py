@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import BLOCK_HEAD, BLOCK_LAYER
 from simulator.cost.params import model_flops_per_token, parameter_counts, total_parameters
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.scenario.spec import ModelSpec
 
 S = 2048
@@ -147,7 +146,7 @@ def test_llama3_parameters(shape, published):
 def test_dense_presets_total_parameters(name, published, tol):
     """Llama 2 7B and 13B: the released checkpoints' exact counts (Hugging Face model cards); Nemotron-4 15B and 340B:
     their reports' 15.7B (3.2B embedding + 12.5B) and 340B within 1% (a squared-ReLU FFN has two matrices: 2 h f)."""
-    model = ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
+    model = ModelSpec.model_validate(model_preset(name))
     assert total_parameters(model) == pytest.approx(published, rel=tol)
     if model.ffn_kind == "squared_relu":
         h, kv, d = model.hidden, model.kv_heads, model.head_dim

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator import load_scenario, run
 from simulator.cost import calibration
@@ -19,7 +18,7 @@ from simulator.invariants import check_training
 from simulator.moe import routing
 from simulator.moe.dispatch import dispatch_width
 from simulator.scenario.base import ScenarioError
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.scenario.spec import ModelSpec
 from simulator.training.halves import split_params
 from small_moe import H800, SMALL_MOE
@@ -42,7 +41,7 @@ def _small(make_scenario, layout=None, workload=None, topology=None, model=None)
 def test_presets_total_and_active_parameters(name, total, active, tol):
     """Published totals (DeepSeek-V3 without its MTP module) within 1.5%; Qwen3-30B-A3B's card states 3.3B active
     to two figures (the embedding and the output layer, 0.31B each, counted here), so within 2%."""
-    model = ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
+    model = ModelSpec.model_validate(model_preset(name))
     assert total_parameters(model) == pytest.approx(total, rel=tol)
     assert active_parameters(model) == pytest.approx(active, rel=tol)
 

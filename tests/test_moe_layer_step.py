@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from simulator.cost import calibration
@@ -19,13 +18,13 @@ from simulator.cost.ops import BLOCK_DENSE_FFN
 from simulator.cost.params import active_parameters, total_parameters
 from simulator.cost.placement import place
 from simulator.moe.costs import block_times, moe_costs
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.scenario.model import ModelSpec
 from simulator.serving.experts import stage_layer_kinds
 
 
 def _preset(name: str) -> dict:
-    return yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text())
+    return model_preset(name)
 
 
 @pytest.mark.parametrize("dense, step, layers, want", [

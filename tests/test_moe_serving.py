@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator import load_scenario
 from simulator.cost import calibration
 from simulator.scenario.hardware import DeviceSpec
-from simulator.scenario.loader import MODELS_DIR, PRESETS_DIR
+from simulator.scenario.loader import device_preset, model_preset
 from simulator.scenario.spec import ModelSpec
 from simulator.serving.experts import compute_bound_batch, expert_gemms, expert_layer_times, expert_rows
 from simulator.serving.steps import decode_table
@@ -23,13 +22,12 @@ IDEAL = calibration.IDEAL
 
 
 def _model(name: str) -> ModelSpec:
-    return ModelSpec.model_validate(yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
+    return ModelSpec.model_validate(model_preset(name))
 
 
 @pytest.fixture(scope="module")
 def h100() -> DeviceSpec:
-    devices = yaml.safe_load((PRESETS_DIR / "devices.yaml").read_text())
-    return DeviceSpec.model_validate({"name": "h100-sxm", **devices["h100-sxm"]})
+    return DeviceSpec.model_validate(device_preset("h100-sxm"))
 
 
 @pytest.mark.parametrize("name", ["deepseek-v3", "mixtral-8x7b", "qwen3-235b-a22b"])
@@ -145,7 +143,7 @@ def test_moe_flops_per_token_are_twice_the_active_linear_parameters(make_scenari
     from simulator.serving.steps import step_costs
 
     for name in ("deepseek-v3", "qwen3-235b-a22b"):
-        model = yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text())
+        model = model_preset(name)
         scn = _serve_moe(make_scenario, model=model, topology={"preset": "gb200-nvl72", "domains": 1},
                          layout={"ep": 8, "tp": 1})
         m, c = scn.model, parameter_counts(scn.model)
@@ -162,7 +160,7 @@ def test_moe_weights_per_device_are_the_parameter_counts(make_scenario):
     from simulator.cost.params import parameter_counts
     from simulator.serving.memory import serve_memory
 
-    model = yaml.safe_load((MODELS_DIR / "deepseek-v3.yaml").read_text())
+    model = model_preset("deepseek-v3")
     scn = _serve_moe(make_scenario, model=model, topology={"preset": "gb200-nvl72", "domains": 1},
                      layout={"ep": 72, "redundant_experts": 32}, dtype="fp8")
     m, c = scn.model, parameter_counts(scn.model)
@@ -273,7 +271,7 @@ def test_two_batch_overlap_needs_an_moe_serving_run(make_scenario):
     from simulator import ScenarioError
 
     with pytest.raises(ScenarioError, match="workload.two_batch_overlap: .*dense model"):
-        _serve_moe(make_scenario, model=yaml.safe_load((MODELS_DIR / "llama3-8b.yaml").read_text()),
+        _serve_moe(make_scenario, model=model_preset("llama3-8b"),
                    layout={"ep": 1}, two_batch_overlap=True)
 
 

@@ -12,6 +12,7 @@ from simulator import load_scenario, simulate
 from simulator.cost import calibration, roofline
 from simulator.data import path as data_path
 from simulator.scenario.hardware import DeviceSpec
+from simulator.scenario.loader import device_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "llama3-70b-h100-500w.yaml"
@@ -68,8 +69,7 @@ def test_explicit_clock_replaces_the_sustained_one():
 
 def _preset(name, **extra):
     """A devices.yaml entry as a DeviceSpec, with `extra` fields."""
-    presets = yaml.safe_load((ROOT / "topologies" / "presets" / "devices.yaml").read_text())
-    return DeviceSpec.model_validate({"name": name, **presets[name], **extra})
+    return DeviceSpec.model_validate({**device_preset(name), **extra})
 
 
 def test_gb200_carries_b200s_sustained_clock_to_its_board_power():

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from refusals import assert_refused
 
 from simulator import load_scenario, simulate
@@ -20,7 +19,7 @@ from simulator.cost import calibration, roofline
 from simulator.cost.memory import activation_bytes_per_layer, attention_activation_bytes, ffn_activation_bytes
 from simulator.cost.op_table import build_op_table, recomputed
 from simulator.cost.ops import BLOCK_EXPERT, MLA_RECOMPUTE_MODULES
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.scenario.model import ModelSpec
 from simulator.cost.fabric import fabric_for
 from simulator.cost.placement import place
@@ -33,7 +32,7 @@ LLAMA = ROOT / "scenarios" / "llama3-405b-h100.yaml"
 
 
 def _model(name: str) -> ModelSpec:
-    return ModelSpec(**yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))
+    return ModelSpec(**model_preset(name))
 
 
 @pytest.mark.parametrize("cached", [2.0, 1.0])

@@ -281,7 +281,7 @@ def test_overrides_reach_into_an_expanded_preset(tmp_path, presets):
     ],
 )
 def test_model_presets(name, shape):
-    data = yaml.safe_load((loader.MODELS_DIR / f"{name}.yaml").read_text())
+    data = loader.model_preset(name)
     m = ModelSpec.model_validate(data)
     assert m.name == name
     assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn, m.ffn_kind, m.vocab, m.tied_embeddings) == shape
@@ -290,11 +290,10 @@ def test_model_presets(name, shape):
 def test_model_presets_agree_with_published_figures(reference):
     megatron = reference("korthikanti2022_iteration_times")["config"]["models"]
     for size, cfg in megatron.items():
-        m = ModelSpec.model_validate(yaml.safe_load(
-            (loader.MODELS_DIR / f"megatron-{size.lower()}.yaml").read_text()))
+        m = ModelSpec.model_validate(loader.model_preset(f"megatron-{size.lower()}"))
         assert (m.layers, m.hidden, m.heads) == (cfg["layers"], cfg["hidden"], cfg["heads"])
     llama = reference("scalingbook_llama3_70b_training_tpu_v5p")["config"]["model"]
-    m = ModelSpec.model_validate(yaml.safe_load((loader.MODELS_DIR / "llama3-70b.yaml").read_text()))
+    m = ModelSpec.model_validate(loader.model_preset("llama3-70b"))
     assert (m.layers, m.hidden, m.ffn, m.heads, m.kv_heads, m.head_dim, m.vocab) == (
         llama["layers"], llama["d_model"], llama["ffn"], llama["heads"], llama["kv_heads"], llama["head_dim"],
         llama["vocab"])

@@ -12,7 +12,7 @@ from simulator import ScenarioError, run
 from simulator.cost.fabric import fabric_for
 from simulator.cost.serving_fit import AR_ALGORITHMS, AR_ENTRIES
 from simulator.data import path as data_path
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.serving.experts import busiest_copies
 from simulator.serving.memory import serve_memory
 from simulator.serving.steps import step_costs
@@ -22,7 +22,7 @@ H100 = {"preset": "dgx-h100-superpod", "domains": 1}
 
 
 def _model(name: str) -> dict:
-    return yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text())
+    return model_preset(name)
 
 
 def serve(make_scenario, *, model="llama3-70b", topology=None, layout=None, **workload):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 from conftest import GPT3_175B
 from pydantic import ValidationError
 
@@ -18,7 +17,7 @@ from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import BLOCK_LAYER, query_key_pairs, window_keys
 from simulator.cost.params import active_parameters, model_flops_per_token, parameter_counts, total_parameters
 from simulator.cost.pipeline import cp_ring_seconds
-from simulator.scenario.loader import MODELS_DIR
+from simulator.scenario.loader import model_preset
 from simulator.scenario.model import ModelSpec
 from simulator.serving.memory import max_batch, serve_memory
 from simulator.serving.steps import step_costs
@@ -79,7 +78,7 @@ def test_a_short_window_shortens_a_long_sequence_step(make_scenario):
 def test_mfu_attention_term_counts_the_heads_width_and_the_window():
     """6 L a (d_qk + d_v) keys: Qwen3 30B-A3B's heads span 32 x 128 = 4096 > hidden 2048; GPT-OSS 120B's layers
     alternate a 128-token window and the whole sequence."""
-    load = lambda name: ModelSpec(**yaml.safe_load((MODELS_DIR / f"{name}.yaml").read_text()))  # noqa: E731
+    load = lambda name: ModelSpec(**model_preset(name))  # noqa: E731
     s = 4096
     qwen, oss = load("qwen3-30b-a3b"), load("gpt-oss-120b")
     assert model_flops_per_token(qwen, s) == pytest.approx(6 * active_parameters(qwen) + 12 * 48 * s * 4096,
@@ -92,7 +91,7 @@ def test_mfu_attention_term_counts_the_heads_width_and_the_window():
 def test_gpt_oss_120b_preset_has_the_model_cards_parameters():
     """OpenAI's model card: 116.83B parameters, 5.13B active a token (embedding lookup not counted); the preset
     omits biases and sinks (tolerance 0.1%)."""
-    m = ModelSpec(**yaml.safe_load((MODELS_DIR / "gpt-oss-120b.yaml").read_text()))
+    m = ModelSpec(**model_preset("gpt-oss-120b"))
     assert total_parameters(m) == pytest.approx(116.83e9, rel=1e-3)
     assert active_parameters(m) - parameter_counts(m)["embedding"] == pytest.approx(5.13e9, rel=1e-3)
 
@@ -113,7 +112,7 @@ def test_cp_ring_passes_a_halo_in_windowed_layers(cp, share, halo):
 
 
 def test_sliding_window_with_latent_attention_is_refused():
-    raw = yaml.safe_load((MODELS_DIR / "deepseek-v3.yaml").read_text())
+    raw = model_preset("deepseek-v3")
     with pytest.raises(ValidationError, match="sliding-window attention with multi-head latent attention"):
         ModelSpec(**{**raw, "sliding_window": {"window": 128}})
 
@@ -140,7 +139,7 @@ def _serve(make_scenario, model, **work):
 def test_a_windowed_decode_reads_the_window_not_the_context(make_scenario):
     """Every layer windowed over 256 keys: a decode token's attention time and FLOP are the same at 4K and at 64K
     cached tokens; with one full layer in four the KV reads are 1/4 of the context's and 3/4 of the window's."""
-    llama = yaml.safe_load((MODELS_DIR / "llama3-8b.yaml").read_text())
+    llama = model_preset("llama3-8b")
     local = step_costs(_serve(make_scenario, {**llama, "sliding_window": {"window": 256}}))
     one = np.ones(1)
     near, far = (local.attention_terms(one, np.array([c])) for c in (4096.0, 65536.0))
@@ -157,7 +156,7 @@ def test_a_windowed_decode_reads_the_window_not_the_context(make_scenario):
 @pytest.mark.parametrize("tokens, held", [(100, 112), (1000, 0.5 * 1008 + 0.5 * 9 * 16), (144, 144)])
 def test_a_windowed_cache_keeps_whole_blocks_of_the_window(make_scenario, tokens, held):
     """16-token blocks, a 128-token window in half the layers: a windowed layer keeps ceil(128 / 16) + 1 blocks."""
-    llama = yaml.safe_load((MODELS_DIR / "llama3-8b.yaml").read_text())
+    llama = model_preset("llama3-8b")
     memory = serve_memory(_serve(make_scenario, {**llama, "sliding_window": {"window": 128, "full_every": 2}},
                                  kv_block=16))
     assert float(memory.held(tokens)) == pytest.approx(np.ceil(held), abs=0)
@@ -167,7 +166,7 @@ def test_a_windowed_cache_keeps_whole_blocks_of_the_window(make_scenario, tokens
 
 def test_a_windowed_model_serves_more_long_sequences_at_once(make_scenario):
     """GPT-OSS 120B at 64K contexts: with half its layers keeping 128 keys the KV cache holds ~2x the sequences."""
-    oss = yaml.safe_load((MODELS_DIR / "gpt-oss-120b.yaml").read_text())
+    oss = model_preset("gpt-oss-120b")
     full = {k: v for k, v in oss.items() if k != "sliding_window"}
     with_window, without = (max_batch(_serve(make_scenario, m, weight_dtype="mxfp4"), 65536) for m in (oss, full))
     assert with_window / without == pytest.approx(2.0, rel=0.01)

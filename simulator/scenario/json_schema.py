@@ -30,7 +30,7 @@ from pydantic_core import core_schema as cs
 
 from .base import _auto_bool, _dp_value
 from .hardware import DeviceSpec
-from .loader import MODELS_DIR, PRESETS_DIR
+from .loader import MODELS_DIR, PRESETS_DIR, preset_aliases
 from .spec import Scenario
 
 DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server implements
@@ -147,16 +147,19 @@ def _partial(defs: dict, name: str, keep: tuple[str, ...] = ()) -> str:
     return done[name]
 
 
-def _presets(folder, exclude: tuple[str, ...] = ()) -> list[str]:
-    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in exclude)
+def _presets(folder) -> list[str]:
+    """The names a preset folder answers to: each file's and its aliases."""
+    return sorted(name for stem, aliases in preset_aliases(folder).items() for name in (stem, *aliases))
 
 
 def _device_presets() -> list[str]:
-
-
+    """The names devices.yaml answers to: each entry's and its aliases."""
     path = PRESETS_DIR / "devices.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    return sorted(data) if isinstance(data, dict) else []
+    if not isinstance(data, dict):
+        return []
+    return sorted(name for key, entry in data.items()
+                  for name in (key, *((entry.get("aliases") or ()) if isinstance(entry, dict) else ())))
 
 
 def _with_preset(defs: dict, partial: str, preset: dict, what: str) -> str:
@@ -177,7 +180,7 @@ def scenario_schema() -> dict:
     defs = schema["definitions"] = schema.pop("$defs")
     model_name = {"type": "string", "enum": _presets(MODELS_DIR), "description": "A model preset."}
     device_name = {"type": "string", "enum": _device_presets(), "description": "A device preset (devices.yaml)."}
-    topo_name = {"type": "string", "anyOf": [{"enum": _presets(PRESETS_DIR, exclude=("devices",))},
+    topo_name = {"type": "string", "anyOf": [{"enum": _presets(PRESETS_DIR)},
                                              {"pattern": r"(\.ya?ml$|/)"}],
                  "description": "A topology preset, or a topology file path."}
 

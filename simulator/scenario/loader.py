@@ -26,7 +26,8 @@ from simulator.scenario.units import UNITS_REQUIRED
 
 from ..data import MODELS_DIR
 
-__all__ = ["MODELS_DIR", "PRESETS_DIR", "check_field", "load_scenario", "parse_value"]
+__all__ = ["MODELS_DIR", "PRESETS_DIR", "check_field", "device_preset", "load_scenario", "model_preset", "parse_value",
+           "preset_aliases", "preset_key"]
 
 # MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
@@ -196,12 +197,62 @@ def _read_preset(path: Path, field: str, label: str) -> dict:
     return data
 
 
+def preset_key(name: str) -> str:
+    """The spelling presets are matched by: lower case, letters and digits only ("H100 SXM" = "h100-sxm")."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _named(name: object, candidates: dict[str, list]) -> str | None:
+    """The key of `candidates` ({key: aliases}) that `name` spells, ignoring case and punctuation; None if none."""
+    if not isinstance(name, str):
+        return None
+    wanted = preset_key(name)
+    return next((key for key, aliases in candidates.items()
+                 if wanted in {preset_key(str(n)) for n in (key, *(aliases or ()))}), None)
+
+
+def preset_aliases(folder: Path) -> dict[str, list]:
+    """{preset name: the other names it answers to (its file's `aliases`)} for `folder/*.yaml` but devices.yaml."""
+    out = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem == "devices":
+            continue
+        try:
+            data = _read_yaml(path)
+        except _Issue:
+            data = None  # reported when the preset is asked for by its own name
+        aliases = data.get("aliases") if isinstance(data, dict) else None
+        out[path.stem] = list(aliases) if isinstance(aliases, list) else []
+    return out
+
+
 def _preset(folder: Path, name: object, field: str) -> dict:
-    """Preset `folder/<name>.yaml` as a mapping, its `name` defaulting to the preset's."""
-    available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "devices")
-    if name not in available:
-        raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(available) or 'none'}")
-    return {"name": name, **_read_preset(folder / f"{name}.yaml", field, f"preset {quote(name)}")}
+    """Preset `folder/<name>.yaml` (or the one listing `name` among its aliases) as a mapping, its `name`
+    defaulting to the preset's file name."""
+    stems = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "devices")
+    stem = name if name in stems else _named(name, preset_aliases(folder))
+    if stem is None:
+        raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(stems) or 'none'}")
+    data = _read_preset(folder / f"{stem}.yaml", field, f"preset {quote(stem)}")
+    return {"name": stem, **{k: v for k, v in data.items() if k != "aliases"}}
+
+
+def model_preset(name: str) -> dict:
+    """The mapping a scenario's `model: NAME` expands to (NAME a preset or one of its aliases); ScenarioError if
+    there is none."""
+    try:
+        return _preset(MODELS_DIR, name, "model")
+    except _Issue as issue:
+        raise ScenarioError(str(issue)) from None
+
+
+def device_preset(name: str) -> dict:
+    """The mapping `topology.device: NAME` expands to (NAME an entry of devices.yaml or one of its aliases);
+    ScenarioError if there is none."""
+    try:
+        return _device_preset(name, "topology.device")
+    except _Issue as issue:
+        raise ScenarioError(str(issue)) from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -267,15 +318,17 @@ def _expand_device(value: Any) -> Any:
 
 
 def _device_preset(name: object, field: str) -> dict:
-    """Entry `name` of devices.yaml, its `name` defaulting to the key."""
+    """Entry `name` of devices.yaml (or the one listing `name` among its aliases), its `name` defaulting to the
+    key."""
     path = PRESETS_DIR / "devices.yaml"
     if not path.is_file():
         raise _Issue(field, f"no preset {quote(name)}: {path} not found")
     devices = _read_preset(path, field, "devices.yaml")
-    entry = devices.get(name) if isinstance(name, str) else None
+    key = _named(name, {k: v.get("aliases") if isinstance(v, dict) else None for k, v in devices.items()})
+    entry = devices.get(key)
     if not isinstance(entry, dict):
         raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(map(str, devices)) or 'none'}")
-    return {"name": name, **entry}
+    return {"name": key, **{k: v for k, v in entry.items() if k != "aliases"}}
 
 
 def _apply_override(raw: dict, text: object) -> None:

@@ -65,7 +65,7 @@ def test_devices_have_exactly_the_data_sheet_keys():
     assert sorted(raw) == sorted(DEVICES)
     for name, d in raw.items():
         sheet = {"name", "generation", "peak_flops", "hbm", "hbm_bandwidth", "tdp"}  # tdp: power caps
-        assert sheet <= set(d) <= sheet | {"boost_clock", "host_link", "host_memory_bandwidth"}, name
+        assert sheet <= set(d) <= sheet | {"boost_clock", "host_link", "host_memory_bandwidth", "aliases"}, name
         assert {"bf16", "fp16"} <= set(d["peak_flops"]) <= {"bf16", "fp16", "fp8", "fp4"}, name
         assert ("fp4" in d["peak_flops"]) == (d["generation"] == "blackwell"), name
         figures = (d["hbm"], d["hbm_bandwidth"], *d["peak_flops"].values())
@@ -76,7 +76,8 @@ def test_devices_have_exactly_the_data_sheet_keys():
 @pytest.mark.parametrize("name", SYSTEMS)
 def test_system_presets_have_exactly_the_topology_keys(name):
     preset = load(name)
-    assert set(preset) == {"name", "device", "domain", "scaleout", "domains"}
+    assert {"name", "device", "domain", "scaleout", "domains"} <= set(preset) <= {"name", "aliases", "device", "domain",
+                                                                              "scaleout", "domains"}
     assert preset["name"] == name
     assert preset["device"] in load("devices")
     assert set(preset["domain"]) == {"kind", "gpus", "bandwidth", "latency"}
