@@ -93,6 +93,66 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     if lay.ep_overlap:
         table = combined(table)
     devices = placement.pipeline(anchor)
+    t = _task_times(scn, ops, placement, fabric, cal, table, anchor)
+    f, b, off = t.f, t.b, lay.offload
+    copies, copy_exposed = None, 0.0
+    if off is not None and off.activations_layers:  # copies beside each task's compute (cost.offload)
+        f, b, copies, copy_exposed = _offload_activations(scn, t, table, f, b)
+    send, send_tier = (x[0] for x in sends(table.routes, devices[None], t.lc.send_bytes, t.lc.send_gather, fabric, cal))
+    params, dp_parts, split_params = _replica_parts(scn, t, table, placement, devices)
+    dp_time, dp_tier, gather_time, adam = replica_costs(scn, dp_parts, fabric, cal)
+    opt = adam if off is None else _offloaded_optimizer(scn, adam, cal)
+    if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched beside compute
+        ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
+        f, b = zero3_passes(f, ag, cal), zero3_passes(b, ag, cal)
+    fb, moe_fields = _pair_costs(scn, t, f, b, cal)
+    act_bytes, zeros = float(t.lc.send_bytes[0]), np.zeros_like(f)
+    split, costs = t.half is not None, t.costs
+    return Plan(
+        table=table, devices=devices, f=f, b=b, w=t.w, fb=fb, pairs_hide_tp=not lay.ep_overlap,
+        exposed_tp=np.stack([t.f_tp, t.b_tp, zeros], axis=-1),
+        exposed_cp=np.stack([t.f_cp, t.b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
+        send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
+        param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather, cal),
+        optimizer=opt, comm_sms=cal.comm_sms, grad_reduce_after=not scn.overlap_grad_reduce,
+        memory=(moe_plan.split_memory(scn, table, *split_params, t.passes, placement, costs, t.stage_layers)
+                if split else _memory(scn, table, params, t.passes, placement, t.lc.activations)),
+        traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, t.grid,
+                             moe_plan.ep_traffic(scn, table, costs, t.stage_layers) if costs else None),
+        model_flops=scn.workload.global_batch * scn.workload.seq_len
+        * model_flops_per_token(model, scn.workload.seq_len),
+        hardware_flops=(moe_plan.hardware_flops(scn, ops, costs) if split
+                        else hardware_flops(scn, table, ops, t.passes, t.module_grid if t.depth else None)),
+        offload=None if off is None else offload_figures(off, copies, copy_exposed, adam, opt),
+        **moe_fields,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Tasks:
+    """One pipeline's task seconds (p, v) before offload, ZeRO-3 and F&B pairing, with the grids they came from."""
+
+    stage_layers: list  # layers of each stage (an MTP module's layer counted as one of its stage)
+    grid: tuple  # stage_grid: layer, embedding and head passes (p, v) each
+    passes: tuple  # grid with the MTP modules' embedding and head passes again
+    module_grid: np.ndarray  # (p, v) MTP modules
+    depth: int  # MTP depth (0: none)
+    lc: object  # layer_costs of the layer keys
+    f: np.ndarray
+    b: np.ndarray
+    w: np.ndarray
+    f_tp: np.ndarray  # exposed TP seconds inside f, b; CP's
+    b_tp: np.ndarray
+    f_cp: np.ndarray
+    b_cp: np.ndarray
+    costs: MoECosts | None = None  # MoE: the FFN half's costs
+    half: np.ndarray | None = None  # (p, v, 7) MoE or MLA: the FFN half's F, B, W, all-to-all F, B, scale-out F, B
+
+
+def _task_times(scn, ops: OpTable, placement: Placement, fabric: Fabric, cal, table, anchor: int) -> _Tasks:
+    """The _Tasks of one pipeline: layer costs on the schedule's grid, MTP modules, and for MoE and MLA models the
+    FFN half layer by layer (halves.ffn_half), its all-to-all inside F and B."""
+    lay, model = scn.layout, scn.model
     keys = scenario_layer_keys(scn, ops, fabric, placement.group_of("tp", anchor), placement.group_of("cp", anchor),
                                table.split_backward)
     lc = layer_costs(scn, keys, fabric, cal)
@@ -106,74 +166,65 @@ def make_plan(scn, ops: OpTable, placement: Placement, fabric: Fabric, anchor: i
     if depth:
         proj = mtp.projection_seconds(scn, cal)
         f, b, w = f + module_grid * proj[0], b + module_grid * proj[1], w + module_grid * proj[2]
-    split = model.moe is not None or model.mla is not None  # attention and FFN halves costed apart
-    costs = ep = None
-    if split:
+    costs = half = None
+    if model.moe is not None or model.mla is not None:  # attention and FFN halves costed apart
         costs, per_layer = moe_plan.ffn_half(scn, ops, placement, fabric, cal)
-        half = moe_plan.layer_grid(table, stage_layers, per_layer)  # (p, v, 7)
-        ep, ep_so = half[..., 3:5], half[..., 5:7]
-        f, b, w = f + half[..., 0] + ep[..., 0], b + half[..., 1] + ep[..., 1], w + half[..., 2]
+        half = moe_plan.layer_grid(table, stage_layers, per_layer)
+        f, b, w = f + half[..., 0] + half[..., 3], b + half[..., 1] + half[..., 4], w + half[..., 2]
     b, w = backward_tasks(b, w, table.split_backward)
-    off = lay.offload
-    if off is not None and off.activations_layers:  # copies beside each task's compute (cost.offload)
-        chunk_bytes = (moe_plan.layer_grid(table, stage_layers, moe_plan.layer_activations(scn, costs)) if split
-                       else grid[0] * lc.activations[0, 0])
-        copies = offload.activation_copies(chunk_bytes, offload.offloaded_share(grid[0], off.activations_layers),
-                                           scn.topology.device.host_link)
-        copy_exposed = offload.exposed_seconds(f, b, copies, chunk_micro_batches(table))
-        f, b = offload.hide(f, copies), offload.hide(b, copies)
-    send, send_tier = (x[0] for x in sends(table.routes, devices[None], lc.send_bytes, lc.send_gather, fabric, cal))
-    params = device_params(model, lay.tp, *grid)
-    if depth:
-        params = params + mtp.extra_params(model, lay.tp, grid, module_grid)
-    dp_parts = [(params, placement.weight_replicas(devices))]
-    if split:
-        dense, expert = moe_plan.split_params(scn, params, table, stage_layers)
-        params = dense + expert
-        dp_parts = [(dense, dp_parts[0][1]), (expert, placement.expert_replicas(devices))]
-    dp_parts = hybrid_shards(scn, dp_parts, devices)
-    dp_time, dp_tier, gather_time, opt = replica_costs(scn, dp_parts, fabric, cal)
-    if off is not None:
-        dev = scn.topology.device
-        adam = opt
-        opt = offload.optimizer_seconds(off.optimizer, opt, dev.hbm_bandwidth * cal.hbm, dev.host_link,
-                                        dev.host_memory_bandwidth, grad_bytes(lay), optimizer_bytes(lay),
-                                        adam_bytes(lay))
-    if lay.zero >= 3:  # parameters re-gathered over the shard group for every pass, prefetched beside compute
-        ag = fabric.collective("all_gather", params * param_bytes(scn), dp_parts[0][1], cal)
-        f, b = zero3_passes(f, ag, cal), zero3_passes(b, ag, cal)
-    ep_f, ep_b = (ep[..., 0], ep[..., 1]) if split else (0.0, 0.0)
-    if lay.ep_overlap:  # Megatron-Core's combined 1F1B: the all-to-alls step by step beside the other half's blocks
-        fb, compute = moe_plan.combined_fb(scn, f, b, half[..., :3], ep, cal), pair_times(f - ep_f, b - ep_b)
-        surplus = fb - compute
-    else:  # DualPipe: the pair's communication (TP, CP, EP) behind its computes, pooled
-        fb, compute, comm = fb_pairs(f, b, f_tp + f_cp + ep_f, b_tp + b_cp + ep_b, cal)
+    return _Tasks(stage_layers=stage_layers, grid=grid, passes=passes, module_grid=module_grid, depth=depth, lc=lc,
+                  f=f, b=b, w=w, f_tp=f_tp, b_tp=b_tp, f_cp=f_cp, b_cp=b_cp, costs=costs, half=half)
+
+
+def _offload_activations(scn, t: _Tasks, table, f, b) -> tuple:
+    """(f, b, copy seconds, exposed copy seconds) with layout.offload's activation copies beside the tasks."""
+    off = scn.layout.offload
+    chunk_bytes = (moe_plan.layer_grid(table, t.stage_layers, moe_plan.layer_activations(scn, t.costs))
+                   if t.half is not None else t.grid[0] * t.lc.activations[0, 0])
+    copies = offload.activation_copies(chunk_bytes, offload.offloaded_share(t.grid[0], off.activations_layers),
+                                       scn.topology.device.host_link)
+    exposed = offload.exposed_seconds(f, b, copies, chunk_micro_batches(table))
+    return offload.hide(f, copies), offload.hide(b, copies), copies, exposed
+
+
+def _replica_parts(scn, t: _Tasks, table, placement: Placement, devices) -> tuple:
+    """(parameters (p,), the data-parallel parts (hybrid_shards), (dense, expert) parameters or ()): an MoE
+    model's experts reduced over their own replicas."""
+    params = device_params(scn.model, scn.layout.tp, *t.grid)
+    if t.depth:
+        params = params + mtp.extra_params(scn.model, scn.layout.tp, t.grid, t.module_grid)
+    parts, split = [(params, placement.weight_replicas(devices))], ()
+    if t.half is not None:
+        split = moe_plan.split_params(scn, params, table, t.stage_layers)
+        params = split[0] + split[1]
+        parts = [(split[0], parts[0][1]), (split[1], placement.expert_replicas(devices))]
+    return params, hybrid_shards(scn, parts, devices), split
+
+
+def _offloaded_optimizer(scn, adam, cal):
+    """(p,) optimizer seconds with layout.offload's optimizer state in host memory (`adam`: on HBM)."""
+    lay, dev = scn.layout, scn.topology.device
+    return offload.optimizer_seconds(lay.offload.optimizer, adam, dev.hbm_bandwidth * cal.hbm, dev.host_link,
+                                     dev.host_memory_bandwidth, grad_bytes(lay), optimizer_bytes(lay), adam_bytes(lay))
+
+
+def _pair_costs(scn, t: _Tasks, f, b, cal) -> tuple:
+    """(fb (p, v, v) F&B pair seconds, the Plan's MoE fields): Megatron-Core's combined 1F1B under
+    layout.ep_overlap, the all-to-alls step by step beside the other half's blocks; else DualPipe's pairs, their
+    communication (TP, CP, EP) behind both computes, pooled."""
+    half = t.half
+    ep_f, ep_b = (half[..., 3], half[..., 4]) if half is not None else (0.0, 0.0)
+    if scn.layout.ep_overlap:
+        fb = moe_plan.combined_fb(scn, f, b, half[..., :3], half[..., 3:5], cal)
+        surplus = fb - pair_times(f - ep_f, b - ep_b)
+    else:
+        fb, compute, comm = fb_pairs(f, b, t.f_tp + t.f_cp + ep_f, t.b_tp + t.b_cp + ep_b, cal)
         surplus = comm - compute
-    moe_fields = {}
-    if split:
-        exposed = np.minimum(np.maximum(surplus, 0.0), pair_times(ep_f, ep_b))
-        moe_fields = dict(exposed_ep=np.stack([ep_f, ep_b, np.zeros_like(f)], axis=-1),
-                          exposed_ep_pair=exposed, ep_scaleout=ep_so, moe=costs)
-    act_bytes, zeros = float(lc.send_bytes[0]), np.zeros_like(f)
-    return Plan(
-        table=table, devices=devices, f=f, b=b, w=w, fb=fb, pairs_hide_tp=not lay.ep_overlap,
-        exposed_tp=np.stack([f_tp, b_tp, zeros], axis=-1),
-        exposed_cp=np.stack([f_cp, b_cp, zeros], axis=-1), send=send, send_tier=send_tier,
-        send_bytes=act_bytes, dp=dp_time, dp_tier=dp_tier,
-        param_gather=exposed_param_gather(gather_time, f[:, 0], table.v, lay.overlap_param_gather, cal),
-        optimizer=opt, comm_sms=cal.comm_sms, grad_reduce_after=not scn.overlap_grad_reduce,
-        memory=(moe_plan.split_memory(scn, table, dense, expert, passes, placement, costs, stage_layers)
-                if split else _memory(scn, table, params, passes, placement, lc.activations)),
-        traffic=step_traffic(scn, table, act_bytes, send_tier, dp_parts, placement, fabric, grid,
-                             moe_plan.ep_traffic(scn, table, costs, stage_layers) if costs else None),
-        model_flops=scn.workload.global_batch * scn.workload.seq_len
-        * model_flops_per_token(model, scn.workload.seq_len),
-        hardware_flops=(moe_plan.hardware_flops(scn, ops, costs) if split
-                        else hardware_flops(scn, table, ops, passes, module_grid if depth else None)),
-        offload=None if off is None else offload_figures(off, copies if off.activations_layers else None,
-                                                          copy_exposed if off.activations_layers else 0.0, adam, opt),
-        **moe_fields,
-    )
+    if half is None:
+        return fb, {}
+    exposed = np.minimum(np.maximum(surplus, 0.0), pair_times(ep_f, ep_b))
+    return fb, dict(exposed_ep=np.stack([ep_f, ep_b, np.zeros_like(f)], axis=-1), exposed_ep_pair=exposed,
+                    ep_scaleout=half[..., 5:7], moe=t.costs)
 
 
 def hybrid_shards(scn, parts, devices) -> list:
