@@ -139,10 +139,8 @@ def _write_special(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable[[str], None] | None = None) -> None:
-    """Write every output or none (see the module docstring); OutputError on failure. Outputs whose
-    path is None are skipped; `stdout` writes the `-` output (default: sys.stdout)."""
-    todo = [(opt, Path(path), content) for opt, path, content in outputs if path is not None]
+def _check_targets(todo) -> None:
+    """OutputError if two outputs name the same file or a directory stands where a file goes."""
     seen: dict[str, str] = {}
     for opt, path, _ in todo:
         if is_stdout(path):
@@ -153,34 +151,48 @@ def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable
         seen[key] = opt
         if os.path.isdir(path):
             raise OutputError(f"{opt} {clip(str(path))}: cannot write: a directory is in the way")
+
+
+def _stage(todo, work: _Transaction) -> tuple[list, list, list]:
+    """Each regular file written (or drawn) into a temporary file beside its target: (staged (option, temporary,
+    target), special files (option, path, text) to write in place later, standard output's texts)."""
+    staged, special, std = [], [], []
+    for opt, path, content in todo:
+        if is_stdout(path):
+            std.append(content)
+            continue
+        try:
+            if _special(path):
+                if callable(content):
+                    raise OutputError(f"{opt} {clip(str(path))}: cannot draw into a special file")
+                special.append((opt, path, content))
+                continue
+            target = Path(os.path.realpath(path))
+            work.folder(target)
+            tmp = work.temp(target)
+            if callable(content):
+                try:
+                    content(Path(tmp))
+                except ValueError as err:  # a format the plotting library lacks, nothing to draw
+                    detail = one_line(str(err), 300).removeprefix(f"{opt}: ")
+                    raise OutputError(f"{opt} {clip(str(path))}: cannot draw: {detail}") from None
+            else:
+                _write_file(tmp, content)
+            staged.append((opt, tmp, target))
+        except OSError as err:
+            raise _cannot_write(opt, path, err) from None
+    return staged, special, std
+
+
+def commit(outputs: Sequence[tuple[str, Path | None, Content]], stdout: Callable[[str], None] | None = None) -> None:
+    """Write every output or none (see the module docstring); OutputError on failure. Outputs whose
+    path is None are skipped; `stdout` writes the `-` output (default: sys.stdout)."""
+    todo = [(opt, Path(path), content) for opt, path, content in outputs if path is not None]
+    _check_targets(todo)
     work = _Transaction()
     done = False
     try:
-        staged, special, std = [], [], []
-        for opt, path, content in todo:
-            if is_stdout(path):
-                std.append(content)
-                continue
-            try:
-                if _special(path):
-                    if callable(content):
-                        raise OutputError(f"{opt} {clip(str(path))}: cannot draw into a special file")
-                    special.append((opt, path, content))
-                    continue
-                target = Path(os.path.realpath(path))
-                work.folder(target)
-                tmp = work.temp(target)
-                if callable(content):
-                    try:
-                        content(Path(tmp))
-                    except ValueError as err:  # a format the plotting library lacks, nothing to draw
-                        detail = one_line(str(err), 300).removeprefix(f"{opt}: ")
-                        raise OutputError(f"{opt} {clip(str(path))}: cannot draw: {detail}") from None
-                else:
-                    _write_file(tmp, content)
-                staged.append((opt, tmp, target))
-            except OSError as err:
-                raise _cannot_write(opt, path, err) from None
+        staged, special, std = _stage(todo, work)
         for opt, path, text in special:  # interruptible: a FIFO's reader may take its time
             try:
                 _write_special(path, text)
