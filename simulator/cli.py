@@ -414,6 +414,23 @@ def schema(
     write_all([("--out", out, text)])
 
 
+@app.command()
+def presets(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the catalogue as JSON (SI units) here "
+                                                     "(-: stdout)")] = None,
+) -> None:
+    """List the model, topology and device presets a scenario can name, with their aliases and figures."""
+    from .output import presets as catalogue
+
+    if json_out is not None:
+        rows = {"models": catalogue.model_rows(), "topologies": catalogue.topology_rows(),
+                "devices": catalogue.device_rows()}
+        write_all([("--json", json_out, json.dumps(rows, indent=2) + "\n")])
+        if to_stdout(json_out):
+            return
+    render.print_tables(catalogue.tables())
+
+
 def main() -> None:  # pragma: no cover - console entry
     from .entry import main as entry_main  # signal handlers, then this app
 

@@ -10,6 +10,7 @@ from simulator import load_scenario, simulate
 from simulator.scenario import loader
 from simulator.scenario.base import ScenarioError
 from simulator.scenario.json_schema import scenario_schema
+from simulator.scenario.preset_names import device_aliases, preset_aliases, preset_key
 
 
 def _devices() -> dict:
@@ -18,14 +19,13 @@ def _devices() -> dict:
 
 def _tables() -> dict:
     """{table: {preset: aliases}} for the model presets, the topology presets and devices.yaml."""
-    devices = {key: entry.get("aliases") or [] for key, entry in _devices().items()}
-    return {"models": loader.preset_aliases(loader.MODELS_DIR), "topologies": loader.preset_aliases(loader.PRESETS_DIR),
-            "devices": devices}
+    return {"models": preset_aliases(loader.MODELS_DIR), "topologies": preset_aliases(loader.PRESETS_DIR),
+            "devices": device_aliases(loader.PRESETS_DIR)}
 
 
 @pytest.mark.parametrize("table", ["models", "topologies", "devices"])
 def test_no_two_presets_answer_to_one_name(table):
-    spelled = [loader.preset_key(name) for preset, aliases in _tables()[table].items() for name in (preset, *aliases)]
+    spelled = [preset_key(name) for preset, aliases in _tables()[table].items() for name in (preset, *aliases)]
     assert len(spelled) == len(set(spelled)), sorted(n for n in spelled if spelled.count(n) > 1)
 
 
@@ -50,7 +50,7 @@ def test_topology_alias_gives_the_presets_report(tmp_path, alias, preset):
     """The same step, byte for byte, whichever name the topology is given by (the report names the preset)."""
     reports = []
     for name in (alias, preset):
-        path = tmp_path / f"{loader.preset_key(name)}.yaml"
+        path = tmp_path / f"{preset_key(name)}.yaml"
         path.write_text(yaml.safe_dump({
             "model": "llama3-8b", "topology": {"preset": name, "domains": 2},
             "workload": {"kind": "train", "seq_len": 2048, "global_batch": 144, "dtype": "bf16"},
@@ -72,3 +72,31 @@ def test_the_schema_lists_the_aliases():
     text = json.dumps(scenario_schema())
     for name in ("dgx-b200", "h100-sxm5", "llama3.1-405b"):
         assert f'"{name}"' in text
+
+
+# --- simrack presets: the catalogue ---------------------------------------------------------------------------
+
+
+def test_the_catalogue_lists_every_preset_with_its_figures(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    out = tmp_path / "presets.json"
+    result = CliRunner().invoke(app, ["presets", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    tables = _tables()
+    assert [r["preset"] for r in rows["models"]] == list(tables["models"])
+    assert [r["preset"] for r in rows["topologies"]] == list(tables["topologies"])
+    assert [r["preset"] for r in rows["devices"]] == list(tables["devices"])
+    models = {r["preset"]: r for r in rows["models"]}
+    assert models["llama3-8b"]["parameters"] == pytest.approx(8.03e9, rel=0.01)  # Meta's model card: 8.03B
+    assert models["mixtral-8x7b"]["active_parameters"] == pytest.approx(12.9e9, rel=0.015)  # Mistral: 12.9B active
+    for r in rows["topologies"]:
+        assert r["gpus"] == r["domains"] * r["domain_gpus"]
+    devices = {r["preset"]: r for r in rows["devices"]}
+    assert devices["h100-sxm"]["peak_flops"]["bf16"] == pytest.approx(989.4e12)
+    assert devices["gb200"]["generation"] == "blackwell" and devices["a100-80gb"]["generation"] == "ampere"
+    table = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and all(name in table.output for name in ("llama3-405b", "gb200-nvl72", "dgx-b200"))

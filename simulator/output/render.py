@@ -189,6 +189,13 @@ def _breakdown(parts: dict) -> str:
     return f"{fmt_time(total)} = {body} ({shown[0][1]}-bound)" if shown else "0"
 
 
+def print_tables(tables: list[Table], console: Console | None = None) -> None:
+    """Print tables to the terminal, one after the other."""
+    console = console or Console()
+    for t in tables:
+        console.print(t)
+
+
 def print_table(report: Report, console: Console | None = None) -> None:
     """Print the report table to the terminal."""
     (console or Console()).print(table(report))

@@ -24,13 +24,13 @@ import textwrap
 from functools import lru_cache
 from typing import Any
 
-import yaml
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema as cs
 
 from .base import _auto_bool, _dp_value
 from .hardware import DeviceSpec
-from .loader import MODELS_DIR, PRESETS_DIR, preset_aliases
+from .loader import MODELS_DIR, PRESETS_DIR
+from .preset_names import device_aliases, preset_aliases
 from .spec import Scenario
 
 DRAFT = "http://json-schema.org/draft-07/schema#"  # what yaml-language-server implements
@@ -154,12 +154,7 @@ def _presets(folder) -> list[str]:
 
 def _device_presets() -> list[str]:
     """The names devices.yaml answers to: each entry's and its aliases."""
-    path = PRESETS_DIR / "devices.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if not isinstance(data, dict):
-        return []
-    return sorted(name for key, entry in data.items()
-                  for name in (key, *((entry.get("aliases") or ()) if isinstance(entry, dict) else ())))
+    return sorted(name for key, aliases in device_aliases(PRESETS_DIR).items() for name in (key, *aliases))
 
 
 def _with_preset(defs: dict, partial: str, preset: dict, what: str) -> str:

@@ -21,13 +21,14 @@ import topologies
 from simulator.scenario.base import ScenarioError
 from simulator.scenario.files import FileProblem, clip, one_line, quote, read_text
 from simulator.scenario.limits import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
+from simulator.scenario.preset_names import entry_aliases, preset_aliases, spelled
 from simulator.scenario.spec import Scenario
 from simulator.scenario.units import UNITS_REQUIRED
 
 from ..data import MODELS_DIR
 
 __all__ = ["MODELS_DIR", "PRESETS_DIR", "check_field", "device_preset", "load_scenario", "model_preset", "parse_value",
-           "preset_aliases", "preset_key"]
+           "topology_preset"]
 
 # MODELS_DIR: model presets, <name>.yaml in the package data (simulator/data/models).
 PRESETS_DIR = topologies.PRESETS_DIR
@@ -197,40 +198,11 @@ def _read_preset(path: Path, field: str, label: str) -> dict:
     return data
 
 
-def preset_key(name: str) -> str:
-    """The spelling presets are matched by: lower case, letters and digits only ("H100 SXM" = "h100-sxm")."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
-
-
-def _named(name: object, candidates: dict[str, list]) -> str | None:
-    """The key of `candidates` ({key: aliases}) that `name` spells, ignoring case and punctuation; None if none."""
-    if not isinstance(name, str):
-        return None
-    wanted = preset_key(name)
-    return next((key for key, aliases in candidates.items()
-                 if wanted in {preset_key(str(n)) for n in (key, *(aliases or ()))}), None)
-
-
-def preset_aliases(folder: Path) -> dict[str, list]:
-    """{preset name: the other names it answers to (its file's `aliases`)} for `folder/*.yaml` but devices.yaml."""
-    out = {}
-    for path in sorted(folder.glob("*.yaml")):
-        if path.stem == "devices":
-            continue
-        try:
-            data = _read_yaml(path)
-        except _Issue:
-            data = None  # reported when the preset is asked for by its own name
-        aliases = data.get("aliases") if isinstance(data, dict) else None
-        out[path.stem] = list(aliases) if isinstance(aliases, list) else []
-    return out
-
-
 def _preset(folder: Path, name: object, field: str) -> dict:
     """Preset `folder/<name>.yaml` (or the one listing `name` among its aliases) as a mapping, its `name`
     defaulting to the preset's file name."""
     stems = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "devices")
-    stem = name if name in stems else _named(name, preset_aliases(folder))
+    stem = name if name in stems else spelled(name, preset_aliases(folder))
     if stem is None:
         raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(stems) or 'none'}")
     data = _read_preset(folder / f"{stem}.yaml", field, f"preset {quote(stem)}")
@@ -242,6 +214,14 @@ def model_preset(name: str) -> dict:
     there is none."""
     try:
         return _preset(MODELS_DIR, name, "model")
+    except _Issue as issue:
+        raise ScenarioError(str(issue)) from None
+
+
+def topology_preset(name: str) -> dict:
+    """The mapping `topology: NAME` expands to, its device too; ScenarioError if there is none."""
+    try:
+        return _expand_topology(name, PRESETS_DIR, "topology", 0)
     except _Issue as issue:
         raise ScenarioError(str(issue)) from None
 
@@ -324,7 +304,7 @@ def _device_preset(name: object, field: str) -> dict:
     if not path.is_file():
         raise _Issue(field, f"no preset {quote(name)}: {path} not found")
     devices = _read_preset(path, field, "devices.yaml")
-    key = _named(name, {k: v.get("aliases") if isinstance(v, dict) else None for k, v in devices.items()})
+    key = spelled(name, {k: entry_aliases(v) for k, v in devices.items()})
     entry = devices.get(key)
     if not isinstance(entry, dict):
         raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(map(str, devices)) or 'none'}")
