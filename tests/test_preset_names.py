@@ -100,3 +100,13 @@ def test_the_catalogue_lists_every_preset_with_its_figures(tmp_path):
     assert devices["gb200"]["generation"] == "blackwell" and devices["a100-80gb"]["generation"] == "ampere"
     table = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and all(name in table.output for name in ("llama3-405b", "gb200-nvl72", "dgx-b200"))
+
+
+def test_a_preset_copied_into_a_file_loads(tmp_path):
+    """A topology file made from a preset (its `aliases` line and all) is read like the preset."""
+    (tmp_path / "pod.yaml").write_text((loader.PRESETS_DIR / "hgx-b200.yaml").read_text())
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "model": "llama3-8b", "topology": "pod.yaml",
+        "workload": {"kind": "train", "seq_len": 2048, "global_batch": 256, "dtype": "bf16"}}))
+    scn = load_scenario(tmp_path / "s.yaml")
+    assert (scn.topology.name, scn.gpus) == ("hgx-b200", 256)  # the name the file states

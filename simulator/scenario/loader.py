@@ -270,7 +270,8 @@ def _expand_topology(value: Any, base_dir: Path, field: str, depth: int) -> Any:
         raise _Issue(field, "presets refer to each other more than 8 deep")
     if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or "/" in value):
         path = base_dir / value
-        data = {"name": path.stem, **_read_preset(path, field, f"file {quote(value)}")}
+        data = _read_preset(path, field, f"file {quote(value)}")
+        data = {"name": path.stem, **{k: v for k, v in data.items() if k != "aliases"}}  # a preset copied as a file
         return _expand_topology(data, path.parent, field, depth + 1)
     if isinstance(value, str):
         return _expand_topology(_preset(PRESETS_DIR, value, field), PRESETS_DIR, field, depth + 1)
