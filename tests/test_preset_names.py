@@ -5,8 +5,10 @@ import json
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from simulator import load_scenario, simulate
+from simulator.cli import app
 from simulator.scenario import loader
 from simulator.scenario.base import ScenarioError
 from simulator.scenario.json_schema import scenario_schema
@@ -78,10 +80,6 @@ def test_the_schema_lists_the_aliases():
 
 
 def test_the_catalogue_lists_every_preset_with_its_figures(tmp_path):
-    from typer.testing import CliRunner
-
-    from simulator.cli import app
-
     out = tmp_path / "presets.json"
     result = CliRunner().invoke(app, ["presets", "--json", str(out)])
     assert result.exit_code == 0, result.output
