@@ -2,6 +2,7 @@
 and punctuation ignored; no two presets of a folder answer to one name; the report does not depend on the spelling."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,3 +109,11 @@ def test_a_preset_copied_into_a_file_loads(tmp_path):
         "workload": {"kind": "train", "seq_len": 2048, "global_batch": 256, "dtype": "bf16"}}))
     scn = load_scenario(tmp_path / "s.yaml")
     assert (scn.topology.name, scn.gpus) == ("hgx-b200", 256)  # the name the file states
+
+
+@pytest.mark.parametrize("section", ["model", "topology", "topology.device"])
+def test_setting_a_preset_key_says_how_presets_are_named(section):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "gpt3-175b-selene.yaml",
+                      [f"{section}.preset=x"])
+    assert f"{section}.preset: " in str(err.value) and f"--set {section}=NAME" in str(err.value)

@@ -363,6 +363,10 @@ def _check_override_path(keys: list[str], text: str | None) -> None:
         if not _is_section(cls):
             raise _Issue(".".join(keys[:i]), f"{said}not a section")
         cls = _step(cls, key)
+        if cls is None and key == "preset" and i > 0:
+            section = ".".join(keys[:i])
+            raise _Issue(where, f"{said}a preset is named by its section: --set {section}=NAME (the section "
+                         f"becomes the preset; add --set {section}.FIELD=... for its fields)")
         if cls is None:
             raise _Issue(where, f"{said}unknown field{_hint(keys[:i])}")
 
