@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from simulator import load_scenario, simulate
+from simulator import load_scenario, simulate, sweep
+from simulator.scenario.base import ScenarioError
 from simulator.cli import app
 from simulator.data import VALIDATION_DIR
 from simulator.whatif.search import parse_constraint, search
@@ -205,3 +206,14 @@ def test_ties_are_ties():
     assert reason_lost(one(base * (1 - 5e-10)), best, "tokens_per_s").startswith("tie with the best")
     assert reason_lost(one(base * (1 - 1e-6)), best, "tokens_per_s").startswith("0.0001% lower tokens_per_s")
     assert reason_lost(one(base * 0.9), best, "tokens_per_s").startswith("10.0% lower tokens_per_s")
+
+
+def test_an_moe_model_is_refused_with_the_sweep_that_explores_it():
+    """The analytic pass prices dense models only: an MoE scenario is one line naming `model`, and the sweep it
+    suggests runs on the same scenario."""
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "qwen3-235b-folding-h100.yaml"
+    with pytest.raises(ScenarioError) as err:
+        search(path, gpus=[256])
+    assert "model: search covers dense models" in str(err.value) and "--grid layout.ep=" in str(err.value)
+    points = sweep(path, {"layout.ep": [16, 32]})
+    assert [p.status for p in points] == ["ok", "ok"]

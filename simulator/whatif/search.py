@@ -137,7 +137,8 @@ def _check_searchable(scn) -> None:
     for refused, name, why in [
         (scn.workload.kind != "train", "workload.kind", "search covers training scenarios for now (got serve)"),
         (model.moe is not None or model.mla is not None, "model",
-         "search covers dense models for now (this one has MoE or MLA)"),
+         "search covers dense models for now (this one has MoE or MLA); simrack sweep simulates the MoE layouts "
+         "you list, e.g. --grid layout.ep=8,16,32 --grid layout.pp=4,8"),
         (lay.shard_group is not None, "layout.shard_group",  # candidates would shard over all dp*cp, refinements not
          f"search shards ZeRO state over all data-parallel ranks for now; set layout.shard_group: null to search "
          f"({lay.shard_group} given)"),
