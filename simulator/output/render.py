@@ -198,4 +198,4 @@ def print_tables(tables: list[Table], console: Console | None = None) -> None:
 
 def print_table(report: Report, console: Console | None = None) -> None:
     """Print the report table to the terminal."""
-    (console or Console()).print(table(report))
+    print_tables([table(report)], console)

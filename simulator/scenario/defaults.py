@@ -96,29 +96,29 @@ def _of_2021(scn) -> bool:
 
 def cross_entropy(scn) -> str:
     """workload.cross_entropy, auto resolved: unfused in training on a MEGATRON_2021 generation, else fused."""
-    value = scn.workload.cross_entropy
-    if value != "auto":
-        return value
-    return MEGATRON_2021_SETTINGS["workload.cross_entropy"] if _of_2021(scn) else "fused"
+    return _megatron_2021(scn, "workload.cross_entropy", "fused")
 
 
 def grad_accumulation_fusion(scn) -> bool:
     """workload.grad_accumulation_fusion, auto resolved: false (a pass of its own) for a dense model trained on a
     MEGATRON_2021 generation, else true (the pass is priced for dense models only)."""
-    value = scn.workload.grad_accumulation_fusion
-    if value != "auto":
-        return value
-    dense = scn.model.moe is None
-    return MEGATRON_2021_SETTINGS["workload.grad_accumulation_fusion"] if _of_2021(scn) and dense else True
+    return _megatron_2021(scn, "workload.grad_accumulation_fusion", True, applies=scn.model.moe is None)
 
 
 def overlap_grad_reduce(scn) -> bool:
     """layout.overlap_grad_reduce, auto resolved: false (after the last backward) in training on a MEGATRON_2021
     generation, else true."""
-    value = scn.layout.overlap_grad_reduce
+    return _megatron_2021(scn, "layout.overlap_grad_reduce", True)
+
+
+def _megatron_2021(scn, setting: str, otherwise, applies: bool = True):
+    """`setting` (section.field) as written; auto: its MEGATRON_2021_SETTINGS value where `applies` in training on a
+    MEGATRON_2021 generation, else `otherwise`."""
+    part, name = setting.split(".")
+    value = getattr(getattr(scn, part), name)
     if value != "auto":
         return value
-    return MEGATRON_2021_SETTINGS["layout.overlap_grad_reduce"] if _of_2021(scn) else True
+    return MEGATRON_2021_SETTINGS[setting] if applies and _of_2021(scn) else otherwise
 
 
 def resolved_sequence_parallel(scn):
