@@ -66,63 +66,87 @@ def slot_codes(table):
 def build(plan: Plan) -> TaskGraph:
     """The task graph of `plan`'s step: durations, dependencies and transfers, with numpy."""
     table = plan.table
-    p, m, nv = table.p, table.m, table.n_vstages
     lo, kind, mb, chunk, pmb, pchunk = slot_codes(table)
-    n = len(kind)
-    device = np.repeat(np.arange(p), np.diff(lo))
+    device = np.repeat(np.arange(table.p), np.diff(lo))
     pair = pmb >= 0
     grids = np.stack([plan.f, plan.b, plan.w])
     dur = np.where(pair, plan.fb[device, chunk, np.maximum(pchunk, 0)], grids[np.minimum(kind, 2), device, chunk])
     if plan.task_scale is not None:
         dur = dur * plan.task_scale
-    # halves: each slot's own, then the B of each pair
-    pairs = np.flatnonzero(pair)
-    hk = np.concatenate([kind, np.ones(len(pairs), dtype=kind.dtype)])
-    hmb, hch = np.concatenate([mb, pmb[pairs]]), np.concatenate([chunk, pchunk[pairs]])
-    hdev, hslot = np.concatenate([device, device[pairs]]), np.concatenate([np.arange(n), pairs])
-    h = len(hk)
+    hv = _halves(table, kind, mb, chunk, pmb, pchunk, device)
+    dep, out = _dependencies(table, hv, len(kind))
+    link, delay = _transfers(plan, hv)
+    return TaskGraph(
+        p=table.p, lo=np.asarray(lo, dtype=np.int64), device=device, kind=np.where(pair, 3, kind), mb=mb,
+        chunk=chunk, pair_mb=pmb, pair_chunk=pchunk, dur=np.asarray(dur, dtype=float), dep=dep, out=out,
+        half_slot=hv.slot, link=link, delay=delay, last_backward=_reduction_launch(plan, lo, kind),
+        dp_at_end=plan.grad_reduce_after, dp_link=np.arange(table.p) * 3 + np.asarray(plan.dp_tier, dtype=np.int64),
+        dp_seconds=np.asarray(plan.dp, dtype=float), tail=plan.optimizer + plan.param_gather)
+
+
+def _halves(table, kind, mb, chunk, pmb, pchunk, device) -> SimpleNamespace:
+    """Each half's kind, micro-batch, chunk, device, slot, direction and virtual stage: each slot's own
+    half, then the B of each pair (pairs: the paired slots)."""
+    pairs = np.flatnonzero(pmb >= 0)
+    hmb = np.concatenate([mb, pmb[pairs]])
+    hch, hdev = np.concatenate([chunk, pchunk[pairs]]), np.concatenate([device, device[pairs]])
     direction = table.direction[hmb]
-    vs = table._vstage[direction, hdev, hch]
-    # producers of F and B outputs by (kind, mb, vstage)
+    return SimpleNamespace(kind=np.concatenate([kind, np.ones(len(pairs), dtype=kind.dtype)]), mb=hmb, chunk=hch,
+                           dev=hdev, slot=np.concatenate([np.arange(len(kind)), pairs]), pairs=pairs,
+                           direction=direction, vs=table._vstage[direction, hdev, hch])
+
+
+def _dependencies(table, hv, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dep, out), (N, 2) each: the halves each slot waits for (H where none) and produces (H + 1 where
+    a slot has one): F at vstage k needs F at k - 1, B at k the B at k + 1 (the last stage's its own F),
+    W the B of its own (vstage, micro-batch)."""
+    m, nv, hk, vs = table.m, table.n_vstages, hv.kind, hv.vs
+    h = len(hk)
     code = lambda k, j, s: (k * m + j) * nv + s  # noqa: E731
     fb_half = hk < 2
     producer = np.full(2 * m * nv, NONE, dtype=np.int64)
-    producer[code(hk[fb_half], hmb[fb_half], vs[fb_half])] = np.flatnonzero(fb_half)
+    producer[code(hk[fb_half], hv.mb[fb_half], vs[fb_half])] = np.flatnonzero(fb_half)
     last = vs == nv - 1
     need_kind = np.where(hk == 0, 0, np.where((hk == 1) & last, 0, 1))
     need_stage = np.where(hk == 0, vs - 1, np.where(hk == 1, np.where(last, vs, vs + 1), vs))
     has = ~((hk == 0) & (vs == 0))
     need = np.full(h, h, dtype=np.int64)
-    need[has] = producer[code(need_kind[has], hmb[has], need_stage[has])]
+    need[has] = producer[code(need_kind[has], hv.mb[has], need_stage[has])]
     if (need < 0).any():
         raise ValueError(f"{table.name}: a task consumes an output that no task produces")
     dep = np.stack([need[:n], np.full(n, h, dtype=np.int64)], axis=1)
-    dep[pairs, 1] = need[n:]
+    dep[hv.pairs, 1] = need[n:]
     out = np.stack([np.arange(n), np.full(n, h + 1, dtype=np.int64)], axis=1)
-    out[pairs, 1] = np.arange(n, h)
-    # transfers: F forward to vstage k + 1, B backward to k - 1, on the sender's link of the send's tier
+    out[hv.pairs, 1] = np.arange(n, h)
+    return dep, out
+
+
+def _transfers(plan, hv) -> tuple[np.ndarray, np.ndarray]:
+    """(link, delay) of each half's output: F forward to vstage k + 1, B backward to k - 1, on the
+    sender's link of the send's tier; -1 and 0 s where it stays on the device or crosses on tier 0."""
+    table, hk, vs, hdev, hch = plan.table, hv.kind, hv.vs, hv.dev, hv.chunk
     nxt = np.where(hk == 0, vs + 1, vs - 1)
-    sends = (hk < 2) & (nxt >= 0) & (nxt < nv)
+    sends = (hk < 2) & (nxt >= 0) & (nxt < table.n_vstages)
     side = np.minimum(hk, 1)
-    dst = np.full(h, NONE, dtype=np.int64)
-    dst[sends] = table.routes[direction[sends], nxt[sends], 0]
+    dst = np.full(len(hk), NONE, dtype=np.int64)
+    dst[sends] = table.routes[hv.direction[sends], nxt[sends], 0]
     tier = plan.send_tier[hdev, hch, side].astype(np.int64)
     moves = sends & (dst != hdev) & (tier != 0)
-    link = np.where(moves, hdev * 3 + tier, NONE)
-    delay = np.where(moves, plan.send[hdev, hch, side], 0.0)
-    # the gradient reduction: from the last B or W of each device (an F&B pair's B does not launch it)
+    return np.where(moves, hdev * 3 + tier, NONE), np.where(moves, plan.send[hdev, hch, side], 0.0)
+
+
+def _reduction_launch(plan, lo, kind) -> np.ndarray:
+    """(p,) slot that launches each device's gradient reduction, -1 when none: its last B or W (an F&B
+    pair's B does not launch it), or its last slot when the reduction waits for the backward to end
+    (layout.overlap_grad_reduce false)."""
+    p, n = plan.table.p, len(kind)
     backward = np.where((kind == 1) | (kind == 2), np.arange(n), NONE)
     last_backward = np.maximum.reduceat(np.append(backward, NONE), np.minimum(lo[:-1], n))[:p] if n else \
         np.full(p, NONE)
     last_backward = np.where(np.diff(lo) > 0, last_backward, NONE)
-    if plan.grad_reduce_after:  # launched by the device's last slot, when it ends (layout.overlap_grad_reduce false)
+    if plan.grad_reduce_after:
         last_backward = np.where(last_backward >= 0, np.asarray(lo[1:]) - 1, NONE)
-    return TaskGraph(
-        p=p, lo=np.asarray(lo, dtype=np.int64), device=device, kind=np.where(pair, 3, kind), mb=mb, chunk=chunk,
-        pair_mb=pmb, pair_chunk=pchunk, dur=np.asarray(dur, dtype=float), dep=dep, out=out, half_slot=hslot,
-        link=link, delay=delay, last_backward=last_backward, dp_at_end=plan.grad_reduce_after,
-        dp_link=np.arange(p) * 3 + np.asarray(plan.dp_tier, dtype=np.int64),
-        dp_seconds=np.asarray(plan.dp, dtype=float), tail=plan.optimizer + plan.param_gather)
+    return last_backward
 
 
 def coded(table) -> TaskGraph:

@@ -162,11 +162,26 @@ def last_slot(st: Structure, D: np.ndarray) -> np.ndarray:
 def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np.ndarray:
     """(N, p) end of each device's last task: the maximum over the path families (D: slot_durations).
     Computed candidate-last ((p, ..., N) arrays): gathers over stages and entries copy whole rows."""
-    N, p = f.shape[:2]
+    N = f.shape[0]
     dm = (m - st.m_ref).astype(float)
     f, b = np.ascontiguousarray(f.transpose(1, 2, 0)), np.ascontiguousarray(b.transpose(1, 2, 0))
     send, D = np.ascontiguousarray(send.transpose(1, 2, 3, 0)), np.ascontiguousarray(D.transpose(1, 2, 0))
     routes = [_route_arrays(st, r, f, b, send) for r in range(st.routes.shape[0])]
+    P = _entry_starts(st, _prefix_bounds(st, routes, D, N), dm)
+    A, before = _entry_slack(st, P, D, dm)
+    E = st.ent_before.shape[1]
+    full = st.x_mask.all()
+    Acum = None if full else np.maximum.accumulate(A, axis=1)  # entries sorted by position: masks are prefixes
+    Amax = A.max(axis=1) if full else Acum[:, -1]
+    L = Amax + before[:, E]
+    for r, route in enumerate(routes):
+        L = np.maximum(L, _route_landings(st, r, route, D, dm, Amax if full else None, Acum))
+    return L.T
+
+
+def _prefix_bounds(st: Structure, routes, D: np.ndarray, N: int) -> list:
+    """[(base, slope)] (one, or two with the hopped bounds) of the start of every (direction, kind, vstage)
+    staircase, flattened as direction x 2 kinds x vstages, and a last row (index -1) for no task."""
     pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0], r) for r, ra in enumerate(routes)]
     cross = (st.pred[..., 0] >= 0) & (st.pred[..., 3] != np.arange(len(routes))[:, None])
     if cross.any():  # hops from the other direction's forwards, on that direction's bounds
@@ -176,13 +191,17 @@ def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np
             return x if hopped is None else np.maximum(x, hopped[0][sp] + j * hopped[1][sp])
 
         pre = [_prefix(*ra, st.pred[r], D, st.routes[r, :, 0], r, other) for r, ra in enumerate(routes)]
-    # entries: start bound (a staircase path of micro-batch j) minus the tasks before them on their device
-    n = st.routes.shape[1]
     if not all(q[1] is not None for q in pre):  # a direction without hops: its hopped bound is its pure one
         pre = [(q[0], q[1] if q[1] is not None else q[0]) for q in pre]
     none = (np.full((1, N), NEG), np.zeros((1, N)))  # the bound of no task: index -1
-    bounds = [tuple(np.concatenate([q[w][x] for q in pre] + [none[x]]) for x in range(2))
-              for w in range(2 if any(q[1] is not q[0] for q in pre) else 1)]
+    return [tuple(np.concatenate([q[w][x] for q in pre] + [none[x]]) for x in range(2))
+            for w in range(2 if any(q[1] is not q[0] for q in pre) else 1)]
+
+
+def _entry_starts(st: Structure, bounds: list, dm: np.ndarray) -> np.ndarray:
+    """(p, E, N) start bound of each entry: the staircase path of its micro-batch over both halves of its
+    slot; a device's first task starts no earlier than 0; -inf where no entry."""
+    n = st.routes.shape[1]
     P = None
     for hi in range(2):
         kind, r, s, j = (st.ent_half[:, :, hi, q] for q in range(4))
@@ -194,43 +213,49 @@ def last_task_end(st: Structure, m: np.ndarray, D: np.ndarray, f, b, send) -> np
         vals = [base[idx] + j * slope[idx] for base, slope in bounds]
         val = vals[0] if len(vals) == 1 else np.maximum(vals[0], vals[1])
         P = val if P is None else np.maximum(P, val)
-    fk, fe = np.nonzero(st.ent_first)  # a device's first task starts no earlier than 0
+    fk, fe = np.nonzero(st.ent_first)
     P[fk, fe] = np.maximum(P[fk, fe], 0.0)
-    E = st.ent_before.shape[1]
-    before = np.matmul(_entry_counts(st), D)  # (p, E + 1, N): tasks before each entry, and all tasks
+    return P
+
+
+def _entry_slack(st: Structure, P: np.ndarray, D: np.ndarray, dm: np.ndarray) -> tuple:
+    """(A, before): each entry's start bound less the tasks before it on its device (p, E, N), and the
+    seconds of the tasks before each entry and of all tasks (p, E + 1, N)."""
+    before = np.matmul(_entry_counts(st), D)
     if st.ent_before_slope.any() or st.total_slope.any():
         before += dm * np.matmul(_entry_counts(st, slope=True), D)
-    A = P - before[:, :E]  # -inf where no entry (P is -inf there)
-    full = st.x_mask.all()
-    Acum = None if full else np.maximum.accumulate(A, axis=1)  # entries sorted by position: masks are prefixes
-    Amax = A.max(axis=1) if full else Acum[:, -1]
-    L = Amax + before[:, E]
-    for r, (fr, br, sf, sb) in enumerate(routes):
-        dev = st.routes[r, :, 0]
-        terms = _exit_counts(st, r, D, dm)  # (2, 2, n, N): forward/backward exit, upto/after
-        ends = []
-        for x in range(2):  # 0: forward exits, 1: backward exits of the last micro-batch
-            if full:
-                amax = Amax[dev]
-            else:
-                count = st.x_mask[x, r].sum(axis=1)
-                amax = np.where((count > 0)[:, None], Acum[dev, np.maximum(count - 1, 0)], NEG)
-            upto, after = terms[x]
-            ends.append((amax + upto, D[dev, st.x_type[x, r]], after, upto))
-        (qf, durf, aftf, uptof), (qb, durb, aftb, uptob) = ends
-        # forward scan Q[s] = max(qf[s], Q[s-1] + send + slot) as a max-plus prefix: C + cummax(qf - C)
-        C = np.zeros((n, N))
-        np.cumsum(sf[:-1] + durf[1:], axis=0, out=C[1:])
-        Q = C + np.maximum.accumulate(qf - C, axis=0)
-        # backward scan R[s] = max(qb[s], R[s+1] + send + slot), entered at the last stage from Q
-        qb[-1] = np.maximum(qb[-1], Q[-1] + uptob[-1] - uptof[-1])
-        Eb = np.zeros((n, N))  # Eb[s] - Eb[t] = sum of e[s..t-1]
-        np.cumsum((sb[1:] + durb[:-1])[::-1], axis=0, out=Eb[-2::-1])
-        R = Eb + np.maximum.accumulate((qb - Eb)[::-1], axis=0)[::-1]
-        land = np.maximum(Q + aftf, R + aftb)
-        perm = np.argsort(dev, kind="stable")
-        L = np.maximum(L, land[perm].reshape(p, -1, N).max(axis=1))
-    return L.T
+    return P - before[:, :st.ent_before.shape[1]], before
+
+
+def _route_landings(st: Structure, r: int, route, D, dm, Amax, Acum) -> np.ndarray:
+    """(p, N) latest end, on each device, of the paths that leave through the last micro-batch's
+    forwards and backwards of direction r (Amax: every entry precedes every exit, else Acum's prefixes)."""
+    _, _, sf, sb = route
+    p, n, N = D.shape[0], st.routes.shape[1], D.shape[2]
+    dev = st.routes[r, :, 0]
+    terms = _exit_counts(st, r, D, dm)  # (2, 2, n, N): forward/backward exit, upto/after
+    ends = []
+    for x in range(2):  # 0: forward exits, 1: backward exits of the last micro-batch
+        if Amax is not None:
+            amax = Amax[dev]
+        else:
+            count = st.x_mask[x, r].sum(axis=1)
+            amax = np.where((count > 0)[:, None], Acum[dev, np.maximum(count - 1, 0)], NEG)
+        upto, after = terms[x]
+        ends.append((amax + upto, D[dev, st.x_type[x, r]], after, upto))
+    (qf, durf, aftf, uptof), (qb, durb, aftb, uptob) = ends
+    # forward scan Q[s] = max(qf[s], Q[s-1] + send + slot) as a max-plus prefix: C + cummax(qf - C)
+    C = np.zeros((n, N))
+    np.cumsum(sf[:-1] + durf[1:], axis=0, out=C[1:])
+    Q = C + np.maximum.accumulate(qf - C, axis=0)
+    # backward scan R[s] = max(qb[s], R[s+1] + send + slot), entered at the last stage from Q
+    qb[-1] = np.maximum(qb[-1], Q[-1] + uptob[-1] - uptof[-1])
+    Eb = np.zeros((n, N))  # Eb[s] - Eb[t] = sum of e[s..t-1]
+    np.cumsum((sb[1:] + durb[:-1])[::-1], axis=0, out=Eb[-2::-1])
+    R = Eb + np.maximum.accumulate((qb - Eb)[::-1], axis=0)[::-1]
+    land = np.maximum(Q + aftf, R + aftb)
+    perm = np.argsort(dev, kind="stable")
+    return land[perm].reshape(p, -1, N).max(axis=1)
 
 
 def pipeline_paths(st: Structure, m, f, b, w, fb, tp, send) -> tuple:

@@ -116,14 +116,33 @@ def _entries(t: Codes, types, row, pos, length, first) -> np.ndarray:
     return out
 
 
-def _extract(t: Codes) -> list[dict]:
-    """Structure arrays (see Structure) of each table of t, vectorized over all their slots."""
-    p, v, T = t.p, t.v, len(t.m)
-    S = slot_types(v)
-    start = t.start
-    R, N = len(start) - 1, len(t.kind)
+@dataclass(frozen=True)
+class _Slots:
+    """The flat slots of a Codes laid out by device row: each slot's row, position in its row and slot
+    type, and the running count of each type (C: used types x slots + 1) that counts() reads."""
+
+    t: Codes
+    row: np.ndarray
+    pos: np.ndarray
+    length: np.ndarray
+    types: np.ndarray
+    first: np.ndarray  # the slot is the first of its type on its device
+    used: np.ndarray
+    C: np.ndarray
+
+    def counts(self, k, i) -> np.ndarray:
+        """(..., S) tasks of each slot type among the first i slots of rows k."""
+        start = self.t.start
+        out = np.zeros(np.shape(k) + (slot_types(self.t.v),))
+        out[..., self.used] = np.moveaxis(self.C[:, start[k] + i] - self.C[:, start[k]], 0, -1)
+        return out
+
+
+def _slots(t: Codes) -> _Slots:
+    """Rows, positions, slot types and running type counts of every slot of t."""
+    start, S, N = t.start, slot_types(t.v), len(t.kind)
     length = np.diff(start)
-    row = np.repeat(np.arange(R), length)
+    row = np.repeat(np.arange(len(start) - 1), length)
     pos = np.arange(N) - start[row]
     starts = np.zeros(N, bool)
     starts[start[:-1]] = True
@@ -135,75 +154,104 @@ def _extract(t: Codes) -> list[dict]:
     C = np.zeros((len(used), N + 1), np.int32)
     C[col[types], np.arange(1, N + 1)] = 1
     C = np.cumsum(C, axis=1, dtype=np.int32)
-
-    def counts(k, i):
-        out = np.zeros(np.shape(k) + (S,))
-        out[..., used] = np.moveaxis(C[:, start[k] + i] - C[:, start[k]], 0, -1)
-        return out
-
     first = C[col[types], np.arange(N)] == C[col[types], start[row]]  # first slot of its type on its device
-    table, dev = np.repeat(np.arange(T), p), np.tile(np.arange(p), T)
-    rank, dirs, n = _ranks(t.direction), t.routes.shape[0], t.routes.shape[1]
-    vstage = np.full((dirs, p, v), -1, dtype=np.int64)
+    return _Slots(t, row, pos, length, types, first, used, C)
+
+
+def _vstages(t: Codes) -> np.ndarray:
+    """(directions, p, v) virtual stage of each (device, chunk) along each direction, -1 where none."""
+    dirs, n = t.routes.shape[:2]
+    vstage = np.full((dirs, t.p, t.v), -1, dtype=np.int64)
     for r in range(dirs):
         vstage[r, t.routes[r, :, 0], t.routes[r, :, 1]] = np.arange(n)
-    # entries, sorted by position per device and padded
-    pj = np.nonzero(_entries(t, types, row, pos, length, first))[0]
-    n_ent = np.bincount(row[pj], minlength=R)
+    return vstage
+
+
+def _entry_table(sl: _Slots, vstage: np.ndarray, rank: np.ndarray) -> dict:
+    """Each device's entries sorted by position and padded to E: valid, position, task counts before,
+    and their halves (a slot, a pair's B) as (kind, direction, vstage, rank)."""
+    t, R = sl.t, len(sl.length)
+    table, dev = np.repeat(np.arange(len(t.m)), t.p), np.tile(np.arange(t.p), len(t.m))
+    pj = np.nonzero(_entries(t, sl.types, sl.row, sl.pos, sl.length, sl.first))[0]
+    n_ent = np.bincount(sl.row[pj], minlength=R)
     E = int(n_ent.max())
-    ent_valid = np.arange(E)[None] < n_ent[:, None]
+    valid = np.arange(E)[None] < n_ent[:, None]
     ent_pos = np.full((R, E), 1 << 40, dtype=np.int64)
-    ent_pos[ent_valid] = pos[pj]
-    ek = row[pj]
-    ent_before = np.zeros((R, E, S))
-    ent_before[ent_valid] = counts(ek, pos[pj])
-    ent_half = np.full((R, E, 2, 4), -1, dtype=np.int64)
-    halves = ((t.kind, t.mb, t.chunk), (np.where(t.pmb >= 0, 1, -1), t.pmb, t.pchunk))  # a slot, a pair's B
-    for hi, (kind, mb, chunk) in enumerate(halves):
+    ent_pos[valid] = sl.pos[pj]
+    ek = sl.row[pj]
+    before = np.zeros((R, E, slot_types(t.v)))
+    before[valid] = sl.counts(ek, sl.pos[pj])
+    halves = np.full((R, E, 2, 4), -1, dtype=np.int64)
+    for hi, (kind, mb, chunk) in enumerate(((t.kind, t.mb, t.chunk),
+                                            (np.where(t.pmb >= 0, 1, -1), t.pmb, t.pchunk))):
         kd, j, c = kind[pj], mb[pj], chunk[pj]
         ok = (kd == 0) | (kd == 1)
         tt, j, kk = table[ek[ok]], j[ok], dev[ek[ok]]
         r = t.direction[tt, j]
         half = np.full((len(pj), 4), -1, dtype=np.int64)
         half[ok] = np.stack([kd[ok], r, vstage[r, kk, c[ok]], rank[tt, j]], axis=1)
-        ent_half[ent_valid, hi] = half
-    # where each micro-batch's forward and backward run on each device
-    M = t.direction.shape[1]
-    pos_f, pos_b = np.full((R, M, v), -1, dtype=np.int64), np.full((R, M, v), -1, dtype=np.int64)
+        halves[valid, hi] = half
+    return dict(n_ent=n_ent, valid=valid, pos=ent_pos, before=before, half=halves)
+
+
+def _task_positions(sl: _Slots) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, M, v) position of each micro-batch's forward and backward on each device, -1 where none."""
+    t, R, M = sl.t, len(sl.length), sl.t.direction.shape[1]
+    pos_f, pos_b = np.full((R, M, t.v), -1, dtype=np.int64), np.full((R, M, t.v), -1, dtype=np.int64)
     for at, sel, mb, chunk in ((pos_f, t.kind == 0, t.mb, t.chunk), (pos_b, t.kind == 1, t.mb, t.chunk),
                                (pos_b, t.pmb >= 0, t.pmb, t.pchunk)):
-        at[row[sel], mb[sel], chunk[sel]] = pos[sel]
-    total = counts(np.arange(R), length)
+        at[sl.row[sel], mb[sel], chunk[sel]] = sl.pos[sel]
+    return pos_f, pos_b
+
+
+def _exits(sl: _Slots, ent_pos: np.ndarray, vstage: np.ndarray, rank: np.ndarray) -> dict:
+    """Where the last micro-batch's forward and backward run at each stage of each direction (slot type,
+    counts up to and after, entries before) and the forward before the first micro-batch's (pred)."""
+    t, S, T = sl.t, slot_types(sl.t.v), len(sl.t.m)
+    dirs, n = t.routes.shape[:2]
+    E = ent_pos.shape[1]
+    pos_f, pos_b = _task_positions(sl)
+    total = sl.counts(np.arange(len(sl.length)), sl.length)
     x_type = np.zeros((T, 2, dirs, n), dtype=np.int64)
     x_upto, x_after = np.zeros((T, 2, dirs, n, S)), np.zeros((T, 2, dirs, n, S))
     x_mask = np.zeros((T, 2, dirs, n, E), bool)
     pred = np.full((T, dirs, n, 4), -1, dtype=np.int64)
     ends = [_ends(t.direction == r) for r in range(dirs)]  # (first, last) micro-batch of each direction
     for r in range(dirs):
-        rows = np.arange(T)[:, None] * p + t.routes[r, :, 0][None]  # (T, n)
+        rows = np.arange(T)[:, None] * t.p + t.routes[r, :, 0][None]  # (T, n)
         c = t.routes[r, :, 1][None]
         for x, at in enumerate((pos_f, pos_b)):
             i = at[rows, ends[r][1][:, None], c]
-            x_type[:, x, r] = types[start[rows] + i]
-            x_upto[:, x, r] = counts(rows, i + 1)
+            x_type[:, x, r] = sl.types[t.start[rows] + i]
+            x_upto[:, x, r] = sl.counts(rows, i + 1)
             x_after[:, x, r] = total[rows] - x_upto[:, x, r]
             x_mask[:, x, r] = ent_pos[rows] <= i[..., None]
-        pred[:, r] = _pred(t, r, pos_f[rows, ends[r][0][:, None], c], rows, vstage, rank, types)
-    last = start[1:] - 1
+        pred[:, r] = _pred(t, r, pos_f[rows, ends[r][0][:, None], c], rows, vstage, rank, sl.types)
+    x_last_rank = np.stack([rank[np.arange(T), e[1]] for e in ends], axis=1)
+    return dict(total=total, x_type=x_type, x_upto=x_upto, x_after=x_after, x_mask=x_mask, pred=pred,
+                x_last_rank=x_last_rank)
+
+
+def _extract(t: Codes) -> list[dict]:
+    """Structure arrays (see Structure) of each table of t, vectorized over all their slots."""
+    sl = _slots(t)
+    vstage, rank = _vstages(t), _ranks(t.direction)
+    ent = _entry_table(sl, vstage, rank)
+    x = _exits(sl, ent["pos"], vstage, rank)
+    last = t.start[1:] - 1
     if np.any(t.kind[last] == 0):
         raise ValueError(f"{t.name}: a device ends on a forward; the tail formula needs a B or W")
     in_flight = _in_flight(t).astype(float)
-    x_last_rank = np.stack([rank[np.arange(T), e[1]] for e in ends], axis=1)
     out = []
-    for u in range(T):
-        rows = slice(u * p, (u + 1) * p)
-        Eu = int(n_ent[rows].max())
-        out.append(dict(routes=t.routes, ent_valid=ent_valid[rows, :Eu], ent_half=ent_half[rows, :Eu],
-                        ent_first=ent_valid[rows, :Eu] & (ent_pos[rows, :Eu] == 0),
-                        ent_before=ent_before[rows, :Eu], ent_pos=ent_pos[rows, :Eu], x_type=x_type[u],
-                        x_upto=x_upto[u], x_after=x_after[u], x_mask=x_mask[u, ..., :Eu], total=total[rows],
-                        last_type=types[last[rows]], pred=pred[u], x_last_rank=x_last_rank[u],
-                        in_flight=in_flight[rows]))
+    for u in range(len(t.m)):
+        rows = slice(u * t.p, (u + 1) * t.p)
+        Eu = int(ent["n_ent"][rows].max())
+        valid, ent_pos = ent["valid"][rows, :Eu], ent["pos"][rows, :Eu]
+        out.append(dict(routes=t.routes, ent_valid=valid, ent_half=ent["half"][rows, :Eu],
+                        ent_first=valid & (ent_pos == 0), ent_before=ent["before"][rows, :Eu], ent_pos=ent_pos,
+                        x_type=x["x_type"][u], x_upto=x["x_upto"][u], x_after=x["x_after"][u],
+                        x_mask=x["x_mask"][u, ..., :Eu], total=x["total"][rows], last_type=sl.types[last[rows]],
+                        pred=x["pred"][u], x_last_rank=x["x_last_rank"][u], in_flight=in_flight[rows]))
     return out
 
 
