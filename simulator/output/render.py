@@ -71,21 +71,38 @@ def table(report: Report | ServeReport) -> Table:
     """The report as a two-column rich table."""
     if report.kind == "serve":
         return serve_table(report)
-    r = report
-    lay = r.layout
-    t = Table(title=f"simrack: {r.scenario}", show_header=False, title_justify="left")
+    t = Table(title=f"simrack: {report.scenario}", show_header=False, title_justify="left")
     t.add_column("metric", style="bold")
     t.add_column("value")
+    rows = _train_rows(report)
+    rows[1:1] = _default_notes(report)
+    rows += [("caveat", c) for c in report.caveats]
+    fl = report.extra.get("faults")
+    if fl:
+        rows.append(("faults", f"{fl['slowdown']:.3f}x healthy {fmt_time(fl['healthy_step_time_s'])}; "
+                               f"dominant: {fl['dominant']}; time lost {fmt_time(fl['time_lost_s'])}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def _layout_line(lay: dict) -> str:
+    """The report's layout as one line: degrees, schedule, micro-batches, folded experts and sharding."""
     folded = f" ETP{lay['expert_tp']}" if "expert_tp" in lay else ""
     folded += f" ({EP_BACKEND_NAMES[lay['ep_backend']]})" if "ep_backend" in lay else ""
     sp = " SP" if lay.get("sequence_parallel") and lay["tp"] > 1 else ""
-    layout = (f"TP{lay['tp']}{sp} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
-              f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
+    line = (f"TP{lay['tp']}{sp} PP{lay['pp']} DP{lay['dp']} CP{lay['cp']} EP{lay['ep']}{folded}, {lay['schedule']}"
+            f" (chunks {lay['chunks']}), {lay['micro_batches']} micro-batches of {lay['micro_batch']}")
     if "shard_group" in lay:
-        layout += f", state sharded in groups of {lay['shard_group']}"
+        line += f", state sharded in groups of {lay['shard_group']}"
+    return line
+
+
+def _train_rows(r: Report) -> list[tuple[str, str]]:
+    """(metric, value) rows of a training report, human units."""
     mem = r.memory_bytes
-    rows = [
-        ("GPUs / layout", f"{r.gpus} / {layout}"),
+    return [
+        ("GPUs / layout", f"{r.gpus} / {_layout_line(r.layout)}"),
         ("step time", fmt_time(r.step_time_s)),
         ("throughput", f"{r.tokens_per_s:,.0f} tokens/s ({r.tokens_per_s_per_gpu:,.1f} per GPU)"),
         ("MFU / HFU", f"{_pct(r.mfu)} / {_pct(r.hfu)}"),
@@ -101,23 +118,21 @@ def table(report: Report | ServeReport) -> Table:
                          f"{_pct(r.busiest_link['utilization'])} busy"),
         ("cost", f"${r.cost_per_million_tokens:.3f} per million tokens"),
     ]
-    attention = r.extra.get("attention", {})
-    if attention.get("default") and attention["kernel"] != "flash":  # auto chose an older kernel than the newest
-        rows.insert(1, ("attention", f"{attention['kernel']} (workload.attention auto: the kernel most published "
-                                     "training on this GPU ran; flash prices the newest measured)"))
+
+
+def _default_notes(r: Report) -> list[tuple[str, str]]:
+    """Rows naming what `auto` chose for this GPU where it is older than the newest: the Megatron-LM 2021-2022
+    settings of its published runs, then an attention kernel other than flash."""
+    notes = []
     era = [ERA_PHRASES[k] for k, v in r.extra.get("defaults", {}).items()
            if k in MEGATRON_2021_SETTINGS and v == MEGATRON_2021_SETTINGS[k]]
-    if era:  # auto gave this GPU's published runs' older settings
-        rows.insert(1, ("defaults", "Megatron-LM's 2021-2022 settings, as this GPU's published runs: "
-                                    + ", ".join(era)))
-    rows += [("caveat", c) for c in r.caveats]
-    fl = r.extra.get("faults")
-    if fl:
-        rows.append(("faults", f"{fl['slowdown']:.3f}x healthy {fmt_time(fl['healthy_step_time_s'])}; "
-                               f"dominant: {fl['dominant']}; time lost {fmt_time(fl['time_lost_s'])}"))
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    if era:
+        notes.append(("defaults", "Megatron-LM's 2021-2022 settings, as this GPU's published runs: " + ", ".join(era)))
+    attention = r.extra.get("attention", {})
+    if attention.get("default") and attention["kernel"] != "flash":
+        notes.append(("attention", f"{attention['kernel']} (workload.attention auto: the kernel most published "
+                                   "training on this GPU ran; flash prices the newest measured)"))
+    return notes
 
 
 EP_BACKEND_NAMES = {"nccl": "NCCL all-to-all", "deepep": "DeepEP", "hybridep": "HybridEP"}
