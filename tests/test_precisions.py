@@ -12,12 +12,14 @@ from refusals import assert_refused
 
 from simulator import load_scenario, run
 from simulator.cost import calibration, roofline
+from simulator.cost.op_table import build_op_table
 from simulator.cost.ops import ACT_BYTES, CAST_BYTES, DTYPE_BYTES, layer_rows
 from simulator.serving.steps import step_costs
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_H100 = ROOT / "scenarios" / "serve-llama3-70b-h100.yaml"
 GB200 = ROOT / "scenarios" / "llama3-405b-nvl72-64of72.yaml"
+MOE_GB200 = ROOT / "simulator" / "data" / "validation" / "bridge2608-gb200-qwen3-30b-a3b-mxfp8.yaml"
 
 FORMATS = {  # dtype: (element bits, scale bytes, elements a scale) of the stored weights
     "fp8": (8, 0, 1), "fp8-block": (8, 4, 128 * 128), "mxfp8": (8, 1, 32), "nvfp4": (4, 1, 16), "mxfp4": (4, 1, 32)}
@@ -97,6 +99,30 @@ def test_fp8_current_scaling_reads_each_cast_input_once_more(tmp_path):
                    "workload.fp8_scaling: current scales per-tensor FP8 (workload.dtype fp8), got bf16", tmp_path)
     assert_refused(SERVE_H100, ["workload.dtype=fp8", "workload.fp8_scaling=current"],
                    "workload.fp8_scaling: sets training's per-tensor FP8 scales", tmp_path)
+
+
+def test_mxfp8_casts_run_at_the_measured_quantize_rate(monkeypatch):
+    """Transformer Engine's MXFP8 quantize on a B200 (kernels.yaml rocmte598_b200_mxfp8_cast, the source's figure):
+    8192 x 8192 BF16 to both copies, each with its E8M0 block scales, in 52.34 us. Those bytes at the streaming rate
+    times calibration.mxfp8_cast_slowdown take that time within 1%; the op table gives every training MXFP8 cast row
+    (routed experts' too) that factor on its bytes and nothing else, and per-tensor FP8's casts none."""
+    nbytes = 8192 * 8192 * (ACT_BYTES + 2 * DTYPE_BYTES["mxfp8"])
+    slow = calibration.mxfp8_cast_slowdown("blackwell")
+    streaming = calibration.for_training(load_scenario(GB200)).hbm
+    assert nbytes * slow / (8e12 * streaming) == pytest.approx(52.34e-6, rel=0.01)
+    assert slow > 1.3 and calibration.mxfp8_cast_slowdown("hopper") == 1.0  # unmeasured there: casts stream
+    for path, dtype, factor in ((GB200, "mxfp8", slow), (MOE_GB200, "mxfp8", slow), (GB200, "fp8", 1.0)):
+        scn = load_scenario(path, [f"workload.dtype={dtype}"])
+        priced = build_op_table(scn)
+        monkeypatch.setattr(calibration, "mxfp8_cast_slowdown", lambda generation: 1.0)
+        streamed = build_op_table(scn)
+        monkeypatch.undo()
+        casts = np.array([n.endswith("-cast") for n in priced.name])
+        assert casts.sum() >= 4
+        for col in ("bytes_f", "bytes_b"):
+            a, b = getattr(priced, col), getattr(streamed, col)
+            np.testing.assert_allclose(a[casts], factor * b[casts], rtol=1e-12)
+            np.testing.assert_array_equal(a[~casts], b[~casts])
 
 
 def test_fp4_gemms_run_at_the_fp4_peak_on_blackwell():

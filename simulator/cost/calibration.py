@@ -302,6 +302,14 @@ def fp8_attention(generation: str) -> dict | None:
     return _fitted()["generations"][generation]["attention"].get("fp8")
 
 
+def mxfp8_cast_slowdown(generation: str) -> float:
+    """Time of a training MXFP8 cast (the row-wise and column-wise copies from one read) over a streaming kernel's
+    moving the same bytes: the generation's streaming HBM fraction over its measured MXFP8 quantize fraction
+    (calibration.yaml hbm.mxfp8_cast); 1 where unmeasured."""
+    hbm = _fitted()["generations"][generation]["hbm"]
+    return hbm["streaming"]["value"] / hbm["mxfp8_cast"]["both"] if "mxfp8_cast" in hbm else 1.0
+
+
 def with_fp8_attention(cal: Calibration, generation: str, dtype: str) -> Calibration:
     """`cal` with attention in FP8 (workload.fp8_attention): each pass's efficiency times its measured speed-up."""
     speed = fp8_attention(generation)[dtype]

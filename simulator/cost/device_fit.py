@@ -16,11 +16,11 @@ import yaml
 from . import measured
 from .device_tables import clock_params, deepep_table, launch_params, sheet_differences
 from .kernel_data import (
-    GENERATION, GENERATIONS, GIGA, TERA, by_id, data_sheet, geometric_fraction, least_squares_fit, load_kernels,
+    GENERATION, GENERATIONS, GIGA, MICRO, TERA, by_id, data_sheet, geometric_fraction, least_squares_fit, load_kernels,
     single_point, stats, values
 )
 from .link_fit import NIC_RATE, collective_params, hybridep_params
-from .ops import FLASH_BACKWARD_FLOP
+from .ops import ACT_BYTES, DTYPE_BYTES, FLASH_BACKWARD_FLOP
 from .serving_fit import scheduler_params, serving_params
 
 IN_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp8_block": 1.0, "fp4": 0.5}  # GEMM input bytes per element
@@ -35,6 +35,8 @@ HBM_STREAMING = {  # read+write streaming kernels: (entry id, quantities); Babel
                ("quack_h100_softmax_dram_throughput", ("DRAM throughput",)),
                ("quack_h100_rmsnorm_softmax_ce_model_throughput", ("model memory throughput, reduction dim > 4k",))],
     "blackwell": [("cccl_b200_devicetransform_bwutil", None)]}
+MXFP8_CAST = {"blackwell": ("rocmte598_b200_mxfp8_cast", 8192 * 8192)}
+"""Transformer Engine's MXFP8 quantize kernel timed per generation: (entry id, elements cast)."""
 ATTENTION = {  # (generation, pass): entry-id prefixes of the sequence-length curves fitted
     ("ampere", "fwd_bwd"): "fa2_a100_fwdbwd", ("hopper", "fwd"): "fa3_h100_fwd", ("hopper", "bwd"): "fa3paper_h100_bwd",
     ("hopper", "fa2_fwd_bwd"): "fa2_h100_fwdbwd", ("blackwell", "fwd"): "cudnn_gb200_sdpa_fwd",
@@ -278,7 +280,19 @@ def hbm_params(doc: dict, sheet: dict) -> dict:
                                                     sheet["H800"]["hbm"] / GIGA)
     h200 = measured.hbm_points(sheet[measured.DEVICE]["hbm"])  # checks the streaming fit, not in it
     out["hopper"]["streaming_h200_measured"] = geometric_fraction(h200, [measured.source()])
+    for gen, (entry_id, elements) in MXFP8_CAST.items():
+        out[gen]["mxfp8_cast"] = mxfp8_cast_fractions(e[entry_id], elements, sheet)
     return out
+
+
+def mxfp8_cast_fractions(entry: dict, elements: int, sheet: dict) -> dict:
+    """Fraction of the data-sheet HBM bandwidth an MXFP8 quantize kernel moves its bytes at: the 16-bit input read
+    once, each copy written with its block scales (DTYPE_BYTES); `both` (the row-wise and column-wise copies of a
+    training cast from one read) and `rowwise` (one copy)."""
+    hbm = sheet[entry["device"]]["hbm"]
+    rate = lambda mode, copies: (elements * (ACT_BYTES + copies * DTYPE_BYTES["mxfp8"])  # noqa: E731
+                                 / (values(entry, f"BF16, {mode}")[0] * MICRO) / hbm)
+    return {"both": rate("both", 2), "rowwise": rate("rowwise", 1), "fitted_from": [entry["id"]]}
 
 
 # ---------------------------------------------------------------- assembly

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..scenario import pipeline_layout
 from . import roofline
-from .op_table import current_scaling
+from .op_table import casts_as_run, current_scaling
 from .ops import OpRows, cast_rows, layer_shape
 from .params import mtp_parameters, parameter_counts
 
@@ -57,7 +57,7 @@ def projection_seconds(scn, cal) -> np.ndarray:
     """(3,) seconds of one micro-batch through a module's norms and projection on one TP rank: F, B, W (the
     projection's input and weight gradients as any GEMM's)."""
     dev, w, lay = scn.topology.device, scn.workload, scn.layout
-    rows = mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w), dev.arch)
+    rows = casts_as_run(mtp_rows(scn.model, lay.tp, lay.sequence_parallel, w.dtype, current_scaling(w), dev.arch), scn)
     m = [float(layer_shape(scn).tokens)]
     flops, nbytes = rows.flops(m)[0], rows.nbytes(m)[0]
     shapes = rows.shapes(m)[0] * rows.gemm[:, None]

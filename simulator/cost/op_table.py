@@ -131,6 +131,16 @@ def activation_as_run(rows: OpRows, scenario) -> OpRows:
     return replace(rows, io=io, bwd=np.divide(bwd, io, out=rows.bwd.copy(), where=act))
 
 
+def casts_as_run(rows: OpRows, scenario) -> OpRows:
+    """Training's low-precision casts as their kernels run: MXFP8's quantize moves its bytes slower than a streaming
+    kernel where the generation measured it (calibration.mxfp8_cast_slowdown), so its cast rows count their bytes
+    times that; the other formats' casts stream."""
+    if scenario.workload.dtype != "mxfp8":
+        return rows
+    slow = calibration.mxfp8_cast_slowdown(scenario.topology.device.arch)
+    return replace(rows, io=np.where([n.endswith("-cast") for n in rows.name], rows.io * slow, rows.io))
+
+
 def attention_as_run(core: list[dict], scenario) -> list[dict]:
     """The attention core as its kernels run: where FP8 attention's windowed backward does the whole causal
     triangle's work (workload.fp8_attention on a generation whose calibration.fp8_attention says window_backward
@@ -162,7 +172,7 @@ def build_op_table(scenario) -> OpTable:
                       etp=getattr(lay, "expert_tp", None), current_scaling=current_scaling(scenario.workload),
                       cross_entropy=scenario.cross_entropy, passes=copy_passes(scenario),
                       arch=scenario.topology.device.arch)
-    rows = activation_as_run(rope_as_run(rows, model), scenario)
+    rows = casts_as_run(activation_as_run(rope_as_run(rows, model), scenario), scenario)
     expert, gemm = rows.block == BLOCK_EXPERT, rows.gemm
     m = np.where(expert, 1.0, float(sh.tokens))
     flops = 2.0 * m * rows.n * rows.k
