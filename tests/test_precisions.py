@@ -105,7 +105,8 @@ def test_mxfp8_casts_run_at_the_measured_quantize_rate(monkeypatch):
     """Transformer Engine's MXFP8 quantize on a B200 (kernels.yaml rocmte598_b200_mxfp8_cast, the source's figure):
     8192 x 8192 BF16 to both copies, each with its E8M0 block scales, in 52.34 us. Those bytes at the streaming rate
     times calibration.mxfp8_cast_slowdown take that time within 1%; the op table gives every training MXFP8 cast row
-    (routed experts' too) that factor on its bytes and nothing else, and per-tensor FP8's casts none."""
+    (routed experts' too) that factor on its bytes and nothing else, and per-tensor FP8's casts and an ideal device's
+    none."""
     nbytes = 8192 * 8192 * (ACT_BYTES + 2 * DTYPE_BYTES["mxfp8"])
     slow = calibration.mxfp8_cast_slowdown("blackwell")
     streaming = calibration.for_training(load_scenario(GB200)).hbm
@@ -123,6 +124,10 @@ def test_mxfp8_casts_run_at_the_measured_quantize_rate(monkeypatch):
             a, b = getattr(priced, col), getattr(streamed, col)
             np.testing.assert_allclose(a[casts], factor * b[casts], rtol=1e-12)
             np.testing.assert_array_equal(a[~casts], b[~casts])
+    ideal = load_scenario(GB200, ["workload.dtype=mxfp8", "topology.device.efficiency=ideal"])
+    as_run = build_op_table(ideal).bytes_f
+    monkeypatch.setattr(calibration, "mxfp8_cast_slowdown", lambda generation: 1.0)
+    np.testing.assert_array_equal(as_run, build_op_table(ideal).bytes_f)  # an ideal device's casts stream
 
 
 def test_fp4_gemms_run_at_the_fp4_peak_on_blackwell():

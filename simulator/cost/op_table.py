@@ -134,8 +134,8 @@ def activation_as_run(rows: OpRows, scenario) -> OpRows:
 def casts_as_run(rows: OpRows, scenario) -> OpRows:
     """Training's low-precision casts as their kernels run: MXFP8's quantize moves its bytes slower than a streaming
     kernel where the generation measured it (calibration.mxfp8_cast_slowdown), so its cast rows count their bytes
-    times that; the other formats' casts stream."""
-    if scenario.workload.dtype != "mxfp8":
+    times that; the other formats' casts stream, and so does every cast on a device of `efficiency: ideal`."""
+    if scenario.workload.dtype != "mxfp8" or getattr(scenario.topology.device, "efficiency", None) == "ideal":
         return rows
     slow = calibration.mxfp8_cast_slowdown(scenario.topology.device.arch)
     return replace(rows, io=np.where([n.endswith("-cast") for n in rows.name], rows.io * slow, rows.io))
