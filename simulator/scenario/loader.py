@@ -206,7 +206,13 @@ def _preset(folder: Path, name: object, field: str) -> dict:
     if stem is None:
         raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(stems) or 'none'}")
     data = _read_preset(folder / f"{stem}.yaml", field, f"preset {quote(stem)}")
-    return {"name": stem, **{k: v for k, v in data.items() if k != "aliases"}}
+    return _named(stem, data)
+
+
+def _named(name: str, preset: dict) -> dict:
+    """A preset's mapping as a scenario section: its `name` defaulting to `name`, its `aliases` (how the preset is
+    looked up, not a field of the section) dropped."""
+    return {"name": name, **{k: v for k, v in preset.items() if k != "aliases"}}
 
 
 def model_preset(name: str) -> dict:
@@ -271,7 +277,7 @@ def _expand_topology(value: Any, base_dir: Path, field: str, depth: int) -> Any:
     if isinstance(value, str) and (value.endswith((".yaml", ".yml")) or "/" in value):
         path = base_dir / value
         data = _read_preset(path, field, f"file {quote(value)}")
-        data = {"name": path.stem, **{k: v for k, v in data.items() if k != "aliases"}}  # a preset copied as a file
+        data = _named(path.stem, data)  # a preset copied as a file may keep its aliases
         return _expand_topology(data, path.parent, field, depth + 1)
     if isinstance(value, str):
         return _expand_topology(_preset(PRESETS_DIR, value, field), PRESETS_DIR, field, depth + 1)
@@ -309,7 +315,7 @@ def _device_preset(name: object, field: str) -> dict:
     entry = devices.get(key)
     if not isinstance(entry, dict):
         raise _Issue(field, f"no preset {quote(name)}; available: {', '.join(map(str, devices)) or 'none'}")
-    return {"name": key, **{k: v for k, v in entry.items() if k != "aliases"}}
+    return _named(key, entry)
 
 
 def _apply_override(raw: dict, text: object) -> None:
